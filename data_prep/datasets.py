@@ -1,0 +1,77 @@
+"""Prepared datasets by name: built on first use, read with tfds.data_source.
+
+    source, info = datasets.load('salinity', 'enmap')
+    record = source[0]  # dict of numpy values, see data_prep.records
+    region_names = info.features['region'].names
+"""
+import os
+import pathlib
+import time
+
+import tensorflow_datasets as tfds
+
+from data_prep import records
+from data_prep import salinity
+from data_prep import soc
+from deepsalt_jax import sensors
+
+BUILDERS: dict[str, type[records.SpectraBuilder]] = {
+    "salinity": salinity.DeepsaltSalinity,
+    "soc": soc.DeepsaltSoc,
+}
+
+
+def default_data_dir() -> pathlib.Path:
+  """$DEEPSALT_DATA_DIR, else ~/.cache/deepsalt_jax/tfds."""
+  return pathlib.Path(os.environ.get(
+      "DEEPSALT_DATA_DIR",
+      pathlib.Path.home() / ".cache" / "deepsalt_jax" / "tfds"))
+
+
+def builder(name: str = "salinity", sensor: str = "enmap",
+            data_dir: str | os.PathLike | None = None
+            ) -> records.SpectraBuilder:
+  """The TFDS builder of a dataset ('salinity' or 'soc') for a sensor."""
+  if name not in BUILDERS:
+    raise ValueError(f"Unknown dataset {name!r}; valid names: "
+                     f"{', '.join(BUILDERS)}.")
+  if sensor not in sensors.SENSORS:
+    raise ValueError(f"Unknown sensor {sensor!r} for dataset {name!r}; valid "
+                     f"sensors: {', '.join(sensors.SENSORS)}.")
+  data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
+  return BUILDERS[name](config=sensor, data_dir=str(data_dir))
+
+
+def build(name: str = "salinity", sensor: str = "enmap",
+          data_dir: str | os.PathLike | None = None
+          ) -> records.SpectraBuilder:
+  """Builds a dataset unless it is already prepared; returns its builder."""
+  dataset = builder(name, sensor, data_dir)
+  if not dataset.is_prepared():
+    print(f"Building {dataset.name}/{sensor} {dataset.version} in "
+          f"{dataset.data_dir} ...", flush=True)
+    start = time.perf_counter()
+    tfds.disable_progress_bar()  # One line per build says enough.
+    dataset.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    n = dataset.info.splits["train"].num_examples
+    print(f"Built {dataset.name}/{sensor}: {n} records in "
+          f"{time.perf_counter() - start:.1f} s.", flush=True)
+  return dataset
+
+
+def load(name: str = "salinity", sensor: str = "enmap",
+         data_dir: str | os.PathLike | None = None):
+  """(random-access data source of split 'train', DatasetInfo); builds once.
+
+  Args:
+    name: 'salinity' (simulated EC) or 'soc' (measured SOC, LimeSoDa).
+    sensor: 'enmap', 'prisma' or 'emit': the simulated satellite view.
+    data_dir: TFDS data directory; None or '' -> `default_data_dir()`.
+  """
+  data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
+  dataset = build(name, sensor, data_dir)
+  source = tfds.data_source(f"{dataset.name}/{sensor}", split="train",
+                            data_dir=str(data_dir), download=False)
+  return source, dataset.info

@@ -1,0 +1,141 @@
+"""The prepared-record schema and the TFDS builder both benchmarks share.
+
+A record (see the team contract): 'lab' float32[180] on
+`spectra.lab_wavelengths()`, 'satellite' float32[n_good] at the sensor's good
+bands, 'target' float32, 'region' ClassLabel (names travel with the dataset),
+'sample_id' str, 'lat'/'lon' float32 (nan if unknown), 'fold' int64 (LimeSoDa
+fold 1..10, 0 if none), 'role' int64 and 'u' float32 (see `roles`).
+
+Builders write array_record files (no TensorFlow needed); read them with
+`tfds.data_source`. Configs are named by sensor; the same seed gives
+identical records.
+"""
+import abc
+import dataclasses
+import inspect
+from typing import Any
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_prep import forward_model
+from data_prep import roles
+from data_prep import sources
+from deepsalt_jax import sensors
+from deepsalt_jax import spectra
+
+SEED = 0  # Seed of the shipped benchmark datasets.
+
+
+@dataclasses.dataclass(eq=False)
+class SensorConfig(tfds.core.BuilderConfig):
+  """A builder config: the sensor whose view is simulated and the seed.
+
+  The config name names the stored dataset; give a config with another seed
+  its own name (e.g. 'enmap_seed1').
+  """
+  sensor: str = "enmap"
+  seed: int = SEED
+
+
+def sensor_configs() -> list[SensorConfig]:
+  return [SensorConfig(name=name, sensor=name,
+                       description=f"Simulated {name} view, seed {SEED}.")
+          for name in sensors.SENSORS]
+
+
+class SpectraBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
+  """Lab spectra, their simulated satellite view and a target, one split.
+
+  Subclasses set REGION_NAMES, TARGET, MEASURED, SIMULATED and implement
+  `_samples`. All samples go to split 'train': the trainer holds out regions.
+  """
+  BUILDER_CONFIGS = sensor_configs()
+  REGION_NAMES: tuple[str, ...] = ()
+  TARGET = ""  # What 'target' holds, with its unit.
+  MEASURED = ""  # Which parts of a record are measured ...
+  SIMULATED = ""  # ... and which simulated.
+
+  def __init__(self, *, file_format: str = "array_record", **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+
+  # TFDS's own lookup of a builder's source file needs the importlib_resources
+  # backport (not a requirement); the class's module file is the same path.
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(inspect.getfile(cls))
+
+  @property
+  def sensor(self) -> sensors.Sensor:
+    return sensors.builtin(self.builder_config.sensor)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    sensor = self.sensor
+    n_lab = spectra.lab_wavelengths().size
+    scalar = lambda dtype: tfds.features.Scalar(dtype=dtype)
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(f"{self.__doc__}\nTarget: {self.TARGET}.\nMeasured: "
+                     f"{self.MEASURED}\nSimulated: {self.SIMULATED}"),
+        features=tfds.features.FeaturesDict({
+            "lab": tfds.features.Tensor(shape=(n_lab,), dtype=np.float32),
+            "satellite": tfds.features.Tensor(shape=(sensor.good.size,),
+                                              dtype=np.float32),
+            "target": scalar(np.float32),
+            "region": tfds.features.ClassLabel(names=self.REGION_NAMES),
+            "sample_id": tfds.features.Text(),
+            "lat": scalar(np.float32),
+            "lon": scalar(np.float32),
+            "fold": scalar(np.int64),
+            "role": scalar(np.int64),
+            "u": scalar(np.float32),
+        }),
+        metadata=tfds.core.MetadataDict(
+            target=self.TARGET,
+            measured=self.MEASURED,
+            simulated=self.SIMULATED,
+            seed=self.builder_config.seed,
+            sensor=sensor.name,
+            labelled_fraction=roles.LABELLED_FRACTION,
+            paired_fraction=roles.PAIRED_FRACTION,
+            lab_wavelength=spectra.lab_wavelengths().tolist(),
+            satellite_wavelength=sensor.good_wavelength.tolist(),
+            satellite_fwhm=sensor.good_fwhm.tolist(),
+        ),
+        citation=("LimeSoDa (Schmidinger et al.), PyPI LimeSoDa 0.1.5; "
+                  "earthlib (C. Anderson), PyPI earthlib 1.1.0, holding the "
+                  "ICRAF-ISRIC soil spectral library."),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Sources ship with pip packages: nothing to download.
+    return {"train": self._generate_examples()}
+
+  @abc.abstractmethod
+  def _samples(self) -> tuple[sources.LabSpectra, np.ndarray, np.ndarray]:
+    """Returns (sources with region indices into REGION_NAMES, lab, target)."""
+
+  def _generate_examples(self):
+    seed = self.builder_config.seed
+    samples, lab, target = self._samples()
+    satellite = forward_model.satellite_view(
+        lab, samples.region, self.REGION_NAMES, self.sensor,
+        sources.vegetation_endmembers(), seed)
+    u = roles.uniform(samples.sample_id, seed)
+    role = roles.assign_roles(u)
+    for i, sample_id in enumerate(samples.sample_id):
+      record: dict[str, Any] = {
+          "lab": lab[i].astype(np.float32),
+          "satellite": satellite[i].astype(np.float32),
+          "target": np.float32(target[i]),
+          "region": int(samples.region[i]),
+          "sample_id": sample_id,
+          "lat": np.float32(samples.lat[i]),
+          "lon": np.float32(samples.lon[i]),
+          "fold": int(samples.fold[i]),
+          "role": int(role[i]),
+          "u": np.float32(u[i]),
+      }
+      yield sample_id, record

@@ -1,0 +1,45 @@
+"""Sample roles in the transfer setting, derived from a per-sample uniform u.
+
+Each prepared record carries u in [0, 1), a deterministic function of the
+dataset seed and the sample id, so the role of a sample is the same for every
+sensor and changing the fractions only moves samples between neighbouring
+roles (u < labelled <= paired <= unlabelled).
+"""
+import hashlib
+
+import numpy as np
+
+LABELLED, PAIRED, UNLABELLED = 0, 1, 2
+ROLE_NAMES = ("labelled", "paired", "unlabelled")
+# Defaults stored with the prepared datasets (the trainer's config may differ).
+LABELLED_FRACTION = 0.1  # Satellite pixels with a ground EC value.
+PAIRED_FRACTION = 0.4  # Pixels with a lab spectrum of the same place.
+
+
+def uniform(sample_ids, seed: int) -> np.ndarray:
+  """Deterministic u in [0, 1) (float32) per sample id, from a SHA-256 hash."""
+  out = np.empty(len(sample_ids), np.float32)
+  for i, sample_id in enumerate(sample_ids):
+    digest = hashlib.sha256(f"{seed}/{sample_id}".encode()).digest()
+    # 24 bits: exactly representable in float32, so u < 1 stays true.
+    out[i] = int.from_bytes(digest[:3], "big") / 2.0**24
+  return out
+
+
+def assign_roles(u, labelled_fraction: float = LABELLED_FRACTION,
+                 paired_fraction: float = PAIRED_FRACTION) -> np.ndarray:
+  """Roles (int64) of samples with uniform numbers u.
+
+  u < labelled_fraction -> LABELLED; u < labelled_fraction + paired_fraction
+  -> PAIRED; otherwise UNLABELLED.
+  """
+  if not (0.0 <= labelled_fraction and 0.0 <= paired_fraction and
+          labelled_fraction + paired_fraction <= 1.0):
+    raise ValueError(
+        "Role fractions must be >= 0 with labelled_fraction + paired_fraction "
+        f"<= 1, got labelled_fraction={labelled_fraction}, "
+        f"paired_fraction={paired_fraction}.")
+  u = np.asarray(u)
+  return np.where(u < labelled_fraction, LABELLED,
+                  np.where(u < labelled_fraction + paired_fraction, PAIRED,
+                           UNLABELLED)).astype(np.int64)

@@ -1,0 +1,18 @@
+"""Hyperspectral satellite scenes as reflectance fractions.
+
+Readers for EnMAP L2A GeoTIFF, ENVI, PRISMA L2 and EMIT L2A files, all giving
+a `Scene`; spectra at field points (`extract_pixels`) and bare-soil pixels of
+the target domain (`soil_pixels`, `bare_soil_spectra`).
+"""
+from data_prep.scenes.envi import read_envi
+from data_prep.scenes.geotiff import read_geotiff
+from data_prep.scenes.hdf5 import read_emit
+from data_prep.scenes.hdf5 import read_prisma
+from data_prep.scenes.pixels import band_index
+from data_prep.scenes.pixels import bare_soil_spectra
+from data_prep.scenes.pixels import extract_pixels
+from data_prep.scenes.pixels import ndrbi
+from data_prep.scenes.pixels import ndvi
+from data_prep.scenes.pixels import soil_pixels
+from data_prep.scenes.read import read_scene
+from data_prep.scenes.scene import Scene

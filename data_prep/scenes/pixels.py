@@ -1,0 +1,170 @@
+"""Pixels out of a Scene: spectra at points, and bare-soil pixel selection."""
+from typing import Optional, Sequence
+
+from absl import logging
+import numpy as np
+import rasterio.warp
+
+from data_prep.scenes import scene as scene_lib
+
+# Band centres (nm) for the indices: red and NIR for NDVI (Sentinel-2 B4/B8A
+# centres), blue for the Normalised Difference Red Blue Index (water).
+RED_NM = 665.0
+NIR_NM = 865.0
+BLUE_NM = 460.0
+# A good band this far (nm) from a requested centre does not stand for it.
+_MAX_BAND_DISTANCE = 30.0
+
+
+def band_index(scene: scene_lib.Scene, nm: float) -> int:
+  """Index of the good band nearest to `nm`."""
+  good = scene.good
+  i = good[np.argmin(np.abs(scene.wavelength[good] - nm))]
+  if abs(scene.wavelength[i] - nm) > _MAX_BAND_DISTANCE:
+    raise ValueError(f"{scene.name}: no good band within {_MAX_BAND_DISTANCE}"
+                     f" nm of {nm} nm (nearest {scene.wavelength[i]:.1f} nm).")
+  return int(i)
+
+
+def _normalised_difference(scene, a_nm: float, b_nm: float) -> np.ndarray:
+  a = scene.reflectance[band_index(scene, a_nm)].astype(np.float64)
+  b = scene.reflectance[band_index(scene, b_nm)].astype(np.float64)
+  total = a + b
+  with np.errstate(invalid="ignore", divide="ignore"):
+    out = np.where(total > 0, (a - b) / total, np.nan)
+  out[scene.nodata] = np.nan
+  return out
+
+
+def ndvi(scene: scene_lib.Scene) -> np.ndarray:
+  """NDVI [rows, cols] from the good bands nearest 865 and 665 nm (NaN at
+  nodata)."""
+  return _normalised_difference(scene, NIR_NM, RED_NM)
+
+
+def ndrbi(scene: scene_lib.Scene) -> np.ndarray:
+  """Normalised Difference Red Blue Index (~665, ~460 nm); low over water."""
+  return _normalised_difference(scene, RED_NM, BLUE_NM)
+
+
+def soil_pixels(scene: scene_lib.Scene, ndvi_max: float = 0.3,
+                ndrbi_min: Optional[float] = None) -> np.ndarray:
+  """Boolean [rows, cols] mask of bare-soil pixels.
+
+  Args:
+    scene: the scene.
+    ndvi_max: pixels with NDVI above this are vegetated.
+    ndrbi_min: if set, pixels with NDRBI below it are taken as water and
+      dropped. Off by default: white salt crusts also have red ~ blue, so a
+      water threshold must be chosen per scene.
+
+  Returns:
+    True where the pixel has data and passes the thresholds.
+  """
+  mask = ~scene.nodata & (ndvi(scene) <= ndvi_max)
+  if ndrbi_min is not None:
+    mask &= ndrbi(scene) >= ndrbi_min
+  return mask
+
+
+def bare_soil_spectra(scene: scene_lib.Scene, max_pixels: Optional[int] = None,
+                      seed: int = 0, **soil_kwargs) -> np.ndarray:
+  """Reflectance [n, n_good] of bare-soil pixels at the scene's good bands.
+
+  The unlabelled target-domain pixels for domain alignment. With
+  `max_pixels`, a seeded random subset (kept in raster order). A scene without
+  bare soil gives an empty [0, n_good] array and a warning.
+
+  Args:
+    scene: the scene.
+    max_pixels: keep at most this many pixels.
+    seed: seed of the subset.
+    **soil_kwargs: thresholds passed to `soil_pixels`.
+  """
+  rows, cols = np.nonzero(soil_pixels(scene, **soil_kwargs))
+  if rows.size == 0:
+    logging.warning("%s: no bare-soil pixels (thresholds %s).", scene.name,
+                    soil_kwargs or "default")
+  if max_pixels is not None and rows.size > max_pixels:
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(rows.size, size=max_pixels, replace=False))
+    rows, cols = rows[pick], cols[pick]
+  return scene.reflectance[scene.good][:, rows, cols].T.copy()
+
+
+def _to_pixels(scene, xs, ys, coords: str):
+  """Fractional (col, row) pixel positions of points."""
+  xs = np.asarray(xs, dtype=np.float64).reshape(-1)
+  ys = np.asarray(ys, dtype=np.float64).reshape(-1)
+  if xs.shape != ys.shape:
+    raise ValueError(f"xs ({xs.size}) and ys ({ys.size}) differ in length.")
+  if coords == "pixel":
+    return xs, ys
+  if coords not in ("lonlat", "map"):
+    raise ValueError(f"coords must be 'lonlat', 'map' or 'pixel', got "
+                     f"{coords!r}.")
+  if scene.transform is None:
+    raise ValueError(f"{scene.name} has no georeference (transform); use "
+                     "coords='pixel' with column/row indices.")
+  if coords == "lonlat":
+    if scene.crs is None:
+      raise ValueError(f"{scene.name} has a transform but no CRS; pass map "
+                       "coordinates with coords='map'.")
+    xs, ys = (np.asarray(v) for v in rasterio.warp.transform(
+        "EPSG:4326", scene.crs, xs, ys))
+  cols, rows = ~scene.transform @ (xs, ys)
+  return np.asarray(cols), np.asarray(rows)
+
+
+def extract_pixels(scene: scene_lib.Scene, xs: Sequence[float],
+                   ys: Sequence[float], coords: str = "lonlat",
+                   window: int = 1, outside: str = "raise") -> np.ndarray:
+  """Spectra [n, bands] at points: the mean of the window's valid pixels.
+
+  Args:
+    scene: the scene.
+    xs: longitudes, map x (easting) or column indices, per `coords`.
+    ys: latitudes, map y (northing) or row indices.
+    coords: 'lonlat' (WGS84 degrees, transformed to the scene CRS), 'map'
+      (the scene CRS) or 'pixel' (column, row).
+    window: odd side of the square neighbourhood averaged around the pixel
+      holding the point; nodata pixels are left out of the mean.
+    outside: what to do with points outside the scene or whose window has no
+      valid pixel: 'raise' (ValueError listing them) or 'nan' (their rows are
+      NaN, so `np.isnan(out[:, scene.good[0]])` flags them).
+
+  Returns:
+    float32 [n, bands] reflectance, all bands (select `scene.good`).
+  """
+  if window < 1 or window % 2 != 1:
+    raise ValueError(f"window must be an odd positive size, got {window}.")
+  if outside not in ("raise", "nan"):
+    raise ValueError(f"outside must be 'raise' or 'nan', got {outside!r}.")
+  cols, rows = _to_pixels(scene, xs, ys, coords)
+  n_rows, n_cols = scene.shape
+  col_i = np.floor(cols).astype(np.int64)
+  row_i = np.floor(rows).astype(np.int64)
+  out = np.full((col_i.size, scene.wavelength.size), np.nan, np.float32)
+  half = window // 2
+  missing = []
+  for k, (r, c) in enumerate(zip(row_i, col_i)):
+    if not (0 <= r < n_rows and 0 <= c < n_cols):
+      missing.append((k, "outside the scene"))
+      continue
+    r0, r1 = max(r - half, 0), min(r + half + 1, n_rows)
+    c0, c1 = max(c - half, 0), min(c + half + 1, n_cols)
+    valid = ~scene.nodata[r0:r1, c0:c1]
+    if not valid.any():
+      missing.append((k, "no valid pixel in the window"))
+      continue
+    out[k] = scene.reflectance[:, r0:r1, c0:c1][:, valid].mean(axis=1)
+  if missing and outside == "raise":
+    listed = "; ".join(
+        f"point {k} ({np.ravel(xs)[k]}, {np.ravel(ys)[k]}): {why}"
+        for k, why in missing[:20])
+    more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    raise ValueError(
+        f"{len(missing)} of {col_i.size} points have no data in "
+        f"{scene.name} ({n_rows} x {n_cols} pixels): {listed}{more}. Drop "
+        "them or pass outside='nan'.")
+  return out

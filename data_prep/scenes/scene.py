@@ -1,0 +1,266 @@
+"""The `Scene`: one hyperspectral image as surface reflectance fractions.
+
+Readers hand raw band values to `from_raw`, which applies the one set of rules
+every format shares: fill values become NaN, all-fill bands are bad, pixels
+without data in the good bands are nodata, percent or x10000 scaling is
+detected (and said), and implausible values stop with a clear error.
+"""
+import dataclasses
+from typing import Any, Optional
+
+from absl import logging
+import affine
+import numpy as np
+
+from deepsalt_jax import sensors
+
+# Median valid value above which raw values are taken as scaled reflectance:
+# above 150 they are x10000 (integer products), above 1.5 percent.
+_X10000_MEDIAN = 150.0
+_PERCENT_MEDIAN = 1.5
+# Atmospheric correction leaves small negatives over dark targets; many
+# values below this (or any below _NEGATIVE_HARD) mean a wrong scale/offset.
+_NEGATIVE_SOFT = -0.01
+_NEGATIVE_SOFT_SHARE = 0.01
+_NEGATIVE_HARD = -0.5
+# Good-band reflectance above this (median) is not surface reflectance.
+_MAX_MEDIAN_FRACTION = 1.5
+_ALL_NODATA = ("{}: every pixel is nodata (all values equal the fill value). "
+               "Check the nodata value (nodata=...) or the subset you read.")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Scene:
+  """A hyperspectral scene as surface reflectance fractions.
+
+  Attributes:
+    reflectance: float32 [bands, rows, cols], fraction (0..1). NaN where the
+      file had no data (fill values) and at every band of nodata pixels.
+    wavelength: float64 [bands] band centres in nm, strictly increasing.
+    fwhm: float64 [bands] band widths in nm.
+    bad: bool [bands], True for bands not to be used: flagged by the product,
+      without any data, or centred in `sensors.BAD_WINDOWS` (so it equals
+      `sensor.bad`).
+    nodata: bool [rows, cols], True where the pixel has no data.
+    crs: rasterio CRS or WKT string of `transform`'s map coordinates, or None.
+    transform: affine.Affine from (col, row) pixel corners to map
+      coordinates, or None for an image without georeferencing.
+    name: a label (the file stem) used for logs and the sensor name.
+
+  Scenes compare by identity (eq=False), as arrays have no single truth.
+  """
+  reflectance: np.ndarray
+  wavelength: np.ndarray
+  fwhm: np.ndarray
+  bad: np.ndarray
+  nodata: np.ndarray
+  crs: Any = None
+  transform: Optional[affine.Affine] = None
+  name: str = "scene"
+
+  def __post_init__(self):
+    refl = self.reflectance
+    if refl.ndim != 3 or refl.dtype != np.float32:
+      raise ValueError("Scene.reflectance must be float32 [bands, rows, cols], "
+                       f"got {refl.dtype} {refl.shape}.")
+    n_bands, rows, cols = refl.shape
+    for field, shape in (("wavelength", (n_bands,)), ("fwhm", (n_bands,)),
+                         ("bad", (n_bands,)), ("nodata", (rows, cols))):
+      if np.shape(getattr(self, field)) != shape:
+        raise ValueError(f"Scene.{field} must have shape {shape} to match "
+                         f"reflectance {refl.shape}, got "
+                         f"{np.shape(getattr(self, field))}.")
+    check_wavelengths(self.wavelength, self.name)
+    if np.all(self.bad):
+      raise ValueError(f"{self.name}: every band is bad (flagged or without "
+                       "data); there is nothing to use in this scene.")
+    if np.all(self.nodata):
+      raise ValueError(f"{self.name}: every pixel is nodata. Check the nodata "
+                       "value (pass nodata=...) or pick another scene/subset.")
+    values = self.valid_values()
+    if not np.all(np.isfinite(values)):
+      count = int(np.sum(~np.isfinite(values)))
+      raise ValueError(
+          f"{self.name}: {count} NaN/Inf reflectance values in good bands of "
+          "valid pixels. If they mark missing data, declare them nodata "
+          "(nodata=float('nan')); otherwise fix the file.")
+
+  @property
+  def good(self) -> np.ndarray:
+    """Indices of the good bands."""
+    return np.flatnonzero(~self.bad)
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    """(rows, cols)."""
+    return self.nodata.shape
+
+  @property
+  def sensor(self) -> sensors.Sensor:
+    """The scene's own band table as a `deepsalt_jax.sensors.Sensor`."""
+    return sensors.from_metadata(self.wavelength, self.fwhm,
+                                 bbl=(~self.bad).astype(int), units="nm",
+                                 name=self.name)
+
+  def valid_values(self) -> np.ndarray:
+    """Reflectance of the good bands at valid pixels, [n_good, n_valid]."""
+    return self.reflectance[self.good][:, ~self.nodata]
+
+
+def check_wavelengths(wavelength: np.ndarray, name: str) -> None:
+  """Raises ValueError unless wavelengths are finite and strictly increasing."""
+  wavelength = np.asarray(wavelength)
+  if not np.all(np.isfinite(wavelength)):
+    raise ValueError(f"{name}: band wavelengths contain NaN/Inf; give every "
+                     "band a centre wavelength in nm.")
+  steps = np.diff(wavelength)
+  if np.any(steps <= 0):
+    i = int(np.argmax(steps <= 0))
+    raise ValueError(
+        f"{name}: band wavelengths must be strictly increasing, but band "
+        f"{i + 1} ({wavelength[i + 1]} nm) follows {wavelength[i]} nm. Reorder "
+        "the bands by wavelength and drop duplicates.")
+
+
+def nm_per_unit(wavelength, units: Optional[str], name: str) -> float:
+  """1 for nanometres, 1000 for micrometres (guessed when units are unknown)."""
+  unit = (units or "").strip().lower()
+  if unit in ("nanometers", "nanometer", "nanometres", "nm"):
+    return 1.0
+  if unit in ("micrometers", "micrometer", "micrometres", "microns", "micron",
+              "um", "µm"):
+    return 1000.0
+  # Unknown units: hyperspectral centres are 350..2600 nm or 0.35..2.6 um.
+  top = float(np.nanmax(wavelength))
+  factor = 1000.0 if top < 20.0 else 1.0
+  logging.info("%s: wavelength units %r unknown; values up to %.4g read as %s.",
+               name, units, top, "micrometres" if factor > 1 else "nanometres")
+  return factor
+
+
+def fwhm_from_spacing(wavelength, name: str) -> np.ndarray:
+  """Band widths estimated as the centre spacing, with a warning."""
+  logging.warning("%s: no FWHM in the file; using the band spacing as FWHM.",
+                  name)
+  wavelength = np.asarray(wavelength, np.float64)
+  if wavelength.size < 2:
+    raise ValueError(f"{name}: a single band without FWHM; give its FWHM.")
+  order = np.argsort(wavelength)
+  fwhm = np.empty_like(wavelength)
+  fwhm[order] = np.abs(np.gradient(wavelength[order]))
+  return fwhm
+
+
+def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
+             fill: Optional[np.ndarray] = None, bad=None,
+             scale: Optional[float] = None, crs=None,
+             transform: Optional[affine.Affine] = None) -> Scene:
+  """Builds a Scene from band values [bands, rows, cols], sorting out nodata.
+
+  Args:
+    values: band values [bands, rows, cols]; physical reflectance if the file
+      carried its own scaling, else raw numbers.
+    wavelength: band centres (nm); bands are sorted by it (multi-detector
+      products list detectors one after the other).
+    fwhm: band widths (nm).
+    name: label for messages.
+    fill: bool, broadcastable to `values`, True where the file has no data.
+    bad: bool [bands], bands the product flags as bad (None: none flagged);
+      bands without data or in `sensors.BAD_WINDOWS` are added.
+    scale: multiply values by this to get fractions. None: detect percent and
+      x10000 scaling from the median (with a warning).
+    crs: the map CRS, or None.
+    transform: affine pixel-to-map transform, or None.
+
+  Returns:
+    The validated Scene.
+  """
+  values = np.asarray(values, dtype=np.float32)
+  n_bands = values.shape[0]
+  fill = np.zeros(values.shape, bool) if fill is None else np.broadcast_to(
+      fill, values.shape)
+  bad = (np.zeros(n_bands, bool) if bad is None
+         else np.asarray(bad, bool).reshape(n_bands)).copy()
+  wavelength = np.asarray(wavelength, np.float64).reshape(n_bands)
+  fwhm = np.asarray(fwhm, np.float64).reshape(n_bands)
+  order = np.argsort(wavelength, kind="stable")
+  if np.any(order != np.arange(n_bands)):
+    # Multi-detector products (EnMAP, PRISMA) store bands detector by
+    # detector; sorting moves the data with its band table.
+    logging.info("%s: bands reordered by wavelength.", name)
+    values, fill, bad = values[order], fill[order], bad[order]
+    wavelength, fwhm = wavelength[order], fwhm[order]
+  check_wavelengths(wavelength, name)
+  # The same rule as the scene's Sensor: water-vapour and edge bands are bad.
+  bad |= sensors.in_bad_window(wavelength)
+  empty_bands = fill.all(axis=(1, 2))
+  if np.any(empty_bands & ~bad):
+    logging.info("%s: %d bands without any data marked bad.", name,
+                 int(np.sum(empty_bands & ~bad)))
+  bad |= empty_bands
+  good = np.flatnonzero(~bad)
+  if np.all(empty_bands):
+    raise ValueError(_ALL_NODATA.format(name))
+  if good.size == 0:
+    raise ValueError(f"{name}: every band is flagged bad or lies in "
+                     "sensors.BAD_WINDOWS; nothing is left to use.")
+  good_fill = fill[good]
+  nodata = good_fill.all(axis=0)
+  partial = good_fill.any(axis=0) & ~nodata
+  if np.any(partial):
+    # Models need complete spectra: a pixel missing some good bands is unusable.
+    logging.warning("%s: %d pixels lack data in some good bands; marked "
+                    "nodata.", name, int(partial.sum()))
+    nodata = nodata | partial
+  if np.all(nodata):
+    raise ValueError(_ALL_NODATA.format(name))
+  valid = values[good][:, ~nodata]
+  if not np.all(np.isfinite(valid)):
+    raise ValueError(
+        f"{name}: {int(np.sum(~np.isfinite(valid)))} NaN/Inf values in good "
+        "bands of valid pixels. If NaN marks missing data pass "
+        "nodata=float('nan'); otherwise fix or subset the file.")
+  if scale is None:
+    scale = _detect_scale(valid, name)
+  values = values * np.float32(scale) if scale != 1.0 else values.copy()
+  values[fill] = np.nan
+  values[:, nodata] = np.nan
+  _check_range(values[good][:, ~nodata], name)
+  return Scene(reflectance=values, wavelength=wavelength, fwhm=fwhm, bad=bad,
+               nodata=nodata, crs=crs, transform=transform, name=name)
+
+
+def _detect_scale(valid: np.ndarray, name: str) -> float:
+  """1, 0.01 or 0.0001 from the median of the valid good-band values."""
+  median = float(np.median(valid))
+  if median > _X10000_MEDIAN:
+    logging.warning("%s: median value %.4g looks like reflectance x 10000; "
+                    "dividing by 10000 (pass scale=... to override).", name,
+                    median)
+    return 1e-4
+  if median > _PERCENT_MEDIAN:
+    logging.warning("%s: median value %.4g looks like reflectance in percent; "
+                    "dividing by 100 (pass scale=... to override).", name,
+                    median)
+    return 1e-2
+  return 1.0
+
+
+def _check_range(valid: np.ndarray, name: str) -> None:
+  """Stops on values that cannot be surface reflectance fractions."""
+  median = float(np.median(valid))
+  if median > _MAX_MEDIAN_FRACTION:
+    raise ValueError(
+        f"{name}: median reflectance {median:.4g} after scaling is not a "
+        "fraction (0..1). Pass the right scale=... (fraction = raw * scale).")
+  low = valid < _NEGATIVE_SOFT
+  if valid.min() < _NEGATIVE_HARD or low.mean() > _NEGATIVE_SOFT_SHARE:
+    raise ValueError(
+        f"{name}: {int(low.sum())} reflectance values below {_NEGATIVE_SOFT} "
+        f"(minimum {valid.min():.4g}). Surface reflectance is not negative "
+        "beyond noise: check the scale/offset, or declare the fill value "
+        "with nodata=....")
+  if np.any(valid < 0):
+    logging.warning("%s: %d slightly negative reflectance values (minimum "
+                    "%.4g) kept as they are (dark targets, noise).", name,
+                    int(np.sum(valid < 0)), float(valid.min()))

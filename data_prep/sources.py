@@ -1,0 +1,258 @@
+"""Real lab soil spectra shipped by PyPI packages, on the lab grid.
+
+Everything here is measured; nothing is simulated:
+
+* LimeSoDa (Schmidinger et al.): five vis-NIR sets measured at 1 nm
+  (CV.98, SL.125, UL.120, SC.93) or 1-5 nm (SSP.460), with lab SOC (or SOM),
+  clay and pH and ten predefined cross-validation folds. Each set is a region.
+* earthlib (C. Anderson): the ICRAF-ISRIC soil spectral library, 4,168 lab
+  spectra already on the 10 nm lab grid, with latitude and longitude; grouped
+  into regions by continent (see `CONTINENT_BOXES`). Spectra without a
+  location cannot be placed in a region and are dropped: 103 have no
+  coordinates and 345 sit at exactly (0, 0), a missing-value placeholder in
+  the Gulf of Guinea; 3,720 remain.
+* earthlib endmembers for sub-pixel mixing: green canopy spectra (PROSAIL
+  simulations in earthlib) and measured litter, bark and wood (dry vegetation).
+
+Reflectance is returned as a fraction (LimeSoDa ships percent).
+"""
+import dataclasses
+import importlib.util
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from deepsalt_jax import spectra
+
+LIMESODA_SETS = ("CV.98", "SL.125", "UL.120", "SC.93", "SSP.460")
+# Van Bemmelen factor: SOM = 1.724 SOC (organic matter is ~58 % carbon). SL.125
+# and UL.120 report SOM; their SOC is SOM / 1.724.
+SOM_PER_SOC = 1.724
+
+ICRAF_SOURCE = "icraf-isric-soil-database"
+# Approximate continent boxes: (region, (lat_lo, lat_hi), (lon_lo, lon_hi)) in
+# degrees; the first box that holds a point wins, so the small boxes that carve
+# out borders (Panama / Colombia, the Maghreb coast, Bulgaria) come first.
+CONTINENT_BOXES = (
+    # Pacific islands (Hawaii, Samoa, Fiji east of 180), Australia, New Zealand,
+    # New Guinea east of Indonesia.
+    ("ICRAF Oceania", (-50.0, 30.0), (-180.0, -130.0)),
+    ("ICRAF Oceania", (-50.0, -11.0), (112.0, 180.0)),
+    ("ICRAF Oceania", (-11.0, 0.0), (141.0, 180.0)),
+    # South America: east of the Panama-Colombia border, then the Pacific side.
+    ("ICRAF South America", (-56.0, 12.6), (-77.2, -34.0)),
+    ("ICRAF South America", (-56.0, 7.2), (-92.0, -77.2)),
+    ("ICRAF North America", (7.2, 84.0), (-170.0, -50.0)),
+    # Africa: south of the Horn, the Sahara and Maghreb west of Suez, the coast
+    # of Algeria and Tunisia, the Red Sea coast of Sudan and Eritrea.
+    ("ICRAF Africa", (-35.0, 12.0), (-26.0, 52.0)),
+    ("ICRAF Africa", (-35.0, -5.0), (52.0, 60.0)),
+    ("ICRAF Africa", (12.0, 35.95), (-26.0, 32.5)),
+    ("ICRAF Africa", (35.95, 37.6), (0.0, 11.6)),
+    ("ICRAF Africa", (12.0, 18.0), (32.5, 42.5)),
+    ("ICRAF Europe", (35.0, 72.0), (-32.0, 26.5)),
+    ("ICRAF Europe", (41.3, 44.0), (26.5, 29.7)),
+    ("ICRAF Europe", (44.0, 72.0), (26.5, 60.0)),
+    ("ICRAF Asia", (-11.0, 82.0), (25.0, 180.0)),
+)
+ICRAF_REGIONS = ("ICRAF Africa", "ICRAF Asia", "ICRAF Europe",
+                 "ICRAF North America", "ICRAF Oceania", "ICRAF South America")
+# Region names, in the order of the salinity dataset's ClassLabel. LimeSoDa
+# comes first, so its region indices are also valid for LIMESODA_SETS alone.
+REGIONS = LIMESODA_SETS + ICRAF_REGIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class LabSpectra:
+  """Lab spectra on `spectra.lab_wavelengths()` with their metadata."""
+  reflectance: np.ndarray  # [n, 180] float64 fraction.
+  region: np.ndarray  # [n] int64 index into REGIONS.
+  sample_id: np.ndarray  # [n] str, unique.
+  lat: np.ndarray  # [n] float64 degrees, nan if unknown.
+  lon: np.ndarray  # [n] float64 degrees, nan if unknown.
+  fold: np.ndarray  # [n] int64 LimeSoDa fold 1..10, 0 if none.
+  soc: np.ndarray  # [n] float64 measured SOC in %, nan if unknown.
+
+  def __len__(self) -> int:
+    return len(self.sample_id)
+
+
+def concatenate(*parts: LabSpectra) -> LabSpectra:
+  return LabSpectra(**{
+      f.name: np.concatenate([getattr(p, f.name) for p in parts])
+      for f in dataclasses.fields(LabSpectra)})
+
+
+def continent(lat, lon) -> np.ndarray:
+  """Region name (from CONTINENT_BOXES) of each point; '' where none applies."""
+  lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+  names = np.full(lat.shape, "", dtype=object)
+  for name, (lat_lo, lat_hi), (lon_lo, lon_hi) in reversed(CONTINENT_BOXES):
+    inside = (lat >= lat_lo) & (lat < lat_hi) & (lon >= lon_lo) & (lon < lon_hi)
+    names[inside] = name  # Reversed, so earlier boxes overwrite later ones.
+  return names
+
+
+def to_lab_grid(reflectance: np.ndarray, wavelength: np.ndarray) -> np.ndarray:
+  """Resamples fine spectra [n, k] at `wavelength` (nm) onto the lab grid.
+
+  Each lab band is a 10 nm FWHM Gaussian response (`spectra.resampling_matrix`).
+  Lab bands centred outside the measured range (400 and 410 nm for spectra
+  starting at 420 nm) are extrapolated linearly from the two nearest bands.
+  """
+  lab = spectra.lab_wavelengths()
+  out = spectra.resample(np.asarray(reflectance, np.float64),
+                         spectra.resampling_matrix(wavelength, lab,
+                                                   np.full(lab.size, 10.0)))
+  inside = np.nonzero((lab >= wavelength[0]) & (lab <= wavelength[-1]))[0]
+  first, last = inside[0], inside[-1]
+  for i in range(first):
+    out[:, i] = out[:, first] + (out[:, first + 1] - out[:, first]) * (
+        (lab[i] - lab[first]) / (lab[first + 1] - lab[first]))
+  for i in range(last + 1, lab.size):
+    out[:, i] = out[:, last] + (out[:, last] - out[:, last - 1]) * (
+        (lab[i] - lab[last]) / (lab[last] - lab[last - 1]))
+  return out
+
+
+def limesoda() -> LabSpectra:
+  """LimeSoDa's five vis-NIR sets; SOC measured (SL.125, UL.120: SOM / 1.724).
+
+  Coordinates are not kept: CV.98 and SSP.460 have none, SL.125 and UL.120
+  ship dummy (displaced) ones, so lat/lon are nan except for SC.93 (UTM 22S,
+  converted to degrees).
+  """
+  import LimeSoDa  # pylint: disable=g-import-not-at-top
+  parts = []
+  for region, name in enumerate(LIMESODA_SETS):
+    data = LimeSoDa.load_dataset(name)
+    table = data["Dataset"]
+    bands = [c for c in table.columns if c.startswith("wl_")]
+    wavelength = np.array([float(c[3:]) for c in bands])
+    n = len(table)
+    if "SOC_target" in table:
+      soc = table["SOC_target"].to_numpy(np.float64)
+    else:
+      soc = table["SOM_target"].to_numpy(np.float64) / SOM_PER_SOC
+    lat = lon = np.full(n, np.nan)
+    coords = data["Coordinates"]
+    if isinstance(coords, pd.DataFrame) and "x_32722" in coords:
+      lon, lat = _utm_to_degrees(coords["x_32722"], coords["y_32722"], 32722)
+    parts.append(LabSpectra(
+        reflectance=to_lab_grid(table[bands].to_numpy(np.float64) / 100.0,
+                                wavelength),
+        region=np.full(n, region, np.int64),
+        sample_id=np.array([f"{name}/{i}" for i in table.index], dtype=object),
+        lat=lat, lon=lon,
+        fold=np.asarray(data["Folds"], np.int64),
+        soc=soc))
+  return concatenate(*parts)
+
+
+def _utm_to_degrees(x, y, epsg: int) -> tuple[np.ndarray, np.ndarray]:
+  import rasterio.warp  # pylint: disable=g-import-not-at-top
+  lon, lat = rasterio.warp.transform(f"EPSG:{epsg}", "EPSG:4326",
+                                     list(x), list(y))
+  return np.asarray(lon), np.asarray(lat)
+
+
+def _earthlib_data() -> pathlib.Path:
+  # find_spec locates the package without importing it (its import is slow).
+  spec = importlib.util.find_spec("earthlib")
+  if spec is None or not spec.submodule_search_locations:
+    raise ValueError("earthlib is not installed; run pip install -r "
+                     "requirements.txt (earthlib ships the ICRAF-ISRIC and "
+                     "endmember spectra).")
+  return pathlib.Path(spec.submodule_search_locations[0]) / "data"
+
+
+def read_envi_library(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+  """Reads an ENVI spectral library: (spectra [lines, samples], nm)."""
+  header = {}
+  text = pathlib.Path(str(path) + ".hdr").read_text()
+  for key, value in _header_items(text):
+    header[key.strip().lower()] = value.strip()
+  dtypes = {"4": "f4", "5": "f8"}
+  if header.get("data type") not in dtypes:
+    raise ValueError(f"{path}: ENVI data type {header.get('data type')} is not "
+                     "supported (4 = float32 and 5 = float64 are).")
+  order = ">" if header.get("byte order") == "1" else "<"
+  rows, cols = int(header["lines"]), int(header["samples"])
+  data = np.fromfile(path, dtype=order + dtypes[header["data type"]],
+                     offset=int(header.get("header offset", 0)))
+  if data.size != rows * cols:
+    raise ValueError(f"{path}: holds {data.size} values, the header says "
+                     f"{rows} x {cols}.")
+  wavelength = np.array([float(v) for v in header["wavelength"].strip("{}")
+                         .split(",")])
+  if header.get("wavelength units", "").lower().startswith("micro"):
+    wavelength = wavelength * 1000.0
+  return data.reshape(rows, cols).astype(np.float64), np.round(wavelength, 6)
+
+
+def _header_items(text: str):
+  """Yields (key, value) of an ENVI header; braced values may span lines."""
+  key, value, depth = None, "", 0
+  for line in text.splitlines():
+    if key is None:
+      if "=" not in line:
+        continue
+      key, value = line.split("=", 1)
+    else:
+      value += " " + line
+    depth = value.count("{") - value.count("}")
+    if depth <= 0:
+      yield key, value
+      key, value = None, ""
+
+
+def _earthlib_library() -> tuple[pd.DataFrame, np.ndarray]:
+  """earthlib's metadata table and its spectra, checked against the lab grid."""
+  data = _earthlib_data()
+  table = pd.read_csv(data / "spectra.csv")
+  reflectance, wavelength = read_envi_library(data / "spectra.sli")
+  lab = spectra.lab_wavelengths()
+  if wavelength.shape != lab.shape or not np.allclose(wavelength, lab):
+    raise ValueError("earthlib's spectra.sli is not on the lab grid "
+                     "(400-2450 nm every 10 nm without water bands); "
+                     "check the installed earthlib version (1.1.0 expected).")
+  if len(table) != len(reflectance):
+    raise ValueError(f"earthlib: spectra.csv has {len(table)} rows but "
+                     f"spectra.sli {len(reflectance)} spectra.")
+  return table, reflectance
+
+
+def icraf() -> LabSpectra:
+  """ICRAF-ISRIC lab spectra grouped by continent; unlocated ones dropped."""
+  table, reflectance = _earthlib_library()
+  keep = (table["SOURCE"] == ICRAF_SOURCE).to_numpy().copy()
+  keep &= table[["LAT", "LON"]].notna().all(axis=1).to_numpy()
+  # (0, 0) is the library's placeholder for an unknown location.
+  keep &= ~((table["LAT"] == 0) & (table["LON"] == 0)).to_numpy()
+  table, reflectance = table[keep], reflectance[keep]
+  lat, lon = table["LAT"].to_numpy(), table["LON"].to_numpy()
+  names = continent(lat, lon)
+  if np.any(names == ""):
+    raise ValueError(f"{np.sum(names == '')} ICRAF spectra lie outside every "
+                     "box of CONTINENT_BOXES; extend the boxes.")
+  n = len(table)
+  return LabSpectra(
+      reflectance=reflectance,
+      region=np.array([REGIONS.index(r) for r in names], np.int64),
+      sample_id=np.array([f"icraf/{s}" for s in table["NAME"]], dtype=object),
+      lat=lat, lon=lon,
+      fold=np.zeros(n, np.int64),
+      soc=np.full(n, np.nan))
+
+
+def vegetation_endmembers() -> dict[str, np.ndarray]:
+  """Endmember spectra [k, 180] for sub-pixel mixing, from earthlib.
+
+  'green': green canopies (earthlib's PROSAIL simulations); 'dry': measured
+  litter, bark and wood (non-photosynthetic vegetation).
+  """
+  table, reflectance = _earthlib_library()
+  level = table["LEVEL_2"].to_numpy()
+  return {"green": reflectance[level == "vegetation"],
+          "dry": reflectance[level == "npv"]}

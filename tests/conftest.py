@@ -1,0 +1,46 @@
+"""Test setup: JAX on CPU, reference data located through one helper.
+
+Multi-device tests run in a subprocess with 8 fake CPU devices (the device
+count must be fixed before JAX initialises; see tests/multidevice.py).
+"""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def reference_data_dir() -> pathlib.Path:
+  """Real reference files (EnMAP tiles, band tables); see ../shared/data."""
+  return pathlib.Path(os.environ.get(
+      "DEEPSALT_REFERENCE_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def reference_data() -> pathlib.Path:
+  path = reference_data_dir()
+  if not path.is_dir():
+    pytest.skip(f"reference data not found at {path} "
+                "(set DEEPSALT_REFERENCE_DATA)")
+  return path
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(tmp_path_factory) -> pathlib.Path:
+  """One TFDS data_dir per test session: each dataset is built once, lazily."""
+  return tmp_path_factory.mktemp("tfds")
+
+
+def tiny_config(config_module: str, data_dir: pathlib.Path, arg: str = ""):
+  """A config's tiny variant reading its data from `data_dir`."""
+  import importlib
+  module = importlib.import_module(f"configs.{config_module}")
+  config = module.get_config(",".join(filter(None, ["tiny", arg])))
+  config.data.data_dir = str(data_dir)
+  if "teacher" in config:
+    config.teacher.data.data_dir = str(data_dir)
+  return config

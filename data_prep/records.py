@@ -12,13 +12,12 @@ identical records.
 """
 import abc
 import dataclasses
-import inspect
 from typing import Any
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import array_record_builder
 from data_prep import forward_model
 from data_prep import roles
 from data_prep import sources
@@ -45,7 +44,7 @@ def sensor_configs() -> list[SensorConfig]:
           for name in sensors.SENSORS]
 
 
-class SpectraBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
+class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
   """Lab spectra, their simulated satellite view and a target, one split.
 
   Subclasses set REGION_NAMES, TARGET, MEASURED, SIMULATED and implement
@@ -56,16 +55,6 @@ class SpectraBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   TARGET = ""  # What 'target' holds, with its unit.
   MEASURED = ""  # Which parts of a record are measured ...
   SIMULATED = ""  # ... and which simulated.
-
-  def __init__(self, *, file_format: str = "array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-
-  # TFDS's own lookup of a builder's source file needs the importlib_resources
-  # backport (not a requirement); the class's module file is the same path.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(inspect.getfile(cls))
 
   @property
   def sensor(self) -> sensors.Sensor:

@@ -14,16 +14,15 @@ from the library's own grid; 'target' is EC in dS/m.
 """
 import abc
 import dataclasses
-import inspect
 import pathlib
 import re
 from typing import Optional
 
-from etils import epath
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
+from data_prep import array_record_builder
 from data_prep.libraries import tables
 from deepsalt_jax import spectra
 
@@ -42,19 +41,9 @@ def _find(manual_dir: pathlib.Path, pattern: str, what: str,
   return hits if many else hits[0]
 
 
-class _LabLibrary(tfds.core.GeneratorBasedBuilder, abc.ABC):
+class _LabLibrary(array_record_builder.ArrayRecordBuilder, abc.ABC):
   """Shared record schema and generation; subclasses read their files."""
   VERSION = tfds.core.Version("1.0.0")
-
-  def __init__(self, *, file_format: str = "array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-
-  # TFDS's own lookup of a builder's source file needs the importlib_resources
-  # backport (not a requirement); the class's module file is the same path.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -1,0 +1,148 @@
+"""Deterministic input: prepared TFDS data -> per-step global batches.
+
+The prepared datasets are small (thousands of spectra), so each process reads
+its data source once into memory. Batches come from seeded grain `MapDataset`
+index pipelines, which are random access: the batch of step `s` is a pure
+function of (seed, s), so a resumed run sees exactly the batches an
+uninterrupted run would, with no iterator state to checkpoint. Each process
+takes its own rows of the global batch and `jax.make_array_from_process_local_data`
+assembles the global, data-sharded array.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+
+from data_prep import datasets
+from data_prep import roles
+
+LABELLED, PAIRED, UNLABELLED = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """A prepared dataset in memory, with its train/test region split."""
+  lab: np.ndarray  # [n, n_lab] reflectance on the lab grid.
+  satellite: np.ndarray  # [n, n_good] reflectance at the sensor's good bands.
+  target: np.ndarray  # [n] EC (dS/m) or SOC (%).
+  region: np.ndarray  # [n] index into region_names.
+  role: np.ndarray  # [n] LABELLED, PAIRED or UNLABELLED (from config).
+  region_names: tuple[str, ...]
+  test: np.ndarray  # [n] bool, sample lies in a held-out region.
+  sensor: str
+
+  def subset(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+    return dict(lab=self.lab[mask], satellite=self.satellite[mask],
+                target=self.target[mask], region=self.region[mask])
+
+
+def load_data(config: ml_collections.ConfigDict) -> Data:
+  """Reads the prepared dataset named by `config.data` (building it once)."""
+  if jax.process_count() > 1:  # Process 0 builds; the others wait, then read.
+    if jax.process_index() == 0:
+      datasets.build(config.name, config.sensor, config.data_dir or None)
+    multihost_utils.sync_global_devices("deepsalt_jax: dataset prepared")
+  source, info = datasets.load(config.name, config.sensor,
+                               config.data_dir or None)
+  records = [source[i] for i in range(len(source))]
+  stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
+  region_names = tuple(info.features["region"].names)
+  region = stack("region", np.int32)
+  test_names = [n.strip() for n in config.test_regions.split(",") if n.strip()]
+  unknown = sorted(set(test_names) - set(region_names))
+  if unknown:
+    raise ValueError(
+        f"data.test_regions names unknown regions {unknown}; regions of "
+        f"{config.name}/{config.sensor}: {', '.join(region_names)}.")
+  test = np.isin(region, [region_names.index(n) for n in test_names])
+  if test.all():
+    raise ValueError("data.test_regions holds out every region: nothing "
+                     "is left to train on.")
+  return Data(
+      lab=stack("lab", np.float32),
+      satellite=stack("satellite", np.float32),
+      target=stack("target", np.float32),
+      region=region,
+      role=roles.assign_roles(stack("u", np.float32), config.labelled_fraction,
+                              config.paired_fraction),
+      region_names=region_names,
+      test=test,
+      sensor=config.sensor,
+  )
+
+
+class Stream:
+  """Endless, seeded, shuffled batches of a few aligned arrays."""
+
+  def __init__(self, arrays: dict[str, np.ndarray], batch_size: int,
+               seed: int):
+    sizes = {len(v) for v in arrays.values()}
+    if len(sizes) != 1 or 0 in sizes:
+      raise ValueError(f"A stream needs non-empty arrays of one length, got "
+                       f"{ {k: len(v) for k, v in arrays.items()} }.")
+    self.arrays = arrays
+    self._indices = (grain.MapDataset.range(sizes.pop()).seed(seed).shuffle()
+                     .repeat().batch(batch_size, drop_remainder=True))
+
+  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+    index = self._indices[step]
+    return {k: v[index] for k, v in self.arrays.items()}
+
+
+def teacher_streams(data: Data, batch_size: int, seed: int
+                    ) -> dict[str, Stream]:
+  """Lab spectra and labels of every training-region sample."""
+  train = ~data.test
+  return {"lab": Stream(dict(lab=data.lab[train], target=data.target[train]),
+                        batch_size, seed)}
+
+
+def student_streams(data: Data, batch_size: int, seed: int,
+                    transductive: bool, need: set[str]) -> dict[str, Stream]:
+  """The streams the student's loss terms draw on.
+
+  labelled: the few labelled pixels (regression); paired: pixels with their
+  lab spectrum (distillation, SAU reconstruction); unlabelled: pixels without
+  labels, held-out regions' pixels included when `transductive` (alignment);
+  library: lab spectra of the training regions (the teacher's side of the
+  alignment). Only the streams in `need` are built.
+  """
+  train = ~data.test
+  unlabelled = train & (data.role == UNLABELLED)
+  if transductive:
+    unlabelled |= data.test
+  masks = {"labelled": train & (data.role == LABELLED),
+           "paired": train & (data.role == PAIRED),
+           "unlabelled": unlabelled, "library": train}
+  fields = {"labelled": ("satellite", "target"), "paired": ("satellite", "lab"),
+            "unlabelled": ("satellite",), "library": ("lab",)}
+  streams = {}
+  for offset, name in enumerate(masks):
+    if name not in need:
+      continue
+    if not masks[name].any():
+      raise ValueError(f"The {name!r} stream is empty: check "
+                       "data.labelled_fraction / data.paired_fraction and "
+                       "data.test_regions.")
+    arrays = {f: getattr(data, f)[masks[name]] for f in fields[name]}
+    streams[name] = Stream(arrays, batch_size, seed + offset)
+  return streams
+
+
+def global_batch(streams: dict[str, Stream], step: int,
+                 sharding: jax.sharding.NamedSharding) -> dict:
+  """This process's rows of the step's batch, assembled into global arrays."""
+  num_procs, proc = jax.process_count(), jax.process_index()
+
+  def to_global(x: np.ndarray) -> jax.Array:
+    rows = len(x) // num_procs
+    local = x[proc * rows:(proc + 1) * rows]
+    return jax.make_array_from_process_local_data(sharding, local, x.shape)
+
+  return {name: {k: to_global(v) for k, v in s[step].items()}
+          for name, s in streams.items()}

@@ -1,0 +1,157 @@
+"""DeepSalt models: the lab-spectrum teacher and the satellite student.
+
+Parameter trees (the `params` collection):
+  Teacher: {'encoder', 'head'}
+  Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator'}
+The student's 'encoder' and 'head' have exactly the teacher's structure when
+both are built with the same encoder settings, so the student starts from the
+teacher with `init_student_from_teacher` (student['encoder'] =
+teacher['encoder'], student['head'] = teacher['head']).
+
+The domain discriminator lives in the student for adversarial alignment:
+  logits = student.apply({'params': p}, features, method=student.discriminate)
+"""
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from deepsalt_jax.models import encoder as encoder_lib
+from deepsalt_jax.models import sau as sau_lib
+
+# The subtrees the student takes over from the teacher.
+SHARED = ('encoder', 'head')
+
+
+class DomainDiscriminator(nn.Module):
+  """Features [B, D] -> logit [B]: lab/teacher side vs satellite side."""
+  hidden: int = 64
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    y = nn.gelu(nn.Dense(self.hidden, name='hidden0')(features))
+    y = nn.gelu(nn.Dense(self.hidden, name='hidden1')(y))
+    return nn.Dense(1, name='out')(y)[..., 0]
+
+
+class _Predictor(nn.Module):
+  """Encoder and head settings shared by teacher and student.
+
+  Attributes: see `encoder.SpectralEncoder`; `head_hidden` is the width of
+  the regression head.
+  """
+  features: int = 64
+  num_blocks: int = 3
+  kernel_size: int = 7
+  stem_stride: int = 4
+  num_heads: int = 4
+  mlp_ratio: int = 2
+  dropout: float = 0.1
+  head_hidden: int = 64
+
+  def _encoder_and_head(self):
+    encoder = encoder_lib.SpectralEncoder(
+        features=self.features, num_blocks=self.num_blocks,
+        kernel_size=self.kernel_size, stem_stride=self.stem_stride,
+        num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        dropout=self.dropout)
+    head = encoder_lib.RegressionHead(self.head_hidden, self.dropout)
+    return encoder, head
+
+
+class Teacher(_Predictor):
+  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, features]}."""
+
+  def setup(self):
+    self.encoder, self.head = self._encoder_and_head()
+
+  def __call__(self, lab: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    features = self.encoder(lab, train=train)
+    return {'pred': self.head(features, train=train), 'features': features}
+
+
+class Student(_Predictor):
+  """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
+
+  Returns {'pred': [B], 'features': [B, features], 'lab': [B, n_lab]}, where
+  'lab' is the adapted spectrum on the lab grid that the encoder reads.
+
+  Attributes:
+    init_matrix: (n_lab, n_sat) from `sau.sau_init_matrix` (required).
+    learn_sau: True: the trainable SAU. False (the 'no SAU' ablation): the
+      fixed physics matrix, applied as a constant with no parameters.
+    sau_hidden: width of the SAU's residual MLP.
+    discriminator_hidden: width of the domain discriminator.
+  """
+  init_matrix: Any = None
+  learn_sau: bool = True
+  sau_hidden: int = 64
+  discriminator_hidden: int = 64
+
+  def __post_init__(self):
+    if self.init_matrix is None:
+      raise ValueError('Student needs init_matrix, the (n_lab, n_sat) array '
+                       'from deepsalt_jax.models.sau.sau_init_matrix.')
+    object.__setattr__(self, 'init_matrix', sau_lib.frozen(self.init_matrix))
+    super().__post_init__()
+
+  def setup(self):
+    if self.learn_sau:
+      self.sau = sau_lib.SpectralAdaptationUnit(self.init_matrix,
+                                                self.sau_hidden)
+    self.encoder, self.head = self._encoder_and_head()
+    self.discriminator = DomainDiscriminator(self.discriminator_hidden)
+
+  def __call__(self, satellite: jax.Array, *,
+               train: bool) -> dict[str, jax.Array]:
+    if self.learn_sau:
+      lab = self.sau(satellite)
+    else:
+      lab = sau_lib.fixed_adaptation(satellite, self.init_matrix)
+    features = self.encoder(lab, train=train)
+    if self.is_initializing():  # Create the discriminator's params too.
+      self.discriminator(features)
+    return {'pred': self.head(features, train=train), 'features': features,
+            'lab': lab}
+
+  def discriminate(self, features: jax.Array) -> jax.Array:
+    """Domain logits [B] for features [B, D]."""
+    return self.discriminator(features)
+
+
+def init_student_from_teacher(student_params: Mapping[str, Any],
+                              teacher_params: Mapping[str, Any]
+                              ) -> dict[str, Any]:
+  """Student params with 'encoder' and 'head' replaced by the teacher's.
+
+  Accepts the `params` collections themselves or variable dicts that wrap
+  them as {'params': ...} (both arguments alike). Returns a new dict; the
+  inputs are not modified. The teacher's arrays are copied: a train step that
+  donates the student state while it also reads the teacher params must not
+  see the same buffers twice.
+
+  Raises:
+    ValueError: if the subtrees differ in structure or shape (teacher and
+      student built with different encoder settings).
+  """
+  if 'params' in student_params:
+    if 'params' not in teacher_params:
+      raise ValueError('Pass both params collections or both variable dicts '
+                       "({'params': ...}), not one of each.")
+    return {**student_params, 'params': init_student_from_teacher(
+        student_params['params'], teacher_params['params'])}
+  out = dict(student_params)
+  for name in SHARED:
+    if name not in student_params or name not in teacher_params:
+      raise ValueError(f'Both param trees need a {name!r} subtree; got '
+                       f'student {sorted(student_params)}, teacher '
+                       f'{sorted(teacher_params)}.')
+    shapes = [jax.tree.map(lambda x: x.shape, tree[name])
+              for tree in (student_params, teacher_params)]
+    if shapes[0] != shapes[1]:
+      raise ValueError(f'Student and teacher {name!r} params differ in '
+                       'structure or shape; build both with the same encoder '
+                       'settings (features, num_blocks, kernel_size, ...).')
+    out[name] = jax.tree.map(jnp.copy, teacher_params[name])
+  return out

@@ -1,0 +1,162 @@
+"""Spectral encoder and regression head (Flax Linen, state-free).
+
+A spectrum on a fixed band grid is read as a 1-D sequence of band tokens:
+a strided conv stem, residual ConvNeXt-style blocks (depthwise conv along the
+bands + token MLP; LayerNorm only, so there is no batch state to sync across
+devices) and attention pooling with one learned query per head.
+
+Sized for 2 CPU cores, where XLA's cost grows with batch x tokens x blocks
+(memory-bound elementwise work, not FLOPs): the default stem stride of 4
+gives 45 tokens of 40 nm on the 180-band lab grid, and its 7-band kernel
+(70 nm) overlaps neighbouring tokens so narrow absorption features still
+reach a token. Stride 2 doubles the cost.
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class DepthwiseConv1D(nn.Module):
+  """Per-channel 'SAME' conv along axis 1 of [B, L, C], written as shifts.
+
+  XLA:CPU runs a grouped convolution ~100x slower than these fused shifted
+  multiply-adds (measured: 56 ms vs 0.6 ms for [256, 90, 64], kernel 7).
+  """
+  kernel_size: int = 7
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    length, channels = x.shape[1:]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (self.kernel_size, channels))
+    bias = self.param('bias', nn.initializers.zeros, (channels,))
+    left = (self.kernel_size - 1) // 2
+    padded = jnp.pad(x, ((0, 0), (left, self.kernel_size - 1 - left), (0, 0)))
+    out = sum(padded[:, i:i + length] * kernel[i]
+              for i in range(self.kernel_size))
+    return out + bias
+
+
+class ResidualBlock(nn.Module):
+  """Pre-norm residual block: depthwise conv over bands, then a token MLP."""
+  kernel_size: int = 7
+  mlp_ratio: int = 2
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    batch, length, features = x.shape
+    # No affine LayerNorm parameters: the depthwise kernel and the MLP absorb
+    # a per-channel scale and shift.
+    y = nn.LayerNorm(use_scale=False, use_bias=False, name='norm')(x)
+    y = DepthwiseConv1D(self.kernel_size, name='depthwise')(y)
+    # The token MLP on a 2-D view: XLA:CPU computes the weight gradient of a
+    # [B*L, D] matmul ~2x faster than that of the 3-D dot_general.
+    y = y.reshape(batch * length, features)
+    y = nn.gelu(nn.Dense(self.mlp_ratio * features, name='expand')(y))
+    # Zero-initialised output: every block starts as the identity, which keeps
+    # early training stable without BatchNorm.
+    y = nn.Dense(features, kernel_init=nn.initializers.zeros,
+                 name='project')(y).reshape(batch, length, features)
+    # Channel dropout shared by all tokens of a spectrum (SpatialDropout1D):
+    # B*D random draws instead of B*L*D, which cost ~30 % of a CPU step.
+    y = nn.Dropout(self.dropout, broadcast_dims=(1,),
+                   deterministic=not train)(y)
+    return x + y
+
+
+class AttentionPool(nn.Module):
+  """Pools tokens [B, L, D] -> [B, D] with one learned query per head.
+
+  Each head scores the tokens with its own query and averages its slice of
+  the channels, so heads can attend to different absorption regions. No
+  key/value projections: cheaper than full multi-head attention.
+  """
+  num_heads: int = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, length, features = x.shape
+    if features % self.num_heads:
+      raise ValueError(f'features={features} must be divisible by '
+                       f'num_heads={self.num_heads}.')
+    scores = nn.Dense(self.num_heads, use_bias=False, name='query')(
+        x.reshape(batch * length, features))
+    weights = jax.nn.softmax(
+        scores.reshape(batch, length, self.num_heads), axis=1)[..., None]
+    values = x.reshape(batch, length, self.num_heads, -1)
+    pooled = (weights * values).sum(axis=1).reshape(batch, features)
+    return nn.Dense(features, name='out')(pooled)
+
+
+class SpectralEncoder(nn.Module):
+  """Spectrum [B, n_bands] -> embedding [B, features].
+
+  Attributes:
+    features: token width and embedding size.
+    num_blocks: number of residual blocks.
+    kernel_size: conv kernel length (stem: in bands; blocks: in tokens).
+    stem_stride: band subsampling of the stem (tokens = ceil(n_bands/stride)).
+    num_heads: attention-pooling heads; 0 selects mean pooling.
+    mlp_ratio: hidden width of the token MLP, in multiples of `features`.
+    dropout: channel-dropout rate in the blocks ('dropout' rng when training).
+  """
+  features: int = 64
+  num_blocks: int = 3
+  kernel_size: int = 7
+  stem_stride: int = 4
+  num_heads: int = 4
+  mlp_ratio: int = 2
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool,
+               wavelength: Optional[jax.Array] = None) -> jax.Array:
+    """Encodes spectra.
+
+    Args:
+      x: [B, n_bands] reflectance.
+      train: enables dropout.
+      wavelength: optional [n_bands] normalised wavelengths (e.g. scaled to
+        [0, 1]), fed as a second input channel. It changes the stem's
+        parameter shape, so pass it always or never for one set of params.
+
+    Returns:
+      [B, features] embedding.
+    """
+    if x.ndim != 2:
+      raise ValueError(f'SpectralEncoder expects [batch, bands], got shape '
+                       f'{x.shape}.')
+    tokens = x[..., None]
+    if wavelength is not None:
+      wl = jnp.broadcast_to(jnp.asarray(wavelength, x.dtype), x.shape)
+      tokens = jnp.concatenate([tokens, wl[..., None]], axis=-1)
+    tokens = nn.Conv(self.features, (self.kernel_size,),
+                     strides=(self.stem_stride,), padding='SAME',
+                     name='stem')(tokens)
+    # Learned position embedding: pooling ignores order, but where along the
+    # spectrum a feature sits (1450 vs 2200 nm) is what identifies it.
+    position = self.param('position', nn.initializers.normal(0.02),
+                          tokens.shape[1:])
+    tokens = nn.LayerNorm(name='stem_norm')(tokens + position)
+    for i in range(self.num_blocks):
+      tokens = ResidualBlock(self.kernel_size, self.mlp_ratio, self.dropout,
+                             name=f'block{i}')(tokens, train=train)
+    tokens = nn.LayerNorm(name='final_norm')(tokens)
+    if self.num_heads:
+      return AttentionPool(self.num_heads, name='pool')(tokens)
+    return tokens.mean(axis=1)
+
+
+class RegressionHead(nn.Module):
+  """Embedding [B, D] -> scalar prediction [B] (transformed target space)."""
+  hidden: int = 64
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+    y = nn.gelu(nn.Dense(self.hidden, name='hidden')(features))
+    y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    return nn.Dense(1, name='out')(y)[..., 0]

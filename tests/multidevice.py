@@ -1,0 +1,97 @@
+"""Run in a subprocess with 8 fake CPU devices (see test_train.py).
+
+Prints JSON: for each case, the relative difference of the loss and of the
+parameter update after two SGD student steps on an 8-device mesh vs the same
+steps on a 1-device mesh.
+"""
+import json
+import sys
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+import optax
+
+sys.path.insert(0, ".")
+sys.path.insert(0, "tests")
+
+from conftest import tiny_config  # noqa: E402
+from deepsalt_jax import input_pipeline, train  # noqa: E402
+from deepsalt_jax.models import build, deepsalt  # noqa: E402
+from flax.training import train_state  # noqa: E402
+import functools  # noqa: E402
+
+
+def two_steps(config, data, mesh, teacher_params, steps):
+  model = build.build_student(config.model, data.sensor)
+  teacher = build.build_teacher(config.teacher.model)
+  params = model.init(jax.random.key(1), data.satellite[:2],
+                      train=False)["params"]
+  params = deepsalt.init_student_from_teacher(params, teacher_params)
+  streams = input_pipeline.student_streams(
+      data, config.train.batch_size, 0, True,
+      train.streams_for(train.student_terms(config.loss)))
+  loss_fn = functools.partial(train.student_loss, model=model,
+                              teacher=teacher, config=config)
+  # Plain SGD: Adam's normalisation would blow float noise in near-zero
+  # gradients up to a full step and hide what is compared, the gradients.
+  state = train_state.TrainState.create(apply_fn=None, params=params,
+                                        tx=optax.sgd(0.1))
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  key = jax.random.key_data(jax.random.key(0))
+  step_fn = train.make_train_step(loss_fn, mesh)
+  terms = None
+  for step in range(steps):
+    batch = input_pipeline.global_batch(streams, step,
+                                        NamedSharding(mesh, P("data")))
+    state, terms = step_fn(state, batch, teacher_params, key)
+  return jax.device_get(state.params), jax.device_get(terms)
+
+
+def relative_update_difference(p0, p8, p1) -> float:
+  """|update_8 - update_1| / |update_1| over all params (global norms)."""
+  diff = sum(float(np.sum(((a - o) - (b - o)) ** 2)) for a, b, o in zip(
+      jax.tree.leaves(p8), jax.tree.leaves(p1), jax.tree.leaves(p0)))
+  norm = sum(float(np.sum((b - o) ** 2)) for b, o in zip(
+      jax.tree.leaves(p1), jax.tree.leaves(p0)))
+  return (diff / norm) ** 0.5
+
+
+CASES = {  # name: config arg, loss weight overrides.
+    "mmd": ("alignment=mmd", {}),
+    "coral": ("alignment=coral", {}),
+    "adversarial": ("alignment=adversarial", {}),
+    # The alignment term alone: a wrong all-gather gradient scale (e.g. 8x)
+    # cannot hide behind the other terms.
+    "mmd_only": ("alignment=mmd", {"w_regression": 0.0, "w_distill_feature":
+                                   0.0, "w_distill_pred": 0.0,
+                                   "w_reconstruction": 0.0}),
+}
+
+
+def main():
+  data_dir = sys.argv[1]
+  assert jax.device_count() == 8
+  out = {"devices": jax.device_count()}
+  for name, (arg, weights) in CASES.items():
+    config = tiny_config("distill", data_dir, arg)
+    config.model.dropout = config.teacher.model.dropout = 0.0
+    config.loss.update(weights)
+    data = input_pipeline.load_data(config.data)
+    teacher = build.build_teacher(config.teacher.model)
+    teacher_params = teacher.init(jax.random.key(0), data.lab[:2],
+                                  train=False)["params"]
+    meshes = [Mesh(np.array(jax.devices()), ("data",)),
+              Mesh(np.array(jax.devices()[:1]), ("data",))]
+    (p0, _), (p8, t8), (p1, t1) = [
+        two_steps(config, data, m, teacher_params, steps)
+        for m, steps in ((meshes[1], 0), (meshes[0], 2), (meshes[1], 2))]
+    out[name] = {
+        "loss": float(abs(t8["loss"] - t1["loss"]) / abs(t1["loss"])),
+        "update": relative_update_difference(p0, p8, p1),
+    }
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()

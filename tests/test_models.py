@@ -1,0 +1,241 @@
+"""Models: shapes, jit, dropout, SAU physics init, teacher -> student params."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepsalt_jax import sensors
+from deepsalt_jax import spectra
+from deepsalt_jax.models import deepsalt
+from deepsalt_jax.models import encoder
+from deepsalt_jax.models import sau
+
+SMALL = dict(features=16, num_blocks=1)  # Fast variants for most tests.
+
+
+def soil_like(wavelength: np.ndarray) -> np.ndarray:
+  """A smooth soil-like spectrum: rising continuum, iron and clay features."""
+  x = (wavelength - 400.0) / 2050.0
+  continuum = 0.12 + 0.35 * x - 0.12 * x**2
+  iron = 0.03 * np.exp(-0.5 * ((wavelength - 900.0) / 80.0)**2)
+  clay = 0.04 * np.exp(-0.5 * ((wavelength - 2200.0) / 25.0)**2)
+  return continuum - iron - clay
+
+
+@pytest.fixture(scope='module')
+def enmap():
+  """EnMAP good bands: (resampling matrix R, SAU init matrix P)."""
+  band = sensors.builtin('enmap')
+  lab_wl = spectra.lab_wavelengths()
+  r = spectra.resampling_matrix(lab_wl, band.good_wavelength, band.good_fwhm)
+  p = sau.sau_init_matrix(lab_wl, band.good_wavelength, band.good_fwhm)
+  return r, p
+
+
+def _lab_batch(n: int = 4) -> np.ndarray:
+  base = soil_like(spectra.lab_wavelengths())
+  return (base[None] * np.linspace(0.8, 1.2, n)[:, None]).astype(np.float32)
+
+
+def _shapes(model, *args, **kwargs):
+  """(param shapes, output shapes) of init + apply, traced abstractly."""
+  def run():
+    params = model.init(jax.random.key(0), *args, **kwargs)
+    return params, model.apply(params, *args, **kwargs)
+  return jax.tree.map(lambda a: a.shape, jax.eval_shape(run))
+
+
+def test_encoder_shapes_and_pooling_variants():
+  x = jnp.asarray(_lab_batch(3))
+  for kwargs, tokens in ((dict(), 45), (dict(num_heads=0), 45),
+                         (dict(stem_stride=2), 90)):
+    params, out = _shapes(encoder.SpectralEncoder(**kwargs), x, train=False)
+    assert out == (3, 64)
+    assert params['params']['position'] == (tokens, 64)
+  wl = jnp.linspace(0.0, 1.0, x.shape[1])
+  params, out = _shapes(encoder.SpectralEncoder(**SMALL), x, train=False,
+                        wavelength=wl)
+  assert params['params']['stem']['kernel'] == (7, 2, 16)
+  assert out == (3, 16)
+  with pytest.raises(ValueError, match='batch, bands'):
+    _shapes(encoder.SpectralEncoder(**SMALL), x[0], train=False)
+
+
+def test_dropout_is_deterministic_given_rng():
+  model = deepsalt.Teacher(dropout=0.5, **SMALL)
+  x = jnp.asarray(_lab_batch(8))
+  params = model.init(jax.random.key(0), x, train=False)
+  run = lambda key, train: model.apply(
+      params, x, train=train, rngs={'dropout': key})['pred']
+  key1, key2 = jax.random.key(1), jax.random.key(2)
+  np.testing.assert_array_equal(run(key1, True), run(key1, True))
+  assert not np.allclose(run(key1, True), run(key2, True))
+  # Without train, dropout is off: the rng changes nothing.
+  np.testing.assert_array_equal(run(key1, False), run(key2, False))
+
+
+def test_sau_init_inverts_resampling_of_smooth_spectra(enmap):
+  r, p = enmap
+  lab = soil_like(spectra.lab_wavelengths())
+  assert p.shape == (180, r.shape[0])
+  np.testing.assert_allclose(p @ (r @ lab), lab, atol=5e-3)
+  # The learned SAU equals the physics inverse at initialisation.
+  model = sau.SpectralAdaptationUnit(p)
+  satellite = jnp.asarray((r @ lab)[None], jnp.float32)
+  out = model.apply(model.init(jax.random.key(0), satellite), satellite)
+  np.testing.assert_allclose(out[0], lab, atol=5e-3)
+  np.testing.assert_allclose(
+      out, sau.fixed_adaptation(satellite, sau.frozen(p)), atol=1e-6)
+
+
+def test_sau_smoothness_fills_uncovered_lab_bands(enmap):
+  # 1350 nm sits beside the water window that EnMAP's good bands skip: a
+  # plain ridge would pull it to 0, the curvature penalty extrapolates.
+  r, p = enmap
+  lab_wl = spectra.lab_wavelengths()
+  lab = soil_like(lab_wl)
+  i = int(np.flatnonzero(lab_wl == 1350.0)[0])
+  assert abs((p @ (r @ lab))[i] - lab[i]) < 5e-3
+
+
+def test_sau_rejects_bad_input(enmap):
+  _, p = enmap
+  with pytest.raises(ValueError, match='satellite bands'):
+    _shapes(sau.SpectralAdaptationUnit(p), jnp.ones((2, p.shape[1] + 1)))
+  band = sensors.builtin('enmap')
+  with pytest.raises(ValueError, match='ridge'):
+    sau.sau_init_matrix(spectra.lab_wavelengths(), band.good_wavelength,
+                        band.good_fwhm, ridge=0.0)
+
+
+def test_second_difference_annihilates_lines_within_segments():
+  wl = np.array([400.0, 410.0, 425.0, 430.0, 600.0, 610.0, 620.0])
+  d = sau.second_difference(wl)
+  # Rows touching the 430 -> 600 gap are dropped: 2 + 1 stencils remain.
+  assert d.shape == (3, wl.size)
+  np.testing.assert_allclose(d @ (3.0 * wl + 1.0), 0.0, atol=1e-9)
+  np.testing.assert_allclose(sau.second_difference(np.arange(5.0))[0],
+                             [1.0, -2.0, 1.0, 0.0, 0.0])
+
+
+def test_student_outputs_and_discriminator(enmap):
+  _, p = enmap
+  model = deepsalt.Student(init_matrix=p, **SMALL)
+  x = jnp.full((3, p.shape[1]), 0.3)
+  params = model.init(jax.random.key(0), x, train=False)
+  assert set(params['params']) == {'sau', 'encoder', 'head', 'discriminator'}
+  out = model.apply(params, x, train=False)
+  assert out['pred'].shape == (3,)
+  assert out['features'].shape == (3, 16)
+  assert out['lab'].shape == (3, 180)
+  logits = model.apply(params, out['features'], method=model.discriminate)
+  assert logits.shape == (3,)
+
+
+def test_student_without_sau_applies_fixed_physics(enmap):
+  _, p = enmap
+  model = deepsalt.Student(init_matrix=p, learn_sau=False, **SMALL)
+  x = jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.4, (2, p.shape[1])),
+                  jnp.float32)
+  params = model.init(jax.random.key(0), x, train=False)
+  assert 'sau' not in params['params']
+  out = model.apply(params, x, train=False)
+  np.testing.assert_allclose(out['lab'], np.asarray(x) @ p.T, rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_student_module_is_hashable_and_clonable(enmap):
+  _, p = enmap
+  model = deepsalt.Student(init_matrix=p, **SMALL)
+  same = deepsalt.Student(init_matrix=p.copy(), **SMALL)
+  assert hash(model) == hash(same) and model == same
+  assert model.clone() == model
+  assert model != deepsalt.Student(init_matrix=p * 2.0, **SMALL)
+  x = jnp.ones((2, p.shape[1]))
+  params = model.init(jax.random.key(0), x, train=False)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def predict(module, params, x):
+    return module.apply(params, x, train=False)['pred']
+
+  np.testing.assert_allclose(predict(model, params, x),
+                             predict(same, params, x))
+  with pytest.raises(ValueError, match='init_matrix'):
+    deepsalt.Student(**SMALL)
+
+
+def test_student_from_teacher_reproduces_teacher_on_sau_output(enmap):
+  r, p = enmap
+  teacher = deepsalt.Teacher(**SMALL)
+  student = deepsalt.Student(init_matrix=p, **SMALL)
+  lab = _lab_batch(4)
+  satellite = jnp.asarray(lab @ r.T, jnp.float32)
+  t_params = teacher.init(jax.random.key(0), lab, train=False)['params']
+  s_params = student.init(jax.random.key(1), satellite, train=False)['params']
+  before = jax.tree.map(np.array, s_params)
+  merged = deepsalt.init_student_from_teacher(s_params, t_params)
+  # Inputs untouched; the SAU and discriminator keep the student's params.
+  assert all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(before), jax.tree.leaves(s_params)))
+  assert merged['sau'] is s_params['sau']
+  out = student.apply({'params': merged}, satellite, train=False)
+  via_teacher = teacher.apply({'params': t_params}, out['lab'], train=False)
+  np.testing.assert_allclose(out['pred'], via_teacher['pred'], rtol=1e-5,
+                             atol=1e-6)
+  # The SAU output is close to the lab spectrum, so the prediction too.
+  on_lab = teacher.apply({'params': t_params}, lab, train=False)
+  np.testing.assert_allclose(out['pred'], on_lab['pred'], atol=1e-2)
+  wrapped = deepsalt.init_student_from_teacher({'params': s_params},
+                                               {'params': t_params})
+  for copied, original in zip(jax.tree.leaves(wrapped['params']['encoder']),
+                              jax.tree.leaves(t_params['encoder'])):
+    # Equal values in fresh buffers (the trainer donates the student state).
+    np.testing.assert_array_equal(copied, original)
+    assert copied.unsafe_buffer_pointer() != original.unsafe_buffer_pointer()
+
+
+def test_init_student_from_teacher_rejects_mismatched_trees(enmap):
+  _, p = enmap
+  init = lambda model, n: jax.eval_shape(functools.partial(
+      model.init, train=False), jax.random.key(0), jnp.ones((2, n)))
+  t_params = init(deepsalt.Teacher(features=8, num_blocks=1), 180)
+  s_params = init(deepsalt.Student(init_matrix=p, **SMALL), p.shape[1])
+  with pytest.raises(ValueError, match='same encoder settings'):
+    deepsalt.init_student_from_teacher(s_params['params'], t_params['params'])
+
+
+def test_sau_params_receive_gradients(enmap):
+  r, p = enmap
+  student = deepsalt.Student(init_matrix=p, **SMALL)
+  lab = jnp.asarray(_lab_batch(4))
+  satellite = lab @ jnp.asarray(r.T, jnp.float32) * 1.05  # A gain error.
+  params = student.init(jax.random.key(0), satellite, train=False)['params']
+
+  def loss(params):
+    out = student.apply({'params': params}, satellite, train=False)
+    return jnp.mean((out['lab'] - lab)**2)
+
+  grads = jax.jit(jax.grad(loss))(params)['sau']
+  for name in ('gain', 'offset', 'matrix'):
+    assert float(jnp.abs(grads[name]).max()) > 0, name
+  assert float(jnp.abs(grads['residual_out']['kernel']).max()) > 0
+
+
+def test_models_run_on_a_batch_sharded_explicit_mesh(enmap):
+  # jax.make_mesh gives Explicit axes: reshapes inside the jitted models must
+  # keep a batch-sharded layout valid (as the trainer and evaluator shard it).
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  _, p = enmap
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  sharding = NamedSharding(mesh, P('data'))
+  n = 2 * jax.device_count()
+  for model, width in ((deepsalt.Teacher(**SMALL), 180),
+                       (deepsalt.Student(init_matrix=p, **SMALL), p.shape[1])):
+    x = np.full((n, width), 0.3, np.float32)
+    params = model.init(jax.random.key(0), x, train=False)
+    predict = jax.jit(lambda params, x: model.apply(params, x, train=False))
+    np.testing.assert_allclose(
+        predict(params, jax.device_put(x, sharding))['pred'],
+        model.apply(params, x, train=False)['pred'], rtol=1e-5, atol=1e-6)

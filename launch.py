@@ -24,6 +24,7 @@ import jax
 from ml_collections import config_flags
 
 from deepsalt_jax import mapping
+from deepsalt_jax import reporting
 from deepsalt_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -61,6 +62,7 @@ def main(argv: list[str]) -> None:
   if _multiprocess_requested():
     jax.distributed.initialize()
   logging.set_verbosity(logging.INFO)
+  reporting.quiet_library_logs()
   workdir = pathlib.Path(_WORKDIR.value or _default_workdir())
   start = time.perf_counter()
   if _MODE.value == "train":

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = common.data_config(args.get("dataset", "salinity"),
                                    args.get("sensor", "enmap"))
   config.model = common.model_config()
-  config.train = common.train_config(steps=1500, batch_size=128)
+  config.train = common.train_config(steps=1000, batch_size=128)
   config.loss = ml_collections.ConfigDict(dict(regression="huber"))
   if args.get("tiny"):
     common.tiny(config)

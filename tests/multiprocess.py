@@ -1,0 +1,36 @@
+"""One of 2 processes of a localhost `jax.distributed` run (see test_cluster.py).
+
+argv: process_id, coordinator port, data_dir, workdir, out_json.
+Trains the tiny distillation config, then writes what this process saw.
+"""
+import json
+import sys
+
+from absl import logging
+import jax
+
+sys.path.insert(0, ".")
+sys.path.insert(0, "tests")
+
+
+def main():
+  process_id, port, data_dir, workdir, out = sys.argv[1:]
+  logging.set_verbosity(logging.INFO)  # Progress lines, from process 0 only.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=f"localhost:{port}",
+                             num_processes=2, process_id=int(process_id))
+  from conftest import tiny_config  # noqa: E402
+  from deepsalt_jax import train  # noqa: E402
+  import numpy as np  # noqa: E402
+
+  config = tiny_config("distill", data_dir, "compare=none")
+  results = train.train_and_evaluate(config, workdir)
+  with open(out, "w") as f:
+    json.dump({"process_count": jax.process_count(),
+               "device_count": jax.device_count(),
+               "local_device_count": jax.local_device_count(),
+               "pred": np.asarray(results["student"]["pred"]).tolist()}, f)
+
+
+if __name__ == "__main__":
+  main()

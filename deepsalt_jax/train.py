@@ -371,12 +371,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   workdir = pathlib.Path(workdir)
   mesh = make_mesh()
+  logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
+               jax.default_backend(), jax.process_count())
+  data = input_pipeline.load_data(config.data)  # Validates before any write.
   if reporting.is_main_process():
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json(indent=2))
-  logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
-               jax.default_backend(), jax.process_count())
-  data = input_pipeline.load_data(config.data)
   logging.info("Data %s/%s: %d samples, held out: %s (%d samples)",
                config.data.name, config.data.sensor, len(data.target),
                config.data.test_regions, int(data.test.sum()))

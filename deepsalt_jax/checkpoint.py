@@ -16,9 +16,18 @@ def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
       tree)
 
 
+def _key_name(key: Any) -> str:
+  for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey...
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in
-          jax.tree_util.tree_leaves_with_path(tree)}
+  """'a/b/0/c' -> shape; saved metadata has dicts where the state has
+  dataclasses and named tuples, so paths compare by their names only."""
+  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 class Checkpointer:

@@ -6,6 +6,9 @@ A config file is `get_config(arg)`; `arg` is a comma-separated list of
 """
 from __future__ import annotations
 
+import os
+import pathlib
+
 import ml_collections
 
 SENSORS = ("enmap", "prisma", "emit")
@@ -19,6 +22,13 @@ TEST_REGIONS = {
     "salinity": ("SC.93", "ICRAF South America"),
     "soc": ("SC.93",),
 }
+
+
+def reference_data_dir() -> pathlib.Path:
+  """Real reference files (../shared/data beside the repository)."""
+  return pathlib.Path(os.environ.get(
+      "DEEPSALT_REFERENCE_DATA",
+      pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def parse_arg(arg: str | None, flags: tuple[str, ...],
@@ -55,12 +65,17 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
       sensor=sensor,
       data_dir="",  # '' = $DEEPSALT_DATA_DIR or ~/.cache/deepsalt_jax/tfds.
       test_regions=",".join(TEST_REGIONS[name]),
+      # LimeSoDa folds (1..10) held out in every set, e.g. '3'; '' = none.
+      test_folds="",
       labelled_fraction=0.1,  # Of satellite samples in training regions.
       paired_fraction=0.4,  # Samples with both a lab spectrum and a pixel.
       # Unlabelled pixels of the held-out regions join the alignment stream
       # (their labels and lab spectra are never used): a user mapping a new
       # region always has its scene.
       transductive=True,
+      # A folder of real scenes of `sensor`: their bare-soil pixels become
+      # the unlabelled stream instead of simulated pixels ('' = none).
+      target_scenes="",
       target_transform="log1p" if name == "salinity" else "identity",
   ))
 

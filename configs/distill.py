@@ -8,7 +8,10 @@ satellite spectra with no SAU, no distillation, no alignment and no teacher),
 and prints metrics on the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial, no_sau,
-no_distill, no_align, plain, compare=<ablation>[+<ablation>...]|none, tiny.
+no_distill, no_align, plain, compare=<ablation>[+<ablation>...]|none,
+target=potsdam (real EnMAP L2A soil pixels over Potsdam from
+$DEEPSALT_REFERENCE_DATA/enmap_potsdam as the unlabelled domain; EnMAP only),
+tiny.
 Run time: about 6-8 min on 2 CPU cores including the data build.
 Expected result: see README's results table (student beats `plain` on R^2
 and RMSE in dS/m on the held-out regions).
@@ -37,7 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(
       arg, flags=("tiny",) + tuple(ABLATIONS),
       keys={"dataset": common.DATASETS, "sensor": common.SENSORS,
-            "alignment": common.ALIGNMENTS, "compare": None})
+            "alignment": common.ALIGNMENTS, "compare": None,
+            "target": ("potsdam",)})
   dataset = args.get("dataset", "salinity")
   sensor = args.get("sensor", "enmap")
   teacher_arg = f"dataset={dataset},sensor={sensor}" + (
@@ -48,6 +52,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.teacher = teacher.get_config(teacher_arg)
   config.data = common.data_config(dataset, sensor)
+  if args.get("target") == "potsdam":
+    if sensor != "enmap":
+      raise ValueError("target=potsdam holds EnMAP scenes: use sensor=enmap.")
+    config.data.target_scenes = str(common.reference_data_dir() /
+                                    "enmap_potsdam")
   config.model = common.model_config()
   config.model.use_sau = True
   config.model.init_from_teacher = True

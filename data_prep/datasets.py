@@ -4,15 +4,18 @@
     record = source[0]  # dict of numpy values, see data_prep.records
     region_names = info.features['region'].names
 """
+import hashlib
 import os
 import pathlib
 import time
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import records
 from data_prep import salinity
 from data_prep import soc
+from data_prep import target_pixels
 from deepsalt_jax import sensors
 
 BUILDERS: dict[str, type[records.SpectraBuilder]] = {
@@ -46,18 +49,24 @@ def build(name: str = "salinity", sensor: str = "enmap",
           data_dir: str | os.PathLike | None = None
           ) -> records.SpectraBuilder:
   """Builds a dataset unless it is already prepared; returns its builder."""
-  dataset = builder(name, sensor, data_dir)
+  return _prepare(builder(name, sensor, data_dir))
+
+
+def _prepare(dataset: tfds.core.DatasetBuilder,
+             manual_dir: str | os.PathLike | None = None
+             ) -> tfds.core.DatasetBuilder:
   if not dataset.is_prepared():
-    print(f"Building {dataset.name}/{sensor} {dataset.version} in "
-          f"{dataset.data_dir} ...", flush=True)
+    print(f"Building {dataset.name}/{dataset.builder_config.name} "
+          f"{dataset.version} in {dataset.data_dir} ...", flush=True)
     start = time.perf_counter()
     tfds.disable_progress_bar()  # One line per build says enough.
     dataset.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir) if manual_dir else None,
             compute_stats=tfds.download.ComputeStatsMode.SKIP))
     n = dataset.info.splits["train"].num_examples
-    print(f"Built {dataset.name}/{sensor}: {n} records in "
-          f"{time.perf_counter() - start:.1f} s.", flush=True)
+    print(f"Built {dataset.name}/{dataset.builder_config.name}: {n} records "
+          f"in {time.perf_counter() - start:.1f} s.", flush=True)
   return dataset
 
 
@@ -75,3 +84,25 @@ def load(name: str = "salinity", sensor: str = "enmap",
   source = tfds.data_source(f"{dataset.name}/{sensor}", split="train",
                             data_dir=str(data_dir), download=False)
   return source, dataset.info
+
+
+def load_target_pixels(scene_dir: str | os.PathLike, sensor: str = "enmap",
+                       data_dir: str | os.PathLike | None = None
+                       ) -> np.ndarray:
+  """[n, n_good] real bare-soil pixels of the scenes in `scene_dir`.
+
+  Prepared once per scene folder (keyed by its absolute path) under
+  `<data_dir>/target_pixels/`.
+  """
+  scene_dir = pathlib.Path(scene_dir).resolve()
+  if not scene_dir.is_dir():
+    raise ValueError(f"data.target_scenes={str(scene_dir)!r} is not a "
+                     "folder of scene files.")
+  key = hashlib.sha1(str(scene_dir).encode()).hexdigest()[:12]
+  root = (pathlib.Path(data_dir) if data_dir else default_data_dir())
+  dataset = _prepare(target_pixels.DeepsaltTargetPixels(
+      config=sensor, data_dir=str(root / "target_pixels" / key)), scene_dir)
+  source = tfds.data_source(dataset.name + "/" + sensor, split="train",
+                            data_dir=str(root / "target_pixels" / key),
+                            download=False)
+  return np.stack([source[i]["satellite"] for i in range(len(source))])

@@ -31,10 +31,14 @@ class Data:
   satellite: np.ndarray  # [n, n_good] reflectance at the sensor's good bands.
   target: np.ndarray  # [n] EC (dS/m) or SOC (%).
   region: np.ndarray  # [n] index into region_names.
+  fold: np.ndarray  # [n] LimeSoDa fold 1..10, 0 if none.
   role: np.ndarray  # [n] LABELLED, PAIRED or UNLABELLED (from config).
   region_names: tuple[str, ...]
   test: np.ndarray  # [n] bool, sample lies in a held-out region.
   sensor: str
+  # [m, n_good] real scene pixels replacing the simulated unlabelled ones
+  # (config.data.target_scenes), or None.
+  target_pixels: np.ndarray | None = None
 
   def subset(self, mask: np.ndarray) -> dict[str, np.ndarray]:
     return dict(lab=self.lab[mask], satellite=self.satellite[mask],
@@ -59,20 +63,35 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     raise ValueError(
         f"data.test_regions names unknown regions {unknown}; regions of "
         f"{config.name}/{config.sensor}: {', '.join(region_names)}.")
-  test = np.isin(region, [region_names.index(n) for n in test_names])
+  fold = stack("fold", np.int32)
+  # LimeSoDa's protocol holds out fold k of every set (config.test_folds).
+  test_folds = [int(f) for f in config.get("test_folds", "").split(",")
+                if f.strip()]
+  if test_folds and not np.isin(fold, test_folds).any():
+    present = sorted(set(fold.tolist()) - {0})
+    raise ValueError(f"data.test_folds={config.test_folds!r} matches no "
+                     f"sample; folds present: {present}.")
+  test = (np.isin(region, [region_names.index(n) for n in test_names])
+          | np.isin(fold, test_folds))
   if test.all():
-    raise ValueError("data.test_regions holds out every region: nothing "
-                     "is left to train on.")
+    raise ValueError("data.test_regions / data.test_folds hold out every "
+                     "sample: nothing is left to train on.")
+  target_pixels = None
+  if config.target_scenes:
+    target_pixels = datasets.load_target_pixels(
+        config.target_scenes, config.sensor, config.data_dir or None)
   return Data(
       lab=stack("lab", np.float32),
       satellite=stack("satellite", np.float32),
       target=stack("target", np.float32),
       region=region,
+      fold=fold,
       role=roles.assign_roles(stack("u", np.float32), config.labelled_fraction,
                               config.paired_fraction),
       region_names=region_names,
       test=test,
       sensor=config.sensor,
+      target_pixels=target_pixels,
   )
 
 
@@ -108,7 +127,8 @@ def student_streams(data: Data, batch_size: int, seed: int,
 
   labelled: the few labelled pixels (regression); paired: pixels with their
   lab spectrum (distillation, SAU reconstruction); unlabelled: pixels without
-  labels, held-out regions' pixels included when `transductive` (alignment);
+  labels, held-out regions' pixels included when `transductive`, or the real
+  scene pixels of `data.target_pixels` when there are some (alignment);
   library: lab spectra of the training regions (the teacher's side of the
   alignment). Only the streams in `need` are built.
   """
@@ -125,11 +145,14 @@ def student_streams(data: Data, batch_size: int, seed: int,
   for offset, name in enumerate(masks):
     if name not in need:
       continue
-    if not masks[name].any():
+    if not masks[name].any() and not (
+        name == "unlabelled" and data.target_pixels is not None):
       raise ValueError(f"The {name!r} stream is empty: check "
                        "data.labelled_fraction / data.paired_fraction and "
                        "data.test_regions.")
     arrays = {f: getattr(data, f)[masks[name]] for f in fields[name]}
+    if name == "unlabelled" and data.target_pixels is not None:
+      arrays = {"satellite": data.target_pixels}
     streams[name] = Stream(arrays, batch_size, seed + offset)
   return streams
 

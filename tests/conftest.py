@@ -11,18 +11,14 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
+from configs import common  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def reference_data_dir() -> pathlib.Path:
-  """Real reference files (EnMAP tiles, band tables); see ../shared/data."""
-  return pathlib.Path(os.environ.get(
-      "DEEPSALT_REFERENCE_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def reference_data() -> pathlib.Path:
-  path = reference_data_dir()
+  path = common.reference_data_dir()
   if not path.is_dir():
     pytest.skip(f"reference data not found at {path} "
                 "(set DEEPSALT_REFERENCE_DATA)")

@@ -4,8 +4,10 @@ import re
 from typing import Optional, Union
 from xml.etree import ElementTree
 
+import affine
 import numpy as np
 import rasterio
+import rasterio.windows
 
 from data_prep.scenes import scene as scene_lib
 
@@ -118,3 +120,107 @@ def read_geotiff(path: PathLike, scale: Optional[float] = None,
     scale = 1.0
   return scene_lib.from_raw(values, wavelength, fwhm, name=name, fill=fill,
                             bad=bad, scale=scale, crs=crs, transform=transform)
+
+
+class GeoTiffRows:
+  """A band-first GeoTIFF scene read one block of rows at a time.
+
+  For scenes too large to hold at once (a full EnMAP L2A scene is about
+  1000 x 1000 px x 224 bands). Band table, scale and nodata follow
+  `read_geotiff`, decided once for the whole file on a decimated preview (at
+  most `preview` px a side, nearest neighbour): bands without data there are
+  bad, files without SCALE/OFFSET tags get their scale detected there, and
+  implausible values stop there. Use as a context manager, or `close()`.
+
+  Attributes:
+    name, wavelength, fwhm, bad, crs, transform: as in `Scene`.
+    shape: (rows, cols) of the whole scene.
+  """
+
+  def __init__(self, path: PathLike, scale: Optional[float] = None,
+               nodata: Optional[float] = None, preview: int = 256):
+    path = pathlib.Path(path)
+    self.name = path.stem
+    self._ds = rasterio.open(path)
+    try:
+      self._describe(path, scale, nodata, preview)
+    except BaseException:
+      self._ds.close()
+      raise
+
+  def _describe(self, path: pathlib.Path, scale: Optional[float],
+                nodata: Optional[float], preview: int) -> None:
+    """Band table, georeference, scale and bad bands; checks the preview."""
+    ds = self._ds
+    wavelength, fwhm, bad = _band_table(ds, path)
+    # Read bands straight into wavelength order (EnMAP: VNIR, then SWIR).
+    order = np.argsort(wavelength, kind="stable")
+    self._indexes = [int(i) + 1 for i in order]
+    self._nodata = ds.nodata if nodata is None else nodata
+    self._scale = np.float32(1.0) if scale is None else np.float32(scale)
+    self._offset = np.float32(0.0)
+    file_scale = np.array(ds.scales, np.float64)[order]
+    file_offset = np.array(ds.offsets, np.float64)[order]
+    if scale is None and (np.any(file_scale != 1) or np.any(file_offset != 0)):
+      self._scale = file_scale[:, None, None].astype(np.float32)
+      self._offset = file_offset[:, None, None].astype(np.float32)
+      scale = 1.0
+    self.shape = (ds.height, ds.width)
+    self.crs = ds.crs
+    self.transform = None if ds.transform.is_identity and ds.crs is None else (
+        ds.transform)
+    out_shape = (len(order), min(ds.height, preview), min(ds.width, preview))
+    values, fill = self._read(out_shape=out_shape)
+    if scale is None and not fill.all():
+      # The same rule as read_geotiff, on the preview's values. (Without any,
+      # from_raw below stops: every pixel is nodata.)
+      detect = scene_lib._detect_scale  # pylint: disable=protected-access
+      self._scale = np.float32(detect(values[~fill], self.name))
+      values = values * self._scale
+    # from_raw marks flagged, bad-window and empty bands and checks values.
+    sample = scene_lib.from_raw(
+        values, wavelength[order], fwhm[order], name=self.name, fill=fill,
+        bad=None if bad is None else bad[order], scale=1.0)
+    self.wavelength, self.fwhm, self.bad = (
+        sample.wavelength, sample.fwhm, sample.bad)
+
+  def _read(self, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """(scaled float32 values, fill mask), bands in wavelength order."""
+    raw = self._ds.read(self._indexes, **kwargs)
+    if self._nodata is None:
+      fill = np.zeros(raw.shape, bool)
+    else:
+      fill = np.isnan(raw) if np.isnan(self._nodata) else raw == self._nodata
+    values = raw.astype(np.float32) * self._scale + self._offset
+    return values, fill
+
+  def read(self, start: int, stop: int) -> Optional[scene_lib.Scene]:
+    """Rows [start, stop) as a Scene; None where all of them are nodata.
+
+    A pixel missing any good band is nodata, as in `read_geotiff`.
+    """
+    if not 0 <= start < stop <= self.shape[0]:
+      raise ValueError(f"{self.name}: rows [{start}, {stop}) are not within "
+                       f"the scene's {self.shape[0]} rows.")
+    window = rasterio.windows.Window(0, start, self.shape[1], stop - start)
+    values, fill = self._read(window=window)
+    nodata = fill[~self.bad].any(axis=0)
+    if nodata.all():
+      return None
+    values[fill] = np.nan
+    values[:, nodata] = np.nan
+    transform = (None if self.transform is None else
+                 self.transform @ affine.Affine.translation(0, start))
+    return scene_lib.Scene(
+        reflectance=values, wavelength=self.wavelength, fwhm=self.fwhm,
+        bad=self.bad, nodata=nodata, crs=self.crs, transform=transform,
+        name=self.name)
+
+  def close(self) -> None:
+    self._ds.close()
+
+  def __enter__(self) -> "GeoTiffRows":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

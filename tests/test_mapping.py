@@ -1,0 +1,296 @@
+"""Salinity maps of a real EnMAP tile with a tiny trained student."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import REPO, tiny_config
+from data_prep import scenes
+from data_prep.scenes import geotiff
+from deepsalt_jax import map_files
+from deepsalt_jax import mapping
+from deepsalt_jax import scene_pixels
+from deepsalt_jax import sensors
+from deepsalt_jax import train
+
+TILE = "enmap_potsdam/enmap_potsdam_tile_192_96.tif"  # The most bare soil.
+NODATA_BLOCK = (slice(3, 6), slice(0, 10))  # Rows, columns set to nodata.
+
+
+def _edited_tile(reference_data, path, edit):
+  """A copy of the tile with `edit(raw [bands, rows, cols])` applied."""
+  shutil.copyfile(reference_data / TILE, path)
+  with rasterio.open(path, "r+") as ds:
+    raw = ds.read()
+    edit(raw)
+    ds.write(raw)
+  return path
+
+
+def _read(path, band=1):
+  with rasterio.open(path) as ds:
+    return ds.read(band), ds.crs, ds.transform, ds.nodata
+
+
+@pytest.fixture(scope="module")
+def run(prepared_data_dir, tmp_path_factory):
+  """(config, workdir) of a tiny trained distill run."""
+  config = tiny_config("distill", prepared_data_dir, "compare=none")
+  workdir = tmp_path_factory.mktemp("run")
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+@pytest.fixture(scope="module")
+def tile(reference_data, tmp_path_factory):
+  """The real tile with a block of nodata pixels."""
+  def add_nodata(raw):
+    raw[(slice(None),) + NODATA_BLOCK] = -32768
+  return _edited_tile(reference_data, tmp_path_factory.mktemp("scene") /
+                      "tile.tif", add_nodata)
+
+
+@pytest.fixture(scope="module")
+def mapped(run, tile, tmp_path_factory):
+  """The tile mapped with the default options: (report, output folder)."""
+  config, workdir = run
+  out = tmp_path_factory.mktemp("maps")
+  return mapping.map_scene(config, workdir, tile, out), out
+
+
+def _with_options(config, **options):
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.mapping = ml_collections.ConfigDict(options)
+  return config
+
+
+def test_salinity_classes_known_answers():
+  ec = np.array([0.0, 1.99, 2.0, 3.9, 4.0, 8.0, 15.9, 16.0, 100.0, np.nan])
+  np.testing.assert_array_equal(map_files.salinity_class(ec),
+                                [0, 0, 1, 1, 2, 3, 3, 4, 4, 255])
+
+
+def test_ncai_known_answer():
+  refl = np.array([0.3, 0.2, 0.3], np.float32)[:, None, None] * np.ones(
+      (3, 1, 2), np.float32)
+  scene = scenes.Scene(refl, np.array(scene_pixels.CAI_NM),
+                       np.full(3, 10.0), np.zeros(3, bool),
+                       np.array([[False, True]]))
+  # (0.3 - 0.2) / (0.3 + 0.2); NaN at the nodata pixel.
+  np.testing.assert_allclose(scene_pixels.ncai(scene), [[0.2, np.nan]],
+                             rtol=1e-6)
+
+
+def test_mapping_options_come_from_config_mapping():
+  config = ml_collections.ConfigDict({"mapping": {"ndvi_max": 0.5}})
+  options = mapping.mapping_options(config)
+  assert options.ndvi_max == 0.5
+  assert options.ndrbi_min is None
+  assert options.tile_rows == mapping.default_config().tile_rows
+  config.mapping.ndvi_maximum = 0.5
+  with pytest.raises(ValueError, match="unknown fields.*ndvi_maximum"):
+    mapping.mapping_options(config)
+
+
+def test_match_bands(reference_data):
+  enmap = sensors.builtin("enmap")
+  same = scene_pixels.match_bands(enmap.good_wavelength, enmap, 2.0, 0.9)
+  assert same.method == "direct"
+  np.testing.assert_array_equal(same.matrix, np.eye(enmap.good.size))
+  # The real tile flags 1331 nm bad: that band alone is resampled.
+  scene = scenes.read_scene(reference_data / TILE)
+  match = scene_pixels.match_bands(scene.wavelength[scene.good], enmap, 2.0,
+                                   0.9)
+  assert match.method == "resampled"
+  np.testing.assert_allclose(enmap.good_wavelength[~match.direct], [1331.5],
+                             atol=0.1)
+  np.testing.assert_allclose(match.matrix.sum(axis=1), 1.0, rtol=1e-6)
+  x = scene.reflectance[scene.good][:, 0, :].T
+  np.testing.assert_array_equal(match(x)[:, match.direct],
+                                x[:, match.matrix[match.direct].argmax(1)])
+  # A VNIR-only sensor cannot stand in for EnMAP's 420-2450 nm.
+  desis = sensors.from_csv(reference_data / "sensors" / "desis.csv")
+  with pytest.raises(ValueError, match="cannot stand in"):
+    scene_pixels.match_bands(desis.good_wavelength, enmap, 2.0, 0.9)
+
+
+def test_geotiff_rows_equal_the_whole_scene(reference_data):
+  scene = scenes.read_scene(reference_data / TILE)
+  with geotiff.GeoTiffRows(reference_data / TILE) as rows:
+    assert rows.shape == scene.shape
+    np.testing.assert_array_equal(rows.bad, scene.bad)
+    block = rows.read(10, 17)
+    np.testing.assert_array_equal(block.reflectance,
+                                  scene.reflectance[:, 10:17])
+    assert block.transform.f == scene.transform.f - 10 * 30.0
+
+
+def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
+  report, out = mapped
+  names = map_files.output_names("tile")
+  assert sorted(p.name for p in out.iterdir()) == sorted(names.values())
+  with rasterio.open(tile) as src:
+    crs, transform = src.crs, src.transform
+  ec, ec_crs, ec_transform, nodata = _read(out / names["ec"])
+  std = _read(out / names["ec"], 2)[0]
+  assert (ec_crs, ec_transform) == (crs, transform)
+  masks = {n: _read(out / names["masks"], i)[0].astype(bool)
+           for i, n in enumerate(scene_pixels.MASK_NAMES, start=1)}
+  expected_nodata = np.zeros(ec.shape, bool)
+  expected_nodata[NODATA_BLOCK] = True
+  np.testing.assert_array_equal(masks["nodata"], expected_nodata)
+  # Water and dry vegetation are off by default: soil = valid, not green,
+  # not dark (this tile has L2A pixels with zero red and NIR reflectance).
+  assert 0 < masks["green_vegetation"].sum() < ec.size
+  assert masks["dark"].sum() > 0
+  assert not (masks["water"].any() or masks["dry_vegetation"].any())
+  np.testing.assert_array_equal(masks["soil"], ~masks["nodata"] & ~masks[
+      "green_vegetation"] & ~masks["dark"])
+  valid = ec != nodata
+  np.testing.assert_array_equal(valid, masks["soil"])
+  assert not (valid & expected_nodata).any()
+  assert 300 < valid.sum() < ec.size  # Bare soil; vegetation masked.
+  assert np.all(np.isfinite(ec[valid])) and np.all(np.isfinite(std[valid]))
+  assert np.all((ec[valid] >= 0) & (ec[valid] < 200))
+  assert np.all(std[valid] >= 0) and np.any(std[valid] > 0)
+  assert np.all(std[~valid] == nodata)
+  classes, class_crs, class_transform, class_nodata = _read(out /
+                                                            names["class"])
+  assert (class_crs, class_transform, class_nodata) == (crs, transform, 255)
+  np.testing.assert_array_equal(
+      classes, map_files.salinity_class(np.where(valid, ec, np.nan)))
+  with rasterio.open(out / names["ec"]) as ds:
+    assert "Monte Carlo dropout" in ds.descriptions[1]
+  saved = json.loads((out / names["report"]).read_text())
+  assert saved["uncertainty"]["method"] == "MC dropout"
+  assert saved["pixels"]["soil"] == valid.sum()
+  assert sum(c["pixels"] for c in saved["classes"].values()) == valid.sum()
+  assert saved["pixels"] == report["pixels"]
+  assert (out / names["quicklook"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiling_and_batching_do_not_change_the_map(run, tile, mapped,
+                                                   tmp_path):
+  """Blocks of 7 rows, batches of 64 px == one block, one batch (mapped)."""
+  config, workdir = run
+  mapping.map_scene(_with_options(config, tile_rows=7, batch_size=64),
+                    workdir, tile, tmp_path)
+  _, whole = mapped
+  for band in (1, 2):
+    np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif", band)[0],
+                               _read(whole / "tile_ec.tif", band)[0],
+                               rtol=2e-5, atol=1e-6)
+
+
+def test_eight_devices_from_the_command_line_give_the_same_map(
+    run, tile, mapped, tmp_path):
+  """launch.py --mode=map on 8 fake CPU devices == the in-process map."""
+  _, workdir = run
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  result = subprocess.run(
+      [sys.executable, "launch.py", "--mode=map",
+       "--config=configs/distill.py:tiny,compare=none",
+       f"--workdir={workdir}", f"--scene={tile}", f"--output={tmp_path}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "px/s" in result.stderr and "ETA" in result.stderr
+  report = json.loads((tmp_path / "tile_report.json").read_text())
+  assert report["devices"] == 8
+  _, out = mapped
+  for band in (1, 2):
+    np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif", band)[0],
+                               _read(out / "tile_ec.tif", band)[0],
+                               rtol=2e-5, atol=1e-6)
+
+
+def _write_envi(tile, path):
+  """The GeoTIFF tile as an ENVI BSQ image with the same band table."""
+  with rasterio.open(tile) as src:
+    raw = src.read()
+    tags = [src.tags(b) for b in range(1, src.count + 1)]
+    t = src.transform
+  raw.astype("<i2").tofile(path)
+  table = lambda key: ", ".join(tag[key] for tag in tags)
+  path.with_suffix(".hdr").write_text(
+      f"ENVI\nsamples = {raw.shape[2]}\nlines = {raw.shape[1]}\n"
+      f"bands = {raw.shape[0]}\ndata type = 2\ninterleave = bsq\n"
+      "byte order = 0\ndata ignore value = -32768\n"
+      "reflectance scale factor = 10000\nwavelength units = Nanometers\n"
+      f"wavelength = {{{table('wavelength')}}}\nfwhm = {{{table('fwhm')}}}\n"
+      f"bbl = {{{table('bbl')}}}\nmap info = {{UTM, 1, 1, {t.c}, {t.f}, "
+      f"{t.a}, {-t.e}, 33, North, WGS-84}}\n")
+  return path
+
+
+def test_envi_scene_read_in_memory_gives_the_same_map(run, tile, mapped,
+                                                      tmp_path):
+  config, workdir = run
+  scene = _write_envi(tile, tmp_path / "tile.bsq")
+  mapping.map_scene(config, workdir, scene, tmp_path)
+  _, geotiff_maps = mapped
+  ec, crs, transform, _ = _read(tmp_path / "tile_ec.tif")
+  expected, expected_crs, expected_transform, _ = _read(geotiff_maps /
+                                                        "tile_ec.tif")
+  assert (crs, transform) == (expected_crs, expected_transform)
+  np.testing.assert_allclose(ec, expected, rtol=2e-5, atol=1e-6)
+
+
+def test_band_mismatch_is_an_error(run, reference_data, tmp_path):
+  """A VNIR-only scene cannot feed the EnMAP student; nothing is written."""
+  with rasterio.open(reference_data / TILE) as src:
+    wavelength = np.array([float(src.tags(b)["wavelength"])
+                           for b in range(1, src.count + 1)])
+    keep = np.flatnonzero(wavelength < 1000) + 1
+    profile = dict(src.profile, count=keep.size)
+    with rasterio.open(tmp_path / "vnir.tif", "w", **profile) as dst:
+      dst.write(src.read(keep.tolist()))
+      for i, b in enumerate(keep, start=1):
+        dst.update_tags(i, **src.tags(int(b)))
+      dst.scales = [src.scales[b - 1] for b in keep]
+  config, workdir = run
+  with pytest.raises(ValueError, match="cannot stand in"):
+    mapping.map_scene(config, workdir, tmp_path / "vnir.tif",
+                      tmp_path / "maps")
+  assert not list((tmp_path / "maps").glob("*"))
+
+
+def test_failure_midway_leaves_no_partial_file(run, tile, tmp_path,
+                                               monkeypatch):
+  """A read error after two blocks were written removes what was written."""
+  read, written = geotiff.GeoTiffRows.read, []
+
+  def failing_read(self, start, stop):
+    if start >= 14:
+      raise OSError("read error")
+    return read(self, start, stop)
+
+  def counting_write(self, start, *args):
+    written.append(start)
+    return write(self, start, *args)
+
+  write = map_files.MapWriter.write
+  monkeypatch.setattr(geotiff.GeoTiffRows, "read", failing_read)
+  monkeypatch.setattr(map_files.MapWriter, "write", counting_write)
+  config, workdir = run
+  out = tmp_path / "maps"
+  with pytest.raises(OSError, match="read error"):
+    mapping.map_scene(_with_options(config, tile_rows=7), workdir, tile, out)
+  assert written == [0, 7]
+  assert list(out.iterdir()) == []
+
+
+def test_all_nodata_scene_is_a_clear_error(run, reference_data, tmp_path):
+  def blank(raw):
+    raw[:] = -32768
+  scene = _edited_tile(reference_data, tmp_path / "blank.tif", blank)
+  config, workdir = run
+  with pytest.raises(ValueError, match="every pixel is nodata"):
+    mapping.map_scene(config, workdir, scene, tmp_path / "maps")
+  assert not list((tmp_path / "maps").glob("*"))

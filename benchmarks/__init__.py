@@ -1,0 +1,1 @@
+"""Benchmarks: honest evaluation (compare.py) and speed (speed.py)."""

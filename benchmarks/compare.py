@@ -1,0 +1,410 @@
+r"""Honest evaluation: held-out regions/folds, baselines, ablations, labels.
+
+  python -m benchmarks.compare --dataset=salinity --out=runs/benchmark_salinity \
+      [--regions="SC.93,ICRAF Asia"] [--seeds=2] [--steps_scale=1.0] \
+      [--methods=plsr,rf,student,...] [--label_fractions=1,0.5,0.2,0.1,0.05,0.02] \
+      [--label_splits=SC.93] [--tiny]
+  python -m benchmarks.compare --dataset=soc --out=runs/benchmark_soc [--folds=1,2]
+
+Protocols (DESIGN.md, "Evaluation protocols"):
+  regions (salinity default): leave one region out. Each held-out region is
+    a training run of its own (data.test_regions=<region>); within the other
+    regions only data.labelled_fraction of the satellite samples are
+    labelled. Metrics in target units on the held-out region.
+  folds (soc default): LimeSoDa's ten folds. Run k holds out fold k of every
+    LimeSoDa set (data.test_folds=k). The chemometric baselines are fitted
+    per set, as LimeSoDa intends; the deep models are fitted once per fold on
+    the training folds of all five sets pooled (one teacher, one student) and
+    scored per set. Out-of-fold predictions are pooled per set, then scored.
+  --protocol=regions on soc gives the cross-dataset stress test.
+Every unit (held-out region, or set pooled over folds) x seed is scored;
+tables give mean ± sd over units x seeds, and per unit.
+
+Methods (--methods, default all): see DESCRIPTIONS. Baselines see exactly the
+pixels the student is given: satellite spectra of the LABELLED role in the
+training part; targets through the config's transform (log1p for EC), then
+inverted. The deep variants of one unit and seed share one teacher.
+
+Label efficiency: R² as data.labelled_fraction falls, on --label_splits.
+Roles come from each sample's fixed u (data_prep.roles): u < lf labelled,
+then paired_fraction = min(0.4, 1 - lf) paired, the rest unlabelled. At
+lf = 1 nothing is left to pair, so the student runs without distillation and
+reconstruction there (marked in the table). Seeds change initialisation and
+batch order, not which pixels are labelled.
+
+Outputs in --out: results.json, results.md, label_efficiency.png,
+parity_baselines.png, parity_deep.png, and runs/ (the training workdirs).
+Re-running with the same --out reuses finished training runs (their Orbax
+checkpoints); settings that change results need a new --out.
+Run time: with every method, one unit x seed trains a teacher and seven
+students: ~25 min at --steps_scale=1 on 2 CPU cores, ~4 min at 0.1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+import numpy as np
+
+from benchmarks import report
+from configs import common
+from configs import distill
+from data_prep import datasets
+from deepsalt_jax import baselines
+from deepsalt_jax import input_pipeline
+from deepsalt_jax import losses
+from deepsalt_jax import reporting
+from deepsalt_jax import train
+from deepsalt_jax.models import build
+
+# Students trained beside 'student' in one trainer call (config.compare).
+VARIANTS = {
+    "plain": distill.ABLATIONS["plain"],
+    "no_sau": distill.ABLATIONS["no_sau"],
+    "no_distill": distill.ABLATIONS["no_distill"],
+    "no_align": distill.ABLATIONS["no_align"],
+    "coral": {"loss": {"alignment": "coral"}},
+    "adversarial": {"loss": {"alignment": "adversarial"}},
+}
+# Method -> the trainer's name for it.
+TRAINER_NAMES = {"teacher_resampled": "teacher (resampled)",
+                 "teacher_lab": "teacher", "student": "student",
+                 **{name: name for name in VARIANTS}}
+METHODS = report.BASELINES + tuple(TRAINER_NAMES)
+DESCRIPTIONS = {
+    "plsr": "PLSR (components by inner 5-fold CV) on the labelled pixels' "
+            "satellite spectra",
+    "rf": "random forest on the labelled pixels' satellite spectra",
+    "plsr_lab": "PLSR on all lab spectra of the training part, applied to "
+                "pixels resampled to the lab grid (physics pseudo-inverse)",
+    "teacher_resampled": "the teacher (lab-trained network) applied to pixels "
+                         "resampled to the lab grid; no satellite training",
+    "student": "DeepSalt: SAU + teacher-initialised encoder; regression, "
+               "distillation, MMD alignment, SAU reconstruction",
+    "plain": "the student network on the labelled pixels alone (no teacher, "
+             "SAU, distillation or alignment)",
+    "no_sau": "DeepSalt with the fixed physics resampling instead of the SAU",
+    "no_distill": "DeepSalt without distillation",
+    "no_align": "DeepSalt without domain alignment",
+    "coral": "DeepSalt with CORAL alignment instead of MMD",
+    "adversarial": "DeepSalt with adversarial alignment instead of MMD",
+    "teacher_lab": "REFERENCE, not a competitor: the teacher on the held-out "
+                   "samples' lab spectra, which a scene does not have",
+}
+# A baseline needs this many training samples; fewer leaves its
+# predictions out (reported as missing), never replaced by a guess.
+MIN_TRAIN = 5
+
+_DATASET = flags.DEFINE_enum("dataset", "salinity", ("salinity", "soc"),
+                             "Benchmark: simulated salinity or real SOC.")
+_OUT = flags.DEFINE_string("out", None, "Output folder.")
+_SENSOR = flags.DEFINE_enum("sensor", "enmap", ("enmap", "prisma", "emit"),
+                            "Simulated satellite.")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "auto", ("auto", "regions", "folds"),
+    "auto: regions for salinity, folds for soc (see the module docstring).")
+_REGIONS = flags.DEFINE_list("regions", [], "Held-out regions (regions "
+                             "protocol); default every region.")
+_FOLDS = flags.DEFINE_list("folds", [], "Held-out folds (folds protocol); "
+                           "default 1..10.")
+_SEEDS = flags.DEFINE_integer("seeds", 2, "Seeds per unit: 0..seeds-1.")
+_STEPS_SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies the "
+                                  "teacher's and the students' train.steps.")
+_METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
+_FRACTIONS = flags.DEFINE_list(
+    "label_fractions", ["1", "0.5", "0.2", "0.1", "0.05", "0.02"],
+    "Labelled fractions for the label-efficiency curve; empty: skip it.")
+_LABEL_SPLITS = flags.DEFINE_list(
+    "label_splits", [], "Held-out regions (or fold numbers) of the "
+    "label-efficiency runs; default the first held-out one.")
+_LABEL_METHODS = flags.DEFINE_list(
+    "label_methods", ["student", "plsr", "rf", "plsr_lab"],
+    "Methods on the label-efficiency curve.")
+_TINY = flags.DEFINE_bool("tiny", False, "Tiny models and steps (tests).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir; '' = "
+                                "$DEEPSALT_DATA_DIR or the default cache.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One held-out part: a region, or fold k of every LimeSoDa set."""
+  name: str
+  test_regions: str = ""
+  test_folds: str = ""
+
+  @property
+  def slug(self) -> str:
+    return self.name.replace(" ", "_")
+
+
+def make_splits(protocol: str, regions: Sequence[str], folds: Sequence[str],
+                region_names: Sequence[str]) -> list[Split]:
+  if protocol == "regions":
+    unknown = sorted(set(regions) - set(region_names))
+    if unknown:
+      raise ValueError(f"--regions names unknown regions {unknown}; valid: "
+                       f"{', '.join(region_names)}.")
+    return [Split(r, test_regions=r) for r in (regions or region_names)]
+  folds = folds or [str(k) for k in range(1, 11)]
+  if not all(f.isdigit() and 1 <= int(f) <= 10 for f in folds):
+    raise ValueError(f"--folds must be LimeSoDa folds 1..10, got {folds}.")
+  return [Split(f"fold{f}", test_folds=f) for f in folds]
+
+
+def paired_for(labelled_fraction: float) -> float:
+  """The protocol's paired fraction: min(default 0.4, 1 - lf), 1e-6 below."""
+  return min(common.data_config().paired_fraction,
+             math.floor((1.0 - labelled_fraction) * 1e6) / 1e6)
+
+
+def _scale_steps(tcfg: ml_collections.ConfigDict, scale: float) -> None:
+  steps = max(2, round(tcfg.steps * scale))
+  tcfg.update(steps=steps, log_every=min(tcfg.log_every, steps),
+              warmup_steps=min(tcfg.warmup_steps, max(1, steps // 10)))
+
+
+def make_config(dataset: str, sensor: str, split: Split, seed: int,
+                labelled_fraction: float, steps_scale: float, tiny: bool,
+                data_dir: str) -> ml_collections.ConfigDict:
+  """configs/distill.py for one split, seed and labelled fraction."""
+  arg = f"dataset={dataset},sensor={sensor},compare=none" + (
+      ",tiny" if tiny else "")
+  config = distill.get_config(arg)
+  for c in (config, config.teacher):
+    c.seed = seed
+    c.data.update(data_dir=data_dir, test_regions=split.test_regions,
+                  test_folds=split.test_folds)
+    _scale_steps(c.train, steps_scale)
+  paired = paired_for(labelled_fraction)
+  config.data.update(labelled_fraction=labelled_fraction,
+                     paired_fraction=paired)
+  if paired == 0:  # Nothing to distil from or reconstruct.
+    config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
+                       w_reconstruction=0.0)
+  return config
+
+
+def _numpy(fn):
+  return lambda x: np.asarray(fn(x), np.float64)
+
+
+def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
+                  per_region: bool, config: ml_collections.ConfigDict,
+                  tiny: bool) -> dict[str, np.ndarray]:
+  """Baseline predictions (target units) for data's test rows.
+
+  per_region: one model per region (LimeSoDa's within-set protocol), else
+  one model on all training regions. A model with fewer than MIN_TRAIN
+  training samples is not fitted: its predictions stay NaN.
+  """
+  forward, inverse = map(
+      _numpy, losses.TARGET_TRANSFORMS[config.data.target_transform])
+  train_rows = ~data.test
+  labelled = train_rows & (data.role == input_pipeline.LABELLED)
+  test = data.subset(data.test)
+  # Classic transfer: pixels resampled to the lab grid, as the teacher's.
+  resampled = test["satellite"] @ build.adaptation_matrix(
+      data.sensor, config.teacher.model.sau_ridge).T
+  fitters = {
+      "plsr": lambda x, y: baselines.plsr(
+          x, y, max_components=3 if tiny else 20, seed=config.seed),
+      "rf": lambda x, y: baselines.random_forest(
+          x, y, seed=config.seed, trees=20 if tiny else 300),
+  }
+  fitters["plsr_lab"] = fitters["plsr"]
+  # method -> (training rows, training inputs, test inputs)
+  inputs = {"plsr": (labelled, data.satellite, test["satellite"]),
+            "rf": (labelled, data.satellite, test["satellite"]),
+            "plsr_lab": (train_rows, data.lab, resampled)}
+  groups = np.unique(test["region"]) if per_region else [None]
+  out = {}
+  for method in (m for m in methods if m in report.BASELINES):
+    out[method] = np.full(len(test["target"]), np.nan)
+    rows, x_train, x_test = inputs[method]
+    for group in groups:
+      fit_rows = rows if group is None else rows & (data.region == group)
+      predict_rows = (slice(None) if group is None
+                      else test["region"] == group)
+      if fit_rows.sum() < MIN_TRAIN:
+        where = "" if group is None else f" of {data.region_names[group]}"
+        logging.warning("%s: %d training samples%s (< %d): not fitted.",
+                        method, fit_rows.sum(), where, MIN_TRAIN)
+        continue
+      predict = fitters[method](x_train[fit_rows],
+                                forward(data.target[fit_rows]))
+      out[method][predict_rows] = inverse(predict(x_test[predict_rows]))
+  return out
+
+
+def train_deep(config: ml_collections.ConfigDict, methods: Sequence[str],
+               workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  """Deep predictions for the test rows: one teacher, the named students."""
+  deep = [m for m in methods if m in TRAINER_NAMES]
+  if not deep:
+    return {}
+  config.compare = ml_collections.ConfigDict(
+      {m: VARIANTS[m] for m in deep if m in VARIANTS})
+  results = train.train_and_evaluate(config, workdir)
+  return {m: np.asarray(results[TRAINER_NAMES[m]]["pred"], np.float64)
+          for m in deep}
+
+
+def share_teacher(sources: Sequence[pathlib.Path],
+                  workdir: pathlib.Path) -> None:
+  """Copies a finished teacher of the same split and seed into `workdir`.
+
+  The teacher sees every training sample's lab spectrum whatever the roles,
+  so runs that differ only in the labelled fraction can share it.
+  """
+  if (workdir / "teacher").exists():
+    return
+  for source in sources:
+    if (source / "teacher" / "checkpoints").is_dir():
+      shutil.copytree(source / "teacher", workdir / "teacher")
+      return
+
+
+def run_split(split: Split, seed: int, labelled_fraction: float,
+              methods: Sequence[str], settings: dict[str, Any],
+              out: pathlib.Path) -> report.Run:
+  """Trains and scores every method on one held-out split."""
+  start = time.perf_counter()
+  config = make_config(settings["dataset"], settings["sensor"], split, seed,
+                       labelled_fraction, settings["steps_scale"],
+                       settings["tiny"], settings["data_dir"])
+  data = input_pipeline.load_data(config.data)
+  seed_dir = out / "runs" / split.slug / f"seed{seed}"
+  workdir = seed_dir / f"lf{labelled_fraction:g}"
+  share_teacher(sorted(seed_dir.glob("lf*")), workdir)
+  preds = fit_baselines(data, methods, settings["protocol"] == "folds",
+                        config, settings["tiny"])
+  preds.update(train_deep(config, methods, workdir))
+  test = data.subset(data.test)
+  seconds = time.perf_counter() - start
+  logging.info("[benchmark] %s seed %d labelled %g: %s in %.0f s",
+               split.name, seed, labelled_fraction, ", ".join(preds),
+               seconds)
+  return report.Run(split.name, seed, labelled_fraction,
+             test["target"].astype(np.float64), test["region"], preds,
+             seconds)
+
+
+def _check_settings(out: pathlib.Path, settings: dict[str, Any]) -> None:
+  """Refuses to mix runs of other settings in one --out."""
+  path = out / "settings.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != settings:
+      raise ValueError(
+          f"{out} holds runs made with other settings ({saved}); these are "
+          f"{settings}. Use a new --out, or delete {out} to start over.")
+  out.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(settings, indent=2))
+
+
+def run_benchmark(dataset: str, out: str | pathlib.Path, *,
+                  sensor: str = "enmap", protocol: str = "auto",
+                  regions: Sequence[str] = (), folds: Sequence[str] = (),
+                  seeds: int = 2, steps_scale: float = 1.0,
+                  methods: Sequence[str] = METHODS,
+                  label_fractions: Sequence[float] = (1, .5, .2, .1, .05,
+                                                      .02),
+                  label_splits: Sequence[str] = (),
+                  label_methods: Sequence[str] = ("student", "plsr", "rf",
+                                                  "plsr_lab"),
+                  tiny: bool = False, data_dir: str = "",
+                  command: str = "") -> dict[str, Any]:
+  """Runs the benchmark; writes and returns the report (see module doc)."""
+  unknown = sorted((set(methods) | set(label_methods)) - set(METHODS))
+  if unknown:
+    raise ValueError(f"Unknown methods {unknown}; valid: "
+                     f"{', '.join(METHODS)}.")
+  if seeds < 1:
+    raise ValueError(f"--seeds must be >= 1, got {seeds}.")
+  if not all(0 < f <= 1 for f in label_fractions):
+    raise ValueError(f"--label_fractions must lie in (0, 1], got "
+                     f"{list(label_fractions)}.")
+  protocol = {"auto": "regions" if dataset == "salinity" else "folds"}.get(
+      protocol, protocol)
+  out = pathlib.Path(out)
+  settings = dict(dataset=dataset, sensor=sensor, protocol=protocol,
+                  steps_scale=steps_scale, tiny=tiny, data_dir=data_dir)
+  _check_settings(out, settings)
+  info = datasets.build(dataset, sensor, data_dir or None).info
+  region_names = tuple(info.features["region"].names)
+  splits = make_splits(protocol, regions, folds, region_names)
+  lf = common.data_config(dataset).labelled_fraction
+  base = make_config(dataset, sensor, splits[0], 0, lf, steps_scale, tiny,
+                     data_dir)
+  start = time.perf_counter()
+  runs = [run_split(s, seed, lf, methods, settings, out)
+          for s in splits for seed in range(seeds)]
+
+  by_name = {s.name: s for s in splits}
+  chosen = [by_name.get(n) or by_name.get(f"fold{n}")
+            for n in (label_splits or [splits[0].name])]
+  if None in chosen:
+    raise ValueError(f"--label_splits {list(label_splits)} must name held-out"
+                     f" splits: {', '.join(by_name)}.")
+  label_runs = [run_split(s, seed, f, label_methods, settings, out)
+                for f in label_fractions for s in chosen
+                for seed in range(seeds)] if label_fractions else []
+
+  unit = "dS/m" if dataset == "salinity" else "%"
+  result = report.build(
+      runs, label_runs, methods, region_names, unit,
+      header=dict(
+          dataset=dataset, sensor=sensor, protocol=protocol,
+          command=command, splits=[s.name for s in splits], seeds=seeds,
+          date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec="seconds"),
+          steps={"teacher": base.teacher.train.steps,
+                 "student": base.train.steps},
+          steps_scale=steps_scale, tiny=tiny,
+          labelled_fraction=lf, paired_fraction=paired_for(lf),
+          label_splits=[s.name for s in chosen],
+          label_fractions=list(label_fractions),
+          paired_fractions=[paired_for(f) for f in label_fractions],
+          measured=info.metadata["measured"],
+          simulated=info.metadata["simulated"],
+          target=info.metadata["target"],
+          wall_seconds=round(time.perf_counter() - start),
+          descriptions={m: DESCRIPTIONS[m] for m in methods}))
+  report.write(out, result, runs, methods, unit)
+  return result
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  reporting.quiet_library_logs()
+  command = "python -m benchmarks.compare " + " ".join(
+      repr(a) if " " in a else a for a in sys.argv[1:])
+  result = run_benchmark(
+      _DATASET.value, _OUT.value, sensor=_SENSOR.value,
+      protocol=_PROTOCOL.value, regions=_REGIONS.value, folds=_FOLDS.value,
+      seeds=_SEEDS.value, steps_scale=_STEPS_SCALE.value,
+      methods=_METHODS.value,
+      label_fractions=[float(f) for f in _FRACTIONS.value],
+      label_splits=_LABEL_SPLITS.value, label_methods=_LABEL_METHODS.value,
+      tiny=_TINY.value, data_dir=_DATA_DIR.value, command=command)
+  print((pathlib.Path(_OUT.value) / "results.md").read_text())
+  logging.info("Done in %d s; outputs in %s", result["wall_seconds"],
+               _OUT.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["out"])
+  app.run(main)

@@ -1,0 +1,264 @@
+"""Scores, tables and plots of benchmarks.compare runs.
+
+A unit is one held-out region (or LimeSoDa set) under one seed: the seed's
+predictions are pooled over its splits (under the folds protocol a set's
+out-of-fold predictions over the folds run), then scored per region. Tables
+give mean ± sd over units.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from deepsalt_jax import evaluate
+from deepsalt_jax import metrics
+
+SCORES = ("r2", "rmse", "rpd")
+BASELINES = ("plsr", "rf", "plsr_lab")
+REFERENCE = "teacher_lab"  # Sees lab spectra of the test samples: no rival.
+
+
+@dataclasses.dataclass
+class Run:
+  """Predictions of every method on one split's held-out samples."""
+  split: str
+  seed: int
+  labelled_fraction: float
+  target: np.ndarray  # [n_test] target units.
+  region: np.ndarray  # [n_test] region index.
+  preds: dict[str, np.ndarray]  # method -> [n_test]; NaN = not fitted.
+  seconds: float
+
+
+def unit_scores(runs: Sequence[Run], method: str,
+                region_names: Sequence[str]) -> dict[tuple[str, int], dict]:
+  """Metrics per (region, seed) with predictions for all its samples."""
+  out = {}
+  for seed in sorted({r.seed for r in runs}):
+    mine = [r for r in runs if r.seed == seed and method in r.preds]
+    if not mine:
+      continue
+    target = np.concatenate([r.target for r in mine])
+    pred = np.concatenate([r.preds[method] for r in mine])
+    region = np.concatenate([r.region for r in mine])
+    for index in np.unique(region):
+      rows = region == index
+      if rows.sum() >= metrics.MIN_SAMPLES and np.isfinite(pred[rows]).all():
+        out[(region_names[index], seed)] = metrics.regression_metrics(
+            target[rows], pred[rows])
+  return out
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float | None]:
+  """Mean and sample sd (None for one value: JSON has no NaN)."""
+  values = np.asarray(values, np.float64)
+  return {"mean": float(values.mean()),
+          "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
+
+
+def summarise(scores: dict[tuple[str, int], dict]) -> dict[str, Any]:
+  if not scores:
+    return {"units": 0}
+  return {"units": len(scores), **{k: _mean_sd([s[k] for s in scores.values()])
+                                   for k in SCORES}}
+
+
+def per_region(scores: dict[tuple[str, int], dict]) -> dict[str, dict]:
+  regions = sorted({region for region, _ in scores})
+  return {region: {k: float(np.mean([s[k] for (r, _), s in scores.items()
+                                     if r == region])) for k in SCORES}
+          for region in regions}
+
+
+def label_efficiency(label_runs: Sequence[Run], methods: Sequence[str],
+                     region_names: Sequence[str]) -> list[dict[str, Any]]:
+  """Per labelled fraction: each method's R² (mean, sd over units)."""
+  rows = []
+  for fraction in dict.fromkeys(r.labelled_fraction for r in label_runs):
+    runs = [r for r in label_runs if r.labelled_fraction == fraction]
+    r2 = {m: summarise(unit_scores(runs, m, region_names)).get("r2")
+          for m in methods}
+    r2 = {m: v for m, v in r2.items() if v is not None}
+    fitted = [m for m in BASELINES if m in r2]
+    best = max(fitted, key=lambda m: r2[m]["mean"]) if fitted else None
+    rows.append({"labelled_fraction": fraction, "r2": r2,
+                 "best_baseline": best})
+  return rows
+
+
+def verdicts(scores: dict[str, dict], methods: Sequence[str]) -> list[str]:
+  """Plain statements: does the student beat the best baseline and plain?"""
+  if "student" not in methods:
+    return []
+  mean_r2 = lambda m: float(np.mean([s["r2"] for s in scores[m].values()]))
+  lines = []
+  fitted = [m for m in BASELINES if m in methods and scores[m]]
+  rivals = ([max(fitted, key=mean_r2)] if fitted else []) + [
+      m for m in ("plain", "teacher_resampled") if m in methods]
+  for rival in rivals:
+    shared = sorted(set(scores["student"]) & set(scores[rival]))
+    if not shared:
+      continue
+    wins = sum(scores["student"][u]["r2"] > scores[rival][u]["r2"]
+               for u in shared)
+    better = mean_r2("student") > mean_r2(rival)
+    lines.append(
+        f"student vs {rival}{' (best baseline)' if rival in BASELINES else ''}"
+        f": mean R² {mean_r2('student'):.3f} vs {mean_r2(rival):.3f}; the "
+        f"student is {'better' if better else 'NOT better'} on average and "
+        f"higher on {wins} of {len(shared)} units.")
+  return lines
+
+
+def build(runs: Sequence[Run], label_runs: Sequence[Run],
+          methods: Sequence[str], region_names: Sequence[str], unit: str,
+          header: dict[str, Any]) -> dict[str, Any]:
+  """The JSON-ready report."""
+  scores = {m: unit_scores(runs, m, region_names) for m in methods}
+  label_methods = list(dict.fromkeys(m for r in label_runs for m in r.preds))
+  missing = {m: sorted({(r.split, r.seed) for r in runs
+                        if m in r.preds and not np.isfinite(r.preds[m]).all()})
+             for m in methods}
+  return {
+      **header, "unit": unit,
+      "summary": {m: summarise(scores[m]) for m in methods},
+      "per_region": {m: per_region(scores[m]) for m in methods},
+      "verdicts": verdicts(scores, methods),
+      "not_fitted": {m: v for m, v in missing.items() if v},
+      "label_efficiency": label_efficiency(label_runs, label_methods,
+                                           region_names),
+      "runs": [{"split": r.split, "seed": r.seed,
+                "labelled_fraction": r.labelled_fraction,
+                "seconds": round(r.seconds, 1), "n_test": len(r.target)}
+               for r in (*runs, *label_runs)],
+  }
+
+
+def _cell(stat: dict[str, float] | None) -> str:
+  if not stat:
+    return "n/a"
+  sd = "" if stat["sd"] is None else f" ± {stat['sd']:.3f}"
+  return f"{stat['mean']:.3f}{sd}"
+
+
+def _name(method: str) -> str:
+  return f"{method} (reference)" if method == REFERENCE else method
+
+
+def markdown(result: dict[str, Any]) -> str:
+  """results.md: what was run on what, then the tables."""
+  unit, protocol = result["unit"], result["protocol"]
+  held = ("held-out region" if protocol == "regions" else
+          "LimeSoDa set (out-of-fold predictions of the folds run)")
+  lines = [
+      f"# Benchmark: {result['dataset']} ({result['sensor']}), "
+      f"{protocol} protocol", "",
+      f"- Date (UTC): {result['date']}; wall time {result['wall_seconds']} s",
+      f"- Command: `{result['command'] or '(called from Python)'}`",
+      f"- Target: {result['target']}",
+      f"- Measured: {result['measured']}",
+      f"- Simulated: {result['simulated']} Which pixels are labelled or "
+      "paired is simulated too (data_prep.roles, from each sample's u).",
+      f"- Held out: {', '.join(result['splits'])}; seeds 0..{result['seeds'] - 1}"
+      f"; a unit = one {held} x seed.",
+      f"- Training: teacher {result['steps']['teacher']} steps, each student "
+      f"{result['steps']['student']} steps (steps_scale="
+      f"{result['steps_scale']}{', tiny models' if result['tiny'] else ''}); "
+      f"labelled fraction {result['labelled_fraction']}, paired "
+      f"{result['paired_fraction']} of the training part's samples.",
+  ]
+  if protocol == "folds":
+    lines.append("- Folds protocol: baselines are fitted per LimeSoDa set; "
+                 "the deep models once per fold on the training folds of all "
+                 "five sets pooled, scored per set.")
+  lines += ["", f"## Mean ± sd over units", "",
+            f"| method | R² | RMSE ({unit}) | RPD | units |",
+            "|---|---|---|---|---|"]
+  for method, stat in result["summary"].items():
+    lines.append(f"| {_name(method)} | " + " | ".join(
+        _cell(stat.get(k)) for k in SCORES) + f" | {stat['units']} |")
+  regions = sorted({r for v in result["per_region"].values() for r in v})
+  for key, title in (("r2", "R²"), ("rmse", f"RMSE ({unit})")):
+    lines += ["", f"## {title} per {held.split(' (')[0]} (mean over seeds)",
+              "", "| method | " + " | ".join(regions) + " |",
+              "|---" * (len(regions) + 1) + "|"]
+    for method, table in result["per_region"].items():
+      lines.append(f"| {_name(method)} | " + " | ".join(
+          f"{table[r][key]:.3f}" if r in table else "n/a" for r in regions)
+                   + " |")
+  if result["label_efficiency"]:
+    methods = list(result["label_efficiency"][0]["r2"])
+    lines += ["", f"## Label efficiency: R² (mean ± sd) on "
+              f"{', '.join(result['label_splits'])}", "",
+              "| labelled | paired | " + " | ".join(methods)
+              + " | best baseline |", "|---" * (len(methods) + 3) + "|"]
+    for row, paired in zip(result["label_efficiency"],
+                           result["paired_fractions"]):
+      note = " (no pairs: student without distillation)" if paired == 0 else ""
+      lines.append(
+          f"| {row['labelled_fraction']:.0%}{note} | {paired:.0%} | "
+          + " | ".join(_cell(row["r2"].get(m)) for m in methods)
+          + f" | {row['best_baseline'] or 'n/a'} |")
+  lines += ["", "## Verdict", ""] + [f"- {v}" for v in result["verdicts"]]
+  for method, where in result["not_fitted"].items():
+    lines.append(f"- {method} was not fitted (fewer than 5 training samples) "
+                 f"in {len(where)} run(s): {where}; those units are missing.")
+  lines += ["", "## Methods", ""] + [
+      f"- **{m}**: {d}" for m, d in result["descriptions"].items()]
+  return "\n".join(lines) + "\n"
+
+
+def plot_label_efficiency(path: pathlib.Path, rows: list[dict[str, Any]],
+                          title: str) -> None:
+  import matplotlib  # Lazy: only the report plots.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  fractions = np.array([r["labelled_fraction"] for r in rows]) * 100
+  for method in rows[0]["r2"] if rows else ():
+    stats = [r["r2"].get(method) for r in rows]
+    keep = [i for i, s in enumerate(stats) if s]
+    ax.errorbar(fractions[keep], [stats[i]["mean"] for i in keep],
+                yerr=[stats[i]["sd"] or 0.0 for i in keep],
+                marker="o", capsize=3, label=method,
+                lw=2.5 if method == "student" else 1.2)
+  ax.set(xscale="log", xlabel="labelled satellite samples in training (%)",
+         ylabel="R² on held-out samples", title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write(out: pathlib.Path, result: dict[str, Any], runs: Sequence[Run],
+          methods: Sequence[str], unit: str) -> None:
+  """results.json, results.md, label_efficiency.png and parity plots."""
+  (out / "results.json").write_text(json.dumps(result, indent=2))
+  (out / "results.md").write_text(markdown(result))
+  if result["label_efficiency"]:
+    plot_label_efficiency(
+        out / "label_efficiency.png", result["label_efficiency"],
+        f"{result['dataset']}: held out {', '.join(result['label_splits'])}")
+  # Parity of the first seed, pooled over the held-out splits.
+  first = [r for r in runs if r.seed == min(x.seed for x in runs)]
+  target = np.concatenate([r.target for r in first])
+  pooled = {}
+  for method in methods:
+    pred = np.concatenate([r.preds[method] for r in first])
+    keep = np.isfinite(pred)
+    if keep.sum() >= metrics.MIN_SAMPLES:
+      pooled[method] = {"target": target[keep], "pred": pred[keep],
+                        "overall": metrics.regression_metrics(target[keep],
+                                                              pred[keep])}
+  for name, group in (("baselines", (*BASELINES, "teacher_resampled")),
+                      ("deep", [m for m in methods if m not in BASELINES
+                                and m != "teacher_resampled"])):
+    chosen = {_name(m): pooled[m] for m in group if m in pooled}
+    if chosen:
+      evaluate.parity_plot(out / f"parity_{name}.png", chosen, unit)

@@ -1,0 +1,230 @@
+r"""Speed: training and inference throughput and memory, by batch and bands.
+
+  python -m benchmarks.speed [--sensors=prisma,enmap,emit] \
+      [--batch_sizes=1024,4096,16384,65536] [--train_batch_sizes=32,64,128] \
+      [--train_steps=10] [--json=speed.json]
+
+Models have the default size (configs/distill.py); inputs are synthetic
+(throughput does not depend on the values). All devices of this process
+form the ('data',) mesh, as in training.
+  training   spectra/s of the jitted data-parallel step of each stage
+             (train.make_train_step with the real losses). The teacher step
+             reads one batch of lab spectra (180 bands); the student step
+             reads four (labelled, paired, unlabelled pixels and library lab
+             spectra), counted as 4 x batch spectra. Per sensor (good band
+             counts: PRISMA 197, EnMAP 216, EMIT 237) and batch size.
+  inference  student 'pred' (train=False) spectra/s per sensor and batch.
+  memory     XLA's compiled memory analysis of each program (arguments +
+             outputs + temporaries: what one call needs, whatever else runs
+             on the machine); the process's peak RSS after each measurement
+             (monotone); on GPU/TPU the device's peak bytes in use.
+Prints Markdown tables. Run time: about 3-4 min on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import resource
+import time
+from typing import Any, Callable, Sequence
+
+from absl import app
+from absl import flags
+from flax.training import train_state
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from configs import distill
+from deepsalt_jax import spectra
+from deepsalt_jax import train
+from deepsalt_jax.models import build
+from deepsalt_jax.models import deepsalt
+
+MIB = 2.0**20
+
+_SENSORS = flags.DEFINE_list("sensors", ["prisma", "enmap", "emit"],
+                             "Sensors (band counts) to measure.")
+_BATCHES = flags.DEFINE_list("batch_sizes", ["1024", "4096", "16384", "65536"],
+                             "Inference batch sizes.")
+_TRAIN_BATCHES = flags.DEFINE_list("train_batch_sizes", ["32", "64", "128"],
+                                   "Training batch sizes (per stream).")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10,
+                                    "Timed steps per training measurement.")
+_JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB.
+
+
+def device_peak_mib() -> float | None:
+  stats = jax.devices()[0].memory_stats()  # None on CPU.
+  return stats["peak_bytes_in_use"] / MIB if stats else None
+
+
+def compiled_mib(compiled) -> float | None:
+  """Argument + output + temporary buffers of one call, from XLA."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          + stats.temp_size_in_bytes - stats.alias_size_in_bytes) / MIB
+
+
+def timed(fn: Callable[[], Any], min_calls: int, min_seconds: float
+          ) -> tuple[float, int]:
+  """Seconds per call of `fn` (already compiled), over enough calls."""
+  calls, start = 0, time.perf_counter()
+  while calls < min_calls or time.perf_counter() - start < min_seconds:
+    jax.block_until_ready(fn())
+    calls += 1
+  return (time.perf_counter() - start) / calls, calls
+
+
+def _models(config: ml_collections.ConfigDict, sensor: str):
+  teacher = build.build_teacher(config.teacher.model)
+  student = build.build_student(config.model, sensor)
+  n_sat = build.adaptation_matrix(sensor, config.model.sau_ridge).shape[1]
+  n_lab = len(spectra.lab_wavelengths())
+  key = jax.random.key(0)
+  teacher_params = teacher.init(key, np.zeros((2, n_lab), np.float32),
+                                train=False)["params"]
+  params = deepsalt.init_student_from_teacher(
+      student.init(key, np.zeros((2, n_sat), np.float32),
+                   train=False)["params"], teacher_params)
+  return teacher, teacher_params, student, params, n_sat, n_lab
+
+
+def _spectra(rows: int, bands: int, seed: int) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return rng.uniform(0.05, 0.6, (rows, bands)).astype(np.float32)
+
+
+def measure_training(config: ml_collections.ConfigDict, sensor: str,
+                     stage: str, batch_size: int, steps: int,
+                     mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """spectra/s and memory of one stage's train step."""
+  teacher, teacher_params, student, params, n_sat, n_lab = _models(config,
+                                                                   sensor)
+  target = np.ones(batch_size, np.float32)
+  if stage == "teacher":
+    loss_fn = functools.partial(train.teacher_loss, model=teacher,
+                                config=config.teacher)
+    batch = {"lab": {"lab": _spectra(batch_size, n_lab, 0),
+                     "target": target}}
+    params, teacher_params, rows = teacher_params, None, batch_size
+  else:
+    loss_fn = functools.partial(train.student_loss, model=student,
+                                teacher=teacher, config=config)
+    sat = lambda seed: _spectra(batch_size, n_sat, seed)
+    batch = {"labelled": {"satellite": sat(1), "target": target},
+             "paired": {"satellite": sat(2),
+                        "lab": _spectra(batch_size, n_lab, 3)},
+             "unlabelled": {"satellite": sat(4)},
+             "library": {"lab": _spectra(batch_size, n_lab, 5)}}
+    rows = 4 * batch_size
+  replicated = NamedSharding(mesh, P())
+  batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
+  state = jax.device_put(train_state.TrainState.create(
+      apply_fn=None, params=params, tx=train.make_optimizer(config.train)),
+                         replicated)
+  key = jax.device_put(jax.random.key_data(jax.random.key(0)), replicated)
+  step = train.make_train_step(loss_fn, mesh)
+  compiled = step.lower(state, batch, teacher_params, key).compile()
+  holder = [state]
+
+  def one_step():
+    holder[0], terms = compiled(holder[0], batch, teacher_params, key)
+    return terms
+
+  jax.block_until_ready(one_step())  # Warm-up.
+  seconds, calls = timed(one_step, steps, 0.0)
+  return {"stage": stage, "sensor": sensor,
+          "bands": n_lab if stage == "teacher" else n_sat,
+          "batch_size": batch_size, "steps_per_s": 1.0 / seconds,
+          "spectra_per_s": rows / seconds, "steps_timed": calls,
+          "compiled_mib": compiled_mib(compiled),
+          "peak_rss_mib": peak_rss_mib(), "device_peak_mib": device_peak_mib()}
+
+
+def measure_inference(config: ml_collections.ConfigDict, sensor: str,
+                      batch_size: int, mesh: jax.sharding.Mesh
+                      ) -> dict[str, Any]:
+  """Student prediction spectra/s and memory at one batch size."""
+  _, _, student, params, n_sat, _ = _models(config, sensor)
+  batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+  x = jax.device_put(_spectra(batch_size, n_sat, 0),
+                     NamedSharding(mesh, P("data")))
+  params = jax.device_put(params, NamedSharding(mesh, P()))
+  fn = jax.jit(lambda p, b: student.apply({"params": p}, b,
+                                          train=False)["pred"])
+  compiled = fn.lower(params, x).compile()
+  jax.block_until_ready(compiled(params, x))  # Warm-up.
+  seconds, calls = timed(lambda: compiled(params, x), 2, 1.0)
+  return {"sensor": sensor, "bands": n_sat, "batch_size": batch_size,
+          "spectra_per_s": batch_size / seconds, "calls_timed": calls,
+          "compiled_mib": compiled_mib(compiled),
+          "peak_rss_mib": peak_rss_mib(), "device_peak_mib": device_peak_mib()}
+
+
+def run(sensors: Sequence[str], batch_sizes: Sequence[int],
+        train_batch_sizes: Sequence[int], train_steps: int,
+        config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
+  """All measurements; `config` defaults to configs/distill.py."""
+  config = config or distill.get_config("compare=none")
+  mesh = train.make_mesh()
+  training = [measure_training(config, sensors[0], "teacher", b, train_steps,
+                               mesh) for b in train_batch_sizes]
+  training += [measure_training(config, s, "student", b, train_steps, mesh)
+               for s in sensors for b in train_batch_sizes]
+  inference = [measure_inference(config, s, b, mesh)
+               for s in sensors for b in batch_sizes]
+  return {"device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+          "backend": jax.default_backend(),
+          "model": {"features": config.model.features,
+                    "num_blocks": config.model.num_blocks},
+          "training": training, "inference": inference}
+
+
+def _mib(value: float | None) -> str:
+  return "n/a" if value is None else f"{value:.0f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+  lines = [f"Device: {result['device']} ({result['backend']}); model "
+           f"features={result['model']['features']}, "
+           f"blocks={result['model']['num_blocks']}", "",
+           "Training (train step, spectra/s = rows of all streams)", "",
+           "| stage | bands | batch | steps/s | spectra/s | XLA MiB | peak "
+           "RSS MiB | device peak MiB |", "|---|---|---|---|---|---|---|---|"]
+  for r in result["training"]:
+    lines.append(f"| {r['stage']} | {r['bands']} | {r['batch_size']} | "
+                 f"{r['steps_per_s']:.1f} | {r['spectra_per_s']:.0f} | "
+                 f"{_mib(r['compiled_mib'])} | {_mib(r['peak_rss_mib'])} | "
+                 f"{_mib(r['device_peak_mib'])} |")
+  lines += ["", "Student inference", "",
+            "| sensor | bands | batch | spectra/s | XLA MiB | peak RSS MiB | "
+            "device peak MiB |", "|---|---|---|---|---|---|---|"]
+  for r in result["inference"]:
+    lines.append(f"| {r['sensor']} | {r['bands']} | {r['batch_size']} | "
+                 f"{r['spectra_per_s']:.0f} | {_mib(r['compiled_mib'])} | "
+                 f"{_mib(r['peak_rss_mib'])} | {_mib(r['device_peak_mib'])} |")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  result = run(_SENSORS.value, [int(b) for b in _BATCHES.value],
+               [int(b) for b in _TRAIN_BATCHES.value], _TRAIN_STEPS.value)
+  print(markdown(result))
+  if _JSON.value:
+    pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,42 @@
+"""Chemometric baselines users already know (scikit-learn).
+
+Each takes training arrays and returns a `predict(x) -> y` function; targets
+go through the same transform as the networks (log1p for EC) so the
+comparison is like for like.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.model_selection import KFold
+from sklearn.model_selection import cross_val_predict
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def plsr(x: np.ndarray, y: np.ndarray, max_components: int = 20,
+         folds: int = 5, seed: int = 0) -> Predictor:
+  """PLSR with the number of components chosen by inner K-fold CV (RMSE)."""
+  if len(x) < 4:
+    raise ValueError(f"PLSR needs at least 4 labelled samples, got {len(x)}.")
+  folds = min(folds, len(x))
+  cv = KFold(folds, shuffle=True, random_state=seed)
+  # Leave room for the smallest inner training fold.
+  upper = max(1, min(max_components, x.shape[1],
+                     len(x) - len(x) // folds - 1))
+  errors = []
+  for k in range(1, upper + 1):
+    pred = cross_val_predict(PLSRegression(k, scale=False), x, y, cv=cv)
+    errors.append(np.sqrt(np.mean((pred.ravel() - y) ** 2)))
+  model = PLSRegression(int(np.argmin(errors)) + 1, scale=False).fit(x, y)
+  return lambda z: model.predict(z).ravel()
+
+
+def random_forest(x: np.ndarray, y: np.ndarray, seed: int = 0,
+                  trees: int = 300) -> Predictor:
+  model = RandomForestRegressor(trees, min_samples_leaf=2, n_jobs=-1,
+                                random_state=seed).fit(x, y)
+  return model.predict

@@ -1,0 +1,176 @@
+"""benchmarks/: the comparison harness end to end (tiny) and its parts."""
+import dataclasses
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from benchmarks import compare
+from benchmarks import speed
+from configs import distill
+from data_prep import roles
+from deepsalt_jax import input_pipeline
+from deepsalt_jax import metrics
+from deepsalt_jax import train
+from deepsalt_jax.models import build
+
+SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "teacher_resampled", "student",
+                    "plain", "teacher_lab"]
+
+
+def test_regions_protocol_writes_every_output(prepared_data_dir, tmp_path):
+  result = compare.run_benchmark(
+      "salinity", tmp_path, regions=["SC.93"], seeds=1, tiny=True,
+      methods=SALINITY_METHODS, label_fractions=[1.0, 0.1],
+      label_methods=["student", "plsr"], data_dir=str(prepared_data_dir))
+  for name in ("results.json", "results.md", "label_efficiency.png",
+               "parity_baselines.png", "parity_deep.png"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["summary"] == result["summary"]
+  for method in SALINITY_METHODS:
+    stat = saved["summary"][method]
+    assert stat["units"] == 1, method  # One region x one seed.
+    assert np.isfinite(stat["r2"]["mean"]) and stat["rmse"]["mean"] > 0
+    region = saved["per_region"][method]["SC.93"]
+    assert region["rmse"] == pytest.approx(stat["rmse"]["mean"])
+    # RPD = sd / RMSE with the same held-out targets for every method.
+    assert region["rpd"] * region["rmse"] == pytest.approx(
+        saved["per_region"]["plsr"]["SC.93"]["rpd"]
+        * saved["per_region"]["plsr"]["SC.93"]["rmse"])
+  fractions = [row["labelled_fraction"] for row in saved["label_efficiency"]]
+  assert fractions == [1.0, 0.1]
+  assert saved["paired_fractions"] == [0.0, 0.4]
+  for row in saved["label_efficiency"]:
+    assert set(row["r2"]) == {"student", "plsr"}
+    assert row["best_baseline"] == "plsr"
+  # Both label runs reuse the main run's teacher; lf=0.1 is the main run.
+  runs = tmp_path / "runs" / "SC.93" / "seed0"
+  assert sorted(p.name for p in runs.iterdir()) == ["lf0.1", "lf1"]
+  lf1 = json.loads((runs / "lf1" / "config.json").read_text())
+  assert lf1["loss"]["w_distill_pred"] == 0.0
+  assert lf1["data"]["paired_fraction"] == 0.0
+  text = (tmp_path / "results.md").read_text()
+  for expected in ("Measured:", "Simulated:", "| student |",
+                   "teacher_lab (reference)", "Label efficiency"):
+    assert expected in text
+
+
+def test_folds_protocol_scores_each_set(prepared_data_dir, tmp_path):
+  result = compare.run_benchmark(
+      "soc", tmp_path, folds=["1", "2"], seeds=1, tiny=True,
+      methods=["plsr", "rf", "plsr_lab"], label_fractions=[],
+      data_dir=str(prepared_data_dir))
+  sets = {"CV.98", "SL.125", "UL.120", "SC.93", "SSP.460"}
+  assert result["protocol"] == "folds"
+  for method in ("plsr", "rf", "plsr_lab"):
+    assert set(result["per_region"][method]) == sets
+    assert result["summary"][method]["units"] == 5
+  config = distill.get_config("dataset=soc")
+  config.data.update(data_dir=str(prepared_data_dir), test_regions="")
+  data = input_pipeline.load_data(config.data)
+  assert sum(r["n_test"] for r in result["runs"]) == np.isin(
+      data.fold, [1, 2]).sum()
+  with pytest.raises(ValueError, match="other settings"):
+    compare.run_benchmark("soc", tmp_path, folds=["1"], steps_scale=0.5,
+                          tiny=True, methods=["plsr"],
+                          data_dir=str(prepared_data_dir))
+
+
+def test_test_folds_hold_out_a_fold_of_every_set(prepared_data_dir):
+  config = distill.get_config("dataset=soc")
+  config.data.update(data_dir=str(prepared_data_dir), test_regions="",
+                     test_folds="3")
+  data = input_pipeline.load_data(config.data)
+  np.testing.assert_array_equal(data.test, data.fold == 3)
+  assert len(np.unique(data.region[data.test])) == 5
+  config.data.test_folds = "11"
+  with pytest.raises(ValueError, match="matches no sample"):
+    input_pipeline.load_data(config.data)
+
+
+def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
+  """Rank-5 satellite spectra; log1p(EC) linear in them, per region."""
+  rng = np.random.default_rng(seed)
+  n_sat = build.adaptation_matrix("enmap", 1e-2).shape[1]
+  z = rng.normal(size=(n, 5))
+  satellite = (0.3 + 0.02 * z @ rng.normal(size=(5, n_sat))).astype(
+      np.float32)
+  region = np.repeat([0, 1], n // 2).astype(np.int32)
+  slopes = rng.normal(size=(2, 5)) * 0.3
+  target = np.expm1(1.5 + np.sum(z * slopes[region], axis=1))
+  role = np.where(rng.random(n) < 0.6, roles.LABELLED, roles.UNLABELLED)
+  test = rng.random(n) < 0.2
+  # Unlabelled training targets are garbage: a baseline using them is off.
+  target = np.where((role == roles.UNLABELLED) & ~test, 1e3, target)
+  return input_pipeline.Data(
+      lab=np.full((n, 180), 0.3, np.float32), satellite=satellite,
+      target=target.astype(np.float32), region=region,
+      fold=np.zeros(n, np.int32), role=role, region_names=("a", "b"),
+      test=test, sensor="enmap")
+
+
+def test_baselines_fit_labelled_pixels_per_region():
+  data = _synthetic_data()
+  config = distill.get_config()
+  truth = data.target[data.test]
+  per_set = compare.fit_baselines(data, ["plsr"], True, config, tiny=False)
+  np.testing.assert_allclose(per_set["plsr"], truth, rtol=1e-3)
+  pooled = compare.fit_baselines(data, ["plsr"], False, config, tiny=False)
+  assert metrics.regression_metrics(truth, pooled["plsr"])["r2"] < 0.99
+  # Region 'b' keeps four labelled samples: too few, so no predictions.
+  labelled_b = np.flatnonzero((data.region == 1) & ~data.test
+                              & (data.role == roles.LABELLED))
+  role = data.role.copy()
+  role[labelled_b[4:]] = roles.UNLABELLED
+  sparse = compare.fit_baselines(
+      dataclasses.replace(data, role=role), ["plsr"], True, config,
+      tiny=False)["plsr"]
+  in_b = data.region[data.test] == 1
+  assert np.isnan(sparse[in_b]).all() and np.isfinite(sparse[~in_b]).all()
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.7, 0.5, 0.1, 0.02])
+def test_label_protocol_fractions_are_valid(fraction):
+  split = compare.Split("SC.93", test_regions="SC.93")
+  config = compare.make_config("salinity", "enmap", split, 3, fraction, 0.5,
+                               False, "")
+  paired = config.data.paired_fraction
+  assert paired == pytest.approx(min(0.4, 1 - fraction), abs=1e-6)
+  roles.assign_roles(np.linspace(0, 0.999, 50), fraction, paired)  # Valid.
+  assert (config.loss.w_distill_pred == 0) == (paired == 0)
+  assert config.seed == config.teacher.seed == 3
+  default = distill.get_config()
+  assert config.train.steps == round(default.train.steps * 0.5)
+  assert config.teacher.train.steps == round(default.teacher.train.steps * 0.5)
+
+
+def test_variants_switch_what_they_name():
+  split = compare.Split("fold1", test_folds="1")
+  config = compare.make_config("soc", "enmap", split, 0, 0.1, 1.0, True, "")
+  config.compare = ml_collections.ConfigDict(compare.VARIANTS)
+  built = train.variants(config)
+  assert built["coral"].loss.alignment == "coral"
+  assert built["adversarial"].loss.alignment == "adversarial"
+  assert not built["no_sau"].model.use_sau
+  assert built["no_align"].loss.w_alignment == 0
+  assert built["student"].data.test_folds == "1"
+  with pytest.raises(ValueError, match="unknown regions"):
+    compare.make_splits("regions", ["Atlantis"], [], ("SC.93",))
+  with pytest.raises(ValueError, match="folds 1..10"):
+    compare.make_splits("folds", [], ["0"], ())
+
+
+def test_speed_measures_positive_throughput():
+  config = distill.get_config("compare=none,tiny")
+  mesh = train.make_mesh()
+  row = speed.measure_inference(config, "prisma", 64, mesh)
+  assert row["bands"] == 197 and row["spectra_per_s"] > 0
+  assert row["compiled_mib"] > 64 * 197 * 4 / 2**20  # At least the input.
+  row = speed.measure_training(config, "enmap", "teacher", 8, 2, mesh)
+  assert row["bands"] == 180 and row["spectra_per_s"] > 0
+  assert "| teacher | 180 | 8 |" in speed.markdown(
+      {"device": "cpu", "backend": "cpu", "model": {"features": 16,
+                                                    "num_blocks": 1},
+       "training": [row], "inference": []})

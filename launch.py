@@ -42,6 +42,11 @@ _SCENE = flags.DEFINE_string(
     "PRISMA .he5, EMIT .nc).")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "--mode=map: output folder; default <workdir>/maps.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "yes", "no"],
+    "Call jax.distributed.initialize() (one process per host): auto = when "
+    "the environment names a cluster (JAX_COORDINATOR_ADDRESS, SLURM, TPU "
+    "pod).")
 
 
 def _default_workdir() -> pathlib.Path:
@@ -52,6 +57,8 @@ def _default_workdir() -> pathlib.Path:
 
 
 def _multiprocess_requested() -> bool:
+  if _DISTRIBUTED.value != "auto":
+    return _DISTRIBUTED.value == "yes"
   return any(k in os.environ for k in (
       "JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES"))
 
@@ -60,6 +67,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _multiprocess_requested():
+    # CPU-only hosts need gloo for cross-process collectives; GPU/TPU ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize()
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()

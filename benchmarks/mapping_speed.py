@@ -1,6 +1,6 @@
 """Mapping speed: pixels/s and peak memory on a full-size EnMAP scene.
 
-  python benchmarks/mapping_speed.py [--rows=1000 --cols=1000 \
+  python -m benchmarks.mapping_speed [--rows=1000 --cols=1000 \
       --soil_fraction=0.25]
 
 Writes a synthetic EnMAP L2A GeoTIFF (int16 reflectance x 10000, the real
@@ -18,7 +18,6 @@ Prints figures; it is not a test. Run time: about 6 min on 2 CPU cores.
 """
 import pathlib
 import resource
-import sys
 import tempfile
 import time
 
@@ -31,21 +30,19 @@ import numpy as np
 import rasterio
 import rasterio.windows
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from configs import distill  # noqa: E402
-from data_prep import scenes  # noqa: E402
-from deepsalt_jax import checkpoint  # noqa: E402
-from deepsalt_jax import mapping  # noqa: E402
-from deepsalt_jax import train  # noqa: E402
-from deepsalt_jax.models import build  # noqa: E402
+from configs import common
+from configs import distill
+from data_prep import scenes
+from deepsalt_jax import checkpoint
+from deepsalt_jax import mapping
+from deepsalt_jax import train
+from deepsalt_jax.models import build
 
 _ROWS = flags.DEFINE_integer("rows", 1000, "Scene rows.")
 _COLS = flags.DEFINE_integer("cols", 1000, "Scene columns.")
 _SOIL = flags.DEFINE_float("soil_fraction", 0.25,
                            "Share of bare-soil pixels; the rest vegetation.")
-_TILES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / (
-    "enmap_potsdam")
+_TILES = common.reference_data_dir() / "enmap_potsdam"
 _FRAME = 20  # Nodata pixels around the scene.
 _WRITE_ROWS = 16
 

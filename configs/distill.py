@@ -12,9 +12,13 @@ no_distill, no_align, plain, compare=<ablation>[+<ablation>...]|none,
 target=potsdam (real EnMAP L2A soil pixels over Potsdam from
 $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the unlabelled domain; EnMAP only),
 tiny.
-Run time: about 6-8 min on 2 CPU cores including the data build.
-Expected result: see README's results table (student beats `plain` on R^2
-and RMSE in dS/m on the held-out regions).
+Run time: 3 min 42 s on 2 CPU cores including the data build (measured
+2026-11-25; teacher 17 steps/s, student 11, plain 26).
+Expected result on the held-out regions SC.93 + ICRAF South America (703
+samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m:
+teacher on lab 0.879 / 1.92, teacher on resampled pixels 0.715 / 2.96,
+student 0.840 / 2.22, plain 0.661 / 3.23. At 10 % labelled the two
+students tie (0.852 vs 0.861): see README's label-efficiency curve.
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
 Command: python launch.py --config=configs/teacher.py
 Variants (`:arg`): dataset=salinity|soc, tiny.
-Run time: about 1-2 min on 2 CPU cores (plus ~1 min to build the default data
-the first time).
-Expected result: on the held-out regions, lab-spectrum R^2 of about 0.9 on
-the simulated salinity benchmark (see README for the measured table).
+Run time: about 1 min on 2 CPU cores (1000 steps at 17 steps/s, plus a few
+seconds to build the default data the first time; measured 2026-11-25).
+Expected result: on the held-out regions SC.93 + ICRAF South America, lab
+spectra, R^2 0.879 and RMSE 1.92 dS/m on the simulated salinity benchmark.
 """
 from __future__ import annotations
 

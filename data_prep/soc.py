@@ -15,8 +15,11 @@ from data_prep import sources
 class DeepsaltSoc(records.SpectraBuilder):
   """Soil organic carbon from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "LimeSoDa CV.98, SL.125, UL.120, SC.93, SSP.460."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "LimeSoDa CV.98, SL.125, UL.120, SC.93, SSP.460.",
+      "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
+  }
   REGION_NAMES = sources.LIMESODA_SETS
   TARGET = "SOC, % (measured; SOM / 1.724 for SL.125 and UL.120)"
   MEASURED = "'lab', 'target' (SOC), regions, folds and SC.93 coordinates."

@@ -22,7 +22,7 @@ SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "teacher_resampled", "student",
 def test_regions_protocol_writes_every_output(prepared_data_dir, tmp_path):
   result = compare.run_benchmark(
       "salinity", tmp_path, regions=["SC.93"], seeds=1, tiny=True,
-      methods=SALINITY_METHODS, label_fractions=[1.0, 0.1],
+      methods=SALINITY_METHODS, label_fractions=[1.0, 0.05],
       label_methods=["student", "plsr"], data_dir=str(prepared_data_dir))
   for name in ("results.json", "results.md", "label_efficiency.png",
                "parity_baselines.png", "parity_deep.png"):
@@ -40,14 +40,14 @@ def test_regions_protocol_writes_every_output(prepared_data_dir, tmp_path):
         saved["per_region"]["plsr"]["SC.93"]["rpd"]
         * saved["per_region"]["plsr"]["SC.93"]["rmse"])
   fractions = [row["labelled_fraction"] for row in saved["label_efficiency"]]
-  assert fractions == [1.0, 0.1]
+  assert fractions == [1.0, 0.05]
   assert saved["paired_fractions"] == [0.0, 0.4]
   for row in saved["label_efficiency"]:
     assert set(row["r2"]) == {"student", "plsr"}
     assert row["best_baseline"] == "plsr"
-  # Both label runs reuse the main run's teacher; lf=0.1 is the main run.
+  # Both label runs reuse the main run's teacher; lf=0.05 is the main run.
   runs = tmp_path / "runs" / "SC.93" / "seed0"
-  assert sorted(p.name for p in runs.iterdir()) == ["lf0.1", "lf1"]
+  assert sorted(p.name for p in runs.iterdir()) == ["lf0.05", "lf1"]
   lf1 = json.loads((runs / "lf1" / "config.json").read_text())
   assert lf1["loss"]["w_distill_pred"] == 0.0
   assert lf1["data"]["paired_fraction"] == 0.0

@@ -377,9 +377,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if reporting.is_main_process():
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json(indent=2))
-  logging.info("Data %s/%s: %d samples, held out: %s (%d samples)",
+  labelled, paired, unlabelled = np.bincount(data.role[~data.test],
+                                             minlength=3)
+  logging.info("Data %s/%s: %d samples, held out: %s (%d samples); "
+               "training part: %d labelled, %d paired, %d unlabelled",
                config.data.name, config.data.sensor, len(data.target),
-               config.data.test_regions, int(data.test.sum()))
+               config.data.test_regions, int(data.test.sum()), labelled,
+               paired, unlabelled)
 
   if config.stage == "teacher":
     params = {"teacher": train_teacher(config, data, workdir / "teacher",

@@ -129,7 +129,7 @@ def main(argv):
     report = mapping.map_scene(config, tmp / "run", scene, tmp / "maps")
     size_mib = scene.stat().st_size / 2**20
   pixels = _ROWS.value * _COLS.value
-  options = mapping.default_config()
+  options = config.mapping
   print(f"scene: {_ROWS.value} x {_COLS.value} px x 224 bands, int16 "
         f"GeoTIFF {size_mib:.0f} MiB (written in {written:.0f} s)")
   print(f"model: default student (features={config.model.features}, "

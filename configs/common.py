@@ -112,6 +112,23 @@ def train_config(steps: int, batch_size: int) -> ml_collections.ConfigDict:
   ))
 
 
+def mapping_config() -> ml_collections.ConfigDict:
+  """Options of `--mode=map` (deepsalt_jax/mapping.py)."""
+  return ml_collections.ConfigDict(dict(
+      tile_rows=64,  # Rows read, predicted and written at a time.
+      # Pixels per global batch (rounded up to devices); 512 was fastest
+      # on 2 CPU cores (256-1024 tried).
+      batch_size=512,
+      mc_samples=10,  # MC-dropout passes for the uncertainty; 0 = none.
+      seed=0,  # Of the dropout masks.
+      ndvi_max=0.3,  # Green vegetation above.
+      ndrbi_min=ml_collections.config_dict.placeholder(float),  # Water below.
+      ncai_max=ml_collections.config_dict.placeholder(float),  # Dry veg.
+      band_tolerance_nm=2.0,  # A scene band this close is the student's.
+      min_coverage=0.9,  # Mean SRF support needed to resample the rest.
+  ))
+
+
 def tiny(config: ml_collections.ConfigDict) -> None:
   """Shrinks a config in place to a seconds-long run for tests."""
   config.model.update(features=16, num_blocks=1)

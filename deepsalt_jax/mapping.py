@@ -46,40 +46,17 @@ from deepsalt_jax.models import build
 _GDAL_CACHE_BYTES = 64 * 2**20
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Mapping options; fields of a config's `mapping` entry override them."""
-  return ml_collections.ConfigDict(dict(
-      tile_rows=64,  # Rows read, predicted and written at a time.
-      # Pixels per global batch (rounded up to devices); 512 was fastest
-      # on 2 CPU cores (256-1024 tried).
-      batch_size=512,
-      mc_samples=10,  # MC-dropout passes for the uncertainty; 0 = none.
-      seed=0,  # Of the dropout masks.
-      ndvi_max=0.3,  # Green vegetation above.
-      ndrbi_min=ml_collections.config_dict.placeholder(float),  # Water below.
-      ncai_max=ml_collections.config_dict.placeholder(float),  # Dry veg.
-      band_tolerance_nm=2.0,  # A scene band this close is the student's.
-      min_coverage=0.9,  # Mean SRF support needed to resample the rest.
-  ))
-
-
 def mapping_options(config: ml_collections.ConfigDict
                     ) -> ml_collections.ConfigDict:
-  """`default_config` updated with `config.mapping`, checked."""
-  options = default_config()
-  overrides = config.get("mapping", ml_collections.ConfigDict()).to_dict()
-  unknown = sorted(set(overrides) - set(options))
-  if unknown:
-    raise ValueError(f"config.mapping has unknown fields {unknown}; valid: "
-                     f"{', '.join(options)}.")
-  options.update(overrides)
+  """The config's `mapping` entry (configs/common.mapping_config), checked."""
+  if "mapping" not in config:
+    raise ValueError("The config has no `mapping` entry: map with the "
+                     "config the run was trained with (configs/distill.py).")
+  options = config.mapping
   if options.mc_samples == 1 or options.mc_samples < 0:
     raise ValueError(f"mapping.mc_samples={options.mc_samples}: use 0 (no "
                      "uncertainty) or at least 2 passes.")
   return options
-
-
-# --- Model ------------------------------------------------------------------
 
 
 def restore_student(config: ml_collections.ConfigDict,
@@ -272,7 +249,7 @@ def map_scene(config: ml_collections.ConfigDict,
 
   Writes <scene>_ec.tif (EC and its uncertainty, dS/m), _class.tif,
   _masks.tif, _quicklook.png and _report.json into `output_dir` (default
-  <workdir>/maps). Options: `default_config`, overridden by config.mapping.
+  <workdir>/maps). Options: config.mapping (configs/common.mapping_config).
 
   Returns:
     The run report (also in _report.json).

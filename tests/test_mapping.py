@@ -11,6 +11,7 @@ import pytest
 import rasterio
 
 from conftest import REPO, tiny_config
+from configs import distill
 from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import map_files
@@ -66,7 +67,7 @@ def mapped(run, tile, tmp_path_factory):
 
 def _with_options(config, **options):
   config = ml_collections.ConfigDict(config.to_dict())
-  config.mapping = ml_collections.ConfigDict(options)
+  config.mapping.update(options)
   return config
 
 
@@ -88,13 +89,15 @@ def test_ncai_known_answer():
 
 
 def test_mapping_options_come_from_config_mapping():
-  config = ml_collections.ConfigDict({"mapping": {"ndvi_max": 0.5}})
-  options = mapping.mapping_options(config)
-  assert options.ndvi_max == 0.5
-  assert options.ndrbi_min is None
-  assert options.tile_rows == mapping.default_config().tile_rows
-  config.mapping.ndvi_maximum = 0.5
-  with pytest.raises(ValueError, match="unknown fields.*ndvi_maximum"):
+  config = distill.get_config("tiny")
+  assert mapping.mapping_options(config).ndvi_max == 0.3
+  config.mapping.ndvi_max = 0.5
+  assert mapping.mapping_options(config).ndvi_max == 0.5
+  config.mapping.mc_samples = 1
+  with pytest.raises(ValueError, match="mc_samples=1"):
+    mapping.mapping_options(config)
+  del config["mapping"]
+  with pytest.raises(ValueError, match="no `mapping` entry"):
     mapping.mapping_options(config)
 
 

@@ -1,11 +1,17 @@
 """DeepSalt entry point.
 
   python launch.py --config=configs/distill.py
-  python launch.py --config=configs/distill.py --mode=eval --workdir=runs/x
   python launch.py --config=configs/distill.py:sensor=prisma \\
       --config.train.steps=4000
-  python launch.py --config=configs/distill.py --mode=map --workdir=runs/x \\
-      --scene=scene.tif [--output=maps/]
+  python launch.py --mode=eval --workdir=runs/distill
+  python launch.py --mode=map --workdir=runs/distill --scene=scene.tif \\
+      [--output=maps/] [--config.mapping.mc_samples=0]
+
+--mode=eval and --mode=map use the run's own config (<workdir>/config.json);
+a --config given with them may differ only in evaluation/mapping options.
+
+A bad config value, input file or option prints one line and exits with
+status 2; --verbose (or DEEPSALT_VERBOSE=1) shows the traceback too.
 
 On a multi-process cluster job (one process per host) the JAX coordinator
 environment (e.g. SLURM, or JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES +
@@ -14,25 +20,30 @@ JAX_PROCESS_ID) makes this call `jax.distributed.initialize()` first.
 from __future__ import annotations
 
 import os
-import pathlib
+import sys
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 from ml_collections import config_flags
 
+from deepsalt_jax import evaluate
 from deepsalt_jax import mapping
 from deepsalt_jax import reporting
 from deepsalt_jax import train
+from deepsalt_spectral import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/distill.py[:arg].",
+    "config", None, "Experiment config file, e.g. configs/distill.py[:arg]. "
+    "Optional with --mode=eval/map (the run's own config is used).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory (checkpoints, logs, results); default "
-    "runs/<config name>[_<arg>]. Re-running with the same workdir resumes.")
+    "workdir", None, "Run directory (checkpoints, logs, results; a local path "
+    "or gs://...); default runs/<config name>[_<arg>] for training. "
+    "Re-running with the same workdir resumes.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "map"],
                           "train: train (or resume) then evaluate; eval: "
                           "restore the latest checkpoints and evaluate; map: "
@@ -47,13 +58,18 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "Call jax.distributed.initialize() (one process per host): auto = when "
     "the environment names a cluster (JAX_COORDINATOR_ADDRESS, SLURM, TPU "
     "pod).")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", os.environ.get("DEEPSALT_VERBOSE", "") not in ("", "0"),
+    "Show the traceback of input errors too (or set DEEPSALT_VERBOSE=1).")
+
+_SAVED_CONFIG = "configs/saved.py"
 
 
-def _default_workdir() -> pathlib.Path:
+def _default_workdir() -> epath.Path:
   spec = flags.FLAGS["config"].config_filename  # 'configs/x.py[:arg]'
   path, _, arg = spec.partition(":")
-  name = pathlib.Path(path).stem + (f"_{arg}" if arg else "")
-  return pathlib.Path("runs") / name.replace(",", "_").replace("=", "-")
+  name = epath.Path(path).stem + (f"_{arg}" if arg else "")
+  return epath.Path("runs") / name.replace(",", "_").replace("=", "-")
 
 
 def _multiprocess_requested() -> bool:
@@ -61,6 +77,60 @@ def _multiprocess_requested() -> bool:
     return _DISTRIBUTED.value == "yes"
   return any(k in os.environ for k in (
       "JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES"))
+
+
+def _run() -> None:
+  if _MODE.value != "train" and not _WORKDIR.value:
+    raise errors.UserError(f"--mode={_MODE.value} needs --workdir=<a "
+                           "trained run>.")
+  if _MODE.value == "map" and not _SCENE.value:
+    raise errors.UserError("--mode=map needs --scene=<scene file>.")
+  if _MODE.value == "train" and _CONFIG.value is None:
+    raise errors.UserError("Training needs --config=<config file>, e.g. "
+                           "--config=configs/distill.py.")
+  workdir = epath.Path(_WORKDIR.value or _default_workdir())
+  start = time.perf_counter()
+  if _MODE.value == "train":
+    train.train_and_evaluate(_CONFIG.value, workdir)
+    where = workdir
+  elif _MODE.value == "eval":
+    evaluate.evaluate_checkpoints(_CONFIG.value, workdir)
+    where = workdir
+  else:
+    where = epath.Path(_OUTPUT.value or workdir / "maps")
+    mapping.map_scene(_CONFIG.value, workdir, _SCENE.value, where)
+  logging.info("Done in %.0f s; outputs in %s", time.perf_counter() - start,
+               where)
+
+
+def _fail(error: BaseException, verbose: bool) -> None:
+  """One line on stderr and exit status 2 (the traceback with --verbose)."""
+  if verbose:
+    raise error
+  print(f"error: {error}" if isinstance(error, errors.UserError)
+        else str(error), file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag reported as one line.
+
+  config_flags wraps an error of a config file's get_config in a traceback;
+  the innermost UserError holds the message that matters.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError) as e:
+    if isinstance(e, AttributeError):  # An override of an unknown field.
+      text = str(e).strip("'").replace("\\n", " ").replace("\\'", "'")
+      e = flags.Error(f"--config override names no config field: {text}")
+    cause, error = errors.UserError(str(e).splitlines()[0]), e
+    while error is not None:
+      if isinstance(error, errors.UserError):
+        cause = error
+      error = error.__cause__ or error.__context__
+    # Flags are not parsed: read --verbose from the command line itself.
+    _fail(cause, _VERBOSE.default or "--verbose" in argv)
 
 
 def main(argv: list[str]) -> None:
@@ -72,20 +142,26 @@ def main(argv: list[str]) -> None:
     jax.distributed.initialize()
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()
-  workdir = pathlib.Path(_WORKDIR.value or _default_workdir())
-  start = time.perf_counter()
-  if _MODE.value == "train":
-    train.train_and_evaluate(_CONFIG.value, workdir)
-  elif _MODE.value == "map":
-    if not _SCENE.value:
-      raise app.UsageError("--mode=map needs --scene=<scene file>.")
-    mapping.map_scene(_CONFIG.value, workdir, _SCENE.value, _OUTPUT.value)
-  else:
-    train.evaluate_checkpoints(_CONFIG.value, workdir)
-  logging.info("Done in %.0f s; results in %s", time.perf_counter() - start,
-               workdir)
+  try:
+    _run()
+  except (errors.UserError, train.Preempted) as e:
+    _fail(e, _VERBOSE.value)
+
+
+def _with_saved_config(argv: list[str]) -> list[str]:
+  """Evaluation/mapping without --config read the run's saved config.
+
+  The config flag must come before its overrides (--config.x=...), so it
+  goes first.
+  """
+  if any(a == "--config" or a.startswith("--config=") for a in argv):
+    return argv
+  mode = [a.split("=", 1)[1] for a in argv if a.startswith("--mode=")]
+  workdir = [a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")]
+  if mode and mode[-1] in ("eval", "map") and workdir:
+    return argv[:1] + [f"--config={_SAVED_CONFIG}:{workdir[-1]}"] + argv[1:]
+  return argv
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, argv=_with_saved_config(sys.argv), flags_parser=_parse_flags)

@@ -61,6 +61,7 @@ from benchmarks import report
 from configs import common
 from configs import distill
 from data_prep import datasets
+from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
@@ -211,7 +212,7 @@ def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
   forward, inverse = map(
       _numpy, losses.TARGET_TRANSFORMS[config.data.target_transform])
   train_rows = ~data.test
-  labelled = train_rows & (data.role == input_pipeline.LABELLED)
+  labelled = train_rows & (data.role == roles.LABELLED)
   test = data.subset(data.test)
   # Classic transfer: pixels resampled to the lab grid, as the teacher's.
   resampled = test["satellite"] @ build.adaptation_matrix(

@@ -24,7 +24,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-from flax.training import train_state
 import jax
 import numpy as np
 import rasterio
@@ -35,8 +34,10 @@ from configs import distill
 from data_prep import scenes
 from deepsalt_jax import checkpoint
 from deepsalt_jax import mapping
+from deepsalt_jax import run_config
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
 from deepsalt_jax import train
-from deepsalt_jax.models import build
 
 _ROWS = flags.DEFINE_integer("rows", 1000, "Scene rows.")
 _COLS = flags.DEFINE_integer("cols", 1000, "Scene columns.")
@@ -97,17 +98,16 @@ def write_scene(path: pathlib.Path, rows: int, cols: int,
 
 
 def save_student(config, workdir: pathlib.Path) -> None:
-  """An untrained student checkpoint, saved the way train.fit saves one."""
-  model = build.build_student(config.model, config.data.sensor)
-  n_in = len(build.adaptation_matrix(config.data.sensor,
-                                     config.model.sau_ridge)[0])
-  params = model.init(jax.random.key(0), np.zeros((2, n_in), np.float32),
-                      train=False)["params"]
-  state = train_state.TrainState.create(
-      apply_fn=None, params=params, tx=train.make_optimizer(config.train))
-  ckpt = checkpoint.Checkpointer(workdir / "student" / "checkpoints", 1, 1)
+  """An untrained student run, saved the way train.fit saves one."""
+  plan = stages.plan(config)
+  student = plan.students[0]
+  params = student.init_params(
+      config.data.sensor, plan.teacher.init_params(config.data.sensor))
+  state = train.create_train_state(params, config, sharding.make_mesh())
+  ckpt = checkpoint.Checkpointer(workdir / student.name / "checkpoints")
   ckpt.save(config.train.steps, state, force=True)
   ckpt.close()
+  run_config.save(config, workdir)
 
 
 def _peak_rss_mib() -> float:
@@ -132,8 +132,9 @@ def main(argv):
   options = config.mapping
   print(f"scene: {_ROWS.value} x {_COLS.value} px x 224 bands, int16 "
         f"GeoTIFF {size_mib:.0f} MiB (written in {written:.0f} s)")
-  print(f"model: default student (features={config.model.features}, "
-        f"blocks={config.model.num_blocks}); devices: {jax.device_count()} "
+  print(f"model: default student (features="
+        f"{config.model.encoder.features}, blocks="
+        f"{config.model.encoder.num_blocks}); devices: {jax.device_count()} "
         f"{jax.default_backend()}; MC dropout x{options.mc_samples}, "
         f"tile_rows={options.tile_rows}, batch_size={options.batch_size}")
   print(f"mapped {report['pixels']['soil']} of {pixels} px in "

@@ -156,7 +156,8 @@ def markdown(result: dict[str, Any]) -> str:
           "LimeSoDa set (out-of-fold predictions of the folds run)")
   lines = [
       f"# Benchmark: {result['dataset']} ({result['sensor']}), "
-      f"{protocol} protocol", "",
+      f"{protocol} protocol",
+      "",
       f"- Date (UTC): {result['date']}; wall time {result['wall_seconds']} s",
       f"- Command: `{result['command'] or '(called from Python)'}`",
       f"- Target: {result['target']}",

@@ -22,7 +22,6 @@ Prints Markdown tables. Run time: about 3-4 min on 2 CPU cores.
 """
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import resource
@@ -31,18 +30,14 @@ from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
-from flax.training import train_state
 import jax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
 from configs import distill
-from deepsalt_jax import spectra
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
 from deepsalt_jax import train
-from deepsalt_jax.models import build
-from deepsalt_jax.models import deepsalt
 
 MIB = 2.0**20
 
@@ -86,17 +81,12 @@ def timed(fn: Callable[[], Any], min_calls: int, min_seconds: float
 
 
 def _models(config: ml_collections.ConfigDict, sensor: str):
-  teacher = build.build_teacher(config.teacher.model)
-  student = build.build_student(config.model, sensor)
-  n_sat = build.adaptation_matrix(sensor, config.model.sau_ridge).shape[1]
-  n_lab = len(spectra.lab_wavelengths())
-  key = jax.random.key(0)
-  teacher_params = teacher.init(key, np.zeros((2, n_lab), np.float32),
-                                train=False)["params"]
-  params = deepsalt.init_student_from_teacher(
-      student.init(key, np.zeros((2, n_sat), np.float32),
-                   train=False)["params"], teacher_params)
-  return teacher, teacher_params, student, params, n_sat, n_lab
+  plan = stages.plan(config)
+  teacher, student = plan.teacher, plan.students[0]
+  teacher_params = teacher.init_params(sensor)
+  params = student.init_params(sensor, teacher_params)
+  return (teacher, teacher_params, student, params,
+          student.input_size(sensor), teacher.input_size(sensor))
 
 
 def _spectra(rows: int, bands: int, seed: int) -> np.ndarray:
@@ -112,14 +102,12 @@ def measure_training(config: ml_collections.ConfigDict, sensor: str,
                                                                    sensor)
   target = np.ones(batch_size, np.float32)
   if stage == "teacher":
-    loss_fn = functools.partial(train.teacher_loss, model=teacher,
-                                config=config.teacher)
+    loss_fn = teacher.loss_fn(sensor, None)
     batch = {"lab": {"lab": _spectra(batch_size, n_lab, 0),
                      "target": target}}
     params, teacher_params, rows = teacher_params, None, batch_size
   else:
-    loss_fn = functools.partial(train.student_loss, model=student,
-                                teacher=teacher, config=config)
+    loss_fn = student.loss_fn(sensor, teacher)
     sat = lambda seed: _spectra(batch_size, n_sat, seed)
     batch = {"labelled": {"satellite": sat(1), "target": target},
              "paired": {"satellite": sat(2),
@@ -127,11 +115,9 @@ def measure_training(config: ml_collections.ConfigDict, sensor: str,
              "unlabelled": {"satellite": sat(4)},
              "library": {"lab": _spectra(batch_size, n_lab, 5)}}
     rows = 4 * batch_size
-  replicated = NamedSharding(mesh, P())
-  batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
-  state = jax.device_put(train_state.TrainState.create(
-      apply_fn=None, params=params, tx=train.make_optimizer(config.train)),
-                         replicated)
+  replicated = sharding.replicated(mesh)
+  batch = jax.device_put(batch, sharding.batch_sharding(mesh))
+  state = train.create_train_state(params, config, mesh)
   key = jax.device_put(jax.random.key_data(jax.random.key(0)), replicated)
   step = train.make_train_step(loss_fn, mesh)
   compiled = step.lower(state, batch, teacher_params, key).compile()
@@ -158,9 +144,10 @@ def measure_inference(config: ml_collections.ConfigDict, sensor: str,
   _, _, student, params, n_sat, _ = _models(config, sensor)
   batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
   x = jax.device_put(_spectra(batch_size, n_sat, 0),
-                     NamedSharding(mesh, P("data")))
-  params = jax.device_put(params, NamedSharding(mesh, P()))
-  fn = jax.jit(lambda p, b: student.apply({"params": p}, b,
+                     sharding.batch_sharding(mesh))
+  params = jax.device_put(params, sharding.replicated(mesh))
+  model = student.model(sensor)
+  fn = jax.jit(lambda p, b: model.apply({"params": p}, b,
                                           train=False)["pred"])
   compiled = fn.lower(params, x).compile()
   jax.block_until_ready(compiled(params, x))  # Warm-up.
@@ -176,7 +163,7 @@ def run(sensors: Sequence[str], batch_sizes: Sequence[int],
         config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
   """All measurements; `config` defaults to configs/distill.py."""
   config = config or distill.get_config("compare=none")
-  mesh = train.make_mesh()
+  mesh = sharding.make_mesh()
   training = [measure_training(config, sensors[0], "teacher", b, train_steps,
                                mesh) for b in train_batch_sizes]
   training += [measure_training(config, s, "student", b, train_steps, mesh)
@@ -185,8 +172,8 @@ def run(sensors: Sequence[str], batch_sizes: Sequence[int],
                for s in sensors for b in batch_sizes]
   return {"device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "backend": jax.default_backend(),
-          "model": {"features": config.model.features,
-                    "num_blocks": config.model.num_blocks},
+          "model": {"features": config.model.encoder.features,
+                    "num_blocks": config.model.encoder.num_blocks},
           "training": training, "inference": inference}
 
 

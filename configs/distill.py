@@ -12,13 +12,12 @@ no_distill, no_align, plain, compare=<ablation>[+<ablation>...]|none,
 target=potsdam (real EnMAP L2A soil pixels over Potsdam from
 $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the unlabelled domain; EnMAP only),
 tiny.
-Run time: 3 min 42 s on 2 CPU cores including the data build (measured
-2026-11-25; teacher 17 steps/s, student 11, plain 26).
+Run time: 3 min 50 s on 2 CPU cores including the data build (measured
+2026-12-01; teacher 18 steps/s, student 10, plain 25).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m:
-teacher on lab 0.879 / 1.92, teacher on resampled pixels 0.715 / 2.96,
-student 0.840 / 2.22, plain 0.661 / 3.23. At 10 % labelled the two
-students tie (0.852 vs 0.861): see README's label-efficiency curve.
+teacher on lab 0.879 / 1.92, teacher on resampled pixels 0.709 / 2.99,
+student 0.851 / 2.13, plain 0.726 / 2.90.
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ import ml_collections
 
 from configs import common
 from configs import teacher
+from deepsalt_spectral import errors
 
 # Each ablation is a set of overrides of the full method.
 ABLATIONS = {
@@ -58,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = common.data_config(dataset, sensor)
   if args.get("target") == "potsdam":
     if sensor != "enmap":
-      raise ValueError("target=potsdam holds EnMAP scenes: use sensor=enmap.")
+      raise errors.UserError(
+          "target=potsdam holds EnMAP scenes: use sensor=enmap.")
     config.data.target_scenes = str(common.reference_data_dir() /
                                     "enmap_potsdam")
   config.model = common.model_config()
@@ -82,8 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   names = () if compare == "none" else tuple(compare.split("+"))
   for name in names:
     if name not in compare_choices:
-      raise ValueError(f"compare={name!r} is not one of "
-                       f"{', '.join(compare_choices)}.")
+      raise errors.UserError(f"compare={name!r} is not one of "
+                             f"{', '.join(compare_choices)}.")
   config.compare = ml_collections.ConfigDict(
       {name: ABLATIONS[name] for name in names})
   if args.get("tiny"):

@@ -3,7 +3,8 @@ r"""Builds the prepared datasets and prints what they hold.
     python -m data_prep.build [--data_dir=DIR] [--sensor=enmap|prisma|emit|all]
 
 Builds 'salinity' and 'soc' for the sensor(s) (skipping prepared ones) and
-prints their sizes, samples per region and role fractions.
+prints their sizes, samples per region and role fractions at the default
+labelled and paired fractions.
 """
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from data_prep import datasets
 from data_prep import roles
-from deepsalt_jax import sensors
+from deepsalt_spectral import sensors
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None,

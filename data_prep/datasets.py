@@ -16,7 +16,8 @@ from data_prep import records
 from data_prep import salinity
 from data_prep import soc
 from data_prep import target_pixels
-from deepsalt_jax import sensors
+from deepsalt_spectral import errors
+from deepsalt_spectral import sensors
 
 BUILDERS: dict[str, type[records.SpectraBuilder]] = {
     "salinity": salinity.DeepsaltSalinity,
@@ -36,11 +37,12 @@ def builder(name: str = "salinity", sensor: str = "enmap",
             ) -> records.SpectraBuilder:
   """The TFDS builder of a dataset ('salinity' or 'soc') for a sensor."""
   if name not in BUILDERS:
-    raise ValueError(f"Unknown dataset {name!r}; valid names: "
-                     f"{', '.join(BUILDERS)}.")
+    raise errors.UserError(f"Unknown dataset {name!r}; valid names: "
+                           f"{', '.join(BUILDERS)}.")
   if sensor not in sensors.SENSORS:
-    raise ValueError(f"Unknown sensor {sensor!r} for dataset {name!r}; valid "
-                     f"sensors: {', '.join(sensors.SENSORS)}.")
+    raise errors.UserError(
+        f"Unknown sensor {sensor!r} for dataset {name!r}; valid "
+        f"sensors: {', '.join(sensors.SENSORS)}.")
   data_dir = pathlib.Path(data_dir) if data_dir else default_data_dir()
   return BUILDERS[name](config=sensor, data_dir=str(data_dir))
 
@@ -60,10 +62,17 @@ def _prepare(dataset: tfds.core.DatasetBuilder,
           f"{dataset.version} in {dataset.data_dir} ...", flush=True)
     start = time.perf_counter()
     tfds.disable_progress_bar()  # One line per build says enough.
-    dataset.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(manual_dir) if manual_dir else None,
-            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    try:
+      dataset.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=str(manual_dir) if manual_dir else None,
+              compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    except OSError as e:
+      raise errors.UserError(
+          f"Cannot write the prepared dataset into {dataset.data_dir} "
+          f"({type(e).__name__}: {e.strerror or e}). Point "
+          "$DEEPSALT_DATA_DIR (or --config.data.data_dir) at a writable "
+          "folder.") from e
     n = dataset.info.splits["train"].num_examples
     print(f"Built {dataset.name}/{dataset.builder_config.name}: {n} records "
           f"in {time.perf_counter() - start:.1f} s.", flush=True)
@@ -96,8 +105,8 @@ def load_target_pixels(scene_dir: str | os.PathLike, sensor: str = "enmap",
   """
   scene_dir = pathlib.Path(scene_dir).resolve()
   if not scene_dir.is_dir():
-    raise ValueError(f"data.target_scenes={str(scene_dir)!r} is not a "
-                     "folder of scene files.")
+    raise errors.UserError(f"data.target_scenes={str(scene_dir)!r} is not a "
+                           "folder of scene files.")
   key = hashlib.sha1(str(scene_dir).encode()).hexdigest()[:12]
   root = (pathlib.Path(data_dir) if data_dir else default_data_dir())
   dataset = _prepare(target_pixels.DeepsaltTargetPixels(

@@ -29,7 +29,7 @@ Satellite view (lab spectrum -> sensor good bands):
 * sub-pixel linear mixing with real endmembers from earthlib: green canopy and
   dry vegetation (litter, bark, wood), Beta-distributed, mostly small fractions;
 * illumination scaling (topography, BRDF);
-* SRF resampling: `spectra.resampling_matrix(lab_wavelengths(),
+* SRF resampling: `resampling.resampling_matrix(lab_wavelengths(),
   sensor.good_wavelength, sensor.good_fwhm)`, so bad bands never appear;
 * atmospheric-correction residuals: smooth gain and offset (Legendre
   polynomials of degree 2 in wavelength), one draw per region (a scene) plus a
@@ -46,8 +46,9 @@ import zlib
 
 import numpy as np
 
-from deepsalt_jax import sensors as sensors_lib
-from deepsalt_jax import spectra
+from deepsalt_spectral import errors
+from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors as sensors_lib
 
 # A feature is (centre nm, FWHM nm, depth): a Gaussian in optical depth.
 Feature = tuple[float, float, float]
@@ -171,7 +172,7 @@ def _fill_clay_feature(soil: np.ndarray, amount: np.ndarray,
   Salt coatings mask the clay's Al-OH feature: reflectance below the straight
   continuum between the window's end bands moves towards that continuum.
   """
-  wavelength = spectra.lab_wavelengths()
+  wavelength = resampling.lab_wavelengths()
   lo, hi = (int(np.argmin(np.abs(wavelength - w))) for w in window)
   inside = slice(lo, hi + 1)
   frac = (wavelength[inside] - wavelength[lo]) / (wavelength[hi] -
@@ -189,14 +190,14 @@ def add_salt(soil: np.ndarray, ec: np.ndarray, composition: np.ndarray,
   """Lab spectra [n, 180] of salt-affected soils (deterministic).
 
   Args:
-    soil: salt-free lab reflectance [n, 180] on `spectra.lab_wavelengths()`.
+    soil: salt-free lab reflectance [n, 180] on `resampling.lab_wavelengths()`.
     ec: EC [n] in dS/m.
     composition: salt fractions [n, len(SALTS)], rows summing to 1.
     crust_noise: multiplicative factor on the crust cover ([n] or scalar).
     base_moisture: moisture the soil holds regardless of salt ([n] or scalar).
     params: forward-model numbers.
   """
-  wavelength = spectra.lab_wavelengths()
+  wavelength = resampling.lab_wavelengths()
   composition = np.asarray(composition, np.float64)
   index = salt_index(ec, params)[:, None]
   soil = _fill_clay_feature(np.asarray(soil, np.float64),
@@ -261,7 +262,7 @@ def simulate_salinity(soil: np.ndarray, region: np.ndarray,
                        0.5 * params.crust_noise_sigma**2)
   base_moisture = rng.uniform(0.0, params.base_moisture, n)
   rho = params.brightness_correlation
-  wavelength = spectra.lab_wavelengths()
+  wavelength = resampling.lab_wavelengths()
   vis = soil[:, (wavelength >= 500) & (wavelength <= 700)].mean(axis=1)
   ec = np.empty(n)
   composition = np.empty((n, len(SALTS)))
@@ -296,7 +297,7 @@ def satellite_view(lab: np.ndarray, region: np.ndarray, region_names,
   """Simulated satellite reflectance [n, sensor.good.size] of lab spectra.
 
   Args:
-    lab: [n, 180] lab reflectance on `spectra.lab_wavelengths()`.
+    lab: [n, 180] lab reflectance on `resampling.lab_wavelengths()`.
     region: [n] int index into region_names (one scene per region).
     region_names: region names (keys of the region-level atmosphere draws).
     sensor: the sensor; only its good bands are simulated.
@@ -308,10 +309,10 @@ def satellite_view(lab: np.ndarray, region: np.ndarray, region_names,
   region = np.asarray(region)
   n = len(lab)
   wavelength = sensor.good_wavelength
-  lab_grid = spectra.lab_wavelengths()
-  coverage = spectra.band_coverage(lab_grid, wavelength, sensor.good_fwhm)
+  lab_grid = resampling.lab_wavelengths()
+  coverage = resampling.band_coverage(lab_grid, wavelength, sensor.good_fwhm)
   if np.any(coverage <= 0):
-    raise ValueError(
+    raise errors.UserError(
         f"Sensor {sensor.name!r}: good bands at {wavelength[coverage <= 0]} nm "
         "lie outside the lab grid (400-2450 nm without water bands); mark "
         "them bad.")
@@ -329,7 +330,7 @@ def satellite_view(lab: np.ndarray, region: np.ndarray, region_names,
            dry[:, None] * endmembers["dry"][rng.integers(
                len(endmembers["dry"]), size=n)])
   pixel *= rng.uniform(*params.illumination_range, n)[:, None]
-  x = spectra.resample(pixel, spectra.resampling_matrix(
+  x = resampling.resample(pixel, resampling.resampling_matrix(
       lab_grid, wavelength, sensor.good_fwhm))
   # Atmospheric residuals: region (scene) part plus pixel part.
   gain_sigma = np.array([params.gain_sigma_region, params.gain_sigma_pixel])

@@ -1,10 +1,11 @@
 """The prepared-record schema and the TFDS builder both benchmarks share.
 
 A record (see the team contract): 'lab' float32[180] on
-`spectra.lab_wavelengths()`, 'satellite' float32[n_good] at the sensor's good
+`resampling.lab_wavelengths()`, 'satellite' float32[n_good] at the sensor's good
 bands, 'target' float32, 'region' ClassLabel (names travel with the dataset),
 'sample_id' str, 'lat'/'lon' float32 (nan if unknown), 'fold' int64 (LimeSoDa
-fold 1..10, 0 if none), 'role' int64 and 'u' float32 (see `roles`).
+fold 1..10, 0 if none) and 'u' float32, from which the trainer's config
+draws each sample's role (`roles.assign_roles`).
 
 Builders write array_record files (no TensorFlow needed); read them with
 `tfds.data_source`. Configs are named by sensor; the same seed gives
@@ -21,8 +22,8 @@ from data_prep import array_record_builder
 from data_prep import forward_model
 from data_prep import roles
 from data_prep import sources
-from deepsalt_jax import sensors
-from deepsalt_jax import spectra
+from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors
 
 SEED = 0  # Seed of the shipped benchmark datasets.
 
@@ -62,7 +63,7 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
 
   def _info(self) -> tfds.core.DatasetInfo:
     sensor = self.sensor
-    n_lab = spectra.lab_wavelengths().size
+    n_lab = resampling.lab_wavelengths().size
     scalar = lambda dtype: tfds.features.Scalar(dtype=dtype)
     return tfds.core.DatasetInfo(
         builder=self,
@@ -78,7 +79,6 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
             "lat": scalar(np.float32),
             "lon": scalar(np.float32),
             "fold": scalar(np.int64),
-            "role": scalar(np.int64),
             "u": scalar(np.float32),
         }),
         metadata=tfds.core.MetadataDict(
@@ -87,9 +87,7 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
             simulated=self.SIMULATED,
             seed=self.builder_config.seed,
             sensor=sensor.name,
-            labelled_fraction=roles.LABELLED_FRACTION,
-            paired_fraction=roles.PAIRED_FRACTION,
-            lab_wavelength=spectra.lab_wavelengths().tolist(),
+            lab_wavelength=resampling.lab_wavelengths().tolist(),
             satellite_wavelength=sensor.good_wavelength.tolist(),
             satellite_fwhm=sensor.good_fwhm.tolist(),
         ),
@@ -113,7 +111,6 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
         lab, samples.region, self.REGION_NAMES, self.sensor,
         sources.vegetation_endmembers(), seed)
     u = roles.uniform(samples.sample_id, seed)
-    role = roles.assign_roles(u)
     for i, sample_id in enumerate(samples.sample_id):
       record: dict[str, Any] = {
           "lab": lab[i].astype(np.float32),
@@ -124,7 +121,6 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
           "lat": np.float32(samples.lat[i]),
           "lon": np.float32(samples.lon[i]),
           "fold": int(samples.fold[i]),
-          "role": int(role[i]),
           "u": np.float32(u[i]),
       }
       yield sample_id, record

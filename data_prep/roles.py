@@ -9,9 +9,11 @@ import hashlib
 
 import numpy as np
 
+from deepsalt_spectral import errors
+
 LABELLED, PAIRED, UNLABELLED = 0, 1, 2
 ROLE_NAMES = ("labelled", "paired", "unlabelled")
-# Defaults stored with the prepared datasets (the trainer's config may differ).
+# Default fractions of the salinity benchmark (configs/common.py).
 # 5 % labelled: the few-ground-samples setting the method is for (at 10 % a
 # plain network on the pixels alone ties the student; see README).
 LABELLED_FRACTION = 0.05  # Satellite pixels with a ground EC value.
@@ -37,7 +39,7 @@ def assign_roles(u, labelled_fraction: float = LABELLED_FRACTION,
   """
   if not (0.0 <= labelled_fraction and 0.0 <= paired_fraction and
           labelled_fraction + paired_fraction <= 1.0):
-    raise ValueError(
+    raise errors.UserError(
         "Role fractions must be >= 0 with labelled_fraction + paired_fraction "
         f"<= 1, got labelled_fraction={labelled_fraction}, "
         f"paired_fraction={paired_fraction}.")

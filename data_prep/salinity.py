@@ -17,11 +17,13 @@ from data_prep import sources
 class DeepsaltSalinity(records.SpectraBuilder):
   """Soil salinity (EC) from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa (896) + located ICRAF-ISRIC (3,720) lab spectra; "
                "simulated EC and satellite view.",
       "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
+      "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
+               "bands from 1325 nm on bad, as EnMAP L2A flags them.",
   }
   REGION_NAMES = sources.REGIONS
   TARGET = "EC of the saturated paste extract, dS/m (simulated)"

@@ -15,10 +15,12 @@ from data_prep import sources
 class DeepsaltSoc(records.SpectraBuilder):
   """Soil organic carbon from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa CV.98, SL.125, UL.120, SC.93, SSP.460.",
       "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
+      "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
+               "bands from 1325 nm on bad, as EnMAP L2A flags them.",
   }
   REGION_NAMES = sources.LIMESODA_SETS
   TARGET = "SOC, % (measured; SOM / 1.724 for SL.125 and UL.120)"

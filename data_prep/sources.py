@@ -23,7 +23,8 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from deepsalt_jax import spectra
+from deepsalt_spectral import errors
+from deepsalt_spectral import resampling
 
 LIMESODA_SETS = ("CV.98", "SL.125", "UL.120", "SC.93", "SSP.460")
 # Van Bemmelen factor: SOM = 1.724 SOC (organic matter is ~58 % carbon). SL.125
@@ -65,7 +66,7 @@ REGIONS = LIMESODA_SETS + ICRAF_REGIONS
 
 @dataclasses.dataclass(frozen=True)
 class LabSpectra:
-  """Lab spectra on `spectra.lab_wavelengths()` with their metadata."""
+  """Lab spectra on `resampling.lab_wavelengths()` with their metadata."""
   reflectance: np.ndarray  # [n, 180] float64 fraction.
   region: np.ndarray  # [n] int64 index into REGIONS.
   sample_id: np.ndarray  # [n] str, unique.
@@ -97,13 +98,14 @@ def continent(lat, lon) -> np.ndarray:
 def to_lab_grid(reflectance: np.ndarray, wavelength: np.ndarray) -> np.ndarray:
   """Resamples fine spectra [n, k] at `wavelength` (nm) onto the lab grid.
 
-  Each lab band is a 10 nm FWHM Gaussian response (`spectra.resampling_matrix`).
+  Each lab band is a 10 nm FWHM Gaussian response
+  (`resampling.resampling_matrix`).
   Lab bands centred outside the measured range (400 and 410 nm for spectra
   starting at 420 nm) are extrapolated linearly from the two nearest bands.
   """
-  lab = spectra.lab_wavelengths()
-  out = spectra.resample(np.asarray(reflectance, np.float64),
-                         spectra.resampling_matrix(wavelength, lab,
+  lab = resampling.lab_wavelengths()
+  out = resampling.resample(np.asarray(reflectance, np.float64),
+                         resampling.resampling_matrix(wavelength, lab,
                                                    np.full(lab.size, 10.0)))
   inside = np.nonzero((lab >= wavelength[0]) & (lab <= wavelength[-1]))[0]
   first, last = inside[0], inside[-1]
@@ -161,9 +163,10 @@ def _earthlib_data() -> pathlib.Path:
   # find_spec locates the package without importing it (its import is slow).
   spec = importlib.util.find_spec("earthlib")
   if spec is None or not spec.submodule_search_locations:
-    raise ValueError("earthlib is not installed; run pip install -r "
-                     "requirements.txt (earthlib ships the ICRAF-ISRIC and "
-                     "endmember spectra).")
+    raise errors.UserError(
+        "earthlib is not installed; run pip install -r "
+        "requirements.txt (earthlib ships the ICRAF-ISRIC and "
+        "endmember spectra).")
   return pathlib.Path(spec.submodule_search_locations[0]) / "data"
 
 
@@ -175,15 +178,16 @@ def read_envi_library(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     header[key.strip().lower()] = value.strip()
   dtypes = {"4": "f4", "5": "f8"}
   if header.get("data type") not in dtypes:
-    raise ValueError(f"{path}: ENVI data type {header.get('data type')} is not "
-                     "supported (4 = float32 and 5 = float64 are).")
+    raise errors.UserError(
+        f"{path}: ENVI data type {header.get('data type')} is not "
+        "supported (4 = float32 and 5 = float64 are).")
   order = ">" if header.get("byte order") == "1" else "<"
   rows, cols = int(header["lines"]), int(header["samples"])
   data = np.fromfile(path, dtype=order + dtypes[header["data type"]],
                      offset=int(header.get("header offset", 0)))
   if data.size != rows * cols:
-    raise ValueError(f"{path}: holds {data.size} values, the header says "
-                     f"{rows} x {cols}.")
+    raise errors.UserError(f"{path}: holds {data.size} values, the header says "
+                           f"{rows} x {cols}.")
   wavelength = np.array([float(v) for v in header["wavelength"].strip("{}")
                          .split(",")])
   if header.get("wavelength units", "").lower().startswith("micro"):
@@ -212,14 +216,15 @@ def _earthlib_library() -> tuple[pd.DataFrame, np.ndarray]:
   data = _earthlib_data()
   table = pd.read_csv(data / "spectra.csv")
   reflectance, wavelength = read_envi_library(data / "spectra.sli")
-  lab = spectra.lab_wavelengths()
+  lab = resampling.lab_wavelengths()
   if wavelength.shape != lab.shape or not np.allclose(wavelength, lab):
-    raise ValueError("earthlib's spectra.sli is not on the lab grid "
-                     "(400-2450 nm every 10 nm without water bands); "
-                     "check the installed earthlib version (1.1.0 expected).")
+    raise errors.UserError(
+        "earthlib's spectra.sli is not on the lab grid "
+        "(400-2450 nm every 10 nm without water bands); "
+        "check the installed earthlib version (1.1.0 expected).")
   if len(table) != len(reflectance):
-    raise ValueError(f"earthlib: spectra.csv has {len(table)} rows but "
-                     f"spectra.sli {len(reflectance)} spectra.")
+    raise errors.UserError(f"earthlib: spectra.csv has {len(table)} rows but "
+                           f"spectra.sli {len(reflectance)} spectra.")
   return table, reflectance
 
 
@@ -234,8 +239,9 @@ def icraf() -> LabSpectra:
   lat, lon = table["LAT"].to_numpy(), table["LON"].to_numpy()
   names = continent(lat, lon)
   if np.any(names == ""):
-    raise ValueError(f"{np.sum(names == '')} ICRAF spectra lie outside every "
-                     "box of CONTINENT_BOXES; extend the boxes.")
+    raise errors.UserError(
+        f"{np.sum(names == '')} ICRAF spectra lie outside every "
+        "box of CONTINENT_BOXES; extend the boxes.")
   n = len(table)
   return LabSpectra(
       reflectance=reflectance,

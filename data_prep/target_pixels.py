@@ -15,10 +15,12 @@ import tensorflow_datasets as tfds
 
 from data_prep import array_record_builder
 from data_prep import scenes
-from deepsalt_jax import scene_pixels
-from deepsalt_jax import sensors
+from deepsalt_spectral import bands
+from deepsalt_spectral import errors
+from deepsalt_spectral import indices
+from deepsalt_spectral import sensors
 
-NDVI_MAX = 0.3  # Above: vegetated, not soil.
+SOIL = indices.MaskThresholds(ndvi_max=0.3)  # Vegetated above NDVI 0.3.
 MAX_PIXELS_PER_SCENE = 400  # Seeded subset: scenes weigh alike.
 SCENE_SUFFIXES = (".tif", ".tiff", ".hdr", ".he5", ".nc")
 
@@ -55,17 +57,17 @@ class DeepsaltTargetPixels(array_record_builder.ArrayRecordBuilder):
     paths = sorted(p for p in pathlib.Path(dl_manager.manual_dir).iterdir()
                    if p.suffix.lower() in SCENE_SUFFIXES)
     if not paths:
-      raise ValueError(f"No scene files ({', '.join(SCENE_SUFFIXES)}) in "
-                       f"{dl_manager.manual_dir}.")
+      raise errors.UserError(f"No scene files ({', '.join(SCENE_SUFFIXES)}) in "
+                             f"{dl_manager.manual_dir}.")
     return {"train": self._generate_examples(paths)}
 
   def _generate_examples(self, paths):
     sensor = sensors.builtin(self.builder_config.sensor)
     for seed, path in enumerate(paths):
       scene = scenes.read_scene(path)
-      match = scene_pixels.match_bands(scene.wavelength[scene.good], sensor,
+      match = bands.match_bands(scene.wavelength[scene.good], sensor,
                                       tolerance_nm=2.0, min_coverage=0.9)
-      soil = scenes.soil_pixels(scene, ndvi_max=NDVI_MAX)
+      soil = scenes.soil_pixels(scene, SOIL)
       rows, cols = np.nonzero(soil)
       if rows.size > MAX_PIXELS_PER_SCENE:
         keep = np.sort(np.random.default_rng(seed).choice(

@@ -1,12 +1,25 @@
-"""A thin wrapper over Orbax's CheckpointManager for one training stage."""
+"""Orbax checkpoints of one training stage: save, resume, restore parameters.
+
+A checkpoint holds two items, 'params' and 'opt_state' (the optimizer state
+and the step), so evaluation and mapping restore the parameters alone.
+Restoring takes the newest readable step: a step whose files are damaged
+(truncated, deleted) is reported with a warning naming it and the one before
+is tried, for resume, eval and map alike. A step that was being written when
+a run died (Orbax's `*.orbax-checkpoint-tmp*` directories) is never listed.
+"""
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 from absl import logging
+from etils import epath
+from flax.training import train_state
 import jax
 import orbax.checkpoint as ocp
+
+from deepsalt_spectral import errors
+
+_ITEMS = ("params", "opt_state")
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -31,20 +44,19 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 
 class Checkpointer:
-  """Saves every `every` steps and on demand, keeps `keep`, restores latest.
+  """Saves every `every` steps and on demand, keeps `keep`, restores latest."""
 
-  A step that was being written when a run died (Orbax's `*.orbax-checkpoint
-  -tmp*` directories, or a step without its commit marker) is never taken as
-  the latest: it is reported with a warning and the last complete step is
-  used.
-  """
-
-  def __init__(self, directory: str | pathlib.Path, every: int, keep: int):
+  def __init__(self, directory: str | epath.PathLike, every: int = 1,
+               keep: int = 1):
     self.every = every
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = epath.Path(directory)
+    if not self.directory.is_absolute() and "://" not in str(directory):
+      self.directory = epath.Path(self.directory.resolve())
     self._warn_unfinished()
     self._manager = ocp.CheckpointManager(
-        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
+        self.directory,
+        item_handlers={item: ocp.StandardCheckpointHandler()
+                       for item in _ITEMS},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def _warn_unfinished(self) -> None:
@@ -58,42 +70,89 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, force: bool = False) -> None:
+  def save(self, step: int, state: train_state.TrainState,
+           force: bool = False) -> None:
     """Saves when `step` is a multiple of `every`, or always with `force`."""
     if force or step % self.every == 0:
-      self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+      self._manager.save(step, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state.params),
+          opt_state=ocp.args.StandardSave(
+              {"step": state.step, "opt_state": state.opt_state})),
+                         force=force)
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> Any:
-    """Restores `step` (default: latest) into the given abstract targets.
+  def _check_shapes(self, step: int, item: str, abstract: Any) -> None:
+    saved = _shapes(self._manager.item_metadata(step)[item])
+    wanted = _shapes(abstract)
+    if saved == wanted:
+      return
+    differ = sorted(k for k in saved.keys() & wanted.keys()
+                    if saved[k] != wanted[k])
+    lines = [f"  {k}: checkpoint {saved[k]} vs config {wanted[k]}"
+             for k in differ[:8]]
+    lines += [f"  {k}: only in the checkpoint" for k in
+              sorted(saved.keys() - wanted.keys())[:4]]
+    lines += [f"  {k}: only in the config's model" for k in
+              sorted(wanted.keys() - saved.keys())[:4]]
+    raise errors.UserError(
+        f"The checkpoint of step {step} in {self.directory} does not match "
+        "the model this config builds (was it trained with other "
+        "config.model settings, e.g. the encoder or use_sau, or another "
+        "sensor?):\n" + "\n".join(lines))
 
-    Raises:
-      FileNotFoundError: no checkpoint.
-      ValueError: the checkpoint's arrays differ from the targets (a config
-        whose model differs from the one that trained); names the fields.
-    """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(
+  def _restore(self, abstract: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The items of `abstract` from the newest readable step."""
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      raise errors.UserError(
           f"No checkpoint in {self.directory}: train first (--mode=train) or "
           "point --workdir at a trained run.")
-    saved = _shapes(self._manager.item_metadata(step))
-    wanted = _shapes(abstract_state)
-    if saved != wanted:
-      differ = sorted(k for k in saved.keys() & wanted.keys()
-                      if saved[k] != wanted[k])
-      lines = [f"  {k}: checkpoint {saved[k]} vs config {wanted[k]}"
-               for k in differ[:8]]
-      lines += [f"  {k}: only in the checkpoint" for k in
-                sorted(saved.keys() - wanted.keys())[:4]]
-      lines += [f"  {k}: only in the config's model" for k in
-                sorted(wanted.keys() - saved.keys())[:4]]
-      raise ValueError(
-          f"The checkpoint of step {step} in {self.directory} does not match "
-          "the model this config builds (was it trained with other "
-          "config.model settings, e.g. features/num_blocks/use_sau, or another "
-          "sensor?):\n" + "\n".join(lines))
-    return self._manager.restore(
-        step, args=ocp.args.StandardRestore(abstract_state))
+    damaged = []
+    for step in steps:
+      try:
+        for item, tree in abstract.items():
+          self._check_shapes(step, item, tree)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{
+            item: ocp.args.StandardRestore(tree)
+            for item, tree in abstract.items()}))
+      except errors.UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax raises JSON, tensorstore and file errors for damaged steps.
+        logging.warning("The checkpoint of step %d in %s is damaged (%s: "
+                        "%s); trying the one before.", step, self.directory,
+                        type(e).__name__, str(e).splitlines()[0][:200])
+        damaged.append(step)
+        continue
+      if damaged:
+        logging.warning("Restored step %d of %s; damaged steps %s were "
+                        "skipped.", step, self.directory, damaged)
+      return {item: restored[item] for item in abstract}, step
+    raise errors.UserError(
+        f"No readable checkpoint in {self.directory}: steps {damaged} are "
+        "damaged (see the warnings above). Restore the folder from a backup, "
+        f"or delete {self.directory} and train again.")
+
+  def restore_state(self, abstract_state: train_state.TrainState
+                    ) -> train_state.TrainState:
+    """The newest readable training state, into the given abstract targets.
+
+    Damaged steps after the restored one are deleted, so training can save
+    those steps again.
+    """
+    items, step = self._restore({
+        "params": abstract_state.params,
+        "opt_state": {"step": abstract_state.step,
+                      "opt_state": abstract_state.opt_state}})
+    for later in [s for s in self._manager.all_steps() if s > step]:
+      self._manager.delete(later)
+    return abstract_state.replace(params=items["params"],
+                                  step=items["opt_state"]["step"],
+                                  opt_state=items["opt_state"]["opt_state"])
+
+  def restore_params(self, abstract_params: Any) -> tuple[Any, int]:
+    """(parameters, step) of the newest readable step; no optimizer needed."""
+    items, step = self._restore({"params": abstract_params})
+    return items["params"], step
 
   def close(self) -> None:
     self._manager.wait_until_finished()

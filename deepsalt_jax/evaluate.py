@@ -1,48 +1,66 @@
-"""Evaluation on the held-out regions: predictions, metrics, table, plot."""
+"""Evaluation on the held-out samples: predictions, metrics, table, plot.
+
+`report` scores the models a run trained (called at the end of training,
+writing results.json/.md and parity.png). `evaluate_checkpoints`
+(`--mode=eval`) restores the parameters of every stage of a finished run
+from its checkpoints, with the run's own config, and writes
+eval-<step>.json/.md and eval-<step>.png beside them.
+"""
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
-import pathlib
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
-from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
+from deepsalt_jax import checkpoint
+from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import metrics
+from deepsalt_jax import predict
 from deepsalt_jax import reporting
+from deepsalt_jax import run_config
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
+from deepsalt_jax.models import build
 
 METRIC_COLUMNS = ("r2", "rmse", "rpd", "rpiq", "bias")
 
 
-def predict(apply_fn, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
-            batch_size: int) -> np.ndarray:
-  """Model outputs ('pred') for all rows of `x`, batched and data-sharded.
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """A model to score: its name, what it reads, and its test inputs."""
+  name: str
+  input: str  # 'lab' or 'satellite'.
+  model: Any
+  params: Any
+  x: np.ndarray  # Inputs of the held-out samples.
 
-  Every process holds all of `x` and feeds its own rows of each global batch.
-  """
-  devices = jax.device_count()
-  batch_size = -(-batch_size // devices) * devices
-  sharding = NamedSharding(mesh, P("data"))
-  procs, proc = jax.process_count(), jax.process_index()
-  fn = jax.jit(lambda p, b: apply_fn({"params": p}, b, train=False)["pred"])
-  out = []
-  for start in range(0, len(x), batch_size):
-    chunk = x[start:start + batch_size]
-    padded = np.zeros((batch_size,) + x.shape[1:], x.dtype)
-    padded[:len(chunk)] = chunk
-    rows = batch_size // procs
-    local = padded[proc * rows:(proc + 1) * rows]
-    batch = jax.make_array_from_process_local_data(sharding, local,
-                                                   padded.shape)
-    pred = multihost_utils.process_allgather(fn(params, batch), tiled=True)
-    out.append(np.asarray(pred)[:len(chunk)])
-  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+def entries(plan: stages.Plan, data: input_pipeline.Data,
+            params: dict[str, Any]) -> list[Entry]:
+  """Every trained model of `plan`, plus the classic transfer baseline."""
+  teacher = plan.teacher
+  test = data.subset(data.test)
+  model = teacher.model(data.sensor)
+  # The classic transfer: resample the pixel to the lab grid with the SAU's
+  # fixed physics start, then apply the teacher.
+  matrix = build.adaptation_matrix(data.sensor,
+                                   teacher.config.model.sau_ridge)
+  out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"]),
+         Entry(f"{teacher.name} (resampled)", "satellite", model,
+               params[teacher.name],
+               test["satellite"] @ matrix.T.astype(np.float32))]
+  for student in plan.students:
+    out.append(Entry(student.name, student.input, student.model(data.sensor),
+                     params[student.name], test[student.input]))
+  return out
 
 
 def score(target: np.ndarray, pred: np.ndarray, region: np.ndarray,
@@ -64,7 +82,7 @@ def markdown_table(results: dict[str, dict], unit: str) -> str:
   return "\n".join(lines)
 
 
-def parity_plot(path: pathlib.Path, results: dict[str, dict],
+def parity_plot(path: epath.PathLike, results: dict[str, dict],
                 unit: str) -> None:
   import matplotlib  # Lazy: plotting is only needed here.
   matplotlib.use("Agg")
@@ -82,38 +100,78 @@ def parity_plot(path: pathlib.Path, results: dict[str, dict],
            title=f"{name}\nR²={res['overall']['r2']:.2f} "
            f"RMSE={res['overall']['rmse']:.2f}")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=110, format="png")
   plt.close(fig)
+  epath.Path(path).write_bytes(buffer.getvalue())
 
 
-def report(entries: list[tuple[str, str, Any, Any, np.ndarray]], data,
-           config: ml_collections.ConfigDict, workdir: pathlib.Path,
-           mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Scores each (name, input, model, params, x) on the held-out samples.
+def report(entries_: list[Entry], data: input_pipeline.Data,
+           config: ml_collections.ConfigDict, workdir: epath.PathLike,
+           mesh: jax.sharding.Mesh, name: str = "results",
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Scores each entry on the held-out samples.
 
-  `x` holds the model's inputs for `data`'s test rows. Writes results.json,
-  results.md and parity.png into `workdir` and logs the table.
+  Writes <name>.json, <name>.md and the parity plot (<name>.png, or
+  parity.png for the training run's results) into `workdir` and logs the
+  table.
   """
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
   unit = "dS/m" if config.data.name == "salinity" else "%"
   test = data.subset(data.test)
   results = {}
-  for name, input_name, model, params, x in entries:
-    pred = np.asarray(inverse(predict(model.apply, params, x, mesh,
-                                      config.train.eval_batch_size)))
-    results[name] = {"input": input_name, "target": test["target"],
-                     "pred": pred, **score(test["target"], pred,
-                                           test["region"], data.region_names)}
+  for entry in entries_:
+    pred, _ = predict.predict(entry.model, entry.params, entry.x, mesh,
+                              config.train.eval_batch_size, inverse)
+    results[entry.name] = {
+        "input": entry.input, "target": test["target"], "pred": pred,
+        **score(test["target"], pred, test["region"], data.region_names)}
   table = markdown_table(results, unit)
   if reporting.is_main_process():
-    parity_plot(workdir / "parity.png", results, unit)
+    workdir = epath.Path(workdir)
+    parity_plot(workdir / ("parity.png" if name == "results"
+                           else f"{name}.png"), results, unit)
     serialisable = {k: {kk: vv for kk, vv in v.items()
                         if kk not in ("target", "pred")}
                     for k, v in results.items()}
-    (workdir / "results.json").write_text(json.dumps(
-        {"test_regions": config.data.test_regions, "unit": unit,
-         "models": serialisable}, indent=2))
-    (workdir / "results.md").write_text(table + "\n")
-    logging.info("Held-out regions %s (%s):\n%s", config.data.test_regions,
-                 unit, table)
+    setting = ("transductive: the held-out samples' unlabelled pixels fed "
+               "the alignment stream (never their labels or lab spectra)"
+               if config.data.transductive else
+               "inductive: no held-out sample entered any training stream")
+    (workdir / f"{name}.json").write_text(json.dumps(
+        {"test_regions": config.data.test_regions,
+         "test_folds": config.data.test_folds, "setting": setting,
+         "unit": unit, **(extra or {}), "models": serialisable}, indent=2))
+    (workdir / f"{name}.md").write_text(table + "\n")
+    logging.info("Held out %s (%s; %s):\n%s",
+                 config.data.test_regions or f"folds {config.data.test_folds}",
+                 unit, setting, table)
+  return results
+
+
+def evaluate_checkpoints(config: ml_collections.ConfigDict,
+                         workdir: epath.PathLike) -> dict[str, Any]:
+  """Restores every stage of the run in `workdir` and evaluates it.
+
+  `config` may differ from the run's saved config only in evaluation
+  options (run_config.EVAL_OPTIONS). Writes eval-<step>.json/.md/.png,
+  <step> being the last stage's restored step.
+  """
+  workdir = epath.Path(workdir)
+  config = run_config.for_eval(config, workdir, "eval")
+  mesh = sharding.make_mesh()
+  plan = stages.plan(config)
+  data = input_pipeline.load_data(config.data)
+  params, steps = {}, {}
+  for stage in plan.stages:
+    ckpt = checkpoint.Checkpointer(workdir / stage.name / "checkpoints")
+    params[stage.name], steps[stage.name] = ckpt.restore_params(
+        stage.abstract_params(data.sensor, mesh))
+    ckpt.close()
+    logging.info("[%s] restored the checkpoint of step %d (of %d trained)",
+                 stage.name, steps[stage.name], stage.config.train.steps)
+  name = f"eval-{steps[plan.stages[-1].name]}"
+  results = report(entries(plan, data, params), data, config, workdir, mesh,
+                   name=name, extra={"checkpoint_steps": steps})
+  logging.info("Evaluation written to %s", workdir / f"{name}.md")
   return results

@@ -5,8 +5,8 @@ its data source once into memory. Batches come from seeded grain `MapDataset`
 index pipelines, which are random access: the batch of step `s` is a pure
 function of (seed, s), so a resumed run sees exactly the batches an
 uninterrupted run would, with no iterator state to checkpoint. Each process
-takes its own rows of the global batch and `jax.make_array_from_process_local_data`
-assembles the global, data-sharded array.
+takes its own rows of the global batch and `sharding.to_global` assembles
+the global, data-sharded array.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from data_prep import datasets
 from data_prep import roles
-
-LABELLED, PAIRED, UNLABELLED = 0, 1, 2
+from deepsalt_jax import sharding
+from deepsalt_spectral import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Data:
   target: np.ndarray  # [n] EC (dS/m) or SOC (%).
   region: np.ndarray  # [n] index into region_names.
   fold: np.ndarray  # [n] LimeSoDa fold 1..10, 0 if none.
-  role: np.ndarray  # [n] LABELLED, PAIRED or UNLABELLED (from config).
+  role: np.ndarray  # [n] roles.LABELLED, PAIRED or UNLABELLED (config).
   region_names: tuple[str, ...]
   test: np.ndarray  # [n] bool, sample lies in a held-out region.
   sensor: str
@@ -60,7 +60,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   test_names = [n.strip() for n in config.test_regions.split(",") if n.strip()]
   unknown = sorted(set(test_names) - set(region_names))
   if unknown:
-    raise ValueError(
+    raise errors.UserError(
         f"data.test_regions names unknown regions {unknown}; regions of "
         f"{config.name}/{config.sensor}: {', '.join(region_names)}.")
   fold = stack("fold", np.int32)
@@ -69,13 +69,13 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
                 if f.strip()]
   if test_folds and not np.isin(fold, test_folds).any():
     present = sorted(set(fold.tolist()) - {0})
-    raise ValueError(f"data.test_folds={config.test_folds!r} matches no "
-                     f"sample; folds present: {present}.")
+    raise errors.UserError(f"data.test_folds={config.test_folds!r} matches no "
+                           f"sample; folds present: {present}.")
   test = (np.isin(region, [region_names.index(n) for n in test_names])
           | np.isin(fold, test_folds))
   if test.all():
-    raise ValueError("data.test_regions / data.test_folds hold out every "
-                     "sample: nothing is left to train on.")
+    raise errors.UserError("data.test_regions / data.test_folds hold out every "
+                           "sample: nothing is left to train on.")
   target_pixels = None
   if config.target_scenes:
     target_pixels = datasets.load_target_pixels(
@@ -102,8 +102,9 @@ class Stream:
                seed: int):
     sizes = {len(v) for v in arrays.values()}
     if len(sizes) != 1 or 0 in sizes:
-      raise ValueError(f"A stream needs non-empty arrays of one length, got "
-                       f"{ {k: len(v) for k, v in arrays.items()} }.")
+      raise errors.UserError(
+          f"A stream needs non-empty arrays of one length, got "
+          f"{ {k: len(v) for k, v in arrays.items()} }.")
     self.arrays = arrays
     self._indices = (grain.MapDataset.range(sizes.pop()).seed(seed).shuffle()
                      .repeat().batch(batch_size, drop_remainder=True))
@@ -133,11 +134,11 @@ def student_streams(data: Data, batch_size: int, seed: int,
   alignment). Only the streams in `need` are built.
   """
   train = ~data.test
-  unlabelled = train & (data.role == UNLABELLED)
+  unlabelled = train & (data.role == roles.UNLABELLED)
   if transductive:
     unlabelled |= data.test
-  masks = {"labelled": train & (data.role == LABELLED),
-           "paired": train & (data.role == PAIRED),
+  masks = {"labelled": train & (data.role == roles.LABELLED),
+           "paired": train & (data.role == roles.PAIRED),
            "unlabelled": unlabelled, "library": train}
   fields = {"labelled": ("satellite", "target"), "paired": ("satellite", "lab"),
             "unlabelled": ("satellite",), "library": ("lab",)}
@@ -147,9 +148,10 @@ def student_streams(data: Data, batch_size: int, seed: int,
       continue
     if not masks[name].any() and not (
         name == "unlabelled" and data.target_pixels is not None):
-      raise ValueError(f"The {name!r} stream is empty: check "
-                       "data.labelled_fraction / data.paired_fraction and "
-                       "data.test_regions.")
+      raise errors.UserError(
+          f"The {name!r} stream is empty: check "
+          "data.labelled_fraction / data.paired_fraction and "
+          "data.test_regions.")
     arrays = {f: getattr(data, f)[masks[name]] for f in fields[name]}
     if name == "unlabelled" and data.target_pixels is not None:
       arrays = {"satellite": data.target_pixels}
@@ -158,14 +160,7 @@ def student_streams(data: Data, batch_size: int, seed: int,
 
 
 def global_batch(streams: dict[str, Stream], step: int,
-                 sharding: jax.sharding.NamedSharding) -> dict:
-  """This process's rows of the step's batch, assembled into global arrays."""
-  num_procs, proc = jax.process_count(), jax.process_index()
-
-  def to_global(x: np.ndarray) -> jax.Array:
-    rows = len(x) // num_procs
-    local = x[proc * rows:(proc + 1) * rows]
-    return jax.make_array_from_process_local_data(sharding, local, x.shape)
-
-  return {name: {k: to_global(v) for k, v in s[step].items()}
+                 mesh: jax.sharding.Mesh) -> dict:
+  """The step's batch of every stream as global arrays sharded on `mesh`."""
+  return {name: {k: sharding.to_global(v, mesh) for k, v in s[step].items()}
           for name, s in streams.items()}

@@ -2,7 +2,8 @@
 
 `MapWriter` writes blocks of rows as they are predicted, so a full scene is
 never held in memory, under temporary names; `commit` renames them all at the
-end and any error removes them, so a failed run leaves no partial map.
+end (and copies them to a cloud output folder) and any error removes them,
+so a failed run leaves no partial map.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import os
 import pathlib
 from typing import Any
 
+from etils import epath
 import numpy as np
 import rasterio
 import rasterio.enums
 import rasterio.windows
 
-from deepsalt_jax import scene_pixels
+from deepsalt_jax import paths
+from deepsalt_spectral import indices
 
 EC_NODATA = -9999.0
 CLASS_NODATA = 255
@@ -53,14 +56,17 @@ class MapWriter:
       'quicklook', 'report').
   """
 
-  def __init__(self, directory: str | pathlib.Path, stem: str,
+  def __init__(self, directory: epath.PathLike, stem: str,
                shape: tuple[int, int], crs: Any, transform: Any,
                uncertainty: str):
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    self.paths = {k: directory / v for k, v in output_names(stem).items()}
+    directory = epath.Path(directory)
+    self._created = not directory.exists()
+    self._staging = paths.Staging(directory)
+    names = output_names(stem)
+    self.paths = {k: directory / v for k, v in names.items()}
+    self._local = {k: self._staging.local / v for k, v in names.items()}
     self._temp = {k: p.with_name(f".{p.name}.partial")
-                  for k, p in self.paths.items()}
+                  for k, p in self._local.items()}
     base = dict(driver="GTiff", height=shape[0], width=shape[1],
                 compress="deflate", BIGTIFF="IF_SAFER")
     if transform is not None:
@@ -81,9 +87,9 @@ class MapWriter:
                                 for i, name in enumerate(CLASS_NAMES)})
       classes.write_colormap(1, {i: c + (255,)
                                  for i, c in enumerate(CLASS_COLOURS)})
-      masks = self._open("masks", base, count=len(scene_pixels.MASK_NAMES),
+      masks = self._open("masks", base, count=len(indices.MASK_NAMES),
                          dtype="uint8")
-      for i, name in enumerate(scene_pixels.MASK_NAMES, start=1):
+      for i, name in enumerate(indices.MASK_NAMES, start=1):
         masks.set_band_description(i, name)
     except BaseException:
       self.abort()
@@ -104,7 +110,7 @@ class MapWriter:
                             window=window)
     self._files["class"].write(salinity_class(ec)[None], window=window)
     self._files["masks"].write(
-        np.stack([masks[n] for n in scene_pixels.MASK_NAMES]).astype(
+        np.stack([masks[n] for n in indices.MASK_NAMES]).astype(
             np.uint8),
         window=window)
 
@@ -120,16 +126,22 @@ class MapWriter:
     except BaseException:
       self.abort()
       raise
-    for kind, path in self.paths.items():
+    for kind, path in self._local.items():
       os.replace(self._temp[kind], path)
+    self._staging.publish(*(p.name for p in self._local.values()))
+    self._staging.close()
 
   def abort(self) -> None:
-    """Closes and removes every temporary file."""
+    """Closes and removes every temporary file (and a folder it made)."""
     for f in self._files.values():
       if not f.closed:
         f.close()
     for path in self._temp.values():
       path.unlink(missing_ok=True)
+    self._staging.close()
+    if (self._created and paths.is_local(self._staging.target)
+        and not any(self._staging.local.iterdir())):
+      self._staging.local.rmdir()
 
 
 def _overview(path: pathlib.Path, bands: list[int]) -> np.ndarray:
@@ -154,7 +166,7 @@ def quicklook(path: pathlib.Path, ec_path: pathlib.Path,
   ec, std = _overview(ec_path, [1, 2])
   ec, std = (np.where(v == EC_NODATA, np.nan, v) for v in (ec, std))
   classes = _overview(class_path, [1])[0]
-  nodata_band = scene_pixels.MASK_NAMES.index("nodata") + 1
+  nodata_band = indices.MASK_NAMES.index("nodata") + 1
   nodata = _overview(masks_path, [nodata_band])[0] == 1
   fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
   panels = ((ec, "EC (dS/m)", "magma_r"),

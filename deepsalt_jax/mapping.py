@@ -1,6 +1,6 @@
 """Salinity maps from a whole hyperspectral scene with the trained student.
 
-  python launch.py --mode=map --config=configs/distill.py --workdir=runs/x \\
+  python launch.py --mode=map --workdir=runs/x \\
       --scene=ENMAP01-..._SPECTRAL_IMAGE.TIF [--output=maps/]
 
 `map_scene` restores the student, streams the scene in blocks of rows (a
@@ -19,15 +19,12 @@ import dataclasses
 import functools
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import affine
+from etils import epath
 import jax
-from jax.experimental import multihost_utils
-import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 import rasterio
@@ -37,11 +34,15 @@ from data_prep.scenes import geotiff
 from deepsalt_jax import checkpoint
 from deepsalt_jax import losses
 from deepsalt_jax import map_files
+from deepsalt_jax import predict
 from deepsalt_jax import reporting
-from deepsalt_jax import scene_pixels
-from deepsalt_jax import sensors
-from deepsalt_jax import train
-from deepsalt_jax.models import build
+from deepsalt_jax import run_config
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
+from deepsalt_spectral import bands
+from deepsalt_spectral import errors
+from deepsalt_spectral import indices
+from deepsalt_spectral import sensors
 
 _GDAL_CACHE_BYTES = 64 * 2**20
 
@@ -50,94 +51,48 @@ def mapping_options(config: ml_collections.ConfigDict
                     ) -> ml_collections.ConfigDict:
   """The config's `mapping` entry (configs/common.mapping_config), checked."""
   if "mapping" not in config:
-    raise ValueError("The config has no `mapping` entry: map with the "
-                     "config the run was trained with (configs/distill.py).")
+    raise errors.UserError("The config has no `mapping` entry: map with a "
+                           "student run (configs/distill.py).")
   options = config.mapping
-  if options.mc_samples == 1 or options.mc_samples < 0:
-    raise ValueError(f"mapping.mc_samples={options.mc_samples}: use 0 (no "
-                     "uncertainty) or at least 2 passes.")
+  checks = (
+      ("tile_rows", options.tile_rows >= 1, "at least 1 row"),
+      ("batch_size", options.batch_size >= 1, "at least 1 pixel"),
+      ("mc_samples", options.mc_samples == 0 or options.mc_samples >= 2,
+       "0 (no uncertainty) or at least 2 passes"),
+      ("min_coverage", 0 < options.min_coverage <= 1, "in (0, 1]"),
+      ("band_tolerance_nm", options.band_tolerance_nm >= 0, ">= 0"),
+  )
+  for name, ok, wanted in checks:
+    if not ok:
+      raise errors.UserError(
+          f"--config.mapping.{name}={options[name]!r}: use {wanted}.")
   return options
 
 
-def restore_student(config: ml_collections.ConfigDict,
-                    workdir: pathlib.Path, mesh: jax.sharding.Mesh):
-  """(model, params, checkpoint step) of <workdir>/student."""
-  if config.get("stage") != "student" or config.data.name != "salinity":
-    raise ValueError(
-        "Mapping needs the salinity student's config (configs/distill.py, "
-        f"dataset=salinity); got stage={config.get('stage')!r}, "
+def thresholds(options: ml_collections.ConfigDict) -> indices.MaskThresholds:
+  return indices.MaskThresholds(ndvi_max=options.ndvi_max,
+                                ndrbi_min=options.ndrbi_min,
+                                ncai_max=options.ncai_max)
+
+
+def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
+                    mesh: jax.sharding.Mesh
+                    ) -> tuple[stages.Stage, Any, int]:
+  """(stage, params, checkpoint step) of the run's student."""
+  plan = stages.plan(config)
+  if not plan.students or config.data.name != "salinity":
+    raise errors.UserError(
+        "Mapping needs a salinity student run (configs/distill.py, "
+        f"dataset=salinity); {workdir} holds stage={config.stage!r}, "
         f"dataset={config.data.name!r}.")
-  directory = workdir / "student"
-  if not (directory / "checkpoints").is_dir():
-    raise FileNotFoundError(
-        f"No student checkpoint in {directory}: train first (--mode=train) "
-        "or point --workdir at a trained run.")
-  ckpt = checkpoint.Checkpointer(directory / "checkpoints", 1, 1)
-  step = ckpt.latest_step()
+  student = plan.students[0]
+  ckpt = checkpoint.Checkpointer(workdir / student.name / "checkpoints")
+  params, step = ckpt.restore_params(
+      student.abstract_params(config.data.sensor, mesh))
   ckpt.close()
-  params = train.restore_params(config, config.data.sensor, directory, mesh,
-                                student=True)
-  return build.build_student(config.model, config.data.sensor), params, step
-
-
-# Jitted once per (model, transform, passes, seed, batch shape) in a process.
-@functools.partial(jax.jit, static_argnames=("model", "inverse", "mc_samples",
-                                             "seed"))
-def _predict(params, x, index, *, model, inverse, mc_samples, seed):
-  """EC [B] (train=False) and its std over `mc_samples` dropout passes."""
-  def ec(pixels, **kwargs):
-    pred = model.apply({"params": params}, pixels, **kwargs)["pred"]
-    return jnp.maximum(inverse(pred), 0.0)  # EC is not negative.
-
-  mean = ec(x, train=False)
-  if not mc_samples:
-    return mean, jnp.full_like(mean, jnp.nan)
-  key = jax.random.key(seed)
-
-  def one_pass(k):
-    def one_pixel(pixel, i):  # Masks from (pass, pixel index) alone.
-      pixel_key = jax.random.fold_in(jax.random.fold_in(key, k), i)
-      return ec(pixel[None], train=True, rngs={"dropout": pixel_key})[0]
-    return jax.vmap(one_pixel)(x, index)
-
-  samples = jax.lax.map(one_pass, jnp.arange(mc_samples))
-  return mean, samples.std(axis=0, ddof=1)
-
-
-class Predictor:
-  """EC and its MC-dropout std for pixels: jitted, batched, data-sharded.
-
-  Every process passes the same pixels and feeds its own rows of each
-  global batch; every process gets all results.
-  """
-
-  def __init__(self, model, params, inverse, mesh: jax.sharding.Mesh,
-               batch_size: int, mc_samples: int, seed: int):
-    self.batch_size = -(-batch_size // mesh.size) * mesh.size
-    self._params = params
-    self._sharding = NamedSharding(mesh, P(train.AXIS))
-    self._fn = functools.partial(_predict, model=model, inverse=inverse,
-                                 mc_samples=mc_samples, seed=seed)
-
-  def _global(self, local_full: np.ndarray) -> jax.Array:
-    rows = self.batch_size // jax.process_count()
-    start = jax.process_index() * rows
-    return jax.make_array_from_process_local_data(
-        self._sharding, local_full[start:start + rows], local_full.shape)
-
-  def __call__(self, x: np.ndarray, index: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """x [n, n_student] reflectance, index [n] global pixel index."""
-    out = []
-    for start in range(0, len(x), self.batch_size):
-      n = min(self.batch_size, len(x) - start)
-      xb = np.zeros((self.batch_size, x.shape[1]), np.float32)
-      ib = np.zeros(self.batch_size, np.int32)
-      xb[:n], ib[:n] = x[start:start + n], index[start:start + n]
-      result = self._fn(self._params, self._global(xb), self._global(ib))
-      out.append([np.asarray(multihost_utils.process_allgather(
-          r, tiled=True))[:n] for r in result])
-    return tuple(np.concatenate(parts) for parts in zip(*out))
+  logging.info("[map] restored the %s checkpoint of step %d", student.name,
+               step)
+  return student, params, step
 
 
 # --- The scene --------------------------------------------------------------
@@ -179,7 +134,7 @@ class _Tally:
   """Running pixel counts, class histogram and EC statistics of a map."""
 
   def __init__(self):
-    self.masks = dict.fromkeys(scene_pixels.MASK_NAMES, 0)
+    self.masks = dict.fromkeys(indices.MASK_NAMES, 0)
     self.classes = np.zeros(len(map_files.CLASS_NAMES), np.int64)
     self.ec = [0.0, np.inf, -np.inf]  # Sum, min, max.
     self.std = [0.0, 0]  # Sum, count (NaN without MC dropout).
@@ -210,7 +165,9 @@ class _Tally:
                                       if self.std[1] else None)}
 
 
-def _stream(rows, match: scene_pixels.BandMatch, predictor: Predictor,
+def _stream(rows, match: bands.BandMatch,
+            predict_fn: Callable[[np.ndarray, np.ndarray],
+                                 tuple[np.ndarray, np.ndarray]],
             writer: map_files.MapWriter | None,
             options: ml_collections.ConfigDict) -> _Tally:
   """Reads, masks, predicts and writes the scene block by block."""
@@ -219,16 +176,19 @@ def _stream(rows, match: scene_pixels.BandMatch, predictor: Predictor,
   for start in range(0, n_rows, options.tile_rows):
     stop = min(start + options.tile_rows, n_rows)
     tile = rows.read(start, stop)
-    masks = scene_pixels.soil_masks(
-        tile, (stop - start, n_cols), options.ndvi_max, options.ndrbi_min,
-        options.ncai_max)
+    if tile is None:
+      masks = {name: np.zeros((stop - start, n_cols), bool)
+               for name in indices.MASK_NAMES}
+      masks["nodata"][:] = True
+    else:
+      masks = indices.soil_masks(tile, thresholds(options))
     ec = np.full((stop - start, n_cols), np.nan, np.float32)
     std = ec.copy()
     r, c = np.nonzero(masks["soil"])
     if r.size:
       x = match(tile.reflectance[:, r, c][tile.good].T)
-      ec[r, c], std[r, c] = predictor(x, ((start + r) * n_cols + c).astype(
-          np.int32))
+      ec[r, c], std[r, c] = predict_fn(
+          x, ((start + r) * n_cols + c).astype(np.int32))
     if writer is not None:
       writer.write(start, ec, std, masks)
     tally.add(masks, ec, std)
@@ -242,59 +202,63 @@ def _stream(rows, match: scene_pixels.BandMatch, predictor: Predictor,
   return tally
 
 
-def map_scene(config: ml_collections.ConfigDict,
-              workdir: str | pathlib.Path, scene: str | pathlib.Path,
-              output_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
+def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
+              scene: str | pathlib.Path,
+              output_dir: epath.PathLike | None = None) -> dict[str, Any]:
   """Maps EC over `scene` with the student trained in `workdir`.
 
-  Writes <scene>_ec.tif (EC and its uncertainty, dS/m), _class.tif,
-  _masks.tif, _quicklook.png and _report.json into `output_dir` (default
-  <workdir>/maps). Options: config.mapping (configs/common.mapping_config).
+  `config` may differ from the run's saved config only in mapping options
+  (run_config.EVAL_OPTIONS). Writes <scene>_ec.tif (EC and its
+  uncertainty, dS/m), _class.tif, _masks.tif, _quicklook.png and
+  _report.json into `output_dir` (default <workdir>/maps); a failed run
+  leaves nothing there.
 
   Returns:
     The run report (also in _report.json).
   """
+  workdir, scene = epath.Path(workdir), pathlib.Path(scene)
+  config = run_config.for_eval(config, workdir, "map")
   options = mapping_options(config)
-  workdir, scene = pathlib.Path(workdir), pathlib.Path(scene)
-  output_dir = pathlib.Path(output_dir or workdir / "maps")
+  output_dir = epath.Path(output_dir or workdir / "maps")
   start_time = time.perf_counter()
-  mesh = train.make_mesh()
-  model, params, step = restore_student(config, workdir, mesh)
-  mc_samples = options.mc_samples if config.model.dropout > 0 else 0
+  mesh = sharding.make_mesh()
+  student, params, step = restore_student(config, workdir, mesh)
+  dropout = config.model.encoder.dropout
+  mc_samples = options.mc_samples if dropout > 0 else 0
   if options.mc_samples and not mc_samples:
-    logging.warning("The student has no dropout (config.model.dropout=0): "
+    logging.warning("The student has no dropout (model.encoder.dropout=0): "
                     "no MC-dropout uncertainty.")
   uncertainty = (f"EC standard deviation over {mc_samples} Monte Carlo "
                  "dropout passes (dS/m)" if mc_samples else
                  "uncertainty not computed (no MC dropout)")
-  student = sensors.builtin(config.data.sensor)
+  sensor = sensors.builtin(config.data.sensor)
+  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  predict_fn = functools.partial(
+      predict.predict, student.model(sensor.name), params, mesh=mesh,
+      batch_size=options.batch_size, inverse=inverse, mc_samples=mc_samples,
+      seed=options.seed)
   # Each row is read and written once: GDAL's block cache (default 5 % of
   # RAM) would only hold memory (~370 MiB more on a full EnMAP scene).
   with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), open_rows(
       scene) as rows:
     if rows.shape[0] * rows.shape[1] >= 2**31:
-      raise ValueError(f"{scene} has more than 2^31 pixels; map a subset.")
-    match = scene_pixels.match_bands(
-        rows.wavelength[~rows.bad], student, options.band_tolerance_nm,
-        options.min_coverage)
-    if match.method == "direct":
-      logging.info("Scene bands match the student's %s bands.", student.name)
-    else:
-      logging.info("Scene bands differ from the student's %s bands: %d of %d "
-                   "resampled from the scene's good bands (SRF coverage "
-                   "mean %.3f, min %.3f).", student.name,
-                   int((~match.direct).sum()), match.direct.size,
-                   match.coverage.mean(), match.coverage.min())
-    _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
-    predictor = Predictor(model, params, inverse, mesh, options.batch_size,
-                          mc_samples, options.seed)
+      raise errors.UserError(f"{scene} has more than 2^31 pixels; map a "
+                             "subset.")
+    match = bands.match_bands(rows.wavelength[~rows.bad], sensor,
+                              options.band_tolerance_nm, options.min_coverage)
+    logging.info("[map] scene bands %s the student's %s bands.",
+                 "match" if match.method == "direct" else
+                 f"resampled to {int((~match.direct).sum())} of",
+                 sensor.name)
     writer = (map_files.MapWriter(output_dir, rows.name, rows.shape,
                                   rows.crs, rows.transform, uncertainty)
               if reporting.is_main_process() else None)
     try:
-      tally = _stream(rows, match, predictor, writer, options)
+      tally = _stream(rows, match, lambda x, i: predict_fn(x, index=i),
+                      writer, options)
       if tally.masks["nodata"] == rows.shape[0] * rows.shape[1]:
-        raise ValueError(f"{scene}: every pixel is nodata; nothing to map.")
+        raise errors.UserError(f"{scene}: every pixel is nodata; nothing to "
+                               "map.")
       seconds = time.perf_counter() - start_time
       report = {
           "scene": str(scene), "name": rows.name,
@@ -303,20 +267,19 @@ def map_scene(config: ml_collections.ConfigDict,
           "transform": (None if rows.transform is None
                         else list(rows.transform)[:6]),
           "model": {"workdir": str(workdir), "checkpoint_step": step,
-                    "sensor": student.name, "target": "EC (dS/m)"},
+                    "sensor": sensor.name, "target": "EC (dS/m)"},
           "bands": {"method": match.method,
                     "scene_good_bands": int(match.matrix.shape[1]),
                     "student_bands": int(match.matrix.shape[0]),
-                    "resampled_nm": student.good_wavelength[
-                        ~match.direct].round(2).tolist(),
-                    "mean_coverage": float(match.coverage.mean()),
+                    "resampled": {f"{w:.2f} nm": round(float(c), 4)
+                                  for w, c in zip(
+                                      sensor.good_wavelength[~match.direct],
+                                      match.coverage[~match.direct])},
                     "tolerance_nm": options.band_tolerance_nm},
           "uncertainty": {"method": "MC dropout" if mc_samples else None,
-                          "samples": mc_samples,
-                          "dropout_rate": config.model.dropout,
+                          "samples": mc_samples, "dropout_rate": dropout,
                           "band_description": uncertainty},
-          "thresholds": {k: options[k] for k in
-                         ("ndvi_max", "ndrbi_min", "ncai_max")},
+          "thresholds": dataclasses.asdict(thresholds(options)),
           **tally.summary(),
           "seconds": seconds,
           "pixels_per_second": rows.shape[0] * rows.shape[1] / seconds,
@@ -326,11 +289,11 @@ def map_scene(config: ml_collections.ConfigDict,
       }
       if writer is not None:
         writer.commit(report, f"{rows.name}: EC from the DeepSalt student "
-                      f"({student.name}, {match.method} bands)\n{uncertainty}")
+                      f"({sensor.name}, {match.method} bands)\n{uncertainty}")
     except BaseException:
       if writer is not None:
         writer.abort()
       raise
-  logging.info("Map of %s in %.0f s (%.0f px/s): %s", rows.name, seconds,
-               report["pixels_per_second"], output_dir)
+  logging.info("Map of %s in %.0f s (%.0f px/s); files in %s", rows.name,
+               seconds, report["pixels_per_second"], output_dir)
   return report

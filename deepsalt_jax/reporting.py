@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import math
-import pathlib
 import time
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
+
+from deepsalt_jax import paths
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -33,37 +35,43 @@ def is_main_process() -> bool:
 class MetricWriter:
   """Writes scalars as JSONL and TensorBoard events (process 0 only)."""
 
-  def __init__(self, directory: str | pathlib.Path):
-    self.directory = pathlib.Path(directory)
-    self._enabled = is_main_process()
+  def __init__(self, directory: epath.PathLike):
+    self._staging = None
     self._tb = None
-    if self._enabled:
+    if is_main_process():
       from tensorboardX import SummaryWriter  # Lazy: only process 0 writes.
-      self.directory.mkdir(parents=True, exist_ok=True)
-      self._tb = SummaryWriter(str(self.directory / "tensorboard"))
+      self._staging = paths.Staging(directory)
+      self._tb = SummaryWriter(str(self._staging.local / "tensorboard"))
 
   def write(self, step: int, scalars: dict[str, float],
             name: str = "metrics.jsonl") -> None:
-    if not self._enabled:
+    if self._staging is None:
       return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    with open(self.directory / name, "a") as f:
+    with open(self._staging.local / name, "a") as f:
       f.write(json.dumps(record) + "\n")
     for key, value in scalars.items():
       self._tb.add_scalar(key, float(value), int(step))
     self._tb.flush()
+    self._staging.publish_all()
 
   def close(self) -> None:
-    if self._tb is not None:
+    if self._staging is not None:
       self._tb.close()
+      self._staging.publish_all()
+      self._staging.close()
 
 
 def first_non_finite(history: list[tuple[int, dict[str, float]]]
                      ) -> tuple[int, str] | None:
-  """(step, term) of the first NaN/Inf loss term in `history`, if any."""
+  """(step, term) of the first NaN/Inf loss term in `history`, if any.
+
+  At a step, the terms come before their weighted sum 'loss', so a NaN in
+  one term is reported under its own name.
+  """
   for step, scalars in history:
-    for key, value in scalars.items():
-      if not math.isfinite(value):
+    for key in sorted(scalars, key=lambda k: (k == "loss", k)):
+      if not math.isfinite(scalars[key]):
         return step, key
   return None
 

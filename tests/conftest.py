@@ -18,10 +18,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def reference_data() -> pathlib.Path:
+  """../shared/data; where it is missing tests skip, unless
+  DEEPSALT_REQUIRE_REFERENCE_DATA=1 (CI) makes that a failure."""
   path = common.reference_data_dir()
   if not path.is_dir():
-    pytest.skip(f"reference data not found at {path} "
-                "(set DEEPSALT_REFERENCE_DATA)")
+    message = (f"reference data not found at {path} "
+               "(set DEEPSALT_REFERENCE_DATA)")
+    if os.environ.get("DEEPSALT_REQUIRE_REFERENCE_DATA") == "1":
+      pytest.fail(message + "; DEEPSALT_REQUIRE_REFERENCE_DATA=1 requires it")
+    pytest.skip(message)
   return path
 
 
@@ -29,6 +34,17 @@ def reference_data() -> pathlib.Path:
 def prepared_data_dir(tmp_path_factory) -> pathlib.Path:
   """One TFDS data_dir per test session: each dataset is built once, lazily."""
   return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_data_dir, tmp_path_factory):
+  """(config, workdir) of one tiny trained distill run, shared by tests that
+  only read it (evaluate, map, refuse bad input)."""
+  from deepsalt_jax import train
+  config = tiny_config("distill", prepared_data_dir, "compare=none")
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
 
 
 def tiny_config(config_module: str, data_dir: pathlib.Path, arg: str = ""):

@@ -8,7 +8,7 @@ import json
 import sys
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 import numpy as np
 import optax
 
@@ -16,35 +16,28 @@ sys.path.insert(0, ".")
 sys.path.insert(0, "tests")
 
 from conftest import tiny_config  # noqa: E402
-from deepsalt_jax import input_pipeline, train  # noqa: E402
-from deepsalt_jax.models import build, deepsalt  # noqa: E402
-from flax.training import train_state  # noqa: E402
-import functools  # noqa: E402
+from deepsalt_jax import input_pipeline  # noqa: E402
+from deepsalt_jax import sharding  # noqa: E402
+from deepsalt_jax import stages  # noqa: E402
+from deepsalt_jax import train  # noqa: E402
 
 
-def two_steps(config, data, mesh, teacher_params, steps):
-  model = build.build_student(config.model, data.sensor)
-  teacher = build.build_teacher(config.teacher.model)
-  params = model.init(jax.random.key(1), data.satellite[:2],
-                      train=False)["params"]
-  params = deepsalt.init_student_from_teacher(params, teacher_params)
-  streams = input_pipeline.student_streams(
-      data, config.train.batch_size, 0, True,
-      train.streams_for(train.student_terms(config.loss)))
-  loss_fn = functools.partial(train.student_loss, model=model,
-                              teacher=teacher, config=config)
+def two_steps(plan, data, mesh, teacher_params, steps):
+  student = plan.students[0]
+  params = student.init_params(data.sensor, teacher_params)
   # Plain SGD: Adam's normalisation would blow float noise in near-zero
   # gradients up to a full step and hide what is compared, the gradients.
-  state = train_state.TrainState.create(apply_fn=None, params=params,
-                                        tx=optax.sgd(0.1))
-  state = jax.device_put(state, NamedSharding(mesh, P()))
+  state = train.create_train_state(params, student.config, mesh,
+                                   tx=optax.sgd(0.1))
   key = jax.random.key_data(jax.random.key(0))
-  step_fn = train.make_train_step(loss_fn, mesh)
+  step_fn = train.make_train_step(student.loss_fn(data.sensor, plan.teacher),
+                                  mesh)
+  streams = student.streams(data)
   terms = None
   for step in range(steps):
-    batch = input_pipeline.global_batch(streams, step,
-                                        NamedSharding(mesh, P("data")))
+    batch = input_pipeline.global_batch(streams, step, mesh)
     state, terms = step_fn(state, batch, teacher_params, key)
+    jax.block_until_ready(terms)  # See DESIGN: multi-device CPU traps.
   return jax.device_get(state.params), jax.device_get(terms)
 
 
@@ -66,6 +59,8 @@ CASES = {  # name: config arg, loss weight overrides.
     "mmd_only": ("alignment=mmd", {"w_regression": 0.0, "w_distill_feature":
                                    0.0, "w_distill_pred": 0.0,
                                    "w_reconstruction": 0.0}),
+    # No batch-statistic term: per-sample losses averaged by pmean.
+    "no_align": ("no_align", {}),
 }
 
 
@@ -74,17 +69,17 @@ def main():
   assert jax.device_count() == 8
   out = {"devices": jax.device_count()}
   for name, (arg, weights) in CASES.items():
-    config = tiny_config("distill", data_dir, arg)
-    config.model.dropout = config.teacher.model.dropout = 0.0
+    config = tiny_config("distill", data_dir, arg + ",compare=none")
+    config.model.encoder.dropout = 0.0
+    config.teacher.model.encoder.dropout = 0.0
     config.loss.update(weights)
+    plan = stages.plan(config)
     data = input_pipeline.load_data(config.data)
-    teacher = build.build_teacher(config.teacher.model)
-    teacher_params = teacher.init(jax.random.key(0), data.lab[:2],
-                                  train=False)["params"]
-    meshes = [Mesh(np.array(jax.devices()), ("data",)),
-              Mesh(np.array(jax.devices()[:1]), ("data",))]
+    teacher_params = plan.teacher.init_params(data.sensor)
+    meshes = [Mesh(np.array(jax.devices()), (sharding.AXIS,)),
+              Mesh(np.array(jax.devices()[:1]), (sharding.AXIS,))]
     (p0, _), (p8, t8), (p1, t1) = [
-        two_steps(config, data, m, teacher_params, steps)
+        two_steps(plan, data, m, teacher_params, steps)
         for m, steps in ((meshes[1], 0), (meshes[0], 2), (meshes[1], 2))]
     out[name] = {
         "loss": float(abs(t8["loss"] - t1["loss"]) / abs(t1["loss"])),

@@ -6,39 +6,61 @@ import sys
 
 import numpy as np
 import portpicker
+import pytest
 
 from conftest import REPO, tiny_config
-from deepsalt_jax import train
+from deepsalt_jax import evaluate
+
+pytestmark = pytest.mark.slow
 
 
-def test_two_processes_train_like_one_and_restore_in_one(prepared_data_dir,
-                                                          tmp_path):
+def _two_processes(prepared_data_dir, workdir, outs, sigterm_at=None):
+  """Runs tests/multiprocess.py twice in parallel; returns their logs."""
   port = portpicker.pick_unused_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [subprocess.Popen(
-      [sys.executable, str(REPO / "tests" / "multiprocess.py"), str(i),
-       str(port), str(prepared_data_dir), str(tmp_path / "run"),
-       str(tmp_path / f"out{i}.json")], env=env, cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  procs = []
+  for i in range(2):
+    args = [sys.executable, str(REPO / "tests" / "multiprocess.py"), str(i),
+            str(port), str(prepared_data_dir), str(workdir), str(outs[i])]
+    if sigterm_at is not None and i == 1:
+      args.append(str(sigterm_at))
+    procs.append(subprocess.Popen(args, env=env, cwd=REPO,
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
   logs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][
       -3000:]
-  outs = [json.loads((tmp_path / f"out{i}.json").read_text())
-          for i in range(2)]
-  for out in outs:
+  return logs, [json.loads(out.read_text()) for out in outs]
+
+
+def test_two_processes_agree_on_preemption_train_like_one_and_restore(
+    prepared_data_dir, tmp_path):
+  outs = [tmp_path / f"out{i}.json" for i in range(2)]
+  run = tmp_path / "run"
+  # Only process 1 gets the SIGTERM (during step 3); both save step 3, the
+  # first step at which they compare flags (a checkpoint step), and stop.
+  _, seen = _two_processes(prepared_data_dir, run, outs, sigterm_at=2)
+  for out in seen:
+    assert "saved step 3" in out["preempted"], out
+  assert sorted(p.name for p in (run / "student" / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["3"]
+
+  # Re-running resumes from step 3 in both processes.
+  logs, seen = _two_processes(prepared_data_dir, run, outs)
+  for out in seen:
     assert (out["process_count"], out["device_count"],
             out["local_device_count"]) == (2, 4, 2)
   # Both processes hold the same replicated model: identical predictions.
-  np.testing.assert_array_equal(outs[0]["pred"], outs[1]["pred"])
+  np.testing.assert_array_equal(seen[0]["pred"], seen[1]["pred"])
   # Only process 0 logs.
+  assert "[student] resuming from the checkpoint of step 3" in logs[0]
   assert "[student] step" in logs[0] and "[student] step" not in logs[1]
-  assert len((tmp_path / "run" / "student" / "metrics.jsonl").read_text()
-             .splitlines()) == 3  # Steps 2, 4, 6, written once.
+  assert [json.loads(l)["step"] for l in (run / "student" / "metrics.jsonl")
+          .read_text().splitlines()] == [2, 4, 6]  # Written once each.
 
   # The 4-device, 2-process checkpoint restores in this 1-device process.
   config = tiny_config("distill", prepared_data_dir, "compare=none")
-  restored = train.evaluate_checkpoints(config, tmp_path / "run")
-  np.testing.assert_allclose(restored["student"]["pred"], outs[0]["pred"],
+  restored = evaluate.evaluate_checkpoints(config, run)
+  np.testing.assert_allclose(restored["student"]["pred"], seen[0]["pred"],
                              rtol=1e-5)

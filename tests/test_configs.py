@@ -7,7 +7,7 @@ import pytest
 from configs import distill
 
 CONFIG_FILES = sorted(p.stem for p in pathlib.Path("configs").glob("*.py")
-                      if p.stem not in ("__init__", "common"))
+                      if p.stem not in ("__init__", "common", "saved"))
 VARIANTS = ["", "tiny", "dataset=soc", "sensor=prisma", "sensor=emit",
             "alignment=coral", "alignment=adversarial", "no_sau",
             "no_distill", "no_align", "plain", "compare=none",
@@ -48,3 +48,35 @@ def test_distill_variants(arg):
 def test_bad_args_are_refused(arg, message):
   with pytest.raises(ValueError, match=message):
     distill.get_config(arg)
+
+
+def test_saved_config_reads_a_run_back_with_settable_placeholders(tmp_path):
+  """configs/saved.py (eval/map without --config) gives the run's config;
+  unset optional numbers stay settable from the command line."""
+  from configs import saved
+  from deepsalt_jax import run_config
+  config = distill.get_config("tiny")
+  run_config.save(config, tmp_path)
+  loaded = saved.get_config(str(tmp_path))
+  assert loaded.to_dict() == config.to_dict()
+  assert not run_config.differences(loaded, config.to_dict(), ())
+  loaded.mapping.ndrbi_min = 0.1  # A float placeholder, not a None.
+  with pytest.raises(ValueError, match="not found"):
+    saved.get_config(str(tmp_path / "elsewhere"))
+
+
+def test_every_optional_number_is_a_float_placeholder():
+  """configs/saved.py restores null as a float placeholder; that holds only
+  while every optional config value is a float."""
+  import ml_collections
+
+  def unset(tree, prefix=""):
+    for key in tree:
+      value = tree[key]
+      if isinstance(value, ml_collections.ConfigDict):
+        yield from unset(value, f"{prefix}{key}.")
+      elif value is None:
+        yield f"{prefix}{key}", tree.get_ref(key).get_type()
+
+  for name, kind in unset(distill.get_config()):
+    assert kind is float, name

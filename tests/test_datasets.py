@@ -8,8 +8,8 @@ import pytest
 from data_prep import datasets
 from data_prep import roles
 from data_prep import sources
-from deepsalt_jax import sensors
-from deepsalt_jax import spectra
+from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors
 
 N_LIMESODA = 98 + 125 + 120 + 93 + 460
 N_ICRAF = 3720  # 4,168 minus 103 without coordinates and 345 at (0, 0).
@@ -36,12 +36,13 @@ def soc(prepared_data_dir):
 
 def test_limesoda_is_on_the_lab_grid_as_fraction():
   data = sources.limesoda()
-  assert data.reflectance.shape == (N_LIMESODA, spectra.lab_wavelengths().size)
+  assert data.reflectance.shape == (N_LIMESODA,
+                                    resampling.lab_wavelengths().size)
   assert np.all(np.isfinite(data.reflectance))
   assert 0.0 < data.reflectance.min() and data.reflectance.max() < 1.0
   # CV.98 at 1 nm: the 10 nm band at 1000 nm is close to the 1000 nm sample.
   table = LimeSoDa.load_dataset("CV.98")["Dataset"]
-  band = int(np.argmin(np.abs(spectra.lab_wavelengths() - 1000)))
+  band = int(np.argmin(np.abs(resampling.lab_wavelengths() - 1000)))
   np.testing.assert_allclose(data.reflectance[:98, band],
                              table["wl_1000"] / 100.0, rtol=0.01)
 
@@ -104,10 +105,9 @@ def test_counts_regions_and_schema(salinity, soc):
 def test_roles_follow_u_with_the_configured_fractions(salinity):
   records, info = salinity
   u = np.array([r["u"] for r in records.values()])
-  role = np.array([r["role"] for r in records.values()])
   assert np.all((u >= 0) & (u < 1))
-  np.testing.assert_array_equal(role, roles.assign_roles(
-      u, info.metadata["labelled_fraction"], info.metadata["paired_fraction"]))
+  np.testing.assert_array_equal(u, roles.uniform(list(records), 0))
+  role = roles.assign_roles(u)
   fractions = np.bincount(role, minlength=3) / len(role)
   np.testing.assert_allclose(
       fractions, [roles.LABELLED_FRACTION, roles.PAIRED_FRACTION,

@@ -4,10 +4,10 @@ import pytest
 
 from data_prep import forward_model as fm
 from data_prep import sources
-from deepsalt_jax import sensors
-from deepsalt_jax import spectra
+from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors
 
-WL = spectra.lab_wavelengths()
+WL = resampling.lab_wavelengths()
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_satellite_view_has_good_bands_and_plausible_values(
   assert np.all(np.isfinite(sat))
   assert sat.min() >= 0.0 and sat.max() <= 1.5
   # The lab spectrum, resampled, still explains most of the satellite view.
-  ideal = spectra.resample(lab, spectra.resampling_matrix(
+  ideal = resampling.resample(lab, resampling.resampling_matrix(
       WL, sensor.good_wavelength, sensor.good_fwhm))
   assert np.median(np.abs(sat - ideal)) < 0.05
   r = [np.corrcoef(s, i)[0, 1] for s, i in zip(sat, ideal)]

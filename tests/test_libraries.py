@@ -7,9 +7,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_prep import libraries
-from deepsalt_jax import spectra
+from deepsalt_spectral import resampling
 
-LAB = spectra.lab_wavelengths()
+LAB = resampling.lab_wavelengths()
 # Interior lab bands: their SRFs lie fully inside every test library.
 INTERIOR = (LAB >= 420) & (LAB <= 2430)
 

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import REPO, tiny_config
 from configs import distill
+from conftest import REPO, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import map_files
 from deepsalt_jax import mapping
-from deepsalt_jax import scene_pixels
-from deepsalt_jax import sensors
 from deepsalt_jax import train
+from deepsalt_spectral import bands
+from deepsalt_spectral import indices
+from deepsalt_spectral import sensors
 
 TILE = "enmap_potsdam/enmap_potsdam_tile_192_96.tif"  # The most bare soil.
 NODATA_BLOCK = (slice(3, 6), slice(0, 10))  # Rows, columns set to nodata.
@@ -40,15 +41,6 @@ def _read(path, band=1):
 
 
 @pytest.fixture(scope="module")
-def run(prepared_data_dir, tmp_path_factory):
-  """(config, workdir) of a tiny trained distill run."""
-  config = tiny_config("distill", prepared_data_dir, "compare=none")
-  workdir = tmp_path_factory.mktemp("run")
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
-
-
-@pytest.fixture(scope="module")
 def tile(reference_data, tmp_path_factory):
   """The real tile with a block of nodata pixels."""
   def add_nodata(raw):
@@ -58,9 +50,9 @@ def tile(reference_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mapped(run, tile, tmp_path_factory):
+def mapped(tiny_run, tile, tmp_path_factory):
   """The tile mapped with the default options: (report, output folder)."""
-  config, workdir = run
+  config, workdir = tiny_run
   out = tmp_path_factory.mktemp("maps")
   return mapping.map_scene(config, workdir, tile, out), out
 
@@ -80,11 +72,11 @@ def test_salinity_classes_known_answers():
 def test_ncai_known_answer():
   refl = np.array([0.3, 0.2, 0.3], np.float32)[:, None, None] * np.ones(
       (3, 1, 2), np.float32)
-  scene = scenes.Scene(refl, np.array(scene_pixels.CAI_NM),
+  scene = scenes.Scene(refl, np.array(indices.CAI_NM),
                        np.full(3, 10.0), np.zeros(3, bool),
                        np.array([[False, True]]))
   # (0.3 - 0.2) / (0.3 + 0.2); NaN at the nodata pixel.
-  np.testing.assert_allclose(scene_pixels.ncai(scene), [[0.2, np.nan]],
+  np.testing.assert_allclose(indices.ncai(scene), [[0.2, np.nan]],
                              rtol=1e-6)
 
 
@@ -103,24 +95,35 @@ def test_mapping_options_come_from_config_mapping():
 
 def test_match_bands(reference_data):
   enmap = sensors.builtin("enmap")
-  same = scene_pixels.match_bands(enmap.good_wavelength, enmap, 2.0, 0.9)
+  same = bands.match_bands(enmap.good_wavelength, enmap, 2.0, 0.9)
   assert same.method == "direct"
   np.testing.assert_array_equal(same.matrix, np.eye(enmap.good.size))
-  # The real tile flags 1331 nm bad: that band alone is resampled.
+  # A real L2A tile: its good bands are the built-in EnMAP's good bands.
   scene = scenes.read_scene(reference_data / TILE)
-  match = scene_pixels.match_bands(scene.wavelength[scene.good], enmap, 2.0,
-                                   0.9)
-  assert match.method == "resampled"
-  np.testing.assert_allclose(enmap.good_wavelength[~match.direct], [1331.5],
-                             atol=0.1)
-  np.testing.assert_allclose(match.matrix.sum(axis=1), 1.0, rtol=1e-6)
-  x = scene.reflectance[scene.good][:, 0, :].T
+  match = bands.match_bands(scene.wavelength[scene.good], enmap, 2.0, 0.9)
+  assert match.method == "direct"
+  # Bands 3 nm off are resampled; inside a segment their responses are
+  # fully covered (at segment ends only 19-25 %).
+  shifted = bands.match_bands(enmap.good_wavelength + 3.0, enmap, 2.0, 0.1)
+  assert shifted.method == "resampled" and (~shifted.direct).sum() > 100
+  assert np.median(shifted.coverage) == pytest.approx(1.0)
+  np.testing.assert_allclose(shifted.matrix.sum(axis=1), 1.0, rtol=1e-6)
+  # A missing band (here 2200 nm) leaves a gap nothing is interpolated
+  # across: its neighbours reach ~1 % of its response, which is refused.
+  wanted = int(np.argmin(np.abs(enmap.good_wavelength - 2200.0)))
+  source = np.delete(enmap.good_wavelength, wanted)
+  with pytest.raises(ValueError, match=r"1 of the enmap bands.*2199.7 nm "
+                     r"\(1%\)"):
+    bands.match_bands(source, enmap, 2.0, 0.9)
+  match = bands.match_bands(source, enmap, 2.0, 0.01)
+  assert (~match.direct).sum() == 1
+  x = np.random.default_rng(0).uniform(size=(3, source.size))
   np.testing.assert_array_equal(match(x)[:, match.direct],
                                 x[:, match.matrix[match.direct].argmax(1)])
   # A VNIR-only sensor cannot stand in for EnMAP's 420-2450 nm.
   desis = sensors.from_csv(reference_data / "sensors" / "desis.csv")
   with pytest.raises(ValueError, match="cannot stand in"):
-    scene_pixels.match_bands(desis.good_wavelength, enmap, 2.0, 0.9)
+    bands.match_bands(desis.good_wavelength, enmap, 2.0, 0.9)
 
 
 def test_geotiff_rows_equal_the_whole_scene(reference_data):
@@ -144,7 +147,7 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   std = _read(out / names["ec"], 2)[0]
   assert (ec_crs, ec_transform) == (crs, transform)
   masks = {n: _read(out / names["masks"], i)[0].astype(bool)
-           for i, n in enumerate(scene_pixels.MASK_NAMES, start=1)}
+           for i, n in enumerate(indices.MASK_NAMES, start=1)}
   expected_nodata = np.zeros(ec.shape, bool)
   expected_nodata[NODATA_BLOCK] = True
   np.testing.assert_array_equal(masks["nodata"], expected_nodata)
@@ -178,10 +181,10 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   assert (out / names["quicklook"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_tiling_and_batching_do_not_change_the_map(run, tile, mapped,
+def test_tiling_and_batching_do_not_change_the_map(tiny_run, tile, mapped,
                                                    tmp_path):
   """Blocks of 7 rows, batches of 64 px == one block, one batch (mapped)."""
-  config, workdir = run
+  config, workdir = tiny_run
   mapping.map_scene(_with_options(config, tile_rows=7, batch_size=64),
                     workdir, tile, tmp_path)
   _, whole = mapped
@@ -191,10 +194,11 @@ def test_tiling_and_batching_do_not_change_the_map(run, tile, mapped,
                                rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_eight_devices_from_the_command_line_give_the_same_map(
-    run, tile, mapped, tmp_path):
+    tiny_run, tile, mapped, tmp_path):
   """launch.py --mode=map on 8 fake CPU devices == the in-process map."""
-  _, workdir = run
+  _, workdir = tiny_run
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   result = subprocess.run(
@@ -232,9 +236,9 @@ def _write_envi(tile, path):
   return path
 
 
-def test_envi_scene_read_in_memory_gives_the_same_map(run, tile, mapped,
+def test_envi_scene_read_in_memory_gives_the_same_map(tiny_run, tile, mapped,
                                                       tmp_path):
-  config, workdir = run
+  config, workdir = tiny_run
   scene = _write_envi(tile, tmp_path / "tile.bsq")
   mapping.map_scene(config, workdir, scene, tmp_path)
   _, geotiff_maps = mapped
@@ -245,7 +249,7 @@ def test_envi_scene_read_in_memory_gives_the_same_map(run, tile, mapped,
   np.testing.assert_allclose(ec, expected, rtol=2e-5, atol=1e-6)
 
 
-def test_band_mismatch_is_an_error(run, reference_data, tmp_path):
+def test_band_mismatch_is_an_error(tiny_run, reference_data, tmp_path):
   """A VNIR-only scene cannot feed the EnMAP student; nothing is written."""
   with rasterio.open(reference_data / TILE) as src:
     wavelength = np.array([float(src.tags(b)["wavelength"])
@@ -257,14 +261,14 @@ def test_band_mismatch_is_an_error(run, reference_data, tmp_path):
       for i, b in enumerate(keep, start=1):
         dst.update_tags(i, **src.tags(int(b)))
       dst.scales = [src.scales[b - 1] for b in keep]
-  config, workdir = run
+  config, workdir = tiny_run
   with pytest.raises(ValueError, match="cannot stand in"):
     mapping.map_scene(config, workdir, tmp_path / "vnir.tif",
                       tmp_path / "maps")
   assert not list((tmp_path / "maps").glob("*"))
 
 
-def test_failure_midway_leaves_no_partial_file(run, tile, tmp_path,
+def test_failure_midway_leaves_no_partial_file(tiny_run, tile, tmp_path,
                                                monkeypatch):
   """A read error after two blocks were written removes what was written."""
   read, written = geotiff.GeoTiffRows.read, []
@@ -281,19 +285,72 @@ def test_failure_midway_leaves_no_partial_file(run, tile, tmp_path,
   write = map_files.MapWriter.write
   monkeypatch.setattr(geotiff.GeoTiffRows, "read", failing_read)
   monkeypatch.setattr(map_files.MapWriter, "write", counting_write)
-  config, workdir = run
+  config, workdir = tiny_run
   out = tmp_path / "maps"
   with pytest.raises(OSError, match="read error"):
     mapping.map_scene(_with_options(config, tile_rows=7), workdir, tile, out)
   assert written == [0, 7]
-  assert list(out.iterdir()) == []
+  assert not out.exists()  # Nor the folder the run made.
 
 
-def test_all_nodata_scene_is_a_clear_error(run, reference_data, tmp_path):
+def test_all_nodata_scene_is_a_clear_error(tiny_run, reference_data, tmp_path):
   def blank(raw):
     raw[:] = -32768
   scene = _edited_tile(reference_data, tmp_path / "blank.tif", blank)
-  config, workdir = run
+  config, workdir = tiny_run
   with pytest.raises(ValueError, match="every pixel is nodata"):
     mapping.map_scene(config, workdir, scene, tmp_path / "maps")
   assert not list((tmp_path / "maps").glob("*"))
+
+
+def test_mask_thresholds_when_set(tiny_run, tile, tmp_path):
+  """Water (NDRBI) and dry-vegetation (nCAI) masks, thresholds set: each
+  pixel is masked exactly where its index crosses the threshold."""
+  config, workdir = tiny_run
+  scene = scenes.read_scene(tile)
+  ndrbi, ncai = indices.ndrbi(scene), indices.ncai(scene)
+  valid = ~scene.nodata & np.isfinite(ndrbi) & np.isfinite(ncai)
+  water_t = float(np.quantile(ndrbi[valid], 0.2))
+  dry_t = float(np.quantile(ncai[valid], 0.8))
+  mapping.map_scene(_with_options(config, ndrbi_min=water_t, ncai_max=dry_t),
+                    workdir, tile, tmp_path)
+  masks = {n: _read(tmp_path / "tile_masks.tif", i)[0].astype(bool)
+           for i, n in enumerate(indices.MASK_NAMES, start=1)}
+  with np.errstate(invalid="ignore"):  # NaN: not flagged (but 'dark').
+    np.testing.assert_array_equal(masks["water"],
+                                  ~scene.nodata & (ndrbi < water_t))
+    np.testing.assert_array_equal(masks["dry_vegetation"],
+                                  ~scene.nodata & (ncai > dry_t))
+  assert masks["water"].sum() > 10 and masks["dry_vegetation"].sum() > 10
+  assert not (masks["soil"] & (masks["water"] | masks["dry_vegetation"]
+                               | masks["green_vegetation"])).any()
+  ec = _read(tmp_path / "tile_ec.tif")[0]
+  np.testing.assert_array_equal(ec != map_files.EC_NODATA, masks["soil"])
+
+
+def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile, mapped,
+                                                            tmp_path):
+  config, workdir = tiny_run
+  report = mapping.map_scene(_with_options(config, mc_samples=0), workdir,
+                             tile, tmp_path)
+  _, default = mapped
+  np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif")[0],
+                             _read(default / "tile_ec.tif")[0], rtol=1e-6)
+  std = _read(tmp_path / "tile_ec.tif", 2)[0]
+  assert np.all(std == map_files.EC_NODATA)
+  assert report["uncertainty"]["method"] is None
+  with rasterio.open(tmp_path / "tile_ec.tif") as ds:
+    assert "not computed" in ds.descriptions[1]
+
+
+@pytest.mark.slow
+def test_student_without_dropout_maps_without_uncertainty(
+    prepared_data_dir, tile, tmp_path, caplog):
+  config = tiny_config("distill", prepared_data_dir, "compare=none")
+  config.model.encoder.dropout = 0.0
+  train.train_and_evaluate(config, tmp_path / "run")
+  report = mapping.map_scene(config, tmp_path / "run", tile, tmp_path / "maps")
+  assert report["uncertainty"]["samples"] == 0
+  assert "no MC-dropout uncertainty" in caplog.text
+  assert np.all(_read(tmp_path / "maps" / "tile_ec.tif", 2)[0]
+                == map_files.EC_NODATA)

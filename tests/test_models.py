@@ -6,13 +6,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepsalt_jax import sensors
-from deepsalt_jax import spectra
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
 from deepsalt_jax.models import sau
+from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors
 
 SMALL = dict(features=16, num_blocks=1)  # Fast variants for most tests.
+
+
+def _parts(dropout: float = 0.1, **settings):
+  """A small encoder and head, as build.encoder_and_head makes them."""
+  return dict(encoder=encoder.SpectralEncoder(**{**SMALL, **settings},
+                                              dropout=dropout),
+              head=encoder.RegressionHead(16, dropout))
 
 
 def soil_like(wavelength: np.ndarray) -> np.ndarray:
@@ -28,14 +35,14 @@ def soil_like(wavelength: np.ndarray) -> np.ndarray:
 def enmap():
   """EnMAP good bands: (resampling matrix R, SAU init matrix P)."""
   band = sensors.builtin('enmap')
-  lab_wl = spectra.lab_wavelengths()
-  r = spectra.resampling_matrix(lab_wl, band.good_wavelength, band.good_fwhm)
-  p = sau.sau_init_matrix(lab_wl, band.good_wavelength, band.good_fwhm)
+  lab_wl = resampling.lab_wavelengths()
+  r = resampling.resampling_matrix(lab_wl, band.good_wavelength, band.good_fwhm)
+  p = resampling.inverse_matrix(lab_wl, band.good_wavelength, band.good_fwhm)
   return r, p
 
 
 def _lab_batch(n: int = 4) -> np.ndarray:
-  base = soil_like(spectra.lab_wavelengths())
+  base = soil_like(resampling.lab_wavelengths())
   return (base[None] * np.linspace(0.8, 1.2, n)[:, None]).astype(np.float32)
 
 
@@ -64,7 +71,7 @@ def test_encoder_shapes_and_pooling_variants():
 
 
 def test_dropout_is_deterministic_given_rng():
-  model = deepsalt.Teacher(dropout=0.5, **SMALL)
+  model = deepsalt.Teacher(**_parts(dropout=0.5))
   x = jnp.asarray(_lab_batch(8))
   params = model.init(jax.random.key(0), x, train=False)
   run = lambda key, train: model.apply(
@@ -78,7 +85,7 @@ def test_dropout_is_deterministic_given_rng():
 
 def test_sau_init_inverts_resampling_of_smooth_spectra(enmap):
   r, p = enmap
-  lab = soil_like(spectra.lab_wavelengths())
+  lab = soil_like(resampling.lab_wavelengths())
   assert p.shape == (180, r.shape[0])
   np.testing.assert_allclose(p @ (r @ lab), lab, atol=5e-3)
   # The learned SAU equals the physics inverse at initialisation.
@@ -94,7 +101,7 @@ def test_sau_smoothness_fills_uncovered_lab_bands(enmap):
   # 1350 nm sits beside the water window that EnMAP's good bands skip: a
   # plain ridge would pull it to 0, the curvature penalty extrapolates.
   r, p = enmap
-  lab_wl = spectra.lab_wavelengths()
+  lab_wl = resampling.lab_wavelengths()
   lab = soil_like(lab_wl)
   i = int(np.flatnonzero(lab_wl == 1350.0)[0])
   assert abs((p @ (r @ lab))[i] - lab[i]) < 5e-3
@@ -106,23 +113,23 @@ def test_sau_rejects_bad_input(enmap):
     _shapes(sau.SpectralAdaptationUnit(p), jnp.ones((2, p.shape[1] + 1)))
   band = sensors.builtin('enmap')
   with pytest.raises(ValueError, match='ridge'):
-    sau.sau_init_matrix(spectra.lab_wavelengths(), band.good_wavelength,
-                        band.good_fwhm, ridge=0.0)
+    resampling.inverse_matrix(resampling.lab_wavelengths(),
+                              band.good_wavelength, band.good_fwhm, ridge=0.0)
 
 
 def test_second_difference_annihilates_lines_within_segments():
   wl = np.array([400.0, 410.0, 425.0, 430.0, 600.0, 610.0, 620.0])
-  d = sau.second_difference(wl)
+  d = resampling.second_difference(wl)
   # Rows touching the 430 -> 600 gap are dropped: 2 + 1 stencils remain.
   assert d.shape == (3, wl.size)
   np.testing.assert_allclose(d @ (3.0 * wl + 1.0), 0.0, atol=1e-9)
-  np.testing.assert_allclose(sau.second_difference(np.arange(5.0))[0],
+  np.testing.assert_allclose(resampling.second_difference(np.arange(5.0))[0],
                              [1.0, -2.0, 1.0, 0.0, 0.0])
 
 
 def test_student_outputs_and_discriminator(enmap):
   _, p = enmap
-  model = deepsalt.Student(init_matrix=p, **SMALL)
+  model = deepsalt.Student(init_matrix=p, **_parts())
   x = jnp.full((3, p.shape[1]), 0.3)
   params = model.init(jax.random.key(0), x, train=False)
   assert set(params['params']) == {'sau', 'encoder', 'head', 'discriminator'}
@@ -136,7 +143,7 @@ def test_student_outputs_and_discriminator(enmap):
 
 def test_student_without_sau_applies_fixed_physics(enmap):
   _, p = enmap
-  model = deepsalt.Student(init_matrix=p, learn_sau=False, **SMALL)
+  model = deepsalt.Student(init_matrix=p, learn_sau=False, **_parts())
   x = jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.4, (2, p.shape[1])),
                   jnp.float32)
   params = model.init(jax.random.key(0), x, train=False)
@@ -148,11 +155,11 @@ def test_student_without_sau_applies_fixed_physics(enmap):
 
 def test_student_module_is_hashable_and_clonable(enmap):
   _, p = enmap
-  model = deepsalt.Student(init_matrix=p, **SMALL)
-  same = deepsalt.Student(init_matrix=p.copy(), **SMALL)
+  model = deepsalt.Student(init_matrix=p, **_parts())
+  same = deepsalt.Student(init_matrix=p.copy(), **_parts())
   assert hash(model) == hash(same) and model == same
   assert model.clone() == model
-  assert model != deepsalt.Student(init_matrix=p * 2.0, **SMALL)
+  assert model != deepsalt.Student(init_matrix=p * 2.0, **_parts())
   x = jnp.ones((2, p.shape[1]))
   params = model.init(jax.random.key(0), x, train=False)
 
@@ -163,13 +170,13 @@ def test_student_module_is_hashable_and_clonable(enmap):
   np.testing.assert_allclose(predict(model, params, x),
                              predict(same, params, x))
   with pytest.raises(ValueError, match='init_matrix'):
-    deepsalt.Student(**SMALL)
+    deepsalt.Student(**_parts())
 
 
 def test_student_from_teacher_reproduces_teacher_on_sau_output(enmap):
   r, p = enmap
-  teacher = deepsalt.Teacher(**SMALL)
-  student = deepsalt.Student(init_matrix=p, **SMALL)
+  teacher = deepsalt.Teacher(**_parts())
+  student = deepsalt.Student(init_matrix=p, **_parts())
   lab = _lab_batch(4)
   satellite = jnp.asarray(lab @ r.T, jnp.float32)
   t_params = teacher.init(jax.random.key(0), lab, train=False)['params']
@@ -200,15 +207,15 @@ def test_init_student_from_teacher_rejects_mismatched_trees(enmap):
   _, p = enmap
   init = lambda model, n: jax.eval_shape(functools.partial(
       model.init, train=False), jax.random.key(0), jnp.ones((2, n)))
-  t_params = init(deepsalt.Teacher(features=8, num_blocks=1), 180)
-  s_params = init(deepsalt.Student(init_matrix=p, **SMALL), p.shape[1])
+  t_params = init(deepsalt.Teacher(**_parts(features=8)), 180)
+  s_params = init(deepsalt.Student(init_matrix=p, **_parts()), p.shape[1])
   with pytest.raises(ValueError, match='same encoder settings'):
     deepsalt.init_student_from_teacher(s_params['params'], t_params['params'])
 
 
 def test_sau_params_receive_gradients(enmap):
   r, p = enmap
-  student = deepsalt.Student(init_matrix=p, **SMALL)
+  student = deepsalt.Student(init_matrix=p, **_parts())
   lab = jnp.asarray(_lab_batch(4))
   satellite = lab @ jnp.asarray(r.T, jnp.float32) * 1.05  # A gain error.
   params = student.init(jax.random.key(0), satellite, train=False)['params']
@@ -231,8 +238,9 @@ def test_models_run_on_a_batch_sharded_explicit_mesh(enmap):
   mesh = jax.make_mesh((jax.device_count(),), ('data',))
   sharding = NamedSharding(mesh, P('data'))
   n = 2 * jax.device_count()
-  for model, width in ((deepsalt.Teacher(**SMALL), 180),
-                       (deepsalt.Student(init_matrix=p, **SMALL), p.shape[1])):
+  for model, width in (
+      (deepsalt.Teacher(**_parts()), 180),
+      (deepsalt.Student(init_matrix=p, **_parts()), p.shape[1])):
     x = np.full((n, width), 0.3, np.float32)
     params = model.init(jax.random.key(0), x, train=False)
     predict = jax.jit(lambda params, x: model.apply(params, x, train=False))

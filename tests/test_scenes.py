@@ -11,7 +11,8 @@ import rasterio
 import rasterio.warp
 
 from data_prep import scenes
-from deepsalt_jax import sensors
+from deepsalt_spectral import indices
+from deepsalt_spectral import sensors
 
 ENMAP_TILE = "enmap_potsdam/enmap_potsdam_tile_128_0.tif"
 GAMSBERG = "gamsberg/cubus_gamsberg_subset"
@@ -254,6 +255,15 @@ def test_envi_micrometres_and_missing_fwhm(tmp_path, caplog):
   np.testing.assert_allclose(scene.fwhm, np.gradient(scene.wavelength))
 
 
+def test_envi_units_that_contradict_the_values_are_named(tmp_path):
+  """A header that says Nanometers over micrometre values."""
+  cube, wavelength = _soil_cube()
+  header = _write_envi(tmp_path, cube, wavelength / 1000.0)
+  with pytest.raises(ValueError, match="units say 'Nanometers' but the "
+                     "wavelengths end at 2.4, which looks like micrometres"):
+    scenes.read_scene(header)
+
+
 def test_envi_percent_detected_with_warning(tmp_path, caplog):
   cube, wavelength = _soil_cube()
   header = _write_envi(tmp_path, cube * 100, wavelength)
@@ -413,19 +423,21 @@ def _mixed_scene():
 
 def test_soil_pixels_and_bare_soil_spectra():
   scene = _mixed_scene()
-  assert scenes.ndvi(scene)[1, 0] > 0.7
+  assert indices.ndvi(scene)[1, 0] > 0.7
   mask = scenes.soil_pixels(scene)
   assert mask[0].all() and not mask[1].any() and mask[3, :3].all()
   assert mask[2].all() and not mask[3, 3]  # Water passes NDVI alone.
-  mask = scenes.soil_pixels(scene, ndrbi_min=-0.2)
+  water = indices.MaskThresholds(ndrbi_min=-0.2)
+  mask = scenes.soil_pixels(scene, water)
   assert not mask[2].any() and mask.sum() == 7
-  spectra = scenes.bare_soil_spectra(scene, ndrbi_min=-0.2)
+  spectra = scenes.bare_soil_spectra(scene, thresholds=water)
   assert spectra.shape == (7, scene.good.size)
   np.testing.assert_array_equal(spectra[0], scene.reflectance[scene.good, 0, 0])
-  a = scenes.bare_soil_spectra(scene, max_pixels=3, seed=5, ndrbi_min=-0.2)
-  b = scenes.bare_soil_spectra(scene, max_pixels=3, seed=5, ndrbi_min=-0.2)
+  a = scenes.bare_soil_spectra(scene, max_pixels=3, seed=5, thresholds=water)
+  b = scenes.bare_soil_spectra(scene, max_pixels=3, seed=5, thresholds=water)
   assert a.shape == (3, scene.good.size) and np.array_equal(a, b)
-  assert scenes.bare_soil_spectra(scene, ndvi_max=-1.0).shape == (
+  assert scenes.bare_soil_spectra(
+      scene, thresholds=indices.MaskThresholds(ndvi_max=-1.0)).shape == (
       0, scene.good.size)
 
 
@@ -434,4 +446,4 @@ def test_enmap_bare_soil_spectra(reference_data):
   spectra = scenes.bare_soil_spectra(scene)
   mask = scenes.soil_pixels(scene)
   assert spectra.shape == (mask.sum(), 215) and 0 < mask.sum() < mask.size
-  assert np.all(scenes.ndvi(scene)[mask] <= 0.3)
+  assert np.all(indices.ndvi(scene)[mask] <= 0.3)

@@ -1,4 +1,4 @@
-"""Tests for deepsalt_jax.spectra: lab grid, SRF resampling, preprocessing."""
+"""deepsalt_spectral: lab grid, SRF resampling and its inverse, preprocessing."""
 import json
 import re
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from deepsalt_jax import sensors
-from deepsalt_jax import spectra
+from deepsalt_spectral import preprocessing
+from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors
 
 
 def _enmap_table(reference_data):
@@ -22,7 +23,7 @@ def _enmap_table(reference_data):
 
 
 def test_lab_wavelengths_grid():
-  grid = spectra.lab_wavelengths()
+  grid = resampling.lab_wavelengths()
   assert grid.shape == (180,)
   assert grid[0] == 400.0 and grid[-1] == 2450.0
   assert set(np.diff(grid)) == {10.0, 110.0, 170.0}
@@ -37,7 +38,7 @@ def test_lab_wavelengths_match_earthlib():
     header = f.read()
   values = re.search(r"wavelength\s*=\s*\{([^}]*)\}", header).group(1)
   micrometres = np.array([float(v) for v in values.split(",")])
-  np.testing.assert_allclose(spectra.lab_wavelengths(), micrometres * 1000,
+  np.testing.assert_allclose(resampling.lab_wavelengths(), micrometres * 1000,
                              atol=1e-9)
 
 
@@ -46,9 +47,9 @@ def test_lab_wavelengths_match_earthlib():
 
 def test_rows_sum_to_one_and_constant_is_preserved():
   enmap = sensors.builtin("enmap")
-  src = spectra.lab_wavelengths()
-  matrix = spectra.resampling_matrix(src, enmap.wavelength, enmap.fwhm)
-  coverage = spectra.band_coverage(src, enmap.wavelength, enmap.fwhm)
+  src = resampling.lab_wavelengths()
+  matrix = resampling.resampling_matrix(src, enmap.wavelength, enmap.fwhm)
+  coverage = resampling.band_coverage(src, enmap.wavelength, enmap.fwhm)
   assert matrix.shape == (224, 180)
   assert np.all(matrix >= 0)
   supported = coverage > 0
@@ -62,11 +63,11 @@ def test_rows_sum_to_one_and_constant_is_preserved():
 def test_linear_spectrum_gives_band_centre():
   # Linear interpolation keeps a line exact and a symmetric SRF averages it
   # to the value at the centre.
-  src = spectra.lab_wavelengths()
+  src = resampling.lab_wavelengths()
   centre = np.array([450.3, 1001.7, 1650.0, 2201.25])
   fwhm = np.array([6.5, 10.0, 12.0, 8.0])
-  matrix = spectra.resampling_matrix(src, centre, fwhm)
-  np.testing.assert_allclose(spectra.band_coverage(src, centre, fwhm), 1.0)
+  matrix = resampling.resampling_matrix(src, centre, fwhm)
+  np.testing.assert_allclose(resampling.band_coverage(src, centre, fwhm), 1.0)
   np.testing.assert_allclose(matrix @ (0.1 + 2e-4 * src), 0.1 + 2e-4 * centre,
                              rtol=1e-9)
 
@@ -76,8 +77,8 @@ def test_band_in_gap_has_no_coverage():
                         np.arange(1200.0, 1501.0, 10.0)])
   centre = np.array([800.0, 1100.0, 1000.0, 400.0])
   fwhm = np.full(4, 10.0)
-  coverage = spectra.band_coverage(src, centre, fwhm)
-  matrix = spectra.resampling_matrix(src, centre, fwhm)
+  coverage = resampling.band_coverage(src, centre, fwhm)
+  matrix = resampling.resampling_matrix(src, centre, fwhm)
   assert coverage[0] == pytest.approx(1.0)
   assert coverage[1] == 0.0
   np.testing.assert_array_equal(matrix[1], 0.0)
@@ -91,7 +92,8 @@ def test_band_in_gap_has_no_coverage():
 
 def test_real_enmap_bands_lose_the_lab_water_gaps(reference_data):
   centre, fwhm = _enmap_table(reference_data)
-  coverage = spectra.band_coverage(spectra.lab_wavelengths(), centre, fwhm)
+  coverage = resampling.band_coverage(resampling.lab_wavelengths(), centre,
+                                      fwhm)
   # 1390.84 nm lies mid-gap (lab grid jumps 1350 -> 1460).
   assert coverage[centre == 1390.84] == pytest.approx(0.0, abs=1e-12)
   assert coverage[centre == 1048.19] == pytest.approx(1.0)
@@ -109,7 +111,7 @@ def test_gaussian_rows_match_tabulated_enmap_srfs(reference_data):
     features = json.load(f)["features"]
   assert len(features) == centre.size
   src = np.arange(380.0, 2501.0)
-  matrix = spectra.resampling_matrix(src, centre, fwhm)
+  matrix = resampling.resampling_matrix(src, centre, fwhm)
   max_abs, l1 = [], []
   for row, feature in zip(matrix, features):
     profile = feature["properties"]["profiles"]
@@ -125,21 +127,21 @@ def test_gaussian_rows_match_tabulated_enmap_srfs(reference_data):
 
 def test_resampling_matrix_rejects_bad_input():
   with pytest.raises(ValueError, match="strictly increasing"):
-    spectra.resampling_matrix([400.0, 420.0, 410.0], [410.0], [10.0])
+    resampling.resampling_matrix([400.0, 420.0, 410.0], [410.0], [10.0])
   with pytest.raises(ValueError, match="positive"):
-    spectra.resampling_matrix([400.0, 410.0, 420.0], [410.0], [0.0])
+    resampling.resampling_matrix([400.0, 410.0, 420.0], [410.0], [0.0])
   with pytest.raises(ValueError, match="same length"):
-    spectra.resampling_matrix([400.0, 410.0, 420.0], [410.0, 415.0], [5.0])
+    resampling.resampling_matrix([400.0, 410.0, 420.0], [410.0, 415.0], [5.0])
 
 
 def test_resample_numpy_and_jax_agree():
   emit = sensors.builtin("emit")
-  src = spectra.lab_wavelengths()
-  matrix = spectra.resampling_matrix(src, emit.wavelength, emit.fwhm)
+  src = resampling.lab_wavelengths()
+  matrix = resampling.resampling_matrix(src, emit.wavelength, emit.fwhm)
   x = np.random.default_rng(0).uniform(0.05, 0.6, (2, 3, 180))
   x = x.astype(np.float32)
-  expected = spectra.resample(x, matrix)
-  got = jax.jit(spectra.resample)(jnp.asarray(x), matrix)
+  expected = resampling.resample(x, matrix)
+  got = jax.jit(resampling.resample)(jnp.asarray(x), matrix)
   assert isinstance(got, jax.Array) and got.shape == (2, 3, 285)
   assert expected.dtype == got.dtype == np.float32
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -153,8 +155,8 @@ def test_resample_numpy_and_jax_agree():
 def test_snv_known_answer_numpy_and_jax():
   x = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [10.0, 20.0, 30.0, 40.0, 50.0]])
   expected = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) / np.sqrt(2.5)
-  np.testing.assert_allclose(spectra.snv(x), [expected, expected])
-  np.testing.assert_allclose(spectra.snv(jnp.asarray(x, jnp.float32)),
+  np.testing.assert_allclose(preprocessing.snv(x), [expected, expected])
+  np.testing.assert_allclose(preprocessing.snv(jnp.asarray(x, jnp.float32)),
                              [expected, expected], rtol=1e-6)
 
 
@@ -162,14 +164,15 @@ def test_savgol_derivative_of_quadratic_is_exact():
   # A quadratic is fitted exactly, edges (mode 'interp') included.
   t = np.arange(30.0)
   x = 3.0 * t**2 - 2.0 * t + 1.0
-  np.testing.assert_allclose(spectra.savgol_derivative(x), 6.0 * t - 2.0,
+  np.testing.assert_allclose(preprocessing.savgol_derivative(x), 6.0 * t - 2.0,
                              atol=1e-9)
-  np.testing.assert_allclose(spectra.savgol_derivative(x, deriv=2), 6.0,
+  np.testing.assert_allclose(preprocessing.savgol_derivative(x, deriv=2), 6.0,
                              atol=1e-9)
   # delta converts per-band to per-nm derivatives on a 10 nm grid.
   wavelength = 400.0 + 10.0 * t
   np.testing.assert_allclose(
-      spectra.savgol_derivative(0.2 + 1e-3 * wavelength, delta=10.0), 1e-3)
+      preprocessing.savgol_derivative(0.2 + 1e-3 * wavelength, delta=10.0),
+      1e-3)
 
 
 @pytest.mark.parametrize("window,order,deriv", [(11, 2, 1), (7, 3, 2),
@@ -179,8 +182,8 @@ def test_savgol_jax_matches_scipy(window, order, deriv):
   expected = scipy.signal.savgol_filter(x, window, order, deriv=deriv,
                                         axis=-1)
   np.testing.assert_allclose(
-      spectra.savgol_derivative(x, window, order, deriv), expected)
-  fn = jax.jit(spectra.savgol_derivative, static_argnums=(1, 2, 3))
+      preprocessing.savgol_derivative(x, window, order, deriv), expected)
+  fn = jax.jit(preprocessing.savgol_derivative, static_argnums=(1, 2, 3))
   got = fn(jnp.asarray(x, jnp.float32), window, order, deriv)
   assert got.shape == x.shape
   np.testing.assert_allclose(got, expected, atol=2e-5)
@@ -188,16 +191,17 @@ def test_savgol_jax_matches_scipy(window, order, deriv):
 
 def test_savgol_rejects_bad_windows():
   with pytest.raises(ValueError, match="odd window"):
-    spectra.savgol_derivative(np.zeros(20), window=10)
+    preprocessing.savgol_derivative(np.zeros(20), window=10)
   with pytest.raises(ValueError, match="fewer than the window"):
-    spectra.savgol_derivative(np.zeros(8), window=11)
+    preprocessing.savgol_derivative(np.zeros(8), window=11)
 
 
 def test_continuum_removal_of_convex_spectrum_is_one():
   wavelength = np.linspace(400.0, 2400.0, 101)
   # Concave down everywhere: the spectrum is its own upper hull.
   x = 0.6 - 1e-7 * (wavelength - 1300.0)**2
-  np.testing.assert_allclose(spectra.continuum_removal(x, wavelength), 1.0)
+  np.testing.assert_allclose(
+      preprocessing.continuum_removal(x, wavelength), 1.0)
 
 
 def test_continuum_removal_triangle_dip_depth():
@@ -205,7 +209,7 @@ def test_continuum_removal_triangle_dip_depth():
   continuum = 0.2 + 5e-4 * (wavelength - 2000.0)  # sloped line
   dip = np.clip(1.0 - np.abs(wavelength - 2200.0) / 50.0, 0.0, None)
   x = continuum * (1.0 - 0.4 * dip)
-  cr = spectra.continuum_removal(np.stack([x, continuum]), wavelength)
+  cr = preprocessing.continuum_removal(np.stack([x, continuum]), wavelength)
   np.testing.assert_allclose(cr[0], 1.0 - 0.4 * dip, atol=1e-12)
   assert 1.0 - cr[0].min() == pytest.approx(0.4)
   np.testing.assert_allclose(cr[1], 1.0)
@@ -213,6 +217,6 @@ def test_continuum_removal_triangle_dip_depth():
 
 def test_continuum_removal_rejects_non_positive():
   with pytest.raises(ValueError, match="positive"):
-    spectra.continuum_removal([0.2, 0.0, 0.3], [400.0, 410.0, 420.0])
+    preprocessing.continuum_removal([0.2, 0.0, 0.3], [400.0, 410.0, 420.0])
   with pytest.raises(ValueError, match="bands"):
-    spectra.continuum_removal([0.2, 0.3], [400.0, 410.0, 420.0])
+    preprocessing.continuum_removal([0.2, 0.3], [400.0, 410.0, 420.0])

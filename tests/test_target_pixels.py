@@ -1,13 +1,15 @@
 """Real EnMAP soil pixels as the unlabelled domain (target=potsdam)."""
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from data_prep import datasets
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import sensors
 from deepsalt_jax import train
+from deepsalt_spectral import sensors
 
 
+@pytest.mark.slow
 def test_potsdam_pixels_feed_the_unlabelled_stream(reference_data,
                                                    prepared_data_dir,
                                                    tmp_path):

@@ -1,22 +1,24 @@
 """The training loop end to end on the tiny configs (CPU)."""
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config
+from data_prep import roles
+from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import losses
+from deepsalt_jax import metrics
+from deepsalt_jax import reporting
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
 from deepsalt_jax import train
-
-
-def _leaves_equal(a, b) -> bool:
-  return all(np.array_equal(x, y) for x, y in
-             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
@@ -35,12 +37,109 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["models"]["teacher"]["overall"]["n"] == len(
       results["teacher"]["target"])
+  assert saved["setting"].startswith("transductive")
 
 
-def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
-  """train -> SIGTERM mid-run -> resume -> same params; eval restores them."""
+@pytest.mark.slow
+def test_training_learns(prepared_data_dir, tmp_path):
+  """Loss falls and the student beats predicting the labelled mean.
+
+  A zero learning rate or a flipped gradient sign fails this test.
+  """
+  config = tiny_config("distill", prepared_data_dir, "compare=none")
+  for c in (config, config.teacher):
+    c.train.update(steps=150, log_every=25, warmup_steps=10,
+                   checkpoint_every=150)
+  results = train.train_and_evaluate(config, tmp_path)
+  # Means over 25 steps; the student starts from the trained teacher, so
+  # its loss has less to fall.
+  for stage, factor in (("teacher", 0.6), ("student", 0.85)):
+    logged = [json.loads(l) for l in (tmp_path / stage / "metrics.jsonl")
+              .read_text().splitlines()]
+    assert logged[-1]["regression"] < factor * logged[0]["regression"], stage
+  data = input_pipeline.load_data(config.data)
+  labelled = ~data.test & (data.role == roles.LABELLED)
+  target = results["student"]["target"]
+  mean_rmse = metrics.regression_metrics(
+      target, np.full_like(target, data.target[labelled].mean()))["rmse"]
+  assert results["student"]["overall"]["rmse"] < 0.9 * mean_rmse
+
+
+def _poisoned(config):
+  """The data with held-out targets and lab spectra (and, inductive, their
+  pixels) set to NaN."""
+  data = input_pipeline.load_data(config.data)
+  poisoned = {"target": data.target.copy(), "lab": data.lab.copy(),
+              "satellite": data.satellite.copy()}
+  poisoned["target"][data.test] = np.nan
+  poisoned["lab"][data.test] = np.nan
+  if not config.data.transductive:
+    poisoned["satellite"][data.test] = np.nan
+  return dataclasses.replace(data, **poisoned)
+
+
+@pytest.mark.parametrize("transductive", [True, False])
+def test_held_out_labels_and_lab_spectra_never_enter_any_stream(
+    prepared_data_dir, transductive):
+  """Every batch of every stage's streams is finite on the poisoned data."""
   config = tiny_config("distill", prepared_data_dir)
-  config.model.dropout = config.teacher.model.dropout = 0.0
+  config.data.transductive = transductive
+  data = _poisoned(config)
+  plan = stages.plan(config)
+  for stage in plan.stages:
+    streams = stage.streams(data)
+    for step in range(stage.config.train.steps):
+      for name, stream in streams.items():
+        for values in stream[step].values():
+          assert np.isfinite(values).all(), (stage.name, name)
+  unlabelled = plan.students[0].streams(data)["unlabelled"]
+  expected = (~data.test & (data.role == roles.UNLABELLED)).sum() + (
+      data.test.sum() if transductive else 0)
+  assert len(unlabelled.arrays["satellite"]) == expected
+
+
+@pytest.mark.slow
+def test_training_on_poisoned_held_out_samples_stays_finite(prepared_data_dir,
+                                                           tmp_path):
+  """Inductive: no loss term of teacher or student ever sees a NaN."""
+  config = tiny_config("distill", prepared_data_dir, "compare=none")
+  config.data.transductive = False
+  data = _poisoned(config)
+  plan = stages.plan(config)
+  mesh = sharding.make_mesh()
+  teacher_params = train.train_stage(plan.teacher, data, None, None, tmp_path,
+                                     mesh)
+  train.train_stage(plan.students[0], data, plan.teacher, teacher_params,
+                    tmp_path, mesh)
+
+
+def test_non_finite_term_is_named(prepared_data_dir, tmp_path, monkeypatch):
+  """A NaN term is reported by its name, not as the total 'loss'."""
+  config = tiny_config("teacher", prepared_data_dir)
+  monkeypatch.setattr(losses, "regression_loss",
+                      lambda pred, target, kind: pred.sum() * np.nan)
+  with pytest.raises(FloatingPointError,
+                     match="'regression' is not finite at step 1"):
+    train.train_and_evaluate(config, tmp_path)
+
+
+def test_first_non_finite_names_terms_before_their_sum():
+  history = [(1, {"loss": 1.0, "alignment": 0.5}),
+             (2, {"loss": np.nan, "alignment": 0.5, "reconstruction": np.inf}),
+             (3, {"loss": np.nan, "regression": np.nan})]
+  assert reporting.first_non_finite(history) == (2, "reconstruction")
+  assert reporting.first_non_finite(history[:1]) is None
+
+
+@pytest.mark.slow
+def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
+  """train -> SIGTERM mid-run -> resume -> same params; eval restores them.
+
+  With the default dropout: each step's dropout masks come from the step
+  number, so a resumed run draws what an uninterrupted one does.
+  """
+  config = tiny_config("distill", prepared_data_dir)
+  assert config.model.encoder.dropout > 0
   full = train.train_and_evaluate(config, tmp_path / "full")
   assert set(full) == {"teacher", "teacher (resampled)", "student", "plain"}
   terms = json.loads((tmp_path / "full" / "student" / "metrics.jsonl")
@@ -51,10 +150,10 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   # Interrupt the student at step 4 with SIGTERM, as a preemption would.
   batch_fn = input_pipeline.global_batch
 
-  def preempting(streams, step, sharding):
+  def preempting(streams, step, mesh):
     if step == 3 and "paired" in streams:
       os.kill(os.getpid(), signal.SIGTERM)
-    return batch_fn(streams, step, sharding)
+    return batch_fn(streams, step, mesh)
 
   monkeypatch.setattr(input_pipeline, "global_batch", preempting)
   with pytest.raises(train.Preempted, match="saved step 4"):
@@ -64,20 +163,19 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   for name in full:
     np.testing.assert_array_equal(full[name]["pred"], resumed[name]["pred"])
 
-  evaluated = train.evaluate_checkpoints(config, tmp_path / "resumed")
+  evaluated = evaluate.evaluate_checkpoints(config, tmp_path / "resumed")
   for name in full:
     np.testing.assert_allclose(full[name]["pred"], evaluated[name]["pred"],
                                rtol=1e-6)
+  saved = json.loads((tmp_path / "resumed" / "eval-6.json").read_text())
+  assert saved["checkpoint_steps"] == {"teacher": 6, "student": 6,
+                                       "plain": 6}
+  # Evaluation writes its own files; the training run's results stay.
+  assert (tmp_path / "resumed" / "results.md").read_text() == (
+      tmp_path / "full" / "results.md").read_text()
 
 
-def test_non_finite_loss_stops_naming_step_and_term(prepared_data_dir,
-                                                    tmp_path):
-  config = tiny_config("teacher", prepared_data_dir)
-  config.train.learning_rate = float("nan")
-  with pytest.raises(FloatingPointError, match="'loss' is not finite at step"):
-    train.train_and_evaluate(config, tmp_path)
-
-
+@pytest.mark.slow
 def test_sharded_step_equals_single_device_step(prepared_data_dir):
   """Student steps on 8 fake CPU devices == the same steps on 1 device."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
@@ -89,8 +187,12 @@ def test_sharded_step_equals_single_device_step(prepared_data_dir):
   assert out.returncode == 0, out.stderr[-3000:]
   diffs = json.loads(out.stdout.strip().splitlines()[-1])
   assert diffs["devices"] == 8
-  for case in ("mmd", "coral", "adversarial", "mmd_only"):
-    # Relative; MMD's V-statistic cancels (k_ss + k_tt - 2 k_st), so float32
-    # summation order shows at ~1e-4 there, ~1e-7 elsewhere.
-    assert diffs[case]["loss"] < 1e-3, diffs
-    assert diffs[case]["update"] < 1e-3, diffs
+  # Relative; float32 summation order differs between 8 partial sums and
+  # one. MMD's V-statistic cancels (k_ss + k_tt - 2 k_st), which amplifies
+  # that to ~2e-5 (measured); elsewhere it stays at ~2e-7.
+  for case in ("coral", "adversarial", "no_align"):
+    assert diffs[case]["loss"] < 2e-6, diffs
+    assert diffs[case]["update"] < 2e-6, diffs
+  for case in ("mmd", "mmd_only"):
+    assert diffs[case]["loss"] < 1e-4, diffs
+    assert diffs[case]["update"] < 1e-4, diffs

@@ -8,8 +8,8 @@ from data_prep.libraries.builders import CsvLibraryConfig
 from data_prep.libraries.builders import LucasTopsoil
 from data_prep.libraries.builders import OsslVisnir
 from data_prep.libraries.tables import EC_UNITS
-from data_prep.libraries.tables import LAB_FWHM_NM
 from data_prep.libraries.tables import lab_examples
+from data_prep.libraries.tables import LAB_FWHM_NM
 from data_prep.libraries.tables import read_spectral_table
 from data_prep.libraries.tables import read_targets
 from data_prep.libraries.tables import SpectralTable

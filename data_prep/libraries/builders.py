@@ -2,7 +2,8 @@
 
 Each builder reads its files from TFDS `manual_dir` and writes array_record
 records {'lab', 'target', 'sample_id', 'region', 'lat', 'lon'}: 'lab' is
-reflectance (fraction) on `deepsalt_jax.spectra.lab_wavelengths()`, resampled
+reflectance (fraction) on the lab grid
+(`deepsalt_spectral.resampling.lab_wavelengths()`), resampled
 from the library's own grid; 'target' is EC in dS/m.
 
 - `LucasTopsoil`: LUCAS topsoil spectra (absorbance, one column per
@@ -24,7 +25,8 @@ import tensorflow_datasets as tfds
 
 from data_prep import array_record_builder
 from data_prep.libraries import tables
-from deepsalt_jax import spectra
+from deepsalt_spectral import errors
+from deepsalt_spectral import resampling
 
 def _find(manual_dir: pathlib.Path, pattern: str, what: str,
           many: bool = False):
@@ -33,11 +35,11 @@ def _find(manual_dir: pathlib.Path, pattern: str, what: str,
   hits = sorted(p for p in manual_dir.rglob("*")
                 if p.is_file() and regex.search(p.name))
   if not hits:
-    raise ValueError(f"No {what} in {manual_dir} (file names matching "
-                     f"{pattern!r}); see MANUAL_DOWNLOAD_INSTRUCTIONS.")
+    raise errors.UserError(f"No {what} in {manual_dir} (file names matching "
+                           f"{pattern!r}); see MANUAL_DOWNLOAD_INSTRUCTIONS.")
   if not many and len(hits) > 1:
-    raise ValueError(f"Several {what} files in {manual_dir}: "
-                     f"{[p.name for p in hits]}; keep one.")
+    raise errors.UserError(f"Several {what} files in {manual_dir}: "
+                           f"{[p.name for p in hits]}; keep one.")
   return hits if many else hits[0]
 
 
@@ -50,7 +52,7 @@ class _LabLibrary(array_record_builder.ArrayRecordBuilder, abc.ABC):
         builder=self, description=self.__doc__,
         features=tfds.features.FeaturesDict({
             "lab": tfds.features.Tensor(
-                shape=(spectra.lab_wavelengths().size,), dtype=np.float32),
+                shape=(resampling.lab_wavelengths().size,), dtype=np.float32),
             "target": tfds.features.Scalar(dtype=np.float32,
                                            doc="EC in dS/m"),
             "sample_id": tfds.features.Text(),
@@ -177,8 +179,9 @@ class CsvLibrary(_LabLibrary):
     targets_path = manual_dir / (config.targets_file or config.spectra_file)
     for path in {spectra_path, targets_path}:
       if not path.is_file():
-        raise ValueError(f"{path} not found; put it into manual_dir or fix "
-                         "CsvLibraryConfig.")
+        raise errors.UserError(
+            f"{path} not found; put it into manual_dir or fix "
+            "CsvLibraryConfig.")
     table = tables.read_spectral_table(
         spectra_path, id_column=config.id_column, quantity=config.quantity,
         wavelength_pattern=config.wavelength_pattern,

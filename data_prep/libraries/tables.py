@@ -3,7 +3,8 @@
 `read_spectral_table` reads spectra stored one column per wavelength,
 `read_targets` reads EC with region and coordinates, and `lab_examples` joins
 them on sample id and resamples the spectra to the lab grid
-(`deepsalt_jax.spectra.lab_wavelengths()`) with `sources.to_lab_grid`, as the
+(`deepsalt_spectral.resampling.lab_wavelengths()`) with
+`sources.to_lab_grid`, as the
 shipped benchmark does.
 """
 import csv
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from data_prep import sources
-from deepsalt_jax import spectra
+from deepsalt_spectral import errors
+from deepsalt_spectral import resampling
 
 PathLike = Union[str, pathlib.Path]
 Columns = Union[str, Sequence[str]]
@@ -30,8 +32,8 @@ LAB_FWHM_NM = 10.0
 # SRFs reach 3 FWHM; 2 FWHM keeps >99.9 % of their mass).
 _MARGIN_NM = 2 * LAB_FWHM_NM
 # Library columns read: the lab grid plus the margin.
-LAB_READ_RANGE_NM = (float(spectra.lab_wavelengths()[0]) - _MARGIN_NM,
-                     float(spectra.lab_wavelengths()[-1]) + _MARGIN_NM)
+LAB_READ_RANGE_NM = (float(resampling.lab_wavelengths()[0]) - _MARGIN_NM,
+                     float(resampling.lab_wavelengths()[-1]) + _MARGIN_NM)
 # A lab band needs this share of its SRF inside the library's range.
 _MIN_COVERAGE = 0.45
 # Median reflectance above this is percent.
@@ -71,8 +73,8 @@ def _pick(columns: Sequence[str], wanted: Columns, what: str,
   if not required:
     return None
   shown = ", ".join(list(columns)[:30]) + (" ..." if len(columns) > 30 else "")
-  raise ValueError(f"{path}: no {what} column; expected one of {wanted}, "
-                   f"found: {shown}. Rename the column or configure it.")
+  raise errors.UserError(f"{path}: no {what} column; expected one of {wanted}, "
+                         f"found: {shown}. Rename the column or configure it.")
 
 
 def _wavelength_columns(header, pattern: str, path, wavelength_range):
@@ -80,7 +82,7 @@ def _wavelength_columns(header, pattern: str, path, wavelength_range):
   regex = re.compile(pattern)
   found = [(c, float(m.group(1))) for c in header if (m := regex.match(c))]
   if not found:
-    raise ValueError(
+    raise errors.UserError(
         f"{path}: no wavelength columns match {pattern!r}; found columns "
         f"{header[:20]}. Name them by wavelength in nm (e.g. '400', "
         "'400.5') or set the wavelength pattern.")
@@ -88,13 +90,15 @@ def _wavelength_columns(header, pattern: str, path, wavelength_range):
   nm = np.array(nm)
   duplicated = sorted({w for w in nm.tolist() if np.sum(nm == w) > 1})
   if duplicated:
-    raise ValueError(f"{path}: duplicated wavelength columns {duplicated[:10]}"
-                     " nm; keep one column per wavelength.")
+    raise errors.UserError(
+        f"{path}: duplicated wavelength columns {duplicated[:10]}"
+        " nm; keep one column per wavelength.")
   if np.any(np.diff(nm) <= 0):
     i = int(np.argmax(np.diff(nm) <= 0))
-    raise ValueError(f"{path}: wavelength columns are not sorted ('{names[i]}'"
-                     f" comes before '{names[i + 1]}'); write them in "
-                     "increasing wavelength order.")
+    raise errors.UserError(
+        f"{path}: wavelength columns are not sorted ('{names[i]}'"
+        f" comes before '{names[i + 1]}'); write them in "
+        "increasing wavelength order.")
   keep = np.ones(nm.size, bool)
   if wavelength_range is not None:
     keep = (nm >= wavelength_range[0]) & (nm <= wavelength_range[1])
@@ -123,12 +127,13 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
     as stored (absorbance before conversion, as OSSL does for LUCAS).
   """
   if quantity not in ("reflectance", "absorbance"):
-    raise ValueError(f"quantity must be 'reflectance' or 'absorbance', got "
-                     f"{quantity!r}.")
+    raise errors.UserError(
+        f"quantity must be 'reflectance' or 'absorbance', got "
+        f"{quantity!r}.")
   paths = [pathlib.Path(paths)] if isinstance(paths, (str, pathlib.Path)) else [
       pathlib.Path(p) for p in paths]
   if not paths:
-    raise ValueError("No spectra files given.")
+    raise errors.UserError("No spectra files given.")
   frames, wavelength = [], None
   for path in paths:
     header = _raw_header(path)
@@ -136,7 +141,8 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
     names, nm = _wavelength_columns(header, wavelength_pattern, path,
                                     wavelength_range)
     if wavelength is not None and not np.array_equal(nm, wavelength):
-      raise ValueError(f"{path}: wavelength columns differ from {paths[0]}.")
+      raise errors.UserError(
+          f"{path}: wavelength columns differ from {paths[0]}.")
     wavelength = nm
     frame = pd.read_csv(path, usecols=[id_name, *names],
                         dtype={id_name: str})
@@ -151,7 +157,7 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
                     "values.", where, int(missing.sum()), len(table))
     table = table[~missing]
   if table.empty:
-    raise ValueError(f"{where}: no complete spectrum left.")
+    raise errors.UserError(f"{where}: no complete spectrum left.")
   if table.index.duplicated().any():
     logging.info("%s: averaged %d replicate spectra of the same id.", where,
                  int(table.index.duplicated().sum()))
@@ -160,16 +166,17 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
   median = float(np.median(values))
   if quantity == "absorbance":
     if median > _MAX_ABSORBANCE_MEDIAN:
-      raise ValueError(f"{where}: median {median:.4g} is not absorbance "
-                       "log10(1/R); use quantity='reflectance'.")
+      raise errors.UserError(f"{where}: median {median:.4g} is not absorbance "
+                             "log10(1/R); use quantity='reflectance'.")
     values = 10.0 ** -values
   elif median > _PERCENT_MEDIAN:
     logging.warning("%s: median reflectance %.4g looks like percent; "
                     "dividing by 100.", where, median)
     values = values / 100.0
   if np.median(values) <= 0 or np.median(values) > _PERCENT_MEDIAN:
-    raise ValueError(f"{where}: median reflectance {np.median(values):.4g} is "
-                     "not a fraction; check the quantity and units.")
+    raise errors.UserError(
+        f"{where}: median reflectance {np.median(values):.4g} is "
+        "not a fraction; check the quantity and units.")
   return SpectralTable(ids=table.index.to_numpy(str), wavelength=wavelength,
                        spectra=values.astype(np.float32))
 
@@ -184,8 +191,8 @@ def read_targets(path: PathLike, *, id_column: Columns, target_column: Columns,
   (NaN where unknown). Rows without EC are dropped with a warning.
   """
   if target_units not in EC_UNITS:
-    raise ValueError(f"Unknown EC units {target_units!r}; use one of "
-                     f"{sorted(EC_UNITS)}.")
+    raise errors.UserError(f"Unknown EC units {target_units!r}; use one of "
+                           f"{sorted(EC_UNITS)}.")
   path = pathlib.Path(path)
   header = _raw_header(path)
   id_name = _pick(header, id_column, "sample id", path)
@@ -213,12 +220,13 @@ def read_targets(path: PathLike, *, id_column: Columns, target_column: Columns,
                     path.name, int(out.index.duplicated().sum()))
     out = out[~out.index.duplicated()]
   if out.empty:
-    raise ValueError(f"{path}: no row with a numeric {target_name}.")
+    raise errors.UserError(f"{path}: no row with a numeric {target_name}.")
   if (out["target"] < 0).any():
-    raise ValueError(f"{path}: {int((out['target'] < 0).sum())} negative EC "
-                     f"values in {target_name}; EC cannot be negative.")
+    raise errors.UserError(
+        f"{path}: {int((out['target'] < 0).sum())} negative EC "
+        f"values in {target_name}; EC cannot be negative.")
   if out["target"].median() > _MAX_EC_MEDIAN:
-    raise ValueError(
+    raise errors.UserError(
         f"{path}: median EC {out['target'].median():.4g} dS/m after reading "
         f"{target_name} as {target_units} is not a soil EC; set the right "
         f"units ({sorted(EC_UNITS)}).")
@@ -228,18 +236,18 @@ def read_targets(path: PathLike, *, id_column: Columns, target_column: Columns,
 def lab_examples(table: SpectralTable,
                  targets: pd.DataFrame) -> Iterator[tuple[str, dict]]:
   """Joins spectra and targets on id; yields (key, record) on the lab grid."""
-  lab = spectra.lab_wavelengths()
+  lab = resampling.lab_wavelengths()
   fwhm = np.full(lab.size, LAB_FWHM_NM)
-  coverage = spectra.band_coverage(table.wavelength, lab, fwhm)
+  coverage = resampling.band_coverage(table.wavelength, lab, fwhm)
   if np.any(coverage < _MIN_COVERAGE):
-    raise ValueError(
+    raise errors.UserError(
         f"The library covers {table.wavelength[0]}-{table.wavelength[-1]} nm "
         f"but the lab grid needs {lab[0]}-{lab[-1]} nm; lab bands "
         f"{lab[coverage < _MIN_COVERAGE][:10]} nm are not covered.")
   ids = pd.Index(table.ids)
   common = ids.intersection(targets.index)
   if common.empty:
-    raise ValueError(
+    raise errors.UserError(
         f"No sample id is shared by the spectra ({table.ids[:3].tolist()}, "
         f"...) and the targets ({targets.index[:3].tolist()}, ...); check "
         "the id columns.")

@@ -8,11 +8,8 @@ from data_prep.scenes.envi import read_envi
 from data_prep.scenes.geotiff import read_geotiff
 from data_prep.scenes.hdf5 import read_emit
 from data_prep.scenes.hdf5 import read_prisma
-from data_prep.scenes.pixels import band_index
 from data_prep.scenes.pixels import bare_soil_spectra
 from data_prep.scenes.pixels import extract_pixels
-from data_prep.scenes.pixels import ndrbi
-from data_prep.scenes.pixels import ndvi
 from data_prep.scenes.pixels import soil_pixels
 from data_prep.scenes.read import read_scene
 from data_prep.scenes.scene import Scene

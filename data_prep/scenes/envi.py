@@ -8,6 +8,7 @@ import affine
 import numpy as np
 
 from data_prep.scenes import scene as scene_lib
+from deepsalt_spectral import errors
 
 PathLike = Union[str, pathlib.Path]
 
@@ -28,8 +29,8 @@ def parse_header(path: PathLike) -> dict[str, Union[str, list[str]]]:
   """Parses an ENVI header: lower-case keys; `{a, b}` values become lists."""
   text = pathlib.Path(path).read_text(errors="replace")
   if not text.lstrip().startswith("ENVI"):
-    raise ValueError(f"{path} is not an ENVI header (first line must be "
-                     "'ENVI').")
+    raise errors.UserError(f"{path} is not an ENVI header (first line must be "
+                           "'ENVI').")
   header = {}
   for match in re.finditer(r"^\s*([^=\n{}]+?)\s*=\s*(\{[^}]*\}|[^\n]*)", text,
                            flags=re.MULTILINE):
@@ -55,18 +56,18 @@ def _paths(path: PathLike) -> tuple[pathlib.Path, pathlib.Path]:
                   path.with_suffix(".hdr"))
     candidates = [path]
   if not header.is_file():
-    raise ValueError(f"No ENVI header for {path}: expected {header}.")
+    raise errors.UserError(f"No ENVI header for {path}: expected {header}.")
   data = next((c for c in candidates if c.is_file()), None)
   if data is None:
-    raise ValueError(f"No ENVI data file for header {header}; looked for "
-                     f"{', '.join(c.name for c in candidates)}.")
+    raise errors.UserError(f"No ENVI data file for header {header}; looked for "
+                           f"{', '.join(c.name for c in candidates)}.")
   return header, data
 
 
 def _number(header, key, default=None, cast=float):
   if key not in header:
     if default is None:
-      raise ValueError(f"ENVI header lacks the required key '{key}'.")
+      raise errors.UserError(f"ENVI header lacks the required key '{key}'.")
     return default
   return cast(header[key])
 
@@ -82,20 +83,20 @@ def _band_table(header, n_bands: int, name: str):
       raw = np.array([float(m.group(1)) for m in found])
       logging.info("%s: band wavelengths parsed from the band names.", name)
   if raw is None:
-    raise ValueError(
+    raise errors.UserError(
         f"{name}: the header has no 'wavelength' key and its band names "
         "carry no wavelengths; add 'wavelength = {...}' (nm) to the header.")
   if raw.size != n_bands:
-    raise ValueError(f"{name}: header lists {raw.size} wavelengths for "
-                     f"{n_bands} bands.")
+    raise errors.UserError(f"{name}: header lists {raw.size} wavelengths for "
+                           f"{n_bands} bands.")
   factor = scene_lib.nm_per_unit(raw, header.get("wavelength units"), name)
   wavelength = raw * factor
   if "fwhm" not in header:
     return wavelength, scene_lib.fwhm_from_spacing(wavelength, name)
   fwhm = np.array(header["fwhm"], dtype=np.float64)
   if fwhm.size != n_bands:
-    raise ValueError(f"{name}: header lists {fwhm.size} FWHM values for "
-                     f"{n_bands} bands.")
+    raise errors.UserError(f"{name}: header lists {fwhm.size} FWHM values for "
+                           f"{n_bands} bands.")
   return wavelength, fwhm * factor  # FWHM shares the wavelength units.
 
 
@@ -149,26 +150,28 @@ def read_envi(path: PathLike, scale: Optional[float] = None,
   header = parse_header(header_path)
   name = data_path.stem if data_path.suffix else data_path.name
   if "spectral library" in str(header.get("file type", "")).lower():
-    raise ValueError(f"{header_path} is an ENVI spectral library, not an "
-                     "image; read library spectra with data_prep.libraries.")
+    raise errors.UserError(
+        f"{header_path} is an ENVI spectral library, not an "
+        "image; read library spectra with data_prep.libraries.")
   lines = _number(header, "lines", cast=int)
   samples = _number(header, "samples", cast=int)
   n_bands = _number(header, "bands", cast=int)
   code = _number(header, "data type", cast=int)
   if code not in _DTYPES:
-    raise ValueError(f"{header_path}: ENVI data type {code} is not supported "
-                     f"(supported: {sorted(_DTYPES)}).")
+    raise errors.UserError(
+        f"{header_path}: ENVI data type {code} is not supported "
+        f"(supported: {sorted(_DTYPES)}).")
   order = ">" if _number(header, "byte order", 0, int) == 1 else "<"
   interleave = str(header.get("interleave", "bsq")).lower()
   if interleave not in _LAYOUT:
-    raise ValueError(f"{header_path}: unknown interleave {interleave!r} "
-                     "(expected bsq, bil or bip).")
+    raise errors.UserError(f"{header_path}: unknown interleave {interleave!r} "
+                           "(expected bsq, bil or bip).")
   offset = _number(header, "header offset", 0, int)
   dtype = np.dtype(order + _DTYPES[code])
   count = lines * samples * n_bands
   available = (data_path.stat().st_size - offset) // dtype.itemsize
   if available < count:
-    raise ValueError(
+    raise errors.UserError(
         f"{data_path} holds {available} values after the {offset}-byte "
         f"offset but the header describes {lines} x {samples} x {n_bands} = "
         f"{count} ({dtype}); header and data do not match.")
@@ -189,8 +192,9 @@ def read_envi(path: PathLike, scale: Optional[float] = None,
   if scale is None and "reflectance scale factor" in header:
     factor = float(header["reflectance scale factor"])
     if factor <= 0:
-      raise ValueError(f"{header_path}: reflectance scale factor {factor} "
-                       "must be positive.")
+      raise errors.UserError(
+          f"{header_path}: reflectance scale factor {factor} "
+          "must be positive.")
     scale = 1.0 / factor
   crs, transform = _georeference(header, name)
   return scene_lib.from_raw(raw, wavelength, fwhm, name=name, fill=fill,

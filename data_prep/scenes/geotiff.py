@@ -7,14 +7,38 @@ from xml.etree import ElementTree
 import affine
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.windows
 
 from data_prep.scenes import scene as scene_lib
+from deepsalt_spectral import errors
 
 PathLike = Union[str, pathlib.Path]
 
 # "band 1 (418.24 Nanometers)": the wavelength GDAL writes into descriptions.
 _DESCRIPTION = re.compile(r"\(\s*([-+]?\d+(?:\.\d*)?)\s*([A-Za-zµ]*)\s*\)\s*$")
+
+
+def _open(path: pathlib.Path):
+  """rasterio.open, with a clear error for a missing or unreadable file."""
+  if not path.is_file():
+    raise errors.UserError(f"Scene file {path} does not exist.")
+  try:
+    return rasterio.open(path)
+  except rasterio.errors.RasterioIOError as e:
+    raise errors.UserError(
+        f"{path} is not a readable GeoTIFF ({e}); check the file (was the "
+        "download complete?).") from e
+
+
+def _read(ds, path: pathlib.Path, *args, **kwargs) -> np.ndarray:
+  """ds.read, with a clear error for a truncated or damaged file."""
+  try:
+    return ds.read(*args, **kwargs)
+  except rasterio.errors.RasterioIOError as e:
+    raise errors.UserError(
+        f"{path}: reading the pixels failed ({e}); the file is truncated or "
+        "damaged: download it again.") from e
 
 
 def _band_tags(ds) -> list[dict[str, str]]:
@@ -39,8 +63,9 @@ def _xml_band_table(xml: pathlib.Path, n: int, name: str):
       ".//bandCharacterisation/bandID")
   bands = sorted(bands, key=lambda b: int(b.get("number", 0)))
   if len(bands) != n:
-    raise ValueError(f"{name}: {xml.name} describes {len(bands)} bands, the "
-                     f"image has {n}.")
+    raise errors.UserError(
+        f"{name}: {xml.name} describes {len(bands)} bands, the "
+        f"image has {n}.")
   def column(tag):
     return np.array([float(b.findtext(tag)) for b in bands])
   return column("wavelengthCenterOfBand"), column("FWHMOfBand")
@@ -67,7 +92,7 @@ def _band_table(ds, path: pathlib.Path):
   elif (xml := _metadata_xml(path)) is not None:
     (wavelength, fwhm), bad = _xml_band_table(xml, ds.count, name), None
   else:
-    raise ValueError(
+    raise errors.UserError(
         f"{name}: no per-band 'wavelength' metadata (GDAL band tags), no "
         "wavelengths in the band descriptions and no EnMAP METADATA.XML "
         "beside the file. Add the tags (e.g. gdal_edit.py -mo "
@@ -101,9 +126,9 @@ def read_geotiff(path: PathLike, scale: Optional[float] = None,
   """
   path = pathlib.Path(path)
   name = path.stem
-  with rasterio.open(path) as ds:
+  with _open(path) as ds:
     wavelength, fwhm, bad = _band_table(ds, path)
-    raw = ds.read()
+    raw = _read(ds, path)
     nodata = ds.nodata if nodata is None else nodata
     file_scale = np.array(ds.scales, dtype=np.float64)
     file_offset = np.array(ds.offsets, dtype=np.float64)
@@ -141,7 +166,8 @@ class GeoTiffRows:
                nodata: Optional[float] = None, preview: int = 256):
     path = pathlib.Path(path)
     self.name = path.stem
-    self._ds = rasterio.open(path)
+    self._path = path
+    self._ds = _open(path)
     try:
       self._describe(path, scale, nodata, preview)
     except BaseException:
@@ -186,7 +212,7 @@ class GeoTiffRows:
 
   def _read(self, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """(scaled float32 values, fill mask), bands in wavelength order."""
-    raw = self._ds.read(self._indexes, **kwargs)
+    raw = _read(self._ds, self._path, self._indexes, **kwargs)
     if self._nodata is None:
       fill = np.zeros(raw.shape, bool)
     else:
@@ -200,8 +226,8 @@ class GeoTiffRows:
     A pixel missing any good band is nodata, as in `read_geotiff`.
     """
     if not 0 <= start < stop <= self.shape[0]:
-      raise ValueError(f"{self.name}: rows [{start}, {stop}) are not within "
-                       f"the scene's {self.shape[0]} rows.")
+      raise errors.UserError(f"{self.name}: rows [{start}, {stop}) are not "
+                             f"within the scene's {self.shape[0]} rows.")
     window = rasterio.windows.Window(0, start, self.shape[1], stop - start)
     values, fill = self._read(window=window)
     nodata = fill[~self.bad].any(axis=0)

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from data_prep.scenes import scene as scene_lib
+from deepsalt_spectral import errors
 
 PathLike = Union[str, pathlib.Path]
 
@@ -32,8 +33,9 @@ _EMIT_FILL = -9999.0
 
 def _attr(f: h5py.File, key: str, path: pathlib.Path):
   if key not in f.attrs:
-    raise ValueError(f"{path}: global attribute {key!r} missing; not a PRISMA "
-                     "L2 product or an unsupported processor version.")
+    raise errors.UserError(
+        f"{path}: global attribute {key!r} missing; not a PRISMA "
+        "L2 product or an unsupported processor version.")
   value = f.attrs[key]
   return value.decode() if isinstance(value, bytes) else value
 
@@ -44,8 +46,9 @@ def _prisma_swath(f: h5py.File, path: pathlib.Path) -> str:
   for preferred in ("PRS_L2D_HCO", "PRS_L2C_HCO", "PRS_L2B_HCO"):
     if preferred in names:
       return preferred
-  raise ValueError(f"{path}: no PRISMA L2 hyperspectral swath under "
-                   f"{_PRISMA_SWATHS} (found {names}); expected PRS_L2D_HCO.")
+  raise errors.UserError(
+      f"{path}: no PRISMA L2 hyperspectral swath under "
+      f"{_PRISMA_SWATHS} (found {names}); expected PRS_L2D_HCO.")
 
 
 def read_prisma(path: PathLike) -> scene_lib.Scene:
@@ -69,8 +72,9 @@ def read_prisma(path: PathLike) -> scene_lib.Scene:
       flags = (np.asarray(f.attrs[f"List_Cw_{det}_Flags"]).ravel() != 0
                if f"List_Cw_{det}_Flags" in f.attrs else np.ones(cw.size, bool))
       if dn.ndim != 3 or dn.shape[1] != cw.size:
-        raise ValueError(f"{path}: {det.upper()}_Cube has shape {dn.shape}; "
-                         f"expected [rows, {cw.size} bands, cols].")
+        raise errors.UserError(
+            f"{path}: {det.upper()}_Cube has shape {dn.shape}; "
+            f"expected [rows, {cw.size} bands, cols].")
       keep = flags & (cw > 0)
       cube = dn[:, keep, :].transpose(1, 0, 2)
       cubes.append((cube, lo, hi))
@@ -113,8 +117,9 @@ def read_emit(path: PathLike, ortho: bool = True) -> scene_lib.Scene:
   with h5py.File(path, "r") as f:
     for key in ("reflectance", "sensor_band_parameters/wavelengths"):
       if key not in f:
-        raise ValueError(f"{path}: dataset {key!r} missing; not an EMIT L2A "
-                         "reflectance file.")
+        raise errors.UserError(
+            f"{path}: dataset {key!r} missing; not an EMIT L2A "
+            "reflectance file.")
     data = f["reflectance"]
     fill_value = float(np.ravel(data.attrs.get("_FillValue", _EMIT_FILL))[0])
     swath = data[()]  # [downtrack, crosstrack, bands]
@@ -127,15 +132,17 @@ def read_emit(path: PathLike, ortho: bool = True) -> scene_lib.Scene:
     glt = None
     if ortho:
       if "location/glt_x" not in f or "geotransform" not in f.attrs:
-        raise ValueError(f"{path}: no location/glt_x or geotransform to "
-                         "orthorectify with; pass ortho=False for the swath.")
+        raise errors.UserError(
+            f"{path}: no location/glt_x or geotransform to "
+            "orthorectify with; pass ortho=False for the swath.")
       glt = (f["location/glt_x"][()], f["location/glt_y"][()])
       geotransform = [float(v) for v in np.ravel(f.attrs["geotransform"])]
       wkt = f.attrs.get("spatial_ref", "EPSG:4326")
       crs = wkt.decode() if isinstance(wkt, bytes) else str(wkt)
   if swath.shape[-1] != wavelength.size:
-    raise ValueError(f"{path}: reflectance has {swath.shape[-1]} bands but "
-                     f"{wavelength.size} wavelengths.")
+    raise errors.UserError(
+        f"{path}: reflectance has {swath.shape[-1]} bands but "
+        f"{wavelength.size} wavelengths.")
   if glt is None:
     cube = swath.transpose(2, 0, 1)
     return scene_lib.from_raw(cube, wavelength, fwhm, name=path.stem,

@@ -1,4 +1,4 @@
-"""Pixels out of a Scene: spectra at points, and bare-soil pixel selection."""
+"""Pixels out of a Scene: spectra at points, and bare-soil pixels."""
 from typing import Optional, Sequence
 
 from absl import logging
@@ -6,69 +6,21 @@ import numpy as np
 import rasterio.warp
 
 from data_prep.scenes import scene as scene_lib
-
-# Band centres (nm) for the indices: red and NIR for NDVI (Sentinel-2 B4/B8A
-# centres), blue for the Normalised Difference Red Blue Index (water).
-RED_NM = 665.0
-NIR_NM = 865.0
-BLUE_NM = 460.0
-# A good band this far (nm) from a requested centre does not stand for it.
-_MAX_BAND_DISTANCE = 30.0
+from deepsalt_spectral import errors
+from deepsalt_spectral import indices
 
 
-def band_index(scene: scene_lib.Scene, nm: float) -> int:
-  """Index of the good band nearest to `nm`."""
-  good = scene.good
-  i = good[np.argmin(np.abs(scene.wavelength[good] - nm))]
-  if abs(scene.wavelength[i] - nm) > _MAX_BAND_DISTANCE:
-    raise ValueError(f"{scene.name}: no good band within {_MAX_BAND_DISTANCE}"
-                     f" nm of {nm} nm (nearest {scene.wavelength[i]:.1f} nm).")
-  return int(i)
-
-
-def _normalised_difference(scene, a_nm: float, b_nm: float) -> np.ndarray:
-  a = scene.reflectance[band_index(scene, a_nm)].astype(np.float64)
-  b = scene.reflectance[band_index(scene, b_nm)].astype(np.float64)
-  total = a + b
-  with np.errstate(invalid="ignore", divide="ignore"):
-    out = np.where(total > 0, (a - b) / total, np.nan)
-  out[scene.nodata] = np.nan
-  return out
-
-
-def ndvi(scene: scene_lib.Scene) -> np.ndarray:
-  """NDVI [rows, cols] from the good bands nearest 865 and 665 nm (NaN at
-  nodata)."""
-  return _normalised_difference(scene, NIR_NM, RED_NM)
-
-
-def ndrbi(scene: scene_lib.Scene) -> np.ndarray:
-  """Normalised Difference Red Blue Index (~665, ~460 nm); low over water."""
-  return _normalised_difference(scene, RED_NM, BLUE_NM)
-
-
-def soil_pixels(scene: scene_lib.Scene, ndvi_max: float = 0.3,
-                ndrbi_min: Optional[float] = None) -> np.ndarray:
-  """Boolean [rows, cols] mask of bare-soil pixels.
-
-  Args:
-    scene: the scene.
-    ndvi_max: pixels with NDVI above this are vegetated.
-    ndrbi_min: if set, pixels with NDRBI below it are taken as water and
-      dropped. Off by default: white salt crusts also have red ~ blue, so a
-      water threshold must be chosen per scene.
-
-  Returns:
-    True where the pixel has data and passes the thresholds.
-  """
-  mask = ~scene.nodata & (ndvi(scene) <= ndvi_max)
-  if ndrbi_min is not None:
-    mask &= ndrbi(scene) >= ndrbi_min
-  return mask
+def soil_pixels(scene: scene_lib.Scene,
+                thresholds: indices.MaskThresholds = indices.MaskThresholds()
+                ) -> np.ndarray:
+  """Boolean [rows, cols] mask of bare-soil pixels (`indices.soil_masks`)."""
+  return indices.soil_masks(scene, thresholds)["soil"]
 
 
 def bare_soil_spectra(scene: scene_lib.Scene, max_pixels: Optional[int] = None,
-                      seed: int = 0, **soil_kwargs) -> np.ndarray:
+                      seed: int = 0,
+                      thresholds: indices.MaskThresholds = (
+                          indices.MaskThresholds())) -> np.ndarray:
   """Reflectance [n, n_good] of bare-soil pixels at the scene's good bands.
 
   The unlabelled target-domain pixels for domain alignment. With
@@ -79,12 +31,11 @@ def bare_soil_spectra(scene: scene_lib.Scene, max_pixels: Optional[int] = None,
     scene: the scene.
     max_pixels: keep at most this many pixels.
     seed: seed of the subset.
-    **soil_kwargs: thresholds passed to `soil_pixels`.
+    thresholds: the soil mask's index thresholds.
   """
-  rows, cols = np.nonzero(soil_pixels(scene, **soil_kwargs))
+  rows, cols = np.nonzero(soil_pixels(scene, thresholds))
   if rows.size == 0:
-    logging.warning("%s: no bare-soil pixels (thresholds %s).", scene.name,
-                    soil_kwargs or "default")
+    logging.warning("%s: no bare-soil pixels (%s).", scene.name, thresholds)
   if max_pixels is not None and rows.size > max_pixels:
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(rows.size, size=max_pixels, replace=False))
@@ -97,19 +48,21 @@ def _to_pixels(scene, xs, ys, coords: str):
   xs = np.asarray(xs, dtype=np.float64).reshape(-1)
   ys = np.asarray(ys, dtype=np.float64).reshape(-1)
   if xs.shape != ys.shape:
-    raise ValueError(f"xs ({xs.size}) and ys ({ys.size}) differ in length.")
+    raise errors.UserError(
+        f"xs ({xs.size}) and ys ({ys.size}) differ in length.")
   if coords == "pixel":
     return xs, ys
   if coords not in ("lonlat", "map"):
-    raise ValueError(f"coords must be 'lonlat', 'map' or 'pixel', got "
-                     f"{coords!r}.")
+    raise errors.UserError(f"coords must be 'lonlat', 'map' or 'pixel', got "
+                           f"{coords!r}.")
   if scene.transform is None:
-    raise ValueError(f"{scene.name} has no georeference (transform); use "
-                     "coords='pixel' with column/row indices.")
+    raise errors.UserError(f"{scene.name} has no georeference (transform); use "
+                           "coords='pixel' with column/row indices.")
   if coords == "lonlat":
     if scene.crs is None:
-      raise ValueError(f"{scene.name} has a transform but no CRS; pass map "
-                       "coordinates with coords='map'.")
+      raise errors.UserError(
+          f"{scene.name} has a transform but no CRS; pass map "
+          "coordinates with coords='map'.")
     xs, ys = (np.asarray(v) for v in rasterio.warp.transform(
         "EPSG:4326", scene.crs, xs, ys))
   cols, rows = ~scene.transform @ (xs, ys)
@@ -137,9 +90,11 @@ def extract_pixels(scene: scene_lib.Scene, xs: Sequence[float],
     float32 [n, bands] reflectance, all bands (select `scene.good`).
   """
   if window < 1 or window % 2 != 1:
-    raise ValueError(f"window must be an odd positive size, got {window}.")
+    raise errors.UserError(
+        f"window must be an odd positive size, got {window}.")
   if outside not in ("raise", "nan"):
-    raise ValueError(f"outside must be 'raise' or 'nan', got {outside!r}.")
+    raise errors.UserError(
+        f"outside must be 'raise' or 'nan', got {outside!r}.")
   cols, rows = _to_pixels(scene, xs, ys, coords)
   n_rows, n_cols = scene.shape
   col_i = np.floor(cols).astype(np.int64)
@@ -163,7 +118,7 @@ def extract_pixels(scene: scene_lib.Scene, xs: Sequence[float],
         f"point {k} ({np.ravel(xs)[k]}, {np.ravel(ys)[k]}): {why}"
         for k, why in missing[:20])
     more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-    raise ValueError(
+    raise errors.UserError(
         f"{len(missing)} of {col_i.size} points have no data in "
         f"{scene.name} ({n_rows} x {n_cols} pixels): {listed}{more}. Drop "
         "them or pass outside='nan'.")

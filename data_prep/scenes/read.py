@@ -8,6 +8,7 @@ from data_prep.scenes import envi
 from data_prep.scenes import geotiff
 from data_prep.scenes import hdf5
 from data_prep.scenes import scene as scene_lib
+from deepsalt_spectral import errors
 
 PathLike = Union[str, pathlib.Path]
 
@@ -22,9 +23,9 @@ def _hdf5_kind(path: pathlib.Path) -> str:
       return "prisma"
     if "reflectance" in f and "sensor_band_parameters" in f:
       return "emit"
-  raise ValueError(f"{path} is HDF5 but neither a PRISMA L2 product "
-                   "(HDFEOS/SWATHS) nor an EMIT L2A reflectance file "
-                   "(reflectance + sensor_band_parameters).")
+  raise errors.UserError(f"{path} is HDF5 but neither a PRISMA L2 product "
+                         "(HDFEOS/SWATHS) nor an EMIT L2A reflectance file "
+                         "(reflectance + sensor_band_parameters).")
 
 
 def read_scene(path: PathLike, **kwargs) -> scene_lib.Scene:
@@ -41,7 +42,7 @@ def read_scene(path: PathLike, **kwargs) -> scene_lib.Scene:
   """
   path = pathlib.Path(path)
   if not path.exists():
-    raise ValueError(f"Scene file {path} does not exist.")
+    raise errors.UserError(f"Scene file {path} does not exist.")
   suffix = path.suffix.lower()
   if suffix in (".tif", ".tiff"):
     return geotiff.read_geotiff(path, **kwargs)
@@ -52,5 +53,5 @@ def read_scene(path: PathLike, **kwargs) -> scene_lib.Scene:
     if _hdf5_kind(path) == "prisma":
       return hdf5.read_prisma(path, **kwargs)
     return hdf5.read_emit(path, **kwargs)
-  raise ValueError(f"Unknown scene format for {path}; supported: "
-                   f"{', '.join(FORMATS)}.")
+  raise errors.UserError(f"Unknown scene format for {path}; supported: "
+                         f"{', '.join(FORMATS)}.")

@@ -12,7 +12,8 @@ from absl import logging
 import affine
 import numpy as np
 
-from deepsalt_jax import sensors
+from deepsalt_spectral import errors
+from deepsalt_spectral import sensors
 
 # Median valid value above which raw values are taken as scaled reflectance:
 # above 150 they are x10000 (integer products), above 1.5 percent.
@@ -25,6 +26,9 @@ _NEGATIVE_SOFT_SHARE = 0.01
 _NEGATIVE_HARD = -0.5
 # Good-band reflectance above this (median) is not surface reflectance.
 _MAX_MEDIAN_FRACTION = 1.5
+# Band centres below this are in micrometres (hyperspectral data reach
+# at most ~2.6 um, at least ~350 nm).
+_MICROMETRE_MAX = 20.0
 _ALL_NODATA = ("{}: every pixel is nodata (all values equal the fill value). "
                "Check the nodata value (nodata=...) or the subset you read.")
 
@@ -61,26 +65,30 @@ class Scene:
   def __post_init__(self):
     refl = self.reflectance
     if refl.ndim != 3 or refl.dtype != np.float32:
-      raise ValueError("Scene.reflectance must be float32 [bands, rows, cols], "
-                       f"got {refl.dtype} {refl.shape}.")
+      raise errors.UserError(
+          "Scene.reflectance must be float32 [bands, rows, cols], "
+          f"got {refl.dtype} {refl.shape}.")
     n_bands, rows, cols = refl.shape
     for field, shape in (("wavelength", (n_bands,)), ("fwhm", (n_bands,)),
                          ("bad", (n_bands,)), ("nodata", (rows, cols))):
       if np.shape(getattr(self, field)) != shape:
-        raise ValueError(f"Scene.{field} must have shape {shape} to match "
-                         f"reflectance {refl.shape}, got "
-                         f"{np.shape(getattr(self, field))}.")
+        raise errors.UserError(
+            f"Scene.{field} must have shape {shape} to match "
+            f"reflectance {refl.shape}, got "
+            f"{np.shape(getattr(self, field))}.")
     check_wavelengths(self.wavelength, self.name)
     if np.all(self.bad):
-      raise ValueError(f"{self.name}: every band is bad (flagged or without "
-                       "data); there is nothing to use in this scene.")
+      raise errors.UserError(
+          f"{self.name}: every band is bad (flagged or without "
+          "data); there is nothing to use in this scene.")
     if np.all(self.nodata):
-      raise ValueError(f"{self.name}: every pixel is nodata. Check the nodata "
-                       "value (pass nodata=...) or pick another scene/subset.")
+      raise errors.UserError(
+          f"{self.name}: every pixel is nodata. Check the nodata "
+          "value (pass nodata=...) or pick another scene/subset.")
     values = self.valid_values()
     if not np.all(np.isfinite(values)):
       count = int(np.sum(~np.isfinite(values)))
-      raise ValueError(
+      raise errors.UserError(
           f"{self.name}: {count} NaN/Inf reflectance values in good bands of "
           "valid pixels. If they mark missing data, declare them nodata "
           "(nodata=float('nan')); otherwise fix the file.")
@@ -97,7 +105,7 @@ class Scene:
 
   @property
   def sensor(self) -> sensors.Sensor:
-    """The scene's own band table as a `deepsalt_jax.sensors.Sensor`."""
+    """The scene's own band table as a `deepsalt_spectral.sensors.Sensor`."""
     return sensors.from_metadata(self.wavelength, self.fwhm,
                                  bbl=(~self.bad).astype(int), units="nm",
                                  name=self.name)
@@ -111,30 +119,42 @@ def check_wavelengths(wavelength: np.ndarray, name: str) -> None:
   """Raises ValueError unless wavelengths are finite and strictly increasing."""
   wavelength = np.asarray(wavelength)
   if not np.all(np.isfinite(wavelength)):
-    raise ValueError(f"{name}: band wavelengths contain NaN/Inf; give every "
-                     "band a centre wavelength in nm.")
+    raise errors.UserError(
+        f"{name}: band wavelengths contain NaN/Inf; give every "
+        "band a centre wavelength in nm.")
   steps = np.diff(wavelength)
   if np.any(steps <= 0):
     i = int(np.argmax(steps <= 0))
-    raise ValueError(
+    raise errors.UserError(
         f"{name}: band wavelengths must be strictly increasing, but band "
         f"{i + 1} ({wavelength[i + 1]} nm) follows {wavelength[i]} nm. Reorder "
         "the bands by wavelength and drop duplicates.")
 
 
 def nm_per_unit(wavelength, units: Optional[str], name: str) -> float:
-  """1 for nanometres, 1000 for micrometres (guessed when units are unknown)."""
+  """1 for nanometres, 1000 for micrometres (guessed when units are unknown).
+
+  Hyperspectral centres are 350..2600 nm or 0.35..2.6 um; declared units
+  that contradict the values are an error, not a silent misreading.
+  """
   unit = (units or "").strip().lower()
-  if unit in ("nanometers", "nanometer", "nanometres", "nm"):
-    return 1.0
-  if unit in ("micrometers", "micrometer", "micrometres", "microns", "micron",
-              "um", "µm"):
-    return 1000.0
-  # Unknown units: hyperspectral centres are 350..2600 nm or 0.35..2.6 um.
   top = float(np.nanmax(wavelength))
-  factor = 1000.0 if top < 20.0 else 1.0
-  logging.info("%s: wavelength units %r unknown; values up to %.4g read as %s.",
-               name, units, top, "micrometres" if factor > 1 else "nanometres")
+  looks_like = "micrometres" if top < _MICROMETRE_MAX else "nanometres"
+  if unit in ("nanometers", "nanometer", "nanometres", "nm"):
+    factor = 1.0
+  elif unit in ("micrometers", "micrometer", "micrometres", "microns",
+                "micron", "um", "µm"):
+    factor = 1000.0
+  else:
+    factor = 1000.0 if looks_like == "micrometres" else 1.0
+    logging.info("%s: wavelength units %r unknown; values up to %.4g read as "
+                 "%s.", name, units, top, looks_like)
+    return factor
+  if (factor == 1000.0) != (looks_like == "micrometres"):
+    raise errors.UserError(
+        f"{name}: the wavelength units say {units!r} but the wavelengths end "
+        f"at {top:.4g}, which looks like {looks_like}. Fix the units in the "
+        "file's metadata (e.g. the ENVI header's 'wavelength units').")
   return factor
 
 
@@ -144,7 +164,8 @@ def fwhm_from_spacing(wavelength, name: str) -> np.ndarray:
                   name)
   wavelength = np.asarray(wavelength, np.float64)
   if wavelength.size < 2:
-    raise ValueError(f"{name}: a single band without FWHM; give its FWHM.")
+    raise errors.UserError(
+        f"{name}: a single band without FWHM; give its FWHM.")
   order = np.argsort(wavelength)
   fwhm = np.empty_like(wavelength)
   fwhm[order] = np.abs(np.gradient(wavelength[order]))
@@ -200,10 +221,10 @@ def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
   bad |= empty_bands
   good = np.flatnonzero(~bad)
   if np.all(empty_bands):
-    raise ValueError(_ALL_NODATA.format(name))
+    raise errors.UserError(_ALL_NODATA.format(name))
   if good.size == 0:
-    raise ValueError(f"{name}: every band is flagged bad or lies in "
-                     "sensors.BAD_WINDOWS; nothing is left to use.")
+    raise errors.UserError(f"{name}: every band is flagged bad or lies in "
+                           "sensors.BAD_WINDOWS; nothing is left to use.")
   good_fill = fill[good]
   nodata = good_fill.all(axis=0)
   partial = good_fill.any(axis=0) & ~nodata
@@ -213,10 +234,10 @@ def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
                     "nodata.", name, int(partial.sum()))
     nodata = nodata | partial
   if np.all(nodata):
-    raise ValueError(_ALL_NODATA.format(name))
+    raise errors.UserError(_ALL_NODATA.format(name))
   valid = values[good][:, ~nodata]
   if not np.all(np.isfinite(valid)):
-    raise ValueError(
+    raise errors.UserError(
         f"{name}: {int(np.sum(~np.isfinite(valid)))} NaN/Inf values in good "
         "bands of valid pixels. If NaN marks missing data pass "
         "nodata=float('nan'); otherwise fix or subset the file.")
@@ -250,12 +271,12 @@ def _check_range(valid: np.ndarray, name: str) -> None:
   """Stops on values that cannot be surface reflectance fractions."""
   median = float(np.median(valid))
   if median > _MAX_MEDIAN_FRACTION:
-    raise ValueError(
+    raise errors.UserError(
         f"{name}: median reflectance {median:.4g} after scaling is not a "
         "fraction (0..1). Pass the right scale=... (fraction = raw * scale).")
   low = valid < _NEGATIVE_SOFT
   if valid.min() < _NEGATIVE_HARD or low.mean() > _NEGATIVE_SOFT_SHARE:
-    raise ValueError(
+    raise errors.UserError(
         f"{name}: {int(low.sum())} reflectance values below {_NEGATIVE_SOFT} "
         f"(minimum {valid.min():.4g}). Surface reflectance is not negative "
         "beyond noise: check the scale/offset, or declare the fill value "

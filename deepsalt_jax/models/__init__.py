@@ -5,5 +5,4 @@ from deepsalt_jax.models.deepsalt import Student
 from deepsalt_jax.models.deepsalt import Teacher
 from deepsalt_jax.models.encoder import RegressionHead
 from deepsalt_jax.models.encoder import SpectralEncoder
-from deepsalt_jax.models.sau import sau_init_matrix
 from deepsalt_jax.models.sau import SpectralAdaptationUnit

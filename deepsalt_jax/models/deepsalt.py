@@ -17,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepsalt_jax.models import encoder as encoder_lib
 from deepsalt_jax.models import sau as sau_lib
 
 # The subtrees the student takes over from the teacher.
@@ -35,55 +34,40 @@ class DomainDiscriminator(nn.Module):
     return nn.Dense(1, name='out')(y)[..., 0]
 
 
-class _Predictor(nn.Module):
-  """Encoder and head settings shared by teacher and student.
+class Teacher(nn.Module):
+  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, D]}.
 
-  Attributes: see `encoder.SpectralEncoder`; `head_hidden` is the width of
-  the regression head.
+  Attributes:
+    encoder: spectrum -> features, e.g. `encoder.SpectralEncoder`.
+    head: features -> prediction, e.g. `encoder.RegressionHead`.
   """
-  features: int = 64
-  num_blocks: int = 3
-  kernel_size: int = 7
-  stem_stride: int = 4
-  num_heads: int = 4
-  mlp_ratio: int = 2
-  dropout: float = 0.1
-  head_hidden: int = 64
-
-  def _encoder_and_head(self):
-    encoder = encoder_lib.SpectralEncoder(
-        features=self.features, num_blocks=self.num_blocks,
-        kernel_size=self.kernel_size, stem_stride=self.stem_stride,
-        num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-        dropout=self.dropout)
-    head = encoder_lib.RegressionHead(self.head_hidden, self.dropout)
-    return encoder, head
-
-
-class Teacher(_Predictor):
-  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, features]}."""
-
-  def setup(self):
-    self.encoder, self.head = self._encoder_and_head()
+  encoder: nn.Module
+  head: nn.Module
 
   def __call__(self, lab: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     features = self.encoder(lab, train=train)
     return {'pred': self.head(features, train=train), 'features': features}
 
 
-class Student(_Predictor):
+class Student(nn.Module):
   """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
 
   Returns {'pred': [B], 'features': [B, features], 'lab': [B, n_lab]}, where
   'lab' is the adapted spectrum on the lab grid that the encoder reads.
 
   Attributes:
-    init_matrix: (n_lab, n_sat) from `sau.sau_init_matrix` (required).
+    encoder: as the teacher's (built with the same settings, so the student
+      can start from the teacher's parameters).
+    head: as the teacher's.
+    init_matrix: (n_lab, n_sat) from
+      `deepsalt_spectral.resampling.inverse_matrix` (required).
     learn_sau: True: the trainable SAU. False (the 'no SAU' ablation): the
       fixed physics matrix, applied as a constant with no parameters.
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
   """
+  encoder: nn.Module
+  head: nn.Module
   init_matrix: Any = None
   learn_sau: bool = True
   sau_hidden: int = 64
@@ -92,7 +76,7 @@ class Student(_Predictor):
   def __post_init__(self):
     if self.init_matrix is None:
       raise ValueError('Student needs init_matrix, the (n_lab, n_sat) array '
-                       'from deepsalt_jax.models.sau.sau_init_matrix.')
+                       'from deepsalt_spectral.resampling.inverse_matrix.')
     object.__setattr__(self, 'init_matrix', sau_lib.frozen(self.init_matrix))
     super().__post_init__()
 
@@ -100,7 +84,6 @@ class Student(_Predictor):
     if self.learn_sau:
       self.sau = sau_lib.SpectralAdaptationUnit(self.init_matrix,
                                                 self.sau_hidden)
-    self.encoder, self.head = self._encoder_and_head()
     self.discriminator = DomainDiscriminator(self.discriminator_hidden)
 
   def __call__(self, satellite: jax.Array, *,

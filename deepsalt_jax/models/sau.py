@@ -1,13 +1,10 @@
 """Spectral Adaptation Unit: satellite spectrum -> the teacher's lab grid.
 
-The SAU starts from physics. A sensor samples a lab spectrum x through its
-spectral response functions, y = R x, with R the SRF resampling matrix
-(`spectra.resampling_matrix`, n_sat x n_lab). R has more columns than
-information where bands are wide or missing (water-vapour windows), so the
-inverse map is regularised towards smooth spectra (`sau_init_matrix`). On
-top, learned per-band gain and offset absorb atmospheric and illumination
-residuals, the linear map itself is trainable, and a small residual MLP
-(zero at init) corrects what stays nonlinear. Bad bands never enter: the
+The SAU starts from physics: the regularised inverse of the sensor's SRF
+resampling (`deepsalt_spectral.resampling.inverse_matrix`, n_lab x
+n_sat). On top, learned per-band gain and offset absorb atmospheric and
+illumination residuals, the linear map itself is trainable, and a small
+residual MLP (zero at init) corrects what stays nonlinear. Bad bands never enter: the
 input holds the sensor's good bands only.
 """
 from typing import Any
@@ -16,75 +13,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from deepsalt_jax import spectra
-
-# Segments of the lab grid are split where the spacing exceeds this multiple
-# of the median spacing (the water-vapour gaps): no smoothness across a gap.
-_GAP_FACTOR = 2.0
-# Identity jitter relative to mean(diag(R^T R)): keeps the system solvable
-# when a sensor leaves a whole lab segment uncovered; negligible otherwise.
-_JITTER = 1e-8
-
-
-def second_difference(wavelength) -> np.ndarray:
-  """Second-difference operator (m, n) within contiguous grid segments.
-
-  Rows are divided differences scaled by the median spacing squared, so on a
-  uniform grid they are the familiar (1, -2, 1) stencils.
-  """
-  wl = np.asarray(wavelength, dtype=np.float64)
-  step = np.diff(wl)
-  h = np.median(step)
-  rows = []
-  for i in range(1, wl.size - 1):
-    left, right = step[i - 1], step[i]
-    if max(left, right) > _GAP_FACTOR * h:
-      continue
-    row = np.zeros(wl.size)
-    row[i - 1:i + 2] = (2.0 * h * h / (left + right)) * np.array(
-        [1.0 / left, -1.0 / left - 1.0 / right, 1.0 / right])
-    rows.append(row)
-  return np.asarray(rows).reshape(-1, wl.size)
-
-
-def sau_init_matrix(lab_wavelength, sensor_wavelength, sensor_fwhm,
-                    ridge: float = 1e-2) -> np.ndarray:
-  """Regularised inverse (n_lab, n_sat) of the SRF resampling matrix.
-
-  Returns P = (R^T R + ridge * s * D^T D)^-1 R^T, the Tikhonov solution of
-  R x = y that penalises curvature (D: second differences within each
-  contiguous segment of the lab grid, s = mean(diag(R^T R)) so `ridge` does
-  not depend on the sensor). A curvature penalty rather than the plain
-  (R^T R + ridge I) ridge: the latter pulls lab bands that no good sensor band
-  covers (e.g. 1350 nm, beside the 1400 nm water window) to zero reflectance,
-  while this one extrapolates them smoothly. Measured on the 3,720 ICRAF lab
-  spectra with EnMAP's good bands: ridge=1e-2 reconstructs P R x with RMSE
-  3e-4 reflectance (white sensor noise gain 1.75); ridge=1e-1 gives RMSE 7e-4
-  at noise gain 1.0 but flattens the 2200 nm clay feature (max error 0.02).
-
-  Args:
-    lab_wavelength: (n_lab,) lab grid in nm, e.g. `spectra.lab_wavelengths()`.
-    sensor_wavelength: (n_sat,) centres of the sensor's good bands (nm).
-    sensor_fwhm: (n_sat,) their FWHM (nm).
-    ridge: relative weight of the curvature penalty; > 0.
-
-  Returns:
-    float64 array (n_lab, n_sat): lab ~= satellite @ P.T.
-  """
-  if not ridge > 0:
-    raise ValueError(f'ridge must be > 0 (the curvature penalty makes the '
-                     f'inverse well posed), got {ridge}.')
-  r = spectra.resampling_matrix(lab_wavelength, sensor_wavelength,
-                                sensor_fwhm)
-  gram = r.T @ r
-  scale = np.trace(gram) / gram.shape[0]
-  if not scale > 0:
-    raise ValueError('No sensor band overlaps the lab grid: check that both '
-                     'wavelength arrays are in nm.')
-  d = second_difference(lab_wavelength)
-  system = gram + scale * (ridge * d.T @ d + _JITTER * np.eye(gram.shape[0]))
-  return np.linalg.solve(system, r.T)
 
 
 class FrozenArray:
@@ -130,8 +58,8 @@ class SpectralAdaptationUnit(nn.Module):
   untrained SAU is exactly the physics inverse.
 
   Attributes:
-    init_matrix: (n_lab, n_sat) array from `sau_init_matrix` (stored as a
-      FrozenArray).
+    init_matrix: (n_lab, n_sat) array from
+      `deepsalt_spectral.resampling.inverse_matrix` (stored as a FrozenArray).
     hidden: width of the residual MLP.
   """
   init_matrix: Any

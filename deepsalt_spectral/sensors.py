@@ -13,12 +13,16 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from deepsalt_spectral import errors
+
 SENSORS = ("enmap", "prisma", "emit")
 
 # Open intervals (nm) whose band centres are bad everywhere: detector edges
 # with low signal, and the 1.4 and 1.9 um water-vapour absorptions where the
-# atmosphere leaves almost no surface signal.
-BAD_WINDOWS = ((0.0, 400.0), (1340.0, 1460.0), (1790.0, 1960.0),
+# atmosphere leaves almost no surface signal. The 1.4 um window starts at
+# 1325 nm because EnMAP L2A products flag every band from 1331 nm on in their
+# bad-band list (checked against real tiles in tests/test_sensors.py).
+BAD_WINDOWS = ((0.0, 400.0), (1325.0, 1460.0), (1790.0, 1960.0),
                (2450.0, np.inf))
 
 # Tables whose largest wavelength is below this are in micrometres.
@@ -61,17 +65,19 @@ class Sensor:
     fwhm = np.array(self.fwhm, dtype=np.float64)
     bad = np.array(self.bad, dtype=bool)
     if wavelength.ndim != 1 or wavelength.size == 0:
-      raise ValueError(f"Sensor {self.name!r}: wavelength must be a non-empty "
-                       f"1-D array, got shape {wavelength.shape}.")
+      raise errors.UserError(
+          f"Sensor {self.name!r}: wavelength must be a non-empty "
+          f"1-D array, got shape {wavelength.shape}.")
     if fwhm.shape != wavelength.shape or bad.shape != wavelength.shape:
-      raise ValueError(
+      raise errors.UserError(
           f"Sensor {self.name!r}: wavelength {wavelength.shape}, fwhm "
           f"{fwhm.shape} and bad {bad.shape} must have the same shape.")
     _check_wavelength(wavelength, self.name)
     if not np.all(np.isfinite(fwhm) & (fwhm > 0)):
-      raise ValueError(f"Sensor {self.name!r}: every FWHM must be a positive "
-                       f"number of nm; band {int(np.argmin(fwhm > 0))} "
-                       "is not.")
+      raise errors.UserError(
+          f"Sensor {self.name!r}: every FWHM must be a positive "
+          f"number of nm; band {int(np.argmin(fwhm > 0))} "
+          "is not.")
     for field, value in (("wavelength", wavelength), ("fwhm", fwhm),
                          ("bad", bad)):
       value.setflags(write=False)
@@ -103,9 +109,9 @@ class Sensor:
 def _check_wavelength(wavelength: np.ndarray, name: str):
   """Raises ValueError unless centres are finite nm, strictly increasing."""
   if not np.all(np.isfinite(wavelength)):
-    raise ValueError(f"Sensor {name!r}: wavelengths contain NaN or Inf.")
+    raise errors.UserError(f"Sensor {name!r}: wavelengths contain NaN or Inf.")
   if np.max(wavelength) < _MICROMETRE_LIMIT:
-    raise ValueError(
+    raise errors.UserError(
         f"Sensor {name!r}: wavelengths end at {np.max(wavelength)}, which "
         "looks like micrometres; Sensor takes nm (multiply by 1000, or load "
         "with from_csv / from_metadata(units='um')).")
@@ -113,7 +119,7 @@ def _check_wavelength(wavelength: np.ndarray, name: str):
   if np.any(step <= 0):
     i = int(np.argmax(step <= 0))
     what = "duplicate" if step[i] == 0 else "unsorted"
-    raise ValueError(
+    raise errors.UserError(
         f"Sensor {name!r}: {what} band centres: band {i + 1} "
         f"({wavelength[i + 1]} nm) follows band {i} ({wavelength[i]} nm). "
         "Centres must be strictly increasing; reorder the bands (and the "
@@ -128,10 +134,11 @@ def _to_nm(wavelength, fwhm, units: str, name: str):
   if unit in _UM_UNITS:
     return wavelength * 1000.0, fwhm * 1000.0
   if unit not in _NM_UNITS:
-    raise ValueError(f"Sensor {name!r}: unknown wavelength units {units!r}; "
-                     f"use one of {_NM_UNITS + _UM_UNITS}.")
+    raise errors.UserError(
+        f"Sensor {name!r}: unknown wavelength units {units!r}; "
+        f"use one of {_NM_UNITS + _UM_UNITS}.")
   if wavelength.size and np.max(wavelength) < _MICROMETRE_LIMIT:
-    raise ValueError(
+    raise errors.UserError(
         f"Sensor {name!r}: units are {units!r} but the wavelengths end at "
         f"{np.max(wavelength)}; they look like micrometres, pass units='um'.")
   return wavelength, fwhm
@@ -156,11 +163,13 @@ def from_metadata(wavelength: Sequence, fwhm: Sequence,
   if bbl is not None:
     flags = np.asarray(bbl, dtype=np.float64).reshape(-1)
     if flags.shape != wavelength.shape:
-      raise ValueError(f"Sensor {name!r}: bbl has {flags.size} entries for "
-                       f"{wavelength.size} bands.")
+      raise errors.UserError(
+          f"Sensor {name!r}: bbl has {flags.size} entries for "
+          f"{wavelength.size} bands.")
     if not np.all(np.isin(flags, (0.0, 1.0))):
-      raise ValueError(f"Sensor {name!r}: bbl entries must be 1 (good) or "
-                       f"0 (bad), got {sorted(set(flags.tolist()))}.")
+      raise errors.UserError(
+          f"Sensor {name!r}: bbl entries must be 1 (good) or "
+          f"0 (bad), got {sorted(set(flags.tolist()))}.")
     bad |= flags == 0
   return Sensor(name, wavelength, fwhm, bad)
 
@@ -180,12 +189,14 @@ def from_csv(path: Union[str, pathlib.Path], name: Optional[str] = None,
   table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64)
   columns = table.dtype.names or ()
   if "wavelength" not in columns or "fwhm" not in columns:
-    raise ValueError(f"{path}: expected a CSV header 'wavelength,fwhm', got "
-                     f"{columns}.")
+    raise errors.UserError(
+        f"{path}: expected a CSV header 'wavelength,fwhm', got "
+        f"{columns}.")
   wavelength = np.atleast_1d(table["wavelength"])
   fwhm = np.atleast_1d(table["fwhm"])
   if np.any(np.isnan(wavelength)) or np.any(np.isnan(fwhm)):
-    raise ValueError(f"{path}: empty or non-numeric wavelength/fwhm values.")
+    raise errors.UserError(
+        f"{path}: empty or non-numeric wavelength/fwhm values.")
   units = "um" if np.max(wavelength) < _MICROMETRE_LIMIT else "nm"
   if sort:
     order = np.argsort(wavelength, kind="stable")
@@ -256,9 +267,9 @@ def builtin(name: str) -> Sensor:
   """
   key = name.strip().lower()
   if key not in _DETECTORS:
-    raise ValueError(f"Unknown sensor {name!r}; built-in sensors are "
-                     f"{SENSORS}. Load others with from_csv or "
-                     "from_metadata.")
+    raise errors.UserError(f"Unknown sensor {name!r}; built-in sensors are "
+                           f"{SENSORS}. Load others with from_csv or "
+                           "from_metadata.")
   return _build(key)
 
 

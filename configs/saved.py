@@ -1,0 +1,31 @@
+"""The config a run was trained with, read back from <workdir>/config.json.
+
+launch.py takes it when --mode=eval or --mode=map comes without --config:
+  python launch.py --mode=map --workdir=runs/distill --scene=scene.tif
+runs as
+  python launch.py --mode=map --config=configs/saved.py:runs/distill ...
+so evaluation and mapping options still override as usual
+(--config.mapping.mc_samples=0). Not a config to train with.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from deepsalt_jax import run_config
+
+
+def _config_dict(tree: Any) -> Any:
+  """Nested dicts as ConfigDicts; null (an unset optional number) becomes a
+  float placeholder, so the command line can still set it."""
+  if isinstance(tree, dict):
+    return ml_collections.ConfigDict(
+        {k: _config_dict(v) for k, v in tree.items()})
+  if tree is None:
+    return ml_collections.config_dict.placeholder(float)
+  return tree
+
+
+def get_config(workdir: str) -> ml_collections.ConfigDict:
+  return _config_dict(run_config.load(workdir))

@@ -1,0 +1,51 @@
+"""Run and output folders, local or in the cloud, through `etils.epath`.
+
+Every workdir and output path is an `epath.Path`, so `gs://bucket/run` works
+wherever a local folder does (install `gcsfs` for gs://). Writers that need
+real files (rasterio, TensorBoard) write into `Staging.local` and `publish`
+copies the files to the target; for a local target the two are the same
+folder and publishing does nothing.
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+
+from etils import epath
+
+
+def is_local(path: epath.PathLike) -> bool:
+  return "://" not in str(path)
+
+
+class Staging:
+  """A local folder whose files end up in `target`."""
+
+  def __init__(self, target: epath.PathLike):
+    self.target = epath.Path(target)
+    if is_local(target):
+      self.local = pathlib.Path(target)
+      self._temp = None
+    else:
+      self._temp = tempfile.mkdtemp(prefix="deepsalt_staging_")
+      self.local = pathlib.Path(self._temp)
+    self.local.mkdir(parents=True, exist_ok=True)
+
+  def publish(self, *names: str) -> None:
+    """Copies local files (paths relative to `local`) to the target."""
+    if self._temp is None:
+      return
+    for name in names:
+      destination = self.target / name
+      destination.parent.mkdir(parents=True, exist_ok=True)
+      destination.write_bytes((self.local / name).read_bytes())
+
+  def publish_all(self) -> None:
+    """Publishes every file under `local`."""
+    self.publish(*(str(p.relative_to(self.local))
+                   for p in self.local.rglob("*") if p.is_file()))
+
+  def close(self) -> None:
+    if self._temp is not None:
+      shutil.rmtree(self._temp, ignore_errors=True)

@@ -1,0 +1,112 @@
+"""A run's saved config is the truth: what was trained, on which split.
+
+`save` writes <workdir>/config.json when a run starts and refuses a workdir
+that holds another run. Evaluation and mapping `load` it and accept a
+command-line config only where it agrees with the run's; they may change
+how they run (batch sizes, MC samples, masks, where the data lives), never
+what was trained or which samples are held out.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from etils import epath
+import ml_collections
+
+from deepsalt_jax import reporting
+from deepsalt_spectral import errors
+
+CONFIG_FILE = "config.json"
+# Fields (dotted prefixes, in the config or its `teacher`) that say how a run
+# is carried out, not what it learns: a re-run, an evaluation or a map may
+# change them.
+RUN_OPTIONS = ("mapping", "data.data_dir", "train.eval_batch_size",
+               "train.log_every", "train.checkpoint_every",
+               "train.keep_checkpoints",
+               # Variants train in folders of their own: a re-run may add some.
+               "compare")
+# What evaluation and mapping may change: RUN_OPTIONS less those that only
+# matter while training.
+EVAL_OPTIONS = ("mapping", "data.data_dir", "train.eval_batch_size")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _allowed(path: str, options: tuple[str, ...]) -> bool:
+  """Whether `path` lies under an option, in the config or its teacher's."""
+  path = path.removeprefix("teacher.")
+  return any(path == o or path.startswith(o + ".") for o in options)
+
+
+def differences(config: ml_collections.ConfigDict, saved: dict[str, Any],
+                options: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+  """(field, given value, run's value) where `config` differs from `saved`.
+
+  Fields under `options` may differ; values compare as JSON does.
+  """
+  given = _flatten(json.loads(config.to_json()))
+  saved = _flatten(saved)
+  return [(path, given.get(path, "(absent)"), saved.get(path, "(absent)"))
+          for path in sorted(given.keys() | saved.keys())
+          if not _allowed(path, options) and given.get(path) != saved.get(
+              path)]
+
+
+def _describe(diff: list[tuple[str, Any, Any]]) -> str:
+  return "\n".join(f"  {path}: given {given!r}, the run's {saved!r}"
+                   for path, given, saved in diff[:12]) + (
+                       f"\n  ... and {len(diff) - 12} more" if len(diff) > 12
+                       else "")
+
+
+def load(workdir: epath.PathLike) -> dict[str, Any]:
+  """The run's config as saved in <workdir>/config.json."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise errors.UserError(
+        f"{path} not found: --workdir must be a trained run (its "
+        "config.json says what was trained).")
+  return json.loads(path.read_text())
+
+
+def save(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
+  """Writes config.json (process 0); a workdir of another run is refused."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if path.exists():
+    diff = differences(config, json.loads(path.read_text()), RUN_OPTIONS)
+    if diff:
+      raise errors.UserError(
+          f"{workdir} holds a run of another config; re-running resumes it, "
+          "so these fields must match:\n" + _describe(diff) +
+          "\nUse a new --workdir for a new run.")
+  if reporting.is_main_process():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json(indent=2))
+
+
+def for_eval(config: ml_collections.ConfigDict, workdir: epath.PathLike,
+             mode: str) -> ml_collections.ConfigDict:
+  """The run's config, with `config`'s evaluation/mapping options.
+
+  Raises:
+    UserError: `config` differs from the run's in a field that says what
+      was trained or held out (model, data split, target transform, ...).
+  """
+  saved = load(workdir)
+  diff = differences(config, saved, EVAL_OPTIONS)
+  if diff:
+    raise errors.UserError(
+        f"--mode={mode} uses the run in {workdir} as it was trained: its "
+        "model, data split and target transform come from its config.json. "
+        "The command line differs in:\n" + _describe(diff) +
+        "\nOnly " + ", ".join(EVAL_OPTIONS) + " may be changed here; drop "
+        "the other overrides (or leave out --config), or train a new run.")
+  return config

@@ -30,7 +30,10 @@ from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax.models import build
 
-METRIC_COLUMNS = ("r2", "rmse", "rpd", "rpiq", "bias")
+# Table columns: metric key -> header ({unit} filled in).
+COLUMNS = {"r2": "R²", "r2_log": "R² log", "rmse": "RMSE ({unit})",
+           "rpd": "RPD", "rpiq": "RPIQ", "bias": "bias ({unit})",
+           "class_accuracy": "class acc.", "kappa": "kappa"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,20 +67,21 @@ def entries(plan: stages.Plan, data: input_pipeline.Data,
 
 
 def score(target: np.ndarray, pred: np.ndarray, region: np.ndarray,
-          region_names: tuple[str, ...]) -> dict[str, Any]:
-  return {"overall": metrics.regression_metrics(target, pred),
-          "per_region": metrics.per_region(target, pred, region,
-                                           region_names)}
+          region_names: tuple[str, ...], classes: bool) -> dict[str, Any]:
+  """Metrics overall and per region; `classes`: FAO classes (EC only)."""
+  return {"overall": metrics.regression_metrics(target, pred, classes),
+          "per_region": metrics.per_region(target, pred, region, region_names,
+                                           classes)}
 
 
 def markdown_table(results: dict[str, dict], unit: str) -> str:
+  keys = [k for k in COLUMNS if k in next(iter(results.values()))["overall"]]
   head = ("| model | input | " + " | ".join(
-      c.upper() if c != "rmse" else f"RMSE ({unit})" for c in METRIC_COLUMNS)
-          + " | n |")
-  lines = [head, "|" + "---|" * (len(METRIC_COLUMNS) + 3)]
+      COLUMNS[k].format(unit=unit) for k in keys) + " | n |")
+  lines = [head, "|" + "---|" * (len(keys) + 3)]
   for name, res in results.items():
     m = res["overall"]
-    cells = " | ".join(f"{m[c]:.3f}" for c in METRIC_COLUMNS)
+    cells = " | ".join(f"{m[k]:.3f}" for k in keys)
     lines.append(f"| {name} | {res['input']} | {cells} | {m['n']} |")
   return "\n".join(lines)
 
@@ -117,7 +121,8 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
   table.
   """
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
-  unit = "dS/m" if config.data.name == "salinity" else "%"
+  salinity = config.data.name == "salinity"
+  unit = "dS/m" if salinity else "%"
   test = data.subset(data.test)
   results = {}
   for entry in entries_:
@@ -125,7 +130,8 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
                               config.train.eval_batch_size, inverse)
     results[entry.name] = {
         "input": entry.input, "target": test["target"], "pred": pred,
-        **score(test["target"], pred, test["region"], data.region_names)}
+        **score(test["target"], pred, test["region"], data.region_names,
+                classes=salinity)}
   table = markdown_table(results, unit)
   if reporting.is_main_process():
     workdir = epath.Path(workdir)

@@ -18,16 +18,12 @@ import rasterio
 import rasterio.enums
 import rasterio.windows
 
+from deepsalt_jax import metrics
 from deepsalt_jax import paths
 from deepsalt_spectral import indices
 
 EC_NODATA = -9999.0
 CLASS_NODATA = 255
-# Salinity classes of the saturated-paste EC (dS/m), the FAO/USDA scale.
-CLASS_EDGES = (2.0, 4.0, 8.0, 16.0)
-CLASS_NAMES = ("non-saline (<2 dS/m)", "slightly saline (2-4)",
-               "moderately saline (4-8)", "strongly saline (8-16)",
-               "extremely saline (>16)")
 CLASS_COLOURS = ((26, 152, 80), (166, 217, 106), (254, 224, 139),
                  (244, 109, 67), (165, 0, 38))
 # The quicklook is drawn from a nearest-neighbour overview at most this wide.
@@ -35,9 +31,9 @@ _QUICKLOOK_PX = 1000
 
 
 def salinity_class(ec: np.ndarray) -> np.ndarray:
-  """uint8 class index (0..4, see CLASS_NAMES) of EC; CLASS_NODATA at NaN."""
+  """uint8 class index (0..4, see metrics.SALINITY_CLASS_NAMES) of EC; CLASS_NODATA at NaN."""
   ec = np.asarray(ec)
-  classes = np.digitize(np.nan_to_num(ec, nan=0.0), CLASS_EDGES)
+  classes = metrics.salinity_class(np.nan_to_num(ec, nan=0.0))
   return np.where(np.isnan(ec), CLASS_NODATA, classes).astype(np.uint8)
 
 
@@ -84,7 +80,7 @@ class MapWriter:
                            nodata=CLASS_NODATA)
       classes.set_band_description(1, "salinity class")
       classes.update_tags(1, **{f"class_{i}": name
-                                for i, name in enumerate(CLASS_NAMES)})
+                                for i, name in enumerate(metrics.SALINITY_CLASS_NAMES)})
       classes.write_colormap(1, {i: c + (255,)
                                  for i, c in enumerate(CLASS_COLOURS)})
       masks = self._open("masks", base, count=len(indices.MASK_NAMES),
@@ -190,7 +186,7 @@ def quicklook(path: pathlib.Path, ec_path: pathlib.Path,
   axes[2].set_title("salinity class")
   handles = [patches.Patch(facecolor=colors.to_hex(np.array(c) / 255),
                            edgecolor="0.5", label=name)
-             for c, name in zip(class_rgb, CLASS_NAMES + (
+             for c, name in zip(class_rgb, metrics.SALINITY_CLASS_NAMES + (
                  "not soil (masked)", "no data"))]
   axes[2].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1),
                  fontsize=8, frameon=False)

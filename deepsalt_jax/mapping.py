@@ -34,6 +34,7 @@ from data_prep.scenes import geotiff
 from deepsalt_jax import checkpoint
 from deepsalt_jax import losses
 from deepsalt_jax import map_files
+from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
@@ -135,7 +136,7 @@ class _Tally:
 
   def __init__(self):
     self.masks = dict.fromkeys(indices.MASK_NAMES, 0)
-    self.classes = np.zeros(len(map_files.CLASS_NAMES), np.int64)
+    self.classes = np.zeros(len(metrics.SALINITY_CLASS_NAMES), np.int64)
     self.ec = [0.0, np.inf, -np.inf]  # Sum, min, max.
     self.std = [0.0, 0]  # Sum, count (NaN without MC dropout).
 
@@ -158,7 +159,7 @@ class _Tally:
     return {
         "pixels": self.masks,
         "classes": {name: {"pixels": int(c), "fraction": int(c) / max(n, 1)}
-                    for name, c in zip(map_files.CLASS_NAMES, self.classes)},
+                    for name, c in zip(metrics.SALINITY_CLASS_NAMES, self.classes)},
         "ec_dS_per_m": {"mean": self.ec[0] / n, "min": self.ec[1],
                         "max": self.ec[2]} if n else None,
         "mean_uncertainty_dS_per_m": (self.std[0] / self.std[1]

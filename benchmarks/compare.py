@@ -46,7 +46,6 @@ import datetime
 import json
 import math
 import pathlib
-import shutil
 import sys
 import time
 from typing import Any, Sequence
@@ -70,34 +69,38 @@ from deepsalt_jax import train
 from deepsalt_jax.models import build
 
 # Students trained beside 'student' in one trainer call (config.compare).
-VARIANTS = {
-    "plain": distill.ABLATIONS["plain"],
-    "no_sau": distill.ABLATIONS["no_sau"],
-    "no_distill": distill.ABLATIONS["no_distill"],
-    "no_align": distill.ABLATIONS["no_align"],
-    "coral": {"loss": {"alignment": "coral"}},
-    "adversarial": {"loss": {"alignment": "adversarial"}},
-}
+VARIANTS = {**distill.VARIANTS,
+            "coral": {"loss": {"alignment": "coral"}},
+            "adversarial": {"loss": {"alignment": "adversarial"}}}
 # Method -> the trainer's name for it.
-TRAINER_NAMES = {"teacher_resampled": "teacher (resampled)",
-                 "teacher_lab": "teacher", "student": "student",
-                 **{name: name for name in VARIANTS}}
+TRAINER_NAMES = {"source_only": "teacher (pixels)", "teacher_lab": "teacher",
+                 "student": "student", **{name: name for name in VARIANTS}}
 METHODS = report.BASELINES + tuple(TRAINER_NAMES)
 DESCRIPTIONS = {
     "plsr": "PLSR (components by inner 5-fold CV) on the labelled pixels' "
             "satellite spectra",
     "rf": "random forest on the labelled pixels' satellite spectra",
-    "plsr_lab": "PLSR on all lab spectra of the training part, applied to "
-                "pixels resampled to the lab grid (physics pseudo-inverse)",
-    "teacher_resampled": "the teacher (lab-trained network) applied to pixels "
-                         "resampled to the lab grid; no satellite training",
+    "plsr_lab": "PLSR on the training lab spectra resampled forward to the "
+                "sensor's nominal bands, applied to the pixels (source-only "
+                "chemometrics)",
+    "coral_ridge": "CORAL (skada) aligning the resampled lab spectra to the "
+                   "unlabelled pixels, then ridge regression (shallow DA)",
+    "source_only": "the teacher: the network trained on the lab spectra "
+                   "resampled forward to the nominal bands, applied to the "
+                   "pixels (no target data; with space=lab, the pixels go "
+                   "back to the lab grid through the physics inverse)",
     "student": "DeepSalt: SAU + teacher-initialised encoder; regression, "
                "distillation, MMD alignment, SAU reconstruction",
-    "plain": "the student network on the labelled pixels alone (no teacher, "
-             "SAU, distillation or alignment)",
-    "no_sau": "DeepSalt with the fixed physics resampling instead of the SAU",
+    "plain": "the network on the labelled pixels alone, from scratch",
+    "finetune": "the teacher fine-tuned on the labelled pixels (pretrain "
+                "then fine-tune)",
+    "dann": "DANN: regression on the resampled lab spectra, gradient "
+            "reversal against the unlabelled pixels; no labelled pixels",
+    "dann_labels": "DANN with the labelled pixels' regression too",
+    "no_sau": "DeepSalt with the SAU fixed at its start",
     "no_distill": "DeepSalt without distillation",
     "no_align": "DeepSalt without domain alignment",
+    "sau_prior": "DeepSalt with the SAU held near its start (w_sau_prior=1)",
     "coral": "DeepSalt with CORAL alignment instead of MMD",
     "adversarial": "DeepSalt with adversarial alignment instead of MMD",
     "teacher_lab": "REFERENCE, not a competitor: the teacher on the held-out "
@@ -122,6 +125,18 @@ _FOLDS = flags.DEFINE_list("folds", [], "Held-out folds (folds protocol); "
 _SEEDS = flags.DEFINE_integer("seeds", 2, "Seeds per unit: 0..seeds-1.")
 _STEPS_SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies the "
                                   "teacher's and the students' train.steps.")
+_SPACE = flags.DEFINE_enum("space", "sensor", ("sensor", "lab"),
+                           "Where the teacher reads spectra (model.space).")
+_ENCODER = flags.DEFINE_enum("encoder", "mlp", ("mlp", "conv"),
+                             "model.encoder.kind of every network.")
+_TRANSDUCTIVE = flags.DEFINE_bool(
+    "transductive", True, "Held-out regions' unlabelled pixels feed the "
+    "alignment streams (students, DANN, CORAL) or nothing of them does.")
+_PAIRED = flags.DEFINE_float("paired_fraction", 0.4, "Paired samples (of "
+                             "the training part; min(this, 1 - labelled)).")
+_PAIR_VIEW = flags.DEFINE_enum("pair_view", "same",
+                               ("same", "neighbour", "date"),
+                               "What a pair's pixel is (data.pair_view).")
 _METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
 _FRACTIONS = flags.DEFINE_list(
     "label_fractions", ["1", "0.5", "0.2", "0.1", "0.05", "0.02"],
@@ -163,34 +178,38 @@ def make_splits(protocol: str, regions: Sequence[str], folds: Sequence[str],
   return [Split(f"fold{f}", test_folds=f) for f in folds]
 
 
-def paired_for(labelled_fraction: float) -> float:
-  """The protocol's paired fraction: min(default 0.4, 1 - lf), 1e-6 below."""
-  return min(common.data_config().paired_fraction,
+def paired_for(labelled_fraction: float, paired_fraction: float) -> float:
+  """The paired fraction: min(paired_fraction, 1 - lf), 1e-6 below."""
+  return min(paired_fraction,
              math.floor((1.0 - labelled_fraction) * 1e6) / 1e6)
 
 
 def _scale_steps(tcfg: ml_collections.ConfigDict, scale: float) -> None:
   steps = max(2, round(tcfg.steps * scale))
   tcfg.update(steps=steps, log_every=min(tcfg.log_every, steps),
+              eval_every=min(tcfg.eval_every, steps),
               warmup_steps=min(tcfg.warmup_steps, max(1, steps // 10)))
 
 
-def make_config(dataset: str, sensor: str, split: Split, seed: int,
-                labelled_fraction: float, steps_scale: float, tiny: bool,
-                data_dir: str) -> ml_collections.ConfigDict:
-  """configs/distill.py for one split, seed and labelled fraction."""
-  arg = f"dataset={dataset},sensor={sensor},compare=none" + (
-      ",tiny" if tiny else "")
+def make_config(settings: dict[str, Any], split: Split, seed: int,
+                labelled_fraction: float) -> ml_collections.ConfigDict:
+  """configs/distill.py for the settings, one split, seed and fraction."""
+  arg = (f"dataset={settings['dataset']},sensor={settings['sensor']},"
+         f"space={settings['space']},encoder={settings['encoder']},"
+         "compare=none" + (",tiny" if settings["tiny"] else ""))
   config = distill.get_config(arg)
   for c in (config, config.teacher):
     c.seed = seed
-    c.data.update(data_dir=data_dir, test_regions=split.test_regions,
-                  test_folds=split.test_folds)
-    _scale_steps(c.train, steps_scale)
-  paired = paired_for(labelled_fraction)
-  config.data.update(labelled_fraction=labelled_fraction,
-                     paired_fraction=paired)
-  if paired == 0:  # Nothing to distil from or reconstruct.
+    c.data.update(data_dir=settings["data_dir"],
+                  test_regions=split.test_regions,
+                  test_folds=split.test_folds,
+                  transductive=settings["transductive"],
+                  labelled_fraction=labelled_fraction,
+                  paired_fraction=paired_for(labelled_fraction,
+                                             settings["paired_fraction"]),
+                  pair_view=settings["pair_view"])
+    _scale_steps(c.train, settings["steps_scale"])
+  if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
     config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
                        w_reconstruction=0.0)
   return config
@@ -205,29 +224,35 @@ def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
                   tiny: bool) -> dict[str, np.ndarray]:
   """Baseline predictions (target units) for data's test rows.
 
-  per_region: one model per region (LimeSoDa's within-set protocol), else
-  one model on all training regions. A model with fewer than MIN_TRAIN
-  training samples is not fitted: its predictions stay NaN.
+  The baselines see every labelled pixel of the training part, validation
+  samples included (they pick their own settings by inner CV). per_region:
+  one model per region (LimeSoDa's within-set protocol), else one model on
+  all training regions. A model with fewer than MIN_TRAIN training samples
+  is not fitted: its predictions stay NaN.
   """
   forward, inverse = map(
       _numpy, losses.TARGET_TRANSFORMS[config.data.target_transform])
   train_rows = ~data.test
   labelled = train_rows & (data.role == roles.LABELLED)
   test = data.subset(data.test)
-  # Classic transfer: pixels resampled to the lab grid, as the teacher's.
-  resampled = test["satellite"] @ build.adaptation_matrix(
-      data.sensor, config.teacher.model.sau_ridge).T
+  # Source-only transfer: lab spectra resampled forward to the bands.
+  source = data.lab @ build.forward_matrix(data.sensor).T
+  unlabelled = data.satellite[~data.test & (data.role == roles.UNLABELLED)]
+  if config.data.transductive:
+    unlabelled = np.concatenate([unlabelled, test["satellite"]])
   fitters = {
       "plsr": lambda x, y: baselines.plsr(
           x, y, max_components=3 if tiny else 20, seed=config.seed),
       "rf": lambda x, y: baselines.random_forest(
           x, y, seed=config.seed, trees=20 if tiny else 300),
+      "coral_ridge": lambda x, y: baselines.coral_ridge(x, y, unlabelled),
   }
   fitters["plsr_lab"] = fitters["plsr"]
   # method -> (training rows, training inputs, test inputs)
   inputs = {"plsr": (labelled, data.satellite, test["satellite"]),
             "rf": (labelled, data.satellite, test["satellite"]),
-            "plsr_lab": (train_rows, data.lab, resampled)}
+            "plsr_lab": (train_rows, source, test["satellite"]),
+            "coral_ridge": (train_rows, source, test["satellite"])}
   groups = np.unique(test["region"]) if per_region else [None]
   out = {}
   for method in (m for m in methods if m in report.BASELINES):
@@ -244,7 +269,8 @@ def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
         continue
       predict = fitters[method](x_train[fit_rows],
                                 forward(data.target[fit_rows]))
-      out[method][predict_rows] = inverse(predict(x_test[predict_rows]))
+      out[method][predict_rows] = np.maximum(
+          inverse(predict(x_test[predict_rows])), 0.0)
   return out
 
 
@@ -261,19 +287,11 @@ def train_deep(config: ml_collections.ConfigDict, methods: Sequence[str],
           for m in deep}
 
 
-def share_teacher(sources: Sequence[pathlib.Path],
-                  workdir: pathlib.Path) -> None:
-  """Copies a finished teacher of the same split and seed into `workdir`.
-
-  The teacher sees every training sample's lab spectrum whatever the roles,
-  so runs that differ only in the labelled fraction can share it.
-  """
-  if (workdir / "teacher").exists():
-    return
-  for source in sources:
-    if (source / "teacher" / "checkpoints").is_dir():
-      shutil.copytree(source / "teacher", workdir / "teacher")
-      return
+def _model_size(config: ml_collections.ConfigDict) -> str:
+  """The network every deep method shares, in words."""
+  e = config.model.encoder
+  return (f"{e.kind} encoder, features {e.features}, {e.num_blocks} blocks, "
+          f"head {e.head_hidden}; teacher in {config.model.space} space")
 
 
 def run_split(split: Split, seed: int, labelled_fraction: float,
@@ -281,13 +299,10 @@ def run_split(split: Split, seed: int, labelled_fraction: float,
               out: pathlib.Path) -> report.Run:
   """Trains and scores every method on one held-out split."""
   start = time.perf_counter()
-  config = make_config(settings["dataset"], settings["sensor"], split, seed,
-                       labelled_fraction, settings["steps_scale"],
-                       settings["tiny"], settings["data_dir"])
+  config = make_config(settings, split, seed, labelled_fraction)
   data = input_pipeline.load_data(config.data)
-  seed_dir = out / "runs" / split.slug / f"seed{seed}"
-  workdir = seed_dir / f"lf{labelled_fraction:g}"
-  share_teacher(sorted(seed_dir.glob("lf*")), workdir)
+  workdir = (out / "runs" / split.slug / f"seed{seed}" /
+             f"lf{labelled_fraction:g}")
   preds = fit_baselines(data, methods, settings["protocol"] == "folds",
                         config, settings["tiny"])
   preds.update(train_deep(config, methods, workdir))
@@ -318,6 +333,9 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   sensor: str = "enmap", protocol: str = "auto",
                   regions: Sequence[str] = (), folds: Sequence[str] = (),
                   seeds: int = 2, steps_scale: float = 1.0,
+                  space: str = "sensor", encoder: str = "mlp",
+                  transductive: bool = True, paired_fraction: float = 0.4,
+                  pair_view: str = "same",
                   methods: Sequence[str] = METHODS,
                   label_fractions: Sequence[float] = (1, .5, .2, .1, .05,
                                                       .02),
@@ -340,14 +358,15 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
       protocol, protocol)
   out = pathlib.Path(out)
   settings = dict(dataset=dataset, sensor=sensor, protocol=protocol,
-                  steps_scale=steps_scale, tiny=tiny, data_dir=data_dir)
+                  steps_scale=steps_scale, tiny=tiny, data_dir=data_dir,
+                  space=space, encoder=encoder, transductive=transductive,
+                  paired_fraction=paired_fraction, pair_view=pair_view)
   _check_settings(out, settings)
   info = datasets.build(dataset, sensor, data_dir or None).info
   region_names = tuple(info.features["region"].names)
   splits = make_splits(protocol, regions, folds, region_names)
   lf = common.data_config(dataset).labelled_fraction
-  base = make_config(dataset, sensor, splits[0], 0, lf, steps_scale, tiny,
-                     data_dir)
+  base = make_config(settings, splits[0], 0, lf)
   start = time.perf_counter()
   runs = [run_split(s, seed, lf, methods, settings, out)
           for s in splits for seed in range(seeds)]
@@ -372,11 +391,16 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
               timespec="seconds"),
           steps={"teacher": base.teacher.train.steps,
                  "student": base.train.steps},
-          steps_scale=steps_scale, tiny=tiny,
-          labelled_fraction=lf, paired_fraction=paired_for(lf),
+          steps_scale=steps_scale, tiny=tiny, space=space, encoder=encoder,
+          model_size=_model_size(base),
+          setting="transductive" if transductive else "inductive",
+          pair_view=pair_view, labelled_fraction=lf,
+          paired_fraction=paired_for(lf, paired_fraction),
+          validation_fraction=base.data.validation_fraction,
           label_splits=[s.name for s in chosen],
           label_fractions=list(label_fractions),
-          paired_fractions=[paired_for(f) for f in label_fractions],
+          paired_fractions=[paired_for(f, paired_fraction)
+                            for f in label_fractions],
           measured=info.metadata["measured"],
           simulated=info.metadata["simulated"],
           target=info.metadata["target"],
@@ -397,7 +421,9 @@ def main(argv: Sequence[str]) -> None:
       _DATASET.value, _OUT.value, sensor=_SENSOR.value,
       protocol=_PROTOCOL.value, regions=_REGIONS.value, folds=_FOLDS.value,
       seeds=_SEEDS.value, steps_scale=_STEPS_SCALE.value,
-      methods=_METHODS.value,
+      space=_SPACE.value, encoder=_ENCODER.value,
+      transductive=_TRANSDUCTIVE.value, paired_fraction=_PAIRED.value,
+      pair_view=_PAIR_VIEW.value, methods=_METHODS.value,
       label_fractions=[float(f) for f in _FRACTIONS.value],
       label_splits=_LABEL_SPLITS.value, label_methods=_LABEL_METHODS.value,
       tiny=_TINY.value, data_dir=_DATA_DIR.value, command=command)

@@ -17,8 +17,14 @@ import numpy as np
 from deepsalt_jax import evaluate
 from deepsalt_jax import metrics
 
-SCORES = ("r2", "rmse", "rpd")
-BASELINES = ("plsr", "rf", "plsr_lab")
+SCORES = ("r2", "r2_log", "rmse", "rpd", "rpiq", "class_accuracy", "kappa")
+HEADERS = {"r2": "R²", "r2_log": "R² log", "rmse": "RMSE ({unit})",
+           "rpd": "RPD", "rpiq": "RPIQ", "class_accuracy": "class acc.",
+           "kappa": "kappa"}
+BASELINES = ("plsr", "rf", "plsr_lab", "coral_ridge")
+# What a user would reach for instead of DeepSalt (the student's rivals).
+PEERS = BASELINES + ("source_only", "plain", "finetune", "dann",
+                     "dann_labels")
 REFERENCE = "teacher_lab"  # Sees lab spectra of the test samples: no rival.
 
 
@@ -35,8 +41,10 @@ class Run:
 
 
 def unit_scores(runs: Sequence[Run], method: str,
-                region_names: Sequence[str]) -> dict[tuple[str, int], dict]:
-  """Metrics per (region, seed) with predictions for all its samples."""
+                region_names: Sequence[str],
+                classes: bool) -> dict[tuple[str, int], dict]:
+  """Metrics per (region, seed) with predictions for all its samples;
+  `classes`: FAO salinity-class agreement too (EC in dS/m)."""
   out = {}
   for seed in sorted({r.seed for r in runs}):
     mine = [r for r in runs if r.seed == seed and method in r.preds]
@@ -49,7 +57,7 @@ def unit_scores(runs: Sequence[Run], method: str,
       rows = region == index
       if rows.sum() >= metrics.MIN_SAMPLES and np.isfinite(pred[rows]).all():
         out[(region_names[index], seed)] = metrics.regression_metrics(
-            target[rows], pred[rows])
+            target[rows], pred[rows], classes)
   return out
 
 
@@ -60,27 +68,33 @@ def _mean_sd(values: Sequence[float]) -> dict[str, float | None]:
           "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
 
 
+def _keys(scores: dict[tuple[str, int], dict]) -> list[str]:
+  present = set.intersection(*(set(s) for s in scores.values()))
+  return [k for k in SCORES if k in present]
+
+
 def summarise(scores: dict[tuple[str, int], dict]) -> dict[str, Any]:
   if not scores:
     return {"units": 0}
   return {"units": len(scores), **{k: _mean_sd([s[k] for s in scores.values()])
-                                   for k in SCORES}}
+                                   for k in _keys(scores)}}
 
 
 def per_region(scores: dict[tuple[str, int], dict]) -> dict[str, dict]:
   regions = sorted({region for region, _ in scores})
   return {region: {k: float(np.mean([s[k] for (r, _), s in scores.items()
-                                     if r == region])) for k in SCORES}
+                                     if r == region])) for k in _keys(scores)}
           for region in regions}
 
 
 def label_efficiency(label_runs: Sequence[Run], methods: Sequence[str],
-                     region_names: Sequence[str]) -> list[dict[str, Any]]:
+                     region_names: Sequence[str],
+                     classes: bool) -> list[dict[str, Any]]:
   """Per labelled fraction: each method's R² (mean, sd over units)."""
   rows = []
   for fraction in dict.fromkeys(r.labelled_fraction for r in label_runs):
     runs = [r for r in label_runs if r.labelled_fraction == fraction]
-    r2 = {m: summarise(unit_scores(runs, m, region_names)).get("r2")
+    r2 = {m: summarise(unit_scores(runs, m, region_names, classes)).get("r2")
           for m in methods}
     r2 = {m: v for m, v in r2.items() if v is not None}
     fitted = [m for m in BASELINES if m in r2]
@@ -90,27 +104,50 @@ def label_efficiency(label_runs: Sequence[Run], methods: Sequence[str],
   return rows
 
 
-def verdicts(scores: dict[str, dict], methods: Sequence[str]) -> list[str]:
-  """Plain statements: does the student beat the best baseline and plain?"""
+def margins(per_region_r2: dict[str, dict[str, float]],
+            methods: Sequence[str]) -> dict[str, Any] | None:
+  """The student against the best peer: per region (mean over seeds), the
+  student's R² minus the best peer's there, and which peer that was."""
+  peers = [m for m in PEERS if m in methods and per_region_r2.get(m)]
+  if "student" not in methods or not peers:
+    return None
+  student = per_region_r2["student"]
+  out = {}
+  for region, own in student.items():
+    rivals = {m: per_region_r2[m][region]["r2"] for m in peers
+              if region in per_region_r2[m]}
+    if rivals:
+      best = max(rivals, key=rivals.get)
+      out[region] = {"peer": best, "peer_r2": rivals[best],
+                     "margin": own["r2"] - rivals[best]}
+  return out
+
+
+def verdicts(scores: dict[str, dict], methods: Sequence[str],
+             region_margins: dict[str, Any] | None) -> list[str]:
+  """Plain statements: does the student beat the best peer, and where?"""
   if "student" not in methods:
     return []
   mean_r2 = lambda m: float(np.mean([s["r2"] for s in scores[m].values()]))
   lines = []
-  fitted = [m for m in BASELINES if m in methods and scores[m]]
-  rivals = ([max(fitted, key=mean_r2)] if fitted else []) + [
-      m for m in ("plain", "teacher_resampled") if m in methods]
-  for rival in rivals:
-    shared = sorted(set(scores["student"]) & set(scores[rival]))
-    if not shared:
-      continue
-    wins = sum(scores["student"][u]["r2"] > scores[rival][u]["r2"]
+  peers = [m for m in PEERS if m in methods and scores[m]]
+  if peers:
+    best = max(peers, key=mean_r2)
+    shared = sorted(set(scores["student"]) & set(scores[best]))
+    wins = sum(scores["student"][u]["r2"] > scores[best][u]["r2"]
                for u in shared)
-    better = mean_r2("student") > mean_r2(rival)
     lines.append(
-        f"student vs {rival}{' (best baseline)' if rival in BASELINES else ''}"
-        f": mean R² {mean_r2('student'):.3f} vs {mean_r2(rival):.3f}; the "
-        f"student is {'better' if better else 'NOT better'} on average and "
-        f"higher on {wins} of {len(shared)} units.")
+        f"student vs the best peer on average, {best}: mean R² "
+        f"{mean_r2('student'):.3f} vs {mean_r2(best):.3f} (margin "
+        f"{mean_r2('student') - mean_r2(best):+.3f}); the student is higher "
+        f"on {wins} of {len(shared)} units.")
+  if region_margins:
+    values = [m["margin"] for m in region_margins.values()]
+    lines.append(
+        f"against the best peer of each region: the student wins "
+        f"{sum(v > 0 for v in values)} of {len(values)} regions; it falls "
+        f"more than 0.05 below on {sum(v < -0.05 for v in values)} "
+        f"(worst {min(values):+.3f}).")
   return lines
 
 
@@ -118,7 +155,10 @@ def build(runs: Sequence[Run], label_runs: Sequence[Run],
           methods: Sequence[str], region_names: Sequence[str], unit: str,
           header: dict[str, Any]) -> dict[str, Any]:
   """The JSON-ready report."""
-  scores = {m: unit_scores(runs, m, region_names) for m in methods}
+  classes = unit == "dS/m"
+  scores = {m: unit_scores(runs, m, region_names, classes) for m in methods}
+  regions = {m: per_region(scores[m]) for m in methods}
+  region_margins = margins(regions, methods)
   label_methods = list(dict.fromkeys(m for r in label_runs for m in r.preds))
   missing = {m: sorted({(r.split, r.seed) for r in runs
                         if m in r.preds and not np.isfinite(r.preds[m]).all()})
@@ -126,11 +166,12 @@ def build(runs: Sequence[Run], label_runs: Sequence[Run],
   return {
       **header, "unit": unit,
       "summary": {m: summarise(scores[m]) for m in methods},
-      "per_region": {m: per_region(scores[m]) for m in methods},
-      "verdicts": verdicts(scores, methods),
+      "per_region": regions,
+      "margins": region_margins,
+      "verdicts": verdicts(scores, methods, region_margins),
       "not_fitted": {m: v for m, v in missing.items() if v},
       "label_efficiency": label_efficiency(label_runs, label_methods,
-                                           region_names),
+                                           region_names, classes),
       "runs": [{"split": r.split, "seed": r.seed,
                 "labelled_fraction": r.labelled_fraction,
                 "seconds": round(r.seconds, 1), "n_test": len(r.target)}
@@ -169,19 +210,30 @@ def markdown(result: dict[str, Any]) -> str:
       f"- Training: teacher {result['steps']['teacher']} steps, each student "
       f"{result['steps']['student']} steps (steps_scale="
       f"{result['steps_scale']}{', tiny models' if result['tiny'] else ''}); "
-      f"labelled fraction {result['labelled_fraction']}, paired "
-      f"{result['paired_fraction']} of the training part's samples.",
+      f"every network: {result['model_size']}; labelled fraction "
+      f"{result['labelled_fraction']}, paired {result['paired_fraction']} "
+      f"({result['pair_view']} pixel) of the training part's samples; "
+      f"{result['validation_fraction']:.0%} of the labelled samples held out "
+      "(spatial blocks) to pick each network's step.",
+      f"- Setting: {result['setting']} ("
+      + ("the held-out regions' unlabelled pixels feed the alignment of the "
+         "student, DANN and CORAL; never their labels or lab spectra)"
+         if result["setting"] == "transductive" else
+         "no held-out sample enters any stream)") + ".",
   ]
   if protocol == "folds":
     lines.append("- Folds protocol: baselines are fitted per LimeSoDa set; "
                  "the deep models once per fold on the training folds of all "
                  "five sets pooled, scored per set.")
-  lines += ["", f"## Mean ± sd over units", "",
-            f"| method | R² | RMSE ({unit}) | RPD | units |",
-            "|---|---|---|---|---|"]
+  keys = [k for k in SCORES if any(k in stat for stat in
+                                    result["summary"].values())]
+  lines += ["", "## Mean ± sd over units", "",
+            "| method | " + " | ".join(HEADERS[k].format(unit=unit)
+                                      for k in keys) + " | units |",
+            "|---" * (len(keys) + 2) + "|"]
   for method, stat in result["summary"].items():
     lines.append(f"| {_name(method)} | " + " | ".join(
-        _cell(stat.get(k)) for k in SCORES) + f" | {stat['units']} |")
+        _cell(stat.get(k)) for k in keys) + f" | {stat['units']} |")
   regions = sorted({r for v in result["per_region"].values() for r in v})
   for key, title in (("r2", "R²"), ("rmse", f"RMSE ({unit})")):
     lines += ["", f"## {title} per {held.split(' (')[0]} (mean over seeds)",
@@ -191,6 +243,14 @@ def markdown(result: dict[str, Any]) -> str:
       lines.append(f"| {_name(method)} | " + " | ".join(
           f"{table[r][key]:.3f}" if r in table else "n/a" for r in regions)
                    + " |")
+  if result["margins"]:
+    lines += ["", "## The student against the best peer of each region", "",
+              "| region | student R² | best peer | its R² | margin |",
+              "|---|---|---|---|---|"]
+    for region, m in result["margins"].items():
+      lines.append(
+          f"| {region} | {result['per_region']['student'][region]['r2']:.3f}"
+          f" | {m['peer']} | {m['peer_r2']:.3f} | {m['margin']:+.3f} |")
   if result["label_efficiency"]:
     methods = list(result["label_efficiency"][0]["r2"])
     lines += ["", f"## Label efficiency: R² (mean ± sd) on "
@@ -257,9 +317,9 @@ def write(out: pathlib.Path, result: dict[str, Any], runs: Sequence[Run],
       pooled[method] = {"target": target[keep], "pred": pred[keep],
                         "overall": metrics.regression_metrics(target[keep],
                                                               pred[keep])}
-  for name, group in (("baselines", (*BASELINES, "teacher_resampled")),
+  for name, group in (("baselines", (*BASELINES, "source_only")),
                       ("deep", [m for m in methods if m not in BASELINES
-                                and m != "teacher_resampled"])):
+                                and m != "source_only"])):
     chosen = {_name(m): pooled[m] for m in group if m in pooled}
     if chosen:
       evaluate.parity_plot(out / f"parity_{name}.png", chosen, unit)

@@ -49,6 +49,8 @@ _TRAIN_BATCHES = flags.DEFINE_list("train_batch_sizes", ["32", "64", "128"],
                                    "Training batch sizes (per stream).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10,
                                     "Timed steps per training measurement.")
+_ENCODERS = flags.DEFINE_list("encoders", ["mlp", "conv"],
+                              "Encoders to measure (the first: inference).")
 _JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
 
 
@@ -113,7 +115,8 @@ def measure_training(config: ml_collections.ConfigDict, sensor: str,
              "paired": {"satellite": sat(2),
                         "lab": _spectra(batch_size, n_lab, 3)},
              "unlabelled": {"satellite": sat(4)},
-             "library": {"lab": _spectra(batch_size, n_lab, 5)}}
+             "library": {"lab": _spectra(batch_size, n_lab, 5),
+                         "target": target}}
     rows = 4 * batch_size
   replicated = sharding.replicated(mesh)
   batch = jax.device_put(batch, sharding.batch_sharding(mesh))
@@ -129,12 +132,40 @@ def measure_training(config: ml_collections.ConfigDict, sensor: str,
 
   jax.block_until_ready(one_step())  # Warm-up.
   seconds, calls = timed(one_step, steps, 0.0)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
   return {"stage": stage, "sensor": sensor,
+          "encoder": config.model.encoder.kind,
           "bands": n_lab if stage == "teacher" else n_sat,
           "batch_size": batch_size, "steps_per_s": 1.0 / seconds,
           "spectra_per_s": rows / seconds, "steps_timed": calls,
+          "flops_per_spectrum": (cost or {}).get("flops", float("nan")) / rows,
           "compiled_mib": compiled_mib(compiled),
           "peak_rss_mib": peak_rss_mib(), "device_peak_mib": device_peak_mib()}
+
+
+# The student's loss terms, added stream by stream (time per stream).
+STREAM_TERMS = (
+    ("labelled", {"w_distill_feature": 0.0, "w_distill_pred": 0.0,
+                  "w_reconstruction": 0.0, "w_alignment": 0.0}),
+    ("+ paired", {"w_alignment": 0.0}),
+    ("+ unlabelled, library", {}),
+)
+
+
+def stream_profile(config: ml_collections.ConfigDict, sensor: str,
+                   batch_size: int, steps: int, mesh: jax.sharding.Mesh
+                   ) -> list[dict[str, Any]]:
+  """Student step time with its streams added one by one."""
+  rows = []
+  for name, weights in STREAM_TERMS:
+    variant = ml_collections.ConfigDict(config.to_dict())
+    variant.loss.update(weights)
+    row = measure_training(variant, sensor, "student", batch_size, steps,
+                           mesh)
+    rows.append({"streams": name, "ms_per_step": 1e3 / row["steps_per_s"],
+                 "flops_per_spectrum": row["flops_per_spectrum"]})
+  return rows
 
 
 def measure_inference(config: ml_collections.ConfigDict, sensor: str,
@@ -160,21 +191,29 @@ def measure_inference(config: ml_collections.ConfigDict, sensor: str,
 
 def run(sensors: Sequence[str], batch_sizes: Sequence[int],
         train_batch_sizes: Sequence[int], train_steps: int,
-        config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
-  """All measurements; `config` defaults to configs/distill.py."""
-  config = config or distill.get_config("compare=none")
+        encoders: Sequence[str] = ("mlp", "conv"), tiny: bool = False
+        ) -> dict[str, Any]:
+  """All measurements, per encoder (configs/distill.py:encoder=...)."""
   mesh = sharding.make_mesh()
-  training = [measure_training(config, sensors[0], "teacher", b, train_steps,
-                               mesh) for b in train_batch_sizes]
-  training += [measure_training(config, s, "student", b, train_steps, mesh)
-               for s in sensors for b in train_batch_sizes]
+  training, profiles = [], {}
+  for encoder in encoders:
+    config = distill.get_config(f"compare=none,encoder={encoder}" +
+                                (",tiny" if tiny else ""))
+    training += [measure_training(config, sensors[0], "teacher", b,
+                                  train_steps, mesh)
+                 for b in train_batch_sizes]
+    training += [measure_training(config, s, "student", b, train_steps, mesh)
+                 for s in sensors for b in train_batch_sizes]
+    profiles[encoder] = stream_profile(config, sensors[0],
+                                       train_batch_sizes[0], train_steps, mesh)
+  config = distill.get_config(f"compare=none,encoder={encoders[0]}" +
+                              (",tiny" if tiny else ""))
   inference = [measure_inference(config, s, b, mesh)
                for s in sensors for b in batch_sizes]
   return {"device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-          "backend": jax.default_backend(),
-          "model": {"features": config.model.encoder.features,
-                    "num_blocks": config.model.encoder.num_blocks},
-          "training": training, "inference": inference}
+          "backend": jax.default_backend(), "training": training,
+          "streams": profiles, "inference": inference,
+          "inference_encoder": encoders[0]}
 
 
 def _mib(value: float | None) -> str:
@@ -182,18 +221,28 @@ def _mib(value: float | None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-  lines = [f"Device: {result['device']} ({result['backend']}); model "
-           f"features={result['model']['features']}, "
-           f"blocks={result['model']['num_blocks']}", "",
-           "Training (train step, spectra/s = rows of all streams)", "",
-           "| stage | bands | batch | steps/s | spectra/s | XLA MiB | peak "
-           "RSS MiB | device peak MiB |", "|---|---|---|---|---|---|---|---|"]
+  lines = [f"Device: {result['device']} ({result['backend']})", "",
+           "Training (train step, spectra/s = rows of all streams; FLOPs "
+           "from XLA's cost analysis)", "",
+           "| encoder | stage | bands | batch | steps/s | spectra/s | "
+           "MFLOP/spectrum | XLA MiB | peak RSS MiB | device peak MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in result["training"]:
-    lines.append(f"| {r['stage']} | {r['bands']} | {r['batch_size']} | "
-                 f"{r['steps_per_s']:.1f} | {r['spectra_per_s']:.0f} | "
+    lines.append(f"| {r['encoder']} | {r['stage']} | {r['bands']} | "
+                 f"{r['batch_size']} | {r['steps_per_s']:.1f} | "
+                 f"{r['spectra_per_s']:.0f} | "
+                 f"{r['flops_per_spectrum'] / 1e6:.2f} | "
                  f"{_mib(r['compiled_mib'])} | {_mib(r['peak_rss_mib'])} | "
                  f"{_mib(r['device_peak_mib'])} |")
-  lines += ["", "Student inference", "",
+  lines += ["", "Student step time as its streams are added", "",
+            "| encoder | streams | ms/step | MFLOP/spectrum |",
+            "|---|---|---|---|"]
+  for encoder, rows in result["streams"].items():
+    for r in rows:
+      lines.append(f"| {encoder} | {r['streams']} | {r['ms_per_step']:.1f} | "
+                   f"{r['flops_per_spectrum'] / 1e6:.2f} |")
+  lines += ["", f"Student inference ({result['inference_encoder']} encoder)",
+            "",
             "| sensor | bands | batch | spectra/s | XLA MiB | peak RSS MiB | "
             "device peak MiB |", "|---|---|---|---|---|---|---|"]
   for r in result["inference"]:
@@ -207,7 +256,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   result = run(_SENSORS.value, [int(b) for b in _BATCHES.value],
-               [int(b) for b in _TRAIN_BATCHES.value], _TRAIN_STEPS.value)
+               [int(b) for b in _TRAIN_BATCHES.value], _TRAIN_STEPS.value,
+               _ENCODERS.value)
   print(markdown(result))
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2))

@@ -83,6 +83,15 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
                          else 0.2),
       # Samples with both a lab spectrum and a pixel (default 40 %).
       paired_fraction=roles.PAIRED_FRACTION,
+      # What a pair's pixel is: 'same' (the sample's own), 'neighbour' (a
+      # pixel 1-2 away) or 'date' (another acquisition); see
+      # data_prep/satellite_view.pair_views.
+      pair_view="same",
+      # Of the labelled samples: held out of training, in whole spatial
+      # blocks, to pick each network's best step (and calibrate its
+      # uncertainty). 0 = none: the last step is kept.
+      validation_fraction=0.2,
+      validation_seed=0,
       # Unlabelled pixels of the held-out regions join the alignment stream
       # (their labels and lab spectra are never used): a user mapping a new
       # region always has its scene.
@@ -94,14 +103,31 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
   ))
 
 
-def model_config() -> ml_collections.ConfigDict:
+SPACES = ("lab", "sensor")
+ENCODERS = ("mlp", "conv")
+# Encoder settings by kind (README measures both).
+_ENCODER_SIZES = {"mlp": dict(features=256, num_blocks=2),
+                  "conv": dict(features=64, num_blocks=3)}
+
+
+def model_config(space: str = "sensor",
+                 encoder: str = "mlp") -> ml_collections.ConfigDict:
+  """Teacher and student networks; the student starts from the teacher's,
+  so both take the same settings."""
   return ml_collections.ConfigDict(dict(
-      # The spectral encoder and regression head of teacher and student
-      # (deepsalt_jax/models/encoder.py); the student starts from the
-      # teacher's, so both use the same settings.
+      # Where the teacher reads spectra: 'sensor' (lab spectra resampled
+      # forward to the sensor's nominal bands; the SAU starts from the
+      # identity) or 'lab' (the lab grid; the SAU starts from the physics
+      # inverse).
+      space=space,
+      # The spectral encoder and regression head
+      # (deepsalt_jax/models/encoder.py).
       encoder=dict(
-          features=64,  # Token width and embedding size.
-          num_blocks=3,
+          kind=encoder,  # 'mlp' (MLPEncoder) or 'conv' (SpectralEncoder).
+          # Layer width (mlp), token width (conv); the embedding size.
+          features=_ENCODER_SIZES[encoder]["features"],
+          # Dense layers (mlp), residual blocks (conv).
+          num_blocks=_ENCODER_SIZES[encoder]["num_blocks"],
           kernel_size=7,  # Conv kernel in bands (stem) and tokens (blocks).
           stem_stride=4,  # Bands per token.
           num_heads=4,  # Attention-pooling heads; 0 = mean pooling.
@@ -124,6 +150,7 @@ def train_config(steps: int, batch_size: int) -> ml_collections.ConfigDict:
       weight_decay=1e-4,
       grad_clip=1.0,
       log_every=50,
+      eval_every=50,  # Score on the validation samples, keep the best step.
       checkpoint_every=500,
       keep_checkpoints=2,
       eval_batch_size=1024,
@@ -147,8 +174,13 @@ def mapping_config() -> ml_collections.ConfigDict:
   ))
 
 
+def model_args() -> dict[str, tuple[str, ...]]:
+  """The `:arg` keys that pick the networks (teacher and student alike)."""
+  return {"space": SPACES, "encoder": ENCODERS}
+
+
 def tiny(config: ml_collections.ConfigDict) -> None:
   """Shrinks a config in place to a seconds-long run for tests."""
   config.model.encoder.update(features=16, num_blocks=1, head_hidden=16)
-  config.train.update(steps=6, batch_size=16, log_every=2,
+  config.train.update(steps=6, batch_size=16, log_every=2, eval_every=3,
                       checkpoint_every=3, warmup_steps=1)

@@ -27,29 +27,55 @@ from configs import common
 from configs import teacher
 from deepsalt_spectral import errors
 
-# Each ablation is a set of overrides of the full method.
-ABLATIONS = {
+_NO_TEACHER_TERMS = {"w_reconstruction": 0.0, "w_distill_feature": 0.0,
+                     "w_distill_pred": 0.0}
+# Each variant is a set of overrides of the full method; it trains as a
+# student of its own beside the student (`compare=...`), with the same
+# network, steps and data.
+VARIANTS = {
+    # Ablations of DeepSalt.
     "no_sau": {"model": {"use_sau": False}, "loss": {"w_reconstruction": 0.0}},
     "no_distill": {"loss": {"w_distill_feature": 0.0, "w_distill_pred": 0.0}},
     "no_align": {"loss": {"w_alignment": 0.0}},
-    # The same network trained on the labelled pixels alone: no teacher.
+    "sau_prior": {"loss": {"w_sau_prior": 1.0}},
+    # What a user would pick instead. The network on the labelled pixels
+    # alone, from scratch:
     "plain": {"model": {"use_sau": False, "init_from_teacher": False},
-              "loss": {"w_reconstruction": 0.0, "w_distill_feature": 0.0,
-                       "w_distill_pred": 0.0, "w_alignment": 0.0}},
+              "loss": {**_NO_TEACHER_TERMS, "w_alignment": 0.0}},
+    # Pretrained on the lab spectra (the teacher), then fine-tuned on the
+    # labelled pixels (validation picks the step):
+    "finetune": {"model": {"use_sau": False},
+                 "loss": {**_NO_TEACHER_TERMS, "w_alignment": 0.0}},
+    # DANN (Ganin et al. 2016): regression on the lab spectra resampled to
+    # the bands, gradient reversal against the unlabelled pixels; without
+    # and with the labelled pixels.
+    "dann": {"model": {"use_sau": False, "init_from_teacher": False},
+             "loss": {**_NO_TEACHER_TERMS, "w_regression": 0.0,
+                      "w_source": 1.0, "alignment": "adversarial",
+                      "align_to": "self"}},
+    "dann_labels": {"model": {"use_sau": False, "init_from_teacher": False},
+                    "loss": {**_NO_TEACHER_TERMS, "w_source": 1.0,
+                             "alignment": "adversarial", "align_to": "self"}},
 }
 
 
+# Trained and scored beside the student by the main command: what a user
+# would pick instead (the teacher on pixels is the source-only network).
+DEFAULT_COMPARE = "plain+finetune+dann_labels"
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  compare_choices = tuple(ABLATIONS) + ("none",)
+  compare_choices = tuple(VARIANTS) + ("none",)
   args = common.parse_arg(
-      arg, flags=("tiny",) + tuple(ABLATIONS),
+      arg, flags=("tiny",) + tuple(VARIANTS),
       keys={"dataset": common.DATASETS, "sensor": common.SENSORS,
             "alignment": common.ALIGNMENTS, "compare": None,
-            "target": ("potsdam",)})
+            "target": ("potsdam",), **common.model_args()})
   dataset = args.get("dataset", "salinity")
   sensor = args.get("sensor", "enmap")
-  teacher_arg = f"dataset={dataset},sensor={sensor}" + (
-      ",tiny" if args.get("tiny") else "")
+  space, encoder = args.get("space", "sensor"), args.get("encoder", "mlp")
+  teacher_arg = (f"dataset={dataset},sensor={sensor},space={space},"
+                 f"encoder={encoder}" + (",tiny" if args.get("tiny") else ""))
 
   config = ml_collections.ConfigDict()
   config.stage = "student"
@@ -62,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "target=potsdam holds EnMAP scenes: use sensor=enmap.")
     config.data.target_scenes = str(common.reference_data_dir() /
                                     "enmap_potsdam")
-  config.model = common.model_config()
+  config.model = common.model_config(space, encoder)
   config.model.use_sau = True
   config.model.init_from_teacher = True
   config.train = common.train_config(steps=1200, batch_size=64)
@@ -70,23 +96,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict(dict(
       regression="huber",
       alignment=args.get("alignment", "mmd"),
-      w_regression=1.0,
+      # Align the student's pixel features with the teacher's lab features
+      # ('teacher'), or with its own on the resampled lab spectra ('self',
+      # as a DANN does).
+      align_to="teacher",
+      w_regression=1.0,  # Labelled pixels.
+      w_source=0.0,  # The library's lab spectra resampled to the bands.
       w_alignment=0.5,
       w_distill_feature=1.0,
       w_distill_pred=1.0,
       w_reconstruction=1.0,
+      w_sau_prior=0.0,  # The SAU's distance from its physics start.
   ))
-  for name, overrides in ABLATIONS.items():
+  for name, overrides in VARIANTS.items():
     if args.get(name):
       config.update(overrides)
-  compare = args.get("compare", "plain")
+  compare = args.get("compare", DEFAULT_COMPARE)
   names = () if compare == "none" else tuple(compare.split("+"))
   for name in names:
     if name not in compare_choices:
       raise errors.UserError(f"compare={name!r} is not one of "
                              f"{', '.join(compare_choices)}.")
   config.compare = ml_collections.ConfigDict(
-      {name: ABLATIONS[name] for name in names})
+      {name: VARIANTS[name] for name in names})
   if args.get("tiny"):
     common.tiny(config)
   return config

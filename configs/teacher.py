@@ -17,14 +17,18 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, flags=("tiny",),
                           keys={"dataset": common.DATASETS,
-                                "sensor": common.SENSORS})
+                                "sensor": common.SENSORS,
+                                **common.model_args()})
   config = ml_collections.ConfigDict()
   config.stage = "teacher"
   config.seed = 0
   config.data = common.data_config(args.get("dataset", "salinity"),
                                    args.get("sensor", "enmap"))
-  config.model = common.model_config()
-  config.train = common.train_config(steps=1000, batch_size=128)
+  config.model = common.model_config(args.get("space", "sensor"),
+                                     args.get("encoder", "mlp"))
+  # As many steps as the students get (configs/distill.py): a sensor-space
+  # teacher is also the source-only network they are compared with.
+  config.train = common.train_config(steps=1200, batch_size=128)
   config.loss = ml_collections.ConfigDict(dict(regression="huber"))
   if args.get("tiny"):
     common.tiny(config)

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 
 class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder):
-  """Writes array_record (read back with `tfds.data_source` and grain)."""
+  """Writes array_record (read back with `tfds.data_source`)."""
 
   def __init__(self, *, file_format: str = "array_record", **kwargs):
     super().__init__(file_format=file_format, **kwargs)

@@ -1,4 +1,4 @@
-"""Simulated salinity and satellite view on top of real lab soil spectra.
+"""Simulated salinity on top of real lab soil spectra.
 
 The soil spectra are measured (see `sources`); everything this module adds is
 simulated, from the physical effects below, with every number in `Params`.
@@ -25,17 +25,7 @@ Salinity (EC of the saturated paste extract, dS/m), on the lab grid:
   darkens the whole spectrum (more in the SWIR) and adds the 970, 1200, 1450
   and 1940 nm water absorptions (Beer-Lambert: multiply by exp(-m k(lambda))).
 
-Satellite view (lab spectrum -> sensor good bands):
-* sub-pixel linear mixing with real endmembers from earthlib: green canopy and
-  dry vegetation (litter, bark, wood), Beta-distributed, mostly small fractions;
-* illumination scaling (topography, BRDF);
-* SRF resampling: `resampling.resampling_matrix(lab_wavelengths(),
-  sensor.good_wavelength, sensor.good_fwhm)`, so bad bands never appear;
-* atmospheric-correction residuals: smooth gain and offset (Legendre
-  polynomials of degree 2 in wavelength), one draw per region (a scene) plus a
-  small per-pixel part, and water-vapour residuals near 940 and 1130 nm;
-* noise with a band-dependent SNR (lower in the SWIR and at the detector edges),
-  scaled per sensor.
+The satellite view of these spectra is `data_prep.satellite_view`.
 
 Randomness is numpy `Generator`s seeded from (seed, stream, names), so results
 depend only on the seed, the sample order and, for region-level draws, the
@@ -46,9 +36,7 @@ import zlib
 
 import numpy as np
 
-from deepsalt_spectral import errors
 from deepsalt_spectral import resampling
-from deepsalt_spectral import sensors as sensors_lib
 
 # A feature is (centre nm, FWHM nm, depth): a Gaussian in optical depth.
 Feature = tuple[float, float, float]
@@ -108,42 +96,18 @@ class Params:
   moisture_broad: tuple[float, float] = (1.0, 3.0)
   water_features: tuple[Feature, ...] = (
       (970, 40, 0.5), (1200, 60, 1.0), (1450, 90, 4.0), (1940, 110, 6.0))
-  # Sub-pixel fractions ~ Beta(a, b) (means 0.08, 0.12), scaled down where
-  # they add up to more than max_vegetation.
-  green_fraction: tuple[float, float] = (1.2, 14.0)
-  dry_fraction: tuple[float, float] = (1.2, 9.0)
-  max_vegetation: float = 0.8
-  illumination_range: tuple[float, float] = (0.85, 1.1)
-  # Atmospheric residuals, std of Legendre coefficients P0..P2.
-  gain_sigma_region: tuple[float, ...] = (0.04, 0.03, 0.02)
-  gain_sigma_pixel: tuple[float, ...] = (0.01, 0.005, 0.005)
-  offset_sigma_region: tuple[float, ...] = (0.006, 0.004, 0.003)
-  offset_sigma_pixel: tuple[float, ...] = (0.002, 0.001, 0.001)
-  # Water-vapour residual optical depth (std; region and pixel parts).
-  vapour_features: tuple[Feature, ...] = ((940, 50, 1.0), (1130, 60, 1.2))
-  vapour_sigma_region: float = 0.03
-  vapour_sigma_pixel: float = 0.02
-  # SNR at reference reflectance snr_reference (EnMAP-like knots, nm -> SNR),
-  # times a per-sensor factor (1 for sensors not listed).
-  snr_knots: tuple[tuple[float, float], ...] = (
-      (400, 150), (500, 400), (900, 300), (1000, 150), (1050, 220),
-      (1600, 220), (2200, 180), (2450, 80))
-  snr_reference: float = 0.3
-  sensor_snr_factor: tuple[tuple[str, float], ...] = (
-      ("enmap", 1.0), ("prisma", 0.5), ("emit", 1.3))
-  reflectance_clip: tuple[float, float] = (0.0, 1.5)
 
 
 DEFAULT = Params()
 
 
-def _rng(seed: int, *keys) -> np.random.Generator:
+def seeded_rng(seed: int, *keys) -> np.random.Generator:
   """Generator for a stream named by keys (ints or strings, hashed stably)."""
   ints = [k if isinstance(k, int) else zlib.crc32(k.encode()) for k in keys]
   return np.random.default_rng([seed, *ints])
 
 
-def _bands(wavelength: np.ndarray, features) -> np.ndarray:
+def gaussian_bands(wavelength: np.ndarray, features) -> np.ndarray:
   """Sum of Gaussian optical depths [..., n_wavelength] for (c, fwhm, d)."""
   centre, fwhm, depth = (np.asarray(v, np.float64)[..., None]
                          for v in zip(*features))
@@ -156,7 +120,7 @@ def salt_spectra(wavelength: np.ndarray) -> np.ndarray:
   """Reflectance [n_salts, n_wavelength] of the pure salts (SALTS order)."""
   return np.stack([
       np.interp(wavelength, *zip(*salt.continuum)) *
-      np.exp(-_bands(wavelength, salt.features)) for salt in SALTS])
+      np.exp(-gaussian_bands(wavelength, salt.features)) for salt in SALTS])
 
 
 def salt_index(ec, params: Params = DEFAULT) -> np.ndarray:
@@ -209,11 +173,18 @@ def add_salt(soil: np.ndarray, ec: np.ndarray, composition: np.ndarray,
   mixed = (1.0 - cover) * soil + cover * crust
   # Moisture held by hygroscopic salts: Beer-Lambert darkening and water bands.
   hygroscopicity = composition @ np.array([s.hygroscopicity for s in SALTS])
-  moisture = (np.asarray(base_moisture)[..., None] + params.moisture_per_salt *
-              index * hygroscopicity[:, None])
+  moisture = (np.asarray(base_moisture) + params.moisture_per_salt *
+              index[:, 0] * hygroscopicity)
+  return mixed * moisture_transmittance(wavelength, moisture, params)
+
+
+def moisture_transmittance(wavelength: np.ndarray, moisture,
+                           params: Params = DEFAULT) -> np.ndarray:
+  """exp(-moisture k(lambda)) [n, n_wavelength]: the darkening and water
+  bands of soil moisture (g/g), broad from VIS to SWIR plus absorptions."""
   broad = np.interp(wavelength, (400.0, 2450.0), params.moisture_broad)
-  depth = broad + _bands(wavelength, params.water_features)
-  return mixed * np.exp(-moisture * depth)
+  depth = broad + gaussian_bands(wavelength, params.water_features)
+  return np.exp(-np.asarray(moisture, np.float64)[..., None] * depth)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +199,7 @@ class RegionSalinity:
 def region_salinity(region: str, seed: int,
                     params: Params = DEFAULT) -> RegionSalinity:
   """The region's salinity regime; depends only on (seed, region name)."""
-  rng = _rng(seed, "region_salinity", region)
+  rng = seeded_rng(seed, "region_salinity", region)
   lo, hi = np.log(params.ec_median_range)
   return RegionSalinity(
       ec_median=float(np.exp(rng.uniform(lo, hi))),
@@ -255,7 +226,7 @@ def simulate_salinity(soil: np.ndarray, region: np.ndarray,
   soil = np.asarray(soil, np.float64)
   region = np.asarray(region)
   n = len(soil)
-  rng = _rng(seed, "salinity")
+  rng = seeded_rng(seed, "salinity")
   z = rng.standard_normal(n)
   tail_u, tail_z = rng.uniform(size=n), rng.standard_normal(n)
   crust_noise = np.exp(params.crust_noise_sigma * rng.standard_normal(n) -
@@ -281,78 +252,3 @@ def simulate_salinity(soil: np.ndarray, region: np.ndarray,
   ec = np.clip(ec, *params.ec_clip)
   return ec, add_salt(soil, ec, composition, crust_noise, base_moisture,
                       params), composition
-
-
-def snr(wavelength: np.ndarray, sensor_name: str,
-        params: Params = DEFAULT) -> np.ndarray:
-  """Band SNR at the reference reflectance for a sensor."""
-  factor = dict(params.sensor_snr_factor).get(sensor_name, 1.0)
-  return factor * np.interp(wavelength, *zip(*params.snr_knots))
-
-
-def satellite_view(lab: np.ndarray, region: np.ndarray, region_names,
-                   sensor: sensors_lib.Sensor,
-                   endmembers: dict[str, np.ndarray], seed: int,
-                   params: Params = DEFAULT) -> np.ndarray:
-  """Simulated satellite reflectance [n, sensor.good.size] of lab spectra.
-
-  Args:
-    lab: [n, 180] lab reflectance on `resampling.lab_wavelengths()`.
-    region: [n] int index into region_names (one scene per region).
-    region_names: region names (keys of the region-level atmosphere draws).
-    sensor: the sensor; only its good bands are simulated.
-    endmembers: {'green': [k, 180], 'dry': [k, 180]} mixing spectra.
-    seed: the simulation seed.
-    params: forward-model numbers.
-  """
-  lab = np.asarray(lab, np.float64)
-  region = np.asarray(region)
-  n = len(lab)
-  wavelength = sensor.good_wavelength
-  lab_grid = resampling.lab_wavelengths()
-  coverage = resampling.band_coverage(lab_grid, wavelength, sensor.good_fwhm)
-  if np.any(coverage <= 0):
-    raise errors.UserError(
-        f"Sensor {sensor.name!r}: good bands at {wavelength[coverage <= 0]} nm "
-        "lie outside the lab grid (400-2450 nm without water bands); mark "
-        "them bad.")
-  rng = _rng(seed, "satellite", sensor.name)
-  # Sub-pixel mixing with real vegetation spectra.
-  green = rng.beta(*params.green_fraction, n)
-  dry = rng.beta(*params.dry_fraction, n)
-  total = green + dry
-  cap = params.max_vegetation
-  scale = np.where(total > cap, cap / np.maximum(total, 1e-12), 1.0)
-  green, dry = green * scale, dry * scale
-  pixel = ((1.0 - green - dry)[:, None] * lab +
-           green[:, None] * endmembers["green"][rng.integers(
-               len(endmembers["green"]), size=n)] +
-           dry[:, None] * endmembers["dry"][rng.integers(
-               len(endmembers["dry"]), size=n)])
-  pixel *= rng.uniform(*params.illumination_range, n)[:, None]
-  x = resampling.resample(pixel, resampling.resampling_matrix(
-      lab_grid, wavelength, sensor.good_fwhm))
-  # Atmospheric residuals: region (scene) part plus pixel part.
-  gain_sigma = np.array([params.gain_sigma_region, params.gain_sigma_pixel])
-  offset_sigma = np.array([params.offset_sigma_region,
-                           params.offset_sigma_pixel])
-  gain = rng.standard_normal((n, gain_sigma.shape[1])) * gain_sigma[1]
-  offset = rng.standard_normal((n, offset_sigma.shape[1])) * offset_sigma[1]
-  vapour = rng.standard_normal(n) * params.vapour_sigma_pixel
-  for r in np.unique(region):
-    scene = _rng(seed, "scene", sensor.name, region_names[r])
-    rows = region == r
-    gain[rows] += scene.standard_normal(gain_sigma.shape[1]) * gain_sigma[0]
-    offset[rows] += (scene.standard_normal(offset_sigma.shape[1]) *
-                     offset_sigma[0])
-    vapour[rows] += scene.standard_normal() * params.vapour_sigma_region
-  # Legendre polynomials of wavelength mapped from 400..2450 nm to -1..1.
-  u = (wavelength - 1425.0) / 1025.0
-  legendre = lambda k: np.polynomial.legendre.legvander(u, k - 1).T
-  x = (x * (1.0 + gain @ legendre(gain.shape[1])) +
-       offset @ legendre(offset.shape[1]))
-  x *= np.exp(-vapour[:, None] * _bands(wavelength, params.vapour_features))
-  sigma = (np.sqrt(np.maximum(x, 0.0) * params.snr_reference) /
-           snr(wavelength, sensor.name, params))
-  x += sigma * rng.standard_normal(x.shape)
-  return np.clip(x, *params.reflectance_clip)

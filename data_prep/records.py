@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import array_record_builder
-from data_prep import forward_model
 from data_prep import roles
+from data_prep import satellite_view
 from data_prep import sources
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
@@ -73,6 +73,12 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
             "lab": tfds.features.Tensor(shape=(n_lab,), dtype=np.float32),
             "satellite": tfds.features.Tensor(shape=(sensor.good.size,),
                                               dtype=np.float32),
+            # What a geographic pair may see instead (satellite_view.
+            # pair_views): a neighbouring pixel, another date.
+            "satellite_neighbour": tfds.features.Tensor(
+                shape=(sensor.good.size,), dtype=np.float32),
+            "satellite_date": tfds.features.Tensor(
+                shape=(sensor.good.size,), dtype=np.float32),
             "target": scalar(np.float32),
             "region": tfds.features.ClassLabel(names=self.REGION_NAMES),
             "sample_id": tfds.features.Text(),
@@ -107,14 +113,18 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
   def _generate_examples(self):
     seed = self.builder_config.seed
     samples, lab, target = self._samples()
-    satellite = forward_model.satellite_view(
-        lab, samples.region, self.REGION_NAMES, self.sensor,
-        sources.vegetation_endmembers(), seed)
+    endmembers = sources.vegetation_endmembers()
+    satellite = satellite_view.satellite_view(
+        lab, samples.region, self.REGION_NAMES, self.sensor, endmembers, seed)
+    pairs = satellite_view.pair_views(lab, samples.region, self.REGION_NAMES,
+                                      self.sensor, endmembers, seed)
     u = roles.uniform(samples.sample_id, seed)
     for i, sample_id in enumerate(samples.sample_id):
       record: dict[str, Any] = {
           "lab": lab[i].astype(np.float32),
           "satellite": satellite[i].astype(np.float32),
+          "satellite_neighbour": pairs["neighbour"][i].astype(np.float32),
+          "satellite_date": pairs["date"][i].astype(np.float32),
           "target": np.float32(target[i]),
           "region": int(samples.region[i]),
           "sample_id": sample_id,

@@ -47,3 +47,40 @@ def assign_roles(u, labelled_fraction: float = LABELLED_FRACTION,
   return np.where(u < labelled_fraction, LABELLED,
                   np.where(u < labelled_fraction + paired_fraction, PAIRED,
                            UNLABELLED)).astype(np.int64)
+
+
+# Validation blocks: a sample's region and, where it has coordinates, its
+# cell of this many degrees (about 500 km), so validation is spatial.
+VALIDATION_CELL_DEG = 5.0
+
+
+def spatial_blocks(region: np.ndarray, lat: np.ndarray,
+                   lon: np.ndarray) -> np.ndarray:
+  """A block name per sample: '<region>' or '<region>/<lat cell>/<lon cell>'."""
+  cell = lambda v: np.floor(v / VALIDATION_CELL_DEG).astype(np.int64)
+  located = np.isfinite(lat) & np.isfinite(lon)
+  return np.array([
+      f"{r}/{cell(a)}/{cell(o)}" if ok else str(r)
+      for r, a, o, ok in zip(region, lat, lon, located)])
+
+
+def validation_mask(blocks: np.ndarray, candidates: np.ndarray,
+                    fraction: float, seed: int) -> np.ndarray:
+  """Candidates in whole blocks held out for validation (about `fraction`).
+
+  Blocks are drawn in an order fixed by (seed, block name) and added until
+  `fraction` of the candidates is reached, so validation is spatially apart
+  from training and does not move when other blocks change.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise errors.UserError(f"data.validation_fraction={fraction} must lie in "
+                           "[0, 1).")
+  out = np.zeros(len(blocks), bool)
+  wanted = fraction * candidates.sum()
+  names = sorted(set(blocks[candidates]),
+                 key=lambda b: uniform([b], seed)[0])
+  for name in names:
+    if out.sum() >= wanted:
+      break
+    out |= candidates & (blocks == name)
+  return out

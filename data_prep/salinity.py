@@ -2,9 +2,10 @@
 
 Real lab soil spectra (LimeSoDa's five vis-NIR sets and the ICRAF-ISRIC
 library from earthlib) with simulated salinity (EC, dS/m) and a simulated
-satellite view (`forward_model`). Regions: each LimeSoDa set and each ICRAF
-continent (`sources.REGIONS`). Configs are named by sensor (enmap, prisma,
-emit); one split 'train' holds every sample.
+satellite view (`forward_model`, `satellite_view`). Regions: each
+LimeSoDa set and each ICRAF continent (`sources.REGIONS`). Configs are
+named by sensor (enmap, prisma, emit); one split 'train' holds every
+sample.
 """
 import numpy as np
 import tensorflow_datasets as tfds
@@ -17,22 +18,28 @@ from data_prep import sources
 class DeepsaltSalinity(records.SpectraBuilder):
   """Soil salinity (EC) from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa (896) + located ICRAF-ISRIC (3,720) lab spectra; "
                "simulated EC and satellite view.",
       "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
       "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
                "bands from 1325 nm on bad, as EnMAP L2A flags them.",
+      "2.0.0": "Satellite view as flown (shifted centres, smile, FWHM and "
+               "calibration errors per scene; methods see the nominal "
+               "table), field darkening and moisture, gas and band-pattern "
+               "residuals, striping, band-correlated noise "
+               "(data_prep/satellite_view.py).",
   }
   REGION_NAMES = sources.REGIONS
   TARGET = "EC of the saturated paste extract, dS/m (simulated)"
   MEASURED = ("'lab' before the salt effects: real lab soil reflectance "
               "(LimeSoDa, ICRAF-ISRIC); regions, coordinates and LimeSoDa "
               "folds.")
-  SIMULATED = ("'target' (EC), the salt effects in 'lab', and all of "
-               "'satellite' (data_prep.forward_model), from real vegetation "
-               "endmembers (earthlib).")
+  SIMULATED = ("'target' (EC) and the salt effects in 'lab' "
+               "(data_prep.forward_model), and all of 'satellite' "
+               "(data_prep.satellite_view, with real vegetation endmembers "
+               "from earthlib).")
 
   def _samples(self):
     samples = sources.concatenate(sources.limesoda(), sources.icraf())

@@ -1,7 +1,7 @@
 """TFDS builder 'deepsalt_soc': measured SOC on LimeSoDa's five vis-NIR sets.
 
 The real-label benchmark: lab spectra and SOC (%) are measured; only the
-satellite view is simulated (`forward_model.satellite_view`). SL.125 and
+satellite view is simulated (`satellite_view.satellite_view`). SL.125 and
 UL.120 report soil organic matter, converted with SOC = SOM / 1.724 (van
 Bemmelen factor). Each set is a region; 'fold' keeps LimeSoDa's ten
 cross-validation folds (1..10), the way the sets are meant to be evaluated.
@@ -15,17 +15,22 @@ from data_prep import sources
 class DeepsaltSoc(records.SpectraBuilder):
   """Soil organic carbon from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa CV.98, SL.125, UL.120, SC.93, SSP.460.",
       "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
       "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
                "bands from 1325 nm on bad, as EnMAP L2A flags them.",
+      "2.0.0": "Satellite view as flown (shifted centres, smile, FWHM and "
+               "calibration errors per scene; methods see the nominal "
+               "table), field darkening and moisture, gas and band-pattern "
+               "residuals, striping, band-correlated noise "
+               "(data_prep/satellite_view.py).",
   }
   REGION_NAMES = sources.LIMESODA_SETS
   TARGET = "SOC, % (measured; SOM / 1.724 for SL.125 and UL.120)"
   MEASURED = "'lab', 'target' (SOC), regions, folds and SC.93 coordinates."
-  SIMULATED = ("'satellite' (data_prep.forward_model.satellite_view), from "
+  SIMULATED = ("'satellite' (data_prep.satellite_view), from "
                "real vegetation endmembers (earthlib).")
 
   def _samples(self):

@@ -11,8 +11,10 @@ from typing import Callable
 import numpy as np
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.model_selection import cross_val_predict
+from sklearn.preprocessing import StandardScaler
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -40,3 +42,26 @@ def random_forest(x: np.ndarray, y: np.ndarray, seed: int = 0,
   model = RandomForestRegressor(trees, min_samples_leaf=2, n_jobs=-1,
                                 random_state=seed).fit(x, y)
   return model.predict
+
+
+def coral_ridge(x: np.ndarray, y: np.ndarray, target: np.ndarray,
+                seed: int = 0) -> Predictor:
+  """Shallow domain adaptation: CORAL, then ridge regression (skada).
+
+  CORAL (Sun et al. 2016) recolours the source samples `x` (here lab
+  spectra resampled to the sensor's bands) to the covariance of the target
+  samples (unlabelled pixels); ridge (penalty by generalised CV) then learns
+  `y` on the adapted source. Inputs are standardised on the source first.
+  """
+  del seed  # Deterministic.
+  from skada import CORALAdapter  # pylint: disable=g-import-not-at-top
+  from skada import make_da_pipeline  # pylint: disable=g-import-not-at-top
+  pipeline = make_da_pipeline(
+      StandardScaler(), CORALAdapter(),
+      RidgeCV(alphas=np.logspace(-4, 3, 15)))
+  features = np.concatenate([x, target])
+  labels = np.concatenate([y, np.full(len(target), np.nan)])
+  domain = np.concatenate([np.ones(len(x), int), -np.ones(len(target), int)])
+  pipeline.fit(features, labels, sample_domain=domain)
+  return lambda z: pipeline.predict(
+      z, sample_domain=-np.ones(len(z), int)).ravel()

@@ -80,6 +80,11 @@ class Checkpointer:
               {"step": state.step, "opt_state": state.opt_state})),
                          force=force)
 
+  def save_params(self, step: int, params: Any) -> None:
+    """Saves parameters alone (read back with `restore_params`)."""
+    self._manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params)), force=True)
+
   def _check_shapes(self, step: int, item: str, abstract: Any) -> None:
     saved = _shapes(self._manager.item_metadata(step)[item])
     wanted = _shapes(abstract)

@@ -44,6 +44,7 @@ class Entry:
   model: Any
   params: Any
   x: np.ndarray  # Inputs of the held-out samples.
+  method: str | None = None  # The model's method to apply (default call).
 
 
 def entries(plan: stages.Plan, data: input_pipeline.Data,
@@ -52,14 +53,15 @@ def entries(plan: stages.Plan, data: input_pipeline.Data,
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
-  # The classic transfer: resample the pixel to the lab grid with the SAU's
-  # fixed physics start, then apply the teacher.
-  matrix = build.adaptation_matrix(data.sensor,
-                                   teacher.config.model.sau_ridge)
+  # The classic transfer: the pixel brought to the teacher's input space by
+  # the SAU's fixed start (the physics inverse to the lab grid, or nothing
+  # for a sensor-space teacher, which is then a source-only network).
+  matrix = build.adaptation_matrix(data.sensor, teacher.config.model)
   out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"]),
-         Entry(f"{teacher.name} (resampled)", "satellite", model,
+         Entry(f"{teacher.name} (pixels)", "satellite", model,
                params[teacher.name],
-               test["satellite"] @ matrix.T.astype(np.float32))]
+               test["satellite"] @ matrix.T.astype(np.float32),
+               method="from_prepared")]
   for student in plan.students:
     out.append(Entry(student.name, student.input, student.model(data.sensor),
                      params[student.name], test[student.input]))
@@ -127,7 +129,8 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
   results = {}
   for entry in entries_:
     pred, _ = predict.predict(entry.model, entry.params, entry.x, mesh,
-                              config.train.eval_batch_size, inverse)
+                              config.train.eval_batch_size, inverse,
+                              method=entry.method)
     results[entry.name] = {
         "input": entry.input, "target": test["target"], "pred": pred,
         **score(test["target"], pred, test["region"], data.region_names,
@@ -170,7 +173,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   data = input_pipeline.load_data(config.data)
   params, steps = {}, {}
   for stage in plan.stages:
-    ckpt = checkpoint.Checkpointer(workdir / stage.name / "checkpoints")
+    ckpt = checkpoint.Checkpointer(stage.params_directory(workdir))
     params[stage.name], steps[stage.name] = ckpt.restore_params(
         stage.abstract_params(data.sensor, mesh))
     ckpt.close()

@@ -1,9 +1,9 @@
 """Deterministic input: prepared TFDS data -> per-step global batches.
 
 The prepared datasets are small (thousands of spectra), so each process reads
-its data source once into memory. Batches come from seeded grain `MapDataset`
-index pipelines, which are random access: the batch of step `s` is a pure
-function of (seed, s), so a resumed run sees exactly the batches an
+its data source once into memory. Batches come from seeded per-epoch
+permutations (`Stream`), which are random access: the batch of step `s` is a
+pure function of (seed, s), so a resumed run sees exactly the batches an
 uninterrupted run would, with no iterator state to checkpoint. Each process
 takes its own rows of the global batch and `sharding.to_global` assembles
 the global, data-sharded array.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import grain
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -20,6 +19,7 @@ import numpy as np
 
 from data_prep import datasets
 from data_prep import roles
+from data_prep import satellite_view
 from deepsalt_jax import sharding
 from deepsalt_spectral import errors
 
@@ -29,16 +29,27 @@ class Data:
   """A prepared dataset in memory, with its train/test region split."""
   lab: np.ndarray  # [n, n_lab] reflectance on the lab grid.
   satellite: np.ndarray  # [n, n_good] reflectance at the sensor's good bands.
+  # [n, n_good] what a geographic pair sees of the sample (data.pair_view):
+  # its own pixel, a neighbouring one or another date's.
+  pair_satellite: np.ndarray
   target: np.ndarray  # [n] EC (dS/m) or SOC (%).
   region: np.ndarray  # [n] index into region_names.
   fold: np.ndarray  # [n] LimeSoDa fold 1..10, 0 if none.
   role: np.ndarray  # [n] roles.LABELLED, PAIRED or UNLABELLED (config).
   region_names: tuple[str, ...]
   test: np.ndarray  # [n] bool, sample lies in a held-out region.
+  # [n] bool, labelled samples held out of training for model selection
+  # (data.validation_fraction, whole spatial blocks).
+  validation: np.ndarray
   sensor: str
   # [m, n_good] real scene pixels replacing the simulated unlabelled ones
   # (config.data.target_scenes), or None.
   target_pixels: np.ndarray | None = None
+
+  @property
+  def train(self) -> np.ndarray:
+    """[n] bool: samples training may use (not held out, not validation)."""
+    return ~self.test & ~self.validation
 
   def subset(self, mask: np.ndarray) -> dict[str, np.ndarray]:
     return dict(lab=self.lab[mask], satellite=self.satellite[mask],
@@ -76,27 +87,47 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   if test.all():
     raise errors.UserError("data.test_regions / data.test_folds hold out every "
                            "sample: nothing is left to train on.")
+  role = roles.assign_roles(stack("u", np.float32), config.labelled_fraction,
+                            config.paired_fraction)
+  validation = roles.validation_mask(
+      roles.spatial_blocks(region, stack("lat", np.float64),
+                           stack("lon", np.float64)),
+      ~test & (role == roles.LABELLED), config.validation_fraction,
+      config.validation_seed)
   target_pixels = None
   if config.target_scenes:
     target_pixels = datasets.load_target_pixels(
         config.target_scenes, config.sensor, config.data_dir or None)
+  if config.pair_view not in satellite_view.PAIR_VIEWS:
+    raise errors.UserError(
+        f"data.pair_view={config.pair_view!r}: use one of "
+        f"{', '.join(satellite_view.PAIR_VIEWS)}.")
+  satellite = stack("satellite", np.float32)
   return Data(
       lab=stack("lab", np.float32),
-      satellite=stack("satellite", np.float32),
+      satellite=satellite,
+      pair_satellite=(satellite if config.pair_view == "same" else
+                      stack(f"satellite_{config.pair_view}", np.float32)),
       target=stack("target", np.float32),
       region=region,
       fold=fold,
-      role=roles.assign_roles(stack("u", np.float32), config.labelled_fraction,
-                              config.paired_fraction),
+      role=role,
       region_names=region_names,
       test=test,
+      validation=validation,
       sensor=config.sensor,
       target_pixels=target_pixels,
   )
 
 
 class Stream:
-  """Endless, seeded, shuffled batches of a few aligned arrays."""
+  """Endless, seeded, shuffled batches of a few aligned arrays.
+
+  The samples are read epoch after epoch, each epoch in its own seeded
+  permutation, and cut into batches: batch `step` is a pure function of
+  (seed, step), computed in numpy (random access through grain's
+  MapDataset cost ~5 ms a stream per step, more than a CPU training step).
+  """
 
   def __init__(self, arrays: dict[str, np.ndarray], batch_size: int,
                seed: int):
@@ -106,19 +137,31 @@ class Stream:
           f"A stream needs non-empty arrays of one length, got "
           f"{ {k: len(v) for k, v in arrays.items()} }.")
     self.arrays = arrays
-    self._indices = (grain.MapDataset.range(sizes.pop()).seed(seed).shuffle()
-                     .repeat().batch(batch_size, drop_remainder=True))
+    self._size, self._batch, self._seed = sizes.pop(), batch_size, seed
+    self._permutations = {}  # Epoch -> permutation; the last few kept.
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch not in self._permutations:
+      if len(self._permutations) > 4:
+        self._permutations.pop(min(self._permutations))
+      self._permutations[epoch] = np.random.default_rng(
+          [self._seed, epoch]).permutation(self._size)
+    return self._permutations[epoch]
 
   def __getitem__(self, step: int) -> dict[str, np.ndarray]:
-    index = self._indices[step]
+    position = np.arange(step * self._batch, (step + 1) * self._batch)
+    epoch, offset = np.divmod(position, self._size)
+    index = np.empty(self._batch, np.int64)
+    for e in np.unique(epoch):
+      index[epoch == e] = self._permutation(int(e))[offset[epoch == e]]
     return {k: v[index] for k, v in self.arrays.items()}
 
 
 def teacher_streams(data: Data, batch_size: int, seed: int
                     ) -> dict[str, Stream]:
-  """Lab spectra and labels of every training-region sample."""
-  train = ~data.test
-  return {"lab": Stream(dict(lab=data.lab[train], target=data.target[train]),
+  """Lab spectra and labels of every training sample."""
+  return {"lab": Stream(dict(lab=data.lab[data.train],
+                             target=data.target[data.train]),
                         batch_size, seed)}
 
 
@@ -130,18 +173,22 @@ def student_streams(data: Data, batch_size: int, seed: int,
   lab spectrum (distillation, SAU reconstruction); unlabelled: pixels without
   labels, held-out regions' pixels included when `transductive`, or the real
   scene pixels of `data.target_pixels` when there are some (alignment);
-  library: lab spectra of the training regions (the teacher's side of the
-  alignment). Only the streams in `need` are built.
+  library: lab spectra and targets of the training regions (the teacher's
+  side of the alignment; a DANN's source domain). Only the streams in
+  `need` are built.
   """
-  train = ~data.test
+  train = data.train
   unlabelled = train & (data.role == roles.UNLABELLED)
   if transductive:
     unlabelled |= data.test
   masks = {"labelled": train & (data.role == roles.LABELLED),
            "paired": train & (data.role == roles.PAIRED),
            "unlabelled": unlabelled, "library": train}
-  fields = {"labelled": ("satellite", "target"), "paired": ("satellite", "lab"),
-            "unlabelled": ("satellite",), "library": ("lab",)}
+  # Stream -> {batch key: Data attribute}.
+  fields = {"labelled": {"satellite": "satellite", "target": "target"},
+            "paired": {"satellite": "pair_satellite", "lab": "lab"},
+            "unlabelled": {"satellite": "satellite"},
+            "library": {"lab": "lab", "target": "target"}}
   streams = {}
   for offset, name in enumerate(masks):
     if name not in need:
@@ -152,7 +199,8 @@ def student_streams(data: Data, batch_size: int, seed: int,
           f"The {name!r} stream is empty: check "
           "data.labelled_fraction / data.paired_fraction and "
           "data.test_regions.")
-    arrays = {f: getattr(data, f)[masks[name]] for f in fields[name]}
+    arrays = {key: getattr(data, attribute)[masks[name]]
+              for key, attribute in fields[name].items()}
     if name == "unlabelled" and data.target_pixels is not None:
       arrays = {"satellite": data.target_pixels}
     streams[name] = Stream(arrays, batch_size, seed + offset)

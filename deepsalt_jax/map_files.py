@@ -31,7 +31,8 @@ _QUICKLOOK_PX = 1000
 
 
 def salinity_class(ec: np.ndarray) -> np.ndarray:
-  """uint8 class index (0..4, see metrics.SALINITY_CLASS_NAMES) of EC; CLASS_NODATA at NaN."""
+  """uint8 class index (0..4, metrics.SALINITY_CLASS_NAMES) of EC;
+  CLASS_NODATA at NaN."""
   ec = np.asarray(ec)
   classes = metrics.salinity_class(np.nan_to_num(ec, nan=0.0))
   return np.where(np.isnan(ec), CLASS_NODATA, classes).astype(np.uint8)
@@ -80,7 +81,8 @@ class MapWriter:
                            nodata=CLASS_NODATA)
       classes.set_band_description(1, "salinity class")
       classes.update_tags(1, **{f"class_{i}": name
-                                for i, name in enumerate(metrics.SALINITY_CLASS_NAMES)})
+                                for i, name in enumerate(
+                                    metrics.SALINITY_CLASS_NAMES)})
       classes.write_colormap(1, {i: c + (255,)
                                  for i, c in enumerate(CLASS_COLOURS)})
       masks = self._open("masks", base, count=len(indices.MASK_NAMES),

@@ -87,7 +87,7 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
         f"dataset=salinity); {workdir} holds stage={config.stage!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
-  ckpt = checkpoint.Checkpointer(workdir / student.name / "checkpoints")
+  ckpt = checkpoint.Checkpointer(student.params_directory(workdir))
   params, step = ckpt.restore_params(
       student.abstract_params(config.data.sensor, mesh))
   ckpt.close()
@@ -159,7 +159,8 @@ class _Tally:
     return {
         "pixels": self.masks,
         "classes": {name: {"pixels": int(c), "fraction": int(c) / max(n, 1)}
-                    for name, c in zip(metrics.SALINITY_CLASS_NAMES, self.classes)},
+                    for name, c in zip(metrics.SALINITY_CLASS_NAMES,
+                                       self.classes)},
         "ec_dS_per_m": {"mean": self.ec[0] / n, "min": self.ec[1],
                         "max": self.ec[2]} if n else None,
         "mean_uncertainty_dS_per_m": (self.std[0] / self.std[1]

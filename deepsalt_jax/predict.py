@@ -20,11 +20,12 @@ from deepsalt_jax import sharding
 
 # Jitted once per (model, transform, passes, seed, batch shape) in a process.
 @functools.partial(jax.jit, static_argnames=("model", "inverse", "mc_samples",
-                                             "seed"))
-def _predict(params, x, index, *, model, inverse, mc_samples, seed):
+                                             "seed", "method"))
+def _predict(params, x, index, *, model, inverse, mc_samples, seed, method):
   """Prediction [B] (train=False) and its std over `mc_samples` passes."""
   def value(inputs, **kwargs):
-    pred = model.apply({"params": params}, inputs, **kwargs)["pred"]
+    pred = model.apply({"params": params}, inputs, method=method,
+                       **kwargs)["pred"]
     return jnp.maximum(inverse(pred), 0.0)
 
   mean = value(x, train=False)
@@ -45,7 +46,7 @@ def _predict(params, x, index, *, model, inverse, mc_samples, seed):
 def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
             batch_size: int, inverse: Callable[[jax.Array], jax.Array],
             mc_samples: int = 0, seed: int = 0,
-            index: np.ndarray | None = None
+            index: np.ndarray | None = None, method: str | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
   """(prediction, MC-dropout std) of every row of `x`, in target units.
 
@@ -60,6 +61,7 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
     seed: seed of the dropout masks.
     index: [n] int32 global sample index keying each row's masks; default
       0..n-1.
+    method: name of the model's method to apply (default: the call).
   """
   if mc_samples == 1 or mc_samples < 0:
     raise ValueError(f"mc_samples={mc_samples}: use 0 (no spread) or at "
@@ -67,6 +69,6 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
   index = (np.arange(len(x), dtype=np.int32) if index is None
            else np.asarray(index, np.int32))
   fn = functools.partial(_predict, params, model=model, inverse=inverse,
-                         mc_samples=mc_samples, seed=seed)
+                         mc_samples=mc_samples, seed=seed, method=method)
   return sharding.map_batches(fn, [np.asarray(x, np.float32), index], mesh,
                               batch_size)

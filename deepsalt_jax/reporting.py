@@ -16,7 +16,7 @@ from deepsalt_jax import paths
 
 class _QuietLibraries(py_logging.Filter):
   """Drops INFO chatter of checkpointing/data libraries (warnings pass)."""
-  LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
+  LIBRARIES = ("/orbax/", "/tensorflow_datasets/")
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     return record.levelno >= py_logging.WARNING or not any(
@@ -30,6 +30,11 @@ def quiet_library_logs() -> None:
 
 def is_main_process() -> bool:
   return jax.process_index() == 0
+
+
+def is_time(step: int, every: int, total: int) -> bool:
+  """Whether to act after `step`: every `every` steps and at the last."""
+  return step == total or (every > 0 and step % every == 0)
 
 
 class MetricWriter:

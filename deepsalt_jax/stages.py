@@ -15,8 +15,10 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+from etils import epath
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -44,14 +46,14 @@ def teacher_loss(params, batch, key, teacher_params, *, model, config):
 
 def student_terms(loss_config: ml_collections.ConfigDict) -> set[str]:
   """The loss terms with a non-zero weight."""
-  terms = {"regression"}
-  if loss_config.w_distill_feature or loss_config.w_distill_pred:
-    terms.add("distillation")
-  if loss_config.w_reconstruction:
-    terms.add("reconstruction")
-  if loss_config.w_alignment:
-    terms.add("alignment")
-  return terms
+  weights = {"regression": loss_config.w_regression,
+             "source": loss_config.w_source,
+             "distillation": (loss_config.w_distill_feature or
+                              loss_config.w_distill_pred),
+             "reconstruction": loss_config.w_reconstruction,
+             "alignment": loss_config.w_alignment,
+             "sau_prior": loss_config.w_sau_prior}
+  return {term for term, weight in weights.items() if weight}
 
 
 def streams_for(terms: set[str]) -> set[str]:
@@ -61,27 +63,46 @@ def streams_for(terms: set[str]) -> set[str]:
     need.add("paired")
   if "alignment" in terms:
     need |= {"unlabelled", "library"}
+  if "source" in terms:
+    need.add("library")
   return need
 
 
 def student_loss(params, batch, key, teacher_params, *, model, teacher,
-                 config):
-  """The combined loss; each active term is also returned on its own."""
+                 source_matrix, config):
+  """The combined loss; each active term is also returned on its own.
+
+  regression: labelled pixels. source: the library's lab spectra resampled
+  to the nominal bands (`source_matrix`), as a DANN learns its source
+  domain. distillation and reconstruction: paired pixels against the
+  teacher on their lab spectra. alignment: the student's features on
+  unlabelled pixels against the teacher's on the library (align_to
+  'teacher') or its own on the source spectra ('self', DANN). sau_prior:
+  the SAU's distance from its physics start.
+  """
   cfg = config.loss
   terms = student_terms(cfg)
   forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
   gather = functools.partial(jax.lax.all_gather, axis_name=sharding.AXIS,
                              tiled=True)
-  apply = lambda x, k: model.apply({"params": params}, x, train=True,
-                                   rngs={"dropout": k})
-  keys = jax.random.split(key, 3)
+  apply = lambda x, k: model.apply({"params": params}, x,
+                                   train=True, rngs={"dropout": k})
+  keys = jax.random.split(key, 4)
   teach = lambda x: teacher.apply({"params": teacher_params}, x, train=False)
+  source = lambda: batch["library"]["lab"] @ jnp.asarray(
+      source_matrix, batch["library"]["lab"].dtype).T
 
   out = {}
   labelled = apply(batch["labelled"]["satellite"], keys[0])
   out["regression"] = losses.regression_loss(
       labelled["pred"], forward(batch["labelled"]["target"]),
       kind=cfg.regression)
+  if "source" in terms or ("alignment" in terms and cfg.align_to == "self"):
+    on_source = apply(source(), keys[3])
+  if "source" in terms:
+    out["source"] = losses.regression_loss(
+        on_source["pred"], forward(batch["library"]["target"]),
+        kind=cfg.regression)
   if "paired" in batch:
     paired = apply(batch["paired"]["satellite"], keys[1])
     lab = batch["paired"]["lab"]
@@ -91,18 +112,23 @@ def student_loss(params, batch, key, teacher_params, *, model, teacher,
           paired["features"], t["features"], paired["pred"], t["pred"],
           feature_weight=cfg.w_distill_feature, pred_weight=cfg.w_distill_pred)
     if "reconstruction" in terms:
-      out["reconstruction"] = losses.reconstruction_loss(paired["lab"], lab)
+      out["reconstruction"] = losses.reconstruction_loss(
+          paired["adapted"], teacher.apply({"params": teacher_params}, lab,
+                                           method=teacher.prepare))
   if "alignment" in terms:
     unlabelled = apply(batch["unlabelled"]["satellite"], keys[2])
     discriminate = lambda f: model.apply({"params": params}, f,
                                          method=model.discriminate)
+    reference = (on_source["features"] if cfg.align_to == "self" else
+                 teach(batch["library"]["lab"])["features"])
     out["alignment"] = losses.alignment_loss(
-        cfg.alignment, gather(unlabelled["features"]),
-        gather(teach(batch["library"]["lab"])["features"]),
+        cfg.alignment, gather(unlabelled["features"]), gather(reference),
         discriminator=discriminate)
-  weights = {"regression": cfg.w_regression, "distillation": 1.0,
-             "reconstruction": cfg.w_reconstruction,
-             "alignment": cfg.w_alignment}
+  if "sau_prior" in terms:
+    out["sau_prior"] = model.apply({"params": params}, method=model.sau_prior)
+  weights = {"regression": cfg.w_regression, "source": cfg.w_source,
+             "distillation": 1.0, "reconstruction": cfg.w_reconstruction,
+             "alignment": cfg.w_alignment, "sau_prior": cfg.w_sau_prior}
   total = sum(weights[k] * v for k, v in out.items())
   return total, {"loss": total, **out}
 
@@ -131,6 +157,12 @@ class Stage:
     x = np.zeros((2, self.input_size(sensor)), np.float32)
     return self.model(sensor).init(self._init_key(), x, train=False)["params"]
 
+  def with_input_statistics(self, params: Any,
+                            data: input_pipeline.Data) -> Any:
+    """`params` with the encoder's standardisation fitted on `data`'s
+    training part (what the stage reads there)."""
+    raise NotImplementedError
+
   def _init_key(self) -> jax.Array:
     return jax.random.key(self.config.seed)
 
@@ -146,20 +178,54 @@ class Stage:
               ) -> dict[str, input_pipeline.Stream]:
     raise NotImplementedError
 
+  def validation_inputs(self, data: input_pipeline.Data
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(inputs, targets) of the validation samples, None if there are
+    none."""
+    if not data.validation.any():
+      return None
+    return (getattr(data, self.input)[data.validation],
+            data.target[data.validation])
+
+  def params_directory(self, workdir: epath.PathLike) -> epath.Path:
+    """Where the trained parameters are: the selected step's checkpoint
+    when validation picked one (selection.py), else the last step's."""
+    best = epath.Path(workdir) / self.name / "best"
+    return best if best.exists() else (
+        epath.Path(workdir) / self.name / "checkpoints")
+
   def loss_fn(self, sensor: str, teacher: Stage | None) -> LossFn:
     raise NotImplementedError
 
 
+def _with_input_statistics(params: Any, x: np.ndarray) -> Any:
+  """`params` with the encoder's standardisation set to the statistics of
+  the inputs `x` (encoders without one are returned unchanged)."""
+  if "standardize" not in params["encoder"]:
+    return params
+  x = np.asarray(x)
+  scale = np.maximum(x.std(axis=0), 1e-6)
+  statistics = {"mean": jnp.asarray(x.mean(axis=0), jnp.float32),
+                "scale": jnp.asarray(scale, jnp.float32)}
+  return dict(params, encoder=dict(params["encoder"], standardize=statistics))
+
+
 class TeacherStage(Stage):
-  """Encoder + head on lab spectra."""
+  """Encoder + head on lab spectra (in the teacher's input space)."""
   input = "lab"
 
   def model(self, sensor: str) -> nn.Module:
-    del sensor  # The lab grid does not depend on the sensor.
-    return build.build_teacher(self.config.model)
+    return build.build_teacher(self.config.model, sensor)
 
   def input_size(self, sensor: str) -> int:
     return resampling.lab_wavelengths().size
+
+  def with_input_statistics(self, params, data):
+    """The training lab spectra, in the teacher's input space."""
+    model = self.model(data.sensor)
+    prepared = model.apply({"params": params}, data.lab[~data.test],
+                           method=model.prepare)
+    return _with_input_statistics(params, prepared)
 
   def streams(self, data):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,
@@ -192,6 +258,13 @@ class StudentStage(Stage):
       params = deepsalt.init_student_from_teacher(params, teacher_params)
     return params
 
+  def with_input_statistics(self, params, data):
+    """The teacher's when starting from it, else the training regions'
+    pixels (no labels involved)."""
+    if self.config.model.init_from_teacher:
+      return params
+    return _with_input_statistics(params, data.satellite[~data.test])
+
   def streams(self, data):
     return input_pipeline.student_streams(
         data, self.config.train.batch_size, self.config.seed,
@@ -201,6 +274,7 @@ class StudentStage(Stage):
   def loss_fn(self, sensor, teacher):
     return functools.partial(student_loss, model=self.model(sensor),
                              teacher=teacher.model(sensor),
+                             source_matrix=build.forward_matrix(sensor),
                              config=self.config)
 
 
@@ -227,6 +301,11 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
       config.teacher.data.name, config.teacher.data.sensor):
     raise errors.UserError("config.teacher.data must name the same dataset "
                            "and sensor as config.data.")
+  if config.model.space != config.teacher.model.space:
+    raise errors.UserError(
+        f"model.space={config.model.space!r} differs from the teacher's "
+        f"{config.teacher.model.space!r}: the student reads the teacher's "
+        "input space.")
   students = [StudentStage("student", config)]
   for name, overrides in config.compare.items():
     variant = ml_collections.ConfigDict(config.to_dict())

@@ -30,6 +30,7 @@ from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_spectral import errors
@@ -38,11 +39,6 @@ from deepsalt_spectral import errors
 # are multiples of this (and at log/checkpoint steps): a collective, so not
 # every step.
 PREEMPTION_CHECK_EVERY = 10
-
-
-def is_time(step: int, every: int, total: int) -> bool:
-  """Whether to log/checkpoint after `step`: every `every` and at the end."""
-  return step == total or (every > 0 and step % every == 0)
 
 
 # --- Step -------------------------------------------------------------------
@@ -68,11 +64,25 @@ def make_train_step(loss_fn: stages.LossFn, mesh: jax.sharding.Mesh):
   return jax.jit(step, donate_argnums=0)
 
 
+# Parameters under a scope of this name are data statistics, not weights:
+# the optimizer leaves them as they are (models.encoder.Standardize).
+FROZEN_SCOPE = "standardize"
+
+
+def _trainable(params: Any) -> Any:
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: "frozen" if any(
+          getattr(k, "key", None) == FROZEN_SCOPE for k in path) else "train",
+      params)
+
+
 def make_optimizer(config: ml_collections.ConfigDict):
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, config.learning_rate, max(config.warmup_steps, 1), config.steps)
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                     optax.adamw(schedule, weight_decay=config.weight_decay))
+  adamw = optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                      optax.adamw(schedule, weight_decay=config.weight_decay))
+  return optax.multi_transform(
+      {"train": adamw, "frozen": optax.set_to_zero()}, _trainable)
 
 
 def create_train_state(params: Any, config: ml_collections.ConfigDict,
@@ -129,11 +139,12 @@ class Preempted(Exception):
 
 def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
         streams: dict, teacher_params: Any, directory: epath.Path,
-        mesh: jax.sharding.Mesh) -> Any:
+        mesh: jax.sharding.Mesh, selector: selection.Selector) -> Any:
   """Trains `params` for the stage's steps, resuming from checkpoints.
 
   Loss terms are fetched and checked for NaN/Inf at every log and checkpoint
-  step, for every step since the last check.
+  step, for every step since the last check. Returns the parameters of the
+  step `selector` picks (the last one without validation samples).
   """
   tcfg = stage.config.train
   name = stage.name
@@ -168,8 +179,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
       pending.append((step, terms))
       if sync_each_step:
         jax.block_until_ready(terms)
-      log = is_time(step, tcfg.log_every, tcfg.steps)
-      save = is_time(step, tcfg.checkpoint_every, tcfg.steps)
+      log = reporting.is_time(step, tcfg.log_every, tcfg.steps)
+      save = reporting.is_time(step, tcfg.checkpoint_every, tcfg.steps)
       stop = ((log or save or step % PREEMPTION_CHECK_EVERY == 0)
               and preemption.agreed())
       if log or save or stop:
@@ -190,6 +201,9 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
         window = []
         writer.write(step, scalars)
         progress.log(step, scalars)
+      if selector.due(step):
+        writer.write(step, {"validation_rmse": selector.update(
+            step, state.params)}, name="validation.jsonl")
       if save or stop:
         ckpt.save(step, state, force=True)
       if stop:
@@ -199,16 +213,19 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
                         "same command to resume.")
   ckpt.close()
   writer.close()
-  return state.params
+  return selector.selected(state.params)
 
 
 def train_stage(stage: stages.Stage, data: input_pipeline.Data,
                 teacher: stages.Stage | None, teacher_params: Any,
                 workdir: epath.Path, mesh: jax.sharding.Mesh) -> Any:
   """Trains (or resumes, or restores when finished) one stage's params."""
-  params = stage.init_params(data.sensor, teacher_params)
+  params = stage.with_input_statistics(
+      stage.init_params(data.sensor, teacher_params), data)
+  directory = workdir / stage.name
   return fit(stage, params, stage.loss_fn(data.sensor, teacher),
-             stage.streams(data), teacher_params, workdir / stage.name, mesh)
+             stage.streams(data), teacher_params, directory, mesh,
+             selection.Selector(stage, data, directory, mesh))
 
 
 # --- The job ----------------------------------------------------------------

@@ -117,7 +117,8 @@ def _truncated(reference_data, path):
 
 
 @pytest.mark.slow
-def test_cli_user_errors_are_one_line_and_leave_nothing(tiny_run, reference_data,
+def test_cli_user_errors_are_one_line_and_leave_nothing(tiny_run,
+                                                        reference_data,
                                                         tmp_path):
   _, workdir = tiny_run
   maps = tmp_path / "maps"

@@ -17,8 +17,9 @@ from deepsalt_jax import stages
 from deepsalt_jax.models import build
 from deepsalt_spectral import sensors
 
-SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "teacher_resampled", "student",
-                    "plain", "teacher_lab"]
+SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "coral_ridge", "source_only",
+                    "student", "plain", "finetune", "dann", "dann_labels",
+                    "teacher_lab"]
 
 
 @pytest.mark.slow
@@ -96,7 +97,7 @@ def test_test_folds_hold_out_a_fold_of_every_set(prepared_data_dir):
 def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
   """Rank-5 satellite spectra; log1p(EC) linear in them, per region."""
   rng = np.random.default_rng(seed)
-  n_sat = build.adaptation_matrix("enmap", 1e-2).shape[1]
+  n_sat = build.forward_matrix("enmap").shape[0]
   z = rng.normal(size=(n, 5))
   satellite = (0.3 + 0.02 * z @ rng.normal(size=(5, n_sat))).astype(
       np.float32)
@@ -109,9 +110,10 @@ def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
   target = np.where((role == roles.UNLABELLED) & ~test, 1e3, target)
   return input_pipeline.Data(
       lab=np.full((n, 180), 0.3, np.float32), satellite=satellite,
-      target=target.astype(np.float32), region=region,
-      fold=np.zeros(n, np.int32), role=role, region_names=("a", "b"),
-      test=test, sensor="enmap")
+      pair_satellite=satellite, target=target.astype(np.float32),
+      region=region, fold=np.zeros(n, np.int32), role=role,
+      region_names=("a", "b"), test=test, validation=np.zeros(n, bool),
+      sensor="enmap")
 
 
 def test_baselines_fit_labelled_pixels_per_region():
@@ -134,11 +136,18 @@ def test_baselines_fit_labelled_pixels_per_region():
   assert np.isnan(sparse[in_b]).all() and np.isfinite(sparse[~in_b]).all()
 
 
+def _settings(**overrides):
+  return {**dict(dataset="salinity", sensor="enmap", protocol="regions",
+                 steps_scale=1.0, tiny=False, data_dir="", space="sensor",
+                 encoder="mlp", transductive=True, paired_fraction=0.4,
+                 pair_view="same"), **overrides}
+
+
 @pytest.mark.parametrize("fraction", [1.0, 0.7, 0.5, 0.1, 0.02])
 def test_label_protocol_fractions_are_valid(fraction):
   split = compare.Split("SC.93", test_regions="SC.93")
-  config = compare.make_config("salinity", "enmap", split, 3, fraction, 0.5,
-                               False, "")
+  config = compare.make_config(_settings(steps_scale=0.5), split, 3,
+                               fraction)
   paired = config.data.paired_fraction
   assert paired == pytest.approx(min(0.4, 1 - fraction), abs=1e-6)
   roles.assign_roles(np.linspace(0, 0.999, 50), fraction, paired)  # Valid.
@@ -151,10 +160,19 @@ def test_label_protocol_fractions_are_valid(fraction):
 
 def test_variants_switch_what_they_name():
   split = compare.Split("fold1", test_folds="1")
-  config = compare.make_config("soc", "enmap", split, 0, 0.1, 1.0, True, "")
+  config = compare.make_config(
+      _settings(dataset="soc", tiny=True, transductive=False,
+                pair_view="date"), split, 0, 0.1)
   config.compare = ml_collections.ConfigDict(compare.VARIANTS)
   built = {stage.name: stage.config
            for stage in stages.plan(config).students}
+  assert all(not c.data.transductive and c.data.pair_view == "date"
+             for c in built.values())
+  assert built["dann"].loss.align_to == "self" and (
+      built["dann"].loss.w_regression == 0 and built["dann"].loss.w_source)
+  assert built["dann_labels"].loss.w_regression == 1
+  assert built["finetune"].model.init_from_teacher and not built[
+      "plain"].model.init_from_teacher
   assert built["coral"].loss.alignment == "coral"
   assert built["adversarial"].loss.alignment == "adversarial"
   assert not built["no_sau"].model.use_sau
@@ -176,7 +194,51 @@ def test_speed_measures_positive_throughput():
   assert row["compiled_mib"] > 64 * bands * 4 / 2**20  # At least the input.
   row = speed.measure_training(config, "enmap", "teacher", 8, 2, mesh)
   assert row["bands"] == 180 and row["spectra_per_s"] > 0
-  assert "| teacher | 180 | 8 |" in speed.markdown(
-      {"device": "cpu", "backend": "cpu", "model": {"features": 16,
-                                                    "num_blocks": 1},
-       "training": [row], "inference": []})
+  # XLA counts the dense layers' FLOPs: at least 2 x in x out per spectrum.
+  encoder = config.model.encoder
+  assert row["flops_per_spectrum"] > 2 * sensors.builtin(
+      "enmap").good.size * encoder.features
+  profile = speed.stream_profile(config, "enmap", 8, 2, mesh)
+  assert [r["streams"] for r in profile] == [
+      name for name, _ in speed.STREAM_TERMS]
+  # Each stream adds work.
+  flops = [r["flops_per_spectrum"] for r in profile]
+  assert flops[0] < flops[1] < flops[2]
+  text = speed.markdown({"device": "cpu", "backend": "cpu",
+                         "training": [row], "streams": {"mlp": profile},
+                         "inference": [], "inference_encoder": "mlp"})
+  assert "| mlp | teacher | 180 | 8 |" in text and "+ paired" in text
+
+
+def test_coral_ridge_learns_the_source_law_when_domains_agree():
+  """Target drawn like the source: CORAL has nothing to move, so CORAL +
+  ridge recovers the linear law as ridge does."""
+  from deepsalt_jax import baselines
+  rng = np.random.default_rng(0)
+  mixing, weights = rng.normal(size=(5, 20)), rng.normal(size=5)
+  z_source, z_target = rng.normal(size=(400, 5)), rng.normal(size=(300, 5))
+  noise = lambda n: 0.01 * rng.normal(size=(n, 20))
+  x_source, x_target = z_source @ mixing + noise(400), (z_target @ mixing +
+                                                        noise(300))
+  y_target = z_target @ weights
+  pred = baselines.coral_ridge(x_source, z_source @ weights,
+                               x_target)(x_target)
+  assert metrics.regression_metrics(y_target, pred)["r2"] > 0.95
+
+
+def test_realism_statistics_known_answers():
+  from benchmarks import realism
+  wavelength = np.array([500.0, 600.0, 700.0, 860.0, 900.0, 1000.0])
+  flat = np.full((3, 6), 0.2)
+  stats = realism.statistics(flat, wavelength)
+  assert stats == {"n": 3, "median_860nm": 0.2, "p95_860nm": 0.2,
+                   "median_roughness": 0.0}
+  zigzag = np.array([[0.2, 0.3, 0.2, 0.3, 0.2, 0.3]])  # 500-900 nm: 5 bands.
+  # |0.2 - 0.6 + 0.2| = 0.2 and |0.3 - 0.4 + 0.3| = 0.2; mean(x) = 0.24.
+  assert realism.statistics(zigzag, wavelength)["median_roughness"] == (
+      pytest.approx(0.2 / 0.24))
+  rng = np.random.default_rng(0)
+  same = rng.uniform(0.1, 0.3, (400, 6))
+  assert 0.35 < realism.separability(same[:200], same[200:]) < 0.65
+  assert realism.separability(same[:200], same[200:] * [1, 1, 3, 1, 1, 1]
+                              ) > 0.95

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from data_prep import forward_model as fm
+from data_prep import satellite_view as sv
 from data_prep import sources
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
@@ -121,7 +122,7 @@ def test_simulation_is_deterministic_from_the_seed(soils, endmembers):
   for x, y in zip(first, second):
     np.testing.assert_array_equal(x, y)
   assert not np.allclose(first[0], other[0])
-  view = lambda seed: fm.satellite_view(first[1], region, sources.REGIONS,
+  view = lambda seed: sv.satellite_view(first[1], region, sources.REGIONS,
                                         sensor, endmembers, seed)
   np.testing.assert_array_equal(view(3), view(3))
   assert not np.allclose(view(3), view(4))
@@ -132,17 +133,68 @@ def test_satellite_view_has_good_bands_and_plausible_values(
     soils, endmembers, name):
   sensor = sensors.builtin(name)
   lab = soils.reflectance[::4]
-  sat = fm.satellite_view(lab, soils.region[::4], sources.REGIONS, sensor,
+  sat = sv.satellite_view(lab, soils.region[::4], sources.REGIONS, sensor,
                           endmembers, seed=0)
   assert sat.shape == (len(lab), sensor.good.size)
   assert np.all(np.isfinite(sat))
   assert sat.min() >= 0.0 and sat.max() <= 1.5
-  # The lab spectrum, resampled, still explains most of the satellite view.
+  # The lab spectrum, resampled, still explains the shape of the view; the
+  # field is darker than the lab (roughness, shadow, moisture).
   ideal = resampling.resample(lab, resampling.resampling_matrix(
       WL, sensor.good_wavelength, sensor.good_fwhm))
-  assert np.median(np.abs(sat - ideal)) < 0.05
   r = [np.corrcoef(s, i)[0, 1] for s, i in zip(sat, ideal)]
   assert np.median(r) > 0.9
+  assert 0.6 < np.median(sat.mean(axis=1) / ideal.mean(axis=1)) < 0.95
+
+
+# Every effect of the view switched off: the nominal SRF resampling alone.
+_IDEAL = sv.ViewParams(
+    field_darkening_range=(1.0, 1.0), field_moisture_range=(0.0, 0.0),
+    green_fraction=(1e-9, 1e9), dry_fraction=(1e-9, 1e9),
+    illumination_range=(1.0, 1.0), centre_shift_sigma_nm=(0.0, 0.0),
+    smile_range_nm=(0.0, 0.0), fwhm_error_sigma=0.0,
+    calibration_gain_range=(1.0, 1.0), calibration_offset_range=(0.0, 0.0),
+    gain_sigma_region=(0.0,) * 3, gain_sigma_pixel=(0.0,) * 3,
+    offset_sigma_region=(0.0,) * 3, offset_sigma_pixel=(0.0,) * 3,
+    gas_sigma_region=0.0, gas_sigma_pixel=0.0, pattern_sigma_region=0.0,
+    pattern_sigma_pixel=0.0, stripe_sigma=0.0, snr_knots=((400, 1e12),))
+
+
+def test_with_every_effect_off_the_view_is_the_nominal_resampling(
+    soils, endmembers):
+  sensor = sensors.builtin("enmap")
+  lab, region = soils.reflectance[:30], soils.region[:30]
+  sat = sv.satellite_view(lab, region, sources.REGIONS, sensor, endmembers,
+                          seed=0, params=_IDEAL)
+  nominal = lab @ resampling.resampling_matrix(
+      WL, sensor.good_wavelength, sensor.good_fwhm).T
+  np.testing.assert_allclose(sat, nominal, rtol=1e-6, atol=1e-9)
+
+
+def test_the_view_is_made_with_the_flown_not_the_nominal_bands(
+    soils, endmembers):
+  """No inverse crime: a scene's bands are shifted (and smiled) away from
+  the nominal table that the methods use."""
+  import dataclasses
+  sensor = sensors.builtin("enmap")
+  lab, region = soils.reflectance[:200], soils.region[:200]
+  shifted = dataclasses.replace(_IDEAL, centre_shift_sigma_nm=(0.5, 1.0),
+                                smile_range_nm=(1.0, 3.0))
+  sat = sv.satellite_view(lab, region, sources.REGIONS, sensor, endmembers,
+                          seed=0, params=shifted)
+  nominal = lab @ resampling.resampling_matrix(
+      WL, sensor.good_wavelength, sensor.good_fwhm).T
+  relative = np.abs(sat / nominal - 1.0)
+  assert 1e-4 < np.median(relative) < 0.02
+  # Each sample equals a resampling at centres shifted by at most the
+  # scene shift plus the smile (<= 3 sd + 3 nm).
+  best = []
+  for shift in np.arange(-6.0, 6.01, 0.25):
+    m = resampling.resampling_matrix(WL, sensor.good_wavelength + shift,
+                                     sensor.good_fwhm)
+    best.append(np.abs(sat[:, :60] - lab @ m[:60].T).max(axis=1))
+  assert np.median(np.min(best, axis=0)) < np.median(
+      np.abs(sat[:, :60] - nominal[:, :60]).max(axis=1))
 
 
 def test_satellite_view_drops_bands_flagged_bad(soils, endmembers):
@@ -151,12 +203,12 @@ def test_satellite_view_drops_bands_flagged_bad(soils, endmembers):
   bbl[enmap.good[:5]] = 0  # Flag five more bands as bad.
   sensor = sensors.from_metadata(enmap.wavelength, enmap.fwhm, bbl=bbl,
                                  name="enmap")
-  sat = fm.satellite_view(soils.reflectance[:20], soils.region[:20],
+  sat = sv.satellite_view(soils.reflectance[:20], soils.region[:20],
                           sources.REGIONS, sensor, endmembers, seed=0)
   assert sat.shape == (20, enmap.good.size - 5)
 
 
 def test_noise_is_larger_in_the_swir():
-  snr = fm.snr(np.array([600.0, 2300.0]), "enmap")
+  snr = sv.snr(np.array([600.0, 2300.0]), "enmap")
   assert snr[0] > 1.5 * snr[1]
-  assert fm.snr(np.array([600.0]), "prisma")[0] < snr[0]
+  assert sv.snr(np.array([600.0]), "prisma")[0] < snr[0]

@@ -328,7 +328,8 @@ def test_mask_thresholds_when_set(tiny_run, tile, tmp_path):
   np.testing.assert_array_equal(ec != map_files.EC_NODATA, masks["soil"])
 
 
-def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile, mapped,
+def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
+                                                            mapped,
                                                             tmp_path):
   config, workdir = tiny_run
   report = mapping.map_scene(_with_options(config, mc_samples=0), workdir,

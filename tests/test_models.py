@@ -136,7 +136,7 @@ def test_student_outputs_and_discriminator(enmap):
   out = model.apply(params, x, train=False)
   assert out['pred'].shape == (3,)
   assert out['features'].shape == (3, 16)
-  assert out['lab'].shape == (3, 180)
+  assert out['adapted'].shape == (3, 180)
   logits = model.apply(params, out['features'], method=model.discriminate)
   assert logits.shape == (3,)
 
@@ -149,7 +149,7 @@ def test_student_without_sau_applies_fixed_physics(enmap):
   params = model.init(jax.random.key(0), x, train=False)
   assert 'sau' not in params['params']
   out = model.apply(params, x, train=False)
-  np.testing.assert_allclose(out['lab'], np.asarray(x) @ p.T, rtol=1e-4,
+  np.testing.assert_allclose(out['adapted'], np.asarray(x) @ p.T, rtol=1e-4,
                              atol=1e-5)
 
 
@@ -188,7 +188,7 @@ def test_student_from_teacher_reproduces_teacher_on_sau_output(enmap):
       jax.tree.leaves(before), jax.tree.leaves(s_params)))
   assert merged['sau'] is s_params['sau']
   out = student.apply({'params': merged}, satellite, train=False)
-  via_teacher = teacher.apply({'params': t_params}, out['lab'], train=False)
+  via_teacher = teacher.apply({'params': t_params}, out['adapted'], train=False)
   np.testing.assert_allclose(out['pred'], via_teacher['pred'], rtol=1e-5,
                              atol=1e-6)
   # The SAU output is close to the lab spectrum, so the prediction too.
@@ -222,7 +222,7 @@ def test_sau_params_receive_gradients(enmap):
 
   def loss(params):
     out = student.apply({'params': params}, satellite, train=False)
-    return jnp.mean((out['lab'] - lab)**2)
+    return jnp.mean((out['adapted'] - lab)**2)
 
   grads = jax.jit(jax.grad(loss))(params)['sau']
   for name in ('gain', 'offset', 'matrix'):
@@ -247,3 +247,62 @@ def test_models_run_on_a_batch_sharded_explicit_mesh(enmap):
     np.testing.assert_allclose(
         predict(params, jax.device_put(x, sharding))['pred'],
         model.apply(params, x, train=False)['pred'], rtol=1e-5, atol=1e-6)
+
+
+def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
+  from deepsalt_jax.models import build
+  import ml_collections
+  config = ml_collections.ConfigDict(dict(
+      space='sensor', sau_ridge=1e-2, use_sau=True,
+      encoder=dict(kind='mlp', features=16, num_blocks=1, dropout=0.0,
+                   head_hidden=8)))
+  teacher = build.build_teacher(config, 'enmap')
+  lab = _lab_batch(3)
+  params = teacher.init(jax.random.key(0), lab, train=False)
+  forward = build.forward_matrix('enmap')
+  prepared = teacher.apply(params, lab, method=teacher.prepare)
+  np.testing.assert_allclose(prepared, lab @ forward.T, rtol=1e-5, atol=1e-6)
+  direct = teacher.apply(params, lab, train=False)
+  via = teacher.apply(params, prepared, train=False,
+                      method=teacher.from_prepared)
+  np.testing.assert_allclose(direct['pred'], via['pred'], rtol=1e-6)
+  # Its student's SAU starts from the identity: a pixel that is the
+  # resampled lab spectrum gives the teacher's prediction.
+  student = build.build_student(config, 'enmap')
+  s_params = deepsalt.init_student_from_teacher(
+      student.init(jax.random.key(1), prepared, train=False)['params'],
+      params['params'])
+  out = student.apply({'params': s_params}, prepared, train=False)
+  np.testing.assert_allclose(out['adapted'], prepared, rtol=1e-6)
+  np.testing.assert_allclose(out['pred'], direct['pred'], rtol=1e-5)
+  assert float(student.apply({'params': s_params},
+                             method=student.sau_prior)) == 0.0
+  moved = jax.tree.map(lambda x: x, s_params)
+  moved['sau'] = dict(moved['sau'], gain=moved['sau']['gain'] + 0.1)
+  assert float(student.apply({'params': moved},
+                             method=student.sau_prior)) == pytest.approx(
+                                 0.01, rel=1e-4)
+
+
+def test_standardisation_is_data_statistics_that_training_never_changes():
+  from configs import distill
+  from deepsalt_jax import train
+  model = encoder.MLPEncoder(features=8, num_blocks=1, dropout=0.0)
+  x = jnp.asarray(np.random.default_rng(0).normal(2.0, 3.0, (16, 5)),
+                  jnp.float32)
+  params = model.init(jax.random.key(0), x, train=False)['params']
+  params['standardize'] = {'mean': x.mean(0), 'scale': x.std(0)}
+  y = model.apply({'params': params}, x, train=False)
+  # A copy without the first layer's effect: the standardised inputs.
+  z = (x - x.mean(0)) / x.std(0)
+  expected = jax.nn.gelu(z @ params['dense0']['kernel'] +
+                         params['dense0']['bias'])
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+  tx = train.make_optimizer(distill.get_config().train)
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  for _ in range(2):  # The first step's learning rate is 0 (warm-up).
+    updates, state = tx.update(grads, state, params)
+  assert not np.any(updates['standardize']['mean'])
+  assert not np.any(updates['standardize']['scale'])
+  assert np.any(updates['dense0']['kernel'])

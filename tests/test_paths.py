@@ -34,7 +34,7 @@ class _FakeGcs(memory.MemoryFileSystem):
 def bucket(monkeypatch):
   registry = importlib.import_module("fsspec.registry")
   for name in ("gs", "gcs"):
-    monkeypatch.setitem(registry._registry, name, _FakeGcs)  # pylint: disable=protected-access
+    monkeypatch.setitem(registry._registry, name, _FakeGcs)
   yield epath.Path("gs://bucket/run")
   _FakeGcs.store.clear()
   _FakeGcs.pseudo_dirs.clear()

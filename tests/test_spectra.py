@@ -1,4 +1,4 @@
-"""deepsalt_spectral: lab grid, SRF resampling and its inverse, preprocessing."""
+"""deepsalt_spectral: lab grid, SRF resampling, its inverse, preprocessing."""
 import json
 import re
 

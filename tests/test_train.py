@@ -24,7 +24,7 @@ from deepsalt_jax import train
 def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   config = tiny_config("teacher", prepared_data_dir)
   results = train.train_and_evaluate(config, tmp_path)
-  assert set(results) == {"teacher", "teacher (resampled)"}
+  assert set(results) == {"teacher", "teacher (pixels)"}
   assert np.isfinite(results["teacher"]["overall"]["rmse"])
   assert json.loads((tmp_path / "config.json").read_text())["stage"] == (
       "teacher")
@@ -67,14 +67,17 @@ def test_training_learns(prepared_data_dir, tmp_path):
 
 def _poisoned(config):
   """The data with held-out targets and lab spectra (and, inductive, their
-  pixels) set to NaN."""
+  pixels) set to NaN, and everything of the validation samples."""
   data = input_pipeline.load_data(config.data)
+  assert data.validation.any()
   poisoned = {"target": data.target.copy(), "lab": data.lab.copy(),
-              "satellite": data.satellite.copy()}
-  poisoned["target"][data.test] = np.nan
-  poisoned["lab"][data.test] = np.nan
-  if not config.data.transductive:
-    poisoned["satellite"][data.test] = np.nan
+              "satellite": data.satellite.copy(),
+              "pair_satellite": data.pair_satellite.copy()}
+  for name in ("target", "lab", "pair_satellite") + (
+      () if config.data.transductive else ("satellite",)):
+    poisoned[name][data.test] = np.nan
+  for values in poisoned.values():
+    values[data.validation] = np.nan
   return dataclasses.replace(data, **poisoned)
 
 
@@ -96,6 +99,25 @@ def test_held_out_labels_and_lab_spectra_never_enter_any_stream(
   expected = (~data.test & (data.role == roles.UNLABELLED)).sum() + (
       data.test.sum() if transductive else 0)
   assert len(unlabelled.arrays["satellite"]) == expected
+
+
+def test_validation_is_whole_spatial_blocks_of_labelled_samples():
+  region = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+  lat = np.array([1.0, 1.0, 7.0, np.nan, np.nan, np.nan, np.nan, 40, 41, 47])
+  lon = np.zeros(10)
+  blocks = roles.spatial_blocks(region, lat, lon)
+  assert list(blocks[[0, 2, 3, 7, 9]]) == ["0/0/0", "0/1/0", "1", "2/8/0",
+                                           "2/9/0"]
+  candidates = np.ones(10, bool)
+  chosen = roles.validation_mask(blocks, candidates, 0.35, seed=0)
+  assert 0.35 * 10 <= chosen.sum() < 10
+  for block in set(blocks):  # All of a block or none of it.
+    assert len(set(chosen[blocks == block])) == 1
+  np.testing.assert_array_equal(
+      chosen, roles.validation_mask(blocks, candidates, 0.35, seed=0))
+  assert not roles.validation_mask(blocks, candidates, 0.0, 0).any()
+  only = roles.validation_mask(blocks, region == 1, 0.5, seed=3)
+  assert not (only & (region != 1)).any()
 
 
 @pytest.mark.slow
@@ -138,10 +160,10 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   With the default dropout: each step's dropout masks come from the step
   number, so a resumed run draws what an uninterrupted one does.
   """
-  config = tiny_config("distill", prepared_data_dir)
+  config = tiny_config("distill", prepared_data_dir, "compare=plain")
   assert config.model.encoder.dropout > 0
   full = train.train_and_evaluate(config, tmp_path / "full")
-  assert set(full) == {"teacher", "teacher (resampled)", "student", "plain"}
+  assert set(full) == {"teacher", "teacher (pixels)", "student", "plain"}
   terms = json.loads((tmp_path / "full" / "student" / "metrics.jsonl")
                      .read_text().splitlines()[-1])
   assert {"regression", "distillation", "reconstruction", "alignment"} <= set(

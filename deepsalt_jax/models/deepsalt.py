@@ -1,5 +1,10 @@
 """DeepSalt models: the lab-spectrum teacher and the satellite student.
 
+The teacher reads lab spectra in its input space: the lab grid itself, or
+(space 'sensor') the lab spectrum resampled forward to the sensor's nominal
+bands by a fixed matrix (`Teacher.resample`). The student carries a pixel
+into that space with its SAU and reads it with the same encoder and head.
+
 Parameter trees (the `params` collection):
   Teacher: {'encoder', 'head'}
   Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator'}
@@ -40,27 +45,48 @@ class Teacher(nn.Module):
   Attributes:
     encoder: spectrum -> features, e.g. `encoder.SpectralEncoder`.
     head: features -> prediction, e.g. `encoder.RegressionHead`.
+    resample: None (the encoder reads the lab grid) or the (n_sat, n_lab)
+      forward SRF resampling to the sensor's nominal good bands.
   """
   encoder: nn.Module
   head: nn.Module
+  resample: Any = None
+
+  def __post_init__(self):
+    if self.resample is not None:
+      object.__setattr__(self, 'resample', sau_lib.frozen(self.resample))
+    super().__post_init__()
+
+  def prepare(self, lab: jax.Array) -> jax.Array:
+    """Lab spectra in the encoder's input space."""
+    if self.resample is None:
+      return lab
+    return sau_lib.fixed_adaptation(lab, self.resample)
 
   def __call__(self, lab: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    features = self.encoder(lab, train=train)
+    return self.from_prepared(self.prepare(lab), train=train)
+
+  def from_prepared(self, x: jax.Array, *,
+                    train: bool) -> dict[str, jax.Array]:
+    """Outputs for spectra already in the encoder's input space (a pixel
+    resampled to the lab grid, or a pixel itself in sensor space)."""
+    features = self.encoder(x, train=train)
     return {'pred': self.head(features, train=train), 'features': features}
 
 
 class Student(nn.Module):
   """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
 
-  Returns {'pred': [B], 'features': [B, features], 'lab': [B, n_lab]}, where
-  'lab' is the adapted spectrum on the lab grid that the encoder reads.
+  Returns {'pred': [B], 'features': [B, features], 'adapted': [B, n_in]},
+  where 'adapted' is the SAU's output, in the teacher's input space.
 
   Attributes:
     encoder: as the teacher's (built with the same settings, so the student
       can start from the teacher's parameters).
     head: as the teacher's.
-    init_matrix: (n_lab, n_sat) from
-      `deepsalt_spectral.resampling.inverse_matrix` (required).
+    init_matrix: (n_in, n_sat), the SAU's start: the physics inverse
+      `deepsalt_spectral.resampling.inverse_matrix` for a lab-space teacher,
+      the identity for a sensor-space one (required).
     learn_sau: True: the trainable SAU. False (the 'no SAU' ablation): the
       fixed physics matrix, applied as a constant with no parameters.
     sau_hidden: width of the SAU's residual MLP.
@@ -75,8 +101,8 @@ class Student(nn.Module):
 
   def __post_init__(self):
     if self.init_matrix is None:
-      raise ValueError('Student needs init_matrix, the (n_lab, n_sat) array '
-                       'from deepsalt_spectral.resampling.inverse_matrix.')
+      raise ValueError('Student needs init_matrix, the (n_in, n_sat) start '
+                       'of its SAU.')
     object.__setattr__(self, 'init_matrix', sau_lib.frozen(self.init_matrix))
     super().__post_init__()
 
@@ -89,18 +115,22 @@ class Student(nn.Module):
   def __call__(self, satellite: jax.Array, *,
                train: bool) -> dict[str, jax.Array]:
     if self.learn_sau:
-      lab = self.sau(satellite)
+      adapted = self.sau(satellite)
     else:
-      lab = sau_lib.fixed_adaptation(satellite, self.init_matrix)
-    features = self.encoder(lab, train=train)
+      adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
+    features = self.encoder(adapted, train=train)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
     return {'pred': self.head(features, train=train), 'features': features,
-            'lab': lab}
+            'adapted': adapted}
 
   def discriminate(self, features: jax.Array) -> jax.Array:
     """Domain logits [B] for features [B, D]."""
     return self.discriminator(features)
+
+  def sau_prior(self) -> jax.Array:
+    """The SAU's distance from its physics start (0 without a SAU)."""
+    return self.sau.prior() if self.learn_sau else jnp.zeros(())
 
 
 def init_student_from_teacher(student_params: Mapping[str, Any],

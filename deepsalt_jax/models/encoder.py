@@ -160,3 +160,48 @@ class RegressionHead(nn.Module):
     y = nn.gelu(nn.Dense(self.hidden, name='hidden')(features))
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
     return nn.Dense(1, name='out')(y)[..., 0]
+
+
+class Standardize(nn.Module):
+  """(x - mean) / scale per band, with statistics of the training inputs.
+
+  The statistics are parameters so that they travel with every checkpoint,
+  but training never changes them: `train.make_optimizer` freezes every
+  parameter under a 'standardize' scope, and `stages` sets them from the
+  data before training (a student that starts from the teacher keeps the
+  teacher's).
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n = x.shape[-1]
+    mean = self.param('mean', nn.initializers.zeros, (n,))
+    scale = self.param('scale', nn.initializers.ones, (n,))
+    return (x - jax.lax.stop_gradient(mean)) / jax.lax.stop_gradient(scale)
+
+
+class MLPEncoder(nn.Module):
+  """Spectrum [B, n_bands] -> embedding [B, features], a plain MLP.
+
+  Bands are standardised with the training statistics, then `num_blocks`
+  dense layers of width `features` with GELU and dropout. It has no notion
+  of band order; README compares it with the convolutional encoder.
+  """
+  features: int = 256
+  num_blocks: int = 2
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    if x.ndim != 2:
+      raise ValueError(f'MLPEncoder expects [batch, bands], got shape '
+                       f'{x.shape}.')
+    y = Standardize(name='standardize')(x)
+    for i in range(self.num_blocks):
+      y = nn.gelu(nn.Dense(self.features, name=f'dense{i}')(y))
+      y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    return y
+
+
+# Encoders by name (config.model.encoder.kind).
+ENCODERS = {'conv': SpectralEncoder, 'mlp': MLPEncoder}

@@ -4,8 +4,8 @@ The SAU starts from physics: the regularised inverse of the sensor's SRF
 resampling (`deepsalt_spectral.resampling.inverse_matrix`, n_lab x
 n_sat). On top, learned per-band gain and offset absorb atmospheric and
 illumination residuals, the linear map itself is trainable, and a small
-residual MLP (zero at init) corrects what stays nonlinear. Bad bands never enter: the
-input holds the sensor's good bands only.
+residual MLP (zero at init) corrects what stays nonlinear. Bad bands never
+enter: the input holds the sensor's good bands only.
 """
 from typing import Any
 
@@ -84,3 +84,13 @@ class SpectralAdaptationUnit(nn.Module):
     residual = nn.Dense(n_lab, kernel_init=nn.initializers.zeros,
                         name='residual_out')(residual)
     return y @ matrix.T + residual
+
+  def prior(self) -> jax.Array:
+    """Mean squared distance of the parameters from the physics start
+    (gain 1, offset 0, `init_matrix`, no residual), summed over the four."""
+    params = self.variables['params']
+    start = jnp.asarray(self.init_matrix.array)
+    return (jnp.mean((params['gain'] - 1.0)**2) +
+            jnp.mean(params['offset']**2) +
+            jnp.mean((params['matrix'] - start)**2) +
+            jnp.mean(params['residual_out']['kernel']**2))

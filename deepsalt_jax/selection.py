@@ -1,0 +1,89 @@
+"""Model selection on the validation samples: each stage's best step.
+
+Every `train.eval_every` steps (and at the last) a stage's predictions on its
+validation samples (`Data.validation`: labelled samples in whole spatial
+blocks held out of training) are scored by the RMSE of the transformed
+target. The best step's parameters are saved in <stage>/best with the score
+in <stage>/best.json, so a resumed run keeps selecting where it stopped, and
+evaluation and mapping restore that step (`stages.Stage.params_directory`).
+Without validation samples the last step is kept.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from absl import logging
+from etils import epath
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepsalt_jax import checkpoint
+from deepsalt_jax import input_pipeline
+from deepsalt_jax import losses
+from deepsalt_jax import predict
+from deepsalt_jax import reporting
+from deepsalt_jax import stages
+
+BEST_FILE = "best.json"
+
+
+class Selector:
+  """Scores a stage on its validation samples and keeps the best step."""
+
+  def __init__(self, stage: stages.Stage, data: input_pipeline.Data,
+               directory: epath.Path, mesh: jax.sharding.Mesh):
+    self._stage, self._mesh = stage, mesh
+    self._directory = epath.Path(directory)
+    self._every = stage.config.train.eval_every
+    inputs = stage.validation_inputs(data)
+    self.enabled = inputs is not None and self._every > 0
+    if not self.enabled:
+      return
+    forward, _ = losses.TARGET_TRANSFORMS[
+        stage.config.data.target_transform]
+    self._x, self._y = inputs[0], np.asarray(forward(inputs[1]))
+    self._model = stage.model(data.sensor)
+    self._params = None
+    path = self._directory / BEST_FILE
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    self.best_step = saved.get("step")
+    self.best_score = saved.get("validation_rmse", math.inf)
+
+  def due(self, step: int) -> bool:
+    return self.enabled and reporting.is_time(
+        step, self._every, self._stage.config.train.steps)
+
+  def update(self, step: int, params: Any) -> float:
+    """Scores `params` (the state after `step`); keeps them if best."""
+    pred, _ = predict.predict(self._model, params, self._x, self._mesh,
+                              self._stage.config.train.eval_batch_size,
+                              inverse=losses.TARGET_TRANSFORMS["identity"][1])
+    score = float(np.sqrt(np.mean((pred - self._y)**2)))
+    if score < self.best_score:
+      self.best_score, self.best_step = score, step
+      self._params = jax.tree.map(jnp.copy, params)
+      ckpt = checkpoint.Checkpointer(self._directory / "best")
+      ckpt.save_params(step, self._params)
+      ckpt.close()
+      if reporting.is_main_process():
+        (self._directory / BEST_FILE).write_text(json.dumps(
+            {"step": step, "validation_rmse": score}))
+    return score
+
+  def selected(self, params: Any) -> Any:
+    """The best step's parameters (`params`, the last, when disabled)."""
+    if not self.enabled or self.best_step is None:
+      return params
+    if self._params is None:  # Chosen before this run resumed: on disk.
+      ckpt = checkpoint.Checkpointer(self._directory / "best")
+      self._params, _ = ckpt.restore_params(jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                         sharding=x.sharding), params))
+      ckpt.close()
+    logging.info("[%s] selected step %d (validation RMSE %.4f in the "
+                 "transformed target)", self._stage.name, self.best_step,
+                 self.best_score)
+    return self._params

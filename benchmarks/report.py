@@ -123,24 +123,36 @@ def margins(per_region_r2: dict[str, dict[str, float]],
   return out
 
 
+def _against(student: str, peers: Sequence[str], scores: dict[str, dict],
+             regions: dict[str, dict]) -> str:
+  """The student against the single best peer (by mean R²), per region."""
+  mean_r2 = lambda m: float(np.mean([s["r2"] for s in scores[m].values()]))
+  best = max(peers, key=mean_r2)
+  shared = sorted(set(regions[student]) & set(regions[best]))
+  diff = [regions[student][r]["r2"] - regions[best][r]["r2"] for r in shared]
+  return (f"{student} vs the best peer on average, {best}: mean R² "
+          f"{mean_r2(student):.3f} vs {mean_r2(best):.3f} (margin "
+          f"{mean_r2(student) - mean_r2(best):+.3f}); higher in "
+          f"{sum(d > 0 for d in diff)} of {len(diff)} regions, more than "
+          f"0.05 below in {sum(d < -0.05 for d in diff)} (worst "
+          f"{min(diff):+.3f}).")
+
+
 def verdicts(scores: dict[str, dict], methods: Sequence[str],
+             regions: dict[str, dict],
              region_margins: dict[str, Any] | None) -> list[str]:
   """Plain statements: does the student beat the best peer, and where?"""
   if "student" not in methods:
     return []
-  mean_r2 = lambda m: float(np.mean([s["r2"] for s in scores[m].values()]))
   lines = []
   peers = [m for m in PEERS if m in methods and scores[m]]
   if peers:
-    best = max(peers, key=mean_r2)
-    shared = sorted(set(scores["student"]) & set(scores[best]))
-    wins = sum(scores["student"][u]["r2"] > scores[best][u]["r2"]
-               for u in shared)
-    lines.append(
-        f"student vs the best peer on average, {best}: mean R² "
-        f"{mean_r2('student'):.3f} vs {mean_r2(best):.3f} (margin "
-        f"{mean_r2('student') - mean_r2(best):+.3f}); the student is higher "
-        f"on {wins} of {len(shared)} units.")
+    lines.append(_against("student", peers, scores, regions))
+  ensemble = "student" + ENSEMBLE_SUFFIX
+  ensembled_peers = [m + ENSEMBLE_SUFFIX for m in peers
+                     if scores.get(m + ENSEMBLE_SUFFIX)]
+  if scores.get(ensemble) and ensembled_peers:
+    lines.append(_against(ensemble, ensembled_peers, scores, regions))
   if region_margins:
     values = [m["margin"] for m in region_margins.values()]
     lines.append(
@@ -151,13 +163,45 @@ def verdicts(scores: dict[str, dict], methods: Sequence[str],
   return lines
 
 
+# Networks whose seeds are averaged into an ensemble when there are several.
+ENSEMBLED = ("student", "source_only", "plain", "finetune", "dann",
+             "dann_labels")
+ENSEMBLE_SUFFIX = " (seed ensemble)"
+
+
+def seed_ensembles(runs: Sequence[Run], methods: Sequence[str]
+                   ) -> tuple[list[Run], list[str]]:
+  """Per split, each network's prediction averaged over the seeds.
+
+  Returns runs (one per split, seed 0) with methods named
+  '<method> (seed ensemble)', and those names; nothing with one seed.
+  """
+  chosen = [m for m in ENSEMBLED if m in methods]
+  by_split = {}
+  for run in runs:
+    by_split.setdefault(run.split, []).append(run)
+  out = []
+  for split, group in by_split.items():
+    if len(group) < 2:
+      continue
+    preds = {m + ENSEMBLE_SUFFIX: np.mean([r.preds[m] for r in group], axis=0)
+             for m in chosen if all(m in r.preds for r in group)}
+    out.append(dataclasses.replace(group[0], seed=0, preds=preds))
+  names = sorted({m for r in out for m in r.preds}, key=lambda m: (
+      m != "student" + ENSEMBLE_SUFFIX, m))
+  return out, names
+
+
 def build(runs: Sequence[Run], label_runs: Sequence[Run],
           methods: Sequence[str], region_names: Sequence[str], unit: str,
           header: dict[str, Any]) -> dict[str, Any]:
   """The JSON-ready report."""
   classes = unit == "dS/m"
+  ensemble_runs, ensembles = seed_ensembles(runs, methods)
   scores = {m: unit_scores(runs, m, region_names, classes) for m in methods}
-  regions = {m: per_region(scores[m]) for m in methods}
+  scores.update({m: unit_scores(ensemble_runs, m, region_names, classes)
+                 for m in ensembles})
+  regions = {m: per_region(scores[m]) for m in scores}
   region_margins = margins(regions, methods)
   label_methods = list(dict.fromkeys(m for r in label_runs for m in r.preds))
   missing = {m: sorted({(r.split, r.seed) for r in runs
@@ -165,10 +209,10 @@ def build(runs: Sequence[Run], label_runs: Sequence[Run],
              for m in methods}
   return {
       **header, "unit": unit,
-      "summary": {m: summarise(scores[m]) for m in methods},
+      "summary": {m: summarise(scores[m]) for m in scores},
       "per_region": regions,
       "margins": region_margins,
-      "verdicts": verdicts(scores, methods, region_margins),
+      "verdicts": verdicts(scores, methods, regions, region_margins),
       "not_fitted": {m: v for m, v in missing.items() if v},
       "label_efficiency": label_efficiency(label_runs, label_methods,
                                            region_names, classes),

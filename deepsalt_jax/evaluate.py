@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
@@ -45,10 +46,44 @@ class Entry:
   params: Any
   x: np.ndarray  # Inputs of the held-out samples.
   method: str | None = None  # The model's method to apply (default call).
+  # The calibrated MC-dropout interval (calibration.fit), if there is one.
+  calibration: dict[str, Any] | None = None
+
+
+def _spread(stage: stages.Stage, params: Any, x: np.ndarray,
+            mesh: jax.sharding.Mesh) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std) over the MC-dropout passes mapping uses, target units."""
+  config = stage.config
+  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  return predict.predict(stage.model(config.data.sensor), params, x, mesh,
+                         config.train.eval_batch_size, inverse,
+                         mc_samples=config.mapping.mc_samples,
+                         seed=config.mapping.seed)
+
+
+def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
+              mesh: jax.sharding.Mesh,
+              workdir: epath.PathLike) -> dict[str, Any] | None:
+  """Fits and saves the stage's interval on its validation samples (None
+  without validation samples, dropout or MC passes)."""
+  inputs = stage.validation_inputs(data)
+  if (inputs is None or not stage.config.model.encoder.dropout
+      or stage.config.mapping.mc_samples < 2):
+    return None
+  mean, std = _spread(stage, params, inputs[0], mesh)
+  fitted = calibration.fit(mean, std, inputs[1])
+  if reporting.is_main_process():
+    calibration.save(fitted, epath.Path(workdir) / stage.name)
+  logging.info("[%s] %.0f %% interval: %.2f MC std (%.2f x a Gaussian's), "
+               "from %d validation samples", stage.name,
+               100 * fitted["nominal"], fitted["multiplier"],
+               fitted["scale_vs_gaussian"], fitted["validation_samples"])
+  return fitted
 
 
 def entries(plan: stages.Plan, data: input_pipeline.Data,
-            params: dict[str, Any]) -> list[Entry]:
+            params: dict[str, Any],
+            calibrations: dict[str, Any] | None = None) -> list[Entry]:
   """Every trained model of `plan`, plus the classic transfer baseline."""
   teacher = plan.teacher
   test = data.subset(data.test)
@@ -64,7 +99,8 @@ def entries(plan: stages.Plan, data: input_pipeline.Data,
                method="from_prepared")]
   for student in plan.students:
     out.append(Entry(student.name, student.input, student.model(data.sensor),
-                     params[student.name], test[student.input]))
+                     params[student.name], test[student.input],
+                     calibration=(calibrations or {}).get(student.name)))
   return out
 
 
@@ -135,6 +171,19 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
         "input": entry.input, "target": test["target"], "pred": pred,
         **score(test["target"], pred, test["region"], data.region_names,
                 classes=salinity)}
+    if entry.calibration:
+      mean, std = predict.predict(
+          entry.model, entry.params, entry.x, mesh,
+          config.train.eval_batch_size, inverse,
+          mc_samples=config.mapping.mc_samples, seed=config.mapping.seed)
+      results[entry.name]["interval"] = {
+          **entry.calibration,
+          "coverage": calibration.coverage(mean, std, test["target"],
+                                           entry.calibration["multiplier"]),
+          "coverage_uncalibrated": calibration.coverage(
+              mean, std, test["target"],
+              entry.calibration["multiplier"] /
+              entry.calibration["scale_vs_gaussian"])}
   table = markdown_table(results, unit)
   if reporting.is_main_process():
     workdir = epath.Path(workdir)
@@ -155,6 +204,14 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
     logging.info("Held out %s (%s; %s):\n%s",
                  config.data.test_regions or f"folds {config.data.test_folds}",
                  unit, setting, table)
+    for model_name, result in results.items():
+      if "interval" in result:
+        interval = result["interval"]
+        logging.info("[%s] the calibrated %.0f %% interval covers %.1f %% "
+                     "of the held-out samples (the Gaussian one from the raw "
+                     "MC spread: %.1f %%).", model_name,
+                     100 * interval["nominal"], 100 * interval["coverage"],
+                     100 * interval["coverage_uncalibrated"])
   return results
 
 
@@ -180,7 +237,10 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
     logging.info("[%s] restored the checkpoint of step %d (of %d trained)",
                  stage.name, steps[stage.name], stage.config.train.steps)
   name = f"eval-{steps[plan.stages[-1].name]}"
-  results = report(entries(plan, data, params), data, config, workdir, mesh,
-                   name=name, extra={"checkpoint_steps": steps})
+  calibrations = {s.name: calibration.load(workdir / s.name)
+                  for s in plan.students}
+  results = report(entries(plan, data, params, calibrations), data, config,
+                   workdir, mesh, name=name,
+                   extra={"checkpoint_steps": steps})
   logging.info("Evaluation written to %s", workdir / f"{name}.md")
   return results

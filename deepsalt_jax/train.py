@@ -261,9 +261,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # resumes.
   params = {plan.teacher.name: train_stage(plan.teacher, data, None, None,
                                            workdir, mesh)}
+  calibrations = {}
   for student in plan.students:
     params[student.name] = train_stage(student, data, plan.teacher,
                                        params[plan.teacher.name], workdir,
                                        mesh)
-  return evaluate.report(evaluate.entries(plan, data, params), data, config,
-                         workdir, mesh)
+    calibrations[student.name] = evaluate.calibrate(
+        student, params[student.name], data, mesh, workdir)
+  return evaluate.report(evaluate.entries(plan, data, params, calibrations),
+                         data, config, workdir, mesh)

@@ -242,3 +242,16 @@ def test_realism_statistics_known_answers():
   assert 0.35 < realism.separability(same[:200], same[200:]) < 0.65
   assert realism.separability(same[:200], same[200:] * [1, 1, 3, 1, 1, 1]
                               ) > 0.95
+
+
+def test_seed_ensembles_average_each_networks_seeds_per_split():
+  from benchmarks import report
+  target, region = np.array([1.0, 2.0, 3.0]), np.zeros(3, int)
+  runs = [report.Run("a", seed, 0.05, target, region,
+                     {"student": target + offset, "plsr": target}, 1.0)
+          for seed, offset in ((0, 1.0), (1, -1.0))]
+  ensemble_runs, names = report.seed_ensembles(runs, ["student", "plsr"])
+  assert names == ["student (seed ensemble)"]
+  np.testing.assert_array_equal(
+      ensemble_runs[0].preds["student (seed ensemble)"], target)
+  assert report.seed_ensembles(runs[:1], ["student"]) == ([], [])

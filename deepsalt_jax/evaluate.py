@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_prep import datasets
 from deepsalt_jax import checkpoint
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
@@ -29,6 +30,7 @@ from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax.models import build
+from deepsalt_spectral import errors
 
 # Table columns: metric key -> header ({unit} filled in).
 COLUMNS = {"r2": "R²", "r2_log": "R² log", "rmse": "RMSE ({unit})",
@@ -165,6 +167,11 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   """
   workdir = epath.Path(workdir)
   config = run_config.for_eval(config, workdir, "eval")
+  if config.data.name == datasets.PROJECT:
+    raise errors.UserError(
+        f"{workdir} is a run on your own data: spatial cross-validation "
+        f"scores it ({workdir / 'cv.md'}). Re-running its training command "
+        "restores the finished models and writes the report again.")
   mesh = sharding.make_mesh()
   plan = stages.plan(config)
   data = input_pipeline.load_data(config.data)

@@ -11,6 +11,7 @@ the global, data-sharded array.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import grain
 import jax
@@ -19,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from data_prep import datasets
+from data_prep import project
 from data_prep import roles
 from deepsalt_jax import sharding
 from deepsalt_spectral import errors
@@ -26,35 +28,65 @@ from deepsalt_spectral import errors
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  """A prepared dataset in memory, with its train/test region split."""
+  """A prepared dataset in memory, with its train/test split.
+
+  A sample may lack a lab spectrum, a pixel or a target (own data): those
+  rows are NaN, and `has_lab`, `has_pixel`, `has_target` say what is there.
+  """
   lab: np.ndarray  # [n, n_lab] reflectance on the lab grid.
   satellite: np.ndarray  # [n, n_good] reflectance at the sensor's good bands.
   target: np.ndarray  # [n] EC (dS/m) or SOC (%).
-  region: np.ndarray  # [n] index into region_names.
-  fold: np.ndarray  # [n] LimeSoDa fold 1..10, 0 if none.
-  role: np.ndarray  # [n] roles.LABELLED, PAIRED or UNLABELLED (config).
+  region: np.ndarray  # [n] index into region_names (own data: the scene).
+  # [n] LimeSoDa fold 1..10, or own data's spatial fold 1..k; 0 if none.
+  fold: np.ndarray
+  # [n] roles.LABELLED, PAIRED, UNLABELLED (drawn by the config's fractions)
+  # or LIBRARY (own data: stored by the builder).
+  role: np.ndarray
   region_names: tuple[str, ...]
-  test: np.ndarray  # [n] bool, sample lies in a held-out region.
+  test: np.ndarray  # [n] bool, sample is held out.
   sensor: str
   # [m, n_good] real scene pixels replacing the simulated unlabelled ones
   # (config.data.target_scenes), or None.
   target_pixels: np.ndarray | None = None
+  # What the dataset's builder reports (own data: points used and dropped,
+  # pairs, EC method).
+  report: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def has_lab(self) -> np.ndarray:
+    return ~np.isnan(self.lab).any(axis=1)
+
+  @property
+  def has_pixel(self) -> np.ndarray:
+    return ~np.isnan(self.satellite).any(axis=1)
+
+  @property
+  def has_target(self) -> np.ndarray:
+    return ~np.isnan(self.target)
 
   def subset(self, mask: np.ndarray) -> dict[str, np.ndarray]:
     return dict(lab=self.lab[mask], satellite=self.satellite[mask],
                 target=self.target[mask], region=self.region[mask])
 
 
+def _read(source) -> tuple[list[dict], Callable[[str, Any], np.ndarray]]:
+  """Every record of a data source, and a column stacker."""
+  records = [source[i] for i in range(len(source))]
+  stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
+  return records, stack
+
+
 def load_data(config: ml_collections.ConfigDict) -> Data:
   """Reads the prepared dataset named by `config.data` (building it once)."""
+  if config.name == datasets.PROJECT:
+    return _load_project(config)
   if jax.process_count() > 1:  # Process 0 builds; the others wait, then read.
     if jax.process_index() == 0:
       datasets.build(config.name, config.sensor, config.data_dir or None)
     multihost_utils.sync_global_devices("deepsalt_jax: dataset prepared")
   source, info = datasets.load(config.name, config.sensor,
                                config.data_dir or None)
-  records = [source[i] for i in range(len(source))]
-  stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
+  _, stack = _read(source)
   region_names = tuple(info.features["region"].names)
   region = stack("region", np.int32)
   test_names = [n.strip() for n in config.test_regions.split(",") if n.strip()]
@@ -95,6 +127,45 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   )
 
 
+# What each stored role must have: (lab, pixel, target).
+_ROLE_NEEDS = {roles.LABELLED: (False, True, True),
+               roles.PAIRED: (True, True, True),
+               roles.UNLABELLED: (False, True, False),
+               roles.LIBRARY: (True, False, True)}
+
+
+def _load_project(config: ml_collections.ConfigDict) -> Data:
+  """A user's project (data_prep.project) with spatial folds; none held out.
+
+  Cross-validation (deepsalt_jax/cross_validation.py) holds out one fold at
+  a time.
+  """
+  settings = config.to_dict()
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
+      datasets.load_project(settings, config.data_dir or None)
+    multihost_utils.sync_global_devices("deepsalt_jax: project prepared")
+  source, info = datasets.load_project(settings, config.data_dir or None)
+  records, stack = _read(source)
+  role = stack("role", np.int64)
+  data = Data(
+      lab=stack("lab", np.float32), satellite=stack("satellite", np.float32),
+      target=stack("target", np.float32), region=np.zeros(len(role), np.int32),
+      fold=np.zeros(len(role), np.int64), role=role, region_names=(),
+      test=np.zeros(len(role), bool), sensor=config.sensor,
+      report=dict(info.metadata["report"]))
+  have = np.stack([data.has_lab, data.has_pixel, data.has_target], axis=1)
+  for value, needs in _ROLE_NEEDS.items():
+    assert (have[role == value] >= needs).all(), roles.ROLE_NAMES[value]
+  scene = np.array([r["scene"].decode() for r in records])
+  names = tuple(sorted(set(scene) - {""})) + ("no pixel",)
+  region = np.array([names.index(s or "no pixel") for s in scene], np.int32)
+  fold = project.spatial_folds(stack("x", np.float64), stack("y", np.float64),
+                               role == roles.LABELLED, config.folds)
+  return dataclasses.replace(data, region=region, region_names=names,
+                             fold=fold)
+
+
 class Stream:
   """Endless, seeded, shuffled batches of a few aligned arrays."""
 
@@ -116,8 +187,8 @@ class Stream:
 
 def teacher_streams(data: Data, batch_size: int, seed: int
                     ) -> dict[str, Stream]:
-  """Lab spectra and labels of every training-region sample."""
-  train = ~data.test
+  """Lab spectra and labels of every training sample that has both."""
+  train = ~data.test & data.has_lab & data.has_target
   return {"lab": Stream(dict(lab=data.lab[train], target=data.target[train]),
                         batch_size, seed)}
 
@@ -136,10 +207,10 @@ def student_streams(data: Data, batch_size: int, seed: int,
   train = ~data.test
   unlabelled = train & (data.role == roles.UNLABELLED)
   if transductive:
-    unlabelled |= data.test
+    unlabelled |= data.test & data.has_pixel
   masks = {"labelled": train & (data.role == roles.LABELLED),
            "paired": train & (data.role == roles.PAIRED),
-           "unlabelled": unlabelled, "library": train}
+           "unlabelled": unlabelled, "library": train & data.has_lab}
   fields = {"labelled": ("satellite", "target"), "paired": ("satellite", "lab"),
             "unlabelled": ("satellite",), "library": ("lab",)}
   streams = {}

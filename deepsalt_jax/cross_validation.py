@@ -84,15 +84,26 @@ def _check(config: ml_collections.ConfigDict,
            data: input_pipeline.Data) -> None:
   """Refuses a project the configured student cannot train on."""
   terms = stages.student_terms(config.loss)
-  if (terms & {"distillation", "reconstruction"}
-      and not (data.role == roles.PAIRED).any()):
+  if not terms & {"distillation", "reconstruction"}:
+    return
+  without = ("--config.loss.w_distill_feature=0 "
+             "--config.loss.w_distill_pred=0 --config.loss.w_reconstruction=0")
+  paired = data.role == roles.PAIRED
+  if not paired.any():
     raise errors.UserError(
         "No library sample pairs with a pixel (no coordinates inside the "
         "scenes, nor a sample id shared with a field point), so the student "
         "has nothing to distil from. Give the library coordinates, raise "
         "--config.data.pair_max_distance_m, or train without pairs: "
-        "--config.loss.w_distill_feature=0 --config.loss.w_distill_pred=0 "
-        "--config.loss.w_reconstruction=0.")
+        f"{without}.")
+  alone = [k for k in np.unique(data.fold[data.role == roles.LABELLED])
+           if not (paired & (data.fold != k)).any()]
+  if alone:
+    raise errors.UserError(
+        f"Every pair lies in the area of fold {alone[0]}, so with that fold "
+        "held out the student has nothing to distil from. Lower "
+        "--config.data.folds, give library samples across the area "
+        f"coordinates, or train without pairs: {without}.")
 
 
 def _predictions(plan: stages.Plan, data: input_pipeline.Data,

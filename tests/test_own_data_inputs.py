@@ -5,6 +5,7 @@ file, column or rows and the fix, and leaves neither a workdir nor a
 prepared dataset.
 """
 import json
+import types
 
 import numpy as np
 import pandas as pd
@@ -229,3 +230,17 @@ def test_library_spectra_on_the_lab_grid(project, tmp_path):
   np.testing.assert_allclose(records["library", "l6"]["lab"][inside],
                              projects.soil(lab[inside], 0.8 + 0.4 * 6 / 11),
                              rtol=1e-3)
+
+
+def test_a_student_without_pairs_in_a_fold_is_refused():
+  from configs import own_data
+  config = own_data.get_config("tiny")
+  labelled, paired = roles.LABELLED, roles.PAIRED
+  data = types.SimpleNamespace(role=np.array([labelled, labelled, paired]),
+                               fold=np.array([1, 2, 1]))
+  with pytest.raises(ValueError, match="Every pair lies in the area of fold "
+                     "1.*w_distill_feature=0"):
+    cross_validation._check(config, data)  # pylint: disable=protected-access
+  data.role[2] = labelled
+  with pytest.raises(ValueError, match="No library sample pairs"):
+    cross_validation._check(config, data)  # pylint: disable=protected-access

@@ -164,8 +164,8 @@ def _fold_table(per_fold: dict[str, dict[int, Any]], key: str,
 
 def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
            data: input_pipeline.Data, results: dict[str, dict],
-           per_fold: dict[str, dict[int, Any]], sizes: dict[int, dict],
-           classes: bool) -> str:
+           oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
+           sizes: dict[int, dict], classes: bool) -> str:
   """cv.json, cv.md and cv.png; returns the markdown."""
   label = ec_methods.label(config.data.ec_method)
   unit = f"{config.data.ec_method}, dS/m"
@@ -225,7 +225,14 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
         "methods": {name: {"input": res["input"], "overall": res["overall"],
                            "per_fold": {str(k): v for k, v in
                                         per_fold[name].items()}}
-                    for name, res in results.items()}}, indent=2))
+                    for name, res in results.items()},
+        # Out-of-fold predictions per labelled pixel (NaN: not fitted).
+        "predictions": [
+            {"sample_id": str(data.sample_id[i]), "fold": int(data.fold[i]),
+             "measured": float(data.target[i]),
+             **{name: float(pred[j]) for name, pred in oof.items()}}
+            for j, i in enumerate(np.flatnonzero(
+                data.role == roles.LABELLED))]}, indent=2))
   return text
 
 
@@ -284,6 +291,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
       results[name] = {"input": INPUTS.get(name, "pixels"),
                        "target": target[ok], "pred": pred[ok],
                        "overall": _score(target, pred, classes)}
-  text = _write(workdir, config, data, results, per_fold, sizes, classes)
+  text = _write(workdir, config, data, results, oof, per_fold, sizes,
+                classes)
   logging.info("Cross-validation (%s):\n%s", workdir / "cv.md", text)
   return results

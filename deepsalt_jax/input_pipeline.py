@@ -51,6 +51,7 @@ class Data:
   # What the dataset's builder reports (own data: points used and dropped,
   # pairs, EC method).
   report: dict = dataclasses.field(default_factory=dict)
+  sample_id: np.ndarray | None = None  # [n] str (own data).
 
   @property
   def has_lab(self) -> np.ndarray:
@@ -158,12 +159,13 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
   for value, needs in _ROLE_NEEDS.items():
     assert (have[role == value] >= needs).all(), roles.ROLE_NAMES[value]
   scene = np.array([r["scene"].decode() for r in records])
+  sample_id = np.array([r["sample_id"].decode() for r in records])
   names = tuple(sorted(set(scene) - {""})) + ("no pixel",)
   region = np.array([names.index(s or "no pixel") for s in scene], np.int32)
   fold = project.spatial_folds(stack("x", np.float64), stack("y", np.float64),
                                role == roles.LABELLED, config.folds)
   return dataclasses.replace(data, region=region, region_names=names,
-                             fold=fold)
+                             fold=fold, sample_id=sample_id)
 
 
 class Stream:

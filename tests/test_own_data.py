@@ -97,6 +97,9 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
     assert set(method["per_fold"]) == {"1", "2"}
     assert {"r2", "rmse", "rpd", "bias", "class_accuracy", "kappa"} <= set(
         method["overall"])
+  assert len(cv["predictions"]) == 24
+  assert {"sample_id", "fold", "measured", "student", "PLSR"} <= set(
+      cv["predictions"][0])
   text = (workdir / "cv.md").read_text()
   assert "EC (ECe, dS/m)" in text and "RMSE (ECe, dS/m)" in text
   assert (workdir / "cv.png").stat().st_size > 0

@@ -13,8 +13,13 @@ the fold's area), trains the final teacher and student on everything and
 writes cv.md, cv.json and cv.png into the workdir.
 Variants (`:arg`): sensor=enmap|prisma|emit (the scenes' sensor),
 alignment=mmd|coral|adversarial, tiny.
-Run time (example project, 2 CPU cores): TBD.
-Expected result (example project, pooled out-of-fold over 5 folds): TBD.
+Run time (example project, measured 2026-12-01 on 2 shared CPU cores at a
+load average of 6-7): 16 min wall, 11 min CPU; about 5-6 min on idle cores
+(not measured; README, "Your own data"). Re-running restores every fold.
+Expected result (example project, pooled out-of-fold, 59 points, ECe in
+dS/m), R² / RMSE / class kappa: student 0.707 / 3.27 / 0.56, teacher on
+resampled pixels 0.549 / 4.05 / 0.34, PLSR 0.802 / 2.69 / 0.51, random
+forest 0.266 / 5.17 / 0.54 (PLSR's lead is one salt-pan point, see README).
 """
 from __future__ import annotations
 

@@ -75,11 +75,6 @@ Run it (from the deepsalt_jax folder):
         --scene={out}/scenes/{first_scene}.tif
 """
 
-_OUT = flags.DEFINE_string("out", None, "Folder to write (must not exist or "
-                           "be empty).")
-_SIZE = flags.DEFINE_enum("size", "default", list(landscape.SIZES),
-                          "default: the walkthrough; tiny: for tests.")
-_SEED = flags.DEFINE_integer("seed", 0, "Simulation seed.")
 
 
 def _to_lonlat(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -193,11 +188,21 @@ def write(out: str | pathlib.Path, size: str = "default",
   return counts
 
 
+def _define_flags() -> None:
+  """The command's flags (defined only when run: benchmarks.compare, which
+  tests import too, has an --out of its own)."""
+  flags.DEFINE_string("out", None, "Folder to write (must not exist or be "
+                      "empty).", required=True)
+  flags.DEFINE_enum("size", "default", list(landscape.SIZES),
+                    "default: the walkthrough; tiny: for tests.")
+  flags.DEFINE_integer("seed", 0, "Simulation seed.")
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    counts = write(_OUT.value, _SIZE.value, _SEED.value)
+    counts = write(flags.FLAGS.out, flags.FLAGS.size, flags.FLAGS.seed)
   except errors.UserError as e:
     raise app.UsageError(str(e)) from e
   print(f"Wrote {counts['out']}: {counts['n_library']} library spectra, "
@@ -206,5 +211,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["out"])
+  _define_flags()
   app.run(main)

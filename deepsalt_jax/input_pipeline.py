@@ -149,23 +149,23 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
   source, info = datasets.load_project(settings, config.data_dir or None)
   records, stack = _read(source)
   role = stack("role", np.int64)
+  scene = [r["scene"].decode() for r in records]
+  names = tuple(sorted(set(scene) - {""})) + ("no pixel",)
   data = Data(
       lab=stack("lab", np.float32), satellite=stack("satellite", np.float32),
-      target=stack("target", np.float32), region=np.zeros(len(role), np.int32),
-      fold=np.zeros(len(role), np.int64), role=role, region_names=(),
-      test=np.zeros(len(role), bool), sensor=config.sensor,
-      report=dict(info.metadata["report"]))
+      target=stack("target", np.float32),
+      region=np.array([names.index(s or "no pixel") for s in scene],
+                      np.int32),
+      fold=project.spatial_folds(stack("x", np.float64),
+                                 stack("y", np.float64),
+                                 role == roles.LABELLED, config.folds),
+      role=role, region_names=names, test=np.zeros(len(role), bool),
+      sensor=config.sensor, report=dict(info.metadata["report"]),
+      sample_id=np.array([r["sample_id"].decode() for r in records]))
   have = np.stack([data.has_lab, data.has_pixel, data.has_target], axis=1)
   for value, needs in _ROLE_NEEDS.items():
     assert (have[role == value] >= needs).all(), roles.ROLE_NAMES[value]
-  scene = np.array([r["scene"].decode() for r in records])
-  sample_id = np.array([r["sample_id"].decode() for r in records])
-  names = tuple(sorted(set(scene) - {""})) + ("no pixel",)
-  region = np.array([names.index(s or "no pixel") for s in scene], np.int32)
-  fold = project.spatial_folds(stack("x", np.float64), stack("y", np.float64),
-                               role == roles.LABELLED, config.folds)
-  return dataclasses.replace(data, region=region, region_names=names,
-                             fold=fold, sample_id=sample_id)
+  return data
 
 
 class Stream:

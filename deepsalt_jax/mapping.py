@@ -238,6 +238,10 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
                  "uncertainty not computed (no MC dropout)")
   sensor = sensors.builtin(config.data.sensor)
   target = ec_methods.label(config.data.get("ec_method"))
+  if config.data.get("ec_method", ec_methods.CLASS_METHOD) != (
+      ec_methods.CLASS_METHOD):
+    logging.warning("The class raster uses the FAO classes of ECe; this "
+                    "model predicts %s.", target)
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
   predict_fn = functools.partial(
       predict.predict, student.model(sensor.name), params, mesh=mesh,

@@ -164,7 +164,8 @@ def read_scenes(paths: list[pathlib.Path], tolerance_nm: float
     elif good.shape != first[1].shape or np.abs(
         good - first[1]).max() > tolerance_nm:
       raise errors.UserError(
-          f"data.scenes mixes sensors: {first[0].name} has {first[1].size} "
+          f"data.scenes ({scene_path.parent}) mixes sensors: "
+          f"{first[0].name} has {first[1].size} "
           f"good bands ({first[1][0]:.0f}-{first[1][-1]:.0f} nm), "
           f"{scene_path.name} has {good.size} ({good[0]:.0f}-{good[-1]:.0f} "
           "nm). A project's scenes come from one sensor: move the others to "

@@ -3,6 +3,8 @@
   python launch.py --config=configs/distill.py
   python launch.py --config=configs/distill.py:sensor=prisma \\
       --config.train.steps=4000
+  python launch.py --config=configs/own_data.py \\
+      --config.data.project=<folder>      (spatial cross-validation)
   python launch.py --mode=eval --workdir=runs/distill
   python launch.py --mode=map --workdir=runs/distill --scene=scene.tif \\
       [--output=maps/] [--config.mapping.mc_samples=0]
@@ -30,6 +32,7 @@ from etils import epath
 import jax
 from ml_collections import config_flags
 
+from deepsalt_jax import cross_validation
 from deepsalt_jax import evaluate
 from deepsalt_jax import mapping
 from deepsalt_jax import reporting
@@ -91,7 +94,10 @@ def _run() -> None:
   workdir = epath.Path(_WORKDIR.value or _default_workdir())
   start = time.perf_counter()
   if _MODE.value == "train":
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    if cross_validation.is_own_data(_CONFIG.value):
+      cross_validation.train_and_validate(_CONFIG.value, workdir)
+    else:
+      train.train_and_evaluate(_CONFIG.value, workdir)
     where = workdir
   elif _MODE.value == "eval":
     evaluate.evaluate_checkpoints(_CONFIG.value, workdir)

@@ -30,8 +30,7 @@ def summary(name: str, sensor: str, data_dir: str | None) -> str:
   records = [source[i] for i in range(len(source))]
   region = np.array([r["region"] for r in records])
   u = np.array([r["u"] for r in records])
-  role = roles.assign_roles(u, info.metadata["labelled_fraction"],
-                            info.metadata["paired_fraction"])
+  role = roles.assign_roles(u)  # At the default fractions.
   names = info.features["region"].names
   lines = [f"{info.full_name}: {len(source)} samples, lab "
            f"{info.features['lab'].shape[0]} bands, satellite "
@@ -39,7 +38,8 @@ def summary(name: str, sensor: str, data_dir: str | None) -> str:
            f"{info.metadata['target']}"]
   lines += [f"  {n:<20} {np.sum(region == i):5d}" for i, n in enumerate(names)]
   lines.append("  roles: " + ", ".join(
-      f"{r} {np.mean(role == i):.3f}" for i, r in enumerate(roles.ROLE_NAMES)))
+      f"{r} {np.mean(role == i):.3f}" for i, r in enumerate(roles.ROLE_NAMES)
+      if i != roles.LIBRARY))
   return "\n".join(lines)
 
 

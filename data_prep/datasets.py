@@ -3,8 +3,11 @@
     source, info = datasets.load('salinity', 'enmap')
     record = source[0]  # dict of numpy values, see data_prep.records
     region_names = info.features['region'].names
+
+A user's own data (data.name == PROJECT) is read with `load_project`.
 """
 import hashlib
+import json
 import os
 import pathlib
 import time
@@ -12,6 +15,7 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import project
 from data_prep import records
 from data_prep import salinity
 from data_prep import soc
@@ -23,6 +27,8 @@ BUILDERS: dict[str, type[records.SpectraBuilder]] = {
     "salinity": salinity.DeepsaltSalinity,
     "soc": soc.DeepsaltSoc,
 }
+# data.name of a user's own project (configs/own_data.py).
+PROJECT = "own"
 
 
 def default_data_dir() -> pathlib.Path:
@@ -115,3 +121,47 @@ def load_target_pixels(scene_dir: str | os.PathLike, sensor: str = "enmap",
                             data_dir=str(root / "target_pixels" / key),
                             download=False)
   return np.stack([source[i]["satellite"] for i in range(len(source))])
+
+
+def project_builder(settings: dict, data_dir: str | os.PathLike | None = None
+                    ) -> project.DeepsaltProject:
+  """The builder of a user's project (`settings`: the data config).
+
+  Prepared under <data_dir>/project/<hash of the project path>/, one
+  dataset per hash of the settings and input files.
+  """
+  settings = dict(settings)
+  if not settings["project"]:
+    raise errors.UserError("data.project is not set: pass "
+                           "--config.data.project=<your project folder>.")
+  folder = pathlib.Path(settings["project"]).expanduser().resolve()
+  if not folder.is_dir():
+    raise errors.UserError(f"data.project={settings['project']!r} is not a "
+                           "folder.")
+  if settings["sensor"] not in sensors.SENSORS:
+    raise errors.UserError(f"data.sensor={settings['sensor']!r}: use one of "
+                           f"{', '.join(sensors.SENSORS)}.")
+  settings["project"] = str(folder)
+  root = ((pathlib.Path(data_dir) if data_dir else default_data_dir())
+          / "project" / hashlib.sha1(str(folder).encode()).hexdigest()[:12])
+  config = project.ProjectConfig(name=f"p{project.settings_key(settings)}",
+                                 settings=json.dumps(settings))
+  return project.DeepsaltProject(config=config, data_dir=str(root))
+
+
+def load_project(settings: dict, data_dir: str | os.PathLike | None = None):
+  """(random-access source, DatasetInfo) of a project; builds it once.
+
+  A refused project leaves no folder behind (TFDS makes some before the
+  records are read).
+  """
+  dataset = project_builder(settings, data_dir)
+  root = pathlib.Path(dataset.data_dir).parents[2]
+  try:
+    _prepare(dataset, settings["project"])
+  except errors.UserError:
+    for folder in sorted(root.rglob("*"), reverse=True) + [root, root.parent]:
+      if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    raise
+  return dataset.as_data_source(split="train"), dataset.info

@@ -1,9 +1,11 @@
-"""Sample roles in the transfer setting, derived from a per-sample uniform u.
+"""Sample roles in the transfer setting.
 
-Each prepared record carries u in [0, 1), a deterministic function of the
-dataset seed and the sample id, so the role of a sample is the same for every
-sensor and changing the fractions only moves samples between neighbouring
-roles (u < labelled <= paired <= unlabelled).
+The benchmark draws them from a per-sample uniform u: each prepared record
+carries u in [0, 1), a deterministic function of the dataset seed and the
+sample id, so the role of a sample is the same for every sensor and changing
+the fractions only moves samples between neighbouring roles
+(u < labelled <= paired <= unlabelled). A user's own data stores each
+record's role (`data_prep.project`): what a sample has decides it.
 """
 import hashlib
 
@@ -11,8 +13,11 @@ import numpy as np
 
 from deepsalt_spectral import errors
 
-LABELLED, PAIRED, UNLABELLED = 0, 1, 2
-ROLE_NAMES = ("labelled", "paired", "unlabelled")
+# LABELLED: a pixel with a ground EC value; PAIRED: a pixel with a lab
+# spectrum of the same place; UNLABELLED: a pixel alone; LIBRARY: a lab
+# spectrum without a pixel (own data only).
+LABELLED, PAIRED, UNLABELLED, LIBRARY = 0, 1, 2, 3
+ROLE_NAMES = ("labelled", "paired", "unlabelled", "library")
 # Default fractions of the salinity benchmark (configs/common.py).
 # 5 % labelled: the few-ground-samples setting the method is for (at 10 % a
 # plain network on the pixels alone ties the student; see README).

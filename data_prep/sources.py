@@ -172,15 +172,38 @@ def _earthlib_data() -> pathlib.Path:
 
 def read_envi_library(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
   """Reads an ENVI spectral library: (spectra [lines, samples], nm)."""
+  spectra, wavelength, _ = read_envi_library_with_names(path)
+  return spectra, wavelength
+
+
+def read_envi_library_with_names(path: pathlib.Path
+                                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """(spectra [lines, samples], nm, spectra names) of an ENVI library.
+
+  The header is `<path>.hdr` (earthlib's `spectra.sli.hdr`) or the path
+  with its suffix replaced by .hdr (EnMAP-Box's `library.hdr`). Names are
+  the header's 'spectra names' ('' where it has none). Values are divided by
+  the header's 'reflectance scale factor' when it gives one.
+  """
+  path = pathlib.Path(path)
+  header_path = next((h for h in (pathlib.Path(str(path) + ".hdr"),
+                                  path.with_suffix(".hdr")) if h.is_file()),
+                     None)
+  if not path.is_file() or header_path is None:
+    raise errors.UserError(
+        f"ENVI spectral library {path} needs its data file and a header "
+        f"({path.name}.hdr or {path.stem}.hdr) beside it.")
   header = {}
-  text = pathlib.Path(str(path) + ".hdr").read_text()
-  for key, value in _header_items(text):
+  for key, value in _header_items(header_path.read_text(errors="replace")):
     header[key.strip().lower()] = value.strip()
-  dtypes = {"4": "f4", "5": "f8"}
+  dtypes = {"2": "i2", "3": "i4", "4": "f4", "5": "f8", "12": "u2"}
   if header.get("data type") not in dtypes:
     raise errors.UserError(
         f"{path}: ENVI data type {header.get('data type')} is not "
-        "supported (4 = float32 and 5 = float64 are).")
+        "supported (2, 3, 12 = integers, 4 = float32, 5 = float64 are).")
+  if "wavelength" not in header:
+    raise errors.UserError(f"{header_path}: no 'wavelength' list; a spectral "
+                           "library needs the wavelength of every band.")
   order = ">" if header.get("byte order") == "1" else "<"
   rows, cols = int(header["lines"]), int(header["samples"])
   data = np.fromfile(path, dtype=order + dtypes[header["data type"]],
@@ -192,7 +215,16 @@ def read_envi_library(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
                          .split(",")])
   if header.get("wavelength units", "").lower().startswith("micro"):
     wavelength = wavelength * 1000.0
-  return data.reshape(rows, cols).astype(np.float64), np.round(wavelength, 6)
+  names = [n.strip() for n in header.get("spectra names", "").strip("{}")
+           .split(",")] if "spectra names" in header else [""] * rows
+  if len(names) != rows:
+    raise errors.UserError(f"{header_path}: {len(names)} spectra names for "
+                           f"{rows} spectra.")
+  spectra = data.reshape(rows, cols).astype(np.float64)
+  scale = float(header.get("reflectance scale factor", 0) or 0)
+  if scale > 0:
+    spectra /= scale
+  return spectra, np.round(wavelength, 6), names
 
 
 def _header_items(text: str):

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_prep import datasets
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import input_pipeline
@@ -30,6 +31,7 @@ from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax.models import build
+from deepsalt_spectral import errors
 
 # Table columns: metric key -> header ({unit} filled in).
 COLUMNS = {"r2": "R²", "r2_log": "R² log", "rmse": "RMSE ({unit})",
@@ -50,7 +52,7 @@ class Entry:
   calibration: dict[str, Any] | None = None
 
 
-def _spread(stage: stages.Stage, params: Any, x: np.ndarray,
+def spread(stage: stages.Stage, params: Any, x: np.ndarray,
             mesh: jax.sharding.Mesh) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std) over the MC-dropout passes mapping uses, target units."""
   config = stage.config
@@ -70,7 +72,7 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
   if (inputs is None or not stage.config.model.encoder.dropout
       or stage.config.mapping.mc_samples < 2):
     return None
-  mean, std = _spread(stage, params, inputs[0], mesh)
+  mean, std = spread(stage, params, inputs[0], mesh)
   fitted = calibration.fit(mean, std, inputs[1])
   if reporting.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
@@ -225,6 +227,11 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   """
   workdir = epath.Path(workdir)
   config = run_config.for_eval(config, workdir, "eval")
+  if config.data.name == datasets.PROJECT:
+    raise errors.UserError(
+        f"{workdir} is a run on your own data: spatial cross-validation "
+        f"scores it ({workdir / 'cv.md'}). Re-running its training command "
+        "restores the finished models and writes the report again.")
   mesh = sharding.make_mesh()
   plan = stages.plan(config)
   data = input_pipeline.load_data(config.data)

@@ -11,6 +11,7 @@ the global, data-sharded array.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import jax
 from jax.experimental import multihost_utils
@@ -18,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from data_prep import datasets
+from data_prep import project
 from data_prep import roles
 from data_prep import satellite_view
 from deepsalt_jax import sharding
@@ -26,25 +28,49 @@ from deepsalt_spectral import errors
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  """A prepared dataset in memory, with its train/test region split."""
+  """A prepared dataset in memory, with its train/test split.
+
+  A sample may lack a lab spectrum, a pixel or a target (own data): those
+  rows are NaN, and `has_lab`, `has_pixel`, `has_target` say what is there.
+  """
   lab: np.ndarray  # [n, n_lab] reflectance on the lab grid.
   satellite: np.ndarray  # [n, n_good] reflectance at the sensor's good bands.
   # [n, n_good] what a geographic pair sees of the sample (data.pair_view):
   # its own pixel, a neighbouring one or another date's.
   pair_satellite: np.ndarray
   target: np.ndarray  # [n] EC (dS/m) or SOC (%).
-  region: np.ndarray  # [n] index into region_names.
-  fold: np.ndarray  # [n] LimeSoDa fold 1..10, 0 if none.
-  role: np.ndarray  # [n] roles.LABELLED, PAIRED or UNLABELLED (config).
+  region: np.ndarray  # [n] index into region_names (own data: the scene).
+  # [n] LimeSoDa fold 1..10, or own data's spatial fold 1..k; 0 if none.
+  fold: np.ndarray
+  # [n] roles.LABELLED, PAIRED, UNLABELLED (drawn by the config's fractions)
+  # or LIBRARY (own data: stored by the builder).
+  role: np.ndarray
   region_names: tuple[str, ...]
-  test: np.ndarray  # [n] bool, sample lies in a held-out region.
-  # [n] bool, labelled samples held out of training for model selection
-  # (data.validation_fraction, whole spatial blocks).
+  test: np.ndarray  # [n] bool, sample is held out.
+  # [n] bool, labelled samples held out of training for model selection and
+  # calibration (data.validation_fraction, whole spatial `blocks`).
   validation: np.ndarray
+  blocks: np.ndarray  # [n] str, the spatial block of each sample.
   sensor: str
   # [m, n_good] real scene pixels replacing the simulated unlabelled ones
   # (config.data.target_scenes), or None.
   target_pixels: np.ndarray | None = None
+  # What the dataset's builder reports (own data: points used and dropped,
+  # pairs, EC method).
+  report: dict = dataclasses.field(default_factory=dict)
+  sample_id: np.ndarray | None = None  # [n] str (own data).
+
+  @property
+  def has_lab(self) -> np.ndarray:
+    return ~np.isnan(self.lab).any(axis=1)
+
+  @property
+  def has_pixel(self) -> np.ndarray:
+    return ~np.isnan(self.satellite).any(axis=1)
+
+  @property
+  def has_target(self) -> np.ndarray:
+    return ~np.isnan(self.target)
 
   @property
   def train(self) -> np.ndarray:
@@ -56,16 +82,24 @@ class Data:
                 target=self.target[mask], region=self.region[mask])
 
 
+def _read(source) -> tuple[list[dict], Callable[[str, Any], np.ndarray]]:
+  """Every record of a data source, and a column stacker."""
+  records = [source[i] for i in range(len(source))]
+  stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
+  return records, stack
+
+
 def load_data(config: ml_collections.ConfigDict) -> Data:
   """Reads the prepared dataset named by `config.data` (building it once)."""
+  if config.name == datasets.PROJECT:
+    return _load_project(config)
   if jax.process_count() > 1:  # Process 0 builds; the others wait, then read.
     if jax.process_index() == 0:
       datasets.build(config.name, config.sensor, config.data_dir or None)
     multihost_utils.sync_global_devices("deepsalt_jax: dataset prepared")
   source, info = datasets.load(config.name, config.sensor,
                                config.data_dir or None)
-  records = [source[i] for i in range(len(source))]
-  stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
+  _, stack = _read(source)
   region_names = tuple(info.features["region"].names)
   region = stack("region", np.int32)
   test_names = [n.strip() for n in config.test_regions.split(",") if n.strip()]
@@ -89,11 +123,8 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
                            "sample: nothing is left to train on.")
   role = roles.assign_roles(stack("u", np.float32), config.labelled_fraction,
                             config.paired_fraction)
-  validation = roles.validation_mask(
-      roles.spatial_blocks(region, stack("lat", np.float64),
-                           stack("lon", np.float64)),
-      ~test & (role == roles.LABELLED), config.validation_fraction,
-      config.validation_seed)
+  blocks = roles.spatial_blocks(region, stack("lat", np.float64),
+                                stack("lon", np.float64))
   target_pixels = None
   if config.target_scenes:
     target_pixels = datasets.load_target_pixels(
@@ -103,7 +134,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
         f"data.pair_view={config.pair_view!r}: use one of "
         f"{', '.join(satellite_view.PAIR_VIEWS)}.")
   satellite = stack("satellite", np.float32)
-  return Data(
+  return held_out(Data(
       lab=stack("lab", np.float32),
       satellite=satellite,
       pair_satellite=(satellite if config.pair_view == "same" else
@@ -114,10 +145,65 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
       role=role,
       region_names=region_names,
       test=test,
-      validation=validation,
+      validation=np.zeros(len(role), bool),
+      blocks=blocks,
       sensor=config.sensor,
       target_pixels=target_pixels,
-  )
+  ), test, config)
+
+
+def held_out(data: Data, test: np.ndarray,
+             config: ml_collections.ConfigDict) -> Data:
+  """`data` with `test` held out and the validation samples drawn anew:
+  `config.validation_fraction` of the other labelled samples, in whole
+  spatial blocks."""
+  validation = roles.validation_mask(
+      data.blocks, ~test & (data.role == roles.LABELLED),
+      config.validation_fraction, config.validation_seed)
+  return dataclasses.replace(data, test=test, validation=validation)
+
+
+# What each stored role must have: (lab, pixel, target).
+_ROLE_NEEDS = {roles.LABELLED: (False, True, True),
+               roles.PAIRED: (True, True, True),
+               roles.UNLABELLED: (False, True, False),
+               roles.LIBRARY: (True, False, True)}
+
+
+def _load_project(config: ml_collections.ConfigDict) -> Data:
+  """A user's project (data_prep.project) with spatial folds; none held out.
+
+  Cross-validation (deepsalt_jax/cross_validation.py) holds out one fold at
+  a time.
+  """
+  settings = config.to_dict()
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
+      datasets.load_project(settings, config.data_dir or None)
+    multihost_utils.sync_global_devices("deepsalt_jax: project prepared")
+  source, info = datasets.load_project(settings, config.data_dir or None)
+  records, stack = _read(source)
+  role = stack("role", np.int64)
+  scene = [r["scene"].decode() for r in records]
+  names = tuple(sorted(set(scene) - {""})) + ("no pixel",)
+  fold = project.spatial_folds(stack("x", np.float64), stack("y", np.float64),
+                               role == roles.LABELLED, config.folds)
+  satellite = stack("satellite", np.float32)
+  data = Data(
+      lab=stack("lab", np.float32), satellite=satellite,
+      pair_satellite=satellite, target=stack("target", np.float32),
+      region=np.array([names.index(s or "no pixel") for s in scene],
+                      np.int32),
+      fold=fold, role=role, region_names=names,
+      test=np.zeros(len(role), bool), validation=np.zeros(len(role), bool),
+      # The spatial folds are the blocks: validation is another fold's area.
+      blocks=fold.astype(str), sensor=config.sensor,
+      report=dict(info.metadata["report"]),
+      sample_id=np.array([r["sample_id"].decode() for r in records]))
+  have = np.stack([data.has_lab, data.has_pixel, data.has_target], axis=1)
+  for value, needs in _ROLE_NEEDS.items():
+    assert (have[role == value] >= needs).all(), roles.ROLE_NAMES[value]
+  return held_out(data, data.test, config)
 
 
 class Stream:
@@ -159,9 +245,9 @@ class Stream:
 
 def teacher_streams(data: Data, batch_size: int, seed: int
                     ) -> dict[str, Stream]:
-  """Lab spectra and labels of every training sample."""
-  return {"lab": Stream(dict(lab=data.lab[data.train],
-                             target=data.target[data.train]),
+  """Lab spectra and labels of every training sample that has both."""
+  train = data.train & data.has_lab & data.has_target
+  return {"lab": Stream(dict(lab=data.lab[train], target=data.target[train]),
                         batch_size, seed)}
 
 
@@ -180,10 +266,11 @@ def student_streams(data: Data, batch_size: int, seed: int,
   train = data.train
   unlabelled = train & (data.role == roles.UNLABELLED)
   if transductive:
-    unlabelled |= data.test
+    unlabelled |= data.test & data.has_pixel
   masks = {"labelled": train & (data.role == roles.LABELLED),
            "paired": train & (data.role == roles.PAIRED),
-           "unlabelled": unlabelled, "library": train}
+           "unlabelled": unlabelled,
+           "library": train & data.has_lab & data.has_target}
   # Stream -> {batch key: Data attribute}.
   fields = {"labelled": {"satellite": "satellite", "target": "target"},
             "paired": {"satellite": "pair_satellite", "lab": "lab"},

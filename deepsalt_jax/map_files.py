@@ -55,7 +55,7 @@ class MapWriter:
 
   def __init__(self, directory: epath.PathLike, stem: str,
                shape: tuple[int, int], crs: Any, transform: Any,
-               uncertainty: str):
+               uncertainty: str, target: str = "EC (dS/m)"):
     directory = epath.Path(directory)
     self._created = not directory.exists()
     self._staging = paths.Staging(directory)
@@ -72,7 +72,7 @@ class MapWriter:
     try:
       ec = self._open("ec", base, count=2, dtype="float32", nodata=EC_NODATA,
                       predictor=3)
-      ec.set_band_description(1, "EC (dS/m), deterministic student "
+      ec.set_band_description(1, f"{target}, deterministic student "
                               "prediction")
       ec.set_band_description(2, uncertainty)
       ec.update_tags(1, units="dS/m")

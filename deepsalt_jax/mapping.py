@@ -29,6 +29,8 @@ import ml_collections
 import numpy as np
 import rasterio
 
+from data_prep import datasets
+from data_prep import ec_methods
 from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import checkpoint
@@ -81,10 +83,12 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
                     ) -> tuple[stages.Stage, Any, int]:
   """(stage, params, checkpoint step) of the run's student."""
   plan = stages.plan(config)
-  if not plan.students or config.data.name != "salinity":
+  if not plan.students or config.data.name not in ("salinity",
+                                                   datasets.PROJECT):
     raise errors.UserError(
         "Mapping needs a salinity student run (configs/distill.py, "
-        f"dataset=salinity); {workdir} holds stage={config.stage!r}, "
+        "dataset=salinity, or configs/own_data.py); "
+        f"{workdir} holds stage={config.stage!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
   ckpt = checkpoint.Checkpointer(student.params_directory(workdir))
@@ -234,6 +238,11 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
                  "dropout passes (dS/m)" if mc_samples else
                  "uncertainty not computed (no MC dropout)")
   sensor = sensors.builtin(config.data.sensor)
+  target = ec_methods.label(config.data.get("ec_method"))
+  if config.data.get("ec_method", ec_methods.CLASS_METHOD) != (
+      ec_methods.CLASS_METHOD):
+    logging.warning("The class raster uses the FAO classes of ECe; this "
+                    "model predicts %s.", target)
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
   predict_fn = functools.partial(
       predict.predict, student.model(sensor.name), params, mesh=mesh,
@@ -253,7 +262,8 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
                  f"resampled to {int((~match.direct).sum())} of",
                  sensor.name)
     writer = (map_files.MapWriter(output_dir, rows.name, rows.shape,
-                                  rows.crs, rows.transform, uncertainty)
+                                  rows.crs, rows.transform, uncertainty,
+                                  target)
               if reporting.is_main_process() else None)
     try:
       tally = _stream(rows, match, lambda x, i: predict_fn(x, index=i),
@@ -269,7 +279,7 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
           "transform": (None if rows.transform is None
                         else list(rows.transform)[:6]),
           "model": {"workdir": str(workdir), "checkpoint_step": step,
-                    "sensor": sensor.name, "target": "EC (dS/m)"},
+                    "sensor": sensor.name, "target": target},
           "bands": {"method": match.method,
                     "scene_good_bands": int(match.matrix.shape[1]),
                     "student_bands": int(match.matrix.shape[0]),
@@ -286,12 +296,16 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
           "seconds": seconds,
           "pixels_per_second": rows.shape[0] * rows.shape[1] / seconds,
           "devices": jax.device_count(), "backend": jax.default_backend(),
-          "data": "EC predicted by a student trained on simulated satellite "
-                  "spectra of measured lab soil spectra (see README).",
+          "data": (f"{target} predicted by a student trained on the "
+                   f"project {config.data.project}"
+                   if config.data.name == datasets.PROJECT else
+                   "EC predicted by a student trained on simulated satellite "
+                   "spectra of measured lab soil spectra (see README)."),
       }
       if writer is not None:
-        writer.commit(report, f"{rows.name}: EC from the DeepSalt student "
-                      f"({sensor.name}, {match.method} bands)\n{uncertainty}")
+        writer.commit(report, f"{rows.name}: {target} from the DeepSalt "
+                      f"student ({sensor.name}, {match.method} bands)\n"
+                      f"{uncertainty}")
     except BaseException:
       if writer is not None:
         writer.abort()

@@ -223,7 +223,8 @@ class TeacherStage(Stage):
   def with_input_statistics(self, params, data):
     """The training lab spectra, in the teacher's input space."""
     model = self.model(data.sensor)
-    prepared = model.apply({"params": params}, data.lab[~data.test],
+    prepared = model.apply({"params": params},
+                           data.lab[data.train & data.has_lab],
                            method=model.prepare)
     return _with_input_statistics(params, prepared)
 
@@ -263,7 +264,8 @@ class StudentStage(Stage):
     pixels (no labels involved)."""
     if self.config.model.init_from_teacher:
       return params
-    return _with_input_statistics(params, data.satellite[~data.test])
+    return _with_input_statistics(
+        params, data.satellite[~data.test & data.has_pixel])
 
   def streams(self, data):
     return input_pipeline.student_streams(

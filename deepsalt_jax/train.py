@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import checkpoint
 from deepsalt_jax import evaluate
@@ -228,6 +229,24 @@ def train_stage(stage: stages.Stage, data: input_pipeline.Data,
              selection.Selector(stage, data, directory, mesh))
 
 
+def train_plan(plan: stages.Plan, data: input_pipeline.Data,
+               workdir: epath.Path, mesh: jax.sharding.Mesh
+               ) -> dict[str, Any]:
+  """Parameters of every stage of `plan` by name: the teacher, then the
+  students taught by it.
+
+  fit() restores a finished stage and returns at once; else it trains or
+  resumes.
+  """
+  params = {plan.teacher.name: train_stage(plan.teacher, data, None, None,
+                                           workdir, mesh)}
+  for student in plan.students:
+    params[student.name] = train_stage(student, data, plan.teacher,
+                                       params[plan.teacher.name], workdir,
+                                       mesh)
+  return params
+
+
 # --- The job ----------------------------------------------------------------
 
 
@@ -248,6 +267,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   Returns the evaluation results (also written to <workdir>/results.json).
   """
+  if config.data.name == datasets.PROJECT:
+    raise errors.UserError(
+        "A config on your own data (configs/own_data.py) trains through "
+        "cross_validation.train_and_validate, which launch.py runs.")
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
@@ -257,16 +280,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run_config.save(config, workdir)
   _log_data(config, data)
 
-  # fit() restores a finished stage and returns at once; else it trains or
-  # resumes.
-  params = {plan.teacher.name: train_stage(plan.teacher, data, None, None,
-                                           workdir, mesh)}
-  calibrations = {}
-  for student in plan.students:
-    params[student.name] = train_stage(student, data, plan.teacher,
-                                       params[plan.teacher.name], workdir,
-                                       mesh)
-    calibrations[student.name] = evaluate.calibrate(
-        student, params[student.name], data, mesh, workdir)
+  params = train_plan(plan, data, workdir, mesh)
+  calibrations = {student.name: evaluate.calibrate(
+      student, params[student.name], data, mesh, workdir)
+                  for student in plan.students}
   return evaluate.report(evaluate.entries(plan, data, params, calibrations),
                          data, config, workdir, mesh)

@@ -19,16 +19,20 @@ def _two_processes(prepared_data_dir, workdir, outs, sigterm_at=None):
   port = portpicker.pick_unused_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = []
+  # Logs go to files: a pipe read one process at a time fills up and blocks
+  # the other process inside a collective, a deadlock.
+  procs, log_files = [], [out.with_suffix(".log") for out in outs]
   for i in range(2):
     args = [sys.executable, str(REPO / "tests" / "multiprocess.py"), str(i),
             str(port), str(prepared_data_dir), str(workdir), str(outs[i])]
     if sigterm_at is not None and i == 1:
       args.append(str(sigterm_at))
-    procs.append(subprocess.Popen(args, env=env, cwd=REPO,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
-  logs = [p.communicate(timeout=600)[0] for p in procs]
+    with log_files[i].open("w") as log:
+      procs.append(subprocess.Popen(args, env=env, cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT))
+  for p in procs:
+    p.wait(timeout=600)
+  logs = [f.read_text() for f in log_files]
   assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][
       -3000:]
   return logs, [json.loads(out.read_text()) for out in outs]

@@ -16,7 +16,6 @@ from the library's own grid; 'target' is EC in dS/m.
 import abc
 import dataclasses
 import pathlib
-import re
 from typing import Optional
 
 import numpy as np
@@ -24,23 +23,9 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from data_prep import array_record_builder
+from data_prep.libraries import formats
 from data_prep.libraries import tables
-from deepsalt_spectral import errors
 from deepsalt_spectral import resampling
-
-def _find(manual_dir: pathlib.Path, pattern: str, what: str,
-          many: bool = False):
-  """Files under manual_dir whose name matches regex `pattern` (any case)."""
-  regex = re.compile(pattern, re.IGNORECASE)
-  hits = sorted(p for p in manual_dir.rglob("*")
-                if p.is_file() and regex.search(p.name))
-  if not hits:
-    raise errors.UserError(f"No {what} in {manual_dir} (file names matching "
-                           f"{pattern!r}); see MANUAL_DOWNLOAD_INSTRUCTIONS.")
-  if not many and len(hits) > 1:
-    raise errors.UserError(f"Several {what} files in {manual_dir}: "
-                           f"{[p.name for p in hits]}; keep one.")
-  return hits if many else hits[0]
 
 
 class _LabLibrary(array_record_builder.ArrayRecordBuilder, abc.ABC):
@@ -74,9 +59,6 @@ class _LabLibrary(array_record_builder.ArrayRecordBuilder, abc.ABC):
     """Returns the library's spectra and its targets table."""
 
 
-_ID_ALIASES = ("PointID", "Point_ID", "POINTID", "POINT_ID")
-
-
 class LucasTopsoil(_LabLibrary):
   """LUCAS topsoil vis-NIR spectra (ESDAC) with EC, lab grid, EC in dS/m."""
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -91,17 +73,7 @@ class LucasTopsoil(_LabLibrary):
   """
 
   def _read(self, manual_dir):
-    table = tables.read_spectral_table(
-        _find(manual_dir, r"spectra.*\.csv(\.gz)?$", "LUCAS spectra", True),
-        id_column=_ID_ALIASES, quantity="absorbance",
-        wavelength_range=tables.LAB_READ_RANGE_NM)
-    targets = tables.read_targets(
-        _find(manual_dir, r"topsoil.*\.csv(\.gz)?$", "LUCAS topsoil table"),
-        id_column=_ID_ALIASES, target_column="EC", target_units="mS/m",
-        region_column="NUTS_0", lat_column=("GPS_LAT", "TH_LAT", "Lat"),
-        lon_column=("GPS_LONG", "TH_LONG", "Long", "Lon"),
-        default_region="LUCAS")
-    return table, targets
+    return formats.read_lucas(manual_dir)
 
 
 class OsslVisnir(_LabLibrary):
@@ -117,30 +89,9 @@ class OsslVisnir(_LabLibrary):
     'latitude.point_wgs84_dd', 'longitude.point_wgs84_dd' and
     'dataset.code_ascii_txt' (used as region).
   """
-  _ID = "id.layer_uuid_txt"
 
   def _read(self, manual_dir):
-    table = tables.read_spectral_table(
-        _find(manual_dir, r"ossl_visnir.*\.csv(\.gz)?$", "OSSL vis-NIR table"),
-        id_column=self._ID, wavelength_pattern=r"^scan_visnir\.(\d+(?:\.\d+)?)"
-        r"_ref$", wavelength_range=tables.LAB_READ_RANGE_NM)
-    targets = tables.read_targets(
-        _find(manual_dir, r"ossl_soillab.*\.csv(\.gz)?$",
-              "OSSL soil lab table"),
-        id_column=self._ID, target_column="ec_usda.a364_ds.m",
-        target_units="dS/m", default_region="OSSL")
-    try:
-      sites = _find(manual_dir, r"ossl_soilsite.*\.csv(\.gz)?$", "site table")
-    except ValueError:
-      return table, targets
-    site = pd.read_csv(sites, dtype={self._ID: str}).set_index(self._ID)
-    for key, column in (("lat", "latitude.point_wgs84_dd"),
-                        ("lon", "longitude.point_wgs84_dd"),
-                        ("region", "dataset.code_ascii_txt")):
-      if column in site:
-        values = site[column].reindex(targets.index)
-        targets[key] = values.where(values.notna(), targets[key])
-    return table, targets
+    return formats.read_ossl(manual_dir)
 
 
 @dataclasses.dataclass(eq=False)
@@ -175,22 +126,12 @@ class CsvLibrary(_LabLibrary):
 
   def _read(self, manual_dir):
     config = self.builder_config
-    spectra_path = manual_dir / config.spectra_file
-    targets_path = manual_dir / (config.targets_file or config.spectra_file)
-    for path in {spectra_path, targets_path}:
-      if not path.is_file():
-        raise errors.UserError(
-            f"{path} not found; put it into manual_dir or fix "
-            "CsvLibraryConfig.")
-    table = tables.read_spectral_table(
-        spectra_path, id_column=config.id_column, quantity=config.quantity,
-        wavelength_pattern=config.wavelength_pattern,
-        wavelength_range=tables.LAB_READ_RANGE_NM)
-    targets = tables.read_targets(
-        targets_path, id_column=config.id_column,
-        target_column=config.target_column, target_units=config.target_units,
+    return formats.read_csv_library(
+        manual_dir / config.spectra_file,
+        manual_dir / (config.targets_file or config.spectra_file),
+        id_column=config.id_column, target_column=config.target_column,
+        target_units=config.target_units,
         region_column=config.region_column or (),
-        lat_column=config.lat_column or (),
-        lon_column=config.lon_column or (),
-        default_region=config.default_region)
-    return table, targets
+        lat_column=config.lat_column or (), lon_column=config.lon_column or (),
+        default_region=config.default_region, quantity=config.quantity,
+        wavelength_pattern=config.wavelength_pattern)

@@ -99,10 +99,23 @@ def _wavelength_columns(header, pattern: str, path, wavelength_range):
         f"{path}: wavelength columns are not sorted ('{names[i]}'"
         f" comes before '{names[i + 1]}'); write them in "
         "increasing wavelength order.")
-  keep = np.ones(nm.size, bool)
-  if wavelength_range is not None:
-    keep = (nm >= wavelength_range[0]) & (nm <= wavelength_range[1])
+  keep = in_range(nm, wavelength_range, path)
   return [n for n, k in zip(names, keep) if k], nm[keep]
+
+
+def in_range(nm: np.ndarray, wavelength_range: Optional[tuple[float, float]],
+             where) -> np.ndarray:
+  """Which wavelengths lie in `wavelength_range`; none is an error."""
+  if wavelength_range is None:
+    return np.ones(nm.size, bool)
+  keep = (nm >= wavelength_range[0]) & (nm <= wavelength_range[1])
+  if not keep.any():
+    raise errors.UserError(
+        f"{where}: its wavelengths ({nm.min():g}-{nm.max():g} nm) lie outside "
+        f"{wavelength_range[0]:g}-{wavelength_range[1]:g} nm, the vis-NIR-SWIR "
+        "range the models read. Mid-infrared (MIR) libraries are not "
+        "supported yet; use a vis-NIR library (350-2500 nm).")
+  return keep
 
 
 def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
@@ -149,8 +162,14 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
     values = frame[list(names)].apply(pd.to_numeric, errors="coerce")
     frames.append(pd.DataFrame(values.to_numpy(np.float32),
                                index=frame[id_name].str.strip()))
-  table = pd.concat(frames)
-  where = ", ".join(p.name for p in paths)
+  return to_spectral_table(pd.concat(frames), wavelength, quantity,
+                           ", ".join(p.name for p in paths))
+
+
+def to_spectral_table(table: pd.DataFrame, wavelength: np.ndarray,
+                      quantity: str, where: str) -> SpectralTable:
+  """Checks and converts spectra [ids x wavelengths] as read_spectral_table
+  describes (drops incomplete rows, averages replicates, to fractions)."""
   missing = table.isna().any(axis=1)
   if missing.any():
     logging.warning("%s: dropped %d of %d spectra with missing or non-numeric "

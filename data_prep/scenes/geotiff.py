@@ -17,6 +17,8 @@ PathLike = Union[str, pathlib.Path]
 
 # "band 1 (418.24 Nanometers)": the wavelength GDAL writes into descriptions.
 _DESCRIPTION = re.compile(r"\(\s*([-+]?\d+(?:\.\d*)?)\s*([A-Za-zµ]*)\s*\)\s*$")
+# EnMAP L2A's fill value.
+_INT16_NODATA = -32768
 
 
 def _open(path: pathlib.Path):
@@ -250,3 +252,38 @@ class GeoTiffRows:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def write_geotiff(path: PathLike, reflectance: np.ndarray, sensor, crs,
+                  transform: affine.Affine) -> None:
+  """Writes a scene the way EnMAP L2A GeoTIFFs come (see README's data).
+
+  Every band of `sensor` as int16 reflectance x 10000 with GDAL SCALE
+  0.0001, -32768 for no data and for the bad bands, and per-band
+  `wavelength`, `fwhm` (nm) and `bbl` tags.
+
+  Args:
+    path: the file to write.
+    reflectance: [n_good, rows, cols] fractions at the sensor's good bands;
+      NaN where there is no data.
+    sensor: a `deepsalt_spectral.sensors.Sensor`.
+    crs: the map CRS (anything rasterio takes).
+    transform: pixel-to-map affine transform.
+  """
+  _, rows, cols = reflectance.shape
+  values = np.full((sensor.n_bands, rows, cols), _INT16_NODATA, np.int16)
+  scaled = np.round(np.nan_to_num(reflectance, nan=0.0) * 1e4)
+  values[sensor.good] = np.where(np.isnan(reflectance), _INT16_NODATA,
+                                 np.clip(scaled, -32767, 32767))
+  profile = dict(driver="GTiff", width=cols, height=rows, count=sensor.n_bands,
+                 dtype="int16", nodata=_INT16_NODATA, crs=crs,
+                 transform=transform, interleave="band", compress="deflate")
+  with rasterio.open(path, "w", **profile) as dst:
+    for b in range(sensor.n_bands):
+      dst.update_tags(b + 1, wavelength=f"{sensor.wavelength[b]:.3f}",
+                      fwhm=f"{sensor.fwhm[b]:.3f}",
+                      bbl=str(int(not sensor.bad[b])),
+                      wavelength_units="Nanometers")
+    dst.scales = [1e-4] * sensor.n_bands
+    dst.offsets = [0.0] * sensor.n_bands
+    dst.write(values)

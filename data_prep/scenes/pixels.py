@@ -71,7 +71,8 @@ def _to_pixels(scene, xs, ys, coords: str):
 
 def extract_pixels(scene: scene_lib.Scene, xs: Sequence[float],
                    ys: Sequence[float], coords: str = "lonlat",
-                   window: int = 1, outside: str = "raise") -> np.ndarray:
+                   window: int = 1, outside: str = "raise",
+                   mask: Optional[np.ndarray] = None) -> np.ndarray:
   """Spectra [n, bands] at points: the mean of the window's valid pixels.
 
   Args:
@@ -85,6 +86,8 @@ def extract_pixels(scene: scene_lib.Scene, xs: Sequence[float],
     outside: what to do with points outside the scene or whose window has no
       valid pixel: 'raise' (ValueError listing them) or 'nan' (their rows are
       NaN, so `np.isnan(out[:, scene.good[0]])` flags them).
+    mask: bool [rows, cols]; only these pixels count as valid (e.g. the
+      soil mask). Default: every pixel with data.
 
   Returns:
     float32 [n, bands] reflectance, all bands (select `scene.good`).
@@ -109,6 +112,8 @@ def extract_pixels(scene: scene_lib.Scene, xs: Sequence[float],
     r0, r1 = max(r - half, 0), min(r + half + 1, n_rows)
     c0, c1 = max(c - half, 0), min(c + half + 1, n_cols)
     valid = ~scene.nodata[r0:r1, c0:c1]
+    if mask is not None:
+      valid &= mask[r0:r1, c0:c1]
     if not valid.any():
       missing.append((k, "no valid pixel in the window"))
       continue

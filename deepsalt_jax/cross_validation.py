@@ -1,0 +1,343 @@
+"""Spatial cross-validation on a user's own data, then the final models.
+
+`train_and_validate(config, workdir)` is the job of configs/own_data.py
+(launch.py runs it when config.data.name is 'own'), read top-down:
+data -> per fold k (k-means clusters of the field points,
+`data_prep.project.folds`): everything in the fold's area is held out
+(its points, library samples and pairs; its unlabelled pixels still feed
+alignment when data.transductive), the teacher and the students are trained
+on the rest into <workdir>/cv/fold<k>/, PLSR and a random forest are fitted
+on the same labelled pixels, and the fold's points are predicted by each,
+and by the teacher on the pixels (source-only) -> metrics on the
+pooled out-of-fold predictions and per fold -> the final teacher and
+students on all data (<workdir>/teacher, <workdir>/student: what
+`--mode=map` uses) -> cv.md, cv.json and cv.png in the workdir.
+Re-running resumes: finished fold runs are restored, not retrained.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from typing import Any
+
+from absl import logging
+from etils import epath
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import ml_collections
+import numpy as np
+
+from data_prep import datasets
+from data_prep import ec_methods
+from data_prep import roles
+from deepsalt_jax import baselines
+from deepsalt_jax import calibration
+from deepsalt_jax import evaluate
+from deepsalt_jax import input_pipeline
+from deepsalt_jax import losses
+from deepsalt_jax import metrics
+from deepsalt_jax import predict
+from deepsalt_jax import reporting
+from deepsalt_jax import run_config
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
+from deepsalt_jax import train
+from deepsalt_jax.models import build
+from deepsalt_spectral import errors
+
+TEACHER = "teacher (pixels)"
+# What each method reads (the students: the pixels).
+INPUTS = {TEACHER: "pixels in the teacher's input space",
+          "PLSR": "pixels (components by inner CV)",
+          "random forest": "pixels"}
+MIN_BASELINE_SAMPLES = 4  # baselines.plsr needs 4.
+
+
+def is_own_data(config: ml_collections.ConfigDict) -> bool:
+  return config.data.name == datasets.PROJECT
+
+
+@contextlib.contextmanager
+def _compile_once():
+  """Every fold trains the same networks on the same shapes: a persistent
+  XLA cache (a temporary folder unless the user set one) compiles each step
+  once instead of once per fold."""
+  if jax.config.jax_compilation_cache_dir:
+    yield
+    return
+  previous = jax.config.jax_persistent_cache_min_compile_time_secs
+  with tempfile.TemporaryDirectory() as folder:
+    compilation_cache.set_cache_dir(folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    compilation_cache.reset_cache()
+    try:
+      yield
+    finally:
+      compilation_cache.set_cache_dir(None)
+      jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                        previous)
+      compilation_cache.reset_cache()
+
+
+def _check(config: ml_collections.ConfigDict,
+           data: input_pipeline.Data) -> None:
+  """Refuses a project the configured student cannot train on."""
+  terms = stages.student_terms(config.loss)
+  if not terms & {"distillation", "reconstruction"}:
+    return
+  without = ("--config.loss.w_distill_feature=0 "
+             "--config.loss.w_distill_pred=0 --config.loss.w_reconstruction=0")
+  paired = data.role == roles.PAIRED
+  if not paired.any():
+    raise errors.UserError(
+        "No library sample pairs with a pixel (no coordinates inside the "
+        "scenes, nor a sample id shared with a field point), so the student "
+        "has nothing to distil from. Give the library coordinates, raise "
+        "--config.data.pair_max_distance_m, or train without pairs: "
+        f"{without}.")
+  alone = [k for k in np.unique(data.fold[data.role == roles.LABELLED])
+           if not (paired & (data.fold != k)).any()]
+  if alone:
+    raise errors.UserError(
+        f"Every pair lies in the area of fold {alone[0]}, so with that fold "
+        "held out the student has nothing to distil from. Lower "
+        "--config.data.folds, give library samples across the area "
+        f"coordinates, or train without pairs: {without}.")
+
+
+def _predictions(plan: stages.Plan, data: input_pipeline.Data,
+                 params: dict[str, Any], rows: np.ndarray,
+                 config: ml_collections.ConfigDict,
+                 mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """EC of the pixels `rows` by every method trained on data's train part."""
+  forward, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  batch = config.train.eval_batch_size
+  x = data.satellite[rows]
+  matrix = build.adaptation_matrix(data.sensor, plan.teacher.config.model)
+  run = lambda model, p, inputs, method=None: predict.predict(
+      model, p, inputs, mesh, batch, inverse, method=method)[0]
+  out = {student.name: run(student.model(data.sensor), params[student.name],
+                           x) for student in plan.students}
+  out[TEACHER] = run(plan.teacher.model(data.sensor),
+                       params[plan.teacher.name],
+                       x @ matrix.T.astype(np.float32), "from_prepared")
+  train_rows = ~data.test & (data.role == roles.LABELLED)
+  if train_rows.sum() < MIN_BASELINE_SAMPLES:
+    logging.warning("%d labelled pixels to fit PLSR and the random forest "
+                    "(< %d): not fitted.", train_rows.sum(),
+                    MIN_BASELINE_SAMPLES)
+    return out
+  y = np.asarray(forward(data.target[train_rows]), np.float64)
+  fitted = {"PLSR": baselines.plsr(data.satellite[train_rows], y,
+                                   seed=config.seed),
+            "random forest": baselines.random_forest(
+                data.satellite[train_rows], y, seed=config.seed)}
+  for name, model in fitted.items():
+    out[name] = np.asarray(inverse(model(x)), np.float64)
+  return out
+
+
+def _score(target: np.ndarray, pred: np.ndarray, classes: bool
+           ) -> dict[str, float] | None:
+  ok = np.isfinite(pred)
+  if ok.sum() < metrics.MIN_SAMPLES:
+    return None
+  return metrics.regression_metrics(target[ok], pred[ok], classes)
+
+
+def _fold_table(per_fold: dict[str, dict[int, Any]], key: str,
+                folds: list[int]) -> str:
+  """Markdown: one row per method, one column per fold, then mean ± sd."""
+  lines = ["| method | " + " | ".join(f"fold {k}" for k in folds) +
+           " | mean ± sd |", "|---|" + "---|" * (len(folds) + 1)]
+  for name, scores in per_fold.items():
+    values = [scores[k][key] if scores.get(k) else np.nan for k in folds]
+    cells = " | ".join("–" if np.isnan(v) else f"{v:.3f}" for v in values)
+    finite = np.array([v for v in values if np.isfinite(v)])
+    summary = (f"{finite.mean():.3f} ± {finite.std():.3f}" if finite.size
+               else "–")
+    lines.append(f"| {name} | {cells} | {summary} |")
+  return "\n".join(lines)
+
+
+def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
+           data: input_pipeline.Data, results: dict[str, dict],
+           oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
+           sizes: dict[int, dict], classes: bool,
+           interval: dict[str, Any] | None) -> str:
+  """cv.json, cv.md and cv.png; returns the markdown."""
+  label = ec_methods.label(config.data.ec_method)
+  unit = f"{config.data.ec_method}, dS/m"
+  folds = sorted(sizes)
+  report = data.report
+  pairs = report["library"]["pair distance m"]
+  distance = (f": median {pairs['median']:.0f} m, max {pairs['max']:.0f} m"
+              if pairs else "")
+  setting = ("transductive: a held-out fold's unlabelled pixels fed the "
+             "alignment stream (never its labels or lab spectra)"
+             if config.data.transductive else
+             "inductive: nothing of a held-out fold entered training")
+  header = [
+      f"# Spatial cross-validation: {label}",
+      "",
+      f"Project {config.data.project}: {report['points']['labelled pixels']}"
+      f" labelled pixels (each the mean of the soil pixels in a "
+      f"{report['window']} x {report['window']} window) of "
+      f"{report['points']['read']} field points "
+      f"(dropped: {report['points']['dropped'] or 'none'}), "
+      f"{report['library']['samples']} library spectra "
+      f"({report['library']['paired by sample id']} paired by sample id, "
+      f"{report['library']['paired by distance']} by distance{distance}), "
+      f"{report['unlabelled pixels']} unlabelled pixels; sensor "
+      f"{report['sensor']}.",
+      f"EC method: {config.data.ec_method} "
+      f"({ec_methods.METHODS[config.data.ec_method]})"
+      + (f"; {report['ec_conversion']}." if report["ec_conversion"] else "."),
+      f"{len(folds)} folds (k-means of the points' coordinates); every "
+      f"method retrained per fold; {setting}.",
+      "Fold sizes (points / library spectra held out): " + ", ".join(
+          f"{k}: {s['points']} / {s['library']}" for k, s in sizes.items())
+      + ".",
+      "" if classes else "FAO salinity classes are defined on ECe: no class "
+      "agreement for " + config.data.ec_method + ".",
+      "",
+      "Pooled out-of-fold predictions:",
+      "",
+      evaluate.markdown_table(results, unit),
+      "",
+      "R² per fold:",
+      "",
+      _fold_table(per_fold, "r2", folds),
+      "",
+      f"RMSE ({unit}) per fold:",
+      "",
+      _fold_table(per_fold, "rmse", folds),
+  ]
+  if interval:
+    header += ["", (
+        f"The student's {interval['nominal']:.0%} interval (MC dropout, "
+        "calibrated on the other folds' out-of-fold errors) covers "
+        f"{interval['coverage']:.1%} of the points; the Gaussian interval "
+        f"of the raw spread would cover {interval['coverage_uncalibrated']:.1%}"
+        f". Maps use the calibration from all folds: mean ± "
+        f"{interval['multiplier']:.2f} std.")]
+  text = "\n".join(header) + "\n"
+  if reporting.is_main_process():
+    (workdir / "cv.md").write_text(text)
+    evaluate.parity_plot(workdir / "cv.png", results, unit)
+    (workdir / "cv.json").write_text(json.dumps({
+        "target": label, "ec_method": config.data.ec_method,
+        "unit": unit, "setting": setting, "data": report,
+        "interval": interval,
+        "folds": {str(k): s for k, s in sizes.items()},
+        "methods": {name: {"input": res["input"], "overall": res["overall"],
+                           "per_fold": {str(k): v for k, v in
+                                        per_fold[name].items()}}
+                    for name, res in results.items()},
+        # Out-of-fold predictions per labelled pixel (NaN: not fitted).
+        "predictions": [
+            {"sample_id": str(data.sample_id[i]), "fold": int(data.fold[i]),
+             "measured": float(data.target[i]),
+             **{name: float(pred[j]) for name, pred in oof.items()}}
+            for j, i in enumerate(np.flatnonzero(
+                data.role == roles.LABELLED))]}, indent=2))
+  return text
+
+
+def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
+                    config: ml_collections.ConfigDict, workdir: epath.Path,
+                    mesh: jax.sharding.Mesh, classes: bool):
+  """(out-of-fold predictions of the labelled pixels per method, metrics
+  per method and fold, fold sizes)."""
+  labelled = data.role == roles.LABELLED
+  target = data.target[labelled].astype(np.float64)
+  folds = sorted(set(data.fold[labelled].tolist()))
+  oof, per_fold, sizes = {}, {}, {}
+  student = plan.students[0]
+  with_spread = (student.config.model.encoder.dropout > 0 and
+                 student.config.mapping.mc_samples >= 2)
+  spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
+  for k in folds:
+    fold = input_pipeline.held_out(data, data.fold == k, config.data)
+    rows = fold.test & labelled
+    sizes[k] = {"points": int(rows.sum()),
+                "library": int((fold.test & fold.has_lab).sum())}
+    logging.info("[cv] fold %d of %d: %d points held out", k, len(folds),
+                 rows.sum())
+    params = train.train_plan(plan, fold, workdir / "cv" / f"fold{k}", mesh)
+    if with_spread:
+      spread[:, rows[labelled]] = evaluate.spread(
+          student, params[student.name], fold.satellite[rows], mesh)
+    for name, pred in _predictions(plan, fold, params, rows, config,
+                                   mesh).items():
+      oof.setdefault(name, np.full(labelled.sum(), np.nan))[
+          rows[labelled]] = pred
+      per_fold.setdefault(name, {})[k] = _score(target[rows[labelled]],
+                                                np.asarray(pred), classes)
+    logging.info("[cv] fold %d: R² / RMSE %s", k, ", ".join(
+        f"{name} {m[k]['r2']:.2f} / {m[k]['rmse']:.2f}"
+        for name, m in per_fold.items() if m.get(k)))
+  return oof, per_fold, sizes, (spread if with_spread else None)
+
+
+def _interval(spread: np.ndarray, target: np.ndarray,
+              fold: np.ndarray) -> dict[str, Any]:
+  """The student's calibrated interval from the out-of-fold predictions.
+
+  Its coverage is cross-fitted (each fold's points judged by the interval
+  calibrated on the other folds); the calibration saved for mapping uses
+  every fold.
+  """
+  mean, std = spread
+  covered = np.zeros(len(target), bool)
+  for k in np.unique(fold):
+    other = fold != k
+    multiplier = calibration.fit(mean[other], std[other],
+                                 target[other])["multiplier"]
+    covered[~other] = np.abs(target[~other] - mean[~other]) <= (
+        multiplier * std[~other])
+  fitted = calibration.fit(mean, std, target)
+  return {**fitted, "coverage": float(covered.mean()),
+          "coverage_uncalibrated": calibration.coverage(
+              mean, std, target,
+              fitted["multiplier"] / fitted["scale_vs_gaussian"])}
+
+
+def train_and_validate(config: ml_collections.ConfigDict,
+                       workdir: epath.PathLike) -> dict[str, Any]:
+  """Cross-validates, trains the final models; returns the CV results."""
+  workdir = epath.Path(workdir)
+  mesh = sharding.make_mesh()
+  plan = stages.plan(config)
+  data = input_pipeline.load_data(config.data)  # Validates before any write.
+  _check(config, data)
+  run_config.save(config, workdir)
+  counts = np.bincount(data.role, minlength=len(roles.ROLE_NAMES))
+  logging.info("Project %s: %s", config.data.project, ", ".join(
+      f"{n} {c}" for n, c in zip(roles.ROLE_NAMES, counts)))
+  classes = config.data.ec_method == ec_methods.CLASS_METHOD
+  with _compile_once():
+    oof, per_fold, sizes, spread = _cross_validate(plan, data, config,
+                                                   workdir, mesh, classes)
+    logging.info("[cv] training the final models on every point")
+    train.train_plan(plan, data, workdir, mesh)
+  labelled = data.role == roles.LABELLED
+  interval = None
+  if spread is not None:
+    interval = _interval(spread, data.target[labelled].astype(np.float64),
+                         data.fold[labelled])
+    if reporting.is_main_process():
+      calibration.save(interval, workdir / plan.students[0].name)
+  target = data.target[data.role == roles.LABELLED].astype(np.float64)
+  results = {}
+  for name, pred in oof.items():
+    ok = np.isfinite(pred)  # A baseline may not be fitted in some fold.
+    if ok.sum() >= metrics.MIN_SAMPLES:
+      results[name] = {"input": INPUTS.get(name, "pixels"),
+                       "target": target[ok], "pred": pred[ok],
+                       "overall": _score(target, pred, classes)}
+  text = _write(workdir, config, data, results, oof, per_fold, sizes,
+                classes, interval)
+  logging.info("Cross-validation (%s):\n%s", workdir / "cv.md", text)
+  return results

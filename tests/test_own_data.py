@@ -1,0 +1,168 @@
+"""A user's own project end to end: example project -> streams -> spatial
+cross-validation -> final student -> map; and the same on real EnMAP tiles.
+"""
+import dataclasses
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import rasterio.warp
+
+import projects
+from conftest import REPO
+from configs import own_data
+from data_prep import example_project
+from data_prep import roles
+from deepsalt_jax import input_pipeline
+from deepsalt_jax import stages
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory) -> pathlib.Path:
+  """The example project at tiny size (2 scenes of 40 x 40 px)."""
+  folder = tmp_path_factory.mktemp("example") / "project"
+  example_project.write(folder, size="tiny")
+  return folder
+
+
+def _config(project, data_dir, arg="tiny"):
+  config = own_data.get_config(arg)
+  config.data.update(project=str(project), data_dir=str(data_dir))
+  return config
+
+
+def test_example_project_gives_streams_by_role_and_availability(
+    example, tmp_path):
+  config = _config(example, tmp_path)
+  data = input_pipeline.load_data(config.data)
+  report = data.report
+  # 24 points on soil, 3 on vegetation, 1 between the scenes.
+  assert report["points"]["read"] == 28
+  assert report["points"]["dropped"] == {"green_vegetation": 3,
+                                         "outside every scene": 1}
+  assert (data.role == roles.LABELLED).sum() == 24
+  assert report["library"]["paired by sample id"] == 12
+  assert report["library"]["paired by distance"] > 30
+  assert set(np.unique(data.fold[data.role == roles.LABELLED])) == {1, 2}
+  for role, (lab, pixel, target) in {
+      roles.LABELLED: (False, True, True), roles.PAIRED: (True, True, True),
+      roles.UNLABELLED: (False, True, False),
+      roles.LIBRARY: (True, False, True)}.items():
+    rows = data.role == role
+    assert (data.has_lab[rows] == lab).all(), roles.ROLE_NAMES[role]
+    assert (data.has_pixel[rows] == pixel).all(), roles.ROLE_NAMES[role]
+    assert (data.has_target[rows] == target).all(), roles.ROLE_NAMES[role]
+  # Hold out fold 1 with its labels and lab spectra poisoned: no stream of
+  # teacher or student sees them (its unlabelled pixels may feed alignment).
+  test = data.fold == 1
+  lab, target = data.lab.copy(), data.target.copy()
+  lab[test], target[test] = np.inf, np.inf
+  fold = dataclasses.replace(data, test=test, lab=lab, target=target)
+  plan = stages.plan(config)
+  for stage in plan.stages:
+    for name, stream in stage.streams(fold).items():
+      for values in stream[0].values():
+        assert np.isfinite(values).all(), (stage.name, name)
+  teacher = plan.teacher.streams(fold)["lab"]
+  assert len(teacher.arrays["lab"]) == (~test & data.has_lab).sum()
+
+
+def _launch(*args):
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_the_three_commands_on_the_example_project(example, tmp_path):
+  """What README's walkthrough types, at tiny size: train with spatial CV,
+  then map one scene."""
+  workdir = tmp_path / "run"
+  result = _launch("--config=configs/own_data.py:tiny",
+                   f"--config.data.project={example}",
+                   f"--config.data.data_dir={tmp_path / 'tfds'}",
+                   f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  cv = json.loads((workdir / "cv.json").read_text())
+  assert cv["ec_method"] == "ECe" and cv["unit"] == "ECe, dS/m"
+  assert set(cv["methods"]) == {"student", "teacher (pixels)", "PLSR",
+                                "random forest"}
+  for method in cv["methods"].values():
+    assert method["overall"]["n"] == 24
+    assert set(method["per_fold"]) == {"1", "2"}
+    assert {"r2", "rmse", "rpd", "bias", "class_accuracy", "kappa"} <= set(
+        method["overall"])
+  assert len(cv["predictions"]) == 24
+  assert {"sample_id", "fold", "measured", "student", "PLSR"} <= set(
+      cv["predictions"][0])
+  text = (workdir / "cv.md").read_text()
+  assert "EC (ECe, dS/m)" in text and "RMSE (ECe, dS/m)" in text
+  assert (workdir / "cv.png").stat().st_size > 0
+  for fold in ("fold1", "fold2"):
+    assert (workdir / "cv" / fold / "student" / "checkpoints").is_dir()
+  assert (workdir / "student" / "checkpoints").is_dir()
+
+  scene = sorted((example / "scenes").glob("*.tif"))[0]
+  result = _launch("--mode=map", f"--workdir={workdir}", f"--scene={scene}",
+                   f"--config.data.data_dir={tmp_path / 'tfds'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  with rasterio.open(workdir / "maps" / f"{scene.stem}_ec.tif") as ds:
+    assert ds.descriptions[0].startswith("EC (ECe, dS/m)")
+    ec = ds.read(1, masked=True)
+  assert ec.count() > 0.5 * ec.size and float(ec.min()) >= 0
+  report = json.loads((workdir / "maps" /
+                       f"{scene.stem}_report.json").read_text())
+  assert report["model"]["target"] == "EC (ECe, dS/m)"
+  result = _launch("--mode=eval", f"--workdir={workdir}")
+  assert result.returncode == 2 and "cv.md" in result.stderr
+
+
+@pytest.mark.slow
+def test_real_enmap_tiles_with_points_on_real_pixels(reference_data,
+                                                     tmp_path):
+  """Three real Potsdam L2A tiles as the project's scenes. The field points
+  and library coordinates sit on real bare-soil pixels; their EC values and
+  library spectra are synthetic (the tiles have no salinity data)."""
+  from data_prep import scenes
+  from deepsalt_jax import cross_validation
+  from deepsalt_spectral import indices
+  config = _config(tmp_path / "project", tmp_path / "tfds")
+  config.data.update(library="library.csv", library_metadata="")
+  soil = indices.MaskThresholds(**config.data.masks.to_dict())
+  tiles = sorted((reference_data / "enmap_potsdam").glob("*.tif"))[:3]
+  project = tmp_path / "project"
+  (project / "scenes").mkdir(parents=True)
+  lon, lat = [], []
+  for tile in tiles:
+    shutil.copy(tile, project / "scenes" / tile.name)
+    scene = scenes.read_scene(tile)
+    rows, cols = np.nonzero(scenes.soil_pixels(scene, soil))
+    pick = np.random.default_rng(0).choice(rows.size, 8, replace=False)
+    x, y = scene.transform @ (cols[pick] + 0.5, rows[pick] + 0.5)
+    lo, la = rasterio.warp.transform(scene.crs, "EPSG:4326", x, y)
+    lon += lo
+    lat += la
+  ec = np.exp(np.linspace(-1, 2.5, len(lon)))  # Synthetic labels.
+  pd.DataFrame({"sample_id": [f"pt{i}" for i in range(len(lon))],
+                "lon": lon, "lat": lat, "ec": ec}).to_csv(
+                    project / "points.csv", index=False)
+  n = 30
+  spectra = np.stack([projects.soil(projects.LAB_NM, b)
+                      for b in np.linspace(0.6, 1.4, n)])
+  library = pd.DataFrame(spectra,
+                         columns=[f"{w:g}" for w in projects.LAB_NM])
+  # Every fourth point's sample is in the library: pairs in every tile.
+  library.insert(0, "sample_id", [f"pt{4 * i}" if i < 6 else f"lib{i}"
+                                  for i in range(n)])
+  library.insert(1, "ec", np.exp(np.linspace(-1, 2.5, n)))
+  library.to_csv(project / "library.csv", index=False)
+  results = cross_validation.train_and_validate(config, tmp_path / "run")
+  report = json.loads((tmp_path / "run" / "cv.json").read_text())["data"]
+  assert report["points"]["labelled pixels"] == 24
+  assert report["library"]["paired by sample id"] == 6
+  assert results["student"]["overall"]["n"] == 24

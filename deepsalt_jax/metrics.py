@@ -27,6 +27,11 @@ SALINITY_CLASS_EDGES = (2.0, 4.0, 8.0, 16.0)
 SALINITY_CLASS_NAMES = ("non-saline (<2 dS/m)", "slightly saline (2-4)",
                         "moderately saline (4-8)", "strongly saline (8-16)",
                         "extremely saline (>16)")
+# The EC the salinity models predict, named on every map: the simulated
+# benchmark's EC is that of the saturated-paste extract, the one the FAO
+# classes are defined on. A config of a user's own data names its own
+# (config.data.ec_method, e.g. 'EC1:5'), which maps then show instead.
+EC_METHOD = "ECe (saturated paste)"
 
 
 def salinity_class(ec) -> np.ndarray:

@@ -115,6 +115,7 @@ def _files(folder):
           if p.suffix == ".tif"}
 
 
+@pytest.mark.slow
 def test_region_run_maps_every_scene_and_a_rerun_finishes_the_rest(
     tiny_run, reference_data, tmp_path):
   config, workdir = tiny_run

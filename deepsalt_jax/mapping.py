@@ -300,8 +300,8 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
     process, and on process 0 'region': the region report.
   """
   start_time = time.perf_counter()
-  mapper = _mapper(config, workdir, output_dir)
   found = scene_list.list_scenes(scenes)
+  mapper = _mapper(config, workdir, output_dir)
   mine = scene_list.share(found, jax.process_index(), jax.process_count())
   logging.info("%s%d scenes; this process maps %d of them.", mapper.prefix,
                len(found), len(mine))

@@ -68,7 +68,8 @@ def list_scenes(spec: epath.PathLike) -> list[epath.Path]:
   """
   path = epath.Path(spec)
   if not path.exists():
-    raise errors.UserError(f"--scene={spec}: no such file or folder.")
+    raise errors.UserError(f"--scene: the scene, folder or list {spec} does "
+                           "not exist.")
   if path.is_dir():
     found = _folder(path)
   elif path.suffix.lower() in LIST_SUFFIXES:

@@ -51,7 +51,7 @@ def test_scene_lists(tmp_path):
   listing.write_text("a.tif\nsub/../a.tif\n")
   with pytest.raises(ValueError, match="share the name 'a'"):
     scene_list.list_scenes(listing)
-  with pytest.raises(ValueError, match="no such file"):
+  with pytest.raises(ValueError, match="nothing does not exist"):
     scene_list.list_scenes(tmp_path / "nothing")
   # Every scene goes to exactly one of 3 processes, by position.
   names = [f"s{i}" for i in range(8)]

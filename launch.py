@@ -6,8 +6,12 @@
   python launch.py --config=configs/own_data.py \\
       --config.data.project=<folder>      (spatial cross-validation)
   python launch.py --mode=eval --workdir=runs/distill
-  python launch.py --mode=map --workdir=runs/distill --scene=scene.tif \\
+  python launch.py --mode=map --workdir=runs/distill --scene=SCENES \\
       [--output=maps/] [--config.mapping.mc_samples=0]
+
+--scene is a scene file, a folder of scene files or a text file listing
+scenes (paths or gs:// URIs, one a line). With several processes each maps
+its share of the scenes.
 
 --mode=eval and --mode=map use the run's own config (<workdir>/config.json);
 a --config given with them may differ only in evaluation/mapping options.
@@ -52,8 +56,9 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "map"],
                           "restore the latest checkpoints and evaluate; map: "
                           "map EC over --scene with the trained student.")
 _SCENE = flags.DEFINE_string(
-    "scene", None, "--mode=map: the scene file (EnMAP L2A GeoTIFF, ENVI, "
-    "PRISMA .he5, EMIT .nc).")
+    "scene", None, "--mode=map: a scene file (EnMAP L2A GeoTIFF, ENVI, "
+    "PRISMA .he5, EMIT .nc), a folder of them, or a text file (.txt) "
+    "listing them, one path or gs:// URI a line.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "--mode=map: output folder; default <workdir>/maps.")
 _DISTRIBUTED = flags.DEFINE_enum(
@@ -87,7 +92,8 @@ def _run() -> None:
     raise errors.UserError(f"--mode={_MODE.value} needs --workdir=<a "
                            "trained run>.")
   if _MODE.value == "map" and not _SCENE.value:
-    raise errors.UserError("--mode=map needs --scene=<scene file>.")
+    raise errors.UserError("--mode=map needs --scene=<a scene file, a folder "
+                           "of scenes or a .txt list of them>.")
   if _MODE.value == "train" and _CONFIG.value is None:
     raise errors.UserError("Training needs --config=<config file>, e.g. "
                            "--config=configs/distill.py.")
@@ -104,7 +110,7 @@ def _run() -> None:
     where = workdir
   else:
     where = epath.Path(_OUTPUT.value or workdir / "maps")
-    mapping.map_scene(_CONFIG.value, workdir, _SCENE.value, where)
+    mapping.map_scenes(_CONFIG.value, workdir, _SCENE.value, where)
   logging.info("Done in %.0f s; outputs in %s", time.perf_counter() - start,
                where)
 
@@ -145,7 +151,12 @@ def main(argv: list[str]) -> None:
   if _multiprocess_requested():
     # CPU-only hosts need gloo for cross-process collectives; GPU/TPU ignore it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize()
+    # JAX reads JAX_COORDINATOR_ADDRESS itself, but not these two (SLURM and
+    # TPU pods are detected without them).
+    jax.distributed.initialize(**{
+        arg: int(os.environ[name]) for arg, name in (
+            ("num_processes", "JAX_NUM_PROCESSES"),
+            ("process_id", "JAX_PROCESS_ID")) if name in os.environ})
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()
   try:

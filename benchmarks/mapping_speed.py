@@ -1,4 +1,4 @@
-"""Mapping speed: pixels/s and peak memory on a full-size EnMAP scene.
+"""Mapping speed: today's method and the new one on a full-size EnMAP scene.
 
   python -m benchmarks.mapping_speed [--rows=1000 --cols=1000 \
       --soil_fraction=0.25]
@@ -7,15 +7,30 @@ Writes a synthetic EnMAP L2A GeoTIFF (int16 reflectance x 10000, the real
 band table, wavelength/fwhm/bbl tags and -32768 nodata, as DLR delivers it)
 into a temporary folder, saves an untrained student of the default model size
 (configs/distill.py; speed does not depend on training) and maps the scene
-with `mapping.map_scene` and its default options (MC dropout included).
-Spectra are real pixels of the EnMAP Potsdam tiles
-(../shared/data/enmap_potsdam) with 1 % multiplicative noise: bare soil for
-`soil_fraction` of the pixels, vegetation for the rest; a 20-pixel nodata
-frame stands for the tilted swath's empty corners. Only soil pixels are
-predicted, so the scene's pixels/s scales with the soil fraction; the
-predicted pixels/s does not.
-Prints figures; it is not a test. Run time: about 6 min on 2 CPU cores.
+with `mapping.map_scene` twice, side by side in one run:
+  new    the default options: encoder once, MC dropout x10 of the head,
+         64-spectrum chunks per device, batches of 1024, reading and writing
+         overlapped with compute;
+  today  the method before: MC dropout x10 of the whole network, whole
+         batches of 512 per call (chunk_size=512), the rest as `new`.
+Spectra are real pixels of the EnMAP Potsdam tiles (../shared/data/
+enmap_potsdam) with 1 % multiplicative noise: pixels that pass the default
+soil masks for `soil_fraction` of the pixels, the others for the rest; a
+20-pixel nodata frame stands for the tilted swath's empty corners. Only soil
+pixels are predicted, so the scene's pixels/s scales with the soil fraction;
+the predicted pixels/s does not.
+
+Each run prints its wall time and the process's CPU time (all threads: on
+a shared machine the wall time says more about the neighbours). Then the
+profile: FLOPs per spectrum of one network pass (XLA's cost analysis)
+against the CPU's peak, the GFLOP/s each run reached while predicting,
+where its time went, and the student in bfloat16 (speed and EC difference
+on the scene's soil spectra). `--method=new` times the new one alone.
+Prints figures; it is not a test. Run time: about 4 min on 2 idle CPU cores
+(today's method takes most of it).
 """
+import functools
+import os
 import pathlib
 import resource
 import tempfile
@@ -25,6 +40,8 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import rasterio
 import rasterio.windows
@@ -33,34 +50,48 @@ from configs import common
 from configs import distill
 from data_prep import scenes
 from deepsalt_jax import checkpoint
+from deepsalt_jax import losses
 from deepsalt_jax import mapping
+from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
+from deepsalt_spectral import indices
 
 _ROWS = flags.DEFINE_integer("rows", 1000, "Scene rows.")
 _COLS = flags.DEFINE_integer("cols", 1000, "Scene columns.")
 _SOIL = flags.DEFINE_float("soil_fraction", 0.25,
-                           "Share of bare-soil pixels; the rest vegetation.")
+                           "Share of soil pixels; the rest is masked.")
+_METHODS = flags.DEFINE_multi_enum("method", ["new", "today"],
+                                   ["new", "today"], "Methods to time.")
 _TILES = common.reference_data_dir() / "enmap_potsdam"
 _FRAME = 20  # Nodata pixels around the scene.
 _WRITE_ROWS = 16
+# FP32 FLOPs per cycle and core: two 256-bit FMA pipes (AVX2, or AVX-512
+# double-pumped as on AMD Zen 4), 8 lanes x 2 FLOPs each.
+_FLOPS_PER_CYCLE = 32
+TODAY = {"mc_mode": "full", "batch_size": 512, "chunk_size": 512}
 
 
 def write_scene(path: pathlib.Path, rows: int, cols: int,
-                soil_fraction: float) -> None:
-  """The synthetic scene, written in blocks of rows to keep memory low."""
+                soil_fraction: float) -> np.ndarray:
+  """The synthetic scene, written in blocks of rows to keep memory low.
+
+  Returns:
+    The soil spectra it draws from, at their good bands ([n, n_good]).
+  """
   tiles = sorted(_TILES.glob("*.tif"))
   if not tiles:
     raise SystemExit(f"No EnMAP tiles in {_TILES}: the benchmark needs the "
                      "shared reference data.")
-  spectra = {True: [], False: []}  # Soil or not.
+  spectra, good = {True: [], False: []}, []  # Soil or not.
   for tile in tiles:
     scene = scenes.read_scene(tile)
-    soil = scenes.soil_pixels(scene)
+    soil = scenes.soil_pixels(scene, indices.MaskThresholds())
     for kind in spectra:
       spectra[kind].append(scene.reflectance[:, soil == kind].T)
+    good.append(scene.reflectance[scene.good][:, soil].T)
   with rasterio.open(tiles[0]) as src:
     profile = dict(driver="GTiff", count=src.count, crs=src.crs,
                    transform=src.transform, interleave="band")
@@ -95,9 +126,10 @@ def write_scene(path: pathlib.Path, rows: int, cols: int,
                | (col >= cols - _FRAME))
       block[:, frame] = -32768
       dst.write(block, window=rasterio.windows.Window(0, start, cols, n))
+  return np.concatenate(good)
 
 
-def save_student(config, workdir: pathlib.Path) -> None:
+def save_student(config, workdir: pathlib.Path):
   """An untrained student run, saved the way train.fit saves one."""
   plan = stages.plan(config)
   student = plan.students[0]
@@ -108,41 +140,132 @@ def save_student(config, workdir: pathlib.Path) -> None:
   ckpt.save(config.train.steps, state, force=True)
   ckpt.close()
   run_config.save(config, workdir)
+  return student.model(config.data.sensor), params
+
+
+def _cpu_seconds() -> float:
+  """User + system CPU time of this process, all threads."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB.
 
 
+def _cpu_peak_gflops() -> float | None:
+  """Cores x FMA FLOPs/cycle x the clock /proc/cpuinfo states (Linux)."""
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return None
+  mhz = [float(l.split(":")[1]) for l in lines if l.startswith("cpu MHz")]
+  return (len(os.sched_getaffinity(0)) * _FLOPS_PER_CYCLE * mhz[0] / 1e3
+          if mhz else None)
+
+
+def _profile(model, params, x: np.ndarray, config) -> dict[str, float]:
+  """One pass's FLOPs per spectrum; f32 vs bf16 speed and EC difference."""
+  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+
+  def chunk(p, xi):
+    out = model.apply({"params": p}, xi, train=False)["pred"]
+    return inverse(out.astype(jnp.float32))
+
+  def forward(p, x):
+    return jax.lax.map(functools.partial(chunk, p),
+                       x.reshape(-1, 64, x.shape[1])).reshape(-1)
+
+  # XLA counts a loop body once: the FLOPs of one 64-spectrum chunk.
+  cost = jax.jit(chunk).lower(params, x[:64]).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  out = {"flops_per_spectrum": cost["flops"] / 64}
+  for name, dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+    p = jax.tree.map(lambda a: a.astype(dtype), params)
+    xd = jnp.asarray(x, dtype)
+    fn = jax.jit(forward).lower(p, xd).compile()
+    times = []
+    for _ in range(3):
+      start = time.perf_counter()
+      ec = np.asarray(fn(p, xd))
+      times.append(time.perf_counter() - start)
+    out[f"{name}_spectra_per_s"] = len(x) / min(times)
+    out[f"{name}_ec"] = ec
+  diff = np.abs(out.pop("bf16_ec") - out["f32_ec"])
+  out["bf16_mean_abs_dS_per_m"] = float(diff.mean())
+  out["bf16_max_abs_dS_per_m"] = float(diff.max())
+  out["ec_mean_dS_per_m"] = float(out.pop("f32_ec").mean())
+  return out
+
+
+def _line(name: str, report: dict, rss: float, cpu: float) -> str:
+  soil = report["pixels"]["soil"]
+  stages_ = ", ".join(f"{k} {v:.1f}" for k, v in
+                      report["seconds_by_stage"].items())
+  return (f"{name:5s} | {report['seconds']:6.1f} s | CPU {cpu:6.1f} s | "
+          f"{report['pixels_per_second']:6.0f} px/s | "
+          f"{soil / report['seconds']:6.0f} soil px/s | peak RSS {rss:.0f} "
+          f"MiB | {report['uncertainty']['mode']} MC x"
+          f"{report['uncertainty']['samples']} | stages (s): {stages_}")
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
+  reporting.quiet_library_logs()
   config = distill.get_config("compare=none")
+  today = ml_collections.ConfigDict(config.to_dict())
+  today.mapping.update(TODAY)
+  load = os.getloadavg()
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     scene = tmp / "ENMAP_SYNTHETIC_SPECTRAL_IMAGE.TIF"
     start = time.perf_counter()
-    write_scene(scene, _ROWS.value, _COLS.value, _SOIL.value)
+    soil = write_scene(scene, _ROWS.value, _COLS.value, _SOIL.value)
     written = time.perf_counter() - start
-    save_student(config, tmp / "run")
+    model, params = save_student(config, tmp / "run")
     before = _peak_rss_mib()
-    report = mapping.map_scene(config, tmp / "run", scene, tmp / "maps")
+    runs = {}
+    for name, cfg in (("new", config), ("today", today)):
+      if name not in _METHODS.value:
+        continue
+      cpu = _cpu_seconds()
+      report = mapping.map_scene(cfg, tmp / "run", scene, tmp / f"maps_{name}")
+      runs[name] = report, _peak_rss_mib(), _cpu_seconds() - cpu
     size_mib = scene.stat().st_size / 2**20
-  pixels = _ROWS.value * _COLS.value
-  options = config.mapping
+  sample = np.resize(soil, (8192, soil.shape[1]))  # Repeated to 8192.
+  profile = _profile(model, params, sample, config)
+  new = next(iter(runs.values()))[0]
   print(f"scene: {_ROWS.value} x {_COLS.value} px x 224 bands, int16 "
-        f"GeoTIFF {size_mib:.0f} MiB (written in {written:.0f} s)")
+        f"GeoTIFF {size_mib:.0f} MiB (written in {written:.0f} s); "
+        f"{new['pixels']['soil']} soil pixels predicted")
   print(f"model: default student (features="
         f"{config.model.encoder.features}, blocks="
         f"{config.model.encoder.num_blocks}); devices: {jax.device_count()} "
-        f"{jax.default_backend()}; MC dropout x{options.mc_samples}, "
-        f"tile_rows={options.tile_rows}, batch_size={options.batch_size}")
-  print(f"mapped {report['pixels']['soil']} of {pixels} px in "
-        f"{report['seconds']:.1f} s: {report['pixels_per_second']:.0f} px/s "
-        f"over the scene, {report['pixels']['soil'] / report['seconds']:.0f} "
-        "predicted px/s")
-  print(f"peak RSS: {_peak_rss_mib():.0f} MiB (before mapping: "
-        f"{before:.0f} MiB)")
+        f"{jax.default_backend()}; load average at start "
+        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} (1/5/15 min); RSS "
+        f"before mapping {before:.0f} MiB")
+  for name, (report, rss, cpu) in runs.items():
+    print(_line(name, report, rss, cpu))
+  if len(runs) == 2:
+    print(f"speed-up: {runs['today'][0]['seconds'] / new['seconds']:.1f}x")
+  flops = profile["flops_per_spectrum"]
+  peak = _cpu_peak_gflops()
+  print(f"profile: {flops / 1e6:.2f} MFLOP per spectrum and network pass; "
+        f"CPU peak ~{peak:.0f} GFLOP/s (FMA, stated clock)" if peak else "")
+  for name, (report, _, _) in runs.items():
+    passes = 1 + (report["uncertainty"]["samples"]
+                  if report["uncertainty"]["mode"] == "full" else 0)
+    rate = report["pixels"]["soil"] * passes * flops / report[
+        "seconds_by_stage"]["predict"] / 1e9
+    print(f"  {name}: {passes} network pass(es) per soil pixel, "
+          f"{rate:.1f} GFLOP/s while predicting")
+  print(f"  forward pass alone, 64-spectrum chunks: f32 "
+        f"{profile['f32_spectra_per_s']:.0f} spectra/s, bf16 "
+        f"{profile['bf16_spectra_per_s']:.0f} spectra/s; bf16 changes EC by "
+        f"{profile['bf16_mean_abs_dS_per_m']:.4f} dS/m on average (max "
+        f"{profile['bf16_max_abs_dS_per_m']:.4f}; mean EC "
+        f"{profile['ec_mean_dS_per_m']:.2f})")
 
 
 if __name__ == "__main__":

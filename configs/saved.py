@@ -5,7 +5,10 @@ launch.py takes it when --mode=eval or --mode=map comes without --config:
 runs as
   python launch.py --mode=map --config=configs/saved.py:runs/distill ...
 so evaluation and mapping options still override as usual
-(--config.mapping.mc_samples=0). Not a config to train with.
+(--config.mapping.mc_samples=0). The `mapping` options are today's defaults
+(configs/common.mapping_config), not those saved with the run: they say how
+to map, not what was trained, and a run saved before an option existed
+still maps. Not a config to train with.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 
 import ml_collections
 
+from configs import common
 from deepsalt_jax import run_config
 
 
@@ -28,4 +32,7 @@ def _config_dict(tree: Any) -> Any:
 
 
 def get_config(workdir: str) -> ml_collections.ConfigDict:
-  return _config_dict(run_config.load(workdir))
+  config = _config_dict(run_config.load(workdir))
+  if "mapping" in config:
+    config.mapping = common.mapping_config()
+  return config

@@ -20,9 +20,10 @@ from deepsalt_spectral import errors
 from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
 
-SOIL = indices.MaskThresholds(ndvi_max=0.3)  # Vegetated above NDVI 0.3.
+# Vegetated above NDVI 0.3; the other soil masks (indices) were not part of
+# this dataset's version.
+SOIL = indices.NDVI_ONLY
 MAX_PIXELS_PER_SCENE = 400  # Seeded subset: scenes weigh alike.
-SCENE_SUFFIXES = (".tif", ".tiff", ".hdr", ".he5", ".nc")
 
 
 @dataclasses.dataclass(eq=False)
@@ -55,10 +56,11 @@ class DeepsaltTargetPixels(array_record_builder.ArrayRecordBuilder):
 
   def _split_generators(self, dl_manager):
     paths = sorted(p for p in pathlib.Path(dl_manager.manual_dir).iterdir()
-                   if p.suffix.lower() in SCENE_SUFFIXES)
+                   if p.suffix.lower() in scenes.SCENE_SUFFIXES)
     if not paths:
-      raise errors.UserError(f"No scene files ({', '.join(SCENE_SUFFIXES)}) in "
-                             f"{dl_manager.manual_dir}.")
+      raise errors.UserError(
+          f"No scene files ({', '.join(scenes.SCENE_SUFFIXES)}) in "
+          f"{dl_manager.manual_dir}.")
     return {"train": self._generate_examples(paths)}
 
   def _generate_examples(self, paths):

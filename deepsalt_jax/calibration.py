@@ -8,7 +8,8 @@ validation sample, the NOMINAL quantile q of e makes mean ± q·std a
 NOMINAL-coverage interval (for samples like the validation ones). The
 calibration is saved with the run (<student>/calibration.json); evaluation
 reports the coverage it reaches on the held-out samples and mapping writes
-the calibrated interval's half-width.
+the calibrated interval's half-width (when it maps with the same MC passes:
+the multiplier belongs to the spread it was fitted on).
 """
 from __future__ import annotations
 
@@ -26,8 +27,13 @@ MIN_SAMPLES = 20
 
 
 def fit(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
+        mc_samples: int, mc_mode: str,
         nominal: float = NOMINAL) -> dict[str, Any]:
   """The conformal multiplier of `std` for a `nominal` interval.
+
+  `std` is the spread over `mc_samples` passes of kind `mc_mode`
+  (predict.predict), recorded with the multiplier: it holds for that spread
+  alone.
 
   The k-th smallest of the n normalised errors, k = ceil((n + 1) nominal)
   (the split-conformal quantile), so the interval covers at least `nominal`
@@ -45,7 +51,8 @@ def fit(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
           # Relative to a Gaussian interval (1.645 std for 90 %).
           "scale_vs_gaussian": multiplier / _gaussian_quantile(nominal),
           "validation_samples": int(n),
-          "reliable": bool(n >= MIN_SAMPLES)}
+          "reliable": bool(n >= MIN_SAMPLES),
+          "mc_samples": mc_samples, "mc_mode": mc_mode}
 
 
 def _gaussian_quantile(nominal: float) -> float:
@@ -68,3 +75,16 @@ def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:
 def load(directory: epath.PathLike) -> dict[str, Any] | None:
   path = epath.Path(directory) / CALIBRATION_FILE
   return json.loads(path.read_text()) if path.exists() else None
+
+
+def for_spread(calibration: dict[str, Any] | None, mc_samples: int,
+               mc_mode: str) -> tuple[dict[str, Any] | None, str]:
+  """(`calibration` if it was fitted on this spread else None, why not)."""
+  if calibration is None:
+    return None, "the run has no calibration (no validation samples)"
+  fitted_on = (calibration.get("mc_samples"), calibration.get("mc_mode"))
+  if fitted_on != (mc_samples, mc_mode):
+    return None, (f"the run was calibrated for mc_samples={fitted_on[0]}, "
+                  f"mc_mode={fitted_on[1]!r}, not mc_samples={mc_samples}, "
+                  f"mc_mode={mc_mode!r}")
+  return calibration, ""

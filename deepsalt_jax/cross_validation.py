@@ -17,6 +17,7 @@ Re-running resumes: finished fold runs are restored, not retrained.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import tempfile
 from typing import Any
@@ -268,7 +269,8 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
     params = train.train_plan(plan, fold, workdir / "cv" / f"fold{k}", mesh)
     if with_spread:
       spread[:, rows[labelled]] = evaluate.spread(
-          student, params[student.name], fold.satellite[rows], mesh)
+          student.model(fold.sensor), params[student.name],
+          fold.satellite[rows], mesh, student.config)
     for name, pred in _predictions(plan, fold, params, rows, config,
                                    mesh).items():
       oof.setdefault(name, np.full(labelled.sum(), np.nan))[
@@ -281,8 +283,8 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
   return oof, per_fold, sizes, (spread if with_spread else None)
 
 
-def _interval(spread: np.ndarray, target: np.ndarray,
-              fold: np.ndarray) -> dict[str, Any]:
+def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
+              options: ml_collections.ConfigDict) -> dict[str, Any]:
   """The student's calibrated interval from the out-of-fold predictions.
 
   Its coverage is cross-fitted (each fold's points judged by the interval
@@ -290,14 +292,15 @@ def _interval(spread: np.ndarray, target: np.ndarray,
   every fold.
   """
   mean, std = spread
+  fit = functools.partial(calibration.fit, mc_samples=options.mc_samples,
+                          mc_mode=options.mc_mode)
   covered = np.zeros(len(target), bool)
   for k in np.unique(fold):
     other = fold != k
-    multiplier = calibration.fit(mean[other], std[other],
-                                 target[other])["multiplier"]
+    multiplier = fit(mean[other], std[other], target[other])["multiplier"]
     covered[~other] = np.abs(target[~other] - mean[~other]) <= (
         multiplier * std[~other])
-  fitted = calibration.fit(mean, std, target)
+  fitted = fit(mean, std, target)
   return {**fitted, "coverage": float(covered.mean()),
           "coverage_uncalibrated": calibration.coverage(
               mean, std, target,
@@ -326,7 +329,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   interval = None
   if spread is not None:
     interval = _interval(spread, data.target[labelled].astype(np.float64),
-                         data.fold[labelled])
+                         data.fold[labelled], config.mapping)
     if reporting.is_main_process():
       calibration.save(interval, workdir / plan.students[0].name)
   target = data.target[data.role == roles.LABELLED].astype(np.float64)

@@ -52,14 +52,15 @@ class Entry:
   calibration: dict[str, Any] | None = None
 
 
-def spread(stage: stages.Stage, params: Any, x: np.ndarray,
-            mesh: jax.sharding.Mesh) -> tuple[np.ndarray, np.ndarray]:
+def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
+           config: ml_collections.ConfigDict
+           ) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std) over the MC-dropout passes mapping uses, target units."""
-  config = stage.config
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
-  return predict.predict(stage.model(config.data.sensor), params, x, mesh,
+  return predict.predict(model, params, x, mesh,
                          config.train.eval_batch_size, inverse,
                          mc_samples=config.mapping.mc_samples,
+                         mc_mode=config.mapping.mc_mode,
                          seed=config.mapping.seed)
 
 
@@ -72,8 +73,11 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
   if (inputs is None or not stage.config.model.encoder.dropout
       or stage.config.mapping.mc_samples < 2):
     return None
-  mean, std = spread(stage, params, inputs[0], mesh)
-  fitted = calibration.fit(mean, std, inputs[1])
+  config = stage.config
+  mean, std = spread(stage.model(config.data.sensor), params, inputs[0], mesh,
+                     config)
+  fitted = calibration.fit(mean, std, inputs[1], config.mapping.mc_samples,
+                           config.mapping.mc_mode)
   if reporting.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
   logging.info("[%s] %.0f %% interval: %.2f MC std (%.2f x a Gaussian's), "
@@ -173,19 +177,22 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
         "input": entry.input, "target": test["target"], "pred": pred,
         **score(test["target"], pred, test["region"], data.region_names,
                 classes=salinity)}
-    if entry.calibration:
-      mean, std = predict.predict(
-          entry.model, entry.params, entry.x, mesh,
-          config.train.eval_batch_size, inverse,
-          mc_samples=config.mapping.mc_samples, seed=config.mapping.seed)
+    fitted = None
+    if entry.calibration:  # Students only: the config has mapping options.
+      fitted, why = calibration.for_spread(
+          entry.calibration, config.mapping.mc_samples,
+          config.mapping.mc_mode)
+      if not fitted:
+        logging.warning("[%s] no interval coverage: %s.", entry.name, why)
+    if fitted:
+      mean, std = spread(entry.model, entry.params, entry.x, mesh, config)
       results[entry.name]["interval"] = {
-          **entry.calibration,
+          **fitted,
           "coverage": calibration.coverage(mean, std, test["target"],
-                                           entry.calibration["multiplier"]),
+                                           fitted["multiplier"]),
           "coverage_uncalibrated": calibration.coverage(
               mean, std, test["target"],
-              entry.calibration["multiplier"] /
-              entry.calibration["scale_vs_gaussian"])}
+              fitted["multiplier"] / fitted["scale_vs_gaussian"])}
   table = markdown_table(results, unit)
   if reporting.is_main_process():
     workdir = epath.Path(workdir)

@@ -1,41 +1,40 @@
-"""The files of a salinity map: GeoTIFFs, PNG quicklook and run report.
+"""The files of a salinity map: Cloud-Optimized GeoTIFFs, quicklook, report.
 
-`MapWriter` writes blocks of rows as they are predicted, so a full scene is
-never held in memory, under temporary names; `commit` renames them all at the
-end (and copies them to a cloud output folder) and any error removes them,
-so a failed run leaves no partial map.
+`MapWriter` writes blocks of rows as they are predicted into plain GeoTIFFs
+under temporary names, so a full scene is never held in memory; `commit`
+turns them into Cloud-Optimized GeoTIFFs (tiled, deflate, overviews;
+GDAL's COG driver), draws the quicklook, writes the report, and renames
+every file to its final name, the report last (then copies them to a cloud
+output folder, the report again last). Any error removes the temporary
+files, so a failed run leaves no partial map, and a scene whose report is
+there is complete (`completed`): a re-run skips it.
 """
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-from typing import Any
+from typing import Any, Callable
 
 from etils import epath
 import numpy as np
 import rasterio
-import rasterio.enums
+import rasterio.shutil
 import rasterio.windows
 
+from deepsalt_jax import map_stats
 from deepsalt_jax import metrics
 from deepsalt_jax import paths
+from deepsalt_jax import quicklook
 from deepsalt_spectral import indices
 
 EC_NODATA = -9999.0
 CLASS_NODATA = 255
-CLASS_COLOURS = ((26, 152, 80), (166, 217, 106), (254, 224, 139),
-                 (244, 109, 67), (165, 0, 38))
-# The quicklook is drawn from a nearest-neighbour overview at most this wide.
-_QUICKLOOK_PX = 1000
-
-
-def salinity_class(ec: np.ndarray) -> np.ndarray:
-  """uint8 class index (0..4, metrics.SALINITY_CLASS_NAMES) of EC;
-  CLASS_NODATA at NaN."""
-  ec = np.asarray(ec)
-  classes = metrics.salinity_class(np.nan_to_num(ec, nan=0.0))
-  return np.where(np.isnan(ec), CLASS_NODATA, classes).astype(np.uint8)
+# COG tile size; overviews are added down to one tile.
+COG_BLOCK = 256
+# Overview resampling per raster: EC is averaged (nodata left out), classes
+# and masks take the nearest pixel (an average of categories is none).
+_RESAMPLING = {"ec": "AVERAGE", "class": "NEAREST", "masks": "NEAREST"}
+RASTERS = tuple(_RESAMPLING)
 
 
 def output_names(stem: str) -> dict[str, str]:
@@ -43,6 +42,27 @@ def output_names(stem: str) -> dict[str, str]:
   return {"ec": f"{stem}_ec.tif", "class": f"{stem}_class.tif",
           "masks": f"{stem}_masks.tif", "quicklook": f"{stem}_quicklook.png",
           "report": f"{stem}_report.json"}
+
+
+def completed(directory: epath.PathLike, stem: str,
+              signature: str) -> dict[str, Any] | None:
+  """The report of a complete map of `stem` made with `signature`, if any.
+
+  Complete: the report (written last) and every file it names are there.
+  """
+  directory = epath.Path(directory)
+  path = directory / output_names(stem)["report"]
+  if not path.exists():
+    return None
+  try:
+    report = json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return None
+  if report.get("signature") != signature or not all(
+      (directory / epath.Path(p).name).exists()
+      for p in report.get("outputs", {}).values()):
+    return None
+  return report
 
 
 class MapWriter:
@@ -55,7 +75,7 @@ class MapWriter:
 
   def __init__(self, directory: epath.PathLike, stem: str,
                shape: tuple[int, int], crs: Any, transform: Any,
-               uncertainty: str, target: str = "EC (dS/m)"):
+               uncertainty: str, ec_method: str = metrics.EC_METHOD):
     directory = epath.Path(directory)
     self._created = not directory.exists()
     self._staging = paths.Staging(directory)
@@ -64,27 +84,29 @@ class MapWriter:
     self._local = {k: self._staging.local / v for k, v in names.items()}
     self._temp = {k: p.with_name(f".{p.name}.partial")
                   for k, p in self._local.items()}
+    self._raw = {k: self._local[k].with_name(f".{names[k]}.raw")
+                 for k in RASTERS}
+    self._crs, self._transform = crs, transform
+    self._ec_method = ec_method
     base = dict(driver="GTiff", height=shape[0], width=shape[1],
-                compress="deflate", BIGTIFF="IF_SAFER")
+                BIGTIFF="IF_SAFER")
     if transform is not None:
       base.update(crs=crs, transform=transform)
     self._files = {}
     try:
-      ec = self._open("ec", base, count=2, dtype="float32", nodata=EC_NODATA,
-                      predictor=3)
-      ec.set_band_description(1, f"{target}, deterministic student "
-                              "prediction")
+      ec = self._open("ec", base, count=2, dtype="float32", nodata=EC_NODATA)
+      ec.set_band_description(1, f"{ec_method} (dS/m), deterministic "
+                              "student prediction")
       ec.set_band_description(2, uncertainty)
-      ec.update_tags(1, units="dS/m")
+      ec.update_tags(1, units="dS/m", ec_method=ec_method)
       ec.update_tags(2, units="dS/m")
       classes = self._open("class", base, count=1, dtype="uint8",
                            nodata=CLASS_NODATA)
-      classes.set_band_description(1, "salinity class")
-      classes.update_tags(1, **{f"class_{i}": name
-                                for i, name in enumerate(
-                                    metrics.SALINITY_CLASS_NAMES)})
-      classes.write_colormap(1, {i: c + (255,)
-                                 for i, c in enumerate(CLASS_COLOURS)})
+      classes.set_band_description(1, f"FAO salinity class of {ec_method}")
+      classes.update_tags(1, **{f"class_{i}": name for i, name in
+                                enumerate(metrics.SALINITY_CLASS_NAMES)})
+      classes.write_colormap(1, {i: c + (255,) for i, c in
+                                 enumerate(quicklook.CLASS_COLOURS)})
       masks = self._open("masks", base, count=len(indices.MASK_NAMES),
                          dtype="uint8")
       for i, name in enumerate(indices.MASK_NAMES, start=1):
@@ -94,8 +116,7 @@ class MapWriter:
       raise
 
   def _open(self, kind: str, base: dict, **profile):
-    self._files[kind] = rasterio.open(self._temp[kind], "w",
-                                      **base, **profile)
+    self._files[kind] = rasterio.open(self._raw[kind], "w", **base, **profile)
     return self._files[kind]
 
   def write(self, start: int, ec: np.ndarray, std: np.ndarray,
@@ -106,25 +127,37 @@ class MapWriter:
     bands = np.stack([ec, std]).astype(np.float32)
     self._files["ec"].write(np.where(np.isnan(bands), EC_NODATA, bands),
                             window=window)
-    self._files["class"].write(salinity_class(ec)[None], window=window)
+    self._files["class"].write(
+        map_stats.salinity_class(ec, CLASS_NODATA)[None], window=window)
     self._files["masks"].write(
-        np.stack([masks[n] for n in indices.MASK_NAMES]).astype(
-            np.uint8),
+        np.stack([masks[n] for n in indices.MASK_NAMES]).astype(np.uint8),
         window=window)
 
-  def commit(self, report: dict[str, Any], title: str) -> None:
-    """Closes the rasters, draws the quicklook, writes the report, renames."""
+  def commit(self, report: Callable[[], dict[str, Any]], title: str) -> None:
+    """COGs, quicklook and report under temporary names, then renamed.
+
+    `report()` is called after the COGs and the quicklook are made, so it
+    can time them.
+    """
     try:
       for f in self._files.values():
         f.close()
-      quicklook(self._temp["quicklook"], self._temp["ec"],
-                self._temp["class"], self._temp["masks"], title)
-      report = dict(report, outputs={k: str(p) for k, p in self.paths.items()})
+      for kind in RASTERS:
+        rasterio.shutil.copy(
+            self._raw[kind], self._temp[kind], driver="COG",
+            COMPRESS="DEFLATE", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
+            RESAMPLING=_RESAMPLING[kind], BIGTIFF="IF_SAFER")
+        self._raw[kind].unlink()
+      quicklook.draw(self._temp["quicklook"], self._temp["ec"],
+                     self._temp["class"], self._temp["masks"], title,
+                     self._crs, self._transform, self._ec_method)
+      report = dict(report(),
+                    outputs={k: str(p) for k, p in self.paths.items()})
       self._temp["report"].write_text(json.dumps(report, indent=2) + "\n")
     except BaseException:
       self.abort()
       raise
-    for kind, path in self._local.items():
+    for kind, path in self._local.items():  # The report last.
       os.replace(self._temp[kind], path)
     self._staging.publish(*(p.name for p in self._local.values()))
     self._staging.close()
@@ -134,68 +167,9 @@ class MapWriter:
     for f in self._files.values():
       if not f.closed:
         f.close()
-    for path in self._temp.values():
+    for path in list(self._temp.values()) + list(self._raw.values()):
       path.unlink(missing_ok=True)
     self._staging.close()
     if (self._created and paths.is_local(self._staging.target)
         and not any(self._staging.local.iterdir())):
       self._staging.local.rmdir()
-
-
-def _overview(path: pathlib.Path, bands: list[int]) -> np.ndarray:
-  """Bands of a raster, nearest-neighbour decimated to the quicklook size."""
-  with rasterio.open(path) as ds:
-    step = max(1, -(-max(ds.height, ds.width) // _QUICKLOOK_PX))
-    shape = (len(bands), -(-ds.height // step), -(-ds.width // step))
-    return ds.read(bands, out_shape=shape,
-                   resampling=rasterio.enums.Resampling.nearest)
-
-
-def quicklook(path: pathlib.Path, ec_path: pathlib.Path,
-              class_path: pathlib.Path, masks_path: pathlib.Path,
-              title: str) -> None:
-  """PNG: EC and its uncertainty with colour bars, classes with a legend."""
-  import matplotlib  # Lazy: plotting is only needed here.
-  matplotlib.use("Agg")
-  from matplotlib import colors
-  from matplotlib import patches
-  import matplotlib.pyplot as plt
-
-  ec, std = _overview(ec_path, [1, 2])
-  ec, std = (np.where(v == EC_NODATA, np.nan, v) for v in (ec, std))
-  classes = _overview(class_path, [1])[0]
-  nodata_band = indices.MASK_NAMES.index("nodata") + 1
-  nodata = _overview(masks_path, [nodata_band])[0] == 1
-  fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
-  panels = ((ec, "EC (dS/m)", "magma_r"),
-            (std, "uncertainty: EC std (dS/m)", "viridis"))
-  for ax, (values, label, cmap) in zip(axes, panels):
-    # Masked pixels grey, nodata white (as in the class panel).
-    cmap = plt.get_cmap(cmap).with_extremes(bad="0.85")
-    finite = values[np.isfinite(values)]
-    low, high = (np.percentile(finite, [2, 98]) if finite.size
-                 else (0.0, 1.0))
-    image = ax.imshow(values, cmap=cmap, vmin=low, vmax=max(high, low + 1e-6),
-                      interpolation="nearest")
-    ax.imshow(np.ma.masked_where(~nodata, nodata),
-              cmap=colors.ListedColormap(["white"]), interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label=label, extend="both")
-    ax.set_title(label)
-  class_rgb = np.array(CLASS_COLOURS + ((217, 217, 217), (255, 255, 255)))
-  index = np.where(classes == CLASS_NODATA, len(CLASS_COLOURS), classes)
-  index = np.where(nodata, len(CLASS_COLOURS) + 1, index)
-  axes[2].imshow(class_rgb[index].astype(np.uint8), interpolation="nearest")
-  axes[2].set_title("salinity class")
-  handles = [patches.Patch(facecolor=colors.to_hex(np.array(c) / 255),
-                           edgecolor="0.5", label=name)
-             for c, name in zip(class_rgb, metrics.SALINITY_CLASS_NAMES + (
-                 "not soil (masked)", "no data"))]
-  axes[2].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1),
-                 fontsize=8, frameon=False)
-  for ax in axes:
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  plt.close(fig)

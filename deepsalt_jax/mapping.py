@@ -1,45 +1,56 @@
-"""Salinity maps from a whole hyperspectral scene with the trained student.
+"""Salinity maps of whole hyperspectral scenes with the trained student.
 
-  python launch.py --mode=map --workdir=runs/x \\
-      --scene=ENMAP01-..._SPECTRAL_IMAGE.TIF [--output=maps/]
+  python launch.py --mode=map --workdir=runs/x --scene=SCENES [--output=maps/]
 
-`map_scene` restores the student, streams the scene in blocks of rows (a
-GeoTIFF is read window by window, so memory stays bounded for a full EnMAP
-scene), keeps the soil pixels (masks as in the EnMAP Soil Mapper: water by
-NDRBI, green vegetation by NDVI, dry vegetation by nCAI), brings the scene's
-bands to the student's sensor and predicts EC with one jitted function on
-batches sharded over all devices. The uncertainty is the standard deviation
-of EC over `mc_samples` Monte Carlo dropout passes; each pixel's dropout
-masks come from a key folded with its index in the scene, so the map does not
-depend on the tiling or the batching. Files: see `map_files`.
+SCENES is a scene file, a folder of them or a text file listing them (paths
+or gs:// URIs; `scene_list`). `map_scenes` restores the student once; each
+process maps its share of the scenes (every n-th, by process index) on a
+mesh of its own devices, which split each batch. Per scene it streams the
+rows in blocks (`map_stream`), keeps the plausible soil pixels
+(`deepsalt_spectral.indices.soil_masks`: NaN, out-of-range, cloud/haze,
+water by NDRBI, green vegetation by NDVI, dry vegetation by nCAI), brings
+the scene's bands to the student's sensor and predicts EC with one jitted
+function. The uncertainty is the standard deviation of EC over
+`mc_samples` Monte Carlo dropout passes: of the head alone by default
+(`mc_mode='head'`: the encoder runs once), or of the whole network
+(`'full'`, ~`mc_samples` x the cost). Each pixel's dropout masks come from a
+key folded with its index in the scene, so the map depends neither on the
+tiling, the batching nor the process that made it. Files: `map_files`
+(COGs, written atomically: a scene whose report is there is skipped on a
+re-run); when all processes are done, process 0 writes the mosaic and the
+region report (`mosaic`).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import logging
-import affine
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import rasterio
 
 from data_prep import datasets
 from data_prep import ec_methods
-from data_prep import scenes
-from data_prep.scenes import geotiff
+from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import losses
 from deepsalt_jax import map_files
+from deepsalt_jax import map_stats
+from deepsalt_jax import map_stream
 from deepsalt_jax import metrics
+from deepsalt_jax import mosaic
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import scene_list
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_spectral import bands
@@ -48,6 +59,12 @@ from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
 
 _GDAL_CACHE_BYTES = 64 * 2**20
+# Spectra a CPU device computes at a time (predict.py): in cache. Other
+# backends take their whole share of a batch at once.
+_CPU_CHUNK = 64
+# Options that change how fast a map is made, not the map (tests/
+# test_mapping.py: tiling and batching do not change it).
+_SPEED_OPTIONS = ("tile_rows", "batch_size", "chunk_size")
 
 
 def mapping_options(config: ml_collections.ConfigDict
@@ -57,25 +74,42 @@ def mapping_options(config: ml_collections.ConfigDict
     raise errors.UserError("The config has no `mapping` entry: map with a "
                            "student run (configs/distill.py).")
   options = config.mapping
+  low, high = options.reflectance_min, options.reflectance_max
   checks = (
       ("tile_rows", options.tile_rows >= 1, "at least 1 row"),
       ("batch_size", options.batch_size >= 1, "at least 1 pixel"),
+      ("chunk_size", options.chunk_size >= 0,
+       "0 (auto) or a positive number of spectra"),
       ("mc_samples", options.mc_samples == 0 or options.mc_samples >= 2,
        "0 (no uncertainty) or at least 2 passes"),
+      ("mc_mode", options.mc_mode in predict.MC_MODES,
+       " or ".join(predict.MC_MODES)),
       ("min_coverage", 0 < options.min_coverage <= 1, "in (0, 1]"),
       ("band_tolerance_nm", options.band_tolerance_nm >= 0, ">= 0"),
+      ("reflectance_min", low < high, "a value below reflectance_max"),
   )
   for name, ok, wanted in checks:
     if not ok:
       raise errors.UserError(
           f"--config.mapping.{name}={options[name]!r}: use {wanted}.")
+  thresholds(options)  # Checks the test names.
   return options
 
 
 def thresholds(options: ml_collections.ConfigDict) -> indices.MaskThresholds:
-  return indices.MaskThresholds(ndvi_max=options.ndvi_max,
-                                ndrbi_min=options.ndrbi_min,
-                                ncai_max=options.ncai_max)
+  """The thresholds of the tests `options.masks` names; the others off."""
+  on = [t.strip() for t in options.masks.split(",") if t.strip()]
+  unknown = sorted(set(on) - set(indices.TEST_THRESHOLDS))
+  if unknown:
+    raise errors.UserError(
+        f"--config.mapping.masks={options.masks!r}: unknown {unknown}; use "
+        f"a comma-separated subset of {','.join(indices.TEST_THRESHOLDS)}.")
+  values = {f.name: options[f.name]
+            for f in dataclasses.fields(indices.MaskThresholds)}
+  for test, names in indices.TEST_THRESHOLDS.items():
+    if test not in on:
+      values.update(dict.fromkeys(names))
+  return indices.MaskThresholds(**values)
 
 
 def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -100,216 +134,244 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
   return student, params, step
 
 
-# --- The scene --------------------------------------------------------------
+class _Mapper:
+  """What every scene of a run shares: the student, options, devices."""
 
+  def __init__(self, config: ml_collections.ConfigDict,
+               workdir: epath.Path, output_dir: epath.Path):
+    self.options = options = mapping_options(config)
+    self.workdir, self.output_dir = workdir, output_dir
+    self.mesh = sharding.make_mesh(local=True)
+    student, params, self.step = restore_student(config, workdir, self.mesh)
+    self.dropout = config.model.encoder.dropout
+    self.mc_samples = options.mc_samples if self.dropout > 0 else 0
+    if options.mc_samples and not self.mc_samples:
+      logging.warning("The student has no dropout (model.encoder.dropout=0): "
+                      "no MC-dropout uncertainty.")
+    self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
+    if self.ec_method != ec_methods.CLASS_METHOD:
+      logging.warning("The class raster uses the FAO classes of %s; this "
+                      "model predicts %s.", ec_methods.CLASS_METHOD,
+                      self.ec_method)
+    self.data_note = (
+        f"{self.ec_method} predicted by a student trained on the project "
+        f"{config.data.project}" if config.data.name == datasets.PROJECT else
+        "EC predicted by a student trained on simulated satellite spectra of "
+        "measured lab soil spectra (see README).")
+    self.sensor = sensors.builtin(config.data.sensor)
+    chunk = options.chunk_size or (
+        _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
+    _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+    self._predict = functools.partial(
+        predict.predict, student.model(self.sensor.name), params,
+        mesh=self.mesh, batch_size=options.batch_size, inverse=inverse,
+        mc_samples=self.mc_samples, seed=options.seed,
+        mc_mode=options.mc_mode, chunk=chunk)
+    self.calibration, why = calibration.for_spread(
+        calibration.load(workdir / student.name), self.mc_samples,
+        options.mc_mode)
+    if self.mc_samples and not self.calibration:
+      logging.warning("The uncertainty band is the raw MC spread, not a "
+                      "calibrated interval: %s.", why)
+    # A re-run skips a scene mapped by the same model with the same options
+    # (but for those that change only the speed).
+    same = {k: v for k, v in options.to_dict().items()
+            if k not in _SPEED_OPTIONS}
+    self.signature = hashlib.sha256(json.dumps(
+        [str(workdir), self.step, same, self.ec_method, self.calibration],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    self.prefix = (f"[map {jax.process_index()}/{jax.process_count()}] "
+                   if jax.process_count() > 1 else "[map] ")
 
-class _SceneRows:
-  """An in-memory Scene with `geotiff.GeoTiffRows`'s interface."""
+  def predict(self, x: np.ndarray, index: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(EC, the uncertainty band) of spectra keyed by pixel index."""
+    ec, std = self._predict(x, index=index)
+    if self.calibration:
+      std = std * self.calibration["multiplier"]
+    return ec, std
 
-  def __init__(self, scene: scenes.Scene):
-    self._scene = scene
-    for name in ("name", "shape", "wavelength", "fwhm", "bad", "crs",
-                 "transform"):
-      setattr(self, name, getattr(scene, name))
+  def uncertainty(self) -> str:
+    """The uncertainty band's description."""
+    if not self.mc_samples:
+      return "uncertainty not computed (no MC dropout)"
+    passes = (f"{self.mc_samples} Monte Carlo dropout passes of " +
+              ("the regression head alone (the encoder runs once)"
+               if self.options.mc_mode == "head" else "the whole network"))
+    fitted = self.calibration
+    if fitted:
+      return (f"half-width (dS/m) of the calibrated {fitted['nominal']:.0%} "
+              f"interval of EC: {fitted['multiplier']:.3g} x the standard "
+              f"deviation over {passes}, the multiplier fitted (split "
+              f"conformal) on {fitted['validation_samples']} samples the "
+              "student did not train on")
+    return (f"EC standard deviation (dS/m) over {passes}; not a calibrated "
+            "interval")
 
-  def read(self, start: int, stop: int) -> scenes.Scene | None:
-    nodata = self._scene.nodata[start:stop]
-    if nodata.all():
-      return None
-    return dataclasses.replace(
-        self._scene, reflectance=self._scene.reflectance[:, start:stop],
-        nodata=nodata, transform=None if self.transform is None else
-        self.transform @ affine.Affine.translation(0, start))
+  def map_one(self, scene: epath.Path, name: str) -> dict[str, Any]:
+    """Maps one scene into the output folder; returns its report."""
+    start_time = time.perf_counter()
+    # Each row is read and written once: GDAL's block cache (default 5 % of
+    # RAM) would only hold memory (~370 MiB more on a full EnMAP scene).
+    with scene_list.local_copy(scene) as local, rasterio.Env(
+        GDAL_CACHEMAX=_GDAL_CACHE_BYTES), map_stream.open_rows(local) as rows:
+      if rows.shape[0] * rows.shape[1] >= 2**31:
+        raise errors.UserError(f"{scene} has more than 2^31 pixels; map a "
+                               "subset.")
+      match = bands.match_bands(rows.wavelength[~rows.bad], self.sensor,
+                                self.options.band_tolerance_nm,
+                                self.options.min_coverage)
+      resampled = {f"{w:.2f} nm": round(float(c), 4) for w, c in zip(
+          self.sensor.good_wavelength[~match.direct],
+          match.coverage[~match.direct])}
+      if resampled:
+        logging.warning("%s%s: %d of the %s bands resampled from the "
+                        "scene's bands (SRF coverage): %s", self.prefix, name,
+                        len(resampled), self.sensor.name, resampled)
+      writer = map_files.MapWriter(self.output_dir, name, rows.shape,
+                                   rows.crs, rows.transform,
+                                   self.uncertainty(), self.ec_method)
+      try:
+        tally = map_stats.Tally(map_files.CLASS_NODATA)
+        seconds = map_stream.stream(
+            rows, match, thresholds(self.options),
+            self.predict, writer.write,
+            self.options.tile_rows, tally, self.prefix)
+        stream_end = time.perf_counter()
+        if tally.masks["nodata"] == rows.shape[0] * rows.shape[1]:
+          raise errors.UserError(f"{scene}: every pixel is nodata; nothing "
+                                 "to map.")
 
-  def __enter__(self):
-    return self
+        def report():
+          seconds["cog_and_quicklook"] = time.perf_counter() - stream_end
+          total = time.perf_counter() - start_time
+          return dict(
+              self._report(scene, name, rows, match, resampled, tally),
+              seconds=total, seconds_by_stage=seconds,
+              pixels_per_second=rows.shape[0] * rows.shape[1] / total)
 
-  def __exit__(self, *exc):
-    pass
+        writer.commit(report, f"{name}: EC from the DeepSalt student "
+                      f"({self.sensor.name}, {match.method} bands)\n"
+                      f"{self.uncertainty()}")
+      except BaseException:
+        writer.abort()
+        raise
+    saved = json.loads(writer.paths["report"].read_text())
+    logging.info("%sMap of %s in %.1f s (%.0f px/s); files in %s",
+                 self.prefix, name, saved["seconds"],
+                 saved["pixels_per_second"], self.output_dir)
+    return saved
 
-
-def open_rows(path: pathlib.Path):
-  """The scene as blocks of rows: GeoTIFFs lazily, other formats in memory."""
-  if path.suffix.lower() in (".tif", ".tiff"):
-    return geotiff.GeoTiffRows(path)
-  return _SceneRows(scenes.read_scene(path))
-
-
-class _Tally:
-  """Running pixel counts, class histogram and EC statistics of a map."""
-
-  def __init__(self):
-    self.masks = dict.fromkeys(indices.MASK_NAMES, 0)
-    self.classes = np.zeros(len(metrics.SALINITY_CLASS_NAMES), np.int64)
-    self.ec = [0.0, np.inf, -np.inf]  # Sum, min, max.
-    self.std = [0.0, 0]  # Sum, count (NaN without MC dropout).
-
-  def add(self, masks, ec, std):
-    for name, mask in masks.items():
-      self.masks[name] += int(mask.sum())
-    values = ec[masks["soil"]]
-    self.classes += np.bincount(map_files.salinity_class(values),
-                                minlength=self.classes.size)
-    if values.size:
-      self.ec = [self.ec[0] + float(values.sum()),
-                 min(self.ec[1], float(values.min())),
-                 max(self.ec[2], float(values.max()))]
-      std = std[masks["soil"]]
-      self.std = [self.std[0] + float(np.nansum(std)),
-                  self.std[1] + int(np.isfinite(std).sum())]
-
-  def summary(self) -> dict[str, Any]:
-    n = self.masks["soil"]
+  def _report(self, scene, name, rows, match, resampled, tally):
     return {
-        "pixels": self.masks,
-        "classes": {name: {"pixels": int(c), "fraction": int(c) / max(n, 1)}
-                    for name, c in zip(metrics.SALINITY_CLASS_NAMES,
-                                       self.classes)},
-        "ec_dS_per_m": {"mean": self.ec[0] / n, "min": self.ec[1],
-                        "max": self.ec[2]} if n else None,
-        "mean_uncertainty_dS_per_m": (self.std[0] / self.std[1]
-                                      if self.std[1] else None)}
+        "scene": str(scene), "name": name, "process": jax.process_index(),
+        "shape": list(rows.shape),
+        "crs": None if rows.crs is None else str(rows.crs),
+        "transform": (None if rows.transform is None
+                      else list(rows.transform)[:6]),
+        "model": {"workdir": str(self.workdir), "checkpoint_step": self.step,
+                  "sensor": self.sensor.name,
+                  "target": ec_methods.label(self.ec_method)},
+        "ec_method": self.ec_method,
+        "bands": {"method": match.method,
+                  "scene_good_bands": int(match.matrix.shape[1]),
+                  "student_bands": int(match.matrix.shape[0]),
+                  "resampled": resampled,
+                  "min_coverage": self.options.min_coverage,
+                  "tolerance_nm": self.options.band_tolerance_nm},
+        "uncertainty": {"method": "MC dropout" if self.mc_samples else None,
+                        "mode": self.options.mc_mode if self.mc_samples
+                        else None,
+                        "samples": self.mc_samples,
+                        "dropout_rate": self.dropout,
+                        "calibration": self.calibration,
+                        "band_description": self.uncertainty()},
+        "thresholds": dataclasses.asdict(thresholds(self.options)),
+        **tally.summary(),
+        "devices": len(self.mesh.devices.flat),
+        "backend": jax.default_backend(),
+        "signature": self.signature,
+        "data": self.data_note,
+    }
 
 
-def _stream(rows, match: bands.BandMatch,
-            predict_fn: Callable[[np.ndarray, np.ndarray],
-                                 tuple[np.ndarray, np.ndarray]],
-            writer: map_files.MapWriter | None,
-            options: ml_collections.ConfigDict) -> _Tally:
-  """Reads, masks, predicts and writes the scene block by block."""
-  n_rows, n_cols = rows.shape
-  tally, start_time, mapped = _Tally(), time.perf_counter(), 0
-  for start in range(0, n_rows, options.tile_rows):
-    stop = min(start + options.tile_rows, n_rows)
-    tile = rows.read(start, stop)
-    if tile is None:
-      masks = {name: np.zeros((stop - start, n_cols), bool)
-               for name in indices.MASK_NAMES}
-      masks["nodata"][:] = True
-    else:
-      masks = indices.soil_masks(tile, thresholds(options))
-    ec = np.full((stop - start, n_cols), np.nan, np.float32)
-    std = ec.copy()
-    r, c = np.nonzero(masks["soil"])
-    if r.size:
-      x = match(tile.reflectance[:, r, c][tile.good].T)
-      ec[r, c], std[r, c] = predict_fn(
-          x, ((start + r) * n_cols + c).astype(np.int32))
-    if writer is not None:
-      writer.write(start, ec, std, masks)
-    tally.add(masks, ec, std)
-    mapped += r.size
-    elapsed = time.perf_counter() - start_time
-    rate = stop * n_cols / elapsed
-    if reporting.is_main_process():
-      logging.info("[map] %s: rows %d/%d | %.0f px/s (%.0f soil px/s), "
-                   "ETA %.0f s", rows.name, stop, n_rows, rate,
-                   mapped / elapsed, (n_rows - stop) * n_cols / rate)
-  return tally
+def _mapper(config, workdir, output_dir, mode: str = "map") -> _Mapper:
+  workdir = epath.Path(workdir)
+  config = run_config.for_eval(config, workdir, mode)
+  return _Mapper(config, workdir, epath.Path(output_dir or workdir / "maps"))
 
 
 def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
               scene: str | pathlib.Path,
               output_dir: epath.PathLike | None = None) -> dict[str, Any]:
-  """Maps EC over `scene` with the student trained in `workdir`.
+  """Maps EC over one `scene` with the student trained in `workdir`.
 
   `config` may differ from the run's saved config only in mapping options
   (run_config.EVAL_OPTIONS). Writes <scene>_ec.tif (EC and its
-  uncertainty, dS/m), _class.tif, _masks.tif, _quicklook.png and
+  uncertainty, dS/m), _class.tif, _masks.tif (COGs), _quicklook.png and
   _report.json into `output_dir` (default <workdir>/maps); a failed run
-  leaves nothing there.
+  leaves nothing there. No mosaic (see `map_scenes`).
 
   Returns:
-    The run report (also in _report.json).
+    The scene's report (also in _report.json).
   """
-  workdir, scene = epath.Path(workdir), pathlib.Path(scene)
-  config = run_config.for_eval(config, workdir, "map")
-  options = mapping_options(config)
-  output_dir = epath.Path(output_dir or workdir / "maps")
+  scene = epath.Path(scene)
+  return _mapper(config, workdir, output_dir).map_one(scene, scene.stem)
+
+
+def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
+               scenes: epath.PathLike,
+               output_dir: epath.PathLike | None = None) -> dict[str, Any]:
+  """Maps every scene `scenes` names (`scene_list`) and the region.
+
+  Each process maps its share; scenes already mapped into `output_dir` by
+  the same model with the same options are skipped. A scene that fails is
+  logged and the others are mapped; the run then raises. Process 0 writes
+  the mosaic VRTs and the region report over all scenes mapped so far.
+
+  Returns:
+    {'mapped': [names], 'skipped': [names], 'failed': {name: error}} of this
+    process, and on process 0 'region': the region report.
+  """
   start_time = time.perf_counter()
-  mesh = sharding.make_mesh()
-  student, params, step = restore_student(config, workdir, mesh)
-  dropout = config.model.encoder.dropout
-  mc_samples = options.mc_samples if dropout > 0 else 0
-  if options.mc_samples and not mc_samples:
-    logging.warning("The student has no dropout (model.encoder.dropout=0): "
-                    "no MC-dropout uncertainty.")
-  uncertainty = (f"EC standard deviation over {mc_samples} Monte Carlo "
-                 "dropout passes (dS/m)" if mc_samples else
-                 "uncertainty not computed (no MC dropout)")
-  sensor = sensors.builtin(config.data.sensor)
-  target = ec_methods.label(config.data.get("ec_method"))
-  if config.data.get("ec_method", ec_methods.CLASS_METHOD) != (
-      ec_methods.CLASS_METHOD):
-    logging.warning("The class raster uses the FAO classes of ECe; this "
-                    "model predicts %s.", target)
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
-  predict_fn = functools.partial(
-      predict.predict, student.model(sensor.name), params, mesh=mesh,
-      batch_size=options.batch_size, inverse=inverse, mc_samples=mc_samples,
-      seed=options.seed)
-  # Each row is read and written once: GDAL's block cache (default 5 % of
-  # RAM) would only hold memory (~370 MiB more on a full EnMAP scene).
-  with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), open_rows(
-      scene) as rows:
-    if rows.shape[0] * rows.shape[1] >= 2**31:
-      raise errors.UserError(f"{scene} has more than 2^31 pixels; map a "
-                             "subset.")
-    match = bands.match_bands(rows.wavelength[~rows.bad], sensor,
-                              options.band_tolerance_nm, options.min_coverage)
-    logging.info("[map] scene bands %s the student's %s bands.",
-                 "match" if match.method == "direct" else
-                 f"resampled to {int((~match.direct).sum())} of",
-                 sensor.name)
-    writer = (map_files.MapWriter(output_dir, rows.name, rows.shape,
-                                  rows.crs, rows.transform, uncertainty,
-                                  target)
-              if reporting.is_main_process() else None)
+  found = scene_list.list_scenes(scenes)
+  mapper = _mapper(config, workdir, output_dir)
+  mine = scene_list.share(found, jax.process_index(), jax.process_count())
+  logging.info("%s%d scenes; this process maps %d of them.", mapper.prefix,
+               len(found), len(mine))
+  out = {"mapped": [], "skipped": [], "failed": {}}
+  for scene in mine:
+    name = scene.stem
+    if map_files.completed(mapper.output_dir, name, mapper.signature):
+      logging.info("%s%s: complete in %s, skipped.", mapper.prefix, name,
+                   mapper.output_dir)
+      out["skipped"].append(name)
+      continue
     try:
-      tally = _stream(rows, match, lambda x, i: predict_fn(x, index=i),
-                      writer, options)
-      if tally.masks["nodata"] == rows.shape[0] * rows.shape[1]:
-        raise errors.UserError(f"{scene}: every pixel is nodata; nothing to "
-                               "map.")
-      seconds = time.perf_counter() - start_time
-      report = {
-          "scene": str(scene), "name": rows.name,
-          "shape": list(rows.shape),
-          "crs": None if rows.crs is None else str(rows.crs),
-          "transform": (None if rows.transform is None
-                        else list(rows.transform)[:6]),
-          "model": {"workdir": str(workdir), "checkpoint_step": step,
-                    "sensor": sensor.name, "target": target},
-          "bands": {"method": match.method,
-                    "scene_good_bands": int(match.matrix.shape[1]),
-                    "student_bands": int(match.matrix.shape[0]),
-                    "resampled": {f"{w:.2f} nm": round(float(c), 4)
-                                  for w, c in zip(
-                                      sensor.good_wavelength[~match.direct],
-                                      match.coverage[~match.direct])},
-                    "tolerance_nm": options.band_tolerance_nm},
-          "uncertainty": {"method": "MC dropout" if mc_samples else None,
-                          "samples": mc_samples, "dropout_rate": dropout,
-                          "band_description": uncertainty},
-          "thresholds": dataclasses.asdict(thresholds(options)),
-          **tally.summary(),
-          "seconds": seconds,
-          "pixels_per_second": rows.shape[0] * rows.shape[1] / seconds,
-          "devices": jax.device_count(), "backend": jax.default_backend(),
-          "data": (f"{target} predicted by a student trained on the "
-                   f"project {config.data.project}"
-                   if config.data.name == datasets.PROJECT else
-                   "EC predicted by a student trained on simulated satellite "
-                   "spectra of measured lab soil spectra (see README)."),
-      }
-      if writer is not None:
-        writer.commit(report, f"{rows.name}: {target} from the DeepSalt "
-                      f"student ({sensor.name}, {match.method} bands)\n"
-                      f"{uncertainty}")
-    except BaseException:
-      if writer is not None:
-        writer.abort()
-      raise
-  logging.info("Map of %s in %.0f s (%.0f px/s); files in %s", rows.name,
-               seconds, report["pixels_per_second"], output_dir)
-  return report
+      mapper.map_one(scene, name)
+      out["mapped"].append(name)
+    except Exception as e:  # pylint: disable=broad-except
+      # One bad scene must not lose a region's worth of maps.
+      logging.exception("%s%s failed: %s", mapper.prefix, name, e)
+      out["failed"][name] = e
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("deepsalt mapped every scene")
+  if jax.process_index() == 0:
+    reports = [r for r in (map_files.completed(
+        mapper.output_dir, s.stem, mapper.signature) for s in found) if r]
+    if reports:
+      vrts = mosaic.write_vrts(mapper.output_dir, reports)
+      out["region"] = mosaic.region_report(
+          mapper.output_dir, reports, vrts, time.perf_counter() - start_time)
+      logging.info("%sRegion: %d of %d scenes mapped; mosaic %s and %s.md in "
+                   "%s", mapper.prefix, len(reports), len(found),
+                   ", ".join(vrts["files"]), mosaic.REPORT,
+                   mapper.output_dir)
+  if out["failed"]:
+    listed = "; ".join(f"{n}: {e}" for n, e in out["failed"].items())
+    if all(isinstance(e, errors.UserError) for e in out["failed"].values()):
+      raise errors.UserError(f"{len(out['failed'])} of {len(mine)} scenes "
+                             f"failed (the others are mapped): {listed}")
+    raise RuntimeError(f"{len(out['failed'])} scenes failed (tracebacks "
+                       f"above): {listed}")
+  return out

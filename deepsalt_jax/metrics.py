@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from data_prep import ec_methods
+
 # At least this many samples for a metric set (sd with ddof=1 needs 2).
 MIN_SAMPLES = 2
 # Salinity classes of the saturated-paste EC (dS/m), the FAO/USDA scale
@@ -27,6 +29,11 @@ SALINITY_CLASS_EDGES = (2.0, 4.0, 8.0, 16.0)
 SALINITY_CLASS_NAMES = ("non-saline (<2 dS/m)", "slightly saline (2-4)",
                         "moderately saline (4-8)", "strongly saline (8-16)",
                         "extremely saline (>16)")
+# The EC the salinity models predict, named on every map: the simulated
+# benchmark's EC is that of the saturated-paste extract, the one the FAO
+# classes are defined on. A config of a user's own data names its own
+# (config.data.ec_method, e.g. 'EC1:5'), which maps then show instead.
+EC_METHOD = ec_methods.CLASS_METHOD
 
 
 def salinity_class(ec) -> np.ndarray:

@@ -113,7 +113,7 @@ def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
       pair_satellite=satellite, target=target.astype(np.float32),
       region=region, fold=np.zeros(n, np.int32), role=role,
       region_names=("a", "b"), test=test, validation=np.zeros(n, bool),
-      sensor="enmap")
+      blocks=np.full(n, "b0"), sensor="enmap")
 
 
 def test_baselines_fit_labelled_pixels_per_region():

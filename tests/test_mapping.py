@@ -14,7 +14,9 @@ from configs import distill
 from conftest import REPO, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
+from deepsalt_jax import calibration
 from deepsalt_jax import map_files
+from deepsalt_jax import map_stats
 from deepsalt_jax import mapping
 from deepsalt_jax import train
 from deepsalt_spectral import bands
@@ -65,7 +67,7 @@ def _with_options(config, **options):
 
 def test_salinity_classes_known_answers():
   ec = np.array([0.0, 1.99, 2.0, 3.9, 4.0, 8.0, 15.9, 16.0, 100.0, np.nan])
-  np.testing.assert_array_equal(map_files.salinity_class(ec),
+  np.testing.assert_array_equal(map_stats.salinity_class(ec, 255),
                                 [0, 0, 1, 1, 2, 3, 3, 4, 4, 255])
 
 
@@ -87,6 +89,16 @@ def test_mapping_options_come_from_config_mapping():
   assert mapping.mapping_options(config).ndvi_max == 0.5
   config.mapping.mc_samples = 1
   with pytest.raises(ValueError, match="mc_samples=1"):
+    mapping.mapping_options(config)
+  config.mapping.update(mc_samples=10, mc_mode="half")
+  with pytest.raises(ValueError, match="mc_mode='half': use full or head"):
+    mapping.mapping_options(config)
+  config.mapping.update(mc_mode="head", masks="water, cloud_haze")
+  assert mapping.thresholds(config.mapping) == indices.MaskThresholds(
+      ndvi_max=None, ncai_max=None, reflectance_min=None,
+      reflectance_max=None, ndrbi_min=0.0, cloud_blue_min=0.15)
+  config.mapping.masks = "water,clouds"
+  with pytest.raises(ValueError, match=r"unknown \['clouds'\]"):
     mapping.mapping_options(config)
   del config["mapping"]
   with pytest.raises(ValueError, match="no `mapping` entry"):
@@ -146,22 +158,29 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   ec, ec_crs, ec_transform, nodata = _read(out / names["ec"])
   std = _read(out / names["ec"], 2)[0]
   assert (ec_crs, ec_transform) == (crs, transform)
+  for kind in ("ec", "class", "masks"):  # Cloud-Optimized GeoTIFFs.
+    with rasterio.open(out / names[kind]) as ds:
+      assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+      assert ds.profile["tiled"] and ds.block_shapes[0] == (
+          map_files.COG_BLOCK, map_files.COG_BLOCK)
   masks = {n: _read(out / names["masks"], i)[0].astype(bool)
            for i, n in enumerate(indices.MASK_NAMES, start=1)}
   expected_nodata = np.zeros(ec.shape, bool)
   expected_nodata[NODATA_BLOCK] = True
   np.testing.assert_array_equal(masks["nodata"], expected_nodata)
-  # Water and dry vegetation are off by default: soil = valid, not green,
-  # not dark (this tile has L2A pixels with zero red and NIR reflectance).
-  assert 0 < masks["green_vegetation"].sum() < ec.size
-  assert masks["dark"].sum() > 0
-  assert not (masks["water"].any() or masks["dry_vegetation"].any())
-  np.testing.assert_array_equal(masks["soil"], ~masks["nodata"] & ~masks[
-      "green_vegetation"] & ~masks["dark"])
+  # The masks are those of the whole scene, all tests on by default (this
+  # tile has vegetation, dry vegetation and L2A pixels with zero red and
+  # NIR reflectance, 'dark').
+  expected = indices.soil_masks(scenes.read_scene(tile),
+                                indices.MaskThresholds())
+  for name in indices.MASK_NAMES:
+    np.testing.assert_array_equal(masks[name], expected[name], name)
+  assert masks["green_vegetation"].any() and masks["dark"].any()
+  assert masks["dry_vegetation"].any()
   valid = ec != nodata
   np.testing.assert_array_equal(valid, masks["soil"])
   assert not (valid & expected_nodata).any()
-  assert 300 < valid.sum() < ec.size  # Bare soil; vegetation masked.
+  assert 200 < valid.sum() < ec.size  # Bare soil; the rest masked.
   assert np.all(np.isfinite(ec[valid])) and np.all(np.isfinite(std[valid]))
   assert np.all((ec[valid] >= 0) & (ec[valid] < 200))
   assert np.all(std[valid] >= 0) and np.any(std[valid] > 0)
@@ -170,15 +189,93 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
                                                             names["class"])
   assert (class_crs, class_transform, class_nodata) == (crs, transform, 255)
   np.testing.assert_array_equal(
-      classes, map_files.salinity_class(np.where(valid, ec, np.nan)))
+      classes, map_stats.salinity_class(np.where(valid, ec, np.nan), 255))
   with rasterio.open(out / names["ec"]) as ds:
-    assert "Monte Carlo dropout" in ds.descriptions[1]
+    assert "head alone" in ds.descriptions[1]
+    assert ds.tags(1)["ec_method"] == "ECe"
   saved = json.loads((out / names["report"]).read_text())
   assert saved["uncertainty"]["method"] == "MC dropout"
+  assert saved["uncertainty"]["mode"] == "head"
   assert saved["pixels"]["soil"] == valid.sum()
-  assert sum(c["pixels"] for c in saved["classes"].values()) == valid.sum()
   assert saved["pixels"] == report["pixels"]
+  assert sum(c["pixels"] for c in saved["classes"].values()) == valid.sum()
+  # 30 m pixels: 0.09 ha each.
+  assert saved["soil_area_ha"] == pytest.approx(0.09 * valid.sum())
+  assert sum(c["area_ha"] for c in saved["classes"].values()) == (
+      pytest.approx(saved["soil_area_ha"]))
+  ec_soil = ec[valid]
+  assert saved["ec_dS_per_m"]["mean"] == pytest.approx(ec_soil.mean(),
+                                                       rel=1e-5)
+  for p in map_stats.PERCENTILES:  # To the histogram's resolution.
+    assert saved["ec_dS_per_m"][f"p{p}"] == pytest.approx(
+        np.percentile(ec_soil, p, method="inverted_cdf"),
+        rel=map_stats.HIST_RATIO - 1)
+  assert saved["soil_fraction_of_valid"] == pytest.approx(
+      valid.sum() / (~expected_nodata).sum())
   assert (out / names["quicklook"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _float_tile(reference_data, path, edit, wavelength_shift=None):
+  """The tile as float32 reflectance x 10000 (EnMAP's tags), `edit(raw)`
+  applied; `wavelength_shift`: (band number, nm) moved in the tags."""
+  with rasterio.open(reference_data / TILE) as src:
+    raw = src.read().astype(np.float32)
+    profile = dict(src.profile, dtype="float32")
+    tags = [src.tags(b) for b in range(1, src.count + 1)]
+    scales = src.scales
+  edit(raw)
+  with rasterio.open(path, "w", **profile) as dst:
+    dst.write(raw)
+    for b, band_tags in enumerate(tags, start=1):
+      dst.update_tags(b, **band_tags)
+    if wavelength_shift:
+      band, nm = wavelength_shift
+      dst.update_tags(band, wavelength=float(tags[band - 1]["wavelength"])
+                      + nm)
+    dst.scales = scales
+  return path
+
+
+def test_implausible_nan_and_cloudy_pixels_are_masked_and_counted(
+    tiny_run, reference_data, tmp_path):
+  """A flat 3.0-reflectance pixel, a NaN in one band of another and a cloud
+  get no EC; the scene still maps and the report counts them. A band moved
+  3 nm is resampled, and the report says so with its coverage."""
+  with rasterio.open(reference_data / TILE) as src:
+    wavelength = np.array([float(src.tags(b)["wavelength"])
+                           for b in range(1, src.count + 1)])  # File order.
+  soil = np.argwhere(scenes.soil_pixels(scenes.read_scene(
+      reference_data / TILE)))
+  (r0, c0), (r1, c1), (r2, c2) = soil[:3]
+
+  def edit(raw):
+    good = raw[:, r0, c0] != -32768
+    raw[good, r0, c0] = 30000.0
+    raw[np.flatnonzero(good)[50], r1, c1] = np.nan
+    # White in the VNIR, dark in the SWIR: a water cloud.
+    raw[good, r2, c2] = np.where(wavelength < 1300, 6000.0, 1500.0)[good]
+
+  moved = int(np.argmin(np.abs(wavelength - 1000.0)))
+  path = _float_tile(reference_data, tmp_path / "edited.tif", edit,
+                     wavelength_shift=(moved + 1, 3.0))
+  config, workdir = tiny_run
+  report = mapping.map_scene(config, workdir, path, tmp_path / "maps")
+  ec = _read(tmp_path / "maps" / "edited_ec.tif")[0]
+  masks = {n: _read(tmp_path / "maps" / "edited_masks.tif", i)[0]
+           for i, n in enumerate(indices.MASK_NAMES, start=1)}
+  for (r, c), name in (((r0, c0), "out_of_range"), ((r1, c1), "non_finite"),
+                       ((r2, c2), "cloud_haze")):
+    assert masks[name][r, c] == 1 and masks["soil"][r, c] == 0, name
+    assert ec[r, c] == map_files.EC_NODATA, name
+  # The flat 3.0 pixel is also white and bright: a cloud too.
+  assert [report["pixels"][n] for n in (
+      "out_of_range", "non_finite", "cloud_haze")] == [1, 1, 2]
+  assert report["pixels"]["soil"] == len(soil) - 3
+  enmap = sensors.builtin("enmap").good_wavelength
+  band = f"{enmap[np.argmin(np.abs(enmap - wavelength[moved]))]:.2f} nm"
+  assert list(report["bands"]["resampled"]) == [band]
+  assert report["bands"]["resampled"][band] >= 0.9
+  assert report["bands"]["min_coverage"] == 0.9
 
 
 def test_tiling_and_batching_do_not_change_the_map(tiny_run, tile, mapped,
@@ -192,6 +289,34 @@ def test_tiling_and_batching_do_not_change_the_map(tiny_run, tile, mapped,
     np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif", band)[0],
                                _read(whole / "tile_ec.tif", band)[0],
                                rtol=2e-5, atol=1e-6)
+
+
+def test_uncertainty_band_is_the_calibrated_interval_of_the_run(
+    tiny_run, tile, mapped, tmp_path):
+  """Band 2 is the run's conformal multiplier x the raw MC spread, and says
+  so; without a calibration (or for another spread) it is the raw spread."""
+  config, workdir = tiny_run
+  student = distill.get_config("tiny").stage  # The student's folder name.
+  fitted = calibration.load(workdir / student)
+  assert fitted["mc_mode"] == "head" and fitted["multiplier"] > 0
+  report, whole = mapped
+  assert report["uncertainty"]["calibration"] == fitted
+  with rasterio.open(whole / "tile_ec.tif") as ds:
+    assert "calibrated 90% interval" in ds.descriptions[1]
+  uncalibrated = tmp_path / "run"
+  shutil.copytree(workdir, uncalibrated)
+  (uncalibrated / student / calibration.CALIBRATION_FILE).unlink()
+  mapping.map_scene(config, uncalibrated, tile, tmp_path / "raw")
+  with rasterio.open(tmp_path / "raw" / "tile_ec.tif") as ds:
+    assert "not a calibrated interval" in ds.descriptions[1]
+    raw = ds.read(2, masked=True)
+  np.testing.assert_allclose(
+      _read(whole / "tile_ec.tif", 2)[0][~raw.mask],
+      fitted["multiplier"] * raw.compressed(), rtol=1e-5)
+  # Full MC dropout is another spread: the head's multiplier is not used.
+  full = mapping.map_scene(_with_options(config, mc_mode="full"), workdir,
+                           tile, tmp_path / "full")
+  assert full["uncertainty"]["calibration"] is None
 
 
 @pytest.mark.slow

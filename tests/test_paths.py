@@ -57,7 +57,7 @@ def _write_outputs(root: epath.Path) -> None:
   masks = {name: np.zeros((4, 5), bool) for name in indices.MASK_NAMES}
   masks["soil"][:] = True
   maps.write(0, ec, ec / 10, masks)
-  maps.commit({"scene": "test"}, "title")
+  maps.commit(lambda: {"scene": "test"}, "title")
 
 
 @pytest.mark.parametrize("where", ["local", "gs"])

@@ -283,14 +283,23 @@ def test_scene_sorts_detector_ordered_bands(tmp_path):
 
 
 # Bad input.
-def test_nan_reflectance_is_refused_unless_declared_nodata(tmp_path):
+def test_nan_pixels_are_masked_not_fatal_unless_declared_nodata(
+    tmp_path, caplog):
   cube, wavelength = _soil_cube()
   cube[:, 1, 2] = np.nan
+  cube[5, 0, 1] = np.inf  # One band of another pixel.
   header = _write_envi(tmp_path, cube, wavelength)
-  with pytest.raises(ValueError, match="NaN/Inf.*nodata=float"):
-    scenes.read_envi(header)
+  scene = scenes.read_envi(header)
+  expected = np.zeros(scene.shape, bool)
+  expected[1, 2] = expected[0, 1] = True
+  np.testing.assert_array_equal(scene.non_finite, expected)
+  np.testing.assert_array_equal(scene.nodata, expected)
+  assert "2 pixels with NaN/Inf" in caplog.text
+  masks = indices.soil_masks(scene, indices.NDVI_ONLY)  # Bands from 500 nm.
+  np.testing.assert_array_equal(masks["non_finite"], expected)
+  assert not (masks["nodata"] | masks["soil"])[expected].any()
   scene = scenes.read_envi(header, nodata=float("nan"))
-  assert scene.nodata[1, 2] and scene.nodata.sum() == 1
+  assert scene.nodata[1, 2] and not scene.non_finite[1, 2]
 
 
 def test_pixel_missing_some_good_bands_becomes_nodata(tmp_path, caplog):
@@ -424,12 +433,13 @@ def _mixed_scene():
 def test_soil_pixels_and_bare_soil_spectra():
   scene = _mixed_scene()
   assert indices.ndvi(scene)[1, 0] > 0.7
-  mask = scenes.soil_pixels(scene)
+  mask = scenes.soil_pixels(scene, indices.NDVI_ONLY)
   assert mask[0].all() and not mask[1].any() and mask[3, :3].all()
   assert mask[2].all() and not mask[3, 3]  # Water passes NDVI alone.
   water = indices.MaskThresholds(ndrbi_min=-0.2)
   mask = scenes.soil_pixels(scene, water)
   assert not mask[2].any() and mask.sum() == 7
+  np.testing.assert_array_equal(scenes.soil_pixels(scene), mask)  # Default.
   spectra = scenes.bare_soil_spectra(scene, thresholds=water)
   assert spectra.shape == (7, scene.good.size)
   np.testing.assert_array_equal(spectra[0], scene.reflectance[scene.good, 0, 0])
@@ -447,3 +457,58 @@ def test_enmap_bare_soil_spectra(reference_data):
   mask = scenes.soil_pixels(scene)
   assert spectra.shape == (mask.sum(), 215) and 0 < mask.sum() < mask.size
   assert np.all(indices.ndvi(scene)[mask] <= 0.3)
+
+
+def _cube(spectra, wavelength):
+  """A 1-row Scene of spectra [n, bands]."""
+  cube = np.asarray(spectra, np.float32).T[:, None, :]
+  return scenes.Scene(reflectance=cube, wavelength=wavelength,
+                      fwhm=np.full(wavelength.size, 10.0),
+                      bad=sensors.in_bad_window(wavelength),
+                      nodata=np.zeros((1, cube.shape[2]), bool))
+
+
+def test_default_masks_known_answers():
+  """Each default test flags its case and no other; a bright salt crust
+  (white but redder than blue, bright at 2.2 um) is soil."""
+  w = np.arange(420.0, 2430.0, 10.0)
+  ramp = lambda lo, hi: lo + (hi - lo) * (w - w[0]) / (w[-1] - w[0])
+  spectra = {
+      "soil": ramp(0.1, 0.4),
+      "salt crust": np.where(w < 500, 0.66, 0.72),
+      "cloud": np.where(w < 1300, 0.6, 0.2),  # White; water absorbs SWIR.
+      "haze": ramp(0.1, 0.4) + np.where(w < 600, 0.15, 0.0),  # Blue > red.
+      "flat 3.0": np.full(w.size, 3.0),
+      "negative band": np.where(np.abs(w - 1200) < 5, -0.2, ramp(0.1, 0.4)),
+      "water": np.where(w < 600, 0.06, 0.02),
+      "dry vegetation": np.where(np.abs(w - 2100) < 40, 0.25, ramp(0.2, 0.4)),
+      "green vegetation": np.where(w < 700, 0.05, 0.45),
+  }
+  masks = indices.soil_masks(_cube(list(spectra.values()), w),
+                             indices.MaskThresholds())
+  flagged = {name: [n for n in indices.MASK_NAMES if masks[n][0, i]]
+             for i, name in enumerate(spectra)}
+  assert flagged == {
+      "soil": ["soil"], "salt crust": ["soil"], "cloud": ["cloud_haze"],
+      "haze": ["cloud_haze", "water"], "flat 3.0": ["out_of_range",
+                                                    "cloud_haze"],
+      "negative band": ["out_of_range"], "water": ["water"],
+      "dry vegetation": ["dry_vegetation"],
+      "green vegetation": ["green_vegetation"]}
+
+
+def test_default_masks_keep_the_simulated_training_pixels(prepared_data_dir):
+  """The masks added to NDVI must not refuse the soils the student learned:
+  >= 99 % of the simulated satellite pixels that pass NDVI pass them all,
+  every saline one (EC > 8 dS/m) included."""
+  from configs import distill
+  from deepsalt_jax import input_pipeline
+  config = distill.get_config()
+  config.data.data_dir = str(prepared_data_dir)
+  data = input_pipeline.load_data(config.data)
+  enmap = sensors.builtin("enmap")
+  scene = _cube(data.satellite, enmap.good_wavelength)
+  soil = indices.soil_masks(scene, indices.MaskThresholds())["soil"][0]
+  bare = indices.soil_masks(scene, indices.NDVI_ONLY)["soil"][0]
+  assert soil[bare].mean() >= 0.99 and soil[bare & (data.target > 8)].all()
+  assert not (soil & ~bare).any()

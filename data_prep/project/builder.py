@@ -21,7 +21,6 @@ found and their distances are in the dataset's metadata ('report').
 import dataclasses
 import hashlib
 import json
-import pathlib
 from typing import Any
 
 from absl import logging

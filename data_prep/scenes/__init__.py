@@ -12,4 +12,5 @@ from data_prep.scenes.pixels import bare_soil_spectra
 from data_prep.scenes.pixels import extract_pixels
 from data_prep.scenes.pixels import soil_pixels
 from data_prep.scenes.read import read_scene
+from data_prep.scenes.read import SCENE_SUFFIXES
 from data_prep.scenes.scene import Scene

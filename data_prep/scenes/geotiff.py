@@ -219,30 +219,38 @@ class GeoTiffRows:
       fill = np.zeros(raw.shape, bool)
     else:
       fill = np.isnan(raw) if np.isnan(self._nodata) else raw == self._nodata
-    values = raw.astype(np.float32) * self._scale + self._offset
+    # In place: a full EnMAP block is 57 MB of float32 per temporary.
+    values = raw.astype(np.float32)
+    values *= self._scale
+    if np.any(self._offset):
+      values += self._offset
     return values, fill
 
   def read(self, start: int, stop: int) -> Optional[scene_lib.Scene]:
     """Rows [start, stop) as a Scene; None where all of them are nodata.
 
-    A pixel missing any good band is nodata, as in `read_geotiff`.
+    A pixel missing any good band is nodata, and one with NaN/Inf in a good
+    band is nodata and `non_finite`, as in `read_geotiff`.
     """
     if not 0 <= start < stop <= self.shape[0]:
       raise errors.UserError(f"{self.name}: rows [{start}, {stop}) are not "
                              f"within the scene's {self.shape[0]} rows.")
     window = rasterio.windows.Window(0, start, self.shape[1], stop - start)
     values, fill = self._read(window=window)
-    nodata = fill[~self.bad].any(axis=0)
-    if nodata.all():
+    good = ~self.bad[:, None, None]
+    nodata = np.any(fill, axis=0, where=good)
+    non_finite = scene_lib.non_finite_pixels(
+        values, self.bad, nodata, f"{self.name} rows {start}-{stop}")
+    nodata |= non_finite
+    if nodata.all() and not non_finite.any():
       return None
-    values[fill] = np.nan
-    values[:, nodata] = np.nan
+    np.copyto(values, np.nan, where=fill | nodata)
     transform = (None if self.transform is None else
                  self.transform @ affine.Affine.translation(0, start))
     return scene_lib.Scene(
         reflectance=values, wavelength=self.wavelength, fwhm=self.fwhm,
         bad=self.bad, nodata=nodata, crs=self.crs, transform=transform,
-        name=self.name)
+        name=self.name, non_finite=non_finite)
 
   def close(self) -> None:
     self._ds.close()

@@ -14,7 +14,7 @@ north-up grid, 0 = none) with the grid's GDAL `geotransform` and WKT
 `spatial_ref` as global attributes.
 """
 import pathlib
-from typing import Optional, Union
+from typing import Union
 
 import affine
 import h5py

@@ -12,6 +12,8 @@ from deepsalt_spectral import errors
 
 PathLike = Union[str, pathlib.Path]
 
+# A folder's files with these suffixes are scenes (ENVI by its header).
+SCENE_SUFFIXES = (".tif", ".tiff", ".hdr", ".he5", ".nc")
 FORMATS = ("GeoTIFF (.tif, .tiff; EnMAP L2A)", "ENVI (.hdr + raw data)",
            "PRISMA L2 (.he5)", "EMIT L2A (.nc)")
 

@@ -2,8 +2,10 @@
 
 Readers hand raw band values to `from_raw`, which applies the one set of rules
 every format shares: fill values become NaN, all-fill bands are bad, pixels
-without data in the good bands are nodata, percent or x10000 scaling is
-detected (and said), and implausible values stop with a clear error.
+without data in the good bands are nodata, pixels with NaN/Inf in a good band
+are nodata too and flagged `non_finite` (a few bad pixels never stop a
+scene), percent or x10000 scaling is detected (and said), and implausible
+values stop with a clear error.
 """
 import dataclasses
 from typing import Any, Optional
@@ -50,6 +52,8 @@ class Scene:
     transform: affine.Affine from (col, row) pixel corners to map
       coordinates, or None for an image without georeferencing.
     name: a label (the file stem) used for logs and the sensor name.
+    non_finite: bool [rows, cols], True where the file has data but a good
+      band holds NaN/Inf; such pixels are nodata too. None: none.
 
   Scenes compare by identity (eq=False), as arrays have no single truth.
   """
@@ -61,6 +65,7 @@ class Scene:
   crs: Any = None
   transform: Optional[affine.Affine] = None
   name: str = "scene"
+  non_finite: Optional[np.ndarray] = None
 
   def __post_init__(self):
     refl = self.reflectance
@@ -69,8 +74,11 @@ class Scene:
           "Scene.reflectance must be float32 [bands, rows, cols], "
           f"got {refl.dtype} {refl.shape}.")
     n_bands, rows, cols = refl.shape
+    if self.non_finite is None:
+      object.__setattr__(self, "non_finite", np.zeros((rows, cols), bool))
     for field, shape in (("wavelength", (n_bands,)), ("fwhm", (n_bands,)),
-                         ("bad", (n_bands,)), ("nodata", (rows, cols))):
+                         ("bad", (n_bands,)), ("nodata", (rows, cols)),
+                         ("non_finite", (rows, cols))):
       if np.shape(getattr(self, field)) != shape:
         raise errors.UserError(
             f"Scene.{field} must have shape {shape} to match "
@@ -81,17 +89,19 @@ class Scene:
       raise errors.UserError(
           f"{self.name}: every band is bad (flagged or without "
           "data); there is nothing to use in this scene.")
-    if np.all(self.nodata):
+    if np.all(self.nodata & ~self.non_finite):
       raise errors.UserError(
           f"{self.name}: every pixel is nodata. Check the nodata "
           "value (pass nodata=...) or pick another scene/subset.")
-    values = self.valid_values()
-    if not np.all(np.isfinite(values)):
-      count = int(np.sum(~np.isfinite(values)))
+    count = int(np.sum(~_finite_pixels(refl, self.bad) & ~self.nodata))
+    if count:
       raise errors.UserError(
-          f"{self.name}: {count} NaN/Inf reflectance values in good bands of "
-          "valid pixels. If they mark missing data, declare them nodata "
+          f"{self.name}: {count} valid pixels with NaN/Inf reflectance in "
+          "good bands. If they mark missing data, declare them nodata "
           "(nodata=float('nan')); otherwise fix the file.")
+    if np.any(self.non_finite & ~self.nodata):
+      raise errors.UserError(f"{self.name}: non_finite pixels must be nodata "
+                             "too.")
 
   @property
   def good(self) -> np.ndarray:
@@ -233,14 +243,11 @@ def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
     logging.warning("%s: %d pixels lack data in some good bands; marked "
                     "nodata.", name, int(partial.sum()))
     nodata = nodata | partial
+  non_finite = non_finite_pixels(values, bad, nodata, name)
+  nodata = nodata | non_finite
   if np.all(nodata):
     raise errors.UserError(_ALL_NODATA.format(name))
   valid = values[good][:, ~nodata]
-  if not np.all(np.isfinite(valid)):
-    raise errors.UserError(
-        f"{name}: {int(np.sum(~np.isfinite(valid)))} NaN/Inf values in good "
-        "bands of valid pixels. If NaN marks missing data pass "
-        "nodata=float('nan'); otherwise fix or subset the file.")
   if scale is None:
     scale = _detect_scale(valid, name)
   values = values * np.float32(scale) if scale != 1.0 else values.copy()
@@ -248,7 +255,34 @@ def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
   values[:, nodata] = np.nan
   _check_range(values[good][:, ~nodata], name)
   return Scene(reflectance=values, wavelength=wavelength, fwhm=fwhm, bad=bad,
-               nodata=nodata, crs=crs, transform=transform, name=name)
+               nodata=nodata, crs=crs, transform=transform, name=name,
+               non_finite=non_finite)
+
+
+def _finite_pixels(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
+  """Pixels whose good bands are all finite ([bands, rows, cols] values).
+
+  A sum is finite exactly when its terms are (reflectance cannot overflow
+  float32), and it needs no copy of the good bands.
+  """
+  with np.errstate(invalid="ignore", over="ignore"):
+    return np.isfinite(np.sum(values, axis=0,
+                              where=~np.asarray(bad)[:, None, None]))
+
+
+def non_finite_pixels(values: np.ndarray, bad: np.ndarray,
+                      nodata: np.ndarray, name: str) -> np.ndarray:
+  """Pixels with data but NaN/Inf in some good band.
+
+  They are masked, never fatal: one bad pixel must not stop a scene. (NaN
+  that marks missing data is declared with nodata=float('nan').)
+  """
+  found = ~nodata & ~_finite_pixels(values, bad)
+  if found.any():
+    logging.warning("%s: %d pixels with NaN/Inf values in good bands; masked "
+                    "as non_finite (pass nodata=float('nan') if NaN marks "
+                    "missing data).", name, int(found.sum()))
+  return found
 
 
 def _detect_scale(valid: np.ndarray, name: str) -> float:

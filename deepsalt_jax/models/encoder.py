@@ -156,9 +156,15 @@ class RegressionHead(nn.Module):
   dropout: float = 0.1
 
   @nn.compact
-  def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, features: jax.Array, *, train: bool,
+               keep: Optional[jax.Array] = None) -> jax.Array:
+    """Predicts; `keep` ([..., hidden] 0/1) are dropout masks to use instead
+    of drawing them (MC sampling with each sample's own keys)."""
     y = nn.gelu(nn.Dense(self.hidden, name='hidden')(features))
-    y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    if keep is None:
+      y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    else:
+      y = y * keep / (1.0 - self.dropout)
     return nn.Dense(1, name='out')(y)[..., 0]
 
 

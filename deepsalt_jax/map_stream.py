@@ -1,0 +1,153 @@
+"""A scene streamed through the mapper block by block, reading ahead.
+
+`open_rows` gives any scene as blocks of rows (a GeoTIFF window by window,
+so memory stays bounded for a full EnMAP scene; other formats in memory).
+`stream` reads, masks and band-matches the next block in a thread while the
+devices predict the current one, and writes the last one in another thread,
+so reading and writing overlap with compute.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import pathlib
+import time
+from typing import Callable
+
+from absl import logging
+import affine
+import numpy as np
+
+from data_prep import scenes
+from data_prep.scenes import geotiff
+from deepsalt_jax import map_stats
+from deepsalt_spectral import bands
+from deepsalt_spectral import indices
+
+
+class _SceneRows:
+  """An in-memory Scene with `geotiff.GeoTiffRows`'s interface."""
+
+  def __init__(self, scene: scenes.Scene):
+    self._scene = scene
+    for name in ("name", "shape", "wavelength", "fwhm", "bad", "crs",
+                 "transform"):
+      setattr(self, name, getattr(scene, name))
+
+  def read(self, start: int, stop: int) -> scenes.Scene | None:
+    nodata = self._scene.nodata[start:stop]
+    non_finite = self._scene.non_finite[start:stop]
+    if nodata.all() and not non_finite.any():
+      return None
+    return dataclasses.replace(
+        self._scene, reflectance=self._scene.reflectance[:, start:stop],
+        nodata=nodata, non_finite=non_finite,
+        transform=None if self.transform is None else
+        self.transform @ affine.Affine.translation(0, start))
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    pass
+
+
+def open_rows(path: pathlib.Path):
+  """The scene as blocks of rows: GeoTIFFs lazily, other formats in memory."""
+  if path.suffix.lower() in (".tif", ".tiff"):
+    return geotiff.GeoTiffRows(path)
+  return _SceneRows(scenes.read_scene(path))
+
+
+@dataclasses.dataclass
+class Block:
+  """Rows [start, stop) of a scene, ready to predict.
+
+  Attributes:
+    masks: `indices.MASK_NAMES` -> bool [rows, cols].
+    rows, cols: positions of the soil pixels in the block.
+    x: [n_soil, n_sensor] their spectra at the model's bands.
+  """
+  start: int
+  stop: int
+  masks: dict[str, np.ndarray]
+  rows: np.ndarray
+  cols: np.ndarray
+  x: np.ndarray
+
+
+def prepare(rows, start: int, stop: int, match: bands.BandMatch,
+            thresholds: indices.MaskThresholds) -> Block:
+  """Reads and masks rows [start, stop); the soil spectra band-matched.
+
+  A direct band match is a column selection, not a matrix product.
+  """
+  tile = rows.read(start, stop)
+  shape = (stop - start, rows.shape[1])
+  if tile is None:
+    masks = {name: np.zeros(shape, bool) for name in indices.MASK_NAMES}
+    masks["nodata"][:] = True
+  else:
+    masks = indices.soil_masks(tile, thresholds)
+  r, c = np.nonzero(masks["soil"])
+  x = np.zeros((0, match.matrix.shape[0]), np.float32)
+  if r.size:
+    good = tile.reflectance[:, r, c][tile.good].T
+    x = (good[:, match.matrix.argmax(axis=1)] if match.method == "direct"
+         else match(good))
+  return Block(start, stop, masks, r, c, np.ascontiguousarray(x, np.float32))
+
+
+def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
+           predict_fn: Callable[[np.ndarray, np.ndarray],
+                                tuple[np.ndarray, np.ndarray]],
+           write_fn: Callable[..., None] | None, tile_rows: int,
+           tally: map_stats.Tally, log_prefix: str) -> dict[str, float]:
+  """Maps the scene block by block; returns seconds spent per stage.
+
+  `predict_fn(x, index)` gives (EC, std) of spectra keyed by their pixel
+  index in the scene; `write_fn(start, ec, std, masks)` stores a block.
+  """
+  n_rows, n_cols = rows.shape
+  starts = list(range(0, n_rows, tile_rows))
+  seconds = dict.fromkeys(("read_and_mask", "predict", "write"), 0.0)
+
+  def timed(stage, fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    seconds[stage] += time.perf_counter() - start
+    return out
+
+  def read(start):
+    return timed("read_and_mask", prepare, rows, start,
+                 min(start + tile_rows, n_rows), match, thresholds)
+
+  begin, mapped = time.perf_counter(), 0
+  with concurrent.futures.ThreadPoolExecutor(1) as reader, \
+      concurrent.futures.ThreadPoolExecutor(1) as writer:
+    ahead, writes = reader.submit(read, starts[0]), []
+    for k in range(len(starts)):
+      block = ahead.result()
+      if k + 1 < len(starts):
+        ahead = reader.submit(read, starts[k + 1])
+      ec = np.full(block.masks["soil"].shape, np.nan, np.float32)
+      std = ec.copy()
+      if block.rows.size:
+        index = ((block.start + block.rows) * n_cols + block.cols)
+        ec[block.rows, block.cols], std[block.rows, block.cols] = timed(
+            "predict", predict_fn, block.x, index.astype(np.int32))
+      area = map_stats.pixel_area_m2(rows.crs, rows.transform, block.start,
+                                     block.stop, n_cols)
+      tally.add(block.masks, ec, std, area)
+      if write_fn is not None:
+        writes.append(writer.submit(timed, "write", write_fn, block.start,
+                                    ec, std, block.masks))
+      mapped += block.rows.size
+      elapsed = time.perf_counter() - begin
+      rate = block.stop * n_cols / elapsed
+      logging.info("%s%s: rows %d/%d | %.0f px/s (%.0f soil px/s), ETA %.0f "
+                   "s", log_prefix, rows.name, block.stop, n_rows, rate,
+                   mapped / elapsed, (n_rows - block.stop) * n_cols / rate)
+    for done in writes:
+      done.result()  # Raises a write's error here.
+  return seconds

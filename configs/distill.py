@@ -3,21 +3,23 @@
 Command (the main job): python launch.py --config=configs/distill.py
 Trains the teacher first (into <workdir>/teacher) when no teacher checkpoint
 exists, then the student (<workdir>/student) with the combined loss, then the
-comparison variants named in `compare` (default: `plain`, the same network on
-satellite spectra with no SAU, no distillation, no alignment and no teacher),
-and prints metrics on the held-out regions.
+peers named in `compare` (default: plain, finetune and dann_labels, the
+strongest things a user would train instead, same network and steps), and
+prints metrics on the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
-sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial, no_sau,
-no_distill, no_align, plain, compare=<ablation>[+<ablation>...]|none,
-target=potsdam (real EnMAP L2A soil pixels over Potsdam from
-$DEEPSALT_REFERENCE_DATA/enmap_potsdam as the unlabelled domain; EnMAP only),
-tiny.
-Run time: 3 min 50 s on 2 CPU cores including the data build (measured
-2026-12-01; teacher 18 steps/s, student 10, plain 25).
+sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
+space=sensor|lab, encoder=mlp|conv, no_sau, no_distill, no_align,
+sau_prior, plain, finetune, dann, dann_labels,
+compare=<variant>[+<variant>...]|none, target=potsdam (real EnMAP L2A soil
+pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
+unlabelled domain; EnMAP only), tiny.
+Run time: 80 s on 2 CPU cores including the data build (dataset 2.0.0,
+measured 2026-12-01).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m:
-teacher on lab 0.879 / 1.92, teacher on resampled pixels 0.709 / 2.99,
-student 0.851 / 2.13, plain 0.726 / 2.90.
+teacher on lab 0.748 / 2.78, teacher on pixels 0.452 / 4.10, student
+0.699 / 3.04, finetune 0.631 / 3.36, plain 0.596 / 3.52, dann_labels
+0.581 / 3.58.
 """
 from __future__ import annotations
 

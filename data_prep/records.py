@@ -45,6 +45,20 @@ def sensor_configs() -> list[SensorConfig]:
           for name in sensors.SENSORS]
 
 
+# Release notes both benchmarks share (the satellite view and roles are
+# made the same way for both).
+SHARED_RELEASE_NOTES = {
+    "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
+    "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
+             "bands from 1325 nm on bad, as EnMAP L2A flags them.",
+    "2.0.0": "Satellite view as flown (shifted centres, smile, FWHM and "
+             "calibration errors per scene; methods see the nominal "
+             "table), field darkening and moisture, gas and band-pattern "
+             "residuals, striping, band-correlated noise "
+             "(data_prep/satellite_view.py).",
+}
+
+
 class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
   """Lab spectra, their simulated satellite view and a target, one split.
 

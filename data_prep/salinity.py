@@ -22,14 +22,7 @@ class DeepsaltSalinity(records.SpectraBuilder):
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa (896) + located ICRAF-ISRIC (3,720) lab spectra; "
                "simulated EC and satellite view.",
-      "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
-      "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
-               "bands from 1325 nm on bad, as EnMAP L2A flags them.",
-      "2.0.0": "Satellite view as flown (shifted centres, smile, FWHM and "
-               "calibration errors per scene; methods see the nominal "
-               "table), field darkening and moisture, gas and band-pattern "
-               "residuals, striping, band-correlated noise "
-               "(data_prep/satellite_view.py).",
+      **records.SHARED_RELEASE_NOTES,
   }
   REGION_NAMES = sources.REGIONS
   TARGET = "EC of the saturated paste extract, dS/m (simulated)"

@@ -18,14 +18,7 @@ class DeepsaltSoc(records.SpectraBuilder):
   VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa CV.98, SL.125, UL.120, SC.93, SSP.460.",
-      "1.1.0": "Stored roles with 5 % labelled (was 10 %).",
-      "1.2.0": "No stored role (the trainer's config draws roles from 'u'); "
-               "bands from 1325 nm on bad, as EnMAP L2A flags them.",
-      "2.0.0": "Satellite view as flown (shifted centres, smile, FWHM and "
-               "calibration errors per scene; methods see the nominal "
-               "table), field darkening and moisture, gas and band-pattern "
-               "residuals, striping, band-correlated noise "
-               "(data_prep/satellite_view.py).",
+      **records.SHARED_RELEASE_NOTES,
   }
   REGION_NAMES = sources.LIMESODA_SETS
   TARGET = "SOC, % (measured; SOM / 1.724 for SL.125 and UL.120)"

@@ -351,8 +351,12 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
       mapper.map_one(scene, name)
       out["mapped"].append(name)
     except Exception as e:  # pylint: disable=broad-except
-      # One bad scene must not lose a region's worth of maps.
-      logging.exception("%s%s failed: %s", mapper.prefix, name, e)
+      # One bad scene must not lose a region's worth of maps. A user error
+      # (a damaged file, wrong bands) is one line; anything else a bug,
+      # with its traceback.
+      log = (logging.error if isinstance(e, errors.UserError)
+             else logging.exception)
+      log("%s%s failed: %s", mapper.prefix, name, e)
       out["failed"][name] = e
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("deepsalt mapped every scene")

@@ -144,6 +144,7 @@ def test_salinity_targets_are_ec_with_icraf_unfolded(salinity):
   assert all(r["fold"] == 0 and np.isfinite(r["lat"]) for r in icraf)
 
 
+@pytest.mark.slow
 def test_two_builds_give_identical_records(salinity, tmp_path):
   first, _ = salinity
   second, _ = _records("salinity", tmp_path)

@@ -74,8 +74,9 @@ def test_dropout_is_deterministic_given_rng():
   model = deepsalt.Teacher(**_parts(dropout=0.5))
   x = jnp.asarray(_lab_batch(8))
   params = model.init(jax.random.key(0), x, train=False)
-  run = lambda key, train: model.apply(
-      params, x, train=train, rngs={'dropout': key})['pred']
+  run = jax.jit(lambda key, train: model.apply(
+      params, x, train=train, rngs={'dropout': key})['pred'],
+                static_argnums=1)
   key1, key2 = jax.random.key(1), jax.random.key(2)
   np.testing.assert_array_equal(run(key1, True), run(key1, True))
   assert not np.allclose(run(key1, True), run(key2, True))

@@ -79,6 +79,12 @@ class Checkpointer:
           opt_state=ocp.args.StandardSave(
               {"step": state.step, "opt_state": state.opt_state})),
                          force=force)
+      if jax.process_count() > 1:
+        # Orbax's save finalization syncs the hosts by a barrier that does
+        # not name the manager: with this save still finalizing while
+        # another manager (the selector's 'best') saves, the hosts can
+        # pair the two barriers crosswise and hang. Seen with 2 processes.
+        self._manager.wait_until_finished()
 
   def save_params(self, step: int, params: Any) -> None:
     """Saves parameters alone (read back with `restore_params`)."""

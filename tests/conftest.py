@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -56,3 +57,32 @@ def tiny_config(config_module: str, data_dir: pathlib.Path, arg: str = ""):
   if "teacher" in config:
     config.teacher.data.data_dir = str(data_dir)
   return config
+
+
+def run_processes(commands: list[list[str]], envs: list[dict],
+                  log_dir: pathlib.Path, timeout: int = 300) -> list[str]:
+  """Runs the commands in parallel from the repo root; their logs.
+
+  Logs go to files: pipes read one process at a time fill up and block the
+  other process inside a collective, a deadlock. A process still running
+  after `timeout` seconds is killed (a hung pair must not outlive the
+  test), and any non-zero exit status fails with the logs' tails.
+  """
+  log_dir.mkdir(parents=True, exist_ok=True)
+  paths = [log_dir / f"process{i}.log" for i in range(len(commands))]
+  procs = []
+  for command, env, path in zip(commands, envs, paths):
+    with path.open("w") as log:
+      procs.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT))
+  try:
+    for p in procs:
+      p.wait(timeout=timeout)
+  finally:
+    for p in procs:
+      p.kill()
+  logs = [path.read_text() for path in paths]
+  assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(
+      log[-3000:] for log in logs)
+  return logs
+

@@ -1,14 +1,13 @@
 """Multi-process training on localhost: 2 processes x 2 CPU devices."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import portpicker
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, run_processes, tiny_config
 from deepsalt_jax import evaluate
 
 pytestmark = pytest.mark.slow
@@ -19,22 +18,14 @@ def _two_processes(prepared_data_dir, workdir, outs, sigterm_at=None):
   port = portpicker.pick_unused_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  # Logs go to files: a pipe read one process at a time fills up and blocks
-  # the other process inside a collective, a deadlock.
-  procs, log_files = [], [out.with_suffix(".log") for out in outs]
+  commands = []
   for i in range(2):
     args = [sys.executable, str(REPO / "tests" / "multiprocess.py"), str(i),
             str(port), str(prepared_data_dir), str(workdir), str(outs[i])]
     if sigterm_at is not None and i == 1:
       args.append(str(sigterm_at))
-    with log_files[i].open("w") as log:
-      procs.append(subprocess.Popen(args, env=env, cwd=REPO, stdout=log,
-                                    stderr=subprocess.STDOUT))
-  for p in procs:
-    p.wait(timeout=600)
-  logs = [f.read_text() for f in log_files]
-  assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][
-      -3000:]
+    commands.append(args)
+  logs = run_processes(commands, [env, env], outs[0].parent / "logs")
   return logs, [json.loads(out.read_text()) for out in outs]
 
 

@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import REPO
+from conftest import run_processes
 from deepsalt_jax import map_files
 from deepsalt_jax import mapping
 from deepsalt_jax import mosaic
@@ -170,20 +169,13 @@ def test_two_processes_map_each_scene_once_as_one_process_does(
   listing = tmp_path / "region.txt"
   listing.write_text("\n".join(f"scenes/{t}.tif" for t in TILES) + "\n")
   port = portpicker.pick_unused_port()
-  procs = []
-  for i in range(2):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
+  envs = [dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
-    procs.append(subprocess.Popen(
-        [sys.executable, "launch.py", "--mode=map", f"--workdir={workdir}",
-         f"--scene={listing}", f"--output={tmp_path / 'two'}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True))
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][
-      -3000:]
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in range(2)]
+  command = [sys.executable, "launch.py", "--mode=map", f"--workdir={workdir}",
+             f"--scene={listing}", f"--output={tmp_path / 'two'}"]
+  logs = run_processes([command, command], envs, tmp_path / "logs")
   mapped = {t: [i for i, log in enumerate(logs) if f"Map of {t} in" in log]
             for t in TILES}
   assert mapped == {TILES[0]: [0], TILES[1]: [1], TILES[2]: [0],

@@ -21,6 +21,7 @@ import rasterio
 import rasterio.shutil
 import rasterio.windows
 
+from data_prep import ec_methods
 from deepsalt_jax import map_stats
 from deepsalt_jax import metrics
 from deepsalt_jax import paths
@@ -95,8 +96,8 @@ class MapWriter:
     self._files = {}
     try:
       ec = self._open("ec", base, count=2, dtype="float32", nodata=EC_NODATA)
-      ec.set_band_description(1, f"{ec_method} (dS/m), deterministic "
-                              "student prediction")
+      ec.set_band_description(1, f"{ec_methods.label(ec_method)}, "
+                              "deterministic student prediction")
       ec.set_band_description(2, uncertainty)
       ec.update_tags(1, units="dS/m", ec_method=ec_method)
       ec.update_tags(2, units="dS/m")

@@ -107,12 +107,18 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
     assert (workdir / "cv" / fold / "student" / "checkpoints").is_dir()
   assert (workdir / "student" / "checkpoints").is_dir()
 
-  scene = sorted((example / "scenes").glob("*.tif"))[0]
-  result = _launch("--mode=map", f"--workdir={workdir}", f"--scene={scene}",
+  # The README's third command: every scene of the folder, and the region.
+  result = _launch("--mode=map", f"--workdir={workdir}",
+                   f"--scene={example / 'scenes'}",
                    f"--config.data.data_dir={tmp_path / 'tfds'}")
   assert result.returncode == 0, result.stderr[-3000:]
+  scenes = sorted((example / "scenes").glob("*.tif"))
+  region = json.loads((workdir / "maps" / "region_report.json").read_text())
+  assert sorted(region["per_scene"]) == sorted(s.stem for s in scenes)
+  scene = scenes[0]
   with rasterio.open(workdir / "maps" / f"{scene.stem}_ec.tif") as ds:
     assert ds.descriptions[0].startswith("EC (ECe, dS/m)")
+    assert "calibrated 90% interval" in ds.descriptions[1]
     ec = ds.read(1, masked=True)
   assert ec.count() > 0.5 * ec.size and float(ec.min()) >= 0
   report = json.loads((workdir / "maps" /

@@ -96,7 +96,8 @@ def draw(path: pathlib.Path, ec_path: pathlib.Path,
   fig = plt.figure(figsize=(15, 6.4))
   axes = [fig.add_axes(box) for box in _PANELS]
   panels = ((ec, f"EC: {ec_method}", "dS/m", "viridis"),
-            (std, "uncertainty: EC standard deviation", "dS/m", "magma"))
+            # What band 2 is (calibrated or raw) is said in the title.
+            (std, "uncertainty (band 2 of the EC file)", "dS/m", "magma"))
   for ax, box, (values, name, unit, cmap) in zip(axes, _PANELS, panels):
     finite = values[np.isfinite(values)]
     low, high = (np.percentile(finite, [2, 98]) if finite.size

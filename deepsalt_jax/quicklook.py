@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ _QUICKLOOK_PX = 1000
 _METRES_PER_DEGREE = math.pi / 180 * 6_371_008.8
 # Panel boxes (left, bottom, width, height) in figure fractions; colour bars
 # and the legend sit below, so the three map boxes are the same size.
-_PANELS = [(0.05 + 0.32 * i, 0.30, 0.27, 0.58) for i in range(3)]
+_PANELS = [(0.05 + 0.32 * i, 0.30, 0.27, 0.55) for i in range(3)]
 
 
 def _overview(path: pathlib.Path, bands: list[int]) -> np.ndarray:
@@ -135,6 +136,8 @@ def draw(path: pathlib.Path, ec_path: pathlib.Path,
       ax.set_ylabel(y_label, fontsize=8)
     if metres is not None:
       _scale_bar(ax, extent, metres)
-  fig.suptitle(title, fontsize=10)
+  # The title names the uncertainty band in a sentence: wrapped to fit.
+  fig.suptitle("\n".join(textwrap.fill(line, 200) for line in
+                         title.splitlines()), fontsize=9, y=0.99)
   fig.savefig(path, dpi=100, format="png")
   plt.close(fig)

@@ -67,6 +67,13 @@ def coverage(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
                        multiplier * np.asarray(std)))
 
 
+def gaussian_coverage(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
+                      nominal: float = NOMINAL) -> float:
+  """Share of `target` inside the raw spread's Gaussian `nominal` interval
+  (what the spread would claim uncalibrated)."""
+  return coverage(mean, std, target, _gaussian_quantile(nominal))
+
+
 def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:
   (epath.Path(directory) / CALIBRATION_FILE).write_text(
       json.dumps(calibration, indent=2))

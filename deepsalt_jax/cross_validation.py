@@ -44,7 +44,6 @@ from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
-from deepsalt_jax.models import build
 from deepsalt_spectral import errors
 
 TEACHER = "teacher (pixels)"
@@ -115,14 +114,14 @@ def _predictions(plan: stages.Plan, data: input_pipeline.Data,
   forward, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
   batch = config.train.eval_batch_size
   x = data.satellite[rows]
-  matrix = build.adaptation_matrix(data.sensor, plan.teacher.config.model)
   run = lambda model, p, inputs, method=None: predict.predict(
       model, p, inputs, mesh, batch, inverse, method=method)[0]
   out = {student.name: run(student.model(data.sensor), params[student.name],
                            x) for student in plan.students}
   out[TEACHER] = run(plan.teacher.model(data.sensor),
                        params[plan.teacher.name],
-                       x @ matrix.T.astype(np.float32), "from_prepared")
+                       plan.teacher.pixel_inputs(data.sensor, x),
+                       "from_prepared")
   train_rows = ~data.test & (data.role == roles.LABELLED)
   if train_rows.sum() < MIN_BASELINE_SAMPLES:
     logging.warning("%d labelled pixels to fit PLSR and the random forest "
@@ -302,9 +301,8 @@ def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
         multiplier * std[~other])
   fitted = fit(mean, std, target)
   return {**fitted, "coverage": float(covered.mean()),
-          "coverage_uncalibrated": calibration.coverage(
-              mean, std, target,
-              fitted["multiplier"] / fitted["scale_vs_gaussian"])}
+          "coverage_uncalibrated": calibration.gaussian_coverage(
+              mean, std, target, fitted["nominal"])}
 
 
 def train_and_validate(config: ml_collections.ConfigDict,

@@ -30,7 +30,6 @@ from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
-from deepsalt_jax.models import build
 from deepsalt_spectral import errors
 
 # Table columns: metric key -> header ({unit} filled in).
@@ -94,14 +93,12 @@ def entries(plan: stages.Plan, data: input_pipeline.Data,
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
-  # The classic transfer: the pixel brought to the teacher's input space by
-  # the SAU's fixed start (the physics inverse to the lab grid, or nothing
-  # for a sensor-space teacher, which is then a source-only network).
-  matrix = build.adaptation_matrix(data.sensor, teacher.config.model)
+  # The classic transfer (a sensor-space teacher on pixels is a source-only
+  # network).
   out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"]),
          Entry(f"{teacher.name} (pixels)", "satellite", model,
                params[teacher.name],
-               test["satellite"] @ matrix.T.astype(np.float32),
+               teacher.pixel_inputs(data.sensor, test["satellite"]),
                method="from_prepared")]
   for student in plan.students:
     out.append(Entry(student.name, student.input, student.model(data.sensor),
@@ -170,13 +167,6 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
   test = data.subset(data.test)
   results = {}
   for entry in entries_:
-    pred, _ = predict.predict(entry.model, entry.params, entry.x, mesh,
-                              config.train.eval_batch_size, inverse,
-                              method=entry.method)
-    results[entry.name] = {
-        "input": entry.input, "target": test["target"], "pred": pred,
-        **score(test["target"], pred, test["region"], data.region_names,
-                classes=salinity)}
     fitted = None
     if entry.calibration:  # Students only: the config has mapping options.
       fitted, why = calibration.for_spread(
@@ -184,15 +174,23 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
           config.mapping.mc_mode)
       if not fitted:
         logging.warning("[%s] no interval coverage: %s.", entry.name, why)
+    if fitted:  # The spread's mean is the deterministic prediction.
+      pred, std = spread(entry.model, entry.params, entry.x, mesh, config)
+    else:
+      pred, _ = predict.predict(entry.model, entry.params, entry.x, mesh,
+                                config.train.eval_batch_size, inverse,
+                                method=entry.method)
+    results[entry.name] = {
+        "input": entry.input, "target": test["target"], "pred": pred,
+        **score(test["target"], pred, test["region"], data.region_names,
+                classes=salinity)}
     if fitted:
-      mean, std = spread(entry.model, entry.params, entry.x, mesh, config)
       results[entry.name]["interval"] = {
           **fitted,
-          "coverage": calibration.coverage(mean, std, test["target"],
+          "coverage": calibration.coverage(pred, std, test["target"],
                                            fitted["multiplier"]),
-          "coverage_uncalibrated": calibration.coverage(
-              mean, std, test["target"],
-              fitted["multiplier"] / fitted["scale_vs_gaussian"])}
+          "coverage_uncalibrated": calibration.gaussian_coverage(
+              pred, std, test["target"], fitted["nominal"])}
   table = markdown_table(results, unit)
   if reporting.is_main_process():
     workdir = epath.Path(workdir)

@@ -220,6 +220,13 @@ class TeacherStage(Stage):
   def input_size(self, sensor: str) -> int:
     return resampling.lab_wavelengths().size
 
+  def pixel_inputs(self, sensor: str, satellite: np.ndarray) -> np.ndarray:
+    """Pixels in the teacher's input space through the SAU's fixed start
+    (the physics inverse to the lab grid, or nothing for a sensor-space
+    teacher): the classic transfer, applied with method='from_prepared'."""
+    matrix = build.adaptation_matrix(sensor, self.config.model)
+    return satellite @ matrix.T.astype(np.float32)
+
   def with_input_statistics(self, params, data):
     """The training lab spectra, in the teacher's input space."""
     model = self.model(data.sensor)

@@ -15,6 +15,9 @@ def test_multiplier_is_the_finite_sample_quantile_of_normalised_errors():
   assert fitted["validation_samples"] == 9 and not fitted["reliable"]
   assert fitted["scale_vs_gaussian"] == pytest.approx(8.0 / 1.2816, rel=1e-3)
   assert calibration.coverage(mean, std, target, 8.0) == pytest.approx(8 / 9)
+  # The uncalibrated Gaussian 80 % interval: +-1.28 std covers error 1 only.
+  assert calibration.gaussian_coverage(mean, std, target, 0.8) == (
+      pytest.approx(1 / 9))
 
 
 def test_calibrated_interval_covers_new_samples_at_the_nominal_rate():

@@ -29,8 +29,9 @@ from deepsalt_spectral import errors
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 
-# Field points off soil or outside the scenes, as in real campaigns.
-POINTS_ON_VEGETATION, POINTS_OUTSIDE = 3, 1
+# Field points on vegetation, as in real campaigns (and one between the
+# scenes, placed in `write`).
+POINTS_ON_VEGETATION = 3
 # Sampling error of EC: a soil core or a field measurement is not the 30 m
 # pixel's mean (log-normal sigma).
 LIBRARY_EC_SIGMA, POINT_EC_SIGMA = 0.15, 0.1

@@ -75,7 +75,7 @@ Run it (from the deepsalt_jax folder):
     python launch.py --config=configs/own_data.py \\
         --config.data.project={out} --workdir=runs/example
     python launch.py --mode=map --workdir=runs/example \\
-        --scene={out}/scenes/{first_scene}.tif
+        --scene={out}/scenes
 """
 
 
@@ -186,7 +186,7 @@ def write(out: str | pathlib.Path, size: str = "default",
                 n_located=int(np.isfinite(library["lat"]).sum()),
                 n_points=len(points), n_points_off=len(points) - dims.points,
                 n_scenes=len(scenes), pixels=dims.pixels, method="ECe",
-                out=out, first_scene=scenes[0].name)
+                out=out)
   (out / "README.md").write_text(README.format(**counts))
   return counts
 

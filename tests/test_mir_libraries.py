@@ -1,22 +1,14 @@
 """MIR lab libraries on their instrument's grid: OPUS folders, OSSL MIR
 tables and CSVs in wavenumbers (LimeSoDa's real MIR spectra)."""
-import LimeSoDa
 import numpy as np
 import pandas as pd
 import pytest
 
 import opus_files
+from projects import limesoda_mir
 from data_prep.libraries import formats
 from data_prep.libraries import tables
 from deepsalt_spectral import lab_grid
-
-
-def limesoda_mir(name="NRW.42"):
-  """(wavenumbers as stored, decreasing; [n, w] percent reflectance)."""
-  frame = LimeSoDa.load_dataset(name)["Dataset"]
-  columns = [c for c in frame.columns if c.startswith("wn_")]
-  return (np.array([float(c[3:]) for c in columns]),
-          frame[columns].to_numpy(np.float64))
 
 
 def _metadata(path, ids, ec=None):

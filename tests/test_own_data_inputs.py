@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import opus_files
 import projects
 from data_prep import datasets
 from data_prep import points as points_lib
@@ -21,7 +22,6 @@ from data_prep.project import folds
 from deepsalt_jax import cross_validation
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
-from test_mir_libraries import limesoda_mir
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def test_a_mir_library_keeps_its_grid(project, tmp_path):
   """LimeSoDa's real MIR spectra (percent reflectance, decreasing cm-1
   columns) as the library: not refused for the sensor, stored on their own
   grid, paired as a vis-NIR library is."""
-  wn, percent = limesoda_mir()
+  wn, percent = projects.limesoda_mir()
   library = pd.read_csv(project / "library.csv")
   mir = pd.DataFrame(percent[:len(library)], columns=[f"{w:g}" for w in wn])
   pd.concat([library[["sample_id", "ec", "lat", "lon"]], mir], axis=1).to_csv(
@@ -288,3 +288,26 @@ def test_a_student_without_pairs_in_a_fold_is_refused():
   data.role[2] = labelled
   with pytest.raises(ValueError, match="No library sample pairs"):
     cross_validation._check(config, data)  # pylint: disable=protected-access
+
+
+def test_an_opus_library_in_a_project(project, tmp_path):
+  """Bruker OPUS files (LimeSoDa's MIR as absorbance) keyed by file name."""
+  wn, percent = projects.limesoda_mir()
+  wn = np.linspace(wn[0], wn[-1], wn.size)  # OPUS axes are evenly spaced.
+  library = pd.read_csv(project / "library.csv")
+  (project / "opus").mkdir()
+  for i, name in enumerate(library.sample_id):
+    opus_files.write_opus(project / "opus" / f"{name}.0", wn,
+                          np.log10(100 / percent[i]))
+  library[["sample_id", "ec", "lat", "lon"]].to_csv(project / "meta.csv",
+                                                    index=False)
+  config = projects.data_config(project, tmp_path / "tfds", library="opus",
+                                library_format="opus",
+                                library_metadata="meta.csv")
+  records, report = _records(config)
+  _, info = _load(config)
+  grid = lab_grid.LabGrid.from_json(info.metadata["lab_grid"])
+  assert grid == lab_grid.LabGrid(wn[::-1], "cm-1", "absorbance")
+  np.testing.assert_allclose(records["paired", "l3"]["lab"],
+                             np.log10(100 / percent[3, ::-1]), rtol=1e-5)
+  assert report["library"]["paired by distance"] == 4

@@ -43,13 +43,29 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       sensor=sensor,  # Built-in sensor the scenes are brought to.
       data_dir="",  # '' = $DEEPSALT_DATA_DIR or ~/.cache/deepsalt_jax/tfds.
       # Lab spectra with EC: an ENVI library (.sli + .hdr) with a metadata
-      # CSV keyed by spectrum name, a CSV with one column per wavelength, or
-      # a folder of LUCAS topsoil / OSSL tables.
+      # CSV keyed by spectrum name, a CSV with one column per wavelength (nm)
+      # or wavenumber (cm-1), a folder of LUCAS topsoil / OSSL (vis-NIR or
+      # MIR) tables, or a folder of Bruker OPUS files (their absorbance, AB)
+      # with a metadata CSV keyed by file name less its number ('S12.0' ->
+      # 'S12'). A vis-NIR library (nm) is resampled to the benchmark's
+      # 180-band grid and must cover the sensor; a MIR one (cm-1) keeps its
+      # instrument's grid and quantity. The dataset's metadata 'lab_grid'
+      # states which.
       library="library/library.sli",
-      library_format="auto",  # auto (from the name), envi, csv, lucas, ossl.
-      # ENVI: the metadata CSV; CSV: EC in another file ('' = same file).
+      # auto (from the name: .sli, .csv), envi, csv, lucas, ossl, opus.
+      library_format="auto",
+      # CSV: the spectral columns' unit, nm or cm-1; '' = nm up to 2500,
+      # cm-1 when beyond and in decreasing order (as FTIR exports are),
+      # else asked for. OSSL: which scan table, nm (vis-NIR) or cm-1 (MIR);
+      # '' = the one in the folder.
+      library_unit="",
+      # CSV: reflectance (fraction or percent) or absorbance (log10(1/R));
+      # '' = reflectance in nm, absorbance in cm-1.
+      library_quantity="",
+      # ENVI, OPUS: the metadata CSV; CSV: EC in another file ('' = same).
       library_metadata="library/library.csv",
-      # Column names ('' = sample_id/name/id, ec/ECe, lat, lon): ENVI, CSV.
+      # Column names ('' = sample_id/name/id, ec/ECe, lat, lon): ENVI, CSV,
+      # OPUS.
       library_columns=dict(sample_id="", ec="", lat="", lon=""),
       library_ec_units="dS/m",
       library_ec_method="",  # '' = ec_method.

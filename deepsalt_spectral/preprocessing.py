@@ -1,7 +1,10 @@
-"""Reflectance preprocessing of soil spectroscopy: SNV, Savitzky-Golay, hull.
+"""Preprocessing of soil spectra: SNV, Savitzky-Golay, continuum removal.
 
-Spectra put bands on the last axis. Functions marked "numpy and jax" take
-either array kind and return the same kind, so they can run inside `jax.jit`.
+Spectra put bands on the last axis. SNV and Savitzky-Golay fit any lab grid
+(`lab_grid.LabGrid`: reflectance or absorbance, nm or cm-1; `delta` is the
+grid step in its unit); continuum removal is for reflectance only. Functions
+marked "numpy and jax" take either array kind and return the same kind, so
+they can run inside `jax.jit`.
 """
 from typing import Union
 
@@ -91,7 +94,8 @@ def continuum_removal(x, wavelength) -> np.ndarray:
   """Divides spectra (..., n) by their upper convex hull (numpy).
 
   The result is 1 on the hull and below 1 inside absorption features; the
-  band depth of a feature is 1 - min(CR). Reflectance must be positive.
+  band depth of a feature is 1 - min(CR). Reflectance must be positive; in
+  absorbance (MIR) the features are peaks, not dips, so this does not apply.
   """
   x = np.asarray(x, dtype=np.float64)
   wavelength = resampling.check_grid(wavelength, "wavelength")

@@ -1,7 +1,9 @@
 """Tiny own-data projects written in tests: a few GeoTIFF scenes of 10 x 10
-pixels, a CSV library and a points CSV, each file editable by the test."""
+pixels, a CSV library and a points CSV, each file editable by the test; and
+LimeSoDa's real MIR spectra to put in a library."""
 import pathlib
 
+import LimeSoDa
 import numpy as np
 import pandas as pd
 import rasterio.transform
@@ -20,6 +22,15 @@ LAB_NM = np.arange(400, 2451, 10)
 def soil(nm, brightness=1.0):
   """A soil-like spectrum (red above blue, flat NIR: NDVI ~0.05)."""
   return brightness * (0.15 + 0.15 * (np.asarray(nm) - 400.0) / 2050.0)
+
+
+def limesoda_mir(name="NRW.42"):
+  """LimeSoDa's real MIR spectra: (wavenumbers as stored, decreasing;
+  [n, w] percent reflectance)."""
+  frame = LimeSoDa.load_dataset(name)["Dataset"]
+  columns = [c for c in frame.columns if c.startswith("wn_")]
+  return (np.array([float(c[3:]) for c in columns]),
+          frame[columns].to_numpy(np.float64))
 
 
 def write_scene(path: pathlib.Path, origin=ORIGIN, sensor="enmap",

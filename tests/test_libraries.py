@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_prep import libraries
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
 
 LAB = resampling.lab_wavelengths()
@@ -160,8 +161,8 @@ def test_misnamed_target_column(tmp_path):
 
 @pytest.mark.parametrize("columns,message", [
     (["410", "400", "420"], "not sorted"),
-    (["400", "410", "410"], "duplicated wavelength"),
-    (["a", "b", "c"], "no wavelength columns"),
+    (["400", "410", "410"], "duplicated spectral columns"),
+    (["a", "b", "c"], "no spectral columns"),
 ])
 def test_bad_wavelength_columns(tmp_path, columns, message):
   path = _write(tmp_path / "s.csv", ["id", *columns], [["x", 0.1, 0.2, 0.3]])
@@ -206,14 +207,17 @@ def test_ec_units_checked(tmp_path):
 
 def test_library_must_cover_lab_grid_and_share_ids(tmp_path):
   nm = np.arange(400, 1001, 10)
-  short = libraries.SpectralTable(ids=np.array(["a"]), wavelength=nm * 1.0,
+  short = libraries.SpectralTable(ids=np.array(["a"]),
+                                  grid=lab_grid.LabGrid(nm * 1.0),
                                   spectra=_reflectance(nm)[None])
   targets = pd.DataFrame({"target": [1.0], "region": ["r"], "lat": [np.nan],
                           "lon": [np.nan]}, index=["a"])
   with pytest.raises(ValueError, match="lab grid needs 400.0-2450.0 nm"):
-    list(libraries.lab_examples(short, targets))
+    libraries.on_lab_grid(short)
   nm = np.arange(350, 2501, 10)
-  full = libraries.SpectralTable(ids=np.array(["a"]), wavelength=nm * 1.0,
-                                 spectra=_reflectance(nm)[None])
+  full = libraries.on_lab_grid(libraries.SpectralTable(
+      ids=np.array(["a"]), grid=lab_grid.LabGrid(nm * 1.0),
+      spectra=_reflectance(nm)[None]))
+  assert full.grid == lab_grid.visnir()
   with pytest.raises(ValueError, match="No sample id is shared"):
     list(libraries.lab_examples(full, targets.rename(index={"a": "z"})))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import opus_files
 import projects
 from data_prep import datasets
 from data_prep import points as points_lib
@@ -31,10 +32,14 @@ def project(tmp_path):
 
 def _records(config):
   """({(role name, sample id): record}, the builder's report)."""
-  source, info = datasets.load_project(config.to_dict(), config.data_dir)
+  source, info = _load(config)
   records = [source[i] for i in range(len(source))]
   return {(roles.ROLE_NAMES[r["role"]], r["sample_id"].decode()): r
           for r in records}, info.metadata["report"]
+
+
+def _load(config):
+  return datasets.load_project(config.to_dict(), config.data_dir)
 
 
 def _refused(config, tmp_path, match):
@@ -202,10 +207,12 @@ def test_library_must_cover_the_sensor(tmp_path):
   _refused(projects.data_config(visnir, tmp_path / "tfds"), tmp_path,
            r"library covers 380-1000 nm but the enmap bands the model reads "
            r"span 419-2446 nm")
-  mir = projects.write_project(tmp_path / "mir",
-                               library_nm=np.arange(2600, 25001, 400))
-  _refused(projects.data_config(mir, tmp_path / "tfds"), tmp_path,
-           "Mid-infrared")
+  # Increasing columns beyond 2500 could be nm or cm-1: the user says.
+  unclear = projects.write_project(tmp_path / "unclear",
+                                   library_nm=np.arange(2600, 25001, 400))
+  _refused(projects.data_config(unclear, tmp_path / "tfds"), tmp_path,
+           r"library.csv: spectral columns 2600-25000 reach beyond 2500 in "
+           r"increasing order.*data.library_unit\) to 'cm-1'")
 
 
 def test_scenes_of_mixed_sensors(project, tmp_path):
@@ -232,6 +239,42 @@ def test_library_spectra_on_the_lab_grid(project, tmp_path):
   np.testing.assert_allclose(records["library", "l6"]["lab"][inside],
                              projects.soil(lab[inside], 0.8 + 0.4 * 6 / 11),
                              rtol=1e-3)
+  _, info = _load(projects.data_config(project, tmp_path / "tfds"))
+  assert lab_grid.LabGrid.from_json(info.metadata["lab_grid"]) == (
+      lab_grid.visnir())
+
+
+def test_a_mir_library_keeps_its_grid(project, tmp_path):
+  """LimeSoDa's real MIR spectra (percent reflectance, decreasing cm-1
+  columns) as the library: not refused for the sensor, stored on their own
+  grid, paired as a vis-NIR library is."""
+  wn, percent = projects.limesoda_mir()
+  library = pd.read_csv(project / "library.csv")
+  mir = pd.DataFrame(percent[:len(library)], columns=[f"{w:g}" for w in wn])
+  pd.concat([library[["sample_id", "ec", "lat", "lon"]], mir], axis=1).to_csv(
+      project / "library.csv", index=False)
+  config = projects.data_config(project, tmp_path / "tfds",
+                                library_quantity="reflectance")
+  records, report = _records(config)
+  grid = lab_grid.LabGrid(wn[::-1], "cm-1", "reflectance")
+  _, info = _load(config)  # Prepared: the grid comes from its metadata.
+  assert lab_grid.LabGrid.from_json(info.metadata["lab_grid"]) == grid
+  assert info.features["lab"].shape == (wn.size,)
+  np.testing.assert_allclose(records["library", "l6"]["lab"],
+                             percent[6, ::-1] / 100, rtol=1e-6)
+  assert records["labelled", "p0"]["lab"].shape == (wn.size,)
+  assert np.isnan(records["labelled", "p0"]["lab"]).all()
+  assert report["library"]["paired by sample id"] == 2
+  assert report["library"]["paired by distance"] == 4
+  assert report["library"]["grid"] == grid.describe()
+  # Stated as absorbance (MIR's default), percent reflectance is refused.
+  for i, (key, value, match) in enumerate([
+      ("library_quantity", "", r"library.csv: median 1\d.\d+ is not "
+       "absorbance"),
+      ("library_unit", "um", r"data.library_unit='um': use one of nm, cm-1")]):
+    config = projects.data_config(project, tmp_path / f"{i}" / "tfds",
+                                  **{key: value})
+    _refused(config, tmp_path / f"{i}", match)
 
 
 def test_a_student_without_pairs_in_a_fold_is_refused():
@@ -246,3 +289,26 @@ def test_a_student_without_pairs_in_a_fold_is_refused():
   data.role[2] = labelled
   with pytest.raises(ValueError, match="No library sample pairs"):
     cross_validation._check(plan, data)  # pylint: disable=protected-access
+
+
+def test_an_opus_library_in_a_project(project, tmp_path):
+  """Bruker OPUS files (LimeSoDa's MIR as absorbance) keyed by file name."""
+  wn, percent = projects.limesoda_mir()
+  wn = np.linspace(wn[0], wn[-1], wn.size)  # OPUS axes are evenly spaced.
+  library = pd.read_csv(project / "library.csv")
+  (project / "opus").mkdir()
+  for i, name in enumerate(library.sample_id):
+    opus_files.write_opus(project / "opus" / f"{name}.0", wn,
+                          np.log10(100 / percent[i]))
+  library[["sample_id", "ec", "lat", "lon"]].to_csv(project / "meta.csv",
+                                                    index=False)
+  config = projects.data_config(project, tmp_path / "tfds", library="opus",
+                                library_format="opus",
+                                library_metadata="meta.csv")
+  records, report = _records(config)
+  _, info = _load(config)
+  grid = lab_grid.LabGrid.from_json(info.metadata["lab_grid"])
+  assert grid == lab_grid.LabGrid(wn[::-1], "cm-1", "absorbance")
+  np.testing.assert_allclose(records["paired", "l3"]["lab"],
+                             np.log10(100 / percent[3, ::-1]), rtol=1e-5)
+  assert report["library"]["paired by distance"] == 4

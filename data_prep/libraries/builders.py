@@ -2,9 +2,10 @@
 
 Each builder reads its files from TFDS `manual_dir` and writes array_record
 records {'lab', 'target', 'sample_id', 'region', 'lat', 'lon'}: 'lab' is
-reflectance (fraction) on the lab grid
-(`deepsalt_spectral.resampling.lab_wavelengths()`), resampled
-from the library's own grid; 'target' is EC in dS/m.
+reflectance (fraction) on the vis-NIR lab grid (`lab_grid.visnir()`),
+resampled from the library's own grid; 'target' is EC in dS/m. (MIR
+libraries keep their instrument's grid: read them in an own-data project,
+`data_prep.project`.)
 
 - `LucasTopsoil`: LUCAS topsoil spectra (absorbance, one column per
   wavelength plus PointID) joined with the topsoil table (Point_ID, EC mS/m).
@@ -51,7 +52,8 @@ class _LabLibrary(array_record_builder.ArrayRecordBuilder, abc.ABC):
         dl_manager.manual_dir))}
 
   def _generate_examples(self, manual_dir: pathlib.Path):
-    yield from tables.lab_examples(*self._read(manual_dir))
+    table, targets = self._read(manual_dir)
+    yield from tables.lab_examples(tables.on_lab_grid(table), targets)
 
   @abc.abstractmethod
   def _read(self, manual_dir: pathlib.Path
@@ -91,7 +93,7 @@ class OsslVisnir(_LabLibrary):
   """
 
   def _read(self, manual_dir):
-    return formats.read_ossl(manual_dir)
+    return formats.read_ossl(manual_dir, unit="nm")
 
 
 @dataclasses.dataclass(eq=False)
@@ -111,7 +113,7 @@ class CsvLibraryConfig(tfds.core.BuilderConfig):
   lon_column: Optional[str] = None
   default_region: str = "csv"
   quantity: str = "reflectance"
-  wavelength_pattern: str = tables.NUMBER_COLUMN
+  axis_pattern: str = tables.NUMBER_COLUMN
 
 
 class CsvLibrary(_LabLibrary):
@@ -133,5 +135,5 @@ class CsvLibrary(_LabLibrary):
         target_units=config.target_units,
         region_column=config.region_column or (),
         lat_column=config.lat_column or (), lon_column=config.lon_column or (),
-        default_region=config.default_region, quantity=config.quantity,
-        wavelength_pattern=config.wavelength_pattern)
+        default_region=config.default_region, unit="nm",
+        quantity=config.quantity, axis_pattern=config.axis_pattern)

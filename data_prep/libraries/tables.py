@@ -1,11 +1,16 @@
-"""Parsing core shared by the lab library builders.
+"""Parsing core shared by the lab library readers.
 
-`read_spectral_table` reads spectra stored one column per wavelength,
-`read_targets` reads EC with region and coordinates, and `lab_examples` joins
-them on sample id and resamples the spectra to the lab grid
-(`deepsalt_spectral.resampling.lab_wavelengths()`) with
-`sources.to_lab_grid`, as the
-shipped benchmark does.
+`read_spectral_table` reads spectra stored one column per wavelength (nm)
+or wavenumber (cm-1), `read_targets` reads EC with region and coordinates,
+`on_lab_grid` puts spectra on the grid a dataset stores and `lab_examples`
+joins them with the targets on sample id.
+
+The grid a dataset stores (`deepsalt_spectral.lab_grid.LabGrid`):
+- vis-NIR in nm: reflectance resampled to `lab_grid.visnir()` (the built-in
+  benchmark's grid) with `sources.to_lab_grid`; absorbance in nm (LUCAS) is
+  converted to reflectance first, as the SRF physics needs reflectance;
+- MIR in cm-1: the instrument's own grid and quantity (absorbance stays
+  absorbance), axis increasing.
 """
 import csv
 import dataclasses
@@ -20,6 +25,7 @@ import pandas as pd
 
 from data_prep import sources
 from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
 
 PathLike = Union[str, pathlib.Path]
@@ -40,6 +46,9 @@ _MIN_COVERAGE = 0.45
 _PERCENT_MEDIAN = 1.5
 # Median absorbance above this is not absorbance (percent reflectance?).
 _MAX_ABSORBANCE_MEDIAN = 5.0
+# Column numbers above this are not wavelengths (nm) of a vis-NIR-SWIR
+# library; FTIR (MIR) instruments write wavenumbers in decreasing order.
+_MAX_NM = 2500.0
 # EC unit -> factor to dS/m (1 mS/cm = 1 dS/m = 100 mS/m = 1000 uS/cm).
 EC_UNITS = {"dS/m": 1.0, "mS/cm": 1.0, "mS/m": 0.01, "uS/cm": 0.001,
             "S/m": 10.0}
@@ -50,9 +59,10 @@ NUMBER_COLUMN = r"^(\d+(?:\.\d+)?)$"
 
 @dataclasses.dataclass(frozen=True)
 class SpectralTable:
-  """Library spectra: ids [n] (str), wavelength [w] nm, spectra [n, w]."""
+  """Library spectra: ids [n] (str), spectra [n, grid.size] on `grid` (in
+  its quantity)."""
   ids: np.ndarray
-  wavelength: np.ndarray
+  grid: lab_grid.LabGrid
   spectra: np.ndarray
 
 
@@ -77,99 +87,128 @@ def _pick(columns: Sequence[str], wanted: Columns, what: str,
                          f"found: {shown}. Rename the column or configure it.")
 
 
-def _wavelength_columns(header, pattern: str, path, wavelength_range):
-  """(names, nm) of the wavelength columns, checked sorted and unique."""
+def _axis_columns(header, pattern: str, path, unit: str
+                  ) -> tuple[list[str], np.ndarray, str]:
+  """(names, axis, unit) of the spectral columns, axis increasing (columns
+  stored in decreasing order are reversed) and unit detected if ''."""
   regex = re.compile(pattern)
   found = [(c, float(m.group(1))) for c in header if (m := regex.match(c))]
   if not found:
     raise errors.UserError(
-        f"{path}: no wavelength columns match {pattern!r}; found columns "
+        f"{path}: no spectral columns match {pattern!r}; found columns "
         f"{header[:20]}. Name them by wavelength in nm (e.g. '400', "
-        "'400.5') or set the wavelength pattern.")
-  names, nm = zip(*found)
-  nm = np.array(nm)
-  duplicated = sorted({w for w in nm.tolist() if np.sum(nm == w) > 1})
+        "'400.5') or wavenumber in cm-1, or set the column pattern.")
+  names, axis = map(list, zip(*found))
+  values = np.array(axis)
+  duplicated = sorted({w for w in axis if np.sum(values == w) > 1})
   if duplicated:
     raise errors.UserError(
-        f"{path}: duplicated wavelength columns {duplicated[:10]}"
-        " nm; keep one column per wavelength.")
-  if np.any(np.diff(nm) <= 0):
-    i = int(np.argmax(np.diff(nm) <= 0))
+        f"{path}: duplicated spectral columns {duplicated[:10]}; keep one "
+        "column per wavelength or wavenumber.")
+  step = np.sign(np.diff(values))
+  if step.size and np.any(step != step[0]):
+    i = int(np.argmax(step != step[0]))  # Columns i-1, i, i+1 turn back.
     raise errors.UserError(
-        f"{path}: wavelength columns are not sorted ('{names[i]}'"
-        f" comes before '{names[i + 1]}'); write them in "
-        "increasing wavelength order.")
-  keep = in_range(nm, wavelength_range, path)
-  return [n for n, k in zip(names, keep) if k], nm[keep]
+        f"{path}: spectral columns are not sorted ('{names[i - 1]}', "
+        f"'{names[i]}', '{names[i + 1]}'); write them in increasing or "
+        "decreasing order.")
+  descending = bool(step.size) and step[0] < 0
+  if descending:
+    names, values = names[::-1], values[::-1]
+  return names, values, unit or _detect_unit(values, descending, path)
 
 
-def in_range(nm: np.ndarray, wavelength_range: Optional[tuple[float, float]],
-             where) -> np.ndarray:
-  """Which wavelengths lie in `wavelength_range`; none is an error."""
-  if wavelength_range is None:
-    return np.ones(nm.size, bool)
-  keep = (nm >= wavelength_range[0]) & (nm <= wavelength_range[1])
+def _detect_unit(axis: np.ndarray, descending: bool, path) -> str:
+  """'nm' up to 2500, 'cm-1' beyond when stored decreasing (as FTIR
+  instruments write them); otherwise the user must say."""
+  if axis[-1] <= _MAX_NM:
+    return "nm"
+  if descending:
+    logging.info("%s: spectral columns %g-%g in decreasing order read as "
+                 "wavenumbers (cm-1).", path, axis[-1], axis[0])
+    return "cm-1"
+  raise errors.UserError(
+      f"{path}: spectral columns {axis[0]:g}-{axis[-1]:g} reach beyond "
+      f"{_MAX_NM:g} in increasing order, so their unit is not clear; set it "
+      "(data.library_unit) to 'cm-1' for wavenumbers (MIR) or 'nm'.")
+
+
+def in_range(nm: np.ndarray, where) -> np.ndarray:
+  """Which wavelengths lie in LAB_READ_RANGE_NM; none is an error."""
+  lo, hi = LAB_READ_RANGE_NM
+  keep = (nm >= lo) & (nm <= hi)
   if not keep.any():
     raise errors.UserError(
         f"{where}: its wavelengths ({nm.min():g}-{nm.max():g} nm) lie outside "
-        f"{wavelength_range[0]:g}-{wavelength_range[1]:g} nm, the vis-NIR-SWIR "
-        "range the models read. Mid-infrared (MIR) libraries are not "
-        "supported yet; use a vis-NIR library (350-2500 nm).")
+        f"{lo:g}-{hi:g} nm, the vis-NIR-SWIR grid a library in nm is "
+        "resampled to. If they are wavenumbers (MIR), set the unit "
+        "(data.library_unit) to 'cm-1'.")
   return keep
 
 
 def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
                         id_column: Columns,
-                        wavelength_pattern: str = NUMBER_COLUMN,
-                        quantity: str = "reflectance",
-                        wavelength_range: Optional[tuple[float, float]] = None
-                        ) -> SpectralTable:
-  """Reads spectra from CSV files with one column per wavelength.
+                        axis_pattern: str = NUMBER_COLUMN,
+                        unit: str = "", quantity: str = "") -> SpectralTable:
+  """Reads spectra from CSV files with one column per wavelength/wavenumber.
 
   Args:
     paths: one CSV (optionally .gz) or several with the same columns.
     id_column: the sample id column, or candidate names (first found).
-    wavelength_pattern: regex whose group 1 is the wavelength in nm.
+    axis_pattern: regex whose group 1 is the column's wavelength (nm) or
+      wavenumber (cm-1).
+    unit: 'nm', 'cm-1' or '' (detected: `_detect_unit`). In nm only the
+      columns within LAB_READ_RANGE_NM are read.
     quantity: 'reflectance' (fraction or percent: a median above 1.5 is
-      percent, converted with a warning) or 'absorbance' (log10(1/R)).
-    wavelength_range: (lo, hi) nm; columns outside are not read.
+      percent, converted with a warning), 'absorbance' (log10(1/R)) or ''
+      (what the unit's instruments write: reflectance in nm, absorbance in
+      cm-1).
 
   Returns:
-    SpectralTable of reflectance fractions. Rows with missing values are
-    dropped (warning with the count); replicate rows of one id are averaged
-    as stored (absorbance before conversion, as OSSL does for LUCAS).
+    SpectralTable as `to_spectral_table` describes.
   """
-  if quantity not in ("reflectance", "absorbance"):
-    raise errors.UserError(
-        f"quantity must be 'reflectance' or 'absorbance', got "
-        f"{quantity!r}.")
+  if unit not in ("", *lab_grid.UNITS):
+    raise errors.UserError(f"Library unit {unit!r}: use one of "
+                           f"{', '.join(lab_grid.UNITS)} or '' (detect).")
   paths = [pathlib.Path(paths)] if isinstance(paths, (str, pathlib.Path)) else [
       pathlib.Path(p) for p in paths]
   if not paths:
     raise errors.UserError("No spectra files given.")
-  frames, wavelength = [], None
+  frames, axis = [], None
   for path in paths:
     header = _raw_header(path)
     id_name = _pick(header, id_column, "sample id", path)
-    names, nm = _wavelength_columns(header, wavelength_pattern, path,
-                                    wavelength_range)
-    if wavelength is not None and not np.array_equal(nm, wavelength):
+    names, values, unit = _axis_columns(header, axis_pattern, path, unit)
+    if unit == "nm":
+      keep = in_range(values, path)
+      names, values = [n for n, k in zip(names, keep) if k], values[keep]
+    if axis is not None and not np.array_equal(values, axis):
       raise errors.UserError(
-          f"{path}: wavelength columns differ from {paths[0]}.")
-    wavelength = nm
+          f"{path}: spectral columns differ from {paths[0]}.")
+    axis = values
     frame = pd.read_csv(path, usecols=[id_name, *names],
                         dtype={id_name: str})
-    values = frame[list(names)].apply(pd.to_numeric, errors="coerce")
+    values = frame[names].apply(pd.to_numeric, errors="coerce")
     frames.append(pd.DataFrame(values.to_numpy(np.float32),
                                index=frame[id_name].str.strip()))
-  return to_spectral_table(pd.concat(frames), wavelength, quantity,
+  quantity = quantity or ("reflectance" if unit == "nm" else "absorbance")
+  return to_spectral_table(pd.concat(frames), axis, unit, quantity,
                            ", ".join(p.name for p in paths))
 
 
-def to_spectral_table(table: pd.DataFrame, wavelength: np.ndarray,
+def to_spectral_table(table: pd.DataFrame, axis: np.ndarray, unit: str,
                       quantity: str, where: str) -> SpectralTable:
-  """Checks and converts spectra [ids x wavelengths] as read_spectral_table
-  describes (drops incomplete rows, averages replicates, to fractions)."""
+  """Checks spectra [ids x axis] (increasing, in `unit`) in `quantity`.
+
+  Rows with missing values are dropped (warning with the count); replicate
+  rows of one id are averaged as stored (absorbance before conversion, as
+  OSSL does for LUCAS). Reflectance in percent becomes a fraction; absorbance
+  in nm becomes reflectance (the vis-NIR grid and the physics hold
+  reflectance), absorbance in cm-1 stays absorbance.
+  """
+  if quantity not in lab_grid.QUANTITIES:
+    raise errors.UserError(f"{where}: quantity {quantity!r}; use one of "
+                           f"{', '.join(lab_grid.QUANTITIES)}.")
   missing = table.isna().any(axis=1)
   if missing.any():
     logging.warning("%s: dropped %d of %d spectra with missing or non-numeric "
@@ -185,18 +224,23 @@ def to_spectral_table(table: pd.DataFrame, wavelength: np.ndarray,
   median = float(np.median(values))
   if quantity == "absorbance":
     if median > _MAX_ABSORBANCE_MEDIAN:
-      raise errors.UserError(f"{where}: median {median:.4g} is not absorbance "
-                             "log10(1/R); use quantity='reflectance'.")
-    values = 10.0 ** -values
-  elif median > _PERCENT_MEDIAN:
-    logging.warning("%s: median reflectance %.4g looks like percent; "
-                    "dividing by 100.", where, median)
-    values = values / 100.0
-  if np.median(values) <= 0 or np.median(values) > _PERCENT_MEDIAN:
-    raise errors.UserError(
-        f"{where}: median reflectance {np.median(values):.4g} is "
-        "not a fraction; check the quantity and units.")
-  return SpectralTable(ids=table.index.to_numpy(str), wavelength=wavelength,
+      raise errors.UserError(
+          f"{where}: median {median:.4g} is not absorbance log10(1/R) (percent "
+          "reflectance?); set the quantity (data.library_quantity) to "
+          "'reflectance'.")
+    if unit == "nm":
+      values, quantity = 10.0 ** -values, "reflectance"
+  else:
+    if median > _PERCENT_MEDIAN:
+      logging.warning("%s: median reflectance %.4g looks like percent; "
+                      "dividing by 100.", where, median)
+      values = values / 100.0
+    if np.median(values) <= 0 or np.median(values) > _PERCENT_MEDIAN:
+      raise errors.UserError(
+          f"{where}: median reflectance {np.median(values):.4g} is not a "
+          "fraction; check the quantity (data.library_quantity) and units.")
+  return SpectralTable(ids=table.index.to_numpy(str),
+                       grid=lab_grid.LabGrid(axis, unit, quantity),
                        spectra=values.astype(np.float32))
 
 
@@ -252,17 +296,28 @@ def read_targets(path: PathLike, *, id_column: Columns, target_column: Columns,
   return out
 
 
-def lab_examples(table: SpectralTable,
-                 targets: pd.DataFrame) -> Iterator[tuple[str, dict]]:
-  """Joins spectra and targets on id; yields (key, record) on the lab grid."""
+def on_lab_grid(table: SpectralTable) -> SpectralTable:
+  """The spectra on the grid a dataset stores: vis-NIR (nm) resampled to
+  `lab_grid.visnir()`, MIR (cm-1) on the instrument's own grid."""
+  if table.grid.unit == "cm-1":
+    return table
   lab = resampling.lab_wavelengths()
   fwhm = np.full(lab.size, LAB_FWHM_NM)
-  coverage = resampling.band_coverage(table.wavelength, lab, fwhm)
+  nm = table.grid.axis
+  coverage = resampling.band_coverage(nm, lab, fwhm)
   if np.any(coverage < _MIN_COVERAGE):
     raise errors.UserError(
-        f"The library covers {table.wavelength[0]}-{table.wavelength[-1]} nm "
-        f"but the lab grid needs {lab[0]}-{lab[-1]} nm; lab bands "
-        f"{lab[coverage < _MIN_COVERAGE][:10]} nm are not covered.")
+        f"The library covers {nm[0]}-{nm[-1]} nm but the lab grid needs "
+        f"{lab[0]}-{lab[-1]} nm; lab bands {lab[coverage < _MIN_COVERAGE][:10]}"
+        " nm are not covered.")
+  return SpectralTable(table.ids, lab_grid.visnir(), sources.to_lab_grid(
+      table.spectra, nm).astype(np.float32))
+
+
+def lab_examples(table: SpectralTable,
+                 targets: pd.DataFrame) -> Iterator[tuple[str, dict]]:
+  """Joins spectra (as stored: see `on_lab_grid`) and targets on id; yields
+  (key, record)."""
   ids = pd.Index(table.ids)
   common = ids.intersection(targets.index)
   if common.empty:
@@ -273,13 +328,11 @@ def lab_examples(table: SpectralTable,
   logging.info("Joined %d samples (%d spectra without target, %d targets "
                "without spectrum).", common.size, ids.size - common.size,
                targets.index.size - common.size)
-  rows = ids.get_indexer(common)
-  lab_spectra = sources.to_lab_grid(table.spectra[rows],
-                                    table.wavelength).astype(np.float32)
+  spectra = table.spectra[ids.get_indexer(common)]
   joined = targets.loc[common]
   for i, sample_id in enumerate(common):
     yield sample_id, {
-        "lab": lab_spectra[i],
+        "lab": spectra[i],
         "target": np.float32(joined["target"].iat[i]),
         "sample_id": sample_id,
         "region": str(joined["region"].iat[i]),

@@ -14,11 +14,15 @@ present (NaN where the sample lacks it), and a stored role
 - LIBRARY: a library sample without a pixel (lab spectrum and EC);
 - UNLABELLED: a bare-soil pixel of a scene.
 
+'lab' is on the library's stored grid (`tables.on_lab_grid`: the vis-NIR
+grid for a library in nm, the instrument's own for MIR in cm-1); the
+dataset's metadata states it ('lab_grid': `LabGrid.to_json()`).
 'x'/'y' are metres in a local projection (`placement.local_crs`), NaN for
 library samples without coordinates. What was dropped and why, the pairs
 found and their distances are in the dataset's metadata ('report').
 """
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import Any
@@ -35,7 +39,7 @@ from data_prep.project import inputs
 from data_prep.project import placement as placement_lib
 from deepsalt_spectral import errors
 from deepsalt_spectral import indices
-from deepsalt_spectral import resampling
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
 # Data settings that do not change the records (how they are split or
@@ -75,13 +79,26 @@ class DeepsaltProject(array_record_builder.ArrayRecordBuilder):
   def sensor(self) -> sensors.Sensor:
     return sensors.builtin(self.settings["sensor"])
 
+  @functools.cached_property
+  def library(self) -> inputs.Library:
+    return inputs.read_library(self.settings, self.sensor)
+
+  @functools.cached_property
+  def grid(self) -> lab_grid.LabGrid:
+    """The stored grid of a prepared dataset, else the library's (read)."""
+    stored = self.data_path / "metadata.json"
+    if stored.exists():
+      return lab_grid.LabGrid.from_json(
+          json.loads(stored.read_text())["lab_grid"])
+    return self.library.grid
+
   def _info(self) -> tfds.core.DatasetInfo:
     scalar = lambda dtype: tfds.features.Scalar(dtype=dtype)
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__,
         features=tfds.features.FeaturesDict({
-            "lab": tfds.features.Tensor(
-                shape=(resampling.lab_wavelengths().size,), dtype=np.float32),
+            "lab": tfds.features.Tensor(shape=(self.grid.size,),
+                                        dtype=np.float32),
             "satellite": tfds.features.Tensor(
                 shape=(self.sensor.good.size,), dtype=np.float32),
             "target": scalar(np.float32),
@@ -96,14 +113,15 @@ class DeepsaltProject(array_record_builder.ArrayRecordBuilder):
             "date": tfds.features.Text(),
             "depth": tfds.features.Text(),
         }),
-        metadata=tfds.core.MetadataDict(settings=self.settings))
+        metadata=tfds.core.MetadataDict(settings=self.settings,
+                                        lab_grid=self.grid.to_json()))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # The settings hold the project's absolute paths.
     return {"train": self._generate_examples()}
 
   def _generate_examples(self):
-    records, report = build_records(self.settings, self.sensor)
+    records, report = build_records(self.settings, self.sensor, self.library)
     self.info.metadata["report"] = report
     for key, record in records:
       yield key, record
@@ -201,10 +219,10 @@ def _inside(bounds, lon, lat) -> np.ndarray:
   return inside
 
 
-def _empty(sample_id: str, sensor: sensors.Sensor) -> dict[str, Any]:
+def _empty(sample_id: str, sensor: sensors.Sensor,
+           n_lab: int) -> dict[str, Any]:
   """A record with nothing but its id (NaN, -1 and '' elsewhere)."""
-  return {"lab": np.full(resampling.lab_wavelengths().size, np.nan,
-                         np.float32),
+  return {"lab": np.full(n_lab, np.nan, np.float32),
           "satellite": np.full(sensor.good.size, np.nan, np.float32),
           "target": np.float32(np.nan), "role": -1, "x": np.nan, "y": np.nan,
           "distance": np.float32(np.nan), "sample_id": sample_id,
@@ -220,8 +238,8 @@ def _with_pixel(record: dict[str, Any], where: placement_lib.Placement,
   return record
 
 
-def _point_records(points, placed: _Placed, sensor: sensors.Sensor
-                   ) -> tuple[list[tuple[str, dict]], int]:
+def _point_records(points, placed: _Placed, sensor: sensors.Sensor,
+                   n_lab: int) -> tuple[list[tuple[str, dict]], int]:
   """LABELLED records; points on one pixel are merged (mean EC)."""
   groups = {}
   for i in np.flatnonzero(placed.points.placed):
@@ -234,8 +252,9 @@ def _point_records(points, placed: _Placed, sensor: sensors.Sensor
                         "+".join(points.sample_id[g]) for g in merged))
   out = []
   for group in groups.values():
-    record = _with_pixel(_empty("+".join(points.sample_id[group]), sensor),
-                         placed.points, group[0], roles.LABELLED)
+    record = _with_pixel(
+        _empty("+".join(points.sample_id[group]), sensor, n_lab),
+        placed.points, group[0], roles.LABELLED)
     record.update(target=np.float32(points.ec[group].mean()),
                   date=points.date[group[0]], depth=points.depth[group[0]])
     out.append((f"point/{record['sample_id']}", record))
@@ -251,7 +270,7 @@ def _library_records(library, points, placed: _Placed, sensor: sensors.Sensor
   counts = {"paired by sample id": 0, "paired by distance": 0}
   out = []
   for j, sample_id in enumerate(library.sample_id):
-    record = _empty(sample_id, sensor)
+    record = _empty(sample_id, sensor, library.grid.size)
     record.update(lab=library.lab[j], target=np.float32(library.ec[j]),
                   role=roles.LIBRARY)
     i, k = point_index.get(sample_id), pair_index.get(j)
@@ -276,11 +295,11 @@ def _summary(values: np.ndarray) -> dict[str, float] | None:
           "max": float(values.max())}
 
 
-def build_records(settings: dict[str, Any], sensor: sensors.Sensor
+def build_records(settings: dict[str, Any], sensor: sensors.Sensor,
+                  library: inputs.Library
                   ) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
   """(key, record) pairs of the project and the report for its metadata."""
   points = inputs.read_points(settings)
-  library = inputs.read_library(settings, sensor)
   placed = _place(settings, sensor, points, library)
   _check_points(points, placed, settings)
   reasons = placed.points.reason
@@ -288,13 +307,15 @@ def build_records(settings: dict[str, Any], sensor: sensors.Sensor
   if dropped:
     logging.warning("%s: dropped %d of %d field points: %s.", points.path,
                     sum(dropped.values()), len(points), dropped)
-  point_records, merged = _point_records(points, placed, sensor)
+  point_records, merged = _point_records(points, placed, sensor,
+                                         library.grid.size)
   library_records, counts = _library_records(library, points, placed, sensor)
   records = point_records + library_records
   for where in placed.unlabelled:
     for i in range(len(where.scene)):
       record = _with_pixel(
-          _empty(f"{where.scene[i]}/{where.row[i]}/{where.col[i]}", sensor),
+          _empty(f"{where.scene[i]}/{where.row[i]}/{where.col[i]}", sensor,
+                 library.grid.size),
           where, i, roles.UNLABELLED)
       records.append((f"pixel/{record['sample_id']}", record))
   pairs = placed.pairs
@@ -305,7 +326,7 @@ def build_records(settings: dict[str, Any], sensor: sensors.Sensor
       "ec_conversion": library.conversion, "scenes": placed.scenes,
       "points": {"read": len(points), "labelled pixels": len(point_records),
                  "dropped": dropped, "merged": merged},
-      "library": {"samples": len(library),
+      "library": {"samples": len(library), "grid": library.grid.describe(),
                   "with coordinates": int(placed.located.size), **counts,
                   "pair distance m": _summary(distance),
                   "pair_max_distance_m": float(placed.radius_m)},

@@ -16,16 +16,19 @@ from data_prep import scenes
 from data_prep.libraries import formats
 from data_prep.libraries import tables
 from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".hdr", ".he5", ".nc")
-LIBRARY_FORMATS = ("auto", "envi", "csv", "lucas", "ossl")
+LIBRARY_FORMATS = ("auto", "envi", "csv", "lucas", "ossl", "opus")
 
 
 @dataclasses.dataclass(frozen=True)
 class Library:
-  """Lab spectra on the lab grid with EC in the project's EC method."""
-  lab: np.ndarray  # [n, 180] float32.
+  """Lab spectra on their stored grid (`tables.on_lab_grid`) with EC in the
+  project's EC method."""
+  grid: lab_grid.LabGrid
+  lab: np.ndarray  # [n, grid.size] float32.
   ec: np.ndarray  # [n] float64.
   sample_id: np.ndarray  # [n] str.
   lon: np.ndarray  # [n] WGS84 degrees, NaN where unknown.
@@ -72,17 +75,30 @@ def _library_format(settings: dict[str, Any], library: pathlib.Path) -> str:
   raise errors.UserError(
       f"data.library={settings['library']!r}: cannot tell its format from "
       "the name; set data.library_format to envi (.sli + .hdr), csv, lucas "
-      "or ossl (a folder of the downloaded tables).")
+      "or ossl (a folder of the downloaded tables) or opus (a folder of "
+      "Bruker OPUS files).")
+
+
+def _check_choice(settings: dict[str, Any], key: str, allowed) -> str:
+  if settings[key] not in ("", *allowed):
+    raise errors.UserError(f"data.{key}={settings[key]!r}: use one of "
+                           f"{', '.join(allowed)} or '' (see "
+                           "configs/own_data.py).")
+  return settings[key]
 
 
 def read_library(settings: dict[str, Any],
                  sensor: sensors.Sensor) -> Library:
-  """The library on the lab grid; refuses one that does not cover `sensor`."""
+  """The library on its stored grid (`tables.on_lab_grid`); refuses a
+  vis-NIR one (nm) that does not cover `sensor`. A MIR one (cm-1) is kept
+  whatever the sensor: the physics cannot reach it, a latent SAU can."""
   library = path(settings, "library")
   if not library.exists():
     raise errors.UserError(f"Library {library} does not exist; set "
                            "--config.data.library (relative to the project).")
   kind = _library_format(settings, library)
+  unit = _check_choice(settings, "library_unit", lab_grid.UNITS)
+  quantity = _check_choice(settings, "library_quantity", lab_grid.QUANTITIES)
   factor, conversion = ec_methods.library_factor(
       settings["library_ec_method"], settings["ec_method"],
       settings["ec_conversion"]["factor"], settings["ec_conversion"]["source"])
@@ -94,29 +110,36 @@ def read_library(settings: dict[str, Any],
                  target_units=settings["library_ec_units"])
   metadata = (path(settings, "library_metadata")
               if settings["library_metadata"] else None)
-  if kind == "envi":
+  if kind in ("envi", "opus"):
     if metadata is None:
       raise errors.UserError(
-          "An ENVI library needs data.library_metadata: a CSV with EC (and "
-          "optional lat/lon) per spectrum name.")
-    table, targets = formats.read_envi_library(library, metadata, **columns)
+          f"An {kind.upper()} library needs data.library_metadata: a CSV with "
+          "EC (and optional lat/lon) per spectrum name (ENVI) or file name "
+          "without its number extension (OPUS).")
+    read = {"envi": formats.read_envi_library,
+            "opus": formats.read_opus_library}[kind]
+    table, targets = read(library, metadata, **columns)
   elif kind == "csv":
-    table, targets = formats.read_csv_library(library, metadata, **columns)
+    table, targets = formats.read_csv_library(
+        library, metadata, unit=unit, quantity=quantity, **columns)
+  elif kind == "ossl":
+    table, targets = formats.read_ossl(library, unit)  # OSSL's own columns.
   else:
-    read = {"lucas": formats.read_lucas, "ossl": formats.read_ossl}[kind]
-    table, targets = read(library)  # Their own columns and units.
+    table, targets = formats.read_lucas(library)  # LUCAS's own columns.
   good = sensor.good_wavelength
-  lo, hi = table.wavelength[0], table.wavelength[-1]
-  if lo > good[0] + tables.LAB_FWHM_NM or hi < good[-1] - tables.LAB_FWHM_NM:
+  lo, hi = table.grid.axis[0], table.grid.axis[-1]
+  if table.grid.unit == "nm" and (lo > good[0] + tables.LAB_FWHM_NM or
+                                  hi < good[-1] - tables.LAB_FWHM_NM):
     raise errors.UserError(
         f"{library}: the library covers {lo:g}-{hi:g} nm but the "
         f"{sensor.name} bands the model reads span {good[0]:.0f}-"
-        f"{good[-1]:.0f} nm; lab spectra must cover the sensor (a vis-NIR "
-        "library of 350-2500 nm does). MIR libraries are not supported yet.")
+        f"{good[-1]:.0f} nm; vis-NIR lab spectra must cover the sensor (a "
+        "library of 350-2500 nm does).")
+  table = tables.on_lab_grid(table)
   examples = [r for _, r in tables.lab_examples(table, targets)]
   ec = np.array([r["target"] for r in examples], np.float64) * factor
   return Library(
-      lab=np.stack([r["lab"] for r in examples]), ec=ec,
+      grid=table.grid, lab=np.stack([r["lab"] for r in examples]), ec=ec,
       sample_id=np.array([r["sample_id"] for r in examples], str),
       lon=np.array([r["lon"] for r in examples], np.float64),
       lat=np.array([r["lat"] for r in examples], np.float64),

@@ -42,7 +42,13 @@ class Staging:
       destination.write_bytes((self.local / name).read_bytes())
 
   def publish_all(self) -> None:
-    """Publishes every file under `local`."""
+    """Publishes every file under `local`.
+
+    A local target is not walked at all: it is a run's folder, where Orbax
+    renames checkpoint folders while a walk may be inside them.
+    """
+    if self._temp is None:
+      return
     self.publish(*(str(p.relative_to(self.local))
                    for p in self.local.rglob("*") if p.is_file()))
 

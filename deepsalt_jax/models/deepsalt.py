@@ -7,7 +7,8 @@ into that space with its SAU and reads it with the same encoder and head.
 
 Parameter trees (the `params` collection):
   Teacher: {'encoder', 'head'}
-  Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator'}
+  Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator',
+            'distill_project<i>' (a distill_width other than the encoder's)}
 The student's 'encoder' and 'head' have exactly the teacher's structure when
 both are built with the same encoder settings, so the student starts from the
 teacher with `init_student_from_teacher` (student['encoder'] =
@@ -40,7 +41,8 @@ class DomainDiscriminator(nn.Module):
 
 
 class Teacher(nn.Module):
-  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, D]}.
+  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, D],
+  'layers': the encoder's per-block embeddings, each [B, D]}.
 
   Attributes:
     encoder: spectrum -> features, e.g. `encoder.SpectralEncoder`.
@@ -70,15 +72,18 @@ class Teacher(nn.Module):
                     train: bool) -> dict[str, jax.Array]:
     """Outputs for spectra already in the encoder's input space (a pixel
     resampled to the lab grid, or a pixel itself in sensor space)."""
-    features = self.encoder(x, train=train)
-    return {'pred': self.head(features, train=train), 'features': features}
+    features, layers = self.encoder(x, train=train)
+    return {'pred': self.head(features, train=train), 'features': features,
+            'layers': layers}
 
 
 class Student(nn.Module):
   """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
 
-  Returns {'pred': [B], 'features': [B, features], 'adapted': [B, n_in]},
-  where 'adapted' is the SAU's output, in the teacher's input space.
+  Returns {'pred': [B], 'features': [B, features], 'adapted': [B, n_in],
+  'layers'}, where 'adapted' is the SAU's output, in the teacher's input
+  space, and 'layers' the encoder's per-block embeddings, in the teacher's
+  width (see `distill_width`).
 
   Attributes:
     encoder: as the teacher's (built with the same settings, so the student
@@ -91,6 +96,10 @@ class Student(nn.Module):
       fixed physics matrix, applied as a constant with no parameters.
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
+    distill_width: the teacher's layer width for layer-wise distillation; 0
+      or the encoder's own width: 'layers' are the encoder's. Another width
+      (a student built wider or narrower than its teacher, so not started
+      from it) adds a learned linear projection per layer into that width.
   """
   encoder: nn.Module
   head: nn.Module
@@ -98,6 +107,7 @@ class Student(nn.Module):
   learn_sau: bool = True
   sau_hidden: int = 64
   discriminator_hidden: int = 64
+  distill_width: int = 0
 
   def __post_init__(self):
     if self.init_matrix is None:
@@ -106,11 +116,20 @@ class Student(nn.Module):
     object.__setattr__(self, 'init_matrix', sau_lib.frozen(self.init_matrix))
     super().__post_init__()
 
+  @property
+  def projects_layers(self) -> bool:
+    """Whether 'layers' go through the distillation projection."""
+    return self.distill_width not in (0, self.encoder.features)
+
   def setup(self):
     if self.learn_sau:
       self.sau = sau_lib.SpectralAdaptationUnit(self.init_matrix,
                                                 self.sau_hidden)
     self.discriminator = DomainDiscriminator(self.discriminator_hidden)
+    if self.projects_layers:
+      self.distill_project = [nn.Dense(self.distill_width,
+                                       name=f'distill_project{i}')
+                              for i in range(self.encoder.num_blocks)]
 
   def __call__(self, satellite: jax.Array, *,
                train: bool) -> dict[str, jax.Array]:
@@ -118,11 +137,13 @@ class Student(nn.Module):
       adapted = self.sau(satellite)
     else:
       adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
-    features = self.encoder(adapted, train=train)
+    features, layers = self.encoder(adapted, train=train)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
+    if self.projects_layers:
+      layers = tuple(p(y) for p, y in zip(self.distill_project, layers))
     return {'pred': self.head(features, train=train), 'features': features,
-            'adapted': adapted}
+            'adapted': adapted, 'layers': layers}
 
   def discriminate(self, features: jax.Array) -> jax.Array:
     """Domain logits [B] for features [B, D]."""

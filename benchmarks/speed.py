@@ -13,12 +13,18 @@ form the ('data',) mesh, as in training.
              reads four (labelled, paired, unlabelled pixels and library lab
              spectra), counted as 4 x batch spectra. Per sensor (good band
              counts: PRISMA 197, EnMAP 216, EMIT 237) and batch size.
+  options    teacher and student train-step time (ms/step, spectra/s) of
+             each of OPTIONS (configs/distill.py `:arg` choices: encoder,
+             distill, head) beside the defaults, on the first sensor at
+             --option_batch_size.
   inference  student 'pred' (train=False) spectra/s per sensor and batch.
   memory     XLA's compiled memory analysis of each program (arguments +
              outputs + temporaries: what one call needs, whatever else runs
              on the machine); the process's peak RSS after each measurement
              (monotone); on GPU/TPU the device's peak bytes in use.
-Prints Markdown tables. Run time: about 3-4 min on 2 CPU cores.
+Prints Markdown tables. Run time: about 3-4 min on 2 CPU cores before the
+options table; with it, --sensors=enmap --batch_sizes=4096
+--train_batch_sizes=64 took 9.5 min on 2 cores shared at load 6-11.
 """
 from __future__ import annotations
 
@@ -52,6 +58,9 @@ _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10,
                                     "Timed steps per training measurement.")
 _ENCODERS = flags.DEFINE_list("encoders", ["mlp", "conv"],
                               "Encoders to measure (the first: inference).")
+_OPTION_BATCH = flags.DEFINE_integer(
+    "option_batch_size", 64, "Training batch size (per stream) of the "
+    "options table.")
 _JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
 
 
@@ -169,6 +178,32 @@ def stream_profile(config: ml_collections.ConfigDict, sensor: str,
   return rows
 
 
+# Network and loss choices timed against the defaults (mlp, final, linear).
+OPTIONS = ("", "distill=layers", "head=bounded", "encoder=conv",
+           "encoder=conv,distill=layers", "encoder=transformer",
+           "encoder=transformer,distill=layers",
+           "encoder=transformer,distill=layers,head=bounded")
+
+
+def option_costs(sensor: str, batch_size: int, steps: int,
+                 mesh: jax.sharding.Mesh, options: Sequence[str] = OPTIONS,
+                 tiny: bool = False) -> list[dict[str, Any]]:
+  """Teacher and student train-step cost of each `:arg` option."""
+  rows = []
+  for option in options:
+    config = distill.get_config(",".join(filter(None, [
+        "compare=none", option, "tiny" if tiny else ""])))
+    row = {"option": option or "defaults"}
+    for stage in ("teacher", "student"):
+      measured = measure_training(config, sensor, stage, batch_size, steps,
+                                  mesh)
+      row[f"{stage}_ms_per_step"] = 1e3 / measured["steps_per_s"]
+      row[f"{stage}_spectra_per_s"] = measured["spectra_per_s"]
+      row[f"{stage}_flops_per_spectrum"] = measured["flops_per_spectrum"]
+    rows.append(row)
+  return rows
+
+
 def measure_inference(config: ml_collections.ConfigDict, sensor: str,
                       batch_size: int, mesh: jax.sharding.Mesh
                       ) -> dict[str, Any]:
@@ -192,8 +227,8 @@ def measure_inference(config: ml_collections.ConfigDict, sensor: str,
 
 def run(sensors: Sequence[str], batch_sizes: Sequence[int],
         train_batch_sizes: Sequence[int], train_steps: int,
-        encoders: Sequence[str] = ("mlp", "conv"), tiny: bool = False
-        ) -> dict[str, Any]:
+        encoders: Sequence[str] = ("mlp", "conv"), tiny: bool = False,
+        option_batch_size: int = 64) -> dict[str, Any]:
   """All measurements, per encoder (configs/distill.py:encoder=...)."""
   mesh = sharding.make_mesh()
   training, profiles = [], {}
@@ -211,9 +246,11 @@ def run(sensors: Sequence[str], batch_sizes: Sequence[int],
                               (",tiny" if tiny else ""))
   inference = [measure_inference(config, s, b, mesh)
                for s in sensors for b in batch_sizes]
+  options = option_costs(sensors[0], option_batch_size, train_steps, mesh,
+                         tiny=tiny)
   return {"device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "backend": jax.default_backend(), "training": training,
-          "streams": profiles, "inference": inference,
+          "streams": profiles, "options": options, "inference": inference,
           "inference_encoder": encoders[0]}
 
 
@@ -242,6 +279,16 @@ def markdown(result: dict[str, Any]) -> str:
     for r in rows:
       lines.append(f"| {encoder} | {r['streams']} | {r['ms_per_step']:.1f} | "
                    f"{r['flops_per_spectrum'] / 1e6:.2f} |")
+  lines += ["", "Train step by option (teacher: lab spectra; student: 4 "
+            "streams)", "",
+            "| option | stage | ms/step | spectra/s | MFLOP/spectrum |",
+            "|---|---|---|---|---|"]
+  for r in result["options"]:
+    for stage in ("teacher", "student"):
+      lines.append(f"| {r['option']} | {stage} | "
+                   f"{r[f'{stage}_ms_per_step']:.1f} | "
+                   f"{r[f'{stage}_spectra_per_s']:.0f} | "
+                   f"{r[f'{stage}_flops_per_spectrum'] / 1e6:.2f} |")
   lines += ["", f"Student inference ({result['inference_encoder']} encoder)",
             "",
             "| sensor | bands | batch | spectra/s | XLA MiB | peak RSS MiB | "
@@ -258,7 +305,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   result = run(_SENSORS.value, [int(b) for b in _BATCHES.value],
                [int(b) for b in _TRAIN_BATCHES.value], _TRAIN_STEPS.value,
-               _ENCODERS.value)
+               _ENCODERS.value, option_batch_size=_OPTION_BATCH.value)
   print(markdown(result))
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2))

@@ -105,14 +105,22 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
 
 
 SPACES = ("auto", "lab", "sensor")
-ENCODERS = ("mlp", "conv")
-# Encoder settings by kind (README measures both).
+ENCODERS = ("mlp", "conv", "transformer")
+# Encoder settings by kind (README measures them); the transformer's are the
+# DeepSalt authors' (64 wide, 3 blocks, 4 heads).
 _ENCODER_SIZES = {"mlp": dict(features=256, num_blocks=2),
-                  "conv": dict(features=64, num_blocks=3)}
+                  "conv": dict(features=64, num_blocks=3),
+                  "transformer": dict(features=64, num_blocks=3)}
+HEADS = ("linear", "bounded")
+# The bounded head's range by dataset, in target units: EC as the DeepSalt
+# authors bound it (0.05 + 76.95 sigmoid, dS/m); none known for SOC. Lists:
+# a run's config.json reads them back as lists.
+HEAD_BOUNDS = {"salinity": [0.05, 77.0], "soc": []}
 
 
-def model_config(space: str = "auto",
-                 encoder: str = "mlp") -> ml_collections.ConfigDict:
+def model_config(space: str = "auto", encoder: str = "mlp",
+                 head: str = "linear", dataset: str = "salinity"
+                 ) -> ml_collections.ConfigDict:
   """Teacher and student networks; the student starts from the teacher's,
   so both take the same settings."""
   return ml_collections.ConfigDict(dict(
@@ -125,14 +133,21 @@ def model_config(space: str = "auto",
       # The spectral encoder and regression head
       # (deepsalt_jax/models/encoder.py).
       encoder=dict(
-          kind=encoder,  # 'mlp' (MLPEncoder) or 'conv' (SpectralEncoder).
-          # Layer width (mlp), token width (conv); the embedding size.
+          # 'mlp' (MLPEncoder), 'conv' (SpectralEncoder) or 'transformer'
+          # (TransformerEncoder).
+          kind=encoder,
+          # Layer width (mlp), token width (conv, transformer); the
+          # embedding size.
           features=_ENCODER_SIZES[encoder]["features"],
-          # Dense layers (mlp), residual blocks (conv).
+          # Dense layers (mlp), residual blocks (conv), transformer blocks;
+          # one embedding each for loss.distill='layers'.
           num_blocks=_ENCODER_SIZES[encoder]["num_blocks"],
           kernel_size=7,  # Conv kernel in bands (stem) and tokens (blocks).
-          stem_stride=4,  # Bands per token.
-          num_heads=4,  # Attention-pooling heads; 0 = mean pooling.
+          # Bands per token (transformer: the fewest; more on long grids).
+          stem_stride=4,
+          # Attention-pooling heads, 0 = mean pooling (conv); self-attention
+          # heads (transformer).
+          num_heads=4,
           mlp_ratio=2,  # Token MLP width, in multiples of features.
           dropout=0.1,
           head_hidden=64,  # Width of the regression head.
@@ -144,6 +159,11 @@ def model_config(space: str = "auto",
       # into the teacher's feature space, aligned on pairs; any lab grid,
       # MIR included) or 'auto' (physics where the lab grid allows it).
       sau="auto",
+      # The head's output: 'linear', or 'bounded' to head_bounds (low, high)
+      # in target units (dS/m for EC) through a sigmoid, trained in the
+      # target transform's space (encoder.RegressionHead).
+      head=head,
+      head_bounds=list(HEAD_BOUNDS[dataset]),
       # Curvature penalty of the SAU's physics start
       # (deepsalt_spectral.resampling.inverse_matrix).
       sau_ridge=1e-2,
@@ -201,7 +221,7 @@ def mapping_config() -> ml_collections.ConfigDict:
 
 def model_args() -> dict[str, tuple[str, ...]]:
   """The `:arg` keys that pick the networks (teacher and student alike)."""
-  return {"space": SPACES, "encoder": ENCODERS}
+  return {"space": SPACES, "encoder": ENCODERS, "head": HEADS}
 
 
 def tiny(config: ml_collections.ConfigDict) -> None:

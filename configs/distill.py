@@ -8,9 +8,10 @@ strongest things a user would train instead, same network and steps), and
 prints metrics on the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
-space=auto|sensor|lab, encoder=mlp|conv, sau=auto|physics|latent, no_sau,
-no_distill, no_align, sau_prior, latent, latent_pretrain, plain, finetune,
-dann, dann_labels,
+space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
+distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
+no_align, sau_prior, latent, latent_pretrain, plain, finetune, dann,
+dann_labels,
 compare=<variant>[+<variant>...]|none, target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
@@ -28,6 +29,7 @@ import ml_collections
 
 from configs import common
 from configs import teacher
+from deepsalt_jax import losses
 from deepsalt_jax.models import build
 from deepsalt_spectral import errors
 
@@ -69,6 +71,9 @@ VARIANTS = {
 }
 
 
+# Layer weights of loss.distill='layers' (DeepSalt's, first block first).
+DISTILL_LAYER_WEIGHTS = (1.35, 1.05, 0.65)
+
 # Trained and scored beside the student by the main command: what a user
 # would pick instead (the teacher on pixels is the source-only network).
 DEFAULT_COMPARE = "plain+finetune+dann_labels"
@@ -80,13 +85,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       arg, flags=("tiny",) + tuple(VARIANTS),
       keys={"dataset": common.DATASETS, "sensor": common.SENSORS,
             "alignment": common.ALIGNMENTS, "compare": None,
-            "target": ("potsdam",), "sau": build.SAU_MODES,
-            **common.model_args()})
+            "target": ("potsdam",), "distill": losses.DISTILLATIONS,
+            "sau": build.SAU_MODES, **common.model_args()})
   dataset = args.get("dataset", "salinity")
   sensor = args.get("sensor", "enmap")
   space, encoder = args.get("space", "auto"), args.get("encoder", "mlp")
+  head = args.get("head", "linear")
   teacher_arg = (f"dataset={dataset},sensor={sensor},space={space},"
-                 f"encoder={encoder}" + (",tiny" if args.get("tiny") else ""))
+                 f"encoder={encoder},head={head}" +
+                 (",tiny" if args.get("tiny") else ""))
 
   config = ml_collections.ConfigDict()
   config.stage = "student"
@@ -99,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "target=potsdam holds EnMAP scenes: use sensor=enmap.")
     config.data.target_scenes = str(common.reference_data_dir() /
                                     "enmap_potsdam")
-  config.model = common.model_config(space, encoder)
+  config.model = common.model_config(space, encoder, head, dataset)
   config.model.sau = args.get("sau", "auto")
   config.model.use_sau = True  # False: the physics SAU's fixed start alone.
   config.model.init_from_teacher = True
@@ -115,6 +122,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       w_regression=1.0,  # Labelled pixels.
       w_source=0.0,  # The library's lab spectra resampled to the bands.
       w_alignment=0.5,
+      # What distillation matches: 'final' (the features: MSE) or 'layers'
+      # (each encoder block's embedding: SmoothL1, weighted by
+      # distill_layer_weights, set below); both add the prediction MSE.
+      distill=args.get("distill", "final"),
       w_distill_feature=1.0,
       w_distill_pred=1.0,
       w_reconstruction=1.0,  # Physics SAU: its output vs the lab spectrum.
@@ -141,4 +152,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       {name: VARIANTS[name] for name in names})
   if args.get("tiny"):
     common.tiny(config)
+  # One weight per encoder block, first block first: the DeepSalt authors'
+  # for their 3 blocks, cut to fewer (mlp: 2, tiny: 1).
+  config.loss.distill_layer_weights = list(DISTILL_LAYER_WEIGHTS[
+      :config.model.encoder.num_blocks])
   return config

@@ -1,7 +1,8 @@
 """Teacher: spectral encoder + head learns EC from lab spectra.
 
 Command: python launch.py --config=configs/teacher.py
-Variants (`:arg`): dataset=salinity|soc, tiny.
+Variants (`:arg`): dataset=salinity|soc, sensor=enmap|prisma|emit,
+space=sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded, tiny.
 Run time: about 1 min on 2 CPU cores (1000 steps at 17 steps/s, plus a few
 seconds to build the default data the first time; measured 2026-11-25).
 Expected result: on the held-out regions SC.93 + ICRAF South America, lab
@@ -22,10 +23,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.stage = "teacher"
   config.seed = 0
-  config.data = common.data_config(args.get("dataset", "salinity"),
-                                   args.get("sensor", "enmap"))
+  dataset = args.get("dataset", "salinity")
+  config.data = common.data_config(dataset, args.get("sensor", "enmap"))
   config.model = common.model_config(args.get("space", "auto"),
-                                     args.get("encoder", "mlp"))
+                                     args.get("encoder", "mlp"),
+                                     args.get("head", "linear"), dataset)
   # As many steps as the students get (configs/distill.py): a sensor-space
   # teacher is also the source-only network they are compared with.
   config.train = common.train_config(steps=1200, batch_size=128)

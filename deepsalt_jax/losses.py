@@ -4,7 +4,9 @@ regression (labelled satellite pixels / lab spectra), domain alignment of
 student features on satellite spectra with teacher features on lab spectra
 (picked by name from ALIGNMENTS), distillation on paired samples, SAU
 reconstruction on paired samples (physics SAU), and the latent SAU's
-contrastive alignment on pairs (InfoNCE) and autoencoder term.
+contrastive alignment on pairs (InfoNCE) and autoencoder term. Distillation
+matches the final features ('final', distillation_loss) or every encoder
+layer ('layers', layer_distillation_loss), by name from DISTILLATIONS.
 """
 from typing import Callable, Optional
 
@@ -177,6 +179,37 @@ def distillation_loss(student_feats: Array, teacher_feats: Array,
   teacher_pred = jax.lax.stop_gradient(teacher_pred)
   return (feature_weight * jnp.mean((student_feats - teacher_feats)**2) +
           pred_weight * jnp.mean((student_pred - teacher_pred)**2))
+
+
+def layer_distillation_loss(student_layers: tuple[Array, ...],
+                            teacher_layers: tuple[Array, ...],
+                            student_pred: Array, teacher_pred: Array,
+                            layer_weights: tuple[float, ...],
+                            feature_weight: float = 1.0,
+                            pred_weight: float = 1.0) -> Array:
+  """Layer-wise feature matching + prediction MSE towards the teacher.
+
+  The feature term is SmoothL1 (Huber, delta 1) between the student's and
+  the teacher's embeddings of each layer, averaged with `layer_weights`
+  (first layer first): sum_l w_l L_l / sum_l w_l, so `feature_weight`
+  weighs it as it weighs distillation_loss's feature MSE. The prediction
+  term is distillation_loss's.
+  """
+  if not len(student_layers) == len(teacher_layers) == len(layer_weights):
+    raise ValueError(f'{len(layer_weights)} layer weights for '
+                     f'{len(student_layers)} student and '
+                     f'{len(teacher_layers)} teacher layers: give one weight '
+                     'per layer, to networks of as many layers.')
+  matched = sum(w * regression_loss(s, jax.lax.stop_gradient(t))
+                for w, s, t in zip(layer_weights, student_layers,
+                                   teacher_layers))
+  teacher_pred = jax.lax.stop_gradient(teacher_pred)
+  return (feature_weight * matched / sum(layer_weights) +
+          pred_weight * jnp.mean((student_pred - teacher_pred)**2))
+
+
+# What distillation matches (config.loss.distill).
+DISTILLATIONS = ('final', 'layers')
 
 
 def reconstruction_loss(sau_lab: Array, lab: Array) -> Array:

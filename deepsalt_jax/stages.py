@@ -131,9 +131,17 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
     lab = batch["paired"]["lab"]
     if "distillation" in terms:
       t = teach(lab)
-      out["distillation"] = losses.distillation_loss(
-          paired["features"], t["features"], paired["pred"], t["pred"],
-          feature_weight=cfg.w_distill_feature, pred_weight=cfg.w_distill_pred)
+      if cfg.distill == "layers":
+        out["distillation"] = losses.layer_distillation_loss(
+            paired["layers"], t["layers"], paired["pred"], t["pred"],
+            tuple(cfg.distill_layer_weights),
+            feature_weight=cfg.w_distill_feature,
+            pred_weight=cfg.w_distill_pred)
+      else:
+        out["distillation"] = losses.distillation_loss(
+            paired["features"], t["features"], paired["pred"], t["pred"],
+            feature_weight=cfg.w_distill_feature,
+            pred_weight=cfg.w_distill_pred)
     if "reconstruction" in terms:
       out["reconstruction"] = losses.reconstruction_loss(
           paired["adapted"], teacher.apply({"params": teacher_params}, lab,
@@ -253,7 +261,9 @@ class TeacherStage(Stage):
   input = "lab"
 
   def model(self, sensor: str) -> nn.Module:
-    return build.build_teacher(self.config.model, sensor, self.lab_grid)
+    return build.build_teacher(
+        self.config.model, sensor, self.lab_grid,
+        target_transform=self.config.data.target_transform)
 
   def input_size(self, sensor: str) -> int:
     return self.lab_grid.size
@@ -291,7 +301,12 @@ class StudentStage(Stage):
   input = "satellite"
 
   def model(self, sensor: str) -> nn.Module:
-    return build.build_student(self.config.model, sensor, self.lab_grid)
+    layers = self.config.loss.get("distill") == "layers"  # See plan().
+    return build.build_student(
+        self.config.model, sensor, self.lab_grid,
+        target_transform=self.config.data.target_transform,
+        distill_width=(self.config.teacher.model.encoder.features if layers
+                       else 0))
 
   def input_size(self, sensor: str) -> int:
     return sensors.builtin(sensor).good.size
@@ -349,6 +364,31 @@ class Plan:
     return (self.teacher,) + self.students
 
 
+def _check_distill(config: ml_collections.ConfigDict) -> None:
+  """Refuses distillation settings that no student loss can use."""
+  # Runs saved before loss.distill existed distil the final features.
+  distill = config.loss.get("distill", "final")
+  if distill not in losses.DISTILLATIONS:
+    raise errors.UserError(f"loss.distill={distill!r}: use one of "
+                           f"{', '.join(losses.DISTILLATIONS)}.")
+  if distill != "layers":
+    return
+  # Every encoder has one embedding per block (models/encoder.py).
+  blocks = (config.model.encoder.num_blocks,
+            config.teacher.model.encoder.num_blocks)
+  weights = tuple(config.loss.distill_layer_weights)
+  if blocks[0] != blocks[1]:
+    raise errors.UserError(
+        f"distill=layers matches layer by layer: model.encoder.num_blocks="
+        f"{blocks[0]} differs from the teacher's {blocks[1]}; use "
+        "distill=final or networks of as many blocks.")
+  if len(weights) != blocks[0] or min(weights) < 0 or not sum(weights):
+    raise errors.UserError(
+        f"loss.distill_layer_weights={weights}: give {blocks[0]} weights >= "
+        f"0, not all 0, one per encoder block (model.encoder.num_blocks="
+        f"{blocks[0]}), first block first.")
+
+
 def plan(config: ml_collections.ConfigDict,
          lab_grid: lab_grid_lib.LabGrid) -> Plan:
   """The stages `config` trains on a dataset with `lab_grid` (see the
@@ -374,5 +414,7 @@ def plan(config: ml_collections.ConfigDict,
     variant.update(overrides.to_dict())
     variant.compare = ml_collections.ConfigDict()
     students.append(StudentStage(name, variant, lab_grid))
+  for student in students:
+    _check_distill(student.config)
   return Plan(TeacherStage("teacher", config.teacher, lab_grid),
               tuple(students))

@@ -205,10 +205,19 @@ def test_speed_measures_positive_throughput():
   # Each stream adds work.
   flops = [r["flops_per_spectrum"] for r in profile]
   assert flops[0] < flops[1] < flops[2]
+  option = "encoder=transformer,distill=layers,head=bounded"
+  options = speed.option_costs("enmap", 8, 1, mesh, ("", option), tiny=True)
+  assert [r["option"] for r in options] == ["defaults", option]
+  assert all(r["student_ms_per_step"] > 0 for r in options)
   text = speed.markdown({"device": "cpu", "backend": "cpu",
                          "training": [row], "streams": {"mlp": profile},
-                         "inference": [], "inference_encoder": "mlp"})
+                         "options": options, "inference": [],
+                         "inference_encoder": "mlp"})
   assert "| mlp | teacher | 180 | 8 |" in text and "+ paired" in text
+  assert f"| {option} | student |" in text
+  # The transformer costs more FLOPs than the tiny mlp.
+  assert (options[1]["student_flops_per_spectrum"] >
+          options[0]["student_flops_per_spectrum"])
 
 
 def test_coral_ridge_learns_the_source_law_when_domains_agree():

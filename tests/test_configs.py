@@ -12,7 +12,8 @@ CONFIG_FILES = sorted(p.stem for p in pathlib.Path("configs").glob("*.py")
 VARIANTS = ["", "tiny", "dataset=soc", "sensor=prisma", "sensor=emit",
             "alignment=coral", "alignment=adversarial", "no_sau",
             "no_distill", "no_align", "plain", "compare=none",
-            "compare=no_sau+no_align+plain"]
+            "compare=no_sau+no_align+plain",
+            "encoder=transformer,distill=layers,head=bounded"]
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
@@ -35,6 +36,11 @@ def test_distill_variants(arg):
     assert not config.model.init_from_teacher
   if arg == "tiny":
     assert config.train.steps < 20 and config.teacher.train.steps < 20
+  if "encoder=transformer" in arg:
+    for model in (config.model, config.teacher.model):
+      assert model.encoder.kind == "transformer" and model.head == "bounded"
+    assert config.loss.distill == "layers"
+    assert len(config.loss.distill_layer_weights) == 3
   if arg.startswith("compare="):
     names = [] if arg == "compare=none" else arg[8:].split("+")
     assert set(config.compare) == set(names)

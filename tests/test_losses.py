@@ -142,3 +142,27 @@ def test_reconstruction_loss_known_answer():
   assert float(losses.reconstruction_loss(lab, lab)) == 0.0
   np.testing.assert_allclose(losses.reconstruction_loss(lab + 0.1, lab), 0.01,
                              rtol=1e-5)
+
+
+def test_layer_distillation_loss_known_answers_and_frozen_teacher():
+  layers = (_gaussian(4, 8), _gaussian(4, 8, seed=1))
+  pred = jnp.arange(4.0)
+  weights = (1.35, 0.65)
+  assert float(losses.layer_distillation_loss(layers, layers, pred, pred,
+                                              weights)) == 0.0
+  # SmoothL1 (delta 1) of a 0.5 gap: 0.125; of a 3 gap: 2.5. Weighted mean
+  # (1 * 0.125 + 3 * 2.5) / 4; prediction gap 2 -> 4, times 0.5.
+  student = (layers[0] + 0.5, layers[1] - 3.0)
+  value = losses.layer_distillation_loss(student, layers, pred + 2.0, pred,
+                                         (1.0, 3.0), pred_weight=0.5)
+  np.testing.assert_allclose(value, (0.125 + 7.5) / 4 + 2.0, rtol=1e-6)
+  # The feature weight scales the layer term alone; a layer of weight 0
+  # counts for nothing.
+  value = losses.layer_distillation_loss(student, layers, pred, pred,
+                                         (1.0, 0.0), feature_weight=2.0)
+  np.testing.assert_allclose(value, 0.25, rtol=1e-6)
+  grad_teacher = jax.grad(lambda t: losses.layer_distillation_loss(
+      student, t, pred + 2.0, pred, weights))(layers)
+  assert all(not np.any(g) for g in grad_teacher)
+  with pytest.raises(ValueError, match='one weight per layer'):
+    losses.layer_distillation_loss(layers, layers, pred, pred, (1.0,))

@@ -59,12 +59,13 @@ def test_encoder_shapes_and_pooling_variants():
   x = jnp.asarray(_lab_batch(3))
   for kwargs, tokens in ((dict(), 45), (dict(num_heads=0), 45),
                          (dict(stem_stride=2), 90)):
-    params, out = _shapes(encoder.SpectralEncoder(**kwargs), x, train=False)
-    assert out == (3, 64)
+    params, (out, layers) = _shapes(encoder.SpectralEncoder(**kwargs), x,
+                                    train=False)
+    assert out == (3, 64) and layers == ((3, 64),) * 3
     assert params['params']['position'] == (tokens, 64)
   wl = jnp.linspace(0.0, 1.0, x.shape[1])
-  params, out = _shapes(encoder.SpectralEncoder(**SMALL), x, train=False,
-                        wavelength=wl)
+  params, (out, _) = _shapes(encoder.SpectralEncoder(**SMALL), x,
+                             train=False, wavelength=wl)
   assert params['params']['stem']['kernel'] == (7, 2, 16)
   assert out == (3, 16)
   with pytest.raises(ValueError, match='batch, bands'):
@@ -138,6 +139,7 @@ def test_student_outputs_and_discriminator(enmap):
   out = model.apply(params, x, train=False)
   assert out['pred'].shape == (3,)
   assert out['features'].shape == (3, 16)
+  assert [layer.shape for layer in out['layers']] == [(3, 16)]
   assert out['adapted'].shape == (3, 180)
   logits = model.apply(params, out['features'], method=model.discriminate)
   assert logits.shape == (3,)
@@ -258,7 +260,8 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
       space='sensor', sau='auto', sau_ridge=1e-2, use_sau=True,
       encoder=dict(kind='mlp', features=16, num_blocks=1, dropout=0.0,
                    head_hidden=8)))
-  teacher = build.build_teacher(config, 'enmap', lab_grid.visnir())
+  teacher = build.build_teacher(config, 'enmap', lab_grid.visnir(),
+                                target_transform='log1p')
   lab = _lab_batch(3)
   params = teacher.init(jax.random.key(0), lab, train=False)
   forward = build.forward_matrix('enmap', lab_grid.visnir())
@@ -270,7 +273,8 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
   np.testing.assert_allclose(direct['pred'], via['pred'], rtol=1e-6)
   # Its student's SAU starts from the identity: a pixel that is the
   # resampled lab spectrum gives the teacher's prediction.
-  student = build.build_student(config, 'enmap', lab_grid.visnir())
+  student = build.build_student(config, 'enmap', lab_grid.visnir(),
+                                target_transform='log1p')
   s_params = deepsalt.init_student_from_teacher(
       student.init(jax.random.key(1), prepared, train=False)['params'],
       params['params'])
@@ -294,7 +298,7 @@ def test_standardisation_is_data_statistics_that_training_never_changes():
                   jnp.float32)
   params = model.init(jax.random.key(0), x, train=False)['params']
   params['standardize'] = {'mean': x.mean(0), 'scale': x.std(0)}
-  y = model.apply({'params': params}, x, train=False)
+  y, _ = model.apply({'params': params}, x, train=False)
   # A copy without the first layer's effect: the standardised inputs.
   z = (x - x.mean(0)) / x.std(0)
   expected = jax.nn.gelu(z @ params['dense0']['kernel'] +

@@ -41,6 +41,21 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   assert saved["setting"].startswith("transductive")
 
 
+def test_transformer_with_layer_distillation_and_bounded_head_trains(
+    prepared_data_dir, tmp_path):
+  config = tiny_config("distill", prepared_data_dir, "compare=none,"
+                       "encoder=transformer,distill=layers,head=bounded")
+  results = train.train_and_evaluate(config, tmp_path)
+  for name in ("teacher", "student"):
+    pred = results[name]["pred"]
+    assert np.isfinite(results[name]["overall"]["rmse"])
+    # The bounded head keeps EC within (0.05, 77) dS/m.
+    assert 0.05 - 1e-3 <= pred.min() and pred.max() <= 77.0 + 1e-2, name
+  terms = json.loads((tmp_path / "student" / "metrics.jsonl")
+                     .read_text().splitlines()[-1])
+  assert np.isfinite(terms["distillation"]) and terms["distillation"] > 0
+
+
 @pytest.mark.slow
 def test_training_learns(prepared_data_dir, tmp_path):
   """Loss falls and the student beats predicting the labelled mean.

@@ -8,7 +8,10 @@ else lab). `config.model.sau` says how the student reaches the teacher:
 inverse for a lab-space teacher or the identity for a sensor-space one) or
 'latent' (a satellite encoder into the teacher's feature space, for any lab
 grid, MIR included); 'auto' takes physics where the lab grid allows it.
-The lab grid is the dataset's (`deepsalt_spectral.lab_grid`), never assumed.
+`config.head` says how the head outputs: 'linear', or 'bounded' to
+`config.head_bounds` in target units (encoder.RegressionHead), so the head
+needs the target transform. The lab grid is the dataset's
+(`deepsalt_spectral.lab_grid`), never assumed.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from deepsalt_spectral import sensors
 
 SPACES = ("auto", "lab", "sensor")
 SAU_MODES = ("auto", "physics", "latent")
+HEADS = ("linear", "bounded")
 
 
 def _physics_problem(sensor: str, grid: lab_grid_lib.LabGrid) -> str:
@@ -93,8 +97,28 @@ def adaptation_matrix(sensor: str, config: ml_collections.ConfigDict,
                                    band.good_fwhm, ridge=config.sau_ridge)
 
 
-def encoder_and_head(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The encoder (`config.encoder.kind`) and regression head."""
+def _head_bounds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """() for a linear head, else `config.head_bounds` checked."""
+  # Runs saved before model.head existed have a linear head.
+  head = config.get("head", "linear")
+  if head not in HEADS:
+    raise errors.UserError(f"model.head={head!r}: use one of "
+                           f"{', '.join(HEADS)}.")
+  if head == "linear":
+    return ()
+  bounds = tuple(float(b) for b in config.head_bounds)
+  if len(bounds) != 2 or not bounds[0] < bounds[1]:
+    raise errors.UserError(
+        f"model.head=bounded needs model.head_bounds=(low, high) in the "
+        f"target's units, got {bounds}: only EC (dataset=salinity) has a "
+        "default, (0.05, 77.0) dS/m; set --config.model.head_bounds.")
+  return bounds
+
+
+def encoder_and_head(config: ml_collections.ConfigDict,
+                     target_transform: str) -> dict[str, Any]:
+  """The encoder (`config.encoder.kind`) and regression head (`config.head`,
+  regressing the target through `target_transform`)."""
   settings = dict(config.encoder)
   kind = settings.pop("kind")
   if kind not in encoder.ENCODERS:
@@ -104,25 +128,32 @@ def encoder_and_head(config: ml_collections.ConfigDict) -> dict[str, Any]:
   accepted = {f.name for f in dataclasses.fields(cls)}
   return dict(encoder=cls(**{k: v for k, v in settings.items()
                              if k in accepted}),
-              head=encoder.RegressionHead(settings["head_hidden"],
-                                          settings["dropout"]))
+              head=encoder.RegressionHead(
+                  settings["head_hidden"], settings["dropout"],
+                  _head_bounds(config), target_transform))
 
 
 def build_teacher(config: ml_collections.ConfigDict, sensor: str,
-                  grid: lab_grid_lib.LabGrid) -> deepsalt.Teacher:
+                  grid: lab_grid_lib.LabGrid, *,
+                  target_transform: str) -> deepsalt.Teacher:
   """The teacher of `config.model` on `grid` (its input space for
   `sensor`)."""
   resample = (forward_matrix(sensor, grid)
               if _space(config, sensor, grid) == "sensor" else None)
-  return deepsalt.Teacher(resample=resample, **encoder_and_head(config))
+  return deepsalt.Teacher(resample=resample,
+                          **encoder_and_head(config, target_transform))
 
 
 def build_student(config: ml_collections.ConfigDict, sensor: str,
-                  grid: lab_grid_lib.LabGrid) -> deepsalt.Student:
-  """The student of `config.model` for a built-in sensor's good bands."""
+                  grid: lab_grid_lib.LabGrid, *, target_transform: str,
+                  distill_width: int = 0) -> deepsalt.Student:
+  """The student of `config.model` for a built-in sensor's good bands
+  (`distill_width`: deepsalt.Student's)."""
   _space(config, sensor, grid)
+  networks = encoder_and_head(config, target_transform)
   if sau_mode(config, sensor, grid) == "latent":
-    return deepsalt.Student(latent=True, **encoder_and_head(config))
+    return deepsalt.Student(latent=True, distill_width=distill_width,
+                            **networks)
   return deepsalt.Student(
       init_matrix=adaptation_matrix(sensor, config, grid),
-      learn_sau=config.use_sau, **encoder_and_head(config))
+      learn_sau=config.use_sau, distill_width=distill_width, **networks)

@@ -13,8 +13,9 @@ teacher's head reads it (the DeepSalt authors' latent SAU).
 Parameter trees (the `params` collection):
   Teacher: {'encoder', 'head'}
   Student: {'sau' (physics with learn_sau=True only), 'encoder', 'head',
-            'discriminator'}; latent: {'encoder', 'project', 'decoder',
-            'head', 'discriminator'}.
+            'discriminator', 'distill_project<i>' (a distill_width other
+            than the encoder's)}; latent: {'encoder', 'project', 'decoder',
+            'head', 'discriminator', 'distill_project<i>'}.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
 both are built with the same encoder settings, so the student starts from the
 teacher with `init_student_from_teacher` (the subtrees `Student.shared`:
@@ -48,7 +49,8 @@ class DomainDiscriminator(nn.Module):
 
 
 class Teacher(nn.Module):
-  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, D]}.
+  """Lab spectrum [B, n_lab] -> {'pred': [B], 'features': [B, D],
+  'layers': the encoder's per-block embeddings, each [B, D]}.
 
   Attributes:
     encoder: spectrum -> features, e.g. `encoder.SpectralEncoder`.
@@ -78,8 +80,9 @@ class Teacher(nn.Module):
                     train: bool) -> dict[str, jax.Array]:
     """Outputs for spectra already in the encoder's input space (a pixel
     resampled to the lab grid, or a pixel itself in sensor space)."""
-    features = self.encoder(x, train=train)
-    return {'pred': self.head(features, train=train), 'features': features}
+    features, layers = self.encoder(x, train=train)
+    return {'pred': self.head(features, train=train), 'features': features,
+            'layers': layers}
 
 
 class Decoder(nn.Module):
@@ -95,10 +98,12 @@ class Decoder(nn.Module):
 class Student(nn.Module):
   """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
 
-  Returns {'pred': [B], 'features': [B, features]} and, with a physics SAU,
-  'adapted': [B, n_in] (the SAU's output, in the teacher's input space) or,
-  latent, 'latent': [B, features] (the encoder's output before the
-  projection into the teacher's feature space).
+  Returns {'pred': [B], 'features': [B, features], 'layers'} ('layers': the
+  encoder's per-block embeddings, in the teacher's width, see
+  `distill_width`) and, with a physics SAU, 'adapted': [B, n_in] (the SAU's
+  output, in the teacher's input space) or, latent, 'latent': [B, features]
+  (the encoder's output before the projection into the teacher's feature
+  space).
 
   Attributes:
     encoder: as the teacher's (built with the same settings, so the student
@@ -112,6 +117,10 @@ class Student(nn.Module):
     latent: the latent SAU instead: encoder on the pixel + projection.
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
+    distill_width: the teacher's layer width for layer-wise distillation; 0
+      or the encoder's own width: 'layers' are the encoder's. Another width
+      (a student built wider or narrower than its teacher, so not started
+      from it) adds a learned linear projection per layer into that width.
   """
   encoder: nn.Module
   head: nn.Module
@@ -120,6 +129,7 @@ class Student(nn.Module):
   latent: bool = False
   sau_hidden: int = 64
   discriminator_hidden: int = 64
+  distill_width: int = 0
 
   def __post_init__(self):
     if self.latent:
@@ -137,6 +147,11 @@ class Student(nn.Module):
     """The subtrees that start from the teacher's."""
     return ('head',) if self.latent else SHARED
 
+  @property
+  def projects_layers(self) -> bool:
+    """Whether 'layers' go through the distillation projection."""
+    return self.distill_width not in (0, self.encoder.features)
+
   def setup(self):
     if self.learn_sau:
       self.sau = sau_lib.SpectralAdaptationUnit(self.init_matrix,
@@ -145,26 +160,32 @@ class Student(nn.Module):
       self.project = nn.Dense(self.encoder.features)
       self.decoder = Decoder()
     self.discriminator = DomainDiscriminator(self.discriminator_hidden)
+    if self.projects_layers:
+      self.distill_project = [nn.Dense(self.distill_width,
+                                       name=f'distill_project{i}')
+                              for i in range(self.encoder.num_blocks)]
 
   def __call__(self, satellite: jax.Array, *,
                train: bool) -> dict[str, jax.Array]:
     if self.latent:
-      latent = self.encoder(satellite, train=train)
+      latent, layers = self.encoder(satellite, train=train)
       features = self.project(latent)
+      out = {'latent': latent}
       if self.is_initializing():
-        self.discriminator(features)
         self.decoder(latent, satellite.shape[-1])
-      return {'pred': self.head(features, train=train), 'features': features,
-              'latent': latent}
-    if self.learn_sau:
-      adapted = self.sau(satellite)
     else:
-      adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
-    features = self.encoder(adapted, train=train)
+      if self.learn_sau:
+        adapted = self.sau(satellite)
+      else:
+        adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
+      features, layers = self.encoder(adapted, train=train)
+      out = {'adapted': adapted}
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
+    if self.projects_layers:
+      layers = tuple(p(y) for p, y in zip(self.distill_project, layers))
     return {'pred': self.head(features, train=train), 'features': features,
-            'adapted': adapted}
+            'layers': layers, **out}
 
   def discriminate(self, features: jax.Array) -> jax.Array:
     """Domain logits [B] for features [B, D]."""

@@ -1,9 +1,17 @@
-"""Spectral encoder and regression head (Flax Linen, state-free).
+"""Spectral encoders and regression head (Flax Linen, state-free).
 
-A spectrum on a fixed band grid is read as a 1-D sequence of band tokens:
-a strided conv stem, residual ConvNeXt-style blocks (depthwise conv along the
-bands + token MLP; LayerNorm only, so there is no batch state to sync across
-devices) and attention pooling with one learned query per head.
+Encoders by name (ENCODERS): 'conv' reads a spectrum on a fixed band grid as
+a 1-D sequence of band tokens: a strided conv stem, residual ConvNeXt-style
+blocks (depthwise conv along the bands + token MLP; LayerNorm only, so there
+is no batch state to sync across devices) and attention pooling with one
+learned query per head. 'transformer' embeds groups of bands as tokens and
+runs pre-norm self-attention blocks. 'mlp' is a plain MLP.
+
+Every encoder maps [B, n_bands] to (features [B, D], layers): `layers` holds
+one embedding per block (residual block, transformer block or dense layer),
+each pooled over tokens to [B, features], first block first, for layer-wise
+distillation. The pooling is a mean that nothing else reads: jit prunes it
+when the layers are unused.
 
 Sized for 2 CPU cores, where XLA's cost grows with batch x tokens x blocks
 (memory-bound elementwise work, not FLOPs): the default stem stride of 4
@@ -16,6 +24,8 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from deepsalt_jax import losses
 
 
 class DepthwiseConv1D(nn.Module):
@@ -113,7 +123,8 @@ class SpectralEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool,
-               wavelength: Optional[jax.Array] = None) -> jax.Array:
+               wavelength: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Encodes spectra.
 
     Args:
@@ -124,7 +135,7 @@ class SpectralEncoder(nn.Module):
         parameter shape, so pass it always or never for one set of params.
 
     Returns:
-      [B, features] embedding.
+      ([B, features] embedding, per-block embeddings).
     """
     if x.ndim != 2:
       raise ValueError(f'SpectralEncoder expects [batch, bands], got shape '
@@ -141,19 +152,34 @@ class SpectralEncoder(nn.Module):
     position = self.param('position', nn.initializers.normal(0.02),
                           tokens.shape[1:])
     tokens = nn.LayerNorm(name='stem_norm')(tokens + position)
+    layers = []
     for i in range(self.num_blocks):
       tokens = ResidualBlock(self.kernel_size, self.mlp_ratio, self.dropout,
                              name=f'block{i}')(tokens, train=train)
+      layers.append(tokens.mean(axis=1))
     tokens = nn.LayerNorm(name='final_norm')(tokens)
     if self.num_heads:
-      return AttentionPool(self.num_heads, name='pool')(tokens)
-    return tokens.mean(axis=1)
+      return AttentionPool(self.num_heads, name='pool')(tokens), tuple(layers)
+    return tokens.mean(axis=1), tuple(layers)
 
 
 class RegressionHead(nn.Module):
-  """Embedding [B, D] -> scalar prediction [B] (transformed target space)."""
+  """Embedding [B, D] -> scalar prediction [B] (transformed target space).
+
+  Attributes:
+    hidden: width of the hidden layer.
+    dropout: its dropout rate.
+    bounds: () for a linear output z; (low, high) in target units (dS/m for
+      EC) for forward(low + (high - low) * sigmoid(z)), as the DeepSalt
+      authors bound EC to [0.05, 77] dS/m. `forward` is the target transform
+      the model regresses, so a prediction in target units stays within the
+      bounds whatever the transform.
+    transform: that target transform's name (losses.TARGET_TRANSFORMS).
+  """
   hidden: int = 64
   dropout: float = 0.1
+  bounds: tuple[float, ...] = ()
+  transform: str = 'identity'
 
   @nn.compact
   def __call__(self, features: jax.Array, *, train: bool,
@@ -165,7 +191,12 @@ class RegressionHead(nn.Module):
       y = nn.Dropout(self.dropout, deterministic=not train)(y)
     else:
       y = y * keep / (1.0 - self.dropout)
-    return nn.Dense(1, name='out')(y)[..., 0]
+    z = nn.Dense(1, name='out')(y)[..., 0]
+    if not self.bounds:
+      return z
+    low, high = self.bounds
+    forward, _ = losses.TARGET_TRANSFORMS[self.transform]
+    return forward(low + (high - low) * jax.nn.sigmoid(z))
 
 
 class Standardize(nn.Module):
@@ -198,16 +229,130 @@ class MLPEncoder(nn.Module):
   dropout: float = 0.1
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *,
+               train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """([B, features] embedding, each dense layer's activations)."""
     if x.ndim != 2:
       raise ValueError(f'MLPEncoder expects [batch, bands], got shape '
                        f'{x.shape}.')
     y = Standardize(name='standardize')(x)
+    layers = []
     for i in range(self.num_blocks):
       y = nn.gelu(nn.Dense(self.features, name=f'dense{i}')(y))
+      # Before dropout: a layer's representation, not its training noise.
+      layers.append(y)
       y = nn.Dropout(self.dropout, deterministic=not train)(y)
-    return y
+    return y, tuple(layers)
+
+
+def token_group(n_bands: int, stem_stride: int, max_tokens: int) -> int:
+  """Bands per token of TransformerEncoder: `stem_stride`, or more where
+  that would give over `max_tokens` tokens."""
+  return max(stem_stride, -(-n_bands // max_tokens))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention over all tokens of [B, L, D]."""
+  num_heads: int = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, length, features = x.shape
+    if features % self.num_heads:
+      raise ValueError(f'features={features} must be divisible by '
+                       f'num_heads={self.num_heads}.')
+    head = features // self.num_heads
+    # Projections on 2-D views, as in ResidualBlock (faster on XLA:CPU).
+    qkv = nn.Dense(3 * features, name='qkv')(
+        x.reshape(batch * length, features))
+    q, k, v = jnp.moveaxis(
+        qkv.reshape(batch, length, 3, self.num_heads, head), 2, 0)
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head)
+    y = jnp.einsum('bhqk,bkhd->bqhd', jax.nn.softmax(scores, axis=-1), v)
+    # Zero-initialised like ResidualBlock's output: blocks start as the
+    # identity.
+    return nn.Dense(features, kernel_init=nn.initializers.zeros, name='out')(
+        y.reshape(batch * length, features)).reshape(batch, length, features)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm block: self-attention, then a token MLP, each residual."""
+  num_heads: int = 4
+  mlp_ratio: int = 2
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    batch, length, features = x.shape
+    # Channel dropout shared by the tokens, as in ResidualBlock.
+    drop = lambda y: nn.Dropout(self.dropout, broadcast_dims=(1,),
+                                deterministic=not train)(y)
+    y = nn.LayerNorm(name='attention_norm')(x)
+    x = x + drop(SelfAttention(self.num_heads, name='attention')(y))
+    y = nn.LayerNorm(name='mlp_norm')(x).reshape(batch * length, features)
+    y = nn.gelu(nn.Dense(self.mlp_ratio * features, name='expand')(y))
+    y = nn.Dense(features, kernel_init=nn.initializers.zeros,
+                 name='project')(y).reshape(batch, length, features)
+    return x + drop(y)
+
+
+class TransformerEncoder(nn.Module):
+  """Spectrum [B, n_bands] -> (embedding [B, features], per-block ones).
+
+  Bands are standardised with the training statistics (as MLPEncoder's),
+  cut into groups of adjacent bands; each group is a token (a linear patch
+  embedding) with a learned position embedding; then pre-norm transformer
+  blocks, a final LayerNorm and mean pooling. Sized like the DeepSalt
+  authors' (64 wide, 4 heads, 3 blocks).
+
+  Any input length works: a group is `stem_stride` bands, or
+  ceil(n_bands / max_tokens) where that is more, so attention (quadratic in
+  tokens) stays CPU-sized: 45 tokens of 4 bands on the 180-band lab grid,
+  54-60 on the sensors' good bands, 63 of 27 channels on a 1,701-channel MIR
+  grid. The last group is padded with zeros (the standardised mean).
+
+  Attributes:
+    features: token width and embedding size.
+    num_blocks: transformer blocks.
+    num_heads: self-attention heads.
+    mlp_ratio: hidden width of the token MLP, in multiples of `features`.
+    stem_stride: the fewest bands per token.
+    max_tokens: the most tokens.
+    dropout: channel-dropout rate in the blocks ('dropout' rng when training).
+  """
+  features: int = 64
+  num_blocks: int = 3
+  num_heads: int = 4
+  mlp_ratio: int = 2
+  stem_stride: int = 4
+  max_tokens: int = 64
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *,
+               train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    if x.ndim != 2:
+      raise ValueError(f'TransformerEncoder expects [batch, bands], got '
+                       f'shape {x.shape}.')
+    batch, n_bands = x.shape
+    group = token_group(n_bands, self.stem_stride, self.max_tokens)
+    length = -(-n_bands // group)
+    y = Standardize(name='standardize')(x)
+    y = jnp.pad(y, ((0, 0), (0, length * group - n_bands)))
+    tokens = nn.Dense(self.features, name='embed')(
+        y.reshape(batch * length, group)).reshape(batch, length, -1)
+    position = self.param('position', nn.initializers.normal(0.02),
+                          (length, self.features))
+    tokens = tokens + position
+    layers = []
+    for i in range(self.num_blocks):
+      tokens = TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout,
+                                name=f'block{i}')(tokens, train=train)
+      layers.append(tokens.mean(axis=1))
+    return (nn.LayerNorm(name='final_norm')(tokens).mean(axis=1),
+            tuple(layers))
 
 
 # Encoders by name (config.model.encoder.kind).
-ENCODERS = {'conv': SpectralEncoder, 'mlp': MLPEncoder}
+ENCODERS = {'conv': SpectralEncoder, 'mlp': MLPEncoder,
+            'transformer': TransformerEncoder}

@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from deepsalt_jax.models import covariates
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
 from deepsalt_spectral import errors
@@ -63,16 +64,25 @@ def encoder_and_head(config: ml_collections.ConfigDict) -> dict[str, Any]:
                                           settings["dropout"]))
 
 
-def build_teacher(config: ml_collections.ConfigDict,
-                  sensor: str) -> deepsalt.Teacher:
-  """The teacher of `config.model` (its input space for `sensor`)."""
+def _covariate_branch(with_covariates: bool):
+  return covariates.CovariateBranch() if with_covariates else None
+
+
+def build_teacher(config: ml_collections.ConfigDict, sensor: str,
+                  with_covariates: bool = False) -> deepsalt.Teacher:
+  """The teacher of `config.model` (its input space for `sensor`), with a
+  covariate branch if `with_covariates`."""
   resample = forward_matrix(sensor) if _space(config) == "sensor" else None
-  return deepsalt.Teacher(resample=resample, **encoder_and_head(config))
+  return deepsalt.Teacher(resample=resample,
+                          covariates=_covariate_branch(with_covariates),
+                          **encoder_and_head(config))
 
 
-def build_student(config: ml_collections.ConfigDict,
-                  sensor: str) -> deepsalt.Student:
-  """The student of `config.model` for a built-in sensor's good bands."""
+def build_student(config: ml_collections.ConfigDict, sensor: str,
+                  with_covariates: bool = False) -> deepsalt.Student:
+  """The student of `config.model` for a built-in sensor's good bands,
+  with a covariate branch if `with_covariates`."""
   return deepsalt.Student(
       init_matrix=adaptation_matrix(sensor, config),
-      learn_sau=config.use_sau, **encoder_and_head(config))
+      learn_sau=config.use_sau, covariates=_covariate_branch(with_covariates),
+      **encoder_and_head(config))

@@ -6,8 +6,11 @@ bands by a fixed matrix (`Teacher.resample`). The student carries a pixel
 into that space with its SAU and reads it with the same encoder and head.
 
 Parameter trees (the `params` collection):
-  Teacher: {'encoder', 'head'}
-  Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator'}
+  Teacher: {'encoder', 'head', 'covariates' (with covariates only)}
+  Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator',
+            'covariates' (with covariates only)}
+Covariates (`models.covariates`): a network built with a covariate branch
+reads covariates=[B, k] beside the spectrum; one without ignores them.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
 both are built with the same encoder settings, so the student starts from the
 teacher with `init_student_from_teacher` (student['encoder'] =
@@ -22,9 +25,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepsalt_jax.models import covariates as covariates_lib
 from deepsalt_jax.models import sau as sau_lib
 
-# The subtrees the student takes over from the teacher.
+# The subtrees the student takes over from the teacher (and 'covariates'
+# when both have the same).
 SHARED = ('encoder', 'head')
 
 
@@ -47,10 +52,12 @@ class Teacher(nn.Module):
     head: features -> prediction, e.g. `encoder.RegressionHead`.
     resample: None (the encoder reads the lab grid) or the (n_sat, n_lab)
       forward SRF resampling to the sensor's nominal good bands.
+    covariates: a `covariates.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
   head: nn.Module
   resample: Any = None
+  covariates: nn.Module | None = None
 
   def __post_init__(self):
     if self.resample is not None:
@@ -63,14 +70,18 @@ class Teacher(nn.Module):
       return lab
     return sau_lib.fixed_adaptation(lab, self.resample)
 
-  def __call__(self, lab: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    return self.from_prepared(self.prepare(lab), train=train)
+  def __call__(self, lab: jax.Array, *, train: bool,
+               covariates: jax.Array | None = None) -> dict[str, jax.Array]:
+    return self.from_prepared(self.prepare(lab), train=train,
+                              covariates=covariates)
 
-  def from_prepared(self, x: jax.Array, *,
-                    train: bool) -> dict[str, jax.Array]:
+  def from_prepared(self, x: jax.Array, *, train: bool,
+                    covariates: jax.Array | None = None
+                    ) -> dict[str, jax.Array]:
     """Outputs for spectra already in the encoder's input space (a pixel
     resampled to the lab grid, or a pixel itself in sensor space)."""
-    features = self.encoder(x, train=train)
+    features = covariates_lib.add(self.covariates,
+                                  self.encoder(x, train=train), covariates)
     return {'pred': self.head(features, train=train), 'features': features}
 
 
@@ -91,6 +102,7 @@ class Student(nn.Module):
       fixed physics matrix, applied as a constant with no parameters.
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
+    covariates: a `covariates.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
   head: nn.Module
@@ -98,6 +110,7 @@ class Student(nn.Module):
   learn_sau: bool = True
   sau_hidden: int = 64
   discriminator_hidden: int = 64
+  covariates: nn.Module | None = None
 
   def __post_init__(self):
     if self.init_matrix is None:
@@ -112,13 +125,14 @@ class Student(nn.Module):
                                                 self.sau_hidden)
     self.discriminator = DomainDiscriminator(self.discriminator_hidden)
 
-  def __call__(self, satellite: jax.Array, *,
-               train: bool) -> dict[str, jax.Array]:
+  def __call__(self, satellite: jax.Array, *, train: bool,
+               covariates: jax.Array | None = None) -> dict[str, jax.Array]:
     if self.learn_sau:
       adapted = self.sau(satellite)
     else:
       adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
-    features = self.encoder(adapted, train=train)
+    features = covariates_lib.add(
+        self.covariates, self.encoder(adapted, train=train), covariates)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
     return {'pred': self.head(features, train=train), 'features': features,
@@ -136,7 +150,9 @@ class Student(nn.Module):
 def init_student_from_teacher(student_params: Mapping[str, Any],
                               teacher_params: Mapping[str, Any]
                               ) -> dict[str, Any]:
-  """Student params with 'encoder' and 'head' replaced by the teacher's.
+  """Student params with 'encoder' and 'head' replaced by the teacher's,
+  and 'covariates' when both have that subtree with the same shapes (the
+  same covariates: the student starts with the teacher's predictions).
 
   Accepts the `params` collections themselves or variable dicts that wrap
   them as {'params': ...} (both arguments alike). Returns a new dict; the
@@ -167,4 +183,9 @@ def init_student_from_teacher(student_params: Mapping[str, Any],
                        'structure or shape; build both with the same encoder '
                        'settings (features, num_blocks, kernel_size, ...).')
     out[name] = jax.tree.map(jnp.copy, teacher_params[name])
+  scope = covariates_lib.SCOPE
+  if scope in student_params and scope in teacher_params and (
+      jax.tree.map(jnp.shape, student_params[scope]) ==
+      jax.tree.map(jnp.shape, teacher_params[scope])):
+    out[scope] = jax.tree.map(jnp.copy, teacher_params[scope])
   return out

@@ -87,10 +87,11 @@ def _predict(params, x, index, covariates, *, model, inverse, mc_samples,
   def per_device(params, x, index, covariates):
     if not chunk or len(x) <= chunk:
       return fn(params, x, index, covariates)
+    n = len(x) // chunk  # Not -1: covariates may have no columns.
     mean, std = jax.lax.map(
         lambda a: fn(params, *a),
-        (x.reshape(-1, chunk, x.shape[1]), index.reshape(-1, chunk),
-         covariates.reshape(-1, chunk, covariates.shape[1])))
+        (x.reshape(n, chunk, x.shape[1]), index.reshape(n, chunk),
+         covariates.reshape(n, chunk, covariates.shape[1])))
     return mean.reshape(-1), std.reshape(-1)
 
   return jax.shard_map(per_device, mesh=mesh,

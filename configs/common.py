@@ -101,6 +101,10 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
       # the unlabelled stream instead of simulated pixels ('' = none).
       target_scenes="",
       target_transform="log1p" if name == "salinity" else "identity",
+      # Ancillary covariates fed beside the spectra, comma-separated ('' =
+      # none): of the dataset's (salinity: clay,soc; soc: clay), measured
+      # for LimeSoDa, missing for ICRAF (imputed; models/covariates.py).
+      covariates="",
   ))
 
 
@@ -216,6 +220,10 @@ def mapping_config() -> ml_collections.ConfigDict:
       cloud_blue_min=defaults.cloud_blue_min,  # Cloud/haze test above.
       band_tolerance_nm=2.0,  # A scene band this close is the student's.
       min_coverage=0.9,  # Mean SRF support needed to resample the rest.
+      # A raster per covariate the student reads (data.covariates), e.g.
+      # 'clay=maps/clay.tif,soc=maps/soc.tif': resampled (bilinear) to each
+      # scene's grid; pixels where one has no data are not mapped.
+      covariate_rasters="",
   ))
 
 

@@ -102,6 +102,12 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       validation_seed=0,
       transductive=True,  # A held-out fold's unlabelled pixels feed alignment.
       target_transform="log1p",
+      # Ancillary covariates (comma-separated column names, '' = none):
+      # numeric columns of the points table and of the library's table (the
+      # metadata CSV, or the library CSV itself), read by the student and
+      # the teacher; empty cells are imputed with the training mean. Maps
+      # read them from rasters (mapping.covariate_rasters).
+      covariates="",
   ))
 
 

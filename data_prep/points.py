@@ -4,7 +4,8 @@
 
 CSV: one row per point with lon/lat columns (WGS84 degrees, the default
 `crs`) or x/y columns in the CRS `crs` names (e.g. 'EPSG:32632'), an EC
-column, and optional sample id, date, depth and ec_method columns. GeoJSON:
+column, optional sample id, date, depth and ec_method columns, and the
+covariate columns a project names (`data_prep.covariates`). GeoJSON:
 a FeatureCollection of Point features with the same fields as properties, in
 WGS84 (RFC 7946) unless the file's legacy `crs` member names another CRS.
 Column names are matched without regard to case; `columns` overrides them.
@@ -21,6 +22,7 @@ import pandas as pd
 import rasterio.crs
 import rasterio.errors
 
+from data_prep import covariates as covariate_data
 from data_prep import ec_methods
 from data_prep.libraries import tables
 from deepsalt_spectral import errors
@@ -57,6 +59,7 @@ class Points:
   depth: np.ndarray
   where: np.ndarray
   path: pathlib.Path
+  covariates: np.ndarray  # [n, k] float64, NaN where missing.
 
   def __len__(self) -> int:
     return len(self.ec)
@@ -134,7 +137,8 @@ def _check_geographic(x, y, where, path) -> None:
 
 def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
                 ec_method: str = "ECe", max_ec: float = MAX_EC,
-                columns: Optional[dict[str, str]] = None) -> Points:
+                columns: Optional[dict[str, str]] = None,
+                covariates: tuple[str, ...] = ()) -> Points:
   """Reads field points (module docstring) and checks them.
 
   Args:
@@ -145,6 +149,7 @@ def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
     ec_method: the declared EC method; an ec_method column must agree.
     max_ec: EC (dS/m) above which values are refused as wrong units.
     columns: {key: column name} overrides of ALIASES ('' = detect).
+    covariates: names of covariate columns to read (case-insensitive).
 
   Returns:
     The points with EC in dS/m; rows without EC are dropped (warning).
@@ -191,6 +196,7 @@ def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
       np.float64) * tables.EC_UNITS[ec_units]
   optional = {key: _column(frame, key, columns.get(key, ""), path, False)
               for key in ("sample_id", "date", "depth", "ec_method")}
+  values = covariate_data.columns(frame, covariates, path)
   if optional["ec_method"]:
     ec_methods.check_column(frame[optional["ec_method"]], ec_method,
                             str(path), where)
@@ -229,4 +235,5 @@ def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
         "spectrum).")
   return Points(x=x[keep], y=y[keep], crs=parsed_crs.to_string(),
                 ec=ec[keep], sample_id=ids, date=text["date"][keep],
-                depth=text["depth"][keep], where=where[keep], path=path)
+                depth=text["depth"][keep], where=where[keep], path=path,
+                covariates=values[keep])

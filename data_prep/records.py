@@ -4,8 +4,9 @@ A record (see the team contract): 'lab' float32[180] on
 `resampling.lab_wavelengths()`, 'satellite' float32[n_good] at the sensor's good
 bands, 'target' float32, 'region' ClassLabel (names travel with the dataset),
 'sample_id' str, 'lat'/'lon' float32 (nan if unknown), 'fold' int64 (LimeSoDa
-fold 1..10, 0 if none) and 'u' float32, from which the trainer's config
-draws each sample's role (`roles.assign_roles`).
+fold 1..10, 0 if none), 'u' float32, from which the trainer's config
+draws each sample's role (`roles.assign_roles`), and 'covariates'
+float32[k] (NaN where unknown), named by the metadata's 'covariate_names'.
 
 Builders write array_record files (no TensorFlow needed); read them with
 `tfds.data_source`. Configs are named by sensor; the same seed gives
@@ -63,11 +64,14 @@ SHARED_RELEASE_NOTES = {
 class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
   """Lab spectra, their simulated satellite view and a target, one split.
 
-  Subclasses set REGION_NAMES, TARGET, MEASURED, SIMULATED and implement
-  `_samples`. All samples go to split 'train': the trainer holds out regions.
+  Subclasses set REGION_NAMES, TARGET, MEASURED, SIMULATED, COVARIATES and
+  implement `_samples`. All samples go to split 'train': the trainer holds
+  out regions.
   """
   BUILDER_CONFIGS = sensor_configs()
   REGION_NAMES: tuple[str, ...] = ()
+  # `sources.LabSpectra` fields stored as 'covariates' (never the target).
+  COVARIATES: tuple[str, ...] = ()
   TARGET = ""  # What 'target' holds, with its unit.
   MEASURED = ""  # Which parts of a record are measured ...
   SIMULATED = ""  # ... and which simulated.
@@ -101,6 +105,8 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
             "lon": scalar(np.float32),
             "fold": scalar(np.int64),
             "u": scalar(np.float32),
+            "covariates": tfds.features.Tensor(
+                shape=(len(self.COVARIATES),), dtype=np.float32),
         }),
         metadata=tfds.core.MetadataDict(
             target=self.TARGET,
@@ -111,6 +117,7 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
             lab_grid=lab_grid.visnir().to_json(),
             satellite_wavelength=sensor.good_wavelength.tolist(),
             satellite_fwhm=sensor.good_fwhm.tolist(),
+            covariate_names=list(self.COVARIATES),
         ),
         citation=("LimeSoDa (Schmidinger et al.), PyPI LimeSoDa 0.1.5; "
                   "earthlib (C. Anderson), PyPI earthlib 1.1.0, holding the "
@@ -134,6 +141,8 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
     pairs = satellite_view.pair_views(lab, samples.region, self.REGION_NAMES,
                                       self.sensor, endmembers, seed)
     u = roles.uniform(samples.sample_id, seed)
+    covariates = np.stack([getattr(samples, name) for name in
+                           self.COVARIATES], axis=1).astype(np.float32)
     for i, sample_id in enumerate(samples.sample_id):
       record: dict[str, Any] = {
           "lab": lab[i].astype(np.float32),
@@ -147,5 +156,6 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
           "lon": np.float32(samples.lon[i]),
           "fold": int(samples.fold[i]),
           "u": np.float32(u[i]),
+          "covariates": covariates[i],
       }
       yield sample_id, record

@@ -18,17 +18,21 @@ from data_prep import sources
 class DeepsaltSalinity(records.SpectraBuilder):
   """Soil salinity (EC) from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("2.1.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa (896) + located ICRAF-ISRIC (3,720) lab spectra; "
                "simulated EC and satellite view.",
       **records.SHARED_RELEASE_NOTES,
+      "2.1.0": "'covariates': measured clay and SOC (%) for LimeSoDa, NaN "
+               "for ICRAF (earthlib has neither).",
   }
   REGION_NAMES = sources.REGIONS
+  COVARIATES = ("clay", "soc")
   TARGET = "EC of the saturated paste extract, dS/m (simulated)"
   MEASURED = ("'lab' before the salt effects: real lab soil reflectance "
-              "(LimeSoDa, ICRAF-ISRIC); regions, coordinates and LimeSoDa "
-              "folds.")
+              "(LimeSoDa, ICRAF-ISRIC); regions, coordinates, LimeSoDa "
+              "folds and the covariates (LimeSoDa clay and SOC; the "
+              "simulated EC does not depend on them).")
   SIMULATED = ("'target' (EC) and the salt effects in 'lab' "
                "(data_prep.forward_model), and all of 'satellite' "
                "(data_prep.satellite_view, with real vegetation endmembers "

@@ -15,14 +15,17 @@ from data_prep import sources
 class DeepsaltSoc(records.SpectraBuilder):
   """Soil organic carbon from lab and simulated satellite spectra."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("2.1.0")
   RELEASE_NOTES = {
       "1.0.0": "LimeSoDa CV.98, SL.125, UL.120, SC.93, SSP.460.",
       **records.SHARED_RELEASE_NOTES,
+      "2.1.0": "'covariates': measured clay (%).",
   }
   REGION_NAMES = sources.LIMESODA_SETS
+  COVARIATES = ("clay",)  # SOC is the target.
   TARGET = "SOC, % (measured; SOM / 1.724 for SL.125 and UL.120)"
-  MEASURED = "'lab', 'target' (SOC), regions, folds and SC.93 coordinates."
+  MEASURED = ("'lab', 'target' (SOC), regions, folds, SC.93 coordinates "
+              "and the covariate clay.")
   SIMULATED = ("'satellite' (data_prep.satellite_view), from "
                "real vegetation endmembers (earthlib).")
 

@@ -5,9 +5,11 @@ Everything here is measured; nothing is simulated:
 * LimeSoDa (Schmidinger et al.): five vis-NIR sets measured at 1 nm
   (CV.98, SL.125, UL.120, SC.93) or 1-5 nm (SSP.460), with lab SOC (or SOM),
   clay and pH and ten predefined cross-validation folds. Each set is a region.
+  SOC and clay are kept (the benchmarks' covariates).
 * earthlib (C. Anderson): the ICRAF-ISRIC soil spectral library, 4,168 lab
   spectra already on the 10 nm lab grid, with latitude and longitude; grouped
-  into regions by continent (see `CONTINENT_BOXES`). Spectra without a
+  into regions by continent (see `CONTINENT_BOXES`). earthlib ships no soil
+  properties: their SOC and clay are unknown (NaN). Spectra without a
   location cannot be placed in a region and are dropped: 103 have no
   coordinates and 345 sit at exactly (0, 0), a missing-value placeholder in
   the Gulf of Guinea; 3,720 remain.
@@ -74,6 +76,7 @@ class LabSpectra:
   lon: np.ndarray  # [n] float64 degrees, nan if unknown.
   fold: np.ndarray  # [n] int64 LimeSoDa fold 1..10, 0 if none.
   soc: np.ndarray  # [n] float64 measured SOC in %, nan if unknown.
+  clay: np.ndarray  # [n] float64 measured clay in %, nan if unknown.
 
   def __len__(self) -> int:
     return len(self.sample_id)
@@ -148,7 +151,7 @@ def limesoda() -> LabSpectra:
         sample_id=np.array([f"{name}/{i}" for i in table.index], dtype=object),
         lat=lat, lon=lon,
         fold=np.asarray(data["Folds"], np.int64),
-        soc=soc))
+        soc=soc, clay=table["Clay_target"].to_numpy(np.float64)))
   return concatenate(*parts)
 
 
@@ -281,7 +284,7 @@ def icraf() -> LabSpectra:
       sample_id=np.array([f"icraf/{s}" for s in table["NAME"]], dtype=object),
       lat=lat, lon=lon,
       fold=np.zeros(n, np.int64),
-      soc=np.full(n, np.nan))
+      soc=np.full(n, np.nan), clay=np.full(n, np.nan))
 
 
 def vegetation_endmembers() -> dict[str, np.ndarray]:

@@ -116,15 +116,13 @@ def _predictions(plan: stages.Plan, data: input_pipeline.Data,
   forward, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
   batch = config.train.eval_batch_size
   x = data.satellite[rows]
-  run = lambda model, p, inputs, method=None: predict.predict(
-      model, p, inputs, mesh, batch, inverse, method=method)[0]
-  out = {student.name: run(student.model(data.sensor), params[student.name],
-                           x) for student in plan.students}
+  run = lambda stage, inputs, method=None: predict.predict(
+      stage.model(data.sensor), params[stage.name], inputs, mesh, batch,
+      inverse, method=method, covariates=stage.covariates(data, rows))[0]
+  out = {student.name: run(student, x) for student in plan.students}
   teacher_inputs = plan.teacher.pixel_inputs(data.sensor, x)
   if teacher_inputs is not None:  # A lab grid with a physics route.
-    out[TEACHER] = run(plan.teacher.model(data.sensor),
-                       params[plan.teacher.name], teacher_inputs,
-                       "from_prepared")
+    out[TEACHER] = run(plan.teacher, teacher_inputs, "from_prepared")
   train_rows = ~data.test & (data.role == roles.LABELLED)
   if train_rows.sum() < MIN_BASELINE_SAMPLES:
     logging.warning("%d labelled pixels to fit PLSR and the random forest "
@@ -272,7 +270,8 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
     if with_spread:
       spread[:, rows[labelled]] = evaluate.spread(
           student.model(fold.sensor), params[student.name],
-          fold.satellite[rows], mesh, student.config)
+          fold.satellite[rows], mesh, student.config,
+          student.covariates(fold, rows))
     for name, pred in _predictions(plan, fold, params, rows, config,
                                    mesh).items():
       oof.setdefault(name, np.full(labelled.sum(), np.nan))[

@@ -49,10 +49,12 @@ class Entry:
   method: str | None = None  # The model's method to apply (default call).
   # The calibrated MC-dropout interval (calibration.fit), if there is one.
   calibration: dict[str, Any] | None = None
+  covariates: np.ndarray | None = None  # Of the held-out samples, if read.
 
 
 def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
-           config: ml_collections.ConfigDict
+           config: ml_collections.ConfigDict,
+           covariates: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std) over the MC-dropout passes mapping uses, target units."""
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
@@ -60,7 +62,7 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
                          config.train.eval_batch_size, inverse,
                          mc_samples=config.mapping.mc_samples,
                          mc_mode=config.mapping.mc_mode,
-                         seed=config.mapping.seed)
+                         seed=config.mapping.seed, covariates=covariates)
 
 
 def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
@@ -74,7 +76,7 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
     return None
   config = stage.config
   mean, std = spread(stage.model(config.data.sensor), params, inputs[0], mesh,
-                     config)
+                     config, stage.covariates(data, data.validation))
   fitted = calibration.fit(mean, std, inputs[1], config.mapping.mc_samples,
                            config.mapping.mc_mode)
   if reporting.is_main_process():
@@ -93,17 +95,21 @@ def entries(plan: stages.Plan, data: input_pipeline.Data,
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
-  out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"])]
+  covariates = teacher.covariates(data, data.test)
+  out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"],
+               covariates=covariates)]
   # The classic transfer (a sensor-space teacher on pixels is a source-only
   # network), where the lab grid has a physics route.
   pixels = teacher.pixel_inputs(data.sensor, test["satellite"])
   if pixels is not None:
     out.append(Entry(f"{teacher.name} (pixels)", "satellite", model,
-                     params[teacher.name], pixels, method="from_prepared"))
+                     params[teacher.name], pixels, method="from_prepared",
+                     covariates=covariates))
   for student in plan.students:
     out.append(Entry(student.name, student.input, student.model(data.sensor),
                      params[student.name], test[student.input],
-                     calibration=(calibrations or {}).get(student.name)))
+                     calibration=(calibrations or {}).get(student.name),
+                     covariates=student.covariates(data, data.test)))
   return out
 
 
@@ -175,11 +181,13 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
       if not fitted:
         logging.warning("[%s] no interval coverage: %s.", entry.name, why)
     if fitted:  # The spread's mean is the deterministic prediction.
-      pred, std = spread(entry.model, entry.params, entry.x, mesh, config)
+      pred, std = spread(entry.model, entry.params, entry.x, mesh, config,
+                         entry.covariates)
     else:
       pred, _ = predict.predict(entry.model, entry.params, entry.x, mesh,
                                 config.train.eval_batch_size, inverse,
-                                method=entry.method)
+                                method=entry.method,
+                                covariates=entry.covariates)
     results[entry.name] = {
         "input": entry.input, "target": test["target"], "pred": pred,
         **score(test["target"], pred, test["region"], data.region_names,

@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+from data_prep import covariates as covariate_data
 from data_prep import datasets
 from data_prep import project
 from data_prep import roles
@@ -63,6 +64,10 @@ class Data:
   # What the lab spectra are: the dataset's grid, unit and quantity.
   lab_grid: lab_grid_lib.LabGrid = dataclasses.field(
       default_factory=lab_grid_lib.visnir)
+  # [n, k] float32 ancillary values named by data.covariates (NaN where
+  # missing), or None without covariates.
+  covariates: np.ndarray | None = None
+  covariate_names: tuple[str, ...] = ()
 
   @property
   def has_lab(self) -> np.ndarray:
@@ -99,6 +104,23 @@ def _lab_grid(info) -> lab_grid_lib.LabGrid:
   stored = info.metadata.get("lab_grid")
   return (lab_grid_lib.LabGrid.from_json(stored) if stored else
           lab_grid_lib.visnir())
+
+
+def _covariates(config: ml_collections.ConfigDict,
+                available: tuple[str, ...], read: Callable[[], np.ndarray],
+                dataset: str) -> dict[str, Any]:
+  """Data's covariate fields: the columns of `read()` (named `available`)
+  that config.covariates names."""
+  wanted = covariate_data.names(config.covariates)
+  if not wanted:
+    return {}
+  unknown = [n for n in wanted if n not in available]
+  if unknown:
+    raise errors.UserError(
+        f"data.covariates names {unknown}, which {dataset} does not have; "
+        f"its covariates: {', '.join(available) or 'none'}.")
+  values = read()[:, [available.index(n) for n in wanted]]
+  return dict(covariates=values, covariate_names=wanted)
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
@@ -162,6 +184,9 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
       sensor=config.sensor,
       target_pixels=target_pixels,
       lab_grid=_lab_grid(info),
+      **_covariates(config, tuple(info.metadata.get("covariate_names", ())),
+                    lambda: stack("covariates", np.float32),
+                    f"{config.name}/{config.sensor}"),
   ), test, config)
 
 
@@ -213,7 +238,10 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
       blocks=fold.astype(str), sensor=config.sensor,
       report=dict(info.metadata["report"]),
       sample_id=np.array([r["sample_id"].decode() for r in records]),
-      lab_grid=_lab_grid(info))
+      lab_grid=_lab_grid(info),
+      **_covariates(config, covariate_data.names(config.covariates),
+                    lambda: stack("covariates", np.float32),
+                    f"project {config.project}"))
   have = np.stack([data.has_lab, data.has_pixel, data.has_target], axis=1)
   for value, needs in _ROLE_NEEDS.items():
     assert (have[role == value] >= needs).all(), roles.ROLE_NAMES[value]
@@ -259,10 +287,13 @@ class Stream:
 
 def teacher_streams(data: Data, batch_size: int, seed: int
                     ) -> dict[str, Stream]:
-  """Lab spectra and labels of every training sample that has both."""
+  """Lab spectra and labels (and covariates) of every training sample that
+  has both."""
   train = data.train & data.has_lab & data.has_target
-  return {"lab": Stream(dict(lab=data.lab[train], target=data.target[train]),
-                        batch_size, seed)}
+  arrays = dict(lab=data.lab[train], target=data.target[train])
+  if data.covariates is not None:
+    arrays["covariates"] = data.covariates[train]
+  return {"lab": Stream(arrays, batch_size, seed)}
 
 
 def student_streams(data: Data, batch_size: int, seed: int,
@@ -275,7 +306,8 @@ def student_streams(data: Data, batch_size: int, seed: int,
   scene pixels of `data.target_pixels` when there are some (alignment);
   library: lab spectra and targets of the training regions (the teacher's
   side of the alignment; a DANN's source domain). Only the streams in
-  `need` are built.
+  `need` are built. Each carries the samples' covariates when the data has
+  them (the real scene pixels have none: missing, imputed).
   """
   train = data.train
   unlabelled = train & (data.role == roles.UNLABELLED)
@@ -302,8 +334,14 @@ def student_streams(data: Data, batch_size: int, seed: int,
           "data.test_regions.")
     arrays = {key: getattr(data, attribute)[masks[name]]
               for key, attribute in fields[name].items()}
+    if data.covariates is not None:
+      arrays["covariates"] = data.covariates[masks[name]]
     if name == "unlabelled" and data.target_pixels is not None:
       arrays = {"satellite": data.target_pixels}
+      if data.covariates is not None:
+        arrays["covariates"] = np.full(
+            (len(data.target_pixels), data.covariates.shape[1]), np.nan,
+            np.float32)
     streams[name] = Stream(arrays, batch_size, seed + offset)
   return streams
 

@@ -76,8 +76,8 @@ class Tally:
 
   def add(self, masks: dict[str, np.ndarray], ec: np.ndarray,
           std: np.ndarray, area: np.ndarray | None) -> None:
-    for name, mask in masks.items():
-      self.masks[name] += int(mask.sum())
+    for name, mask in masks.items():  # Beyond MASK_NAMES: no_covariates.
+      self.masks[name] = self.masks.get(name, 0) + int(mask.sum())
     self.total += ec.size
     soil = masks["soil"]
     values = ec[soil]

@@ -20,6 +20,7 @@ import numpy as np
 
 from data_prep import scenes
 from data_prep.scenes import geotiff
+from deepsalt_jax import covariate_rasters
 from deepsalt_jax import map_stats
 from deepsalt_spectral import bands
 from deepsalt_spectral import indices
@@ -67,6 +68,7 @@ class Block:
     masks: `indices.MASK_NAMES` -> bool [rows, cols].
     rows, cols: positions of the soil pixels in the block.
     x: [n_soil, n_sensor] their spectra at the model's bands.
+    covariates: [n_soil, k] their covariates, or None (the model reads none).
   """
   start: int
   stop: int
@@ -74,13 +76,19 @@ class Block:
   rows: np.ndarray
   cols: np.ndarray
   x: np.ndarray
+  covariates: np.ndarray | None = None
 
 
 def prepare(rows, start: int, stop: int, match: bands.BandMatch,
-            thresholds: indices.MaskThresholds) -> Block:
+            thresholds: indices.MaskThresholds,
+            covariates: Callable[[int, int], np.ndarray] | None = None
+            ) -> Block:
   """Reads and masks rows [start, stop); the soil spectra band-matched.
 
   A direct band match is a column selection, not a matrix product.
+  `covariates(start, stop)` ([rows, cols, k], NaN: no data) gives the soil
+  pixels' covariates; a soil pixel without them is not mapped (mask
+  `covariate_rasters.MASK`).
   """
   tile = rows.read(start, stop)
   shape = (stop - start, rows.shape[1])
@@ -89,24 +97,32 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
     masks["nodata"][:] = True
   else:
     masks = indices.soil_masks(tile, thresholds)
+  values = None
+  if covariates is not None:
+    values = covariates(start, stop)
+    masks[covariate_rasters.MASK] = masks["soil"] & np.isnan(values).any(-1)
+    masks["soil"] &= ~masks[covariate_rasters.MASK]
   r, c = np.nonzero(masks["soil"])
   x = np.zeros((0, match.matrix.shape[0]), np.float32)
   if r.size:
     good = tile.reflectance[:, r, c][tile.good].T
     x = (good[:, match.matrix.argmax(axis=1)] if match.method == "direct"
          else match(good))
-  return Block(start, stop, masks, r, c, np.ascontiguousarray(x, np.float32))
+  return Block(start, stop, masks, r, c, np.ascontiguousarray(x, np.float32),
+               None if values is None else values[r, c])
 
 
 def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
-           predict_fn: Callable[[np.ndarray, np.ndarray],
-                                tuple[np.ndarray, np.ndarray]],
+           predict_fn: Callable[..., tuple[np.ndarray, np.ndarray]],
            write_fn: Callable[..., None] | None, tile_rows: int,
-           tally: map_stats.Tally, log_prefix: str) -> dict[str, float]:
+           tally: map_stats.Tally, log_prefix: str,
+           covariates: Callable[[int, int], np.ndarray] | None = None
+           ) -> dict[str, float]:
   """Maps the scene block by block; returns seconds spent per stage.
 
-  `predict_fn(x, index)` gives (EC, std) of spectra keyed by their pixel
-  index in the scene; `write_fn(start, ec, std, masks)` stores a block.
+  `predict_fn(x, index, covariates)` gives (EC, std) of spectra keyed by
+  their pixel index in the scene (covariates: None, or of `covariates`, see
+  `prepare`); `write_fn(start, ec, std, masks)` stores a block.
   """
   n_rows, n_cols = rows.shape
   starts = list(range(0, n_rows, tile_rows))
@@ -120,7 +136,8 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
 
   def read(start):
     return timed("read_and_mask", prepare, rows, start,
-                 min(start + tile_rows, n_rows), match, thresholds)
+                 min(start + tile_rows, n_rows), match, thresholds,
+                 covariates)
 
   begin, mapped = time.perf_counter(), 0
   with concurrent.futures.ThreadPoolExecutor(1) as reader, \
@@ -135,7 +152,8 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
       if block.rows.size:
         index = ((block.start + block.rows) * n_cols + block.cols)
         ec[block.rows, block.cols], std[block.rows, block.cols] = timed(
-            "predict", predict_fn, block.x, index.astype(np.int32))
+            "predict", predict_fn, block.x, index.astype(np.int32),
+            block.covariates)
       area = map_stats.pixel_area_m2(rows.crs, rows.transform, block.start,
                                      block.stop, n_cols)
       tally.add(block.masks, ec, std, area)

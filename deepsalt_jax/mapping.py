@@ -18,10 +18,14 @@ key folded with its index in the scene, so the map depends neither on the
 tiling, the batching nor the process that made it. Files: `map_files`
 (COGs, written atomically: a scene whose report is there is skipped on a
 re-run); when all processes are done, process 0 writes the mosaic and the
-region report (`mosaic`).
+region report (`mosaic`). A student that reads covariates gets them per
+pixel from the rasters of `mapping.covariate_rasters`, warped to each
+scene's grid (`covariate_rasters`); a raster missing is refused before any
+map is written.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -42,6 +46,7 @@ from data_prep import datasets
 from data_prep import ec_methods
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
+from deepsalt_jax import covariate_rasters
 from deepsalt_jax import losses
 from deepsalt_jax import map_files
 from deepsalt_jax import map_stats
@@ -143,6 +148,8 @@ class _Mapper:
     self.workdir, self.output_dir = workdir, output_dir
     self.mesh = sharding.make_mesh(local=True)
     student, params, self.step = restore_student(config, workdir, self.mesh)
+    self.covariates = covariate_rasters.resolve(student.covariate_names,
+                                                options.covariate_rasters)
     self.dropout = config.model.encoder.dropout
     self.mc_samples = options.mc_samples if self.dropout > 0 else 0
     if options.mc_samples and not self.mc_samples:
@@ -183,10 +190,11 @@ class _Mapper:
     self.prefix = (f"[map {jax.process_index()}/{jax.process_count()}] "
                    if jax.process_count() > 1 else "[map] ")
 
-  def predict(self, x: np.ndarray, index: np.ndarray
+  def predict(self, x: np.ndarray, index: np.ndarray,
+              covariates: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """(EC, the uncertainty band) of spectra keyed by pixel index."""
-    ec, std = self._predict(x, index=index)
+    ec, std = self._predict(x, index=index, covariates=covariates)
     if self.calibration:
       std = std * self.calibration["multiplier"]
     return ec, std
@@ -233,10 +241,14 @@ class _Mapper:
                                    self.uncertainty(), self.ec_method)
       try:
         tally = map_stats.Tally(map_files.CLASS_NODATA)
-        seconds = map_stream.stream(
-            rows, match, thresholds(self.options),
-            self.predict, writer.write,
-            self.options.tile_rows, tally, self.prefix)
+        with contextlib.ExitStack() as stack:
+          covariates = stack.enter_context(covariate_rasters.on_grid(
+              self.covariates, rows.crs, rows.transform, rows.shape)) if (
+                  self.covariates) else None
+          seconds = map_stream.stream(
+              rows, match, thresholds(self.options),
+              self.predict, writer.write,
+              self.options.tile_rows, tally, self.prefix, covariates)
         stream_end = time.perf_counter()
         if tally.masks["nodata"] == rows.shape[0] * rows.shape[1]:
           raise errors.UserError(f"{scene}: every pixel is nodata; nothing "
@@ -287,6 +299,7 @@ class _Mapper:
                         "calibration": self.calibration,
                         "band_description": self.uncertainty()},
         "thresholds": dataclasses.asdict(thresholds(self.options)),
+        "covariates": {n: str(p) for n, p in self.covariates.items()},
         **tally.summary(),
         "devices": len(self.mesh.devices.flat),
         "backend": jax.default_backend(),

@@ -29,17 +29,22 @@ from deepsalt_jax import sharding
 MC_MODES = ("full", "head")
 
 
-def _chunk_fn(params, x, index, *, model, inverse, mc_samples, mc_mode,
-              seed, method):
-  """Prediction [B] (train=False) and its std over `mc_samples` passes."""
+def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,
+              mc_mode, seed, method):
+  """Prediction [B] (train=False) and its std over `mc_samples` passes.
+
+  `covariates` [B, k] go to the model when k > 0.
+  """
   def value(pred):
     return jnp.maximum(inverse(pred), 0.0)
 
-  def apply(inputs, **kwargs):
+  def apply(inputs, c, **kwargs):
     kwargs.setdefault("method", method)
+    if c.shape[-1]:
+      kwargs["covariates"] = c
     return model.apply({"params": params}, inputs, **kwargs)
 
-  out = apply(x, train=False)
+  out = apply(x, covariates, train=False)
   mean = value(out["pred"])
   if not mc_samples:
     return mean, jnp.full_like(mean, jnp.nan)
@@ -56,14 +61,15 @@ def _chunk_fn(params, x, index, *, model, inverse, mc_samples, mc_mode,
         key, 1.0 - head.dropout, (head.hidden,))))(keys)
     features = jnp.broadcast_to(out["features"],
                                 (mc_samples,) + out["features"].shape)
-    samples = value(apply(features, keep=keep, train=True,
-                          method=lambda m, f, **kw: m.head(f, **kw)))
+    samples = value(model.apply({"params": params}, features, keep=keep,
+                                train=True,
+                                method=lambda m, f, **kw: m.head(f, **kw)))
   else:
     def one_pass(pass_keys):
-      def one_sample(sample, key):
-        return apply(sample[None], train=True,
+      def one_sample(sample, c, key):
+        return apply(sample[None], c[None], train=True,
                      rngs={"dropout": key})["pred"][0]
-      return value(jax.vmap(one_sample)(x, pass_keys))
+      return value(jax.vmap(one_sample)(x, covariates, pass_keys))
     samples = jax.lax.map(one_pass, keys)
   return mean, samples.std(axis=0, ddof=1)
 
@@ -71,32 +77,36 @@ def _chunk_fn(params, x, index, *, model, inverse, mc_samples, mc_mode,
 @functools.partial(jax.jit, static_argnames=(
     "model", "inverse", "mc_samples", "mc_mode", "seed", "chunk", "mesh",
     "method"))
-def _predict(params, x, index, *, model, inverse, mc_samples, mc_mode, seed,
-             chunk, mesh, method):
+def _predict(params, x, index, covariates, *, model, inverse, mc_samples,
+             mc_mode, seed, chunk, mesh, method):
   """`_chunk_fn` over each device's rows, `chunk` rows at a time."""
   fn = functools.partial(_chunk_fn, model=model, inverse=inverse,
                          mc_samples=mc_samples, mc_mode=mc_mode, seed=seed,
                          method=method)
 
-  def per_device(params, x, index):
+  def per_device(params, x, index, covariates):
     if not chunk or len(x) <= chunk:
-      return fn(params, x, index)
+      return fn(params, x, index, covariates)
+    n = len(x) // chunk  # Not -1: covariates may have no columns.
     mean, std = jax.lax.map(
         lambda a: fn(params, *a),
-        (x.reshape(-1, chunk, x.shape[1]), index.reshape(-1, chunk)))
+        (x.reshape(n, chunk, x.shape[1]), index.reshape(n, chunk),
+         covariates.reshape(n, chunk, covariates.shape[1])))
     return mean.reshape(-1), std.reshape(-1)
 
   return jax.shard_map(per_device, mesh=mesh,
-                       in_specs=(P(), P(sharding.AXIS), P(sharding.AXIS)),
+                       in_specs=(P(), P(sharding.AXIS), P(sharding.AXIS),
+                                 P(sharding.AXIS)),
                        out_specs=(P(sharding.AXIS), P(sharding.AXIS)))(
-                           params, x, index)
+                           params, x, index, covariates)
 
 
 def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
             batch_size: int, inverse: Callable[[jax.Array], jax.Array],
             mc_samples: int = 0, seed: int = 0,
             index: np.ndarray | None = None, mc_mode: str = "full",
-            chunk: int = 0, method: str | None = None
+            chunk: int = 0, method: str | None = None,
+            covariates: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
   """(prediction, MC-dropout std) of every row of `x`, in target units.
 
@@ -115,6 +125,7 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
     mc_mode: 'full' (every dropout layer) or 'head' (the head's alone).
     chunk: rows a device computes at a time; 0: all its rows at once.
     method: name of the model's method to apply (default: the call).
+    covariates: [n, k] the rows' covariates, for a model that reads them.
   """
   if mc_samples == 1 or mc_samples < 0:
     raise ValueError(f"mc_samples={mc_samples}: use 0 (no spread) or at "
@@ -123,8 +134,11 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
     raise ValueError(f"mc_mode={mc_mode!r}: use one of {MC_MODES}.")
   index = (np.arange(len(x), dtype=np.int32) if index is None
            else np.asarray(index, np.int32))
+  covariates = (np.zeros((len(x), 0), np.float32) if covariates is None
+                else np.asarray(covariates, np.float32))
   fn = functools.partial(_predict, params, model=model, inverse=inverse,
                          mc_samples=mc_samples, mc_mode=mc_mode, seed=seed,
                          chunk=chunk, mesh=mesh, method=method)
-  return sharding.map_batches(fn, [np.asarray(x, np.float32), index], mesh,
-                              batch_size, multiple=max(chunk, 1))
+  return sharding.map_batches(
+      fn, [np.asarray(x, np.float32), index, covariates], mesh, batch_size,
+      multiple=max(chunk, 1))

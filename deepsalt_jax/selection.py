@@ -45,6 +45,7 @@ class Selector:
     forward, _ = losses.TARGET_TRANSFORMS[
         stage.config.data.target_transform]
     self._x, self._y = inputs[0], np.asarray(forward(inputs[1]))
+    self._covariates = stage.covariates(data, data.validation)
     self._model = stage.model(data.sensor)
     self._params = None
     path = self._directory / BEST_FILE
@@ -60,7 +61,8 @@ class Selector:
     """Scores `params` (the state after `step`); keeps them if best."""
     pred, _ = predict.predict(self._model, params, self._x, self._mesh,
                               self._stage.config.train.eval_batch_size,
-                              inverse=losses.TARGET_TRANSFORMS["identity"][1])
+                              inverse=losses.TARGET_TRANSFORMS["identity"][1],
+                              covariates=self._covariates)
     score = float(np.sqrt(np.mean((pred - self._y)**2)))
     if score < self.best_score:
       self.best_score, self.best_step = score, step

@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_prep import covariates as covariate_data
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import sharding
 from deepsalt_jax.models import build
+from deepsalt_jax.models import covariates as covariates_lib
 from deepsalt_jax.models import deepsalt
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
@@ -42,7 +44,8 @@ def teacher_loss(params, batch, key, teacher_params, step, *, model, config):
   del teacher_params, step  # The teacher has no teacher and no schedule.
   forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
   out = model.apply({"params": params}, batch["lab"]["lab"], train=True,
-                    rngs={"dropout": key})
+                    rngs={"dropout": key},
+                    covariates=batch["lab"].get("covariates"))
   loss = losses.regression_loss(out["pred"], forward(batch["lab"]["target"]),
                                 kind=config.loss.regression)
   return loss, {"loss": loss, "regression": loss}
@@ -101,36 +104,40 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
   alignment: the student's features on unlabelled pixels against the
   teacher's on the library (align_to 'teacher') or its own on the source
   spectra ('self', DANN). sau_prior: the SAU's distance from its physics
-  start.
+  start. Each stream's covariates (when the data has them) go with its
+  spectra, to networks that read them.
   """
   cfg = config.loss
   terms = student_terms(cfg, model.latent)
   forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
   gather = functools.partial(jax.lax.all_gather, axis_name=sharding.AXIS,
                              tiled=True)
-  apply = lambda x, k: model.apply({"params": params}, x,
-                                   train=True, rngs={"dropout": k})
+  apply = lambda stream, x, k: model.apply(
+      {"params": params}, x, train=True, rngs={"dropout": k},
+      covariates=batch[stream].get("covariates"))
   keys = jax.random.split(key, 4)
-  teach = lambda x: teacher.apply({"params": teacher_params}, x, train=False)
+  teach = lambda stream, x: teacher.apply(
+      {"params": teacher_params}, x, train=False,
+      covariates=batch[stream].get("covariates"))
   source = lambda: batch["library"]["lab"] @ jnp.asarray(
       source_matrix, batch["library"]["lab"].dtype).T
 
   out = {}
-  labelled = apply(batch["labelled"]["satellite"], keys[0])
+  labelled = apply("labelled", batch["labelled"]["satellite"], keys[0])
   out["regression"] = losses.regression_loss(
       labelled["pred"], forward(batch["labelled"]["target"]),
       kind=cfg.regression)
   if "source" in terms or ("alignment" in terms and cfg.align_to == "self"):
-    on_source = apply(source(), keys[3])
+    on_source = apply("library", source(), keys[3])
   if "source" in terms:
     out["source"] = losses.regression_loss(
         on_source["pred"], forward(batch["library"]["target"]),
         kind=cfg.regression)
   if "paired" in batch:
-    paired = apply(batch["paired"]["satellite"], keys[1])
+    paired = apply("paired", batch["paired"]["satellite"], keys[1])
     lab = batch["paired"]["lab"]
     if "distillation" in terms:
-      t = teach(lab)
+      t = teach("paired", lab)
       if cfg.distill == "layers":
         out["distillation"] = losses.layer_distillation_loss(
             paired["layers"], t["layers"], paired["pred"], t["pred"],
@@ -148,10 +155,11 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
                                            method=teacher.prepare))
     if "contrastive" in terms:
       out["contrastive"] = losses.info_nce(
-          gather(paired["features"]), gather(teach(lab)["features"]),
+          gather(paired["features"]), gather(teach("paired", lab)["features"]),
           temperature=cfg.temperature)
   if terms & {"alignment", "autoencoder"}:
-    unlabelled = apply(batch["unlabelled"]["satellite"], keys[2])
+    unlabelled = apply("unlabelled", batch["unlabelled"]["satellite"],
+                       keys[2])
   if "autoencoder" in terms:
     pixels = batch["unlabelled"]["satellite"]
     out["autoencoder"] = losses.autoencoder_loss(
@@ -161,7 +169,7 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
     discriminate = lambda f: model.apply({"params": params}, f,
                                          method=model.discriminate)
     reference = (on_source["features"] if cfg.align_to == "self" else
-                 teach(batch["library"]["lab"])["features"])
+                 teach("library", batch["library"]["lab"])["features"])
     out["alignment"] = losses.alignment_loss(
         cfg.alignment, gather(unlabelled["features"]), gather(reference),
         discriminator=discriminate)
@@ -198,15 +206,31 @@ class Stage:
   def input_size(self, sensor: str) -> int:
     raise NotImplementedError
 
+  @property
+  def covariate_names(self) -> tuple[str, ...]:
+    """The covariates the network reads (config data.covariates)."""
+    return covariate_data.names(self.config.data.covariates)
+
+  def covariates(self, data: input_pipeline.Data,
+                 rows: np.ndarray) -> np.ndarray | None:
+    """The covariates of `data`'s `rows` if the network reads any."""
+    return data.covariates[rows] if self.covariate_names else None
+
+  def _init(self, sensor: str, key: jax.Array) -> Any:
+    x = np.zeros((2, self.input_size(sensor)), np.float32)
+    covariates = (np.zeros((2, len(self.covariate_names)), np.float32)
+                  if self.covariate_names else None)
+    return self.model(sensor).init(key, x, train=False,
+                                   covariates=covariates)["params"]
+
   def init_params(self, sensor: str, teacher_params: Any = None) -> Any:
     """Fresh parameters of the model."""
-    x = np.zeros((2, self.input_size(sensor)), np.float32)
-    return self.model(sensor).init(self._init_key(), x, train=False)["params"]
+    return self._init(sensor, self._init_key())
 
   def with_input_statistics(self, params: Any,
                             data: input_pipeline.Data) -> Any:
-    """`params` with the encoder's standardisation fitted on `data`'s
-    training part (what the stage reads there)."""
+    """`params` with the encoder's (and covariates') standardisation
+    fitted on `data`'s training part (what the stage reads there)."""
     raise NotImplementedError
 
   def _init_key(self) -> jax.Array:
@@ -214,9 +238,7 @@ class Stage:
 
   def abstract_params(self, sensor: str, mesh: jax.sharding.Mesh) -> Any:
     """Shapes and shardings of the parameters, for a restore."""
-    x = jax.ShapeDtypeStruct((2, self.input_size(sensor)), np.float32)
-    shapes = jax.eval_shape(lambda x: self.model(sensor).init(
-        jax.random.key(0), x, train=False)["params"], x)
+    shapes = jax.eval_shape(lambda: self._init(sensor, jax.random.key(0)))
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
         s.shape, s.dtype, sharding=sharding.replicated(mesh)), shapes)
 
@@ -263,7 +285,8 @@ class TeacherStage(Stage):
   def model(self, sensor: str) -> nn.Module:
     return build.build_teacher(
         self.config.model, sensor, self.lab_grid,
-        target_transform=self.config.data.target_transform)
+        target_transform=self.config.data.target_transform,
+        with_covariates=bool(self.covariate_names))
 
   def input_size(self, sensor: str) -> int:
     return self.lab_grid.size
@@ -281,10 +304,12 @@ class TeacherStage(Stage):
   def with_input_statistics(self, params, data):
     """The training lab spectra, in the teacher's input space."""
     model = self.model(data.sensor)
-    prepared = model.apply({"params": params},
-                           data.lab[data.train & data.has_lab],
+    rows = data.train & data.has_lab
+    prepared = model.apply({"params": params}, data.lab[rows],
                            method=model.prepare)
-    return _with_input_statistics(params, prepared)
+    return covariates_lib.with_statistics(
+        _with_input_statistics(params, prepared), self.covariates(data, rows),
+        self.covariate_names, self.name)
 
   def streams(self, data):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,
@@ -306,7 +331,8 @@ class StudentStage(Stage):
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
         distill_width=(self.config.teacher.model.encoder.features if layers
-                       else 0))
+                       else 0),
+        with_covariates=bool(self.covariate_names))
 
   def input_size(self, sensor: str) -> int:
     return sensors.builtin(sensor).good.size
@@ -324,13 +350,18 @@ class StudentStage(Stage):
     return params
 
   def with_input_statistics(self, params, data):
-    """The teacher's when its encoder starts from the teacher's, else the
-    training regions' pixels (no labels involved)."""
-    if ("encoder" in self.model(data.sensor).shared and
-        self.config.model.init_from_teacher):
+    """The teacher's when its encoder starts from the teacher's (its
+    covariates' too, when it reads the same), else the training regions'
+    pixels (no labels involved)."""
+    rows = ~data.test & data.has_pixel
+    from_teacher = self.config.model.init_from_teacher
+    if not (from_teacher and "encoder" in self.model(data.sensor).shared):
+      params = _with_input_statistics(params, data.satellite[rows])
+    if from_teacher and covariate_data.names(
+        self.config.teacher.data.covariates) == self.covariate_names:
       return params
-    return _with_input_statistics(
-        params, data.satellite[~data.test & data.has_pixel])
+    return covariates_lib.with_statistics(
+        params, self.covariates(data, rows), self.covariate_names, self.name)
 
   def streams(self, data):
     model = self.model(data.sensor)
@@ -408,6 +439,11 @@ def plan(config: ml_collections.ConfigDict,
         f"model.space={config.model.space!r} differs from the teacher's "
         f"{config.teacher.model.space!r}: the student reads the teacher's "
         "input space.")
+  if config.teacher.data.covariates not in ("", config.data.covariates):
+    raise errors.UserError(
+        f"teacher.data.covariates={config.teacher.data.covariates!r}: the "
+        "teacher reads the student's covariates "
+        f"({config.data.covariates!r}) or none ('').")
   students = [StudentStage("student", config, lab_grid)]
   for name, overrides in config.compare.items():
     variant = ml_collections.ConfigDict(config.to_dict())

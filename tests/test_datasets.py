@@ -5,9 +5,11 @@ import LimeSoDa
 import numpy as np
 import pytest
 
+from configs import common
 from data_prep import datasets
 from data_prep import roles
 from data_prep import sources
+from deepsalt_jax import input_pipeline
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 
@@ -142,6 +144,36 @@ def test_salinity_targets_are_ec_with_icraf_unfolded(salinity):
   assert np.all(target > 0) and np.sum(target > 16) > 20
   icraf = [r for k, r in records.items() if k.startswith("icraf/")]
   assert all(r["fold"] == 0 and np.isfinite(r["lat"]) for r in icraf)
+
+
+def test_covariates_are_limesodas_measured_clay_and_soc(salinity, soc,
+                                                        prepared_data_dir):
+  records, info = salinity
+  assert list(info.metadata["covariate_names"]) == ["clay", "soc"]
+  soc_records, soc_info = soc
+  assert list(soc_info.metadata["covariate_names"]) == ["clay"]  # SOC: target.
+  for name in sources.LIMESODA_SETS:
+    table = LimeSoDa.load_dataset(name)["Dataset"]
+    ids = [f"{name}/{i}" for i in table.index]
+    clay = np.array([records[i]["covariates"][0] for i in ids])
+    np.testing.assert_allclose(clay, table["Clay_target"], rtol=1e-6)
+    np.testing.assert_allclose([records[i]["covariates"][1] for i in ids],
+                               [soc_records[i]["target"] for i in ids],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(
+        [soc_records[i]["covariates"][0] for i in ids], clay)
+  icraf = [r for k, r in records.items() if k.startswith("icraf/")]
+  assert all(np.isnan(r["covariates"]).all() for r in icraf)  # earthlib: none.
+  # The trainer's data: the columns named, in the order named.
+  config = common.data_config("salinity")
+  config.update(data_dir=str(prepared_data_dir), covariates="soc,clay")
+  data = input_pipeline.load_data(config)
+  assert data.covariate_names == ("soc", "clay")
+  assert data.covariates.shape == (N_LIMESODA + N_ICRAF, 2)
+  config.covariates = "clay,ph"
+  with pytest.raises(ValueError, match=r"\['ph'\].*its covariates: clay, "
+                     "soc"):
+    input_pipeline.load_data(config)
 
 
 @pytest.mark.slow

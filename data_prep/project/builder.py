@@ -17,6 +17,13 @@ present (NaN where the sample lacks it), and a stored role
 'lab' is on the library's stored grid (`tables.on_lab_grid`: the vis-NIR
 grid for a library in nm, the instrument's own for MIR in cm-1); the
 dataset's metadata states it ('lab_grid': `LabGrid.to_json()`).
+
+With data.covariates, 'covariates' holds each sample's values of them (NaN
+where missing): a point's from the points table (the mean of the points
+merged on one pixel), a library sample's from the library's table (where
+that has none, the values of the field point it pairs with by sample id);
+unlabelled pixels have none.
+
 'x'/'y' are metres in a local projection (`placement.local_crs`), NaN for
 library samples without coordinates. What was dropped and why, the pairs
 found and their distances are in the dataset's metadata ('report').
@@ -26,6 +33,7 @@ import functools
 import hashlib
 import json
 from typing import Any
+import warnings
 
 from absl import logging
 import numpy as np
@@ -34,6 +42,7 @@ import rasterio.warp
 import tensorflow_datasets as tfds
 
 from data_prep import array_record_builder
+from data_prep import covariates as covariate_data
 from data_prep import roles
 from data_prep.project import inputs
 from data_prep.project import placement as placement_lib
@@ -92,11 +101,19 @@ class DeepsaltProject(array_record_builder.ArrayRecordBuilder):
           json.loads(stored.read_text())["lab_grid"])
     return self.library.grid
 
+  @property
+  def covariates(self) -> tuple[str, ...]:
+    return covariate_data.names(self.settings["covariates"])
+
   def _info(self) -> tfds.core.DatasetInfo:
     scalar = lambda dtype: tfds.features.Scalar(dtype=dtype)
+    covariates = {"covariates": tfds.features.Tensor(
+        shape=(len(self.covariates),), dtype=np.float32)} if (
+            self.covariates) else {}
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__,
         features=tfds.features.FeaturesDict({
+            **covariates,
             "lab": tfds.features.Tensor(shape=(self.grid.size,),
                                         dtype=np.float32),
             "satellite": tfds.features.Tensor(
@@ -220,9 +237,11 @@ def _inside(bounds, lon, lat) -> np.ndarray:
 
 
 def _empty(sample_id: str, sensor: sensors.Sensor,
-           n_lab: int) -> dict[str, Any]:
+           n_lab: int, n_covariates: int) -> dict[str, Any]:
   """A record with nothing but its id (NaN, -1 and '' elsewhere)."""
-  return {"lab": np.full(n_lab, np.nan, np.float32),
+  covariates = {"covariates": np.full(n_covariates, np.nan, np.float32)} if (
+      n_covariates) else {}
+  return {**covariates, "lab": np.full(n_lab, np.nan, np.float32),
           "satellite": np.full(sensor.good.size, np.nan, np.float32),
           "target": np.float32(np.nan), "role": -1, "x": np.nan, "y": np.nan,
           "distance": np.float32(np.nan), "sample_id": sample_id,
@@ -253,10 +272,16 @@ def _point_records(points, placed: _Placed, sensor: sensors.Sensor,
   out = []
   for group in groups.values():
     record = _with_pixel(
-        _empty("+".join(points.sample_id[group]), sensor, n_lab),
+        _empty("+".join(points.sample_id[group]), sensor, n_lab,
+               points.covariates.shape[1]),
         placed.points, group[0], roles.LABELLED)
     record.update(target=np.float32(points.ec[group].mean()),
                   date=points.date[group[0]], depth=points.depth[group[0]])
+    if points.covariates.shape[1]:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN: missing.
+        record["covariates"] = np.nanmean(
+            points.covariates[group], axis=0).astype(np.float32)
     out.append((f"point/{record['sample_id']}", record))
   return out, sum(len(g) - 1 for g in merged)
 
@@ -270,10 +295,15 @@ def _library_records(library, points, placed: _Placed, sensor: sensors.Sensor
   counts = {"paired by sample id": 0, "paired by distance": 0}
   out = []
   for j, sample_id in enumerate(library.sample_id):
-    record = _empty(sample_id, sensor, library.grid.size)
+    record = _empty(sample_id, sensor, library.grid.size,
+                    library.covariates.shape[1])
     record.update(lab=library.lab[j], target=np.float32(library.ec[j]),
                   role=roles.LIBRARY)
     i, k = point_index.get(sample_id), pair_index.get(j)
+    if library.covariates.shape[1]:
+      own = library.covariates[j]
+      record["covariates"] = (own if i is None else np.where(
+          np.isnan(own), points.covariates[i], own)).astype(np.float32)
     if i is not None and placed.points.placed[i]:
       _with_pixel(record, placed.points, i, roles.PAIRED)
       counts["paired by sample id"] += 1
@@ -315,7 +345,8 @@ def build_records(settings: dict[str, Any], sensor: sensors.Sensor,
     for i in range(len(where.scene)):
       record = _with_pixel(
           _empty(f"{where.scene[i]}/{where.row[i]}/{where.col[i]}", sensor,
-                 library.grid.size),
+                 library.grid.size,
+                 len(covariate_data.names(settings["covariates"]))),
           where, i, roles.UNLABELLED)
       records.append((f"pixel/{record['sample_id']}", record))
   pairs = placed.pairs

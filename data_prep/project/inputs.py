@@ -9,7 +9,9 @@ from typing import Any, Iterator
 
 from absl import logging
 import numpy as np
+import pandas as pd
 
+from data_prep import covariates as covariate_data
 from data_prep import ec_methods
 from data_prep import points as points_lib
 from data_prep import scenes
@@ -34,6 +36,7 @@ class Library:
   lon: np.ndarray  # [n] WGS84 degrees, NaN where unknown.
   lat: np.ndarray
   conversion: str  # '' or the declared conversion with its source.
+  covariates: np.ndarray  # [n, k] float64 (data.covariates), NaN: missing.
 
   def __len__(self) -> int:
     return len(self.ec)
@@ -138,12 +141,38 @@ def read_library(settings: dict[str, Any],
   table = tables.on_lab_grid(table)
   examples = [r for _, r in tables.lab_examples(table, targets)]
   ec = np.array([r["target"] for r in examples], np.float64) * factor
+  sample_id = np.array([r["sample_id"] for r in examples], str)
   return Library(
       grid=table.grid, lab=np.stack([r["lab"] for r in examples]), ec=ec,
-      sample_id=np.array([r["sample_id"] for r in examples], str),
+      sample_id=sample_id,
       lon=np.array([r["lon"] for r in examples], np.float64),
       lat=np.array([r["lat"] for r in examples], np.float64),
-      conversion=conversion)
+      conversion=conversion,
+      covariates=_library_covariates(
+          covariate_data.names(settings["covariates"]), kind,
+          metadata or library, columns["id_column"], sample_id))
+
+
+def _library_covariates(wanted: tuple[str, ...], kind: str,
+                        table: pathlib.Path, id_column, sample_id: np.ndarray
+                        ) -> np.ndarray:
+  """[n, k] covariates of the library samples, from the table with their
+  EC (the metadata CSV, or the CSV library itself)."""
+  if not wanted:
+    return np.zeros((len(sample_id), 0))
+  if kind not in ("envi", "csv"):
+    raise errors.UserError(
+        f"data.covariates with a {kind} library: its own tables carry no "
+        "covariates. Use a CSV library (or an ENVI one with a metadata "
+        "CSV) holding the covariate columns, or set "
+        "--config.data.covariates=''.")
+  frame = pd.read_csv(table, dtype=str, skipinitialspace=True)
+  ids = (id_column,) if isinstance(id_column, str) else id_column
+  name = next(c for c in ids if c in frame.columns)  # read_targets found it.
+  frame = frame.drop_duplicates(name)  # The first row, as read_targets.
+  values = pd.DataFrame(covariate_data.columns(frame, wanted, table),
+                        index=frame[name].str.strip())
+  return values.reindex(sample_id).to_numpy(np.float64)
 
 
 def read_points(settings: dict[str, Any]) -> points_lib.Points:
@@ -151,7 +180,8 @@ def read_points(settings: dict[str, Any]) -> points_lib.Points:
   return points_lib.read_points(
       path(settings, "points"), crs=settings["points_crs"],
       ec_units=settings["points_ec_units"], ec_method=settings["ec_method"],
-      max_ec=settings["max_ec"], columns=settings["points_columns"])
+      max_ec=settings["max_ec"], columns=settings["points_columns"],
+      covariates=covariate_data.names(settings["covariates"]))
 
 
 def scene_paths(settings: dict[str, Any]) -> list[pathlib.Path]:

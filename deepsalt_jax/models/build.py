@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from deepsalt_jax.models import covariates
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
 from deepsalt_spectral import errors
@@ -133,27 +134,35 @@ def encoder_and_head(config: ml_collections.ConfigDict,
                   _head_bounds(config), target_transform))
 
 
+def _covariate_branch(with_covariates: bool):
+  return covariates.CovariateBranch() if with_covariates else None
+
+
 def build_teacher(config: ml_collections.ConfigDict, sensor: str,
-                  grid: lab_grid_lib.LabGrid, *,
-                  target_transform: str) -> deepsalt.Teacher:
+                  grid: lab_grid_lib.LabGrid, *, target_transform: str,
+                  with_covariates: bool = False) -> deepsalt.Teacher:
   """The teacher of `config.model` on `grid` (its input space for
-  `sensor`)."""
+  `sensor`), with a covariate branch if `with_covariates`."""
   resample = (forward_matrix(sensor, grid)
               if _space(config, sensor, grid) == "sensor" else None)
   return deepsalt.Teacher(resample=resample,
+                          covariates=_covariate_branch(with_covariates),
                           **encoder_and_head(config, target_transform))
 
 
 def build_student(config: ml_collections.ConfigDict, sensor: str,
                   grid: lab_grid_lib.LabGrid, *, target_transform: str,
-                  distill_width: int = 0) -> deepsalt.Student:
+                  distill_width: int = 0,
+                  with_covariates: bool = False) -> deepsalt.Student:
   """The student of `config.model` for a built-in sensor's good bands
-  (`distill_width`: deepsalt.Student's)."""
+  (`distill_width`: deepsalt.Student's), with a covariate branch if
+  `with_covariates`."""
   _space(config, sensor, grid)
-  networks = encoder_and_head(config, target_transform)
+  networks = dict(encoder_and_head(config, target_transform),
+                  distill_width=distill_width,
+                  covariates=_covariate_branch(with_covariates))
   if sau_mode(config, sensor, grid) == "latent":
-    return deepsalt.Student(latent=True, distill_width=distill_width,
-                            **networks)
+    return deepsalt.Student(latent=True, **networks)
   return deepsalt.Student(
       init_matrix=adaptation_matrix(sensor, config, grid),
-      learn_sau=config.use_sau, distill_width=distill_width, **networks)
+      learn_sau=config.use_sau, **networks)

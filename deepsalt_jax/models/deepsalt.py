@@ -11,11 +11,14 @@ projection carries the result into the teacher's feature space, where the
 teacher's head reads it (the DeepSalt authors' latent SAU).
 
 Parameter trees (the `params` collection):
-  Teacher: {'encoder', 'head'}
+  Teacher: {'encoder', 'head', 'covariates' (with covariates only)}
   Student: {'sau' (physics with learn_sau=True only), 'encoder', 'head',
             'discriminator', 'distill_project<i>' (a distill_width other
-            than the encoder's)}; latent: {'encoder', 'project', 'decoder',
-            'head', 'discriminator', 'distill_project<i>'}.
+            than the encoder's), 'covariates' (with covariates only)};
+            latent: {'encoder', 'project', 'decoder', 'head',
+            'discriminator', 'distill_project<i>', 'covariates'}.
+Covariates (`models.covariates`): a network built with a covariate branch
+reads covariates=[B, k] beside the spectrum; one without ignores them.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
 both are built with the same encoder settings, so the student starts from the
 teacher with `init_student_from_teacher` (the subtrees `Student.shared`:
@@ -31,9 +34,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepsalt_jax.models import covariates as covariates_lib
 from deepsalt_jax.models import sau as sau_lib
 
-# The subtrees the student takes over from the teacher.
+# The subtrees the student takes over from the teacher (and 'covariates'
+# when both have the same).
 SHARED = ('encoder', 'head')
 
 
@@ -57,10 +62,12 @@ class Teacher(nn.Module):
     head: features -> prediction, e.g. `encoder.RegressionHead`.
     resample: None (the encoder reads the lab grid) or the (n_sat, n_lab)
       forward SRF resampling to the sensor's nominal good bands.
+    covariates: a `covariates.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
   head: nn.Module
   resample: Any = None
+  covariates: nn.Module | None = None
 
   def __post_init__(self):
     if self.resample is not None:
@@ -73,14 +80,18 @@ class Teacher(nn.Module):
       return lab
     return sau_lib.fixed_adaptation(lab, self.resample)
 
-  def __call__(self, lab: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    return self.from_prepared(self.prepare(lab), train=train)
+  def __call__(self, lab: jax.Array, *, train: bool,
+               covariates: jax.Array | None = None) -> dict[str, jax.Array]:
+    return self.from_prepared(self.prepare(lab), train=train,
+                              covariates=covariates)
 
-  def from_prepared(self, x: jax.Array, *,
-                    train: bool) -> dict[str, jax.Array]:
+  def from_prepared(self, x: jax.Array, *, train: bool,
+                    covariates: jax.Array | None = None
+                    ) -> dict[str, jax.Array]:
     """Outputs for spectra already in the encoder's input space (a pixel
     resampled to the lab grid, or a pixel itself in sensor space)."""
     features, layers = self.encoder(x, train=train)
+    features = covariates_lib.add(self.covariates, features, covariates)
     return {'pred': self.head(features, train=train), 'features': features,
             'layers': layers}
 
@@ -121,6 +132,7 @@ class Student(nn.Module):
       or the encoder's own width: 'layers' are the encoder's. Another width
       (a student built wider or narrower than its teacher, so not started
       from it) adds a learned linear projection per layer into that width.
+    covariates: a `covariates.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
   head: nn.Module
@@ -130,6 +142,7 @@ class Student(nn.Module):
   sau_hidden: int = 64
   discriminator_hidden: int = 64
   distill_width: int = 0
+  covariates: nn.Module | None = None
 
   def __post_init__(self):
     if self.latent:
@@ -165,8 +178,8 @@ class Student(nn.Module):
                                        name=f'distill_project{i}')
                               for i in range(self.encoder.num_blocks)]
 
-  def __call__(self, satellite: jax.Array, *,
-               train: bool) -> dict[str, jax.Array]:
+  def __call__(self, satellite: jax.Array, *, train: bool,
+               covariates: jax.Array | None = None) -> dict[str, jax.Array]:
     if self.latent:
       latent, layers = self.encoder(satellite, train=train)
       features = self.project(latent)
@@ -180,6 +193,7 @@ class Student(nn.Module):
         adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
       features, layers = self.encoder(adapted, train=train)
       out = {'adapted': adapted}
+    features = covariates_lib.add(self.covariates, features, covariates)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
     if self.projects_layers:
@@ -204,7 +218,9 @@ def init_student_from_teacher(student_params: Mapping[str, Any],
                               teacher_params: Mapping[str, Any],
                               shared: tuple[str, ...] = SHARED
                               ) -> dict[str, Any]:
-  """Student params with the `shared` subtrees replaced by the teacher's.
+  """Student params with the `shared` subtrees replaced by the teacher's,
+  and 'covariates' when both have that subtree with the same shapes (the
+  same covariates: the student starts with the teacher's predictions).
 
   Accepts the `params` collections themselves or variable dicts that wrap
   them as {'params': ...} (both arguments alike). Returns a new dict; the
@@ -235,4 +251,9 @@ def init_student_from_teacher(student_params: Mapping[str, Any],
                        'structure or shape; build both with the same encoder '
                        'settings (features, num_blocks, kernel_size, ...).')
     out[name] = jax.tree.map(jnp.copy, teacher_params[name])
+  scope = covariates_lib.SCOPE
+  if scope in student_params and scope in teacher_params and (
+      jax.tree.map(jnp.shape, student_params[scope]) ==
+      jax.tree.map(jnp.shape, teacher_params[scope])):
+    out[scope] = jax.tree.map(jnp.copy, teacher_params[scope])
   return out

@@ -12,7 +12,18 @@ fold the teacher, the student, PLSR and a random forest retrained without
 the fold's area), trains the final teacher and student on everything and
 writes cv.md, cv.json and cv.png into the workdir.
 Variants (`:arg`): sensor=enmap|prisma|emit (the scenes' sensor),
-alignment=mmd|coral|adversarial, tiny.
+alignment=mmd|coral|adversarial, and the networks' keys of
+configs/distill.py: sau=auto|physics|latent, space=auto|lab|sensor,
+encoder=mlp|conv; tiny.
+A MIR library (cm-1: OPUS files, OSSL MIR, a CSV in wavenumbers) has no
+physics route to the sensor's bands: sau=auto takes the latent SAU and
+space=auto the lab grid, and sau=physics is refused. The MIR example:
+  python -m data_prep.example_project --out=example_mir --library=mir
+  python launch.py --config=configs/own_data.py \\
+      --config.data.project=example_mir \\
+      --config.data.library=library/mir.csv --workdir=runs/example_mir
+  (measured 2026-12-01 at a load average of 9-11: 314 s wall, 88 s CPU;
+  pooled R² / RMSE student 0.710 / 3.33, PLSR 0.884 / 2.10; README).
 Run time (example project, measured 2026-12-01 on 2 shared CPU cores at a
 load average of 6-7): 16 min wall, 11 min CPU; about 5-6 min on idle cores
 (not measured; README, "Your own data"). Re-running restores every fold.
@@ -27,6 +38,7 @@ import ml_collections
 
 from configs import common
 from configs import distill
+from deepsalt_jax.models import build
 
 
 def _unset() -> ml_collections.FieldReference:
@@ -114,11 +126,15 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, flags=("tiny",),
                           keys={"sensor": common.SENSORS,
-                                "alignment": common.ALIGNMENTS})
+                                "alignment": common.ALIGNMENTS,
+                                "sau": build.SAU_MODES, **common.model_args()})
   sensor = args.get("sensor", "enmap")
+  # The networks' keys go to the distill config as given.
+  networks = [f"{key}={args[key]}" for key in ("sau", *common.model_args())
+              if key in args]
   config = distill.get_config(",".join(
       [f"sensor={sensor}", f"alignment={args.get('alignment', 'mmd')}",
-       "compare=none"] + (["tiny"] if args.get("tiny") else [])))
+       "compare=none", *networks] + (["tiny"] if args.get("tiny") else [])))
   config.data = data_config(sensor)
   # One object: --config.data.project=... sets the teacher's too.
   config.teacher.data = config.data

@@ -1,12 +1,16 @@
 r"""Writes the offline example project of README's walkthrough.
 
     python -m data_prep.example_project --out=example [--size=default|tiny]
+        [--library=visnir|mir]
 
-Nothing is downloaded: the lab spectra come with earthlib. The folder
-holds what a user brings (configs/own_data.py reads these names):
+Nothing is downloaded: the lab spectra come with earthlib (vis-NIR) or
+LimeSoDa (MIR). The folder holds what a user brings (configs/own_data.py
+reads these names; the MIR library needs
+--config.data.library=library/mir.csv):
 
   README.md                       what is real and what is simulated
-  library/library.sli + .hdr      ENVI spectral library on the lab grid
+  library/library.sli + .hdr      vis-NIR: ENVI spectral library (lab grid)
+  library/mir.csv                 MIR: sample_id and absorbance per cm-1
   library/library.csv             sample_id, ec, ec_method, lat, lon
   points.csv                      sample_id, lon, lat, ec, date, depth
   scenes/enmap_example_*.tif      EnMAP L2A-style GeoTIFFs (UTM 32N)
@@ -14,7 +18,7 @@ holds what a user brings (configs/own_data.py reads these names):
 See `example_landscape` for the simulation.
 """
 import pathlib
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from absl import app
 from absl import flags
@@ -22,8 +26,10 @@ import numpy as np
 import pandas as pd
 import rasterio.transform
 import rasterio.warp
+import scipy.stats
 
 from data_prep import example_landscape as landscape
+from data_prep import sources
 from data_prep.scenes import geotiff
 from deepsalt_spectral import errors
 from deepsalt_spectral import resampling
@@ -35,37 +41,43 @@ POINTS_ON_VEGETATION = 3
 # Sampling error of EC: a soil core or a field measurement is not the 30 m
 # pixel's mean (log-normal sigma).
 LIBRARY_EC_SIGMA, POINT_EC_SIGMA = 0.15, 0.1
+LIBRARIES = ("visnir", "mir")
+# LimeSoDa's MIR sets measured on one grid (549.6-3799 cm-1, 219 spectra).
+MIR_SETS = ("NRW.115", "NRW.62", "NRW.42")
+# A MIR sample goes where EC ranks as its measured clay's normal score plus
+# this much noise ranks: EC follows clay loosely (rank correlation 0.89 ±
+# 0.01 over seeds), and MIR spectra measure clay well.
+MIR_CLAY_NOISE = 0.5
 
 README = """# Example DeepSalt project (simulated salinity on real lab spectra)
 
-Written by `python -m data_prep.example_project` (size {size}, seed {seed}).
+Written by `python -m data_prep.example_project` (size {size}, library
+{library}, seed {seed}).
 
-- `library/library.sli` + `.hdr`: ENVI spectral library, {n_library} lab
-  spectra on the 10 nm lab grid;
-- `library/library.csv`: per spectrum name its EC ({method}, dS/m), the
-  method and WGS84 lat/lon ({n_located} spectra have coordinates);
+{library_files}
+- `library/library.csv`: per sample its EC ({method}, dS/m), the
+  method and WGS84 lat/lon ({n_located} samples have coordinates);
 - `points.csv`: {n_points} field points with sample id, lon/lat (WGS84),
   EC ({method}, dS/m), date and depth;
 - `scenes/`: {n_scenes} EnMAP L2A-style GeoTIFFs of {pixels} x {pixels}
   pixels of 30 m in UTM 32N (EPSG:32632).
 
-**Real**: the soil spectra under the salt effects (ICRAF-ISRIC lab spectra
-shipped with earthlib), the vegetation spectra mixed into pixels (earthlib),
-the EnMAP band table (centres, FWHM, bad bands) and the file format (int16
-reflectance x 10000, SCALE 0.0001, -32768 nodata, per-band wavelength, fwhm
-and bbl tags).
+**Real**: {real}
+the vegetation spectra mixed into pixels (earthlib), the EnMAP band table
+(centres, FWHM, bad bands) and the file format (int16 reflectance x 10000,
+SCALE 0.0001, -32768 nodata, per-band wavelength, fwhm and bbl tags).
 
 **Simulated** (`data_prep/example_landscape.py`): EC itself (a smooth
 log-normal field with a salt pan near Chott el Djerid, Tunisia, as its
-saline core), the salt effects on the lab spectra
-(`data_prep/forward_model.py`: crusts, salt absorptions, moisture) and the
-satellite view (`data_prep/satellite_view.py`: field darkening, mixing, the
-sensor as flown and its calibration, atmosphere per scene, noise), the
-landscape (soil patches, irrigated
-fields, a lake, a nodata frame), every coordinate, and the sampling error
-between a sample and its pixel. The numbers a run gives show that the
-pipeline works, not field accuracy.
-
+saline core), the salt effects on the pixels' soil spectra (ICRAF-ISRIC
+lab spectra; `data_prep/forward_model.py`: crusts, salt absorptions,
+moisture) and the satellite view (`data_prep/satellite_view.py`: field
+darkening, mixing, the sensor as flown and its calibration, atmosphere per
+scene, noise), the landscape (soil patches, irrigated fields, a lake, a
+nodata frame), every coordinate, and the sampling error between a sample
+and its pixel. The numbers a run gives show that the pipeline works, not
+field accuracy.
+{simulated}
 {n_points_off} points are off soil or outside every scene, and some library
 samples lie on vegetation: the run drops them and says so. Half the points
 on soil share their sample id with a library spectrum (paired points).
@@ -73,11 +85,38 @@ on soil share their sample id with a library spectrum (paired points).
 Run it (from the deepsalt_jax folder):
 
     python launch.py --config=configs/own_data.py \\
-        --config.data.project={out} --workdir=runs/example
+        --config.data.project={out}{library_flag} --workdir=runs/example
     python launch.py --mode=map --workdir=runs/example \\
         --scene={out}/scenes
 """
-
+# What differs by library (README above; formatted with the counts first).
+README_LIBRARY = {
+    "visnir": dict(
+        library_files=(
+            "- `library/library.sli` + `.hdr`: ENVI spectral library, "
+            "{n_library} lab\n  spectra on the 10 nm lab grid, salty as "
+            "the pixels are;"),
+        real=("the soil spectra under the salt effects (ICRAF-ISRIC lab "
+              "spectra\nshipped with earthlib),"),
+        simulated="", library_flag=""),
+    "mir": dict(
+        library_files=(
+            "- `library/mir.csv`: {n_library} MIR lab spectra, absorbance "
+            "log10(1/R) per\n  wavenumber column (cm-1, 3799 down to 549.6, "
+            "as FTIR exports list them);"),
+        real=("the MIR spectra (LimeSoDa's sets NRW.115, NRW.62 and NRW.42, "
+              "one\ninstrument; shipped as percent reflectance R, written "
+              "as log10(1/R)) and\ntheir measured clay; the pixels' soil "
+              "spectra under the salt effects\n(ICRAF-ISRIC lab spectra "
+              "shipped with earthlib);"),
+        simulated=(
+            "\n**The MIR samples' EC**: a MIR sample is not its pixel's "
+            "soil. Each lies\nwhere the simulated EC ranks as its measured "
+            "clay ranks (with noise; rank\ncorrelation about 0.9), so its "
+            "EC is a loose function of its clay, which\nMIR measures well, "
+            "and its pixel carries the salt effects of that EC.\n"),
+        library_flag=" \\\n        --config.data.library=library/mir.csv"),
+}
 
 
 def _to_lonlat(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +141,48 @@ def _located(scenes, cells, rng) -> tuple[np.ndarray, np.ndarray]:
   return _to_lonlat(np.array(x) + jitter[0], np.array(y) + jitter[1])
 
 
-def _write_library(folder: pathlib.Path, lab: np.ndarray,
-                   table: pd.DataFrame) -> None:
+class _Mir(NamedTuple):
+  wavenumber: np.ndarray  # [k] cm-1, increasing.
+  absorbance: np.ndarray  # [n, k] log10(1/R).
+  clay: np.ndarray  # [n] measured, %.
+
+
+def _mir_spectra() -> _Mir:
+  """LimeSoDa's MIR sets of MIR_SETS as absorbance, with their clay."""
+  sets = [sources.limesoda_mir(name) for name in MIR_SETS]
+  # Same instrument grid (the sets would otherwise need resampling).
+  assert all(s.grid == sets[0].grid for s in sets)
+  reflectance = np.concatenate([s.spectra for s in sets])
+  return _Mir(sets[0].grid.axis, np.log10(1.0 / reflectance),
+              np.concatenate([s.targets["clay"] for s in sets]))
+
+
+def _by_clay(ec: np.ndarray, clay: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+  """The spectrum each sample gets: the k-th lowest EC takes the k-th
+  lowest clay normal score + noise (MIR_CLAY_NOISE; scores of ranks, so
+  clay's skew does not loosen the link); as many samples as spectra."""
+  ranks = np.argsort(np.argsort(clay))
+  score = scipy.stats.norm.ppf((ranks + 0.5) / clay.size) + (
+      MIR_CLAY_NOISE * rng.standard_normal(clay.size))
+  out = np.empty(ec.size, int)
+  out[np.argsort(ec)] = np.argsort(score)
+  return out
+
+
+def _write_mir_library(folder: pathlib.Path, wavenumber: np.ndarray,
+                       absorbance: np.ndarray, table: pd.DataFrame) -> None:
+  """mir.csv (high to low wavenumber, as FTIR exports) and library.csv."""
+  folder.mkdir(parents=True)
+  spectra = pd.DataFrame(np.round(absorbance[:, ::-1], 5),
+                         columns=[f"{w:g}" for w in wavenumber[::-1]])
+  spectra.insert(0, "sample_id", table["sample_id"].to_numpy())
+  spectra.to_csv(folder / "mir.csv", index=False)
+  table.to_csv(folder / "library.csv", index=False)
+
+
+def _write_envi_library(folder: pathlib.Path, lab: np.ndarray,
+                        table: pd.DataFrame) -> None:
   folder.mkdir(parents=True)
   lab.astype("<f4").tofile(folder / "library.sli")
   nm = ", ".join(f"{w:g}" for w in resampling.lab_wavelengths())
@@ -118,10 +197,14 @@ def _write_library(folder: pathlib.Path, lab: np.ndarray,
   table.to_csv(folder / "library.csv", index=False)
 
 
-def write(out: str | pathlib.Path, size: str = "default",
-          seed: int = 0) -> dict[str, Any]:
-  """Writes the example project into `out`; returns its counts."""
+def write(out: str | pathlib.Path, size: str = "default", seed: int = 0,
+          library: str = "visnir") -> dict[str, Any]:
+  """Writes the example project into `out` with a vis-NIR (ENVI) or MIR
+  (CSV in cm-1) library; returns its counts."""
   out = pathlib.Path(out)
+  if library not in LIBRARIES:
+    raise errors.UserError(f"library={library!r}: use one of "
+                           f"{', '.join(LIBRARIES)}.")
   if out.exists() and any(out.iterdir()):
     raise errors.UserError(f"{out} exists and is not empty; choose a new "
                            "--out.")
@@ -146,35 +229,48 @@ def write(out: str | pathlib.Path, size: str = "default",
       "ec": np.round(np.concatenate([ec, [2.5]]), 3),
       "date": "2024-03-12", "depth": "0-10 cm"})
   # Library: every other soil point's own sample, samples taken at pixels
-  # (some on vegetation) and samples without coordinates.
+  # (some on vegetation) and samples without coordinates; a MIR library
+  # uses each of its real spectra once.
   paired = np.arange(0, dims.points, 2)
+  mir = _mir_spectra() if library == "mir" else None
+  n_taken, n_elsewhere = dims.library_placed, dims.library_elsewhere
+  if mir is not None:
+    n_taken = min(n_taken, len(mir.clay) - paired.size)
+    n_elsewhere = len(mir.clay) - paired.size - n_taken
   taken = _sample_pixels(scenes, [landscape.SOIL, landscape.VEGETATION],
-                         dims.library_placed, rng, exclude=set(on_soil))
+                         n_taken, rng, exclude=set(on_soil))
   taken_lon, taken_lat = _located(scenes, taken, rng)
-  elsewhere = land.other_soils[:dims.library_elsewhere]
-  far = rng.uniform(-6000, 6000, (2, len(elsewhere))) + np.array(
+  far = rng.uniform(-6000, 6000, (2, n_elsewhere)) + np.array(
       landscape.ORIGINS[0])[:, None]
   library_ec = np.concatenate([
       ec[paired],
       land.ec_at(taken) * np.exp(LIBRARY_EC_SIGMA * rng.standard_normal(
           len(taken))),
       land.field(*far)])
-  base = np.concatenate([land.soil_at([on_soil[i] for i in paired]),
-                         land.soil_at(taken), elsewhere])
-  lab = landscape.salty(base, library_ec, rng, land.composition)
-  nan = np.full(len(elsewhere), np.nan)
-  library = pd.DataFrame({
+  if mir is not None:
+    lab = mir.absorbance[_by_clay(library_ec, mir.clay, rng)]
+  else:
+    base = np.concatenate([land.soil_at([on_soil[i] for i in paired]),
+                           land.soil_at(taken),
+                           land.other_soils[:n_elsewhere]])
+    lab = landscape.salty(base, library_ec, rng, land.composition)
+  nan = np.full(n_elsewhere, np.nan)
+  library_table = pd.DataFrame({
       "sample_id": ([points["sample_id"][i] for i in paired]
                     + [f"L{i + 1:04d}" for i in range(len(taken) +
-                                                      len(elsewhere))]),
+                                                      n_elsewhere)]),
       "ec": np.round(library_ec, 3), "ec_method": "ECe",
       "lat": np.concatenate([lat[paired], taken_lat, nan]),
       "lon": np.concatenate([lon[paired], taken_lon, nan])})
-  order = rng.permutation(len(library))
+  order = rng.permutation(len(library_table))
   # Write only once everything is simulated.
   out.mkdir(parents=True, exist_ok=True)
-  _write_library(out / "library", lab[order].astype(np.float32),
-                 library.iloc[order])
+  if mir is not None:
+    _write_mir_library(out / "library", mir.wavenumber, lab[order],
+                       library_table.iloc[order])
+  else:
+    _write_envi_library(out / "library", lab[order].astype(np.float32),
+                        library_table.iloc[order])
   points.to_csv(out / "points.csv", index=False)
   (out / "scenes").mkdir()
   for scene in scenes:
@@ -182,12 +278,14 @@ def write(out: str | pathlib.Path, size: str = "default",
         out / "scenes" / f"{scene.name}.tif", scene.satellite, sensor,
         landscape.CRS, rasterio.transform.from_origin(
             *scene.origin, landscape.PIXEL_M, landscape.PIXEL_M))
-  counts = dict(size=size, seed=seed, n_library=len(library),
-                n_located=int(np.isfinite(library["lat"]).sum()),
+  counts = dict(size=size, seed=seed, library=library,
+                n_library=len(library_table),
+                n_located=int(np.isfinite(library_table["lat"]).sum()),
                 n_points=len(points), n_points_off=len(points) - dims.points,
                 n_scenes=len(scenes), pixels=dims.pixels, method="ECe",
                 out=out)
-  (out / "README.md").write_text(README.format(**counts))
+  text = {k: v.format(**counts) for k, v in README_LIBRARY[library].items()}
+  (out / "README.md").write_text(README.format(**counts, **text))
   return counts
 
 
@@ -199,13 +297,17 @@ def _define_flags() -> None:
   flags.DEFINE_enum("size", "default", list(landscape.SIZES),
                     "default: the walkthrough; tiny: for tests.")
   flags.DEFINE_integer("seed", 0, "Simulation seed.")
+  flags.DEFINE_enum("library", "visnir", list(LIBRARIES),
+                    "visnir: an ENVI library of ICRAF-ISRIC spectra; mir: a "
+                    "CSV of LimeSoDa's MIR spectra in cm-1.")
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    counts = write(flags.FLAGS.out, flags.FLAGS.size, flags.FLAGS.seed)
+    counts = write(flags.FLAGS.out, flags.FLAGS.size, flags.FLAGS.seed,
+                   flags.FLAGS.library)
   except errors.UserError as e:
     raise app.UsageError(str(e)) from e
   print(f"Wrote {counts['out']}: {counts['n_library']} library spectra, "

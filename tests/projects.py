@@ -3,13 +3,13 @@ pixels, a CSV library and a points CSV, each file editable by the test; and
 LimeSoDa's real MIR spectra to put in a library."""
 import pathlib
 
-import LimeSoDa
 import numpy as np
 import pandas as pd
 import rasterio.transform
 import rasterio.warp
 
 from configs import own_data
+from data_prep import sources
 from data_prep.scenes import geotiff
 from deepsalt_spectral import sensors
 
@@ -25,12 +25,10 @@ def soil(nm, brightness=1.0):
 
 
 def limesoda_mir(name="NRW.42"):
-  """LimeSoDa's real MIR spectra: (wavenumbers as stored, decreasing;
-  [n, w] percent reflectance)."""
-  frame = LimeSoDa.load_dataset(name)["Dataset"]
-  columns = [c for c in frame.columns if c.startswith("wn_")]
-  return (np.array([float(c[3:]) for c in columns]),
-          frame[columns].to_numpy(np.float64))
+  """LimeSoDa's real MIR spectra as LimeSoDa stores them: (wavenumbers,
+  decreasing; [n, w] percent reflectance)."""
+  mir = sources.limesoda_mir(name)
+  return mir.grid.axis[::-1], 100 * mir.spectra[:, ::-1]
 
 
 def write_scene(path: pathlib.Path, origin=ORIGIN, sensor="enmap",

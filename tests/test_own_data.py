@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,8 +20,13 @@ from conftest import REPO
 from configs import own_data
 from data_prep import example_project
 from data_prep import roles
+from data_prep import sources
+from deepsalt_jax import cross_validation
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import run_config
 from deepsalt_jax import stages
+from deepsalt_jax.models import build
+from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 
 
@@ -30,6 +36,18 @@ def example(tmp_path_factory) -> pathlib.Path:
   folder = tmp_path_factory.mktemp("example") / "project"
   example_project.write(folder, size="tiny")
   return folder
+
+
+@pytest.fixture(scope="session")
+def mir_example(tmp_path_factory) -> pathlib.Path:
+  """The example project with its MIR library (real LimeSoDa spectra,
+  simulated EC), tiny size."""
+  folder = tmp_path_factory.mktemp("example_mir") / "project"
+  example_project.write(folder, size="tiny", library="mir")
+  return folder
+
+
+MIR_LIBRARY = "library/mir.csv"
 
 
 def _config(project, data_dir, arg="tiny"):
@@ -72,6 +90,41 @@ def test_example_project_gives_streams_by_role_and_availability(
         assert np.isfinite(values).all(), (stage.name, name)
   teacher = plan.teacher.streams(fold)["lab"]
   assert len(teacher.arrays["lab"]) == (~test & data.has_lab).sum()
+
+
+def test_mir_example_holds_real_spectra_with_ec_following_clay(mir_example):
+  spectra = pd.read_csv(mir_example / MIR_LIBRARY, index_col="sample_id")
+  library = pd.read_csv(mir_example / "library" / "library.csv",
+                        index_col="sample_id")
+  assert spectra.index.tolist() == library.index.tolist()
+  sets = [sources.limesoda_mir(n) for n in example_project.MIR_SETS]
+  wn = sets[0].grid.axis
+  # High to low wavenumber, as FTIR software exports.
+  np.testing.assert_allclose(spectra.columns.astype(float), wn[::-1])
+  absorbance = np.log10(1 / np.concatenate([s.spectra for s in sets]))
+  clay = np.concatenate([s.targets["clay"] for s in sets])
+  # Each row is one real LimeSoDa spectrum as log10(1/R), each used once.
+  match = [int(np.argmin(np.abs(absorbance - row).max(axis=1)))
+           for row in spectra.to_numpy()[:, ::-1]]
+  assert sorted(match) == list(range(len(absorbance)))
+  np.testing.assert_allclose(spectra.to_numpy()[:, ::-1],
+                             absorbance[match], atol=6e-6)
+  ranks = lambda v: np.argsort(np.argsort(v))
+  rho = np.corrcoef(ranks(library["ec"]), ranks(clay[match]))[0, 1]
+  assert 0.85 < rho < 0.93  # A loose link, as its README says.
+  text = (mir_example / "README.md").read_text()
+  assert "NRW.115" in text and "--config.data.library=library/mir.csv" in text
+
+
+def test_physics_sau_on_a_mir_library_is_refused(mir_example, tmp_path):
+  config = _config(mir_example, tmp_path / "tfds", "tiny,sau=physics")
+  config.data.library = MIR_LIBRARY
+  with pytest.raises(errors.UserError) as refused:
+    cross_validation.train_and_validate(config, tmp_path / "run")
+  message = str(refused.value)
+  assert "\n" not in message and "Use sau=latent" in message
+  assert "absorbance in cm-1" in message
+  assert not (tmp_path / "run").exists()
 
 
 def _launch(*args):
@@ -127,6 +180,41 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
   assert report["model"]["target"] == "EC (ECe, dS/m)"
   result = _launch("--mode=eval", f"--workdir={workdir}")
   assert result.returncode == 2 and "cv.md" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_commands_on_the_mir_example(mir_example, tmp_path):
+  """README's MIR commands at tiny size: sau=auto takes the latent SAU, CV
+  has no teacher-on-pixels row (no physics route), the maps are written."""
+  workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+  result = _launch("--config=configs/own_data.py:tiny",
+                   f"--config.data.project={mir_example}",
+                   f"--config.data.library={MIR_LIBRARY}",
+                   f"--config.data.data_dir={data_dir}",
+                   f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  cv = json.loads((workdir / "cv.json").read_text())
+  assert set(cv["methods"]) == {"student", "PLSR", "random forest"}
+  assert cv["methods"]["student"]["overall"]["n"] == 24
+  text = (workdir / "cv.md").read_text()
+  assert "| student |" in text and "teacher (pixels)" not in text
+  wn = sources.limesoda_mir(example_project.MIR_SETS[0]).grid.axis
+  grid = run_config.lab_grid(workdir)
+  assert grid == lab_grid.LabGrid(wn, "cm-1", "absorbance")
+  model = ml_collections.ConfigDict(run_config.load(workdir)["model"])
+  assert model.sau == "auto"
+  assert build.sau_mode(model, "enmap", grid) == "latent"
+
+  result = _launch("--mode=map", f"--workdir={workdir}",
+                   f"--scene={mir_example / 'scenes'}",
+                   f"--config.data.data_dir={data_dir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  region = json.loads((workdir / "maps" / "region_report.json").read_text())
+  scenes = sorted(p.stem for p in (mir_example / "scenes").glob("*.tif"))
+  assert sorted(region["per_scene"]) == scenes
+  with rasterio.open(workdir / "maps" / f"{scenes[0]}_ec.tif") as ds:
+    ec = ds.read(1, masked=True)
+  assert ec.count() > 0.5 * ec.size and float(ec.min()) >= 0
 
 
 @pytest.mark.slow

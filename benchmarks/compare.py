@@ -101,6 +101,9 @@ DESCRIPTIONS = {
     "no_distill": "DeepSalt without distillation",
     "no_align": "DeepSalt without domain alignment",
     "sau_prior": "DeepSalt with the SAU held near its start (w_sau_prior=1)",
+    "layers": "DeepSalt distilling layer by layer (SmoothL1 per encoder "
+              "block, the authors' weights 1.35/1.05[/0.65]) instead of "
+              "the final features",
     "latent": "DeepSalt with the latent SAU (an encoder on the pixel "
               "projected into the teacher's feature space, InfoNCE on "
               "pairs) instead of the physics SAU",
@@ -133,8 +136,11 @@ _STEPS_SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies the "
                                   "teacher's and the students' train.steps.")
 _SPACE = flags.DEFINE_enum("space", "sensor", ("sensor", "lab"),
                            "Where the teacher reads spectra (model.space).")
-_ENCODER = flags.DEFINE_enum("encoder", "mlp", ("mlp", "conv"),
+_ENCODER = flags.DEFINE_enum("encoder", "mlp", common.ENCODERS,
                              "model.encoder.kind of every network.")
+_COVARIATES = flags.DEFINE_string(
+    "covariates", "", "data.covariates of the students (e.g. 'clay,soc'; "
+    "the teacher reads none, so it is the run without them).")
 _TRANSDUCTIVE = flags.DEFINE_bool(
     "transductive", True, "Held-out regions' unlabelled pixels feed the "
     "alignment streams (students, DANN, CORAL) or nothing of them does.")
@@ -215,6 +221,7 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
                                              settings["paired_fraction"]),
                   pair_view=settings["pair_view"])
     _scale_steps(c.train, settings["steps_scale"])
+  config.data.covariates = settings["covariates"]
   if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
     config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
                        w_reconstruction=0.0)
@@ -340,7 +347,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   regions: Sequence[str] = (), folds: Sequence[str] = (),
                   seeds: int = 2, steps_scale: float = 1.0,
                   space: str = "sensor", encoder: str = "mlp",
-                  transductive: bool = True, paired_fraction: float = 0.4,
+                  covariates: str = "", transductive: bool = True, paired_fraction: float = 0.4,
                   pair_view: str = "same",
                   methods: Sequence[str] = METHODS,
                   label_fractions: Sequence[float] = (1, .5, .2, .1, .05,
@@ -365,7 +372,8 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
   out = pathlib.Path(out)
   settings = dict(dataset=dataset, sensor=sensor, protocol=protocol,
                   steps_scale=steps_scale, tiny=tiny, data_dir=data_dir,
-                  space=space, encoder=encoder, transductive=transductive,
+                  space=space, encoder=encoder, covariates=covariates,
+                  transductive=transductive,
                   paired_fraction=paired_fraction, pair_view=pair_view)
   _check_settings(out, settings)
   info = datasets.build(dataset, sensor, data_dir or None).info
@@ -428,7 +436,7 @@ def main(argv: Sequence[str]) -> None:
       protocol=_PROTOCOL.value, regions=_REGIONS.value, folds=_FOLDS.value,
       seeds=_SEEDS.value, steps_scale=_STEPS_SCALE.value,
       space=_SPACE.value, encoder=_ENCODER.value,
-      transductive=_TRANSDUCTIVE.value, paired_fraction=_PAIRED.value,
+      covariates=_COVARIATES.value, transductive=_TRANSDUCTIVE.value, paired_fraction=_PAIRED.value,
       pair_view=_PAIR_VIEW.value, methods=_METHODS.value,
       label_fractions=[float(f) for f in _FRACTIONS.value],
       label_splits=_LABEL_SPLITS.value, label_methods=_LABEL_METHODS.value,

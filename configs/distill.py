@@ -10,7 +10,7 @@ Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
-no_align, sau_prior, latent, latent_pretrain, plain, finetune, dann,
+no_align, sau_prior, layers, latent, latent_pretrain, plain, finetune, dann,
 dann_labels,
 compare=<variant>[+<variant>...]|none, target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
@@ -44,6 +44,8 @@ VARIANTS = {
     "no_distill": {"loss": {"w_distill_feature": 0.0, "w_distill_pred": 0.0}},
     "no_align": {"loss": {"w_alignment": 0.0}},
     "sau_prior": {"loss": {"w_sau_prior": 1.0}},
+    # Distillation layer by layer, as the DeepSalt authors do.
+    "layers": {"loss": {"distill": "layers"}},
     # The latent SAU where physics exists too (what the prior is worth),
     # and with its encoder pretrained as an autoencoder on the pixels.
     "latent": {"model": {"sau": "latent"}},

@@ -140,7 +140,8 @@ def test_baselines_fit_labelled_pixels_per_region():
 def _settings(**overrides):
   return {**dict(dataset="salinity", sensor="enmap", protocol="regions",
                  steps_scale=1.0, tiny=False, data_dir="", space="sensor",
-                 encoder="mlp", transductive=True, paired_fraction=0.4,
+                 encoder="mlp", covariates="", transductive=True,
+                 paired_fraction=0.4,
                  pair_view="same"), **overrides}
 
 

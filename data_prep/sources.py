@@ -5,6 +5,8 @@ Everything here is measured; nothing is simulated:
 * LimeSoDa (Schmidinger et al.): five vis-NIR sets measured at 1 nm
   (CV.98, SL.125, UL.120, SC.93) or 1-5 nm (SSP.460), with lab SOC (or SOM),
   clay and pH and ten predefined cross-validation folds. Each set is a region.
+  Five more sets are MIR (H.138, NRW.115, NRW.62, NRW.42, O.32: `limesoda_mir`),
+  read on their own wavenumber grids.
 * earthlib (C. Anderson): the ICRAF-ISRIC soil spectral library, 4,168 lab
   spectra already on the 10 nm lab grid, with latitude and longitude; grouped
   into regions by continent (see `CONTINENT_BOXES`). Spectra without a
@@ -24,9 +26,14 @@ import numpy as np
 import pandas as pd
 
 from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
 
 LIMESODA_SETS = ("CV.98", "SL.125", "UL.120", "SC.93", "SSP.460")
+LIMESODA_MIR_SETS = ("H.138", "NRW.115", "NRW.62", "NRW.42", "O.32")
+# Target name -> LimeSoDa column: SOC and clay in %, pH as the set measured it.
+LIMESODA_TARGETS = {"SOC": "SOC_target", "clay": "Clay_target",
+                    "pH": "pH_target"}
 # Van Bemmelen factor: SOM = 1.724 SOC (organic matter is ~58 % carbon). SL.125
 # and UL.120 report SOM; their SOC is SOM / 1.724.
 SOM_PER_SOC = 1.724
@@ -150,6 +157,43 @@ def limesoda() -> LabSpectra:
         fold=np.asarray(data["Folds"], np.int64),
         soc=soc))
   return concatenate(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class MirSet:
+  """One LimeSoDa MIR set on its instrument's grid, with its targets."""
+  name: str
+  spectra: np.ndarray  # [n, k] float64, in the order of grid.axis.
+  grid: lab_grid.LabGrid  # Increasing wavenumbers (cm-1).
+  targets: dict[str, np.ndarray]  # LIMESODA_TARGETS key -> [n] float64.
+  fold: np.ndarray  # [n] int64 LimeSoDa fold 1..10.
+
+
+def limesoda_mir(name: str) -> MirSet:
+  """A LimeSoDa MIR set as measured, its columns put in increasing order.
+
+  LimeSoDa ships MIR reflectance in percent (`wn_<cm-1>` columns, from high
+  to low wavenumber): low at absorption bands (the kaolinite OH doublet at
+  3620-3700 cm-1, Si-O near 1000 cm-1), near 100 where soils barely absorb
+  (4000-5000 cm-1). It is kept as reflectance (a fraction, as
+  `limesoda` returns), not converted to absorbance.
+  """
+  if name not in LIMESODA_MIR_SETS:
+    raise errors.UserError(f"{name!r} is not a LimeSoDa MIR set; use one of "
+                           f"{', '.join(LIMESODA_MIR_SETS)}.")
+  import LimeSoDa  # pylint: disable=g-import-not-at-top
+  data = LimeSoDa.load_dataset(name)
+  table = data["Dataset"]
+  bands = [c for c in table.columns if c.startswith("wn_")]
+  wavenumber = np.array([float(c[3:]) for c in bands])
+  order = np.argsort(wavenumber)
+  return MirSet(
+      name=name,
+      spectra=table[bands].to_numpy(np.float64)[:, order] / 100.0,
+      grid=lab_grid.LabGrid(wavenumber[order], "cm-1", "reflectance"),
+      targets={key: table[column].to_numpy(np.float64)
+               for key, column in LIMESODA_TARGETS.items()},
+      fold=np.asarray(data["Folds"], np.int64))
 
 
 def _utm_to_degrees(x, y, epsg: int) -> tuple[np.ndarray, np.ndarray]:

@@ -100,6 +100,12 @@ DESCRIPTIONS = {
     "no_distill": "DeepSalt without distillation",
     "no_align": "DeepSalt without domain alignment",
     "sau_prior": "DeepSalt with the SAU held near its start (w_sau_prior=1)",
+    "latent": "DeepSalt with the latent SAU (an encoder on the pixel "
+              "projected into the teacher's feature space, InfoNCE on "
+              "pairs) instead of the physics SAU",
+    "latent_pretrain": "the latent SAU with its encoder pretrained as an "
+                       "autoencoder on the pixels (300 steps) and kept as a "
+                       "term (weight 0.1)",
     "coral": "DeepSalt with CORAL alignment instead of MMD",
     "adversarial": "DeepSalt with adversarial alignment instead of MMD",
     "teacher_lab": "REFERENCE, not a competitor: the teacher on the held-out "
@@ -228,7 +234,7 @@ def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
   labelled = train_rows & (data.role == roles.LABELLED)
   test = data.subset(data.test)
   # Source-only transfer: lab spectra resampled forward to the bands.
-  source = data.lab @ build.forward_matrix(data.sensor).T
+  source = data.lab @ build.forward_matrix(data.sensor, data.lab_grid).T
   unlabelled = data.satellite[~data.test & (data.role == roles.UNLABELLED)]
   if config.data.transductive:
     unlabelled = np.concatenate([unlabelled, test["satellite"]])

@@ -58,6 +58,7 @@ from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
 from deepsalt_spectral import indices
+from deepsalt_spectral import lab_grid
 
 _ROWS = flags.DEFINE_integer("rows", 1000, "Scene rows.")
 _COLS = flags.DEFINE_integer("cols", 1000, "Scene columns.")
@@ -131,7 +132,7 @@ def write_scene(path: pathlib.Path, rows: int, cols: int,
 
 def save_student(config, workdir: pathlib.Path):
   """An untrained student run, saved the way train.fit saves one."""
-  plan = stages.plan(config)
+  plan = stages.plan(config, lab_grid.visnir())
   student = plan.students[0]
   params = student.init_params(
       config.data.sensor, plan.teacher.init_params(config.data.sensor))
@@ -139,7 +140,7 @@ def save_student(config, workdir: pathlib.Path):
   ckpt = checkpoint.Checkpointer(workdir / student.name / "checkpoints")
   ckpt.save(config.train.steps, state, force=True)
   ckpt.close()
-  run_config.save(config, workdir)
+  run_config.save(config, workdir, lab_grid.visnir())
   return student.model(config.data.sensor), params
 
 

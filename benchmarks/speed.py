@@ -38,6 +38,7 @@ from configs import distill
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
+from deepsalt_spectral import lab_grid
 
 MIB = 2.0**20
 
@@ -83,7 +84,7 @@ def timed(fn: Callable[[], Any], min_calls: int, min_seconds: float
 
 
 def _models(config: ml_collections.ConfigDict, sensor: str):
-  plan = stages.plan(config)
+  plan = stages.plan(config, lab_grid.visnir())
   teacher, student = plan.teacher, plan.students[0]
   teacher_params = teacher.init_params(sensor)
   params = student.init_params(sensor, teacher_params)

@@ -104,22 +104,23 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
   ))
 
 
-SPACES = ("lab", "sensor")
+SPACES = ("auto", "lab", "sensor")
 ENCODERS = ("mlp", "conv")
 # Encoder settings by kind (README measures both).
 _ENCODER_SIZES = {"mlp": dict(features=256, num_blocks=2),
                   "conv": dict(features=64, num_blocks=3)}
 
 
-def model_config(space: str = "sensor",
+def model_config(space: str = "auto",
                  encoder: str = "mlp") -> ml_collections.ConfigDict:
   """Teacher and student networks; the student starts from the teacher's,
   so both take the same settings."""
   return ml_collections.ConfigDict(dict(
       # Where the teacher reads spectra: 'sensor' (lab spectra resampled
       # forward to the sensor's nominal bands; the SAU starts from the
-      # identity) or 'lab' (the lab grid; the SAU starts from the physics
-      # inverse).
+      # identity), 'lab' (the lab grid; the SAU starts from the physics
+      # inverse) or 'auto' (sensor where the lab grid resamples to the
+      # sensor, as the built-in vis-NIR grid does; else lab: MIR).
       space=space,
       # The spectral encoder and regression head
       # (deepsalt_jax/models/encoder.py).
@@ -136,6 +137,13 @@ def model_config(space: str = "sensor",
           dropout=0.1,
           head_hidden=64,  # Width of the regression head.
       ),
+      # How the student reaches the teacher (deepsalt_jax/models/build.py):
+      # 'physics' (the SRF inverse, or the identity in sensor space, plus
+      # learned gain/offset/residual; needs a lab grid in nm reflectance
+      # covering the sensor), 'latent' (an encoder on the pixel projected
+      # into the teacher's feature space, aligned on pairs; any lab grid,
+      # MIR included) or 'auto' (physics where the lab grid allows it).
+      sau="auto",
       # Curvature penalty of the SAU's physics start
       # (deepsalt_spectral.resampling.inverse_matrix).
       sau_ridge=1e-2,

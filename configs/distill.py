@@ -8,8 +8,9 @@ strongest things a user would train instead, same network and steps), and
 prints metrics on the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
-space=sensor|lab, encoder=mlp|conv, no_sau, no_distill, no_align,
-sau_prior, plain, finetune, dann, dann_labels,
+space=auto|sensor|lab, encoder=mlp|conv, sau=auto|physics|latent, no_sau,
+no_distill, no_align, sau_prior, latent, latent_pretrain, plain, finetune,
+dann, dann_labels,
 compare=<variant>[+<variant>...]|none, target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
@@ -27,6 +28,7 @@ import ml_collections
 
 from configs import common
 from configs import teacher
+from deepsalt_jax.models import build
 from deepsalt_spectral import errors
 
 _NO_TEACHER_TERMS = {"w_reconstruction": 0.0, "w_distill_feature": 0.0,
@@ -40,6 +42,12 @@ VARIANTS = {
     "no_distill": {"loss": {"w_distill_feature": 0.0, "w_distill_pred": 0.0}},
     "no_align": {"loss": {"w_alignment": 0.0}},
     "sau_prior": {"loss": {"w_sau_prior": 1.0}},
+    # The latent SAU where physics exists too (what the prior is worth),
+    # and with its encoder pretrained as an autoencoder on the pixels.
+    "latent": {"model": {"sau": "latent"}},
+    "latent_pretrain": {"model": {"sau": "latent"},
+                        "loss": {"w_autoencoder": 0.1,
+                                 "sau_pretrain_steps": 300}},
     # What a user would pick instead. The network on the labelled pixels
     # alone, from scratch:
     "plain": {"model": {"use_sau": False, "init_from_teacher": False},
@@ -72,10 +80,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       arg, flags=("tiny",) + tuple(VARIANTS),
       keys={"dataset": common.DATASETS, "sensor": common.SENSORS,
             "alignment": common.ALIGNMENTS, "compare": None,
-            "target": ("potsdam",), **common.model_args()})
+            "target": ("potsdam",), "sau": build.SAU_MODES,
+            **common.model_args()})
   dataset = args.get("dataset", "salinity")
   sensor = args.get("sensor", "enmap")
-  space, encoder = args.get("space", "sensor"), args.get("encoder", "mlp")
+  space, encoder = args.get("space", "auto"), args.get("encoder", "mlp")
   teacher_arg = (f"dataset={dataset},sensor={sensor},space={space},"
                  f"encoder={encoder}" + (",tiny" if args.get("tiny") else ""))
 
@@ -91,7 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.target_scenes = str(common.reference_data_dir() /
                                     "enmap_potsdam")
   config.model = common.model_config(space, encoder)
-  config.model.use_sau = True
+  config.model.sau = args.get("sau", "auto")
+  config.model.use_sau = True  # False: the physics SAU's fixed start alone.
   config.model.init_from_teacher = True
   config.train = common.train_config(steps=1200, batch_size=64)
   config.mapping = common.mapping_config()  # launch.py --mode=map.
@@ -107,8 +117,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       w_alignment=0.5,
       w_distill_feature=1.0,
       w_distill_pred=1.0,
-      w_reconstruction=1.0,
-      w_sau_prior=0.0,  # The SAU's distance from its physics start.
+      w_reconstruction=1.0,  # Physics SAU: its output vs the lab spectrum.
+      w_sau_prior=0.0,  # Physics SAU: its distance from its start.
+      # Latent SAU: InfoNCE of the student's features on paired pixels vs
+      # the teacher's on their lab spectra (the authors' temperature).
+      w_contrastive=1.0,
+      temperature=0.07,
+      # Latent SAU: pixels decoded from the encoder's latent (0 = off), and
+      # the steps it trains alone first (the encoder's pretraining).
+      w_autoencoder=0.0,
+      sau_pretrain_steps=0,
   ))
   for name, overrides in VARIANTS.items():
     if args.get(name):

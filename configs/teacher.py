@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.data = common.data_config(args.get("dataset", "salinity"),
                                    args.get("sensor", "enmap"))
-  config.model = common.model_config(args.get("space", "sensor"),
+  config.model = common.model_config(args.get("space", "auto"),
                                      args.get("encoder", "mlp"))
   # As many steps as the students get (configs/distill.py): a sensor-space
   # teacher is also the source-only network they are compared with.

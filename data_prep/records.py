@@ -22,6 +22,7 @@ from data_prep import array_record_builder
 from data_prep import roles
 from data_prep import satellite_view
 from data_prep import sources
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 
@@ -107,7 +108,7 @@ class SpectraBuilder(array_record_builder.ArrayRecordBuilder, abc.ABC):
             simulated=self.SIMULATED,
             seed=self.builder_config.seed,
             sensor=sensor.name,
-            lab_wavelength=resampling.lab_wavelengths().tolist(),
+            lab_grid=lab_grid.visnir().to_json(),
             satellite_wavelength=sensor.good_wavelength.tolist(),
             satellite_fwhm=sensor.good_fwhm.tolist(),
         ),

@@ -80,14 +80,16 @@ def compile_once():
       compilation_cache.reset_cache()
 
 
-def _check(config: ml_collections.ConfigDict,
-           data: input_pipeline.Data) -> None:
+def _check(plan: stages.Plan, data: input_pipeline.Data) -> None:
   """Refuses a project the configured student cannot train on."""
-  terms = stages.student_terms(config.loss)
-  if not terms & {"distillation", "reconstruction"}:
+  student = plan.students[0]
+  terms = stages.student_terms(student.config.loss,
+                               student.model(data.sensor).latent)
+  if not terms & {"distillation", "reconstruction", "contrastive"}:
     return
   without = ("--config.loss.w_distill_feature=0 "
-             "--config.loss.w_distill_pred=0 --config.loss.w_reconstruction=0")
+             "--config.loss.w_distill_pred=0 --config.loss.w_reconstruction=0"
+             " --config.loss.w_contrastive=0")
   paired = data.role == roles.PAIRED
   if not paired.any():
     raise errors.UserError(
@@ -118,9 +120,10 @@ def _predictions(plan: stages.Plan, data: input_pipeline.Data,
       model, p, inputs, mesh, batch, inverse, method=method)[0]
   out = {student.name: run(student.model(data.sensor), params[student.name],
                            x) for student in plan.students}
-  out[TEACHER] = run(plan.teacher.model(data.sensor),
-                       params[plan.teacher.name],
-                       plan.teacher.pixel_inputs(data.sensor, x),
+  teacher_inputs = plan.teacher.pixel_inputs(data.sensor, x)
+  if teacher_inputs is not None:  # A lab grid with a physics route.
+    out[TEACHER] = run(plan.teacher.model(data.sensor),
+                       params[plan.teacher.name], teacher_inputs,
                        "from_prepared")
   train_rows = ~data.test & (data.role == roles.LABELLED)
   if train_rows.sum() < MIN_BASELINE_SAMPLES:
@@ -310,10 +313,10 @@ def train_and_validate(config: ml_collections.ConfigDict,
   """Cross-validates, trains the final models; returns the CV results."""
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
-  plan = stages.plan(config)
   data = input_pipeline.load_data(config.data)  # Validates before any write.
-  _check(config, data)
-  run_config.save(config, workdir)
+  plan = stages.plan(config, data.lab_grid)
+  _check(plan, data)
+  run_config.save(config, workdir, data.lab_grid)
   counts = np.bincount(data.role, minlength=len(roles.ROLE_NAMES))
   logging.info("Project %s: %s", config.data.project, ", ".join(
       f"{n} {c}" for n, c in zip(roles.ROLE_NAMES, counts)))

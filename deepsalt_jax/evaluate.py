@@ -93,13 +93,13 @@ def entries(plan: stages.Plan, data: input_pipeline.Data,
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
+  out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"])]
   # The classic transfer (a sensor-space teacher on pixels is a source-only
-  # network).
-  out = [Entry(teacher.name, "lab", model, params[teacher.name], test["lab"]),
-         Entry(f"{teacher.name} (pixels)", "satellite", model,
-               params[teacher.name],
-               teacher.pixel_inputs(data.sensor, test["satellite"]),
-               method="from_prepared")]
+  # network), where the lab grid has a physics route.
+  pixels = teacher.pixel_inputs(data.sensor, test["satellite"])
+  if pixels is not None:
+    out.append(Entry(f"{teacher.name} (pixels)", "satellite", model,
+                     params[teacher.name], pixels, method="from_prepared"))
   for student in plan.students:
     out.append(Entry(student.name, student.input, student.model(data.sensor),
                      params[student.name], test[student.input],
@@ -238,7 +238,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
         f"scores it ({workdir / 'cv.md'}). Re-running its training command "
         "restores the finished models and writes the report again.")
   mesh = sharding.make_mesh()
-  plan = stages.plan(config)
+  plan = stages.plan(config, run_config.lab_grid(workdir))
   data = input_pipeline.load_data(config.data)
   params, steps = {}, {}
   for stage in plan.stages:

@@ -24,6 +24,7 @@ from data_prep import roles
 from data_prep import satellite_view
 from deepsalt_jax import sharding
 from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid as lab_grid_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Data:
   A sample may lack a lab spectrum, a pixel or a target (own data): those
   rows are NaN, and `has_lab`, `has_pixel`, `has_target` say what is there.
   """
-  lab: np.ndarray  # [n, n_lab] reflectance on the lab grid.
+  lab: np.ndarray  # [n, n_lab] spectra on `lab_grid`.
   satellite: np.ndarray  # [n, n_good] reflectance at the sensor's good bands.
   # [n, n_good] what a geographic pair sees of the sample (data.pair_view):
   # its own pixel, a neighbouring one or another date's.
@@ -59,6 +60,9 @@ class Data:
   # pairs, EC method).
   report: dict = dataclasses.field(default_factory=dict)
   sample_id: np.ndarray | None = None  # [n] str (own data).
+  # What the lab spectra are: the dataset's grid, unit and quantity.
+  lab_grid: lab_grid_lib.LabGrid = dataclasses.field(
+      default_factory=lab_grid_lib.visnir)
 
   @property
   def has_lab(self) -> np.ndarray:
@@ -87,6 +91,14 @@ def _read(source) -> tuple[list[dict], Callable[[str, Any], np.ndarray]]:
   records = [source[i] for i in range(len(source))]
   stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
   return records, stack
+
+
+def _lab_grid(info) -> lab_grid_lib.LabGrid:
+  """The dataset's lab grid from its metadata (datasets written before it
+  was stored there hold the vis-NIR grid)."""
+  stored = info.metadata.get("lab_grid")
+  return (lab_grid_lib.LabGrid.from_json(stored) if stored else
+          lab_grid_lib.visnir())
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
@@ -149,6 +161,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
       blocks=blocks,
       sensor=config.sensor,
       target_pixels=target_pixels,
+      lab_grid=_lab_grid(info),
   ), test, config)
 
 
@@ -199,7 +212,8 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
       # The spatial folds are the blocks: validation is another fold's area.
       blocks=fold.astype(str), sensor=config.sensor,
       report=dict(info.metadata["report"]),
-      sample_id=np.array([r["sample_id"].decode() for r in records]))
+      sample_id=np.array([r["sample_id"].decode() for r in records]),
+      lab_grid=_lab_grid(info))
   have = np.stack([data.has_lab, data.has_pixel, data.has_target], axis=1)
   for value, needs in _ROLE_NEEDS.items():
     assert (have[role == value] >= needs).all(), roles.ROLE_NAMES[value]

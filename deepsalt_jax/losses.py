@@ -2,8 +2,9 @@
 
 regression (labelled satellite pixels / lab spectra), domain alignment of
 student features on satellite spectra with teacher features on lab spectra
-(picked by name from ALIGNMENTS), distillation on paired samples and SAU
-reconstruction on paired samples.
+(picked by name from ALIGNMENTS), distillation on paired samples, SAU
+reconstruction on paired samples (physics SAU), and the latent SAU's
+contrastive alignment on pairs (InfoNCE) and autoencoder term.
 """
 from typing import Callable, Optional
 
@@ -181,3 +182,30 @@ def distillation_loss(student_feats: Array, teacher_feats: Array,
 def reconstruction_loss(sau_lab: Array, lab: Array) -> Array:
   """MSE between the SAU's lab-grid output and the paired lab spectrum."""
   return jnp.mean((sau_lab - lab)**2)
+
+
+def autoencoder_loss(decoded: Array, pixels: Array) -> Array:
+  """MSE of decoded pixels [B, n] in units of each band's batch spread, so
+  the term weighs alike for dark and bright bands and any reflectance
+  scale."""
+  scale = jax.lax.stop_gradient(jnp.std(pixels, axis=0) + 1e-3)
+  return jnp.mean(((decoded - pixels) / scale)**2)
+
+
+def info_nce(student: Array, teacher: Array,
+             temperature: float = 0.07) -> Array:
+  """Symmetric InfoNCE of paired rows [n, d]: row i of `student` should be
+  closer (cosine) to row i of `teacher` than to any other row, and back.
+
+  log(n) when the features carry no pairing; -> 0 as the pairs separate.
+  The DeepSalt authors align their latents so, at temperature 0.07.
+  """
+  _check_features(student, teacher)
+  unit = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
+  logits = unit(student) @ unit(teacher).T / temperature
+  labels = jnp.arange(student.shape[0])
+  rows = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=1),
+                              labels[:, None], axis=1)
+  cols = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=0),
+                              labels[None, :], axis=0)
+  return 0.5 * (jnp.mean(rows) + jnp.mean(cols))

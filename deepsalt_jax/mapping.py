@@ -116,7 +116,7 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
                     mesh: jax.sharding.Mesh
                     ) -> tuple[stages.Stage, Any, int]:
   """(stage, params, checkpoint step) of the run's student."""
-  plan = stages.plan(config)
+  plan = stages.plan(config, run_config.lab_grid(workdir))
   if not plan.students or config.data.name not in ("salinity",
                                                    datasets.PROJECT):
     raise errors.UserError(

@@ -1,7 +1,8 @@
 """A run's saved config is the truth: what was trained, on which split.
 
-`save` writes <workdir>/config.json when a run starts and refuses a workdir
-that holds another run. Evaluation and mapping `load` it and accept a
+`save` writes <workdir>/config.json and the dataset's lab grid
+(<workdir>/lab_grid.json: it sizes the networks) when a run starts and
+refuses a workdir that holds another run. Evaluation and mapping `load` it and accept a
 command-line config only where it agrees with the run's; they may change
 how they run (batch sizes, MC samples, masks, where the data lives), never
 what was trained or which samples are held out.
@@ -16,8 +17,10 @@ import ml_collections
 
 from deepsalt_jax import reporting
 from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid as lab_grid_lib
 
 CONFIG_FILE = "config.json"
+LAB_GRID_FILE = "lab_grid.json"
 # Fields (dotted prefixes, in the config or its `teacher`) that say how a run
 # is carried out, not what it learns: a re-run, an evaluation or a map may
 # change them.
@@ -77,8 +80,10 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
   return json.loads(path.read_text())
 
 
-def save(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
-  """Writes config.json (process 0); a workdir of another run is refused."""
+def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
+         grid: lab_grid_lib.LabGrid) -> None:
+  """Writes config.json and lab_grid.json (process 0); a workdir of another
+  run is refused."""
   path = epath.Path(workdir) / CONFIG_FILE
   if path.exists():
     diff = differences(config, json.loads(path.read_text()), RUN_OPTIONS)
@@ -87,9 +92,24 @@ def save(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
           f"{workdir} holds a run of another config; re-running resumes it, "
           "so these fields must match:\n" + _describe(diff) +
           "\nUse a new --workdir for a new run.")
+    saved = lab_grid(workdir)
+    if saved != grid:
+      raise errors.UserError(
+          f"{workdir} holds a run on another lab grid ({saved.describe()}; "
+          f"the data now: {grid.describe()}). Use a new --workdir.")
   if reporting.is_main_process():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config.to_json(indent=2))
+    (path.parent / LAB_GRID_FILE).write_text(json.dumps(grid.to_json()))
+
+
+def lab_grid(workdir: epath.PathLike) -> lab_grid_lib.LabGrid:
+  """The lab grid the run in `workdir` trained on (runs from before it was
+  saved trained on the vis-NIR grid)."""
+  path = epath.Path(workdir) / LAB_GRID_FILE
+  if not path.exists():
+    return lab_grid_lib.visnir()
+  return lab_grid_lib.LabGrid.from_json(json.loads(path.read_text()))
 
 
 def for_eval(config: ml_collections.ConfigDict, workdir: epath.PathLike,

@@ -6,7 +6,11 @@ with strings. `plan(config)` gives the stages of a config: the teacher alone
 (configs/teacher.py), or the teacher, the student and each comparison
 variant of `config.compare` (configs/distill.py).
 
-Losses are pure functions of (params, batch, key, teacher_params); each
+Every stage carries the dataset's lab grid (`deepsalt_spectral.lab_grid`):
+it sizes the teacher's input and decides whether the student's SAU can start
+from physics.
+
+Losses are pure functions of (params, batch, key, teacher_params, step); each
 returns (total, {'loss': total, <term>: value, ...}) so every term is logged.
 """
 from __future__ import annotations
@@ -28,14 +32,14 @@ from deepsalt_jax import sharding
 from deepsalt_jax.models import build
 from deepsalt_jax.models import deepsalt
 from deepsalt_spectral import errors
-from deepsalt_spectral import resampling
+from deepsalt_spectral import lab_grid as lab_grid_lib
 from deepsalt_spectral import sensors
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def teacher_loss(params, batch, key, teacher_params, *, model, config):
-  del teacher_params  # The teacher has no teacher.
+def teacher_loss(params, batch, key, teacher_params, step, *, model, config):
+  del teacher_params, step  # The teacher has no teacher and no schedule.
   forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
   out = model.apply({"params": params}, batch["lab"]["lab"], train=True,
                     rngs={"dropout": key})
@@ -44,44 +48,63 @@ def teacher_loss(params, batch, key, teacher_params, *, model, config):
   return loss, {"loss": loss, "regression": loss}
 
 
-def student_terms(loss_config: ml_collections.ConfigDict) -> set[str]:
-  """The loss terms with a non-zero weight."""
-  weights = {"regression": loss_config.w_regression,
-             "source": loss_config.w_source,
-             "distillation": (loss_config.w_distill_feature or
-                              loss_config.w_distill_pred),
-             "reconstruction": loss_config.w_reconstruction,
-             "alignment": loss_config.w_alignment,
-             "sau_prior": loss_config.w_sau_prior}
-  return {term for term, weight in weights.items() if weight}
+def _weights(loss_config: ml_collections.ConfigDict) -> dict[str, float]:
+  return {"regression": loss_config.w_regression,
+          "source": loss_config.w_source,
+          "distillation": (loss_config.w_distill_feature or
+                           loss_config.w_distill_pred),
+          "reconstruction": loss_config.w_reconstruction,
+          "contrastive": loss_config.w_contrastive,
+          "autoencoder": loss_config.w_autoencoder,
+          "alignment": loss_config.w_alignment,
+          "sau_prior": loss_config.w_sau_prior}
+
+
+# Terms of one SAU mode only: a physics SAU has an input-space output to
+# reconstruct and a physics start; a latent one a latent to contrast and
+# decode.
+_PHYSICS_ONLY = {"reconstruction", "sau_prior"}
+_LATENT_ONLY = {"contrastive", "autoencoder"}
+
+
+def student_terms(loss_config: ml_collections.ConfigDict,
+                  latent: bool) -> set[str]:
+  """The loss terms with a non-zero weight that apply to the SAU mode."""
+  terms = {term for term, weight in _weights(loss_config).items() if weight}
+  return terms - (_PHYSICS_ONLY if latent else _LATENT_ONLY)
 
 
 def streams_for(terms: set[str]) -> set[str]:
   """The input streams the loss terms draw on."""
   need = {"labelled"}
-  if terms & {"distillation", "reconstruction"}:
+  if terms & {"distillation", "reconstruction", "contrastive"}:
     need.add("paired")
   if "alignment" in terms:
     need |= {"unlabelled", "library"}
+  if "autoencoder" in terms:
+    need.add("unlabelled")
   if "source" in terms:
     need.add("library")
   return need
 
 
-def student_loss(params, batch, key, teacher_params, *, model, teacher,
+def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
                  source_matrix, config):
   """The combined loss; each active term is also returned on its own.
 
   regression: labelled pixels. source: the library's lab spectra resampled
   to the nominal bands (`source_matrix`), as a DANN learns its source
-  domain. distillation and reconstruction: paired pixels against the
-  teacher on their lab spectra. alignment: the student's features on
-  unlabelled pixels against the teacher's on the library (align_to
-  'teacher') or its own on the source spectra ('self', DANN). sau_prior:
-  the SAU's distance from its physics start.
+  domain. distillation and reconstruction (physics SAU) or contrastive
+  (latent SAU): paired pixels against the teacher on their lab spectra.
+  autoencoder (latent SAU): unlabelled pixels decoded from their latent;
+  alone during the first `sau_pretrain_steps` steps (the SAU's pretraining).
+  alignment: the student's features on unlabelled pixels against the
+  teacher's on the library (align_to 'teacher') or its own on the source
+  spectra ('self', DANN). sau_prior: the SAU's distance from its physics
+  start.
   """
   cfg = config.loss
-  terms = student_terms(cfg)
+  terms = student_terms(cfg, model.latent)
   forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
   gather = functools.partial(jax.lax.all_gather, axis_name=sharding.AXIS,
                              tiled=True)
@@ -115,8 +138,18 @@ def student_loss(params, batch, key, teacher_params, *, model, teacher,
       out["reconstruction"] = losses.reconstruction_loss(
           paired["adapted"], teacher.apply({"params": teacher_params}, lab,
                                            method=teacher.prepare))
-  if "alignment" in terms:
+    if "contrastive" in terms:
+      out["contrastive"] = losses.info_nce(
+          gather(paired["features"]), gather(teach(lab)["features"]),
+          temperature=cfg.temperature)
+  if terms & {"alignment", "autoencoder"}:
     unlabelled = apply(batch["unlabelled"]["satellite"], keys[2])
+  if "autoencoder" in terms:
+    pixels = batch["unlabelled"]["satellite"]
+    out["autoencoder"] = losses.autoencoder_loss(
+        model.apply({"params": params}, unlabelled["latent"],
+                    pixels.shape[-1], method=model.reconstruct), pixels)
+  if "alignment" in terms:
     discriminate = lambda f: model.apply({"params": params}, f,
                                          method=model.discriminate)
     reference = (on_source["features"] if cfg.align_to == "self" else
@@ -126,9 +159,12 @@ def student_loss(params, batch, key, teacher_params, *, model, teacher,
         discriminator=discriminate)
   if "sau_prior" in terms:
     out["sau_prior"] = model.apply({"params": params}, method=model.sau_prior)
-  weights = {"regression": cfg.w_regression, "source": cfg.w_source,
-             "distillation": 1.0, "reconstruction": cfg.w_reconstruction,
-             "alignment": cfg.w_alignment, "sau_prior": cfg.w_sau_prior}
+  weights = dict(_weights(cfg), distillation=1.0)
+  if "autoencoder" in terms and cfg.sau_pretrain_steps:
+    # Pretraining: the autoencoder alone, then everything.
+    on = (step >= cfg.sau_pretrain_steps).astype(jnp.float32)
+    weights = {k: w if k == "autoencoder" else w * on
+               for k, w in weights.items()}
   total = sum(weights[k] * v for k, v in out.items())
   return total, {"loss": total, **out}
 
@@ -144,6 +180,8 @@ class Stage:
   """
   name: str
   config: ml_collections.ConfigDict
+  lab_grid: lab_grid_lib.LabGrid = dataclasses.field(
+      default_factory=lab_grid_lib.visnir)
   input = ""  # What the network reads: 'lab' spectra or 'satellite' pixels.
 
   def model(self, sensor: str) -> nn.Module:
@@ -215,17 +253,20 @@ class TeacherStage(Stage):
   input = "lab"
 
   def model(self, sensor: str) -> nn.Module:
-    return build.build_teacher(self.config.model, sensor)
+    return build.build_teacher(self.config.model, sensor, self.lab_grid)
 
   def input_size(self, sensor: str) -> int:
-    return resampling.lab_wavelengths().size
+    return self.lab_grid.size
 
-  def pixel_inputs(self, sensor: str, satellite: np.ndarray) -> np.ndarray:
+  def pixel_inputs(self, sensor: str,
+                   satellite: np.ndarray) -> np.ndarray | None:
     """Pixels in the teacher's input space through the SAU's fixed start
     (the physics inverse to the lab grid, or nothing for a sensor-space
-    teacher): the classic transfer, applied with method='from_prepared'."""
-    matrix = build.adaptation_matrix(sensor, self.config.model)
-    return satellite @ matrix.T.astype(np.float32)
+    teacher): the classic transfer, applied with method='from_prepared'.
+    None when the lab grid has no physics route (MIR)."""
+    matrix = build.adaptation_matrix(sensor, self.config.model,
+                                     self.lab_grid)
+    return None if matrix is None else satellite @ matrix.T.astype(np.float32)
 
   def with_input_statistics(self, params, data):
     """The training lab spectra, in the teacher's input space."""
@@ -250,7 +291,7 @@ class StudentStage(Stage):
   input = "satellite"
 
   def model(self, sensor: str) -> nn.Module:
-    return build.build_student(self.config.model, sensor)
+    return build.build_student(self.config.model, sensor, self.lab_grid)
 
   def input_size(self, sensor: str) -> int:
     return sensors.builtin(sensor).good.size
@@ -263,28 +304,38 @@ class StudentStage(Stage):
     config says `init_from_teacher`."""
     params = super().init_params(sensor)
     if self.config.model.init_from_teacher:
-      params = deepsalt.init_student_from_teacher(params, teacher_params)
+      params = deepsalt.init_student_from_teacher(
+          params, teacher_params, self.model(sensor).shared)
     return params
 
   def with_input_statistics(self, params, data):
-    """The teacher's when starting from it, else the training regions'
-    pixels (no labels involved)."""
-    if self.config.model.init_from_teacher:
+    """The teacher's when its encoder starts from the teacher's, else the
+    training regions' pixels (no labels involved)."""
+    if ("encoder" in self.model(data.sensor).shared and
+        self.config.model.init_from_teacher):
       return params
     return _with_input_statistics(
         params, data.satellite[~data.test & data.has_pixel])
 
   def streams(self, data):
+    model = self.model(data.sensor)
     return input_pipeline.student_streams(
         data, self.config.train.batch_size, self.config.seed,
         self.config.data.transductive,
-        streams_for(student_terms(self.config.loss)))
+        streams_for(student_terms(self.config.loss, model.latent)))
 
   def loss_fn(self, sensor, teacher):
-    return functools.partial(student_loss, model=self.model(sensor),
-                             teacher=teacher.model(sensor),
-                             source_matrix=build.forward_matrix(sensor),
-                             config=self.config)
+    cfg = self.config.loss
+    model = self.model(sensor)
+    # The source spectra exist only where the lab grid resamples to the
+    # sensor; forward_matrix says why not otherwise.
+    needs_source = "source" in student_terms(cfg, model.latent) or (
+        cfg.w_alignment and cfg.align_to == "self")
+    return functools.partial(
+        student_loss, model=model, teacher=teacher.model(sensor),
+        source_matrix=(build.forward_matrix(sensor, self.lab_grid)
+                       if needs_source else None),
+        config=self.config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,10 +349,12 @@ class Plan:
     return (self.teacher,) + self.students
 
 
-def plan(config: ml_collections.ConfigDict) -> Plan:
-  """The stages `config` trains (see the module docstring)."""
+def plan(config: ml_collections.ConfigDict,
+         lab_grid: lab_grid_lib.LabGrid) -> Plan:
+  """The stages `config` trains on a dataset with `lab_grid` (see the
+  module docstring)."""
   if config.stage == "teacher":
-    return Plan(TeacherStage("teacher", config), ())
+    return Plan(TeacherStage("teacher", config, lab_grid), ())
   if config.stage != "student":
     raise errors.UserError(f"config.stage={config.stage!r}: use 'teacher' "
                            "(configs/teacher.py) or 'student' "
@@ -315,10 +368,11 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
         f"model.space={config.model.space!r} differs from the teacher's "
         f"{config.teacher.model.space!r}: the student reads the teacher's "
         "input space.")
-  students = [StudentStage("student", config)]
+  students = [StudentStage("student", config, lab_grid)]
   for name, overrides in config.compare.items():
     variant = ml_collections.ConfigDict(config.to_dict())
     variant.update(overrides.to_dict())
     variant.compare = ml_collections.ConfigDict()
-    students.append(StudentStage(name, variant))
-  return Plan(TeacherStage("teacher", config.teacher), tuple(students))
+    students.append(StudentStage(name, variant, lab_grid))
+  return Plan(TeacherStage("teacher", config.teacher, lab_grid),
+              tuple(students))

@@ -52,7 +52,7 @@ def make_train_step(loss_fn: stages.LossFn, mesh: jax.sharding.Mesh):
     key = jax.random.fold_in(jax.random.fold_in(key, state.step),
                              jax.lax.axis_index(sharding.AXIS))
     grads, terms = jax.grad(loss_fn, has_aux=True)(
-        state.params, batch, key, teacher_params)
+        state.params, batch, key, teacher_params, state.step)
     grads = jax.lax.pmean(grads, sharding.AXIS)
     terms = jax.lax.pmean(terms, sharding.AXIS)
     return state.apply_gradients(grads=grads), terms
@@ -275,9 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
                jax.default_backend(), jax.process_count())
-  plan = stages.plan(config)
   data = input_pipeline.load_data(config.data)  # Validates before any write.
-  run_config.save(config, workdir)
+  plan = stages.plan(config, data.lab_grid)
+  run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)
 
   params = train_plan(plan, data, workdir, mesh)

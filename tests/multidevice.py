@@ -20,6 +20,7 @@ from deepsalt_jax import input_pipeline  # noqa: E402
 from deepsalt_jax import sharding  # noqa: E402
 from deepsalt_jax import stages  # noqa: E402
 from deepsalt_jax import train  # noqa: E402
+from deepsalt_spectral import lab_grid  # noqa: E402
 
 
 def two_steps(plan, data, mesh, teacher_params, steps):
@@ -73,7 +74,7 @@ def main():
     config.model.encoder.dropout = 0.0
     config.teacher.model.encoder.dropout = 0.0
     config.loss.update(weights)
-    plan = stages.plan(config)
+    plan = stages.plan(config, lab_grid.visnir())
     data = input_pipeline.load_data(config.data)
     teacher_params = plan.teacher.init_params(data.sensor)
     meshes = [Mesh(np.array(jax.devices()), (sharding.AXIS,)),

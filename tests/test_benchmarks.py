@@ -15,6 +15,7 @@ from deepsalt_jax import metrics
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax.models import build
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
 SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "coral_ridge", "source_only",
@@ -97,7 +98,7 @@ def test_test_folds_hold_out_a_fold_of_every_set(prepared_data_dir):
 def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
   """Rank-5 satellite spectra; log1p(EC) linear in them, per region."""
   rng = np.random.default_rng(seed)
-  n_sat = build.forward_matrix("enmap").shape[0]
+  n_sat = build.forward_matrix("enmap", lab_grid.visnir()).shape[0]
   z = rng.normal(size=(n, 5))
   satellite = (0.3 + 0.02 * z @ rng.normal(size=(5, n_sat))).astype(
       np.float32)
@@ -165,7 +166,7 @@ def test_variants_switch_what_they_name():
                 pair_view="date"), split, 0, 0.1)
   config.compare = ml_collections.ConfigDict(compare.VARIANTS)
   built = {stage.name: stage.config
-           for stage in stages.plan(config).students}
+           for stage in stages.plan(config, lab_grid.visnir()).students}
   assert all(not c.data.transductive and c.data.pair_view == "date"
              for c in built.values())
   assert built["dann"].loss.align_to == "self" and (

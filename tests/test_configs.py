@@ -5,6 +5,7 @@ import pathlib
 import pytest
 
 from configs import distill
+from deepsalt_spectral import lab_grid
 
 CONFIG_FILES = sorted(p.stem for p in pathlib.Path("configs").glob("*.py")
                       if p.stem not in ("__init__", "common", "saved"))
@@ -56,7 +57,7 @@ def test_saved_config_reads_a_run_back_with_settable_placeholders(tmp_path):
   from configs import saved
   from deepsalt_jax import run_config
   config = distill.get_config("tiny")
-  run_config.save(config, tmp_path)
+  run_config.save(config, tmp_path, lab_grid.visnir())
   loaded = saved.get_config(str(tmp_path))
   assert loaded.to_dict() == config.to_dict()
   assert not run_config.differences(loaded, config.to_dict(), ())

@@ -9,6 +9,7 @@ import pytest
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
 from deepsalt_jax.models import sau
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 
@@ -254,13 +255,13 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
   from deepsalt_jax.models import build
   import ml_collections
   config = ml_collections.ConfigDict(dict(
-      space='sensor', sau_ridge=1e-2, use_sau=True,
+      space='sensor', sau='auto', sau_ridge=1e-2, use_sau=True,
       encoder=dict(kind='mlp', features=16, num_blocks=1, dropout=0.0,
                    head_hidden=8)))
-  teacher = build.build_teacher(config, 'enmap')
+  teacher = build.build_teacher(config, 'enmap', lab_grid.visnir())
   lab = _lab_batch(3)
   params = teacher.init(jax.random.key(0), lab, train=False)
-  forward = build.forward_matrix('enmap')
+  forward = build.forward_matrix('enmap', lab_grid.visnir())
   prepared = teacher.apply(params, lab, method=teacher.prepare)
   np.testing.assert_allclose(prepared, lab @ forward.T, rtol=1e-5, atol=1e-6)
   direct = teacher.apply(params, lab, train=False)
@@ -269,7 +270,7 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
   np.testing.assert_allclose(direct['pred'], via['pred'], rtol=1e-6)
   # Its student's SAU starts from the identity: a pixel that is the
   # resampled lab spectrum gives the teacher's prediction.
-  student = build.build_student(config, 'enmap')
+  student = build.build_student(config, 'enmap', lab_grid.visnir())
   s_params = deepsalt.init_student_from_teacher(
       student.init(jax.random.key(1), prepared, train=False)['params'],
       params['params'])

@@ -21,6 +21,7 @@ from data_prep import example_project
 from data_prep import roles
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import stages
+from deepsalt_spectral import lab_grid
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +65,7 @@ def test_example_project_gives_streams_by_role_and_availability(
   lab, target = data.lab.copy(), data.target.copy()
   lab[test], target[test] = np.inf, np.inf
   fold = dataclasses.replace(data, test=test, lab=lab, target=target)
-  plan = stages.plan(config)
+  plan = stages.plan(config, lab_grid.visnir())
   for stage in plan.stages:
     for name, stream in stage.streams(fold).items():
       for values in stream[0].values():

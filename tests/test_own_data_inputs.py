@@ -19,6 +19,8 @@ from data_prep import sources
 from data_prep.libraries import formats
 from data_prep.project import folds
 from deepsalt_jax import cross_validation
+from deepsalt_jax import stages
+from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
 
 
@@ -234,13 +236,13 @@ def test_library_spectra_on_the_lab_grid(project, tmp_path):
 
 def test_a_student_without_pairs_in_a_fold_is_refused():
   from configs import own_data
-  config = own_data.get_config("tiny")
+  plan = stages.plan(own_data.get_config("tiny"), lab_grid.visnir())
   labelled, paired = roles.LABELLED, roles.PAIRED
   data = types.SimpleNamespace(role=np.array([labelled, labelled, paired]),
-                               fold=np.array([1, 2, 1]))
+                               fold=np.array([1, 2, 1]), sensor="enmap")
   with pytest.raises(ValueError, match="Every pair lies in the area of fold "
                      "1.*w_distill_feature=0"):
-    cross_validation._check(config, data)  # pylint: disable=protected-access
+    cross_validation._check(plan, data)  # pylint: disable=protected-access
   data.role[2] = labelled
   with pytest.raises(ValueError, match="No library sample pairs"):
-    cross_validation._check(config, data)  # pylint: disable=protected-access
+    cross_validation._check(plan, data)  # pylint: disable=protected-access

@@ -20,6 +20,7 @@ from deepsalt_jax import paths
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_spectral import indices
+from deepsalt_spectral import lab_grid
 
 
 class _FakeGcs(memory.MemoryFileSystem):
@@ -42,7 +43,7 @@ def bucket(monkeypatch):
 
 def _write_outputs(root: epath.Path) -> None:
   """Config, metrics, a parity plot and a map, as a run writes them."""
-  run_config.save(distill.get_config("tiny"), root)
+  run_config.save(distill.get_config("tiny"), root, lab_grid.visnir())
   writer = reporting.MetricWriter(root / "student")
   writer.write(2, {"loss": 1.5})
   writer.write(4, {"loss": 0.5})

@@ -19,6 +19,7 @@ from deepsalt_jax import reporting
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
+from deepsalt_spectral import lab_grid
 
 
 def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
@@ -88,7 +89,7 @@ def test_held_out_labels_and_lab_spectra_never_enter_any_stream(
   config = tiny_config("distill", prepared_data_dir)
   config.data.transductive = transductive
   data = _poisoned(config)
-  plan = stages.plan(config)
+  plan = stages.plan(config, lab_grid.visnir())
   for stage in plan.stages:
     streams = stage.streams(data)
     for step in range(stage.config.train.steps):
@@ -127,7 +128,7 @@ def test_training_on_poisoned_held_out_samples_stays_finite(prepared_data_dir,
   config = tiny_config("distill", prepared_data_dir, "compare=none")
   config.data.transductive = False
   data = _poisoned(config)
-  plan = stages.plan(config)
+  plan = stages.plan(config, lab_grid.visnir())
   mesh = sharding.make_mesh()
   teacher_params = train.train_stage(plan.teacher, data, None, None, tmp_path,
                                      mesh)

@@ -1,10 +1,14 @@
-"""Models from config: the teacher, the student and its physics start.
+"""Models from config: the teacher, the student and its SAU's start.
 
 `config.model.space` says where the teacher reads spectra: 'lab' (the lab
-grid; the student's SAU starts from the regularised inverse of the sensor's
-SRF resampling) or 'sensor' (lab spectra resampled forward to the sensor's
-nominal good bands; the SAU starts from the identity and only has to absorb
-what the sensor, atmosphere and field add).
+grid), 'sensor' (lab spectra resampled forward to the sensor's nominal
+good bands) or 'auto' (sensor where the lab grid resamples to the sensor,
+else lab). `config.model.sau` says how the student reaches the teacher:
+'physics' (pixels -> the teacher's input space, starting from the SRF
+inverse for a lab-space teacher or the identity for a sensor-space one) or
+'latent' (a satellite encoder into the teacher's feature space, for any lab
+grid, MIR included); 'auto' takes physics where the lab grid allows it.
+The lab grid is the dataset's (`deepsalt_spectral.lab_grid`), never assumed.
 """
 from __future__ import annotations
 
@@ -17,35 +21,76 @@ import numpy as np
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
 from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid as lab_grid_lib
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 
-SPACES = ("lab", "sensor")
+SPACES = ("auto", "lab", "sensor")
+SAU_MODES = ("auto", "physics", "latent")
 
 
-def _space(config: ml_collections.ConfigDict) -> str:
+def _physics_problem(sensor: str, grid: lab_grid_lib.LabGrid) -> str:
+  band = sensors.builtin(sensor)
+  return grid.physics_problem(band.good_wavelength, band.good_fwhm)
+
+
+def _space(config: ml_collections.ConfigDict, sensor: str,
+           grid: lab_grid_lib.LabGrid) -> str:
   if config.space not in SPACES:
     raise errors.UserError(f"model.space={config.space!r}: use one of "
                            f"{', '.join(SPACES)}.")
+  problem = _physics_problem(sensor, grid)
+  if config.space == "sensor" and problem:
+    raise errors.UserError(
+        f"model.space='sensor' resamples lab spectra to {sensor}'s bands, "
+        f"but {problem}: use space=lab or auto.")
+  if config.space == "auto":  # Sensor space measured better where it exists.
+    return "lab" if problem else "sensor"
   return config.space
 
 
-def forward_matrix(sensor: str) -> np.ndarray:
+def sau_mode(config: ml_collections.ConfigDict, sensor: str,
+             grid: lab_grid_lib.LabGrid) -> str:
+  """'physics' or 'latent': `config.sau`, or by coverage when 'auto'.
+
+  Raises:
+    UserError: sau='physics' named for a lab grid that cannot have it.
+  """
+  if config.sau not in SAU_MODES:
+    raise errors.UserError(f"model.sau={config.sau!r}: use one of "
+                           f"{', '.join(SAU_MODES)}.")
+  problem = _physics_problem(sensor, grid)
+  if config.sau == "physics" and problem:
+    raise errors.UserError(
+        f"sau=physics carries {sensor} pixels to the lab grid through the "
+        f"SRF inverse, but {problem}. Use sau=latent (or sau=auto).")
+  if config.sau == "auto":
+    return "latent" if problem else "physics"
+  return config.sau
+
+
+def forward_matrix(sensor: str, grid: lab_grid_lib.LabGrid) -> np.ndarray:
   """[n_good, n_lab] SRF resampling of the lab grid to the nominal bands."""
+  problem = _physics_problem(sensor, grid)
+  if problem:
+    raise errors.UserError(f"Lab spectra cannot be resampled to {sensor}: "
+                           f"{problem}.")
   band = sensors.builtin(sensor)
-  return resampling.resampling_matrix(resampling.lab_wavelengths(),
-                                      band.good_wavelength, band.good_fwhm)
+  return resampling.resampling_matrix(grid.axis, band.good_wavelength,
+                                      band.good_fwhm)
 
 
-def adaptation_matrix(sensor: str, config: ml_collections.ConfigDict
-                      ) -> np.ndarray:
-  """[n_in, n_good]: the SAU's start, pixels -> the teacher's input space."""
+def adaptation_matrix(sensor: str, config: ml_collections.ConfigDict,
+                      grid: lab_grid_lib.LabGrid) -> np.ndarray | None:
+  """[n_in, n_good]: the physics SAU's start, pixels -> the teacher's input
+  space; None when the lab grid has no physics route (sau=latent)."""
+  if _physics_problem(sensor, grid):
+    return None
   band = sensors.builtin(sensor)
-  if _space(config) == "sensor":
+  if _space(config, sensor, grid) == "sensor":
     return np.eye(band.good.size)
-  return resampling.inverse_matrix(resampling.lab_wavelengths(),
-                                   band.good_wavelength, band.good_fwhm,
-                                   ridge=config.sau_ridge)
+  return resampling.inverse_matrix(grid.axis, band.good_wavelength,
+                                   band.good_fwhm, ridge=config.sau_ridge)
 
 
 def encoder_and_head(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -63,16 +108,21 @@ def encoder_and_head(config: ml_collections.ConfigDict) -> dict[str, Any]:
                                           settings["dropout"]))
 
 
-def build_teacher(config: ml_collections.ConfigDict,
-                  sensor: str) -> deepsalt.Teacher:
-  """The teacher of `config.model` (its input space for `sensor`)."""
-  resample = forward_matrix(sensor) if _space(config) == "sensor" else None
+def build_teacher(config: ml_collections.ConfigDict, sensor: str,
+                  grid: lab_grid_lib.LabGrid) -> deepsalt.Teacher:
+  """The teacher of `config.model` on `grid` (its input space for
+  `sensor`)."""
+  resample = (forward_matrix(sensor, grid)
+              if _space(config, sensor, grid) == "sensor" else None)
   return deepsalt.Teacher(resample=resample, **encoder_and_head(config))
 
 
-def build_student(config: ml_collections.ConfigDict,
-                  sensor: str) -> deepsalt.Student:
+def build_student(config: ml_collections.ConfigDict, sensor: str,
+                  grid: lab_grid_lib.LabGrid) -> deepsalt.Student:
   """The student of `config.model` for a built-in sensor's good bands."""
+  _space(config, sensor, grid)
+  if sau_mode(config, sensor, grid) == "latent":
+    return deepsalt.Student(latent=True, **encoder_and_head(config))
   return deepsalt.Student(
-      init_matrix=adaptation_matrix(sensor, config),
+      init_matrix=adaptation_matrix(sensor, config, grid),
       learn_sau=config.use_sau, **encoder_and_head(config))

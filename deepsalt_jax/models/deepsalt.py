@@ -5,13 +5,21 @@ The teacher reads lab spectra in its input space: the lab grid itself, or
 bands by a fixed matrix (`Teacher.resample`). The student carries a pixel
 into that space with its SAU and reads it with the same encoder and head.
 
+A latent student (`latent=True`, for lab grids the physics cannot reach,
+MIR for one) has no lab-space input: its encoder reads the pixel itself and a
+projection carries the result into the teacher's feature space, where the
+teacher's head reads it (the DeepSalt authors' latent SAU).
+
 Parameter trees (the `params` collection):
   Teacher: {'encoder', 'head'}
-  Student: {'sau' (learn_sau=True only), 'encoder', 'head', 'discriminator'}
+  Student: {'sau' (physics with learn_sau=True only), 'encoder', 'head',
+            'discriminator'}; latent: {'encoder', 'project', 'decoder',
+            'head', 'discriminator'}.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
 both are built with the same encoder settings, so the student starts from the
-teacher with `init_student_from_teacher` (student['encoder'] =
-teacher['encoder'], student['head'] = teacher['head']).
+teacher with `init_student_from_teacher` (the subtrees `Student.shared`:
+'encoder' and 'head', or the head alone for a latent student, whose encoder
+reads other inputs).
 
 The domain discriminator lives in the student for adversarial alignment:
   logits = student.apply({'params': p}, features, method=student.discriminate)
@@ -74,21 +82,34 @@ class Teacher(nn.Module):
     return {'pred': self.head(features, train=train), 'features': features}
 
 
+class Decoder(nn.Module):
+  """Latent [B, D] -> spectrum [B, n]: the latent SAU's autoencoder half."""
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, latent: jax.Array, size: int) -> jax.Array:
+    return nn.Dense(size, name='out')(
+        nn.gelu(nn.Dense(self.hidden, name='hidden')(latent)))
+
+
 class Student(nn.Module):
   """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
 
-  Returns {'pred': [B], 'features': [B, features], 'adapted': [B, n_in]},
-  where 'adapted' is the SAU's output, in the teacher's input space.
+  Returns {'pred': [B], 'features': [B, features]} and, with a physics SAU,
+  'adapted': [B, n_in] (the SAU's output, in the teacher's input space) or,
+  latent, 'latent': [B, features] (the encoder's output before the
+  projection into the teacher's feature space).
 
   Attributes:
     encoder: as the teacher's (built with the same settings, so the student
       can start from the teacher's parameters).
     head: as the teacher's.
-    init_matrix: (n_in, n_sat), the SAU's start: the physics inverse
+    init_matrix: (n_in, n_sat), the physics SAU's start: the inverse
       `deepsalt_spectral.resampling.inverse_matrix` for a lab-space teacher,
-      the identity for a sensor-space one (required).
+      the identity for a sensor-space one (required unless latent).
     learn_sau: True: the trainable SAU. False (the 'no SAU' ablation): the
       fixed physics matrix, applied as a constant with no parameters.
+    latent: the latent SAU instead: encoder on the pixel + projection.
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
   """
@@ -96,24 +117,45 @@ class Student(nn.Module):
   head: nn.Module
   init_matrix: Any = None
   learn_sau: bool = True
+  latent: bool = False
   sau_hidden: int = 64
   discriminator_hidden: int = 64
 
   def __post_init__(self):
-    if self.init_matrix is None:
+    if self.latent:
+      object.__setattr__(self, 'learn_sau', False)
+    elif self.init_matrix is None:
       raise ValueError('Student needs init_matrix, the (n_in, n_sat) start '
-                       'of its SAU.')
-    object.__setattr__(self, 'init_matrix', sau_lib.frozen(self.init_matrix))
+                       'of its SAU, or latent=True.')
+    else:
+      object.__setattr__(self, 'init_matrix',
+                         sau_lib.frozen(self.init_matrix))
     super().__post_init__()
+
+  @property
+  def shared(self) -> tuple[str, ...]:
+    """The subtrees that start from the teacher's."""
+    return ('head',) if self.latent else SHARED
 
   def setup(self):
     if self.learn_sau:
       self.sau = sau_lib.SpectralAdaptationUnit(self.init_matrix,
                                                 self.sau_hidden)
+    if self.latent:
+      self.project = nn.Dense(self.encoder.features)
+      self.decoder = Decoder()
     self.discriminator = DomainDiscriminator(self.discriminator_hidden)
 
   def __call__(self, satellite: jax.Array, *,
                train: bool) -> dict[str, jax.Array]:
+    if self.latent:
+      latent = self.encoder(satellite, train=train)
+      features = self.project(latent)
+      if self.is_initializing():
+        self.discriminator(features)
+        self.decoder(latent, satellite.shape[-1])
+      return {'pred': self.head(features, train=train), 'features': features,
+              'latent': latent}
     if self.learn_sau:
       adapted = self.sau(satellite)
     else:
@@ -128,15 +170,20 @@ class Student(nn.Module):
     """Domain logits [B] for features [B, D]."""
     return self.discriminator(features)
 
+  def reconstruct(self, latent: jax.Array, size: int) -> jax.Array:
+    """The pixel [B, size] decoded from its latent (latent SAU only)."""
+    return self.decoder(latent, size)
+
   def sau_prior(self) -> jax.Array:
     """The SAU's distance from its physics start (0 without a SAU)."""
     return self.sau.prior() if self.learn_sau else jnp.zeros(())
 
 
 def init_student_from_teacher(student_params: Mapping[str, Any],
-                              teacher_params: Mapping[str, Any]
+                              teacher_params: Mapping[str, Any],
+                              shared: tuple[str, ...] = SHARED
                               ) -> dict[str, Any]:
-  """Student params with 'encoder' and 'head' replaced by the teacher's.
+  """Student params with the `shared` subtrees replaced by the teacher's.
 
   Accepts the `params` collections themselves or variable dicts that wrap
   them as {'params': ...} (both arguments alike). Returns a new dict; the
@@ -153,9 +200,9 @@ def init_student_from_teacher(student_params: Mapping[str, Any],
       raise ValueError('Pass both params collections or both variable dicts '
                        "({'params': ...}), not one of each.")
     return {**student_params, 'params': init_student_from_teacher(
-        student_params['params'], teacher_params['params'])}
+        student_params['params'], teacher_params['params'], shared)}
   out = dict(student_params)
-  for name in SHARED:
+  for name in shared:
     if name not in student_params or name not in teacher_params:
       raise ValueError(f'Both param trees need a {name!r} subtree; got '
                        f'student {sorted(student_params)}, teacher '

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import pathlib
 import sys
@@ -196,13 +195,6 @@ def paired_for(labelled_fraction: float, paired_fraction: float) -> float:
              math.floor((1.0 - labelled_fraction) * 1e6) / 1e6)
 
 
-def _scale_steps(tcfg: ml_collections.ConfigDict, scale: float) -> None:
-  steps = max(2, round(tcfg.steps * scale))
-  tcfg.update(steps=steps, log_every=min(tcfg.log_every, steps),
-              eval_every=min(tcfg.eval_every, steps),
-              warmup_steps=min(tcfg.warmup_steps, max(1, steps // 10)))
-
-
 def make_config(settings: dict[str, Any], split: Split, seed: int,
                 labelled_fraction: float) -> ml_collections.ConfigDict:
   """configs/distill.py for the settings, one split, seed and fraction."""
@@ -220,7 +212,7 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
                   paired_fraction=paired_for(labelled_fraction,
                                              settings["paired_fraction"]),
                   pair_view=settings["pair_view"])
-    _scale_steps(c.train, settings["steps_scale"])
+    common.scale_steps(c.train, settings["steps_scale"])
   config.data.covariates = settings["covariates"]
   if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
     config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
@@ -329,19 +321,6 @@ def run_split(split: Split, seed: int, labelled_fraction: float,
              seconds)
 
 
-def _check_settings(out: pathlib.Path, settings: dict[str, Any]) -> None:
-  """Refuses to mix runs of other settings in one --out."""
-  path = out / "settings.json"
-  if path.exists():
-    saved = json.loads(path.read_text())
-    if saved != settings:
-      raise ValueError(
-          f"{out} holds runs made with other settings ({saved}); these are "
-          f"{settings}. Use a new --out, or delete {out} to start over.")
-  out.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(settings, indent=2))
-
-
 def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   sensor: str = "enmap", protocol: str = "auto",
                   regions: Sequence[str] = (), folds: Sequence[str] = (),
@@ -375,7 +354,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   space=space, encoder=encoder, covariates=covariates,
                   transductive=transductive,
                   paired_fraction=paired_fraction, pair_view=pair_view)
-  _check_settings(out, settings)
+  report.check_settings(out, settings)
   info = datasets.build(dataset, sensor, data_dir or None).info
   region_names = tuple(info.features["region"].names)
   splits = make_splits(protocol, regions, folds, region_names)

@@ -40,6 +40,19 @@ class Run:
   seconds: float
 
 
+def check_settings(out: pathlib.Path, settings: dict[str, Any]) -> None:
+  """Refuses to mix runs of other settings in one --out."""
+  path = out / "settings.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != settings:
+      raise ValueError(
+          f"{out} holds runs made with other settings ({saved}); these are "
+          f"{settings}. Use a new --out, or delete {out} to start over.")
+  out.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(settings, indent=2))
+
+
 def unit_scores(runs: Sequence[Run], method: str,
                 region_names: Sequence[str],
                 classes: bool) -> dict[tuple[str, int], dict]:

@@ -14,8 +14,8 @@ form the ('data',) mesh, as in training.
              spectra), counted as 4 x batch spectra. Per sensor (good band
              counts: PRISMA 197, EnMAP 216, EMIT 237) and batch size.
   options    teacher and student train-step time (ms/step, spectra/s) of
-             each of OPTIONS (configs/distill.py `:arg` choices: encoder,
-             distill, head) beside the defaults, on the first sensor at
+             each of OPTIONS (configs/distill.py `:arg` choices: sau,
+             encoder, distill, head) beside the defaults, on the first sensor at
              --option_batch_size.
   inference  student 'pred' (train=False) spectra/s per sensor and batch.
   memory     XLA's compiled memory analysis of each program (arguments +
@@ -178,8 +178,10 @@ def stream_profile(config: ml_collections.ConfigDict, sensor: str,
   return rows
 
 
-# Network and loss choices timed against the defaults (mlp, final, linear).
-OPTIONS = ("", "distill=layers", "head=bounded", "encoder=conv",
+# Network and loss choices timed against the defaults (physics SAU, mlp,
+# final, linear).
+OPTIONS = ("", "sau=latent", "latent_pretrain", "distill=layers",
+           "head=bounded", "encoder=conv",
            "encoder=conv,distill=layers", "encoder=transformer",
            "encoder=transformer,distill=layers",
            "encoder=transformer,distill=layers,head=bounded")

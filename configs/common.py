@@ -190,6 +190,15 @@ def train_config(steps: int, batch_size: int) -> ml_collections.ConfigDict:
   ))
 
 
+def scale_steps(train: ml_collections.ConfigDict, scale: float) -> None:
+  """Multiplies `train.steps` by `scale` (at least 2) in place, with the
+  log, evaluation and warmup intervals kept within the run."""
+  steps = max(2, round(train.steps * scale))
+  train.update(steps=steps, log_every=min(train.log_every, steps),
+               eval_every=min(train.eval_every, steps),
+               warmup_steps=min(train.warmup_steps, max(1, steps // 10)))
+
+
 def mapping_config() -> ml_collections.ConfigDict:
   """Options of `--mode=map` (deepsalt_jax/mapping.py).
 

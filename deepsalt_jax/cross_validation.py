@@ -59,7 +59,7 @@ def is_own_data(config: ml_collections.ConfigDict) -> bool:
 
 
 @contextlib.contextmanager
-def _compile_once():
+def compile_once():
   """Every fold trains the same networks on the same shapes: a persistent
   XLA cache (a temporary folder unless the user set one) compiles each step
   once instead of once per fold."""
@@ -320,7 +320,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   logging.info("Project %s: %s", config.data.project, ", ".join(
       f"{n} {c}" for n, c in zip(roles.ROLE_NAMES, counts)))
   classes = config.data.ec_method == ec_methods.CLASS_METHOD
-  with _compile_once():
+  with compile_once():
     oof, per_fold, sizes, spread = _cross_validate(plan, data, config,
                                                    workdir, mesh, classes)
     logging.info("[cv] training the final models on every point")

@@ -266,3 +266,46 @@ def test_seed_ensembles_average_each_networks_seeds_per_split():
   np.testing.assert_array_equal(
       ensemble_runs[0].preds["student (seed ensemble)"], target)
   assert report.seed_ensembles(runs[:1], ["student"]) == ([], [])
+
+
+def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):
+  """One MIR set, two folds, a tiny teacher: PLSR (components by its inner
+  CV) and the teacher see only the other folds; every output is written."""
+  from benchmarks import mir_teacher
+  from data_prep import sources
+  from deepsalt_jax import baselines
+  from deepsalt_jax import train
+  plsr_inputs, teacher_data = [], []
+  plsr, train_plan = baselines.plsr, train.train_plan
+  monkeypatch.setattr(baselines, "plsr", lambda x, y, **kw: (
+      plsr_inputs.append(x), plsr(x, y, **kw))[1])
+  monkeypatch.setattr(train, "train_plan", lambda plan, data, *args: (
+      teacher_data.append(data), train_plan(plan, data, *args))[1])
+  result = mir_teacher.run_benchmark(tmp_path, sets=["O.32"],
+                                     targets=["SOC"], folds=[1, 2],
+                                     tiny=True)
+  mir = sources.limesoda_mir("O.32")
+  assert len(plsr_inputs) == len(teacher_data) == 2
+  for k, x, data in zip((1, 2), plsr_inputs, teacher_data):
+    held_out = mir.spectra[mir.fold == k]
+    np.testing.assert_array_equal(x, mir.spectra[mir.fold != k])
+    assert not (x[:, None, :] == held_out[None]).all(-1).any()
+    np.testing.assert_array_equal(data.test, mir.fold == k)
+    assert data.validation.any() and not (data.validation & data.test).any()
+    assert data.lab_grid == mir.grid
+    lab = input_pipeline.teacher_streams(data, 8, 0)["lab"].arrays["lab"]
+    assert len(lab) == (data.train).sum()
+    assert not (lab[:, None, :] == held_out[None].astype(np.float32)).all(
+        -1).any()
+  (row,) = result["results"]
+  assert row["n"] == np.isin(mir.fold, [1, 2]).sum()
+  assert set(row["methods"]) == {"plsr", "teacher (mlp)"}
+  for method in row["methods"].values():
+    assert np.isfinite(method["pooled"]["rmse"])
+    assert set(method["per_fold"]) == {"fold1", "fold2"}
+  for name in ("results.json", "results.md", "settings.json"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  assert "| O.32 | SOC |" in (tmp_path / "results.md").read_text()
+  saved = tmp_path / "runs" / "O.32" / "SOC" / "mlp" / "fold1"
+  assert (saved / "predictions.json").exists()
+  assert not (saved / "teacher").exists()  # Checkpoints deleted.

@@ -8,7 +8,9 @@ so evaluation and mapping options still override as usual
 (--config.mapping.mc_samples=0). The `mapping` options are today's defaults
 (configs/common.mapping_config), not those saved with the run: they say how
 to map, not what was trained, and a run saved before an option existed
-still maps. Not a config to train with.
+still maps. Fields added to the configs since the run was trained (the SAU
+mode, covariates, the head, ...) take today's defaults, which reproduce what
+runs of that time did. Not a config to train with.
 """
 from __future__ import annotations
 
@@ -31,8 +33,32 @@ def _config_dict(tree: Any) -> Any:
   return tree
 
 
+def _defaults(saved: dict[str, Any]) -> dict[str, Any]:
+  """Today's config of the run's kind (teacher, own data or distill)."""
+  # pylint: disable=g-import-not-at-top (configs import this module's peers)
+  from configs import distill
+  from configs import own_data
+  from configs import teacher
+  if saved.get("stage") == "teacher":
+    return teacher.get_config().to_dict()
+  if saved.get("data", {}).get("name") == "own":
+    return own_data.get_config().to_dict()
+  return distill.get_config("compare=none").to_dict()
+
+
+def _fill(saved: Any, defaults: Any) -> Any:
+  """`saved` with the fields it lacks taken from `defaults`, recursively."""
+  if not isinstance(saved, dict) or not isinstance(defaults, dict):
+    return saved
+  return {**defaults, **{k: _fill(v, defaults.get(k)) for k, v in
+                         saved.items()}}
+
+
 def get_config(workdir: str) -> ml_collections.ConfigDict:
-  config = _config_dict(run_config.load(workdir))
+  """The run's config; fields added since it was trained take today's
+  defaults, which train as it did (run_config.differences ignores them)."""
+  saved = run_config.load(workdir)
+  config = _config_dict(_fill(saved, _defaults(saved)))
   if "mapping" in config:
     config.mapping = common.mapping_config()
   return config

@@ -53,14 +53,15 @@ def differences(config: ml_collections.ConfigDict, saved: dict[str, Any],
                 options: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
   """(field, given value, run's value) where `config` differs from `saved`.
 
-  Fields under `options` may differ; values compare as JSON does.
+  Fields under `options` may differ; values compare as JSON does. Fields
+  the run predates (absent from `saved`) are not differences: a run saved
+  before a setting existed trained as its default does (configs/saved.py).
   """
   given = _flatten(json.loads(config.to_json()))
   saved = _flatten(saved)
-  return [(path, given.get(path, "(absent)"), saved.get(path, "(absent)"))
-          for path in sorted(given.keys() | saved.keys())
-          if not _allowed(path, options) and given.get(path) != saved.get(
-              path)]
+  return [(path, given.get(path, "(absent)"), saved[path])
+          for path in sorted(saved)
+          if not _allowed(path, options) and given.get(path) != saved[path]]
 
 
 def _describe(diff: list[tuple[str, Any, Any]]) -> str:

@@ -72,6 +72,30 @@ def test_saved_config_reads_a_run_back_with_settable_placeholders(tmp_path):
     saved.get_config(str(tmp_path / "elsewhere"))
 
 
+def test_a_run_saved_before_todays_settings_still_evaluates(tmp_path):
+  """A config.json without the SAU mode, covariates, head or distillation
+  kind (runs of dataset 2.0.0) reads back with the defaults that trained as
+  it did, and evaluation accepts it."""
+  import json
+  from configs import saved
+  from deepsalt_jax import run_config
+  config = distill.get_config("tiny")
+  old = config.to_dict()
+  for section, field in (("model", "sau"), ("model", "head"),
+                         ("loss", "distill"), ("loss", "w_contrastive"),
+                         ("data", "covariates")):
+    del old[section][field]
+    old["teacher"][section].pop(field, None)
+  (tmp_path / run_config.CONFIG_FILE).write_text(json.dumps(old))
+  loaded = saved.get_config(str(tmp_path))
+  assert loaded.model.sau == "auto" and loaded.data.covariates == ""
+  assert loaded.loss.distill == "final" and loaded.model.head == "linear"
+  assert run_config.for_eval(loaded, tmp_path, "eval") is loaded
+  config.model.encoder.features += 1  # What was trained still may not change.
+  with pytest.raises(ValueError, match="model.encoder.features"):
+    run_config.for_eval(config, tmp_path, "eval")
+
+
 def test_every_optional_number_is_a_float_placeholder():
   """configs/saved.py restores null as a float placeholder; that holds only
   while every optional config value is a float."""

@@ -53,6 +53,7 @@ def test_transformer_shapes_on_any_grid(bands, tokens):
   assert tokens <= 64 and group * tokens >= bands > group * (tokens - 1)
 
 
+@pytest.mark.slow
 def test_transformer_dropout_off_is_deterministic():
   model = encoder.TransformerEncoder(**SMALL, dropout=0.5)
   x = _spectra(4, 180)
@@ -204,6 +205,7 @@ def test_layer_weights_follow_the_blocks_and_mismatches_are_refused():
     stages.plan(config, VISNIR)
 
 
+@pytest.mark.slow
 def test_wider_student_distils_through_its_projection():
   config = _layers_config('tiny,encoder=transformer')
   config.model.init_from_teacher = False

@@ -41,6 +41,7 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   assert saved["setting"].startswith("transductive")
 
 
+@pytest.mark.slow
 def test_transformer_with_layer_distillation_and_bounded_head_trains(
     prepared_data_dir, tmp_path):
   config = tiny_config("distill", prepared_data_dir, "compare=none,"

@@ -19,6 +19,9 @@ from typing import Any
 import ml_collections
 
 from configs import common
+from configs import distill
+from configs import own_data
+from configs import teacher
 from deepsalt_jax import run_config
 
 
@@ -35,10 +38,6 @@ def _config_dict(tree: Any) -> Any:
 
 def _defaults(saved: dict[str, Any]) -> dict[str, Any]:
   """Today's config of the run's kind (teacher, own data or distill)."""
-  # pylint: disable=g-import-not-at-top (configs import this module's peers)
-  from configs import distill
-  from configs import own_data
-  from configs import teacher
   if saved.get("stage") == "teacher":
     return teacher.get_config().to_dict()
   if saved.get("data", {}).get("name") == "own":

@@ -176,9 +176,14 @@ def distillation_loss(student_feats: Array, teacher_feats: Array,
                       pred_weight: float = 1.0) -> Array:
   """Feature-matching MSE + prediction MSE towards the (frozen) teacher."""
   teacher_feats = jax.lax.stop_gradient(teacher_feats)
-  teacher_pred = jax.lax.stop_gradient(teacher_pred)
   return (feature_weight * jnp.mean((student_feats - teacher_feats)**2) +
-          pred_weight * jnp.mean((student_pred - teacher_pred)**2))
+          pred_weight * _prediction_mse(student_pred, teacher_pred))
+
+
+def _prediction_mse(student_pred: Array, teacher_pred: Array) -> Array:
+  """The prediction term of both distillations, towards the frozen
+  teacher."""
+  return jnp.mean((student_pred - jax.lax.stop_gradient(teacher_pred))**2)
 
 
 def layer_distillation_loss(student_layers: tuple[Array, ...],
@@ -203,9 +208,8 @@ def layer_distillation_loss(student_layers: tuple[Array, ...],
   matched = sum(w * regression_loss(s, jax.lax.stop_gradient(t))
                 for w, s, t in zip(layer_weights, student_layers,
                                    teacher_layers))
-  teacher_pred = jax.lax.stop_gradient(teacher_pred)
   return (feature_weight * matched / sum(layer_weights) +
-          pred_weight * jnp.mean((student_pred - teacher_pred)**2))
+          pred_weight * _prediction_mse(student_pred, teacher_pred))
 
 
 # What distillation matches (config.loss.distill).

@@ -136,8 +136,9 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
   if "paired" in batch:
     paired = apply("paired", batch["paired"]["satellite"], keys[1])
     lab = batch["paired"]["lab"]
-    if "distillation" in terms:
+    if terms & {"distillation", "contrastive"}:  # One teacher pass for both.
       t = teach("paired", lab)
+    if "distillation" in terms:
       if cfg.distill == "layers":
         out["distillation"] = losses.layer_distillation_loss(
             paired["layers"], t["layers"], paired["pred"], t["pred"],
@@ -155,7 +156,7 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
                                            method=teacher.prepare))
     if "contrastive" in terms:
       out["contrastive"] = losses.info_nce(
-          gather(paired["features"]), gather(teach("paired", lab)["features"]),
+          gather(paired["features"]), gather(t["features"]),
           temperature=cfg.temperature)
   if terms & {"alignment", "autoencoder"}:
     unlabelled = apply("unlabelled", batch["unlabelled"]["satellite"],

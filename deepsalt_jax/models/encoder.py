@@ -28,6 +28,12 @@ import jax.numpy as jnp
 from deepsalt_jax import losses
 
 
+def _check_spectra(x: jax.Array, encoder: str) -> None:
+  if x.ndim != 2:
+    raise ValueError(f'{encoder} expects [batch, bands], got shape '
+                     f'{x.shape}.')
+
+
 class DepthwiseConv1D(nn.Module):
   """Per-channel 'SAME' conv along axis 1 of [B, L, C], written as shifts.
 
@@ -137,9 +143,7 @@ class SpectralEncoder(nn.Module):
     Returns:
       ([B, features] embedding, per-block embeddings).
     """
-    if x.ndim != 2:
-      raise ValueError(f'SpectralEncoder expects [batch, bands], got shape '
-                       f'{x.shape}.')
+    _check_spectra(x, 'SpectralEncoder')
     tokens = x[..., None]
     if wavelength is not None:
       wl = jnp.broadcast_to(jnp.asarray(wavelength, x.dtype), x.shape)
@@ -232,9 +236,7 @@ class MLPEncoder(nn.Module):
   def __call__(self, x: jax.Array, *,
                train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """([B, features] embedding, each dense layer's activations)."""
-    if x.ndim != 2:
-      raise ValueError(f'MLPEncoder expects [batch, bands], got shape '
-                       f'{x.shape}.')
+    _check_spectra(x, 'MLPEncoder')
     y = Standardize(name='standardize')(x)
     layers = []
     for i in range(self.num_blocks):
@@ -331,9 +333,7 @@ class TransformerEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *,
                train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    if x.ndim != 2:
-      raise ValueError(f'TransformerEncoder expects [batch, bands], got '
-                       f'shape {x.shape}.')
+    _check_spectra(x, 'TransformerEncoder')
     batch, n_bands = x.shape
     group = token_group(n_bands, self.stem_stride, self.max_tokens)
     length = -(-n_bands // group)

@@ -118,7 +118,7 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       # numeric columns of the points table and of the library's table (the
       # metadata CSV, or the library CSV itself), read by the student and
       # the teacher; empty cells are imputed with the training mean. Maps
-      # read them from rasters (mapping.covariate_rasters).
+      # read them from rasters (--mapping.covariate_rasters).
       covariates="",
   ))
 
@@ -138,7 +138,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = data_config(sensor)
   # One object: --config.data.project=... sets the teacher's too.
   config.teacher.data = config.data
-  config.mapping.update(config.data.masks.to_dict())
   if args.get("tiny"):
     config.data.update(unlabelled_pixels=200, folds=2)
   else:

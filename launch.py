@@ -141,7 +141,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:
     if not isinstance(e, flags.Error):  # An override of an unknown field.
-      text = str(e).strip("'").replace("\\n", " ").replace("\\'", "'")
+      text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
       e = flags.Error(f"--config or --mapping override names no field: "
                       f"{text}")
     cause, error = errors.UserError(str(e).splitlines()[0]), e

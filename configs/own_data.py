@@ -99,9 +99,9 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       # this distance; unset = half a pixel's diagonal (the pixel it is in).
       pair_max_distance_m=_unset(),
       unlabelled_pixels=3000,  # Bare-soil pixels sampled over all scenes.
-      # Soil masks of points and unlabelled pixels (and, by default, of
-      # the map): water below NDRBI -0.2 (white salt crusts sit near 0),
-      # green vegetation above NDVI 0.3.
+      # Soil masks of points and unlabelled pixels: water below NDRBI -0.2
+      # (white salt crusts sit near 0), green vegetation above NDVI 0.3.
+      # Maps take --mapping.* (deepsalt_jax/mapping/options.py).
       masks=dict(ndvi_max=0.3, ndrbi_min=-0.2, ncai_max=_unset()),
       band_tolerance_nm=2.0,  # A scene band this close is the sensor's.
       min_coverage=0.9,  # SRF support needed to resample the others.

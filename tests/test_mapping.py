@@ -10,7 +10,6 @@ import pytest
 import rasterio
 
 from configs import distill
-from configs import own_data
 from conftest import REPO, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
@@ -83,32 +82,19 @@ def test_ncai_known_answer():
 
 
 def test_mapping_options_are_checked():
-  data = distill.get_config("tiny").data
-  resolve = mapping.options.resolve
-  assert resolve(None, data).ndvi_max == 0.3
-  assert resolve(_options(ndvi_max=0.5), data).ndvi_max == 0.5
+  check = mapping.options.check
+  assert check(None).ndvi_max == 0.3
+  assert check(_options(ndvi_max=0.5)).ndvi_max == 0.5
   with pytest.raises(ValueError, match="--mapping.mc_samples=1"):
-    resolve(_options(mc_samples=1), data)
+    check(_options(mc_samples=1))
   with pytest.raises(ValueError, match="mc_mode='half': use full or head"):
-    resolve(_options(mc_mode="half"), data)
-  options = resolve(_options(masks="water, cloud_haze"), data)
+    check(_options(mc_mode="half"))
+  options = check(_options(masks="water, cloud_haze"))
   assert mapping.options.thresholds(options) == indices.MaskThresholds(
       ndvi_max=None, ncai_max=None, reflectance_min=None,
       reflectance_max=None, ndrbi_min=0.0, cloud_blue_min=0.15)
   with pytest.raises(ValueError, match=r"unknown \['clouds'\]"):
-    resolve(_options(masks="water,clouds"), data)
-
-
-def test_mask_thresholds_default_to_the_runs_data_masks():
-  """Own data maps with the masks its points were picked with (ncai_max
-  unset there: the dry-vegetation test off) unless the options say."""
-  data = own_data.get_config("tiny").data
-  options = mapping.options.resolve(None, data)
-  assert (options.ndvi_max, options.ndrbi_min, options.ncai_max) == (
-      0.3, -0.2, None)
-  assert options.cloud_blue_min == indices.CLOUD_BLUE_MIN
-  assert mapping.options.resolve(_options(ndrbi_min=0.1),
-                                 data).ndrbi_min == 0.1
+    check(_options(masks="water,clouds"))
 
 
 def test_match_bands(reference_data):

@@ -101,7 +101,7 @@ class _Mapper:
   def __init__(self, config: ml_collections.ConfigDict,
                workdir: epath.Path, output_dir: epath.Path,
                options: ml_collections.ConfigDict | None):
-    self.options = options = options_lib.resolve(options, config.data)
+    self.options = options = options_lib.check(options)
     self.workdir, self.output_dir = workdir, output_dir
     self.mesh = sharding.make_mesh(local=True)
     student, params, self.step = restore_student(config, workdir, self.mesh)

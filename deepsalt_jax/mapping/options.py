@@ -14,18 +14,13 @@ from deepsalt_jax import predict
 from deepsalt_spectral import errors
 from deepsalt_spectral import indices
 
-# The soil-mask thresholds (indices.MaskThresholds' fields).
-THRESHOLDS = tuple(f.name for f in dataclasses.fields(indices.MaskThresholds))
-
 
 def defaults() -> ml_collections.ConfigDict:
   """The options and their defaults.
 
-  A threshold left unset takes the run's `data.masks` value where the run's
-  data has one (own data: the masks its points and pixels were picked
-  with), else the default of deepsalt_spectral/indices.py (with sources).
+  The mask defaults and their sources: deepsalt_spectral/indices.py.
   """
-  unset = ml_collections.config_dict.placeholder
+  builtin = indices.MaskThresholds()
   return ml_collections.ConfigDict(dict(
       tile_rows=64,  # Rows read, predicted and written at a time.
       # Pixels per global batch (rounded up to devices x chunk_size).
@@ -43,13 +38,13 @@ def defaults() -> ml_collections.ConfigDict:
       # The soil-mask tests applied (comma-separated; '' = none: every pixel
       # with finite data is mapped) and their thresholds.
       masks=",".join(indices.TEST_THRESHOLDS),
-      ndvi_max=unset(float),  # Green vegetation above.
-      ndrbi_min=unset(float),  # Water below.
-      ncai_max=unset(float),  # Dry vegetation above.
+      ndvi_max=builtin.ndvi_max,  # Green vegetation above.
+      ndrbi_min=builtin.ndrbi_min,  # Water below.
+      ncai_max=builtin.ncai_max,  # Dry vegetation above.
       # Any good band outside this reflectance range: not soil.
-      reflectance_min=unset(float),
-      reflectance_max=unset(float),
-      cloud_blue_min=unset(float),  # Cloud/haze test above.
+      reflectance_min=builtin.reflectance_min,
+      reflectance_max=builtin.reflectance_max,
+      cloud_blue_min=builtin.cloud_blue_min,  # Cloud/haze test above.
       band_tolerance_nm=2.0,  # A scene band this close is the student's.
       min_coverage=0.9,  # Mean SRF support needed to resample the rest.
       # A raster per covariate the student reads (data.covariates), e.g.
@@ -59,20 +54,10 @@ def defaults() -> ml_collections.ConfigDict:
   ))
 
 
-def resolve(options: ml_collections.ConfigDict | None,
-            data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`options` (None: the defaults) with every threshold set, checked.
-
-  Unset thresholds come from `data.masks` (the run's data config) where it
-  names them, else from `indices.MaskThresholds()`.
-  """
-  values = (defaults() if options is None else options).to_dict()
-  masks = data.masks.to_dict() if "masks" in data else {}
-  builtin = indices.MaskThresholds()
-  for name in THRESHOLDS:
-    if values[name] is None:
-      values[name] = masks[name] if name in masks else getattr(builtin, name)
-  options = ml_collections.ConfigDict(values)
+def check(options: ml_collections.ConfigDict | None
+          ) -> ml_collections.ConfigDict:
+  """`options` (None: the defaults), checked."""
+  options = defaults() if options is None else options
   low, high = options.reflectance_min, options.reflectance_max
   checks = (
       ("tile_rows", options.tile_rows >= 1, "at least 1 row"),
@@ -103,7 +88,8 @@ def thresholds(options: ml_collections.ConfigDict) -> indices.MaskThresholds:
     raise errors.UserError(
         f"--mapping.masks={options.masks!r}: unknown {unknown}; use a "
         f"comma-separated subset of {','.join(indices.TEST_THRESHOLDS)}.")
-  values = {name: options[name] for name in THRESHOLDS}
+  values = {f.name: options[f.name]
+            for f in dataclasses.fields(indices.MaskThresholds)}
   for test, names in indices.TEST_THRESHOLDS.items():
     if test not in on:
       values.update(dict.fromkeys(names))

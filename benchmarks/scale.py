@@ -65,6 +65,9 @@ STAGES = {"library": (("build_library", "build project"),
           "scenes": (("map", "map scenes"),)}
 # Example scenes large enough for 5,000 points on soil.
 POINT_SCENE_PIXELS = 250
+# The library axis starts from the example with fewer spectra without
+# coordinates (830 in all), grown to each size by replicas.
+BASE_ELSEWHERE = 500
 NOISE = 0.01
 
 
@@ -151,12 +154,14 @@ def child(task: str, size: int, work: pathlib.Path, quick: bool,
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   data_dir = work / "tfds"
+  from data_prep import example_landscape
+  default = example_landscape.SIZES["default"]
   if task == "build_library":
-    return _build(work / f"library{size}", data_dir, "default", size)
+    dims = dataclasses.replace(default, library_elsewhere=BASE_ELSEWHERE)
+    return _build(work / f"library{size}", data_dir, dims, size)
   if task == "build_points":
-    from data_prep import example_landscape
-    dims = dataclasses.replace(example_landscape.SIZES["default"],
-                               points=size, pixels=POINT_SCENE_PIXELS)
+    dims = dataclasses.replace(default, points=size,
+                               pixels=POINT_SCENE_PIXELS)
     return _build(work / f"points{size}", data_dir, dims, None)
   if task == "train":
     from deepsalt_jax import input_pipeline

@@ -70,7 +70,7 @@ _OPTION_BATCH = flags.DEFINE_integer(
     "option_batch_size", 64, "Training batch size (per stream) of the "
     "options table.")
 _LOOP_STEPS = flags.DEFINE_integer(
-    "loop_steps", 600, "Steps of the shorter loop run (0: no loop table).")
+    "loop_steps", 600, "Steps of the timed training loop (0: none).")
 _JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
 
 

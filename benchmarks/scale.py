@@ -1,19 +1,20 @@
 r"""Scale: how time and memory grow with the library, the points, the scenes.
 
-  python -m benchmarks.scale [--quick] [--work=/tmp/scale] \
+  python -m benchmarks.scale [--quick] [--work=/tmp/scale] [--steps=100] \
       [--axes=library,points,scenes] [--json=scale.json] [--figure=scale.png]
 
 Each measurement runs in its own child process, so its peak RSS is its own
 (os.wait4's rusage of that child): wall time, CPU time (user + system, all
 threads) and peak RSS of
-  library  (a) building an own-data project (data_prep.example_project,
-           then the project builder) whose library holds N spectra: the
-           example's real lab spectra and replicas of them with 1 %
-           multiplicative noise (no coordinates, so the pairs stay the
-           example's); (b) training its teacher and student on all of it
+  library  the example project (data_prep.example_project) whose library
+           holds N spectra: the example's real lab spectra and replicas of
+           them with 1 % multiplicative noise (no coordinates, so the pairs
+           stay the example's), written, then (a) built by the project
+           builder, then (b) its teacher and student trained on all of it
            (configs/own_data.py, `--steps` steps each);
-  points   the example project with P field points (a) built and (c)
-           cross-validated (5 spatial folds, `--steps` steps per training);
+  points   the example project with P field points written, (a) built and
+           (c) cross-validated (5 spatial folds, `--steps` steps per
+           training);
   scenes   (d) mapping S full-size EnMAP scenes (benchmarks/mapping_speed's
            synthetic L2A GeoTIFF, one file linked under S names) with an
            untrained default student.
@@ -22,7 +23,9 @@ Grid: library 1k, 10k, 100k; points 50, 500, 5,000; scenes 1, 8, 32 of
 scenes 1, 2, 4 of 300 x 300 pixels. Prints a Markdown table with the
 log-log slope of each quantity (least squares over the sizes): 1 is linear.
 Training steps are fixed, so (b) and (c) measure what grows with the data
-besides the steps. Not a test; the figures depend on the machine's load.
+besides the steps. The rows so far are kept in <work>/rows.json. Needs the
+shared reference data (EnMAP tiles) for the scenes axis. Not a test; the
+figures depend on the machine's load (CPU time depends on it least).
 """
 from __future__ import annotations
 
@@ -58,9 +61,11 @@ GRIDS = {False: {"library": [1000, 10000, 100000],
                 "scenes": [1, 2, 4]}}
 SCENE_PIXELS = {False: 1000, True: 300}
 # Stages measured along each axis: (child task, what it measures).
-STAGES = {"library": (("build_library", "build project"),
+STAGES = {"library": (("library_write", "write example"),
+                      ("library_build", "build project"),
                       ("train", "train teacher + student")),
-          "points": (("build_points", "build project"),
+          "points": (("points_write", "write example"),
+                     ("points_build", "build project"),
                      ("cv", "spatial CV (5 folds)")),
           "scenes": (("map", "map scenes"),)}
 # Example scenes large enough for 5,000 points on soil.
@@ -114,22 +119,26 @@ def _replicate_library(folder: pathlib.Path, total: int, seed: int) -> None:
   (folder / "library.hdr").write_text(header)
 
 
-def _build(project: pathlib.Path, data_dir: pathlib.Path,
-           size: Any, library: int | None) -> dict[str, Any]:
-  from data_prep import datasets
+def _write(project: pathlib.Path, axis: str, size: int) -> dict[str, Any]:
+  """The example project of one size of `axis`."""
+  from data_prep import example_landscape
   from data_prep import example_project
-  start = time.perf_counter()
-  counts = example_project.write(project, size)
-  if library:
-    _replicate_library(project / "library", library, seed=1)
-  written = time.perf_counter() - start
+  default = example_landscape.SIZES["default"]
+  if axis == "library":
+    counts = example_project.write(project, dataclasses.replace(
+        default, library_elsewhere=BASE_ELSEWHERE))
+    _replicate_library(project / "library", size, seed=1)
+  else:
+    counts = example_project.write(project, dataclasses.replace(
+        default, points=size, pixels=POINT_SCENE_PIXELS))
+  return {"points": counts["n_points"]}
+
+
+def _build(project: pathlib.Path, data_dir: pathlib.Path) -> dict[str, Any]:
+  from data_prep import datasets
   config = _project_config(project, data_dir, 1)
-  source, info = datasets.load_project(config.data.to_dict(),
-                                       str(data_dir))
-  return {"records": len(source), "points": counts["n_points"],
-          "written_s": written,
-          "built_s": time.perf_counter() - start - written,
-          "report": info.metadata["report"]["points"]}
+  source, info = datasets.load_project(config.data.to_dict(), str(data_dir))
+  return {"records": len(source), **info.metadata["report"]["points"]}
 
 
 def _map_prep(work: pathlib.Path, pixels: int, scenes: int) -> None:
@@ -154,15 +163,11 @@ def child(task: str, size: int, work: pathlib.Path, quick: bool,
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   data_dir = work / "tfds"
-  from data_prep import example_landscape
-  default = example_landscape.SIZES["default"]
-  if task == "build_library":
-    dims = dataclasses.replace(default, library_elsewhere=BASE_ELSEWHERE)
-    return _build(work / f"library{size}", data_dir, dims, size)
-  if task == "build_points":
-    dims = dataclasses.replace(default, points=size,
-                               pixels=POINT_SCENE_PIXELS)
-    return _build(work / f"points{size}", data_dir, dims, None)
+  axis, _, what = task.partition("_")
+  if what == "write":
+    return _write(work / f"{axis}{size}", axis, size)
+  if what == "build":
+    return _build(work / f"{axis}{size}", data_dir)
   if task == "train":
     from deepsalt_jax import input_pipeline
     from deepsalt_jax import sharding
@@ -226,7 +231,8 @@ QUANTITIES = (("wall_s", "wall s"), ("cpu_s", "CPU s"),
 
 
 def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
-        steps: int) -> dict[str, Any]:
+        steps: int, log: pathlib.Path | None = None) -> dict[str, Any]:
+  """Every measurement (the rows so far also in `log`), and the slopes."""
   grid = GRIDS[quick]
   rows = []
   for axis in axes:
@@ -238,6 +244,8 @@ def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
         row.update(axis=axis, stage=what)
         print(json.dumps(row), flush=True)
         rows.append(row)
+        if log:
+          log.write_text(json.dumps(rows, indent=1))
   slopes = []
   for axis in axes:
     for task, what in STAGES[axis]:
@@ -297,7 +305,8 @@ def main(argv: Sequence[str]) -> None:
   if work.exists() and any(work.iterdir()):
     raise app.UsageError(f"--work={work} is not empty; choose a new one.")
   work.mkdir(parents=True, exist_ok=True)
-  result = run(_AXES.value, work, _QUICK.value, _STEPS.value)
+  result = run(_AXES.value, work, _QUICK.value, _STEPS.value,
+               work / "rows.json")
   print(markdown(result))
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2))

@@ -21,8 +21,10 @@ form the ('data',) mesh, as in training.
   loop       the whole training loop (train.train_stage: batches, logging,
              validation, checkpoints) of the default student on the
              default dataset (built if missing) beside its jitted step on
-             the same shapes: --loop_steps steps over the run's wall time
-             less its compile time (compilation.CompileClock).
+             the same shapes: the loop's marginal steps/s, from runs of
+             --loop_steps and twice as many steps, each timed less its
+             compilation (compilation.CompileClock), so that what a stage
+             pays once (setup, compiling, the last checkpoint) cancels.
   memory     XLA's compiled memory analysis of each program (arguments +
              outputs + temporaries: what one call needs, whatever else runs
              on the machine); the process's peak RSS after each measurement
@@ -243,20 +245,22 @@ def measure_loop(config: ml_collections.ConfigDict, steps: int,
   data = input_pipeline.load_data(config.data)
   teacher = stages.plan(config, data.lab_grid).teacher
   teacher_params = teacher.init_params(data.sensor)  # Speed only.
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.train.steps = steps
-  student = stages.plan(config, data.lab_grid).students[0]
-  with tempfile.TemporaryDirectory() as tmp, \
-       compilation.CompileClock() as clock:
-    start = time.perf_counter()
-    train.train_stage(student, data, teacher, teacher_params,
-                      pathlib.Path(tmp), mesh)
-    seconds = time.perf_counter() - start
+  seconds = {}
+  for n in (steps, 2 * steps):
+    run_config = ml_collections.ConfigDict(config.to_dict())
+    run_config.train.steps = n
+    student = stages.plan(run_config, data.lab_grid).students[0]
+    with tempfile.TemporaryDirectory() as tmp, \
+         compilation.CompileClock() as clock:
+      start = time.perf_counter()
+      train.train_stage(student, data, teacher, teacher_params,
+                        pathlib.Path(tmp), mesh)
+      seconds[n] = time.perf_counter() - start - clock.seconds
   batch = config.train.batch_size
   jitted = measure_training(config, data.sensor, "student", batch, 50, mesh)
-  loop = steps / (seconds - clock.seconds)
+  loop = steps / (seconds[2 * steps] - seconds[steps])
   return {"sensor": data.sensor, "batch_size": batch, "steps": steps,
-          "seconds": seconds, "compile_seconds": clock.seconds,
+          "seconds_less_compilation": list(seconds.values()),
           "loop_steps_per_s": loop,
           "jitted_steps_per_s": jitted["steps_per_s"],
           "ratio": loop / jitted["steps_per_s"]}

@@ -241,11 +241,9 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
     rows = fold.test & labelled
     sizes[k] = {"points": int(rows.sum()),
                 "library": int((fold.test & fold.has_lab).sum())}
-    # The folds left and the final models, at the pace of the folds so far.
-    left = (time.perf_counter() - start) / max(done, 1) * (
-        len(folds) + 1 - done)
+    # ETA of the folds left and the final models.
     logging.info("[cv] fold %d of %d: %d points held out%s", k, len(folds),
-                 rows.sum(), f", ETA {left:.0f} s" if done else "")
+                 rows.sum(), reporting.eta(start, done, len(folds) + 1))
     params = train.train_plan(plan, fold, workdir / "cv" / f"fold{k}", mesh)
     if with_spread:
       spread[:, rows[labelled]] = evaluate.spread(

@@ -1,12 +1,15 @@
-"""Deterministic input: prepared TFDS data -> per-step global batches.
+"""Deterministic input: prepared TFDS data -> batches on the devices.
 
 The prepared datasets are small (thousands of spectra), so each process reads
-its data source once into memory. Batches come from seeded per-epoch
-permutations (`Stream`), which are random access: the batch of step `s` is a
-pure function of (seed, s), so a resumed run sees exactly the batches an
-uninterrupted run would, with no iterator state to checkpoint. Each process
-takes its own rows of the global batch and `sharding.to_global` assembles
-the global, data-sharded array.
+its data source once into memory. Each stream (the rows one loss term reads)
+is cut into batches of seeded per-epoch permutations (`Stream`), which are
+random access: the batch of step `s` is a pure function of (seed, s), so a
+resumed run sees exactly the batches an uninterrupted run would, with no
+iterator state to checkpoint. The streams' arrays are placed on the devices
+once (`device_streams`, replicated: thousands to a few hundred thousand
+spectra); per block of steps the host hands over only the batches' row
+indices (`block_indices`, sharded over the batch: each device gathers its
+own rows inside the jitted step).
 """
 from __future__ import annotations
 
@@ -276,12 +279,17 @@ class Stream:
           [self._seed, epoch]).permutation(self._size)
     return self._permutations[epoch]
 
-  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+  def indices(self, step: int) -> np.ndarray:
+    """[batch] rows of the arrays that batch `step` holds."""
     position = np.arange(step * self._batch, (step + 1) * self._batch)
     epoch, offset = np.divmod(position, self._size)
     index = np.empty(self._batch, np.int64)
     for e in np.unique(epoch):
       index[epoch == e] = self._permutation(int(e))[offset[epoch == e]]
+    return index
+
+  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+    index = self.indices(step)
     return {k: v[index] for k, v in self.arrays.items()}
 
 
@@ -346,8 +354,18 @@ def student_streams(data: Data, batch_size: int, seed: int,
   return streams
 
 
-def global_batch(streams: dict[str, Stream], step: int,
-                 mesh: jax.sharding.Mesh) -> dict:
-  """The step's batch of every stream as global arrays sharded on `mesh`."""
-  return {name: {k: sharding.to_global(v, mesh) for k, v in s[step].items()}
-          for name, s in streams.items()}
+def device_streams(streams: dict[str, Stream], mesh: jax.sharding.Mesh
+                   ) -> dict[str, dict[str, jax.Array]]:
+  """Every stream's arrays, replicated on the mesh's devices (once per
+  stage)."""
+  return jax.device_put({name: s.arrays for name, s in streams.items()},
+                        sharding.replicated(mesh))
+
+
+def block_indices(streams: dict[str, Stream], first: int, count: int,
+                  mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """[batch, count] int32 rows of each stream's batches `first`, ...,
+  `first + count - 1`, sharded over the batch axis."""
+  return {name: sharding.to_global(np.stack(
+      [s.indices(step) for step in range(first, first + count)],
+      axis=1).astype(np.int32), mesh) for name, s in streams.items()}

@@ -52,6 +52,10 @@ _AXES = flags.DEFINE_list("axes", ["library", "points", "scenes"],
 _STEPS = flags.DEFINE_integer("steps", 100, "Training steps per stage.")
 _JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
 _FIGURE = flags.DEFINE_string("figure", None, "Optional log-log figure.")
+_SCENES = flags.DEFINE_list("scenes", None, "Scene counts instead of the "
+                            "grid's.")
+_SCENE_PIXELS = flags.DEFINE_integer("scene_pixels", None, "Scene rows = "
+                                     "columns instead of the grid's.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: the task to run.")
 _SIZE = flags.DEFINE_integer("size", 0, "Internal: the task's size.")
 
@@ -185,7 +189,7 @@ def child(task: str, size: int, work: pathlib.Path, quick: bool,
     results = cross_validation.train_and_validate(config, work / f"cv{size}")
     return {"methods": sorted(results)}
   if task == "map_prep":
-    _map_prep(work, SCENE_PIXELS[quick], size)
+    _map_prep(work, _SCENE_PIXELS.value or SCENE_PIXELS[quick], size)
     return {}
   if task == "map":
     from configs import distill
@@ -205,7 +209,8 @@ def measure(task: str, size: int, work: pathlib.Path, quick: bool,
   """Wall time, CPU time and peak RSS of one child task."""
   command = [sys.executable, "-m", "benchmarks.scale", f"--child={task}",
              f"--size={size}", f"--work={work}", f"--steps={steps}",
-             f"--quick={quick}"]
+             f"--quick={quick}"] + ([f"--scene_pixels={_SCENE_PIXELS.value}"]
+                                    if _SCENE_PIXELS.value else [])
   start = time.perf_counter()
   process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
   output = process.stdout.read()
@@ -233,7 +238,9 @@ QUANTITIES = (("wall_s", "wall s"), ("cpu_s", "CPU s"),
 def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
         steps: int, log: pathlib.Path | None = None) -> dict[str, Any]:
   """Every measurement (the rows so far also in `log`), and the slopes."""
-  grid = GRIDS[quick]
+  grid = dict(GRIDS[quick])
+  if _SCENES.value:
+    grid["scenes"] = [int(n) for n in _SCENES.value]
   rows = []
   for axis in axes:
     for size in grid[axis]:
@@ -254,7 +261,8 @@ def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
           key: slope([r["size"] for r in mine], [r[key] for r in mine])
           for key, _ in QUANTITIES}})
   return {"quick": quick, "steps": steps, "grid": {a: grid[a] for a in axes},
-          "scene_pixels": SCENE_PIXELS[quick], "rows": rows,
+          "scene_pixels": _SCENE_PIXELS.value or SCENE_PIXELS[quick],
+          "rows": rows,
           "slopes": slopes, "load_average": os.getloadavg()}
 
 

@@ -357,8 +357,19 @@ def student_streams(data: Data, batch_size: int, seed: int,
 def device_streams(streams: dict[str, Stream], mesh: jax.sharding.Mesh
                    ) -> dict[str, dict[str, jax.Array]]:
   """Every stream's arrays, replicated on the mesh's devices (once per
-  stage)."""
-  return jax.device_put({name: s.arrays for name, s in streams.items()},
+  stage).
+
+  Each is padded with zero rows (never indexed) to the next power of two:
+  the compiled steps depend on these shapes, and so every CV fold, whose
+  streams differ by a few samples, reuses the first fold's programs.
+  """
+  def padded(x: np.ndarray) -> np.ndarray:
+    rows = 1 << (len(x) - 1).bit_length()
+    return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:],
+                                       x.dtype)])
+
+  return jax.device_put({name: {k: padded(v) for k, v in s.arrays.items()}
+                         for name, s in streams.items()},
                         sharding.replicated(mesh))
 
 

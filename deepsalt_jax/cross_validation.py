@@ -36,13 +36,14 @@ from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
+from deepsalt_jax import objectives
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_spectral import errors
 
@@ -83,8 +84,8 @@ def compile_once():
 def _check(plan: stages.Plan, data: input_pipeline.Data) -> None:
   """Refuses a project the configured student cannot train on."""
   student = plan.students[0]
-  terms = stages.student_terms(student.config.loss,
-                               student.model(data.sensor).latent)
+  terms = objectives.student_terms(student.config.loss,
+                                   student.model(data.sensor).latent)
   if not terms & {"distillation", "reconstruction", "contrastive"}:
     return
   without = ("--config.loss.w_distill_feature=0 "
@@ -113,7 +114,7 @@ def _predictions(plan: stages.Plan, data: input_pipeline.Data,
                  config: ml_collections.ConfigDict,
                  mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
   """EC of the pixels `rows` by every method trained on data's train part."""
-  forward, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  forward, inverse = targets.TRANSFORMS[config.data.target_transform]
   batch = config.train.eval_batch_size
   x = data.satellite[rows]
   run = lambda stage, inputs, method=None: predict.predict(

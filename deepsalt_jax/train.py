@@ -29,6 +29,7 @@ from data_prep import roles
 from deepsalt_jax import checkpoint
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import objectives
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import selection
@@ -45,7 +46,7 @@ PREEMPTION_CHECK_EVERY = 10
 # --- Step -------------------------------------------------------------------
 
 
-def make_train_step(loss_fn: stages.LossFn, mesh: jax.sharding.Mesh):
+def make_train_step(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
   """One jitted, data-parallel step: per-device grads, pmean, update."""
 
   def per_device(state, batch, teacher_params, key):
@@ -138,7 +139,7 @@ class Preempted(Exception):
   """Raised after a SIGTERM once the checkpoint of the current step is saved."""
 
 
-def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
+def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         streams: dict, teacher_params: Any, directory: epath.Path,
         mesh: jax.sharding.Mesh, selector: selection.Selector) -> Any:
   """Trains `params` for the stage's steps, resuming from checkpoints.

@@ -62,8 +62,8 @@ from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import reporting
+from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_jax.models import build
 
@@ -236,7 +236,7 @@ def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
   is not fitted: its predictions stay NaN.
   """
   forward, inverse = map(
-      _numpy, losses.TARGET_TRANSFORMS[config.data.target_transform])
+      _numpy, targets.TRANSFORMS[config.data.target_transform])
   train_rows = ~data.test
   labelled = train_rows & (data.role == roles.LABELLED)
   test = data.subset(data.test)

@@ -49,12 +49,12 @@ from data_prep import sources
 from deepsalt_jax import baselines
 from deepsalt_jax import cross_validation
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 
 SCORES = ("r2", "rmse", "rpiq")
@@ -108,7 +108,7 @@ def teacher_fold(data: input_pipeline.Data,
   rows (validation rows pick the step)."""
   plan = stages.plan(config, data.lab_grid)
   params = train.train_plan(plan, data, workdir, mesh)
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   pred, _ = predict.predict(plan.teacher.model(data.sensor),
                             params[plan.teacher.name], data.lab[data.test],
                             mesh, config.train.eval_batch_size, inverse)

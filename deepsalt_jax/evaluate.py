@@ -23,13 +23,13 @@ from data_prep import datasets
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_spectral import errors
 
 # Table columns: metric key -> header ({unit} filled in).
@@ -57,7 +57,7 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
            covariates: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std) over the MC-dropout passes mapping uses, target units."""
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   return predict.predict(model, params, x, mesh,
                          config.train.eval_batch_size, inverse,
                          mc_samples=config.mapping.mc_samples,
@@ -167,7 +167,7 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
   parity.png for the training run's results) into `workdir` and logs the
   table.
   """
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   salinity = config.data.name == "salinity"
   unit = "dS/m" if salinity else "%"
   test = data.subset(data.test)

@@ -22,10 +22,10 @@ import numpy as np
 
 from deepsalt_jax import checkpoint
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 
 BEST_FILE = "best.json"
 
@@ -42,7 +42,7 @@ class Selector:
     self.enabled = inputs is not None and self._every > 0
     if not self.enabled:
       return
-    forward, _ = losses.TARGET_TRANSFORMS[
+    forward, _ = targets.TRANSFORMS[
         stage.config.data.target_transform]
     self._x, self._y = inputs[0], np.asarray(forward(inputs[1]))
     self._covariates = stage.covariates(data, data.validation)
@@ -61,7 +61,7 @@ class Selector:
     """Scores `params` (the state after `step`); keeps them if best."""
     pred, _ = predict.predict(self._model, params, self._x, self._mesh,
                               self._stage.config.train.eval_batch_size,
-                              inverse=losses.TARGET_TRANSFORMS["identity"][1],
+                              inverse=targets.TRANSFORMS["identity"][1],
                               covariates=self._covariates)
     score = float(np.sqrt(np.mean((pred - self._y)**2)))
     if score < self.best_score:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import distill
-from deepsalt_jax import losses
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax.models import build
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
@@ -120,7 +120,7 @@ def test_mlp_layers_are_its_activations():
 
 
 def test_bounded_head_range_and_centre_in_target_space():
-  forward, inverse = losses.TARGET_TRANSFORMS['log1p']
+  forward, inverse = targets.TRANSFORMS['log1p']
   head = encoder.RegressionHead(8, 0.0, (0.05, 77.0), 'log1p')
   features = 10.0 * _spectra(64, 8)
   params = head.init(jax.random.key(0), features, train=False)

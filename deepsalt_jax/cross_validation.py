@@ -35,12 +35,12 @@ from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import evaluate
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import metrics
 from deepsalt_jax import objectives
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
@@ -81,7 +81,7 @@ def compile_once():
       compilation_cache.reset_cache()
 
 
-def _check(plan: stages.Plan, data: input_pipeline.Data) -> None:
+def _check(plan: stages.Plan, data: samples.Data) -> None:
   """Refuses a project the configured student cannot train on."""
   student = plan.students[0]
   terms = objectives.student_terms(student.config.loss,
@@ -109,7 +109,7 @@ def _check(plan: stages.Plan, data: input_pipeline.Data) -> None:
         f"coordinates, or train without pairs: {without}.")
 
 
-def _predictions(plan: stages.Plan, data: input_pipeline.Data,
+def _predictions(plan: stages.Plan, data: samples.Data,
                  params: dict[str, Any], rows: np.ndarray,
                  config: ml_collections.ConfigDict,
                  mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
@@ -164,7 +164,7 @@ def _fold_table(per_fold: dict[str, dict[int, Any]], key: str,
 
 
 def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
-           data: input_pipeline.Data, results: dict[str, dict],
+           data: samples.Data, results: dict[str, dict],
            oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
            sizes: dict[int, dict], classes: bool,
            interval: dict[str, Any] | None) -> str:
@@ -247,7 +247,7 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
   return text
 
 
-def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
+def _cross_validate(plan: stages.Plan, data: samples.Data,
                     config: ml_collections.ConfigDict, workdir: epath.Path,
                     mesh: jax.sharding.Mesh, classes: bool):
   """(out-of-fold predictions of the labelled pixels per method, metrics
@@ -261,7 +261,7 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
                  student.config.mapping.mc_samples >= 2)
   spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
   for k in folds:
-    fold = input_pipeline.held_out(data, data.fold == k, config.data)
+    fold = samples.held_out(data, data.fold == k, config.data)
     rows = fold.test & labelled
     sizes[k] = {"points": int(rows.sum()),
                 "library": int((fold.test & fold.has_lab).sum())}
@@ -313,7 +313,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   """Cross-validates, trains the final models; returns the CV results."""
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
-  data = input_pipeline.load_data(config.data)  # Validates before any write.
+  data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
   _check(plan, data)
   run_config.save(config, workdir, data.lab_grid)

@@ -22,11 +22,11 @@ import numpy as np
 from data_prep import datasets
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
@@ -65,7 +65,7 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
                          seed=config.mapping.seed, covariates=covariates)
 
 
-def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
+def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
               mesh: jax.sharding.Mesh,
               workdir: epath.PathLike) -> dict[str, Any] | None:
   """Fits and saves the stage's interval on its validation samples (None
@@ -88,7 +88,7 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
   return fitted
 
 
-def entries(plan: stages.Plan, data: input_pipeline.Data,
+def entries(plan: stages.Plan, data: samples.Data,
             params: dict[str, Any],
             calibrations: dict[str, Any] | None = None) -> list[Entry]:
   """Every trained model of `plan`, plus the classic transfer baseline."""
@@ -157,7 +157,7 @@ def parity_plot(path: epath.PathLike, results: dict[str, dict],
   epath.Path(path).write_bytes(buffer.getvalue())
 
 
-def report(entries_: list[Entry], data: input_pipeline.Data,
+def report(entries_: list[Entry], data: samples.Data,
            config: ml_collections.ConfigDict, workdir: epath.PathLike,
            mesh: jax.sharding.Mesh, name: str = "results",
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -247,7 +247,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
         "restores the finished models and writes the report again.")
   mesh = sharding.make_mesh()
   plan = stages.plan(config, run_config.lab_grid(workdir))
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   params, steps = {}, {}
   for stage in plan.stages:
     ckpt = checkpoint.Checkpointer(stage.params_directory(workdir))

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepsalt_jax import checkpoint
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
+from deepsalt_jax import samples
 from deepsalt_jax import stages
 from deepsalt_jax import targets
 
@@ -33,7 +33,7 @@ BEST_FILE = "best.json"
 class Selector:
   """Scores a stage on its validation samples and keeps the best step."""
 
-  def __init__(self, stage: stages.Stage, data: input_pipeline.Data,
+  def __init__(self, stage: stages.Stage, data: samples.Data,
                directory: epath.Path, mesh: jax.sharding.Mesh):
     self._stage, self._mesh = stage, mesh
     self._directory = epath.Path(directory)

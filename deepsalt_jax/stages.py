@@ -29,6 +29,7 @@ from data_prep import covariates as covariate_data
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import objectives
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax.models import build
 from deepsalt_jax.models import covariates as covariates_lib
@@ -63,7 +64,7 @@ class Stage:
     """The covariates the network reads (config data.covariates)."""
     return covariate_data.names(self.config.data.covariates)
 
-  def covariates(self, data: input_pipeline.Data,
+  def covariates(self, data: samples.Data,
                  rows: np.ndarray) -> np.ndarray | None:
     """The covariates of `data`'s `rows` if the network reads any."""
     return data.covariates[rows] if self.covariate_names else None
@@ -80,7 +81,7 @@ class Stage:
     return self._init(sensor, self._init_key())
 
   def with_input_statistics(self, params: Any,
-                            data: input_pipeline.Data) -> Any:
+                            data: samples.Data) -> Any:
     """`params` with the encoder's (and covariates') standardisation
     fitted on `data`'s training part (what the stage reads there)."""
     raise NotImplementedError
@@ -94,11 +95,11 @@ class Stage:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
         s.shape, s.dtype, sharding=sharding.replicated(mesh)), shapes)
 
-  def streams(self, data: input_pipeline.Data
+  def streams(self, data: samples.Data
               ) -> dict[str, input_pipeline.Stream]:
     raise NotImplementedError
 
-  def validation_inputs(self, data: input_pipeline.Data
+  def validation_inputs(self, data: samples.Data
                         ) -> tuple[np.ndarray, np.ndarray] | None:
     """(inputs, targets) of the validation samples, None if there are
     none."""

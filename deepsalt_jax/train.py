@@ -32,6 +32,7 @@ from deepsalt_jax import input_pipeline
 from deepsalt_jax import objectives
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
@@ -218,7 +219,7 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   return selector.selected(state.params)
 
 
-def train_stage(stage: stages.Stage, data: input_pipeline.Data,
+def train_stage(stage: stages.Stage, data: samples.Data,
                 teacher: stages.Stage | None, teacher_params: Any,
                 workdir: epath.Path, mesh: jax.sharding.Mesh) -> Any:
   """Trains (or resumes, or restores when finished) one stage's params."""
@@ -230,7 +231,7 @@ def train_stage(stage: stages.Stage, data: input_pipeline.Data,
              selection.Selector(stage, data, directory, mesh))
 
 
-def train_plan(plan: stages.Plan, data: input_pipeline.Data,
+def train_plan(plan: stages.Plan, data: samples.Data,
                workdir: epath.Path, mesh: jax.sharding.Mesh
                ) -> dict[str, Any]:
   """Parameters of every stage of `plan` by name: the teacher, then the
@@ -252,7 +253,7 @@ def train_plan(plan: stages.Plan, data: input_pipeline.Data,
 
 
 def _log_data(config: ml_collections.ConfigDict,
-              data: input_pipeline.Data) -> None:
+              data: samples.Data) -> None:
   counts = np.bincount(data.role[~data.test], minlength=len(roles.ROLE_NAMES))
   logging.info(
       "Data %s/%s: %d samples, held out: %s (%d samples); training part: %s",
@@ -276,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
                jax.default_backend(), jax.process_count())
-  data = input_pipeline.load_data(config.data)  # Validates before any write.
+  data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
   run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)

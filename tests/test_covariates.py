@@ -14,9 +14,9 @@ from configs import distill
 from configs import own_data
 from deepsalt_jax import checkpoint
 from deepsalt_jax import covariate_rasters
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import mapping
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
@@ -138,7 +138,7 @@ def run(project, tmp_path_factory):
   """(config, data, workdir) of the final teacher and student trained on
   the project."""
   config = _config(project, tmp_path_factory.mktemp("tfds"))
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   workdir = tmp_path_factory.mktemp("run")
   run_config.save(config, workdir, lab_grid.visnir())
   train.train_plan(stages.plan(config, lab_grid.visnir()), data, workdir, sharding.make_mesh())

@@ -10,9 +10,9 @@ import pytest
 from configs import distill
 from data_prep import roles
 from deepsalt_jax import evaluate
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
@@ -93,7 +93,7 @@ def test_info_nce_known_answers():
   assert float(losses.autoencoder_loss(same, same)) == 0.0
 
 
-def _mir_data(n: int = 480, seed: int = 0) -> input_pipeline.Data:
+def _mir_data(n: int = 480, seed: int = 0) -> samples.Data:
   """Five soil factors seen by a MIR instrument and by EnMAP."""
   rng = np.random.default_rng(seed)
   n_sat = sensors.builtin("enmap").good.size
@@ -104,7 +104,7 @@ def _mir_data(n: int = 480, seed: int = 0) -> input_pipeline.Data:
   target = np.expm1(1.5 + 0.5 * z[:, 0]).astype(np.float32)
   role = roles.assign_roles(rng.random(n), 0.3, 0.4)
   has_lab = role == roles.PAIRED
-  return input_pipeline.Data(
+  return samples.Data(
       lab=np.where(has_lab[:, None], lab, np.nan).astype(np.float32),
       satellite=satellite, pair_satellite=satellite, target=target,
       region=np.zeros(n, np.int32), fold=np.zeros(n, np.int32), role=role,

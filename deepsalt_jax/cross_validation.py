@@ -38,7 +38,6 @@ from deepsalt_jax import evaluate
 from deepsalt_jax import metrics
 from deepsalt_jax import objectives
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
@@ -225,7 +224,7 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
         f". Maps use the calibration from all folds: mean ± "
         f"{interval['multiplier']:.2f} std.")]
   text = "\n".join(header) + "\n"
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     (workdir / "cv.md").write_text(text)
     evaluate.parity_plot(workdir / "cv.png", results, unit)
     (workdir / "cv.json").write_text(json.dumps({
@@ -331,7 +330,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   if spread is not None:
     interval = _interval(spread, data.target[labelled].astype(np.float64),
                          data.fold[labelled], config.mapping)
-    if reporting.is_main_process():
+    if sharding.is_main_process():
       calibration.save(interval, workdir / plan.students[0].name)
   target = data.target[data.role == roles.LABELLED].astype(np.float64)
   results = {}

@@ -24,7 +24,6 @@ from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
@@ -79,7 +78,7 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
                      config, stage.covariates(data, data.validation))
   fitted = calibration.fit(mean, std, inputs[1], config.mapping.mc_samples,
                            config.mapping.mc_mode)
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
   logging.info("[%s] %.0f %% interval: %.2f MC std (%.2f x a Gaussian's), "
                "from %d validation samples", stage.name,
@@ -200,7 +199,7 @@ def report(entries_: list[Entry], data: samples.Data,
           "coverage_uncalibrated": calibration.gaussian_coverage(
               pred, std, test["target"], fitted["nominal"])}
   table = markdown_table(results, unit)
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     workdir = epath.Path(workdir)
     parity_plot(workdir / ("parity.png" if name == "results"
                            else f"{name}.png"), results, unit)

@@ -22,8 +22,9 @@ import numpy as np
 
 from deepsalt_jax import checkpoint
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
 from deepsalt_jax import samples
+from deepsalt_jax import schedule
+from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
 
@@ -54,7 +55,7 @@ class Selector:
     self.best_score = saved.get("validation_rmse", math.inf)
 
   def due(self, step: int) -> bool:
-    return self.enabled and reporting.is_time(
+    return self.enabled and schedule.is_time(
         step, self._every, self._stage.config.train.steps)
 
   def update(self, step: int, params: Any) -> float:
@@ -70,7 +71,7 @@ class Selector:
       ckpt = checkpoint.Checkpointer(self._directory / "best")
       ckpt.save_params(step, self._params)
       ckpt.close()
-      if reporting.is_main_process():
+      if sharding.is_main_process():
         (self._directory / BEST_FILE).write_text(json.dumps(
             {"step": step, "validation_rmse": score}))
     return score

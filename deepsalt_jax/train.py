@@ -33,6 +33,7 @@ from deepsalt_jax import objectives
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
+from deepsalt_jax import schedule
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
@@ -182,8 +183,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
       pending.append((step, terms))
       if sync_each_step:
         jax.block_until_ready(terms)
-      log = reporting.is_time(step, tcfg.log_every, tcfg.steps)
-      save = reporting.is_time(step, tcfg.checkpoint_every, tcfg.steps)
+      log = schedule.is_time(step, tcfg.log_every, tcfg.steps)
+      save = schedule.is_time(step, tcfg.checkpoint_every, tcfg.steps)
       stop = ((log or save or step % PREEMPTION_CHECK_EVERY == 0)
               and preemption.agreed())
       if log or save or stop:

@@ -13,10 +13,10 @@ import pandas as pd
 
 from data_prep import covariates as covariate_data
 from data_prep import ec_methods
-from data_prep import points as points_lib
 from data_prep import scenes
 from data_prep.libraries import formats
 from data_prep.libraries import tables
+from data_prep.project import points as points_lib
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors

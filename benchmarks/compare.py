@@ -65,7 +65,7 @@ from deepsalt_jax import reporting
 from deepsalt_jax import samples
 from deepsalt_jax import targets
 from deepsalt_jax import train
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 
 # Students trained beside 'student' in one trainer call (config.compare).
 VARIANTS = {**distill.VARIANTS,
@@ -241,7 +241,7 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
   labelled = train_rows & (data.role == roles.LABELLED)
   test = data.subset(data.test)
   # Source-only transfer: lab spectra resampled forward to the bands.
-  source = data.lab @ build.forward_matrix(data.sensor, data.lab_grid).T
+  source = data.lab @ from_config.forward_matrix(data.sensor, data.lab_grid).T
   unlabelled = data.satellite[~data.test & (data.role == roles.UNLABELLED)]
   if config.data.transductive:
     unlabelled = np.concatenate([unlabelled, test["satellite"]])

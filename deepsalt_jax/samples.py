@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
-from data_prep import covariates as covariate_data
+from data_prep import covariate_columns
 from data_prep import datasets
 from data_prep import project
 from data_prep import roles
@@ -110,7 +110,7 @@ def _covariates(config: ml_collections.ConfigDict,
                 dataset: str) -> dict[str, Any]:
   """Data's covariate fields: the columns of `read()` (named `available`)
   that config.covariates names."""
-  wanted = covariate_data.names(config.covariates)
+  wanted = covariate_columns.names(config.covariates)
   if not wanted:
     return {}
   unknown = [n for n in wanted if n not in available]
@@ -275,7 +275,7 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
       report=dict(info.metadata["report"]),
       sample_id=np.array([r["sample_id"].decode() for r in records]),
       lab_grid=_lab_grid(info),
-      **_covariates(config, covariate_data.names(config.covariates),
+      **_covariates(config, covariate_columns.names(config.covariates),
                     lambda: stack("covariates", np.float32),
                     f"project {config.project}"))
   have = np.stack([data.has_lab, data.has_pixel, data.has_target], axis=1)

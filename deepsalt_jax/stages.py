@@ -25,15 +25,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data_prep import covariates as covariate_data
+from data_prep import covariate_columns
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import objectives
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
-from deepsalt_jax.models import build
-from deepsalt_jax.models import covariates as covariates_lib
+from deepsalt_jax.models import covariate_branch
 from deepsalt_jax.models import deepsalt
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
 from deepsalt_spectral import sensors
@@ -62,7 +62,7 @@ class Stage:
   @property
   def covariate_names(self) -> tuple[str, ...]:
     """The covariates the network reads (config data.covariates)."""
-    return covariate_data.names(self.config.data.covariates)
+    return covariate_columns.names(self.config.data.covariates)
 
   def covariates(self, data: samples.Data,
                  rows: np.ndarray) -> np.ndarray | None:
@@ -136,7 +136,7 @@ class TeacherStage(Stage):
   input = "lab"
 
   def model(self, sensor: str) -> nn.Module:
-    return build.build_teacher(
+    return from_config.build_teacher(
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
         with_covariates=bool(self.covariate_names))
@@ -150,7 +150,7 @@ class TeacherStage(Stage):
     (the physics inverse to the lab grid, or nothing for a sensor-space
     teacher): the classic transfer, applied with method='from_prepared'.
     None when the lab grid has no physics route (MIR)."""
-    matrix = build.adaptation_matrix(sensor, self.config.model,
+    matrix = from_config.adaptation_matrix(sensor, self.config.model,
                                      self.lab_grid)
     return None if matrix is None else satellite @ matrix.T.astype(np.float32)
 
@@ -160,7 +160,7 @@ class TeacherStage(Stage):
     rows = data.train & data.has_lab
     prepared = model.apply({"params": params}, data.lab[rows],
                            method=model.prepare)
-    return covariates_lib.with_statistics(
+    return covariate_branch.with_statistics(
         _with_input_statistics(params, prepared), self.covariates(data, rows),
         self.covariate_names, self.name)
 
@@ -180,7 +180,7 @@ class StudentStage(Stage):
 
   def model(self, sensor: str) -> nn.Module:
     layers = self.config.loss.get("distill") == "layers"  # See plan().
-    return build.build_student(
+    return from_config.build_student(
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
         distill_width=(self.config.teacher.model.encoder.features if layers
@@ -210,10 +210,10 @@ class StudentStage(Stage):
     from_teacher = self.config.model.init_from_teacher
     if not (from_teacher and "encoder" in self.model(data.sensor).shared):
       params = _with_input_statistics(params, data.satellite[rows])
-    if from_teacher and covariate_data.names(
+    if from_teacher and covariate_columns.names(
         self.config.teacher.data.covariates) == self.covariate_names:
       return params
-    return covariates_lib.with_statistics(
+    return covariate_branch.with_statistics(
         params, self.covariates(data, rows), self.covariate_names, self.name)
 
   def streams(self, data):
@@ -232,7 +232,7 @@ class StudentStage(Stage):
                     or (cfg.w_alignment and cfg.align_to == "self"))
     return functools.partial(
         objectives.student_loss, model=model, teacher=teacher.model(sensor),
-        source_matrix=(build.forward_matrix(sensor, self.lab_grid)
+        source_matrix=(from_config.forward_matrix(sensor, self.lab_grid)
                        if needs_source else None),
         config=self.config)
 

@@ -15,7 +15,7 @@ from deepsalt_jax import metrics
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
@@ -99,7 +99,7 @@ def test_test_folds_hold_out_a_fold_of_every_set(prepared_data_dir):
 def _synthetic_data(n: int = 600, seed: int = 0) -> samples.Data:
   """Rank-5 satellite spectra; log1p(EC) linear in them, per region."""
   rng = np.random.default_rng(seed)
-  n_sat = build.forward_matrix("enmap", lab_grid.visnir()).shape[0]
+  n_sat = from_config.forward_matrix("enmap", lab_grid.visnir()).shape[0]
   z = rng.normal(size=(n, 5))
   satellite = (0.3 + 0.02 * z @ rng.normal(size=(5, n_sat))).astype(
       np.float32)

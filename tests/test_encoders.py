@@ -10,9 +10,9 @@ import pytest
 from configs import distill
 from deepsalt_jax import stages
 from deepsalt_jax import targets
-from deepsalt_jax.models import build
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
@@ -144,17 +144,17 @@ def _model_config(**overrides):
 
 
 def test_bounded_head_follows_the_target_and_needs_bounds():
-  teacher = build.build_teacher(_model_config(head='bounded'), 'enmap',
+  teacher = from_config.build_teacher(_model_config(head='bounded'), 'enmap',
                                 VISNIR, target_transform='log1p')
   assert teacher.head.bounds == (0.05, 77.0)
   assert teacher.head.transform == 'log1p'
   soc = distill.get_config('dataset=soc,head=bounded,compare=none')
   assert soc.model.head_bounds == [] and soc.teacher.model.head == 'bounded'
   with pytest.raises(errors.UserError, match='model.head_bounds'):
-    build.build_teacher(soc.model, 'enmap', VISNIR,
+    from_config.build_teacher(soc.model, 'enmap', VISNIR,
                         target_transform='identity')
   with pytest.raises(errors.UserError, match='model.head='):
-    build.build_teacher(_model_config(head='relu'), 'enmap', VISNIR,
+    from_config.build_teacher(_model_config(head='relu'), 'enmap', VISNIR,
                         target_transform='log1p')
 
 

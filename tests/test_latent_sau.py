@@ -16,7 +16,7 @@ from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
@@ -47,23 +47,23 @@ def test_lab_grid_round_trips_and_says_when_physics_fails():
 
 def test_sau_mode_follows_coverage_unless_named():
   config = _model_config(space="lab")
-  assert build.sau_mode(config, "enmap", lab_grid.visnir()) == "physics"
-  assert build.sau_mode(config, "enmap", MIR) == "latent"
+  assert from_config.sau_mode(config, "enmap", lab_grid.visnir()) == "physics"
+  assert from_config.sau_mode(config, "enmap", MIR) == "latent"
   config.sau = "latent"
-  assert build.sau_mode(config, "enmap", lab_grid.visnir()) == "latent"
+  assert from_config.sau_mode(config, "enmap", lab_grid.visnir()) == "latent"
   config.sau = "physics"
   with pytest.raises(errors.UserError, match="sau=latent"):
-    build.sau_mode(config, "enmap", MIR)
+    from_config.sau_mode(config, "enmap", MIR)
   with pytest.raises(errors.UserError, match="use space=lab"):
-    build.build_teacher(_model_config(space="sensor"), "enmap", MIR,
+    from_config.build_teacher(_model_config(space="sensor"), "enmap", MIR,
                         target_transform="log1p")
 
 
 def test_latent_student_starts_from_the_teachers_head_only():
   config = _model_config(space="lab")
-  teacher = build.build_teacher(config, "enmap", MIR,
+  teacher = from_config.build_teacher(config, "enmap", MIR,
                                 target_transform="log1p")
-  student = build.build_student(config, "enmap", MIR,
+  student = from_config.build_student(config, "enmap", MIR,
                                 target_transform="log1p")
   n_sat = sensors.builtin("enmap").good.size
   t_params = teacher.init(jax.random.key(0), jnp.zeros((2, MIR.size)),

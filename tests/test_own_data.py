@@ -25,7 +25,7 @@ from deepsalt_jax import cross_validation
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import stages
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 
@@ -203,7 +203,7 @@ def test_the_commands_on_the_mir_example(mir_example, tmp_path):
   assert grid == lab_grid.LabGrid(wn, "cm-1", "absorbance")
   model = ml_collections.ConfigDict(run_config.load(workdir)["model"])
   assert model.sau == "auto"
-  assert build.sau_mode(model, "enmap", grid) == "latent"
+  assert from_config.sau_mode(model, "enmap", grid) == "latent"
 
   result = _launch("--mode=map", f"--workdir={workdir}",
                    f"--scene={mir_example / 'scenes'}",

@@ -194,7 +194,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   role = roles.assign_roles(stack("u", np.float32), config.labelled_fraction,
                             config.paired_fraction)
   blocks = spatial_blocks(region, stack("lat", np.float64),
-                                stack("lon", np.float64))
+                          stack("lon", np.float64))
   target_pixels = None
   if config.target_scenes:
     target_pixels = datasets.load_target_pixels(

@@ -151,7 +151,7 @@ class TeacherStage(Stage):
     teacher): the classic transfer, applied with method='from_prepared'.
     None when the lab grid has no physics route (MIR)."""
     matrix = from_config.adaptation_matrix(sensor, self.config.model,
-                                     self.lab_grid)
+                                           self.lab_grid)
     return None if matrix is None else satellite @ matrix.T.astype(np.float32)
 
   def with_input_statistics(self, params, data):

@@ -78,7 +78,7 @@ def test_missing_values_are_imputed_with_the_training_mean():
   stage = _plan(teacher_text="clay,soc").teacher
   values = np.array([[10.0, 1.0], [30.0, np.nan], [np.nan, 3.0]])
   params = covariate_branch.with_statistics(stage.init_params(SENSOR), values,
-                                      ("clay", "soc"), "teacher")
+                                            ("clay", "soc"), "teacher")
   np.testing.assert_allclose(params["covariates"]["standardize"]["mean"],
                              [20.0, 2.0])
   np.testing.assert_allclose(params["covariates"]["standardize"]["scale"],
@@ -98,7 +98,7 @@ def test_a_covariate_missing_in_every_training_sample_is_refused():
   with pytest.raises(errors.UserError, match=r"\['soc'\] have no value.*"
                      "teacher.*--config.data.covariates"):
     covariate_branch.with_statistics(params, np.array([[1.0, np.nan]] * 3),
-                               ("clay", "soc"), "teacher")
+                                     ("clay", "soc"), "teacher")
 
 
 def test_teacher_covariates_must_be_the_students_or_none():

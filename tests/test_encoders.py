@@ -145,17 +145,17 @@ def _model_config(**overrides):
 
 def test_bounded_head_follows_the_target_and_needs_bounds():
   teacher = from_config.build_teacher(_model_config(head='bounded'), 'enmap',
-                                VISNIR, target_transform='log1p')
+                                      VISNIR, target_transform='log1p')
   assert teacher.head.bounds == (0.05, 77.0)
   assert teacher.head.transform == 'log1p'
   soc = distill.get_config('dataset=soc,head=bounded,compare=none')
   assert soc.model.head_bounds == [] and soc.teacher.model.head == 'bounded'
   with pytest.raises(errors.UserError, match='model.head_bounds'):
     from_config.build_teacher(soc.model, 'enmap', VISNIR,
-                        target_transform='identity')
+                              target_transform='identity')
   with pytest.raises(errors.UserError, match='model.head='):
     from_config.build_teacher(_model_config(head='relu'), 'enmap', VISNIR,
-                        target_transform='log1p')
+                              target_transform='log1p')
 
 
 def test_student_projects_its_layers_to_another_teacher_width():

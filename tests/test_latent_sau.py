@@ -56,15 +56,15 @@ def test_sau_mode_follows_coverage_unless_named():
     from_config.sau_mode(config, "enmap", MIR)
   with pytest.raises(errors.UserError, match="use space=lab"):
     from_config.build_teacher(_model_config(space="sensor"), "enmap", MIR,
-                        target_transform="log1p")
+                              target_transform="log1p")
 
 
 def test_latent_student_starts_from_the_teachers_head_only():
   config = _model_config(space="lab")
   teacher = from_config.build_teacher(config, "enmap", MIR,
-                                target_transform="log1p")
+                                      target_transform="log1p")
   student = from_config.build_student(config, "enmap", MIR,
-                                target_transform="log1p")
+                                      target_transform="log1p")
   n_sat = sensors.builtin("enmap").good.size
   t_params = teacher.init(jax.random.key(0), jnp.zeros((2, MIR.size)),
                           train=False)["params"]

@@ -261,7 +261,7 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
       encoder=dict(kind='mlp', features=16, num_blocks=1, dropout=0.0,
                    head_hidden=8)))
   teacher = from_config.build_teacher(config, 'enmap', lab_grid.visnir(),
-                                target_transform='log1p')
+                                      target_transform='log1p')
   lab = _lab_batch(3)
   params = teacher.init(jax.random.key(0), lab, train=False)
   forward = from_config.forward_matrix('enmap', lab_grid.visnir())
@@ -274,7 +274,7 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
   # Its student's SAU starts from the identity: a pixel that is the
   # resampled lab spectrum gives the teacher's prediction.
   student = from_config.build_student(config, 'enmap', lab_grid.visnir(),
-                                target_transform='log1p')
+                                      target_transform='log1p')
   s_params = deepsalt.init_student_from_teacher(
       student.init(jax.random.key(1), prepared, train=False)['params'],
       params['params'])

@@ -1,4 +1,4 @@
-"""deepsalt_spectral: lab grid, SRF resampling, its inverse; tests/preprocessing."""
+"""deepsalt_spectral: lab grid, SRF resampling, its inverse; preprocessing."""
 import json
 import re
 

@@ -130,10 +130,9 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
         f"{workdir} holds stage={config.stage!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
-  ckpt = checkpoint.Checkpointer(student.params_directory(workdir))
-  params, step = ckpt.restore_params(
+  params, step = checkpoint.restore_params(
+      student.params_directories(workdir),
       student.abstract_params(config.data.sensor, mesh))
-  ckpt.close()
   logging.info("[map] restored the %s checkpoint of step %d", student.name,
                step)
   return student, params, step

@@ -1,11 +1,15 @@
 """Clear messages for what users get wrong, and nothing written on error."""
+import json
+import logging
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, delete_checkpoint_data, tiny_config
 from data_prep import datasets
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
@@ -88,6 +92,59 @@ def test_eval_and_map_refuse_a_config_that_differs_from_the_run(
                      r"target_transform: given 'identity', the run's 'log1p'"):
     mapping.map_scene(transform, workdir, reference_data / TILE, tmp_path)
   assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("train.steps", -5, "--config.train.steps=-5: use at least 1 step"),
+    ("train.batch_size", 0,
+     "--config.train.batch_size=0: use at least 1 sample"),
+    ("teacher.train.learning_rate", 0.0,
+     "--config.teacher.train.learning_rate=0.0: use a rate above 0"),
+])
+def test_config_numbers_are_checked_before_any_work(field, value, message,
+                                                     tmp_path):
+  config = tiny_config("distill", tmp_path / "tfds", "compare=none")
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_an_unwritable_workdir_is_refused_before_any_work(tmp_path,
+                                                         monkeypatch):
+  config = tiny_config("teacher", tmp_path / "tfds")
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  for workdir, message in (
+      (blocker, "is a file, not a folder"),
+      (blocker / "run", f"{blocker} is a file, so no folder can be made"),
+  ):
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(config, workdir)
+  # A read-only folder (simulated: tests may run as root, who writes anyway).
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  monkeypatch.setattr(os, "access", lambda p, mode: pathlib.Path(p) != locked)
+  with pytest.raises(ValueError, match=f"{locked} is not writable"):
+    train.train_and_evaluate(config, locked / "runs" / "run")
+  assert not list(locked.iterdir()) and not (tmp_path / "tfds").exists()
+
+
+def test_eval_falls_back_past_a_damaged_best(tiny_run, tmp_path, caplog):
+  """A damaged student/best: eval restores the newest regular checkpoint,
+  with a warning, instead of stopping."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  (best,) = (run / "student" / "best").iterdir()
+  delete_checkpoint_data(best)
+  with caplog.at_level(logging.WARNING):
+    evaluate.evaluate_checkpoints(config, run)
+  assert (f"Every step in {run / 'student' / 'best'} is damaged; restoring "
+          f"from {run / 'student' / 'checkpoints'}") in caplog.text
+  steps = json.loads((run / f"eval-{config.train.steps}.json").read_text())[
+      "checkpoint_steps"]
+  assert steps["student"] == config.train.steps
 
 
 @pytest.mark.slow

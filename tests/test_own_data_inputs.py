@@ -44,12 +44,14 @@ def _load(config):
   return datasets.load_project(config.to_dict(), config.data_dir)
 
 
-def _refused(config, tmp_path, match):
-  """The CV job refuses the project before writing anything."""
+def _refused(config, tmp_path, match, overrides=None):
+  """The CV job refuses the project before writing anything; `overrides`:
+  {'train.steps': value, ...} of the job's config."""
   from configs import own_data
   full = own_data.get_config("tiny")
   full.data = config
   full.teacher.data = config
+  full.update_from_flattened_dict(overrides or {})
   with pytest.raises(ValueError, match=match):
     cross_validation.train_and_validate(full, tmp_path / "run")
   assert not (tmp_path / "run").exists()
@@ -206,6 +208,18 @@ def test_bad_points_are_named(project, tmp_path, edit, match):
     points.loc[1, "lat"] = np.nan
   points.to_csv(project / "points.csv", index=False)
   _refused(projects.data_config(project, tmp_path / "tfds"), tmp_path, match)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train.steps", -5, "--config.train.steps=-5: use at least 1 step"),
+    ("train.batch_size", 0,
+     "--config.train.batch_size=0: use at least 1 sample"),
+    ("data.folds", 1, "--config.data.folds=1: use at least 2 folds"),
+])
+def test_config_numbers_are_checked_first(project, tmp_path, field, value,
+                                          match):
+  _refused(projects.data_config(project, tmp_path / "tfds"), tmp_path, match,
+           {field: value})
 
 
 def test_an_empty_points_file_is_named(project, tmp_path):

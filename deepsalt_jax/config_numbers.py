@@ -22,7 +22,7 @@ _TRAIN = {
     "eval_every": (lambda v: v >= 0, "0 (no selection) or more steps"),
     "checkpoint_every": (lambda v: v >= 1, "at least 1 step"),
     "keep_checkpoints": (lambda v: v >= 1, "at least 1"),
-    "grad_clip": (lambda v: v >= 0, "0 (off) or more"),
+    "grad_clip": (lambda v: v > 0, "a gradient norm above 0"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
 }
 _DATA = {

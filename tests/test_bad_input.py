@@ -157,14 +157,22 @@ def test_eval_falls_back_past_a_damaged_best(tiny_run, tmp_path, caplog):
      "dance"),
     (["--mode=eval"], "--mode=eval needs --workdir"),
     (["--mode=map", "--workdir=W"], "W/config.json not found"),
+    (["--config=configs/own_data.py", "--config.train.steps=-5",
+      "--workdir=W"], "error: --config.train.steps=-5: use at least 1 step"),
+    (["--config=configs/teacher.py:tiny", "--workdir=W/run"],
+     "W is a file, so no folder can be made under it"),
 ])
 def test_cli_errors_name_the_problem(args, message, tmp_path):
+  blocker = "--workdir=W/run" in args  # A workdir under a file.
+  if blocker:
+    (tmp_path / "W").write_text("")
   args = [a.replace("=W", f"={tmp_path / 'W'}") for a in args]
   out = _launch(*args)
   assert out.returncode != 0
   assert message in out.stderr
   assert "Traceback" not in out.stderr
-  assert not (tmp_path / "W").exists()
+  assert (tmp_path / "W").is_file() if blocker else not (
+      tmp_path / "W").exists()
 
 
 def _truncated(reference_data, path):

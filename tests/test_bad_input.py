@@ -130,6 +130,18 @@ def test_an_unwritable_workdir_is_refused_before_any_work(tmp_path,
   assert not list(locked.iterdir()) and not (tmp_path / "tfds").exists()
 
 
+def test_map_output_that_is_a_file_is_refused(tiny_run, reference_data,
+                                              tmp_path):
+  config, workdir = tiny_run
+  taken = tmp_path / "taken"
+  taken.write_text("mine")
+  for output, message in ((taken, "is a file, not a folder"),
+                          (taken / "maps", "is a file, so no folder")):
+    with pytest.raises(ValueError, match=message):
+      mapping.map_scene(config, workdir, reference_data / TILE, output)
+  assert taken.read_text() == "mine"
+
+
 def test_eval_falls_back_past_a_damaged_best(tiny_run, tmp_path, caplog):
   """A damaged student/best: eval restores the newest regular checkpoint,
   with a warning, instead of stopping."""
@@ -199,6 +211,13 @@ def test_cli_user_errors_are_one_line_and_leave_nothing(tiny_run,
                      f"--output={maps}", *extra)
     _one_clear_line(result, message)
     assert not maps.exists(), message
+  # An --output that is a file: one line, the file untouched.
+  taken = tmp_path / "taken"
+  taken.write_text("mine")
+  result = _launch("--mode=map", f"--workdir={workdir}", f"--output={taken}",
+                   f"--scene={reference_data / TILE}")
+  _one_clear_line(result, f"--output={taken} is a file, not a folder")
+  assert taken.read_text() == "mine"
   # The saved config is the one to match; the command line may not differ.
   result = _launch("--mode=eval", f"--workdir={workdir}",
                    "--config=configs/distill.py:tiny,compare=none",

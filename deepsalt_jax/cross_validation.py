@@ -34,9 +34,11 @@ from data_prep import ec_methods
 from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
+from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import metrics
 from deepsalt_jax import objectives
+from deepsalt_jax import paths
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -309,6 +311,8 @@ def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray
 def train_and_validate(config: ml_collections.ConfigDict,
                        workdir: epath.PathLike) -> dict[str, Any]:
   """Cross-validates, trains the final models; returns the CV results."""
+  config_numbers.check(config)
+  paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
   data = samples.load_data(config.data)  # Validates before any write.

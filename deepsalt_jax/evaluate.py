@@ -232,7 +232,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
 
   `config` may differ from the run's saved config only in evaluation
   options (run_config.EVAL_OPTIONS). Writes eval-<step>.json/.md/.png,
-  <step> being the last stage's restored step.
+  <step> being the student's restored step (the teacher's in a teacher
+  run).
   """
   workdir = epath.Path(workdir)
   config = run_config.for_eval(config, workdir, "eval")
@@ -246,13 +247,13 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   data = samples.load_data(config.data)
   params, steps = {}, {}
   for stage in plan.stages:
-    ckpt = checkpoint.Checkpointer(stage.params_directory(workdir))
-    params[stage.name], steps[stage.name] = ckpt.restore_params(
+    params[stage.name], steps[stage.name] = checkpoint.restore_params(
+        stage.params_directories(workdir),
         stage.abstract_params(data.sensor, mesh))
-    ckpt.close()
     logging.info("[%s] restored the checkpoint of step %d (of %d trained)",
                  stage.name, steps[stage.name], stage.config.train.steps)
-  name = f"eval-{steps[plan.stages[-1].name]}"
+  # Named for the run's model: the student (not a peer), else the teacher.
+  name = f"eval-{steps[(plan.students or (plan.teacher,))[0].name]}"
   calibrations = {s.name: calibration.load(workdir / s.name)
                   for s in plan.students}
   results = report(entries(plan, data, params, calibrations), data, config,

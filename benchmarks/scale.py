@@ -173,12 +173,12 @@ def child(task: str, size: int, work: pathlib.Path, quick: bool,
   if what == "build":
     return _build(work / f"{axis}{size}", data_dir)
   if task == "train":
-    from deepsalt_jax import input_pipeline
+    from deepsalt_jax import samples
     from deepsalt_jax import sharding
     from deepsalt_jax import stages
     from deepsalt_jax import train
     config = _project_config(work / f"library{size}", data_dir, steps)
-    data = input_pipeline.load_data(config.data)
+    data = samples.load_data(config.data)
     plan = stages.plan(config, data.lab_grid)
     train.train_plan(plan, data, work / f"train{size}",
                      sharding.make_mesh())

@@ -50,7 +50,7 @@ import numpy as np
 
 from configs import distill
 from deepsalt_jax import compilation
-from deepsalt_jax import input_pipeline
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
@@ -242,7 +242,7 @@ def measure_inference(config: ml_collections.ConfigDict, sensor: str,
 def measure_loop(config: ml_collections.ConfigDict, steps: int,
                  mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """steps/s of the student's training loop and of its jitted step."""
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   teacher = stages.plan(config, data.lab_grid).teacher
   teacher_params = teacher.init_params(data.sensor)  # Speed only.
   seconds = {}

@@ -31,10 +31,15 @@ from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import checkpoint
 from deepsalt_jax import compilation
+from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import objectives
+from deepsalt_jax import paths
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
+from deepsalt_jax import schedule
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
@@ -51,7 +56,7 @@ STEPS_PER_DISPATCH = 10
 # --- Step -------------------------------------------------------------------
 
 
-def _per_device_step(loss_fn: stages.LossFn):
+def _per_device_step(loss_fn: objectives.LossFn):
   """One step on a device's share of the batch: grads, pmean, update."""
 
   def step(state, batch, teacher_params, key):
@@ -74,14 +79,14 @@ def _data_parallel(per_device, mesh: jax.sharding.Mesh, in_specs: tuple):
                  donate_argnums=0)
 
 
-def make_train_step(loss_fn: stages.LossFn, mesh: jax.sharding.Mesh):
+def make_train_step(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
   """One jitted, data-parallel step on a sharded batch:
   (state, batch, teacher_params, key) -> (state, terms)."""
   return _data_parallel(_per_device_step(loss_fn), mesh,
                         (P(), P(sharding.AXIS), P(), P()))
 
 
-def make_train_block(loss_fn: stages.LossFn, mesh: jax.sharding.Mesh):
+def make_train_block(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
   """Jitted, data-parallel steps in one dispatch: a `lax.scan` over a block
   of steps whose batches are gathered on the devices.
 
@@ -184,12 +189,12 @@ def _block_end(step: int, tcfg: ml_collections.ConfigDict,
   host acts (log, validation, checkpoint, or STEPS_PER_DISPATCH)."""
   end = min(tcfg.steps, (step // STEPS_PER_DISPATCH + 1) * STEPS_PER_DISPATCH)
   return next(s for s in range(step + 1, end + 1) if s == end
-              or reporting.is_time(s, tcfg.log_every, tcfg.steps)
-              or reporting.is_time(s, tcfg.checkpoint_every, tcfg.steps)
+              or schedule.is_time(s, tcfg.log_every, tcfg.steps)
+              or schedule.is_time(s, tcfg.checkpoint_every, tcfg.steps)
               or selector.due(s))
 
 
-def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
+def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         streams: dict, teacher_params: Any, directory: epath.Path,
         mesh: jax.sharding.Mesh, selector: selection.Selector) -> Any:
   """Trains `params` for the stage's steps, resuming from checkpoints.
@@ -238,8 +243,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
       pending.append((first, terms))
       if sync_each_block:
         jax.block_until_ready(terms)
-      log = reporting.is_time(step, tcfg.log_every, tcfg.steps)
-      save = reporting.is_time(step, tcfg.checkpoint_every, tcfg.steps)
+      log = schedule.is_time(step, tcfg.log_every, tcfg.steps)
+      save = schedule.is_time(step, tcfg.checkpoint_every, tcfg.steps)
       stop = preemption.agreed()
       if log or save or stop:
         # Fetch before saving, so a NaN state is never checkpointed.
@@ -275,7 +280,7 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
   return selector.selected(state.params)
 
 
-def train_stage(stage: stages.Stage, data: input_pipeline.Data,
+def train_stage(stage: stages.Stage, data: samples.Data,
                 teacher: stages.Stage | None, teacher_params: Any,
                 workdir: epath.Path, mesh: jax.sharding.Mesh) -> Any:
   """Trains (or resumes, or restores when finished) one stage's params."""
@@ -290,7 +295,7 @@ def train_stage(stage: stages.Stage, data: input_pipeline.Data,
   return params
 
 
-def train_plan(plan: stages.Plan, data: input_pipeline.Data,
+def train_plan(plan: stages.Plan, data: samples.Data,
                workdir: epath.Path, mesh: jax.sharding.Mesh
                ) -> dict[str, Any]:
   """Parameters of every stage of `plan` by name: the teacher, then the
@@ -312,7 +317,7 @@ def train_plan(plan: stages.Plan, data: input_pipeline.Data,
 
 
 def _log_data(config: ml_collections.ConfigDict,
-              data: input_pipeline.Data) -> None:
+              data: samples.Data) -> None:
   counts = np.bincount(data.role[~data.test], minlength=len(roles.ROLE_NAMES))
   logging.info(
       "Data %s/%s: %d samples, held out: %s (%d samples); training part: %s",
@@ -332,13 +337,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise errors.UserError(
         "A config on your own data (configs/own_data.py) trains through "
         "cross_validation.train_and_validate, which launch.py runs.")
+  config_numbers.check(config)
+  paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
   # Each stage and peer compiles its step; a re-run loads them all.
   compilation.use_persistent_cache()
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
                jax.default_backend(), jax.process_count())
-  data = input_pipeline.load_data(config.data)  # Validates before any write.
+  data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
   run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)

@@ -48,8 +48,8 @@ from deepsalt_spectral import errors
 # The host takes over at least every this many steps (and at log,
 # validation and checkpoint steps): the steps between run in one dispatch.
 # There the processes agree on a SIGTERM (preemption; a collective with
-# several), and on CPU the loop waits for the block (see DESIGN's traps:
-# several fake CPU devices hang when many collective programs queue up).
+# several), and on CPU the loop waits for the block: several (fake) CPU
+# devices hang when many collective programs are queued without waiting.
 STEPS_PER_DISPATCH = 10
 
 
@@ -231,7 +231,7 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   writer = reporting.MetricWriter(directory)
   progress = reporting.Progress(name, start, tcfg.steps)
   pending, window = [], []  # Device terms; fetched terms since last log.
-  sync_each_block = jax.default_backend() == "cpu"  # See DESIGN: CPU traps.
+  sync_each_block = jax.default_backend() == "cpu"  # STEPS_PER_DISPATCH.
   step = start
   with _Preemption() as preemption:
     while step < tcfg.steps:

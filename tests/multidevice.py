@@ -41,7 +41,7 @@ def two_steps(plan, data, mesh, teacher_params, steps):
                           input_pipeline.block_indices(streams, 0, steps,
                                                        mesh),
                           teacher_params, key)
-  jax.block_until_ready(terms)  # See DESIGN: multi-device CPU traps.
+  jax.block_until_ready(terms)  # See train.STEPS_PER_DISPATCH.
   # The loss terms of the last step.
   return jax.device_get(state.params), jax.device_get(
       jax.tree.map(lambda t: t[-1], terms))

@@ -66,7 +66,7 @@ def test_the_spread_is_kept_where_it_ranks_the_errors_only():
   mean, target, spread = _draw(rng, 300)
   kept = calibration.fit(mean, target, groups, "log1p", spread, 10, "head")
   assert kept["difficulty"] == "head_mc"
-  assert kept["candidates"]["head_mc"]["spearman"] > 0.5
+  assert kept["candidates"]["head_mc"]["spearman"] > 0.3
   assert (kept["candidates"]["head_mc"]["interval_score"]
           < kept["candidates"]["constant"]["interval_score"])
   assert (kept["mc_samples"], kept["mc_mode"]) == (10, "head")

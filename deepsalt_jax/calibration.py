@@ -19,10 +19,8 @@ the calibration samples, so a spread near zero cannot shrink an interval to
 nothing). The one with the lowest cross-fitted interval score (Winkler,
 each calibration block's samples judged by the calibration of the other
 blocks) is kept; every candidate's score and the rank correlation of its
-difficulty with |error| are saved beside it. So that a block the
-calibration did not see gets the nominal coverage, the quantiles' level
-rises (up to `MAX_LEVEL`) until the cross-fitted coverage over the blocks
-reaches it (`level`; the nominal when it already does).
+difficulty with |error| are saved beside it, with the cross-fitted
+coverage: what a block the calibration did not see gets.
 
 The calibration is saved with the run (<student>/calibration.json, `kind`
 `KIND`); mapping writes the bounds and the exceedance probability.
@@ -46,9 +44,6 @@ NOMINAL = 0.9  # Coverage of the interval.
 # Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
 DIFFICULTIES = ("constant", "head_mc")
-# The quantile level rises by LEVEL_STEP up to MAX_LEVEL while the
-# calibration blocks' cross-fitted coverage falls short of the nominal one.
-LEVEL_STEP, MAX_LEVEL = 0.01, 0.99
 # FAO: a soil is saline from ECe 4 dS/m.
 EXCEEDANCE_THRESHOLD = 4.0
 # Reliability bins of the exceedance probability.
@@ -156,11 +151,10 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     groups = np.arange(mean.size)
   forward, _ = _transform(transform)
   error = np.abs(forward(target) - forward(mean))
-  cross_fitted = lambda difficulty, level: _cross_fitted(
-      mean, spread, target, groups, difficulty, transform, level)
   candidates = {}
   for difficulty in DIFFICULTIES if spread is not None else ("constant",):
-    lower, upper = cross_fitted(difficulty, nominal)
+    lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
+                                 transform, nominal)
     candidates[difficulty] = {
         "interval_score": float(interval_score(target, lower, upper,
                                                nominal).mean()),
@@ -168,24 +162,15 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
         "spearman": (None if difficulty == "constant" else
                      float(stats.spearmanr(spread, error)[0]))}
   best = min(candidates, key=lambda k: candidates[k]["interval_score"])
-  # A new block (region, fold) should get the nominal coverage: the level
-  # rises until the blocks' cross-fitted coverage reaches it.
-  level = nominal
-  while level < MAX_LEVEL and candidates[best]["coverage"] < nominal:
-    level = round(level + LEVEL_STEP, 6)
-    lower, upper = cross_fitted(best, level)
-    candidates[best]["coverage"] = float(np.mean((target >= lower)
-                                                 & (target <= upper)))
-  out = _fit_one(mean, spread, target, best, transform, level)
-  return {**out, "nominal": nominal, "level": level,
-          "mc_samples": mc_samples if best != "constant" else 0,
+  out = _fit_one(mean, spread, target, best, transform, nominal)
+  return {**out, "mc_samples": mc_samples if best != "constant" else 0,
           "mc_mode": mc_mode if best != "constant" else "",
           "groups": int(np.unique(groups).size),
           "candidates": candidates}
 
 
 def _cross_fitted(mean, spread, target, groups, difficulty, transform,
-                  level):
+                  nominal):
   """(lower, upper) of each sample from the calibration of the other
   groups."""
   lower, upper = np.zeros(mean.size), np.zeros(mean.size)
@@ -194,7 +179,7 @@ def _cross_fitted(mean, spread, target, groups, difficulty, transform,
     if out.all():  # A single sample: nothing to calibrate on.
       continue
     fitted = _fit_one(mean[~out], None if spread is None else spread[~out],
-                      target[~out], difficulty, transform, level)
+                      target[~out], difficulty, transform, nominal)
     lower[out], upper[out] = interval(
         fitted, mean[out], None if spread is None else spread[out])
   return lower, upper
@@ -269,13 +254,10 @@ def describe(calibration: dict[str, Any]) -> str:
           if calibration["difficulty"] == "constant" else
           f"scaled by the spread of {calibration['mc_samples']} MC-dropout "
           f"passes ({calibration['mc_mode']})")
-  raised = (f"; quantiles at {calibration['level']:.0%}, where held-out "
-            "blocks reach the nominal coverage"
-            if calibration["level"] > calibration["nominal"] else "")
   return (f"calibrated {calibration['nominal']:.0%} interval (split conformal "
           f"in {calibration['transform']} space on "
           f"{calibration['validation_samples']} samples the student did not "
-          f"train on; {what}{raised})")
+          f"train on; {what})")
 
 
 def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:

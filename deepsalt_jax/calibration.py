@@ -35,7 +35,7 @@ from etils import epath
 import numpy as np
 from scipy import stats
 
-from deepsalt_jax import losses
+from deepsalt_jax import targets
 from deepsalt_spectral import errors
 
 CALIBRATION_FILE = "calibration.json"
@@ -51,7 +51,7 @@ RELIABILITY_BINS = 10
 
 
 def _transform(name: str):
-  forward, inverse = losses.TARGET_TRANSFORMS[name]
+  forward, inverse = targets.TRANSFORMS[name]
   return (lambda v: np.asarray(forward(np.asarray(v, np.float32)), np.float64),
           lambda v: np.asarray(inverse(np.asarray(v, np.float32)),
                                np.float64))
@@ -137,7 +137,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     groups: [n] the spatial block (or fold) of each sample; candidates are
       compared by the interval score cross-fitted over them (leave one
       sample out with fewer than 2 groups).
-    transform: the target transform (losses.TARGET_TRANSFORMS).
+    transform: the target transform (targets.TRANSFORMS).
     spread: [n] MC spread in the transformed space over `mc_samples` passes
       of kind `mc_mode` (predict.predict), or None (no dropout): the
       'head_mc' candidate holds for that spread alone.

@@ -474,10 +474,15 @@ def test_mask_thresholds_when_set(tiny_run, tile, tmp_path):
 
 def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
                                                             mapped,
-                                                            tmp_path):
+                                                            tmp_path,
+                                                            caplog):
+  """mc_samples=0 means no uncertainty: bands 2-4 are nodata, and the log
+  and the bands say so."""
   config, workdir = tiny_run
   report = mapping.map_scene(config, workdir, tile, tmp_path,
                              _options(mc_samples=0))
+  assert ("--mapping.mc_samples=0: no uncertainty; bands 2-4 of each "
+          "<scene>_ec.tif are nodata") in caplog.text
   _, default = mapped
   np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif")[0],
                              _read(default / "tile_ec.tif")[0], rtol=1e-6)
@@ -486,7 +491,8 @@ def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
                   files.EC_NODATA)
   assert report["uncertainty"]["method"] is None
   with rasterio.open(tmp_path / "tile_ec.tif") as ds:
-    assert "not computed" in ds.descriptions[1]
+    assert ds.descriptions[1:] == (
+        "not computed: --mapping.mc_samples=0",) * 3
 
 
 @pytest.mark.slow

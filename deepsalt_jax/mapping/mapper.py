@@ -51,12 +51,13 @@ from data_prep import ec_methods
 from data_prep import scenes as scene_readers
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
+from deepsalt_jax import paths
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.mapping import files
@@ -90,10 +91,9 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
         f"{workdir} holds stage={config.stage!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
-  ckpt = checkpoint.Checkpointer(student.params_directory(workdir))
-  params, step = ckpt.restore_params(
+  params, step = checkpoint.restore_params(
+      student.params_directories(workdir),
       student.abstract_params(config.data.sensor, mesh))
-  ckpt.close()
   logging.info("[map] restored the %s checkpoint of step %d", student.name,
                step)
   return student, params, step
@@ -122,6 +122,9 @@ class _Mapper:
     if options.mc_samples and not self.calibration:
       logging.warning("No calibrated interval nor exceedance probability: "
                       "%s.", why)
+    if not options.mc_samples:
+      logging.warning("--mapping.mc_samples=0: no uncertainty; bands 2-4 of "
+                      "each <scene>_ec.tif are nodata.")
     self.why = why
     # Passes only for an interval scaled by the spread.
     self.mc_samples = options.mc_samples if self.calibration and (
@@ -139,7 +142,7 @@ class _Mapper:
     self.sensor = sensors.builtin(config.data.sensor)
     chunk = options.chunk_size or (
         _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
-    _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+    _, inverse = targets.TRANSFORMS[config.data.target_transform]
     self._predict = functools.partial(
         predict.predict, student.model(self.sensor.name), params,
         mesh=self.mesh, batch_size=options.batch_size, inverse=inverse,
@@ -233,7 +236,9 @@ class _Mapper:
 
         writer.commit(report, f"{name}: EC from the DeepSalt student "
                       f"({self.sensor.name}, {match.method} bands)\n"
-                      f"{self.descriptions()['upper']}")
+                      + (calibration.describe(self.calibration)
+                         if self.calibration else
+                         f"interval not computed: {self.why}"))
       except BaseException:
         writer.abort()
         raise
@@ -285,9 +290,10 @@ class _Mapper:
 
 def _mapper(config, workdir, output_dir, options) -> _Mapper:
   workdir = epath.Path(workdir)
+  output_dir = epath.Path(output_dir or workdir / "maps")
+  paths.check_writable(output_dir, "--output")
   config = run_config.for_eval(config, workdir, "map")
-  return _Mapper(config, workdir, epath.Path(output_dir or workdir / "maps"),
-                 options)
+  return _Mapper(config, workdir, output_dir, options)
 
 
 def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
@@ -356,12 +362,18 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("deepsalt mapped every scene")
   if jax.process_index() == 0:
-    reports = [r for r in (files.completed(
-        mapper.output_dir, s.stem, mapper.signature) for s in found) if r]
+    done = {s.stem: files.completed(mapper.output_dir, s.stem,
+                                    mapper.signature) for s in found}
+    reports = [r for r in done.values() if r]
+    # Another process's failures are in its log only.
+    not_mapped = {n: str(out["failed"].get(n, "failed on another process; "
+                                           "see its log"))
+                  for n, r in done.items() if not r}
     if reports:
       vrts = mosaic.write_vrts(mapper.output_dir, reports)
       out["region"] = mosaic.region_report(
-          mapper.output_dir, reports, vrts, time.perf_counter() - start_time)
+          mapper.output_dir, reports, vrts, time.perf_counter() - start_time,
+          not_mapped)
       logging.info("%sRegion: %d of %d scenes mapped; mosaic %s and %s.md in "
                    "%s", mapper.prefix, len(reports), len(found),
                    ", ".join(vrts["files"]), mosaic.REPORT,

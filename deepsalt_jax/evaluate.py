@@ -46,7 +46,7 @@ class Entry:
   params: Any
   x: np.ndarray  # Inputs of the held-out samples.
   method: str | None = None  # The model's method to apply (default call).
-  # The calibrated MC-dropout interval (calibration.fit), if there is one.
+  # The calibrated interval (calibration.fit), if there is one.
   calibration: dict[str, Any] | None = None
   covariates: np.ndarray | None = None  # Of the held-out samples, if read.
 

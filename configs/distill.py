@@ -110,7 +110,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train = common.train_config(steps=1200, batch_size=64)
   # Trained first, into <workdir>/teacher, unless it is there already.
   config.teacher = common.teacher_config(steps=1200, batch_size=128)
-  config.mapping = common.mapping_config()  # launch.py --mode=map.
   config.loss = ml_collections.ConfigDict(dict(
       regression="huber",  # Labelled pixels, and the teacher's lab spectra.
       alignment=args.get("alignment", "mmd"),

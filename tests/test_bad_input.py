@@ -10,6 +10,7 @@ from data_prep import datasets
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import mapping
+from deepsalt_jax import samples
 from deepsalt_jax import train
 
 TILE = "enmap_potsdam/enmap_potsdam_tile_192_96.tif"
@@ -53,13 +54,13 @@ def test_holding_out_every_region_is_refused(prepared_data_dir):
   _, info = datasets.load("salinity", "enmap", prepared_data_dir)
   config.data.test_regions = ",".join(info.features["region"].names)
   with pytest.raises(ValueError, match="nothing is left to train on"):
-    input_pipeline.load_data(config.data)
+    samples.load_data(config.data)
 
 
 def test_no_labelled_samples_is_refused(prepared_data_dir):
   config = tiny_config("distill", prepared_data_dir)
   config.data.labelled_fraction = 0.0
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   with pytest.raises(ValueError, match="'labelled' stream is empty"):
     input_pipeline.student_streams(data, 8, 0, True, {"labelled"})
 

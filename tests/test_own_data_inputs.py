@@ -14,11 +14,11 @@ import pytest
 import opus_files
 import projects
 from data_prep import datasets
-from data_prep import points as points_lib
 from data_prep import roles
 from data_prep import sources
 from data_prep.libraries import formats
 from data_prep.project import folds
+from data_prep.project import points as points_lib
 from deepsalt_jax import cross_validation
 from deepsalt_jax import stages
 from deepsalt_spectral import lab_grid

@@ -502,10 +502,10 @@ def test_default_masks_keep_the_simulated_training_pixels(prepared_data_dir):
   >= 99 % of the simulated satellite pixels that pass NDVI pass them all,
   every saline one (EC > 8 dS/m) included."""
   from configs import distill
-  from deepsalt_jax import input_pipeline
+  from deepsalt_jax import samples
   config = distill.get_config()
   config.data.data_dir = str(prepared_data_dir)
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   enmap = sensors.builtin("enmap")
   scene = _cube(data.satellite, enmap.good_wavelength)
   soil = indices.soil_masks(scene, indices.MaskThresholds())["soil"][0]

@@ -47,12 +47,12 @@ from data_prep import ec_methods
 from data_prep import scenes as scene_readers
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.mapping import files
@@ -125,7 +125,7 @@ class _Mapper:
     self.sensor = sensors.builtin(config.data.sensor)
     chunk = options.chunk_size or (
         _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
-    _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+    _, inverse = targets.TRANSFORMS[config.data.target_transform]
     self._predict = functools.partial(
         predict.predict, student.model(self.sensor.name), params,
         mesh=self.mesh, batch_size=options.batch_size, inverse=inverse,

@@ -77,6 +77,7 @@ def _todays_layout(saved: dict[str, Any]) -> dict[str, Any]:
   if "job" in saved:
     return saved
   saved = dict(saved)
+  saved.pop("mapping", None)  # Map options are --mapping's now.
   stage = saved.pop("stage")
   saved["job"] = ("teacher" if stage == "teacher" else
                   "cross_validation" if "project" in saved["data"] else
@@ -102,12 +103,15 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
 
 def _fill(saved: Any, defaults: Any) -> Any:
   """`saved` with the fields it lacks taken from `defaults` and those
-  `defaults` lack dropped, recursively; `compare` (variants by name) as
-  saved."""
+  `defaults` lack dropped, recursively; `compare` (the variants trained,
+  by name) as saved."""
   if not isinstance(saved, dict) or not isinstance(defaults, dict):
     return saved
-  return {**defaults, **{k: v if k == "compare" else _fill(v, defaults[k])
-                         for k, v in saved.items() if k in defaults}}
+  out = {k: _fill(saved[k], v) if k in saved else v
+         for k, v in defaults.items()}
+  if "compare" in defaults:
+    out["compare"] = saved.get("compare", {})
+  return out
 
 
 def _config_dict(tree: Any) -> Any:
@@ -136,7 +140,7 @@ def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   run is refused."""
   path = epath.Path(workdir) / CONFIG_FILE
   if path.exists():
-    diff = differences(config, json.loads(path.read_text()), RUN_OPTIONS)
+    diff = differences(config, load(workdir), RUN_OPTIONS)
     if diff:
       raise errors.UserError(
           f"{workdir} holds a run of another config; re-running resumes it, "

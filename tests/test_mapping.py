@@ -320,7 +320,6 @@ def test_eight_devices_from_the_command_line_give_the_same_map(
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   result = subprocess.run(
       [sys.executable, "launch.py", "--mode=map",
-       "--config=configs/distill.py:tiny,compare=none",
        f"--workdir={workdir}", f"--scene={tile}", f"--output={tmp_path}"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

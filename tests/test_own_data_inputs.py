@@ -47,7 +47,6 @@ def _refused(config, tmp_path, match):
   from configs import own_data
   full = own_data.get_config("tiny")
   full.data = config
-  full.teacher.data = config
   with pytest.raises(ValueError, match=match):
     cross_validation.train_and_validate(full, tmp_path / "run")
   assert not (tmp_path / "run").exists()

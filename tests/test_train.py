@@ -65,9 +65,9 @@ def test_training_learns(prepared_data_dir, tmp_path):
   A zero learning rate or a flipped gradient sign fails this test.
   """
   config = tiny_config("distill", prepared_data_dir, "compare=none")
-  for c in (config, config.teacher):
-    c.train.update(steps=150, log_every=25, warmup_steps=10,
-                   checkpoint_every=150)
+  config.train.update(steps=150, log_every=25, warmup_steps=10,
+                      checkpoint_every=150)
+  config.teacher.steps = 150
   results = train.train_and_evaluate(config, tmp_path)
   # Means over 25 steps; the student starts from the trained teacher, so
   # its loss has less to fall.

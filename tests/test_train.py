@@ -28,7 +28,7 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   results = train.train_and_evaluate(config, tmp_path)
   assert set(results) == {"teacher", "teacher (pixels)"}
   assert np.isfinite(results["teacher"]["overall"]["rmse"])
-  assert json.loads((tmp_path / "config.json").read_text())["stage"] == (
+  assert json.loads((tmp_path / "config.json").read_text())["job"] == (
       "teacher")
   lines = (tmp_path / "teacher" / "metrics.jsonl").read_text().splitlines()
   steps = [json.loads(l)["step"] for l in lines]

@@ -5,7 +5,7 @@ validation samples (`Data.validation`: labelled samples in whole spatial
 blocks held out of training) are scored by the RMSE of the transformed
 target. The best step's parameters are saved in <stage>/best with the score
 in <stage>/best.json, so a resumed run keeps selecting where it stopped, and
-evaluation and mapping restore that step (`stages.Stage.params_directory`).
+evaluation and mapping restore that step (`stages.Stage.params_directories`).
 Without validation samples the last step is kept.
 """
 from __future__ import annotations

@@ -109,12 +109,13 @@ class Stage:
     return (getattr(data, self.input)[data.validation],
             data.target[data.validation])
 
-  def params_directory(self, workdir: epath.PathLike) -> epath.Path:
-    """Where the trained parameters are: the selected step's checkpoint
-    when validation picked one (selection.py), else the last step's."""
+  def params_directories(self, workdir: epath.PathLike) -> list[epath.Path]:
+    """Where the trained parameters are, to try in order: the selected
+    step's checkpoint when validation picked one (selection.py), then the
+    last step's (`checkpoint.restore_params`)."""
     best = epath.Path(workdir) / self.name / "best"
-    return best if best.exists() else (
-        epath.Path(workdir) / self.name / "checkpoints")
+    last = epath.Path(workdir) / self.name / "checkpoints"
+    return [best, last] if best.exists() else [last]
 
   def loss_fn(self, sensor: str, teacher: Stage | None) -> objectives.LossFn:
     raise NotImplementedError

@@ -26,9 +26,11 @@ import optax
 
 from data_prep import roles
 from deepsalt_jax import checkpoint
+from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import objectives
+from deepsalt_jax import paths
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -270,6 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns the evaluation results (also written to <workdir>/results.json).
   The job of configs/teacher.py and distill.py.
   """
+  config_numbers.check(config)
+  paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),

@@ -173,9 +173,8 @@ def test_statistics_travel_with_the_checkpoint(run):
               np.nanstd(data.covariates[rows], axis=0))
   mesh = sharding.make_mesh()
   for stage in plan.stages:  # The student took the teacher's.
-    ckpt = checkpoint.Checkpointer(stage.params_directory(workdir))
-    params, _ = ckpt.restore_params(stage.abstract_params(SENSOR, mesh))
-    ckpt.close()
+    params, _ = checkpoint.restore_params(
+        stage.params_directories(workdir), stage.abstract_params(SENSOR, mesh))
     saved = params["covariates"]["standardize"]
     np.testing.assert_allclose(saved["mean"], expected[0], rtol=1e-5)
     np.testing.assert_allclose(saved["scale"], expected[1], rtol=1e-5)

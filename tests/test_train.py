@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, delete_checkpoint_data, tiny_config
 from data_prep import roles
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
@@ -213,6 +213,15 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   # Evaluation writes its own files; the training run's results stay.
   assert (tmp_path / "resumed" / "results.md").read_text() == (
       tmp_path / "full" / "results.md").read_text()
+  # A peer whose selected and last steps are damaged restores the one
+  # before; the files keep the student's step in their name.
+  for step_dir in ("plain/best/6", "plain/checkpoints/6"):
+    delete_checkpoint_data(tmp_path / "resumed" / step_dir)
+  evaluate.evaluate_checkpoints(config, tmp_path / "resumed")
+  saved = json.loads((tmp_path / "resumed" / "eval-6.json").read_text())
+  assert saved["checkpoint_steps"] == {"teacher": 6, "student": 6,
+                                       "plain": 3}
+  assert not (tmp_path / "resumed" / "eval-3.json").exists()
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep import covariate_columns
+from data_prep import csv_files
 from data_prep import ec_methods
 from data_prep import scenes
 from data_prep.libraries import formats
@@ -166,7 +167,7 @@ def _library_covariates(wanted: tuple[str, ...], kind: str,
         "covariates. Use a CSV library (or an ENVI one with a metadata "
         "CSV) holding the covariate columns, or set "
         "--config.data.covariates=''.")
-  frame = pd.read_csv(table, dtype=str, skipinitialspace=True)
+  frame = csv_files.read(table, dtype=str, skipinitialspace=True)
   ids = (id_column,) if isinstance(id_column, str) else id_column
   name = next(c for c in ids if c in frame.columns)  # read_targets found it.
   frame = frame.drop_duplicates(name)  # The first row, as read_targets.

@@ -23,6 +23,7 @@ import rasterio.crs
 import rasterio.errors
 
 from data_prep import covariate_columns
+from data_prep import csv_files
 from data_prep import ec_methods
 from data_prep.libraries import tables
 from deepsalt_spectral import errors
@@ -167,7 +168,7 @@ def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
     frame, crs = _read_geojson(path, crs)
     where = np.array([f"feature {i}" for i in range(1, len(frame) + 1)])
   else:
-    frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    frame = csv_files.read(path, dtype=str, skipinitialspace=True)
     where = np.array([f"line {i}" for i in range(2, len(frame) + 2)])
   if frame.empty:
     raise errors.UserError(f"{path} holds no points.")

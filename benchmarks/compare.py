@@ -85,6 +85,8 @@ DESCRIPTIONS = {
                 "chemometrics)",
     "coral_ridge": "CORAL (skada) aligning the resampled lab spectra to the "
                    "unlabelled pixels, then ridge regression (shallow DA)",
+    "pooled_mlp": "one MLP (scikit-learn) on the resampled lab spectra and "
+                  "the labelled pixels pooled (spiking)",
     "source_only": "the teacher: the network trained on the lab spectra "
                    "resampled forward to the nominal bands, applied to the "
                    "pixels (no target data; with space=lab, the pixels go "
@@ -251,20 +253,29 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
       "rf": lambda x, y: baselines.random_forest(
           x, y, seed=config.seed, trees=20 if tiny else 300),
       "coral_ridge": lambda x, y: baselines.coral_ridge(x, y, unlabelled),
+      "pooled_mlp": lambda x, y: baselines.pooled_mlp(
+          x, y, max_iter=20 if tiny else 300, seed=config.seed),
   }
   fitters["plsr_lab"] = fitters["plsr"]
-  # method -> (training rows, training inputs, test inputs)
+  # method -> (training rows, training inputs, test inputs); the pooled
+  # MLP's training set stacks the resampled library over the pixels, so its
+  # rows index the samples twice.
   inputs = {"plsr": (labelled, data.satellite, test["satellite"]),
             "rf": (labelled, data.satellite, test["satellite"]),
             "plsr_lab": (train_rows, source, test["satellite"]),
-            "coral_ridge": (train_rows, source, test["satellite"])}
+            "coral_ridge": (train_rows, source, test["satellite"]),
+            "pooled_mlp": (np.concatenate([train_rows, labelled]),
+                           np.concatenate([source, data.satellite]),
+                           test["satellite"])}
   groups = np.unique(test["region"]) if per_region else [None]
   out = {}
   for method in (m for m in methods if m in report.BASELINES):
     out[method] = np.full(len(test["target"]), np.nan)
     rows, x_train, x_test = inputs[method]
+    times = len(rows) // len(data.target)
+    target, region = np.tile(data.target, times), np.tile(data.region, times)
     for group in groups:
-      fit_rows = rows if group is None else rows & (data.region == group)
+      fit_rows = rows if group is None else rows & (region == group)
       predict_rows = (slice(None) if group is None
                       else test["region"] == group)
       if fit_rows.sum() < MIN_TRAIN:
@@ -272,8 +283,7 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
         logging.warning("%s: %d training samples%s (< %d): not fitted.",
                         method, fit_rows.sum(), where, MIN_TRAIN)
         continue
-      predict = fitters[method](x_train[fit_rows],
-                                forward(data.target[fit_rows]))
+      predict = fitters[method](x_train[fit_rows], forward(target[fit_rows]))
       out[method][predict_rows] = np.maximum(
           inverse(predict(x_test[predict_rows])), 0.0)
   return out

@@ -145,7 +145,7 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
   cv = json.loads((workdir / "cv.json").read_text())
   assert cv["ec_method"] == "ECe" and cv["unit"] == "ECe, dS/m"
   assert set(cv["methods"]) == {"student", "teacher (pixels)", "PLSR",
-                                "random forest"}
+                                "random forest", "pooled MLP"}
   for method in cv["methods"].values():
     assert method["overall"]["n"] == 24
     assert set(method["per_fold"]) == {"1", "2"}

@@ -7,14 +7,15 @@
       --config.data.project=<folder>      (spatial cross-validation)
   python launch.py --mode=eval --workdir=runs/distill
   python launch.py --mode=map --workdir=runs/distill --scene=SCENES \\
-      [--output=maps/] [--config.mapping.mc_samples=0]
+      [--output=maps/] [--mapping.mc_samples=0]
 
 --scene is a scene file, a folder of scene files or a text file listing
 scenes (paths or gs:// URIs, one a line). With several processes each maps
 its share of the scenes.
 
 --mode=eval and --mode=map use the run's own config (<workdir>/config.json);
-a --config given with them may differ only in evaluation/mapping options.
+a --config given with them may differ only in evaluation options. The map's
+options are --mapping.* (deepsalt_jax/mapping/options.py).
 
 A bad config value, input file or option prints one line and exits with
 status 2; --verbose (or DEEPSALT_VERBOSE=1) shows the traceback too.
@@ -110,7 +111,8 @@ def _run() -> None:
     where = workdir
   else:
     where = epath.Path(_OUTPUT.value or workdir / "maps")
-    mapping.map_scenes(_CONFIG.value, workdir, _SCENE.value, where)
+    mapping.map_scenes(_CONFIG.value, workdir, _SCENE.value, where,
+                       flags.FLAGS.mapping)
   logging.info("Done in %.0f s; outputs in %s", time.perf_counter() - start,
                where)
 
@@ -131,11 +133,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
   the innermost UserError holds the message that matters.
   """
   try:
+    # Defined here: config_flags applies a config dict's overrides (and
+    # raises on a misspelt one) when the flag is defined.
+    config_flags.DEFINE_config_dict(
+        "mapping", mapping.options.defaults(), "--mode=map: the map's "
+        "options, e.g. --mapping.mc_samples=0.", lock_config=True)
     return flags.FLAGS(argv)
-  except (flags.Error, AttributeError) as e:
-    if isinstance(e, AttributeError):  # An override of an unknown field.
-      text = str(e).strip("'").replace("\\n", " ").replace("\\'", "'")
-      e = flags.Error(f"--config override names no config field: {text}")
+  except (flags.Error, AttributeError, KeyError) as e:
+    if not isinstance(e, flags.Error):  # An override of an unknown field.
+      text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+      e = flags.Error(f"--config or --mapping override names no field: "
+                      f"{text}")
     cause, error = errors.UserError(str(e).splitlines()[0]), e
     while error is not None:
       if isinstance(error, errors.UserError):

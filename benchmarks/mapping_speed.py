@@ -41,7 +41,6 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import rasterio
 import rasterio.windows
@@ -215,8 +214,8 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()
   config = distill.get_config("compare=none")
-  today = ml_collections.ConfigDict(config.to_dict())
-  today.mapping.update(TODAY)
+  today = mapping.options.defaults()
+  today.update(TODAY)
   load = os.getloadavg()
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
@@ -227,11 +226,12 @@ def main(argv):
     model, params = save_student(config, tmp / "run")
     before = _peak_rss_mib()
     runs = {}
-    for name, cfg in (("new", config), ("today", today)):
+    for name, options in (("new", None), ("today", today)):
       if name not in _METHODS.value:
         continue
       cpu = _cpu_seconds()
-      report = mapping.map_scene(cfg, tmp / "run", scene, tmp / f"maps_{name}")
+      report = mapping.map_scene(config, tmp / "run", scene,
+                                 tmp / f"maps_{name}", options)
       runs[name] = report, _peak_rss_mib(), _cpu_seconds() - cpu
     size_mib = scene.stat().st_size / 2**20
   sample = np.resize(soil, (8192, soil.shape[1]))  # Repeated to 8192.

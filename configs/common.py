@@ -15,7 +15,6 @@ from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import losses
 from deepsalt_spectral import errors
-from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
 
 SENSORS = sensors.SENSORS
@@ -197,43 +196,6 @@ def scale_steps(train: ml_collections.ConfigDict, scale: float) -> None:
   train.update(steps=steps, log_every=min(train.log_every, steps),
                eval_every=min(train.eval_every, steps),
                warmup_steps=min(train.warmup_steps, max(1, steps // 10)))
-
-
-def mapping_config() -> ml_collections.ConfigDict:
-  """Options of `--mode=map` (deepsalt_jax/mapping.py).
-
-  The mask defaults and their sources: deepsalt_spectral/indices.py.
-  """
-  defaults = indices.MaskThresholds()
-  return ml_collections.ConfigDict(dict(
-      tile_rows=64,  # Rows read, predicted and written at a time.
-      # Pixels per global batch (rounded up to devices x chunk_size).
-      batch_size=1024,
-      # Spectra a device computes at a time; 0: auto, 64 on CPU (they stay
-      # in cache: 3x faster than 512 at once), whole batches elsewhere.
-      chunk_size=0,
-      mc_samples=10,  # MC-dropout passes for the uncertainty; 0 = none.
-      # 'head': the encoder runs once, the head's dropout is sampled (fast);
-      # 'full': every dropout layer, mc_samples network passes (slow).
-      mc_mode="head",
-      seed=0,  # Of the dropout masks.
-      # The soil-mask tests applied (comma-separated; '' = none: every pixel
-      # with finite data is mapped) and their thresholds.
-      masks=",".join(indices.TEST_THRESHOLDS),
-      ndvi_max=defaults.ndvi_max,  # Green vegetation above.
-      ndrbi_min=defaults.ndrbi_min,  # Water below.
-      ncai_max=defaults.ncai_max,  # Dry vegetation above.
-      # Any good band outside this reflectance range: not soil.
-      reflectance_min=defaults.reflectance_min,
-      reflectance_max=defaults.reflectance_max,
-      cloud_blue_min=defaults.cloud_blue_min,  # Cloud/haze test above.
-      band_tolerance_nm=2.0,  # A scene band this close is the student's.
-      min_coverage=0.9,  # Mean SRF support needed to resample the rest.
-      # A raster per covariate the student reads (data.covariates), e.g.
-      # 'clay=maps/clay.tif,soc=maps/soc.tif': resampled (bilinear) to each
-      # scene's grid; pixels where one has no data are not mapped.
-      covariate_rasters="",
-  ))
 
 
 def model_args() -> dict[str, tuple[str, ...]]:

@@ -113,7 +113,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.use_sau = True  # False: the physics SAU's fixed start alone.
   config.model.init_from_teacher = True
   config.train = common.train_config(steps=1200, batch_size=64)
-  config.mapping = common.mapping_config()  # launch.py --mode=map.
   config.loss = ml_collections.ConfigDict(dict(
       regression="huber",
       alignment=args.get("alignment", "mmd"),

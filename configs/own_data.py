@@ -99,9 +99,9 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       # this distance; unset = half a pixel's diagonal (the pixel it is in).
       pair_max_distance_m=_unset(),
       unlabelled_pixels=3000,  # Bare-soil pixels sampled over all scenes.
-      # Soil masks of points and unlabelled pixels (and, by default, of
-      # the map): water below NDRBI -0.2 (white salt crusts sit near 0),
-      # green vegetation above NDVI 0.3.
+      # Soil masks of points and unlabelled pixels: water below NDRBI -0.2
+      # (white salt crusts sit near 0), green vegetation above NDVI 0.3.
+      # Maps take --mapping.* (deepsalt_jax/mapping/options.py).
       masks=dict(ndvi_max=0.3, ndrbi_min=-0.2, ncai_max=_unset()),
       band_tolerance_nm=2.0,  # A scene band this close is the sensor's.
       min_coverage=0.9,  # SRF support needed to resample the others.
@@ -118,7 +118,7 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       # numeric columns of the points table and of the library's table (the
       # metadata CSV, or the library CSV itself), read by the student and
       # the teacher; empty cells are imputed with the training mean. Maps
-      # read them from rasters (mapping.covariate_rasters).
+      # read them from rasters (--mapping.covariate_rasters).
       covariates="",
   ))
 
@@ -138,7 +138,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = data_config(sensor)
   # One object: --config.data.project=... sets the teacher's too.
   config.teacher.data = config.data
-  config.mapping.update(config.data.masks.to_dict())
   if args.get("tiny"):
     config.data.update(unlabelled_pixels=200, folds=2)
   else:

@@ -4,11 +4,8 @@ launch.py takes it when --mode=eval or --mode=map comes without --config:
   python launch.py --mode=map --workdir=runs/distill --scene=scene.tif
 runs as
   python launch.py --mode=map --config=configs/saved.py:runs/distill ...
-so evaluation and mapping options still override as usual
-(--config.mapping.mc_samples=0). The `mapping` options are today's defaults
-(configs/common.mapping_config), not those saved with the run: they say how
-to map, not what was trained, and a run saved before an option existed
-still maps. Fields added to the configs since the run was trained (the SAU
+so evaluation options still override as usual
+(--config.train.eval_batch_size=256). Fields added to the configs since the run was trained (the SAU
 mode, covariates, the head, ...) take today's defaults, which reproduce what
 runs of that time did. Not a config to train with.
 """
@@ -18,7 +15,6 @@ from typing import Any
 
 import ml_collections
 
-from configs import common
 from configs import distill
 from configs import own_data
 from configs import teacher
@@ -57,7 +53,4 @@ def get_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config; fields added since it was trained take today's
   defaults, which train as it did (run_config.differences ignores them)."""
   saved = run_config.load(workdir)
-  config = _config_dict(_fill(saved, _defaults(saved)))
-  if "mapping" in config:
-    config.mapping = common.mapping_config()
-  return config
+  return _config_dict(_fill(saved, _defaults(saved)))

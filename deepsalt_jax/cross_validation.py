@@ -256,8 +256,7 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
   folds = sorted(set(data.fold[labelled].tolist()))
   oof, per_fold, sizes = {}, {}, {}
   student = plan.students[0]
-  with_spread = (student.config.model.encoder.dropout > 0 and
-                 student.config.mapping.mc_samples >= 2)
+  with_spread = student.config.model.encoder.dropout > 0
   spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
   for k in folds:
     fold = input_pipeline.held_out(data, data.fold == k, config.data)
@@ -284,8 +283,8 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
   return oof, per_fold, sizes, (spread if with_spread else None)
 
 
-def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
-              options: ml_collections.ConfigDict) -> dict[str, Any]:
+def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray
+              ) -> dict[str, Any]:
   """The student's calibrated interval from the out-of-fold predictions.
 
   Its coverage is cross-fitted (each fold's points judged by the interval
@@ -293,8 +292,8 @@ def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
   every fold.
   """
   mean, std = spread
-  fit = functools.partial(calibration.fit, mc_samples=options.mc_samples,
-                          mc_mode=options.mc_mode)
+  fit = functools.partial(calibration.fit, mc_samples=predict.MC_SAMPLES,
+                          mc_mode=predict.MC_MODE)
   covered = np.zeros(len(target), bool)
   for k in np.unique(fold):
     other = fold != k
@@ -329,7 +328,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   interval = None
   if spread is not None:
     interval = _interval(spread, data.target[labelled].astype(np.float64),
-                         data.fold[labelled], config.mapping)
+                         data.fold[labelled])
     if reporting.is_main_process():
       calibration.save(interval, workdir / plan.students[0].name)
   target = data.target[data.role == roles.LABELLED].astype(np.float64)

@@ -60,9 +60,8 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
   _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
   return predict.predict(model, params, x, mesh,
                          config.train.eval_batch_size, inverse,
-                         mc_samples=config.mapping.mc_samples,
-                         mc_mode=config.mapping.mc_mode,
-                         seed=config.mapping.seed, covariates=covariates)
+                         mc_samples=predict.MC_SAMPLES,
+                         mc_mode=predict.MC_MODE, covariates=covariates)
 
 
 def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
@@ -71,14 +70,13 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
   """Fits and saves the stage's interval on its validation samples (None
   without validation samples, dropout or MC passes)."""
   inputs = stage.validation_inputs(data)
-  if (inputs is None or not stage.config.model.encoder.dropout
-      or stage.config.mapping.mc_samples < 2):
+  if inputs is None or not stage.config.model.encoder.dropout:
     return None
   config = stage.config
   mean, std = spread(stage.model(config.data.sensor), params, inputs[0], mesh,
                      config, stage.covariates(data, data.validation))
-  fitted = calibration.fit(mean, std, inputs[1], config.mapping.mc_samples,
-                           config.mapping.mc_mode)
+  fitted = calibration.fit(mean, std, inputs[1], predict.MC_SAMPLES,
+                           predict.MC_MODE)
   if reporting.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
   logging.info("[%s] %.0f %% interval: %.2f MC std (%.2f x a Gaussian's), "
@@ -174,10 +172,9 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
   results = {}
   for entry in entries_:
     fitted = None
-    if entry.calibration:  # Students only: the config has mapping options.
+    if entry.calibration:  # Students only.
       fitted, why = calibration.for_spread(
-          entry.calibration, config.mapping.mc_samples,
-          config.mapping.mc_mode)
+          entry.calibration, predict.MC_SAMPLES, predict.MC_MODE)
       if not fitted:
         logging.warning("[%s] no interval coverage: %s.", entry.name, why)
     if fitted:  # The spread's mean is the deterministic prediction.

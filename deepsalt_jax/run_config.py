@@ -2,10 +2,11 @@
 
 `save` writes <workdir>/config.json and the dataset's lab grid
 (<workdir>/lab_grid.json: it sizes the networks) when a run starts and
-refuses a workdir that holds another run. Evaluation and mapping `load` it and accept a
-command-line config only where it agrees with the run's; they may change
-how they run (batch sizes, MC samples, masks, where the data lives), never
-what was trained or which samples are held out.
+refuses a workdir that holds another run. Evaluation and mapping `load` it
+and accept a command-line config only where it agrees with the run's; they
+may change how they run (batch sizes, where the data lives), never what was
+trained or which samples are held out. A map's own options are not part of
+the run's config (deepsalt_jax/mapping/options.py).
 """
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ LAB_GRID_FILE = "lab_grid.json"
 # Fields (dotted prefixes, in the config or its `teacher`) that say how a run
 # is carried out, not what it learns: a re-run, an evaluation or a map may
 # change them.
-RUN_OPTIONS = ("mapping", "data.data_dir", "train.eval_batch_size",
+RUN_OPTIONS = ("data.data_dir", "train.eval_batch_size",
                "train.log_every", "train.checkpoint_every",
                "train.keep_checkpoints",
                # Variants train in folders of their own: a re-run may add some.
                "compare")
 # What evaluation and mapping may change: RUN_OPTIONS less those that only
 # matter while training.
-EVAL_OPTIONS = ("mapping", "data.data_dir", "train.eval_batch_size")
+EVAL_OPTIONS = ("data.data_dir", "train.eval_batch_size")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -123,8 +123,8 @@ def test_cli_user_errors_are_one_line_and_leave_nothing(tiny_run,
   _, workdir = tiny_run
   maps = tmp_path / "maps"
   cases = [
-      (["--config.mapping.batch_size=0", f"--scene={reference_data / TILE}"],
-       "--config.mapping.batch_size=0: use at least 1 pixel"),
+      (["--mapping.batch_size=0", f"--scene={reference_data / TILE}"],
+       "--mapping.batch_size=0: use at least 1 pixel"),
       ([f"--scene={tmp_path / 'missing.tif'}"], "missing.tif does not exist"),
       ([f"--scene={_truncated(reference_data, tmp_path / 'cut.tif')}"],
        "truncated or damaged"),

@@ -5,6 +5,7 @@ import pathlib
 import pytest
 
 from configs import distill
+from configs import own_data
 from deepsalt_spectral import lab_grid
 
 CONFIG_FILES = sorted(p.stem for p in pathlib.Path("configs").glob("*.py")
@@ -67,7 +68,10 @@ def test_saved_config_reads_a_run_back_with_settable_placeholders(tmp_path):
   loaded = saved.get_config(str(tmp_path))
   assert loaded.to_dict() == config.to_dict()
   assert not run_config.differences(loaded, config.to_dict(), ())
-  loaded.mapping.ndrbi_min = 0.1  # A float placeholder, not a None.
+  own = own_data.get_config("tiny")
+  run_config.save(own, tmp_path / "own", lab_grid.visnir())
+  # A float placeholder, not a None.
+  saved.get_config(str(tmp_path / "own")).data.masks.ncai_max = 0.1
   with pytest.raises(ValueError, match="not found"):
     saved.get_config(str(tmp_path / "elsewhere"))
 

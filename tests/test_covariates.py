@@ -2,7 +2,6 @@
 own-data project trained with them, and maps reading them from rasters."""
 import json
 
-import ml_collections
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,13 +12,13 @@ import projects
 from configs import distill
 from configs import own_data
 from deepsalt_jax import checkpoint
-from deepsalt_jax import covariate_rasters
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import mapping
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
+from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.models import build
 from deepsalt_jax.models import covariates
 from deepsalt_spectral import errors
@@ -197,9 +196,9 @@ def _write_raster(path, values, crs, transform, nodata=None):
 
 
 def _map(config, workdir, scene, out, rasters):
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.mapping.covariate_rasters = rasters
-  return mapping.map_scene(config, workdir, scene, out)
+  options = mapping.options.defaults()
+  options.covariate_rasters = rasters
+  return mapping.map_scene(config, workdir, scene, out, options)
 
 
 def test_a_raster_on_another_grid_is_resampled_to_the_scenes(tmp_path):

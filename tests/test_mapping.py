@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 import rasterio
@@ -15,10 +14,10 @@ from conftest import REPO, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import calibration
-from deepsalt_jax import map_files
-from deepsalt_jax import map_stats
 from deepsalt_jax import mapping
 from deepsalt_jax import train
+from deepsalt_jax.mapping import files
+from deepsalt_jax.mapping import stats
 from deepsalt_spectral import bands
 from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
@@ -59,15 +58,15 @@ def mapped(tiny_run, tile, tmp_path_factory):
   return mapping.map_scene(config, workdir, tile, out), out
 
 
-def _with_options(config, **options):
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.mapping.update(options)
-  return config
+def _options(**values):
+  options = mapping.options.defaults()
+  options.update(values)
+  return options
 
 
 def test_salinity_classes_known_answers():
   ec = np.array([0.0, 1.99, 2.0, 3.9, 4.0, 8.0, 15.9, 16.0, 100.0, np.nan])
-  np.testing.assert_array_equal(map_stats.salinity_class(ec, 255),
+  np.testing.assert_array_equal(stats.salinity_class(ec, 255),
                                 [0, 0, 1, 1, 2, 3, 3, 4, 4, 255])
 
 
@@ -82,27 +81,20 @@ def test_ncai_known_answer():
                              rtol=1e-6)
 
 
-def test_mapping_options_come_from_config_mapping():
-  config = distill.get_config("tiny")
-  assert mapping.mapping_options(config).ndvi_max == 0.3
-  config.mapping.ndvi_max = 0.5
-  assert mapping.mapping_options(config).ndvi_max == 0.5
-  config.mapping.mc_samples = 1
-  with pytest.raises(ValueError, match="mc_samples=1"):
-    mapping.mapping_options(config)
-  config.mapping.update(mc_samples=10, mc_mode="half")
+def test_mapping_options_are_checked():
+  check = mapping.options.check
+  assert check(None).ndvi_max == 0.3
+  assert check(_options(ndvi_max=0.5)).ndvi_max == 0.5
+  with pytest.raises(ValueError, match="--mapping.mc_samples=1"):
+    check(_options(mc_samples=1))
   with pytest.raises(ValueError, match="mc_mode='half': use full or head"):
-    mapping.mapping_options(config)
-  config.mapping.update(mc_mode="head", masks="water, cloud_haze")
-  assert mapping.thresholds(config.mapping) == indices.MaskThresholds(
+    check(_options(mc_mode="half"))
+  options = check(_options(masks="water, cloud_haze"))
+  assert mapping.options.thresholds(options) == indices.MaskThresholds(
       ndvi_max=None, ncai_max=None, reflectance_min=None,
       reflectance_max=None, ndrbi_min=0.0, cloud_blue_min=0.15)
-  config.mapping.masks = "water,clouds"
   with pytest.raises(ValueError, match=r"unknown \['clouds'\]"):
-    mapping.mapping_options(config)
-  del config["mapping"]
-  with pytest.raises(ValueError, match="no `mapping` entry"):
-    mapping.mapping_options(config)
+    check(_options(masks="water,clouds"))
 
 
 def test_match_bands(reference_data):
@@ -151,7 +143,7 @@ def test_geotiff_rows_equal_the_whole_scene(reference_data):
 
 def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   report, out = mapped
-  names = map_files.output_names("tile")
+  names = files.output_names("tile")
   assert sorted(p.name for p in out.iterdir()) == sorted(names.values())
   with rasterio.open(tile) as src:
     crs, transform = src.crs, src.transform
@@ -162,7 +154,7 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
     with rasterio.open(out / names[kind]) as ds:
       assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
       assert ds.profile["tiled"] and ds.block_shapes[0] == (
-          map_files.COG_BLOCK, map_files.COG_BLOCK)
+          files.COG_BLOCK, files.COG_BLOCK)
   masks = {n: _read(out / names["masks"], i)[0].astype(bool)
            for i, n in enumerate(indices.MASK_NAMES, start=1)}
   expected_nodata = np.zeros(ec.shape, bool)
@@ -189,7 +181,7 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
                                                             names["class"])
   assert (class_crs, class_transform, class_nodata) == (crs, transform, 255)
   np.testing.assert_array_equal(
-      classes, map_stats.salinity_class(np.where(valid, ec, np.nan), 255))
+      classes, stats.salinity_class(np.where(valid, ec, np.nan), 255))
   with rasterio.open(out / names["ec"]) as ds:
     assert "head alone" in ds.descriptions[1]
     assert ds.tags(1)["ec_method"] == "ECe"
@@ -206,10 +198,10 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   ec_soil = ec[valid]
   assert saved["ec_dS_per_m"]["mean"] == pytest.approx(ec_soil.mean(),
                                                        rel=1e-5)
-  for p in map_stats.PERCENTILES:  # To the histogram's resolution.
+  for p in stats.PERCENTILES:  # To the histogram's resolution.
     assert saved["ec_dS_per_m"][f"p{p}"] == pytest.approx(
         np.percentile(ec_soil, p, method="inverted_cdf"),
-        rel=map_stats.HIST_RATIO - 1)
+        rel=stats.HIST_RATIO - 1)
   assert saved["soil_fraction_of_valid"] == pytest.approx(
       valid.sum() / (~expected_nodata).sum())
   assert (out / names["quicklook"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -266,7 +258,7 @@ def test_implausible_nan_and_cloudy_pixels_are_masked_and_counted(
   for (r, c), name in (((r0, c0), "out_of_range"), ((r1, c1), "non_finite"),
                        ((r2, c2), "cloud_haze")):
     assert masks[name][r, c] == 1 and masks["soil"][r, c] == 0, name
-    assert ec[r, c] == map_files.EC_NODATA, name
+    assert ec[r, c] == files.EC_NODATA, name
   # The flat 3.0 pixel is also white and bright: a cloud too.
   assert [report["pixels"][n] for n in (
       "out_of_range", "non_finite", "cloud_haze")] == [1, 1, 2]
@@ -282,8 +274,8 @@ def test_tiling_and_batching_do_not_change_the_map(tiny_run, tile, mapped,
                                                    tmp_path):
   """Blocks of 7 rows, batches of 64 px == one block, one batch (mapped)."""
   config, workdir = tiny_run
-  mapping.map_scene(_with_options(config, tile_rows=7, batch_size=64),
-                    workdir, tile, tmp_path)
+  mapping.map_scene(config, workdir, tile, tmp_path,
+                    _options(tile_rows=7, batch_size=64))
   _, whole = mapped
   for band in (1, 2):
     np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif", band)[0],
@@ -314,8 +306,8 @@ def test_uncertainty_band_is_the_calibrated_interval_of_the_run(
       _read(whole / "tile_ec.tif", 2)[0][~raw.mask],
       fitted["multiplier"] * raw.compressed(), rtol=1e-5)
   # Full MC dropout is another spread: the head's multiplier is not used.
-  full = mapping.map_scene(_with_options(config, mc_mode="full"), workdir,
-                           tile, tmp_path / "full")
+  full = mapping.map_scene(config, workdir, tile, tmp_path / "full",
+                           _options(mc_mode="full"))
   assert full["uncertainty"]["calibration"] is None
 
 
@@ -407,13 +399,13 @@ def test_failure_midway_leaves_no_partial_file(tiny_run, tile, tmp_path,
     written.append(start)
     return write(self, start, *args)
 
-  write = map_files.MapWriter.write
+  write = files.MapWriter.write
   monkeypatch.setattr(geotiff.GeoTiffRows, "read", failing_read)
-  monkeypatch.setattr(map_files.MapWriter, "write", counting_write)
+  monkeypatch.setattr(files.MapWriter, "write", counting_write)
   config, workdir = tiny_run
   out = tmp_path / "maps"
   with pytest.raises(OSError, match="read error"):
-    mapping.map_scene(_with_options(config, tile_rows=7), workdir, tile, out)
+    mapping.map_scene(config, workdir, tile, out, _options(tile_rows=7))
   assert written == [0, 7]
   assert not out.exists()  # Nor the folder the run made.
 
@@ -437,8 +429,8 @@ def test_mask_thresholds_when_set(tiny_run, tile, tmp_path):
   valid = ~scene.nodata & np.isfinite(ndrbi) & np.isfinite(ncai)
   water_t = float(np.quantile(ndrbi[valid], 0.2))
   dry_t = float(np.quantile(ncai[valid], 0.8))
-  mapping.map_scene(_with_options(config, ndrbi_min=water_t, ncai_max=dry_t),
-                    workdir, tile, tmp_path)
+  mapping.map_scene(config, workdir, tile, tmp_path,
+                    _options(ndrbi_min=water_t, ncai_max=dry_t))
   masks = {n: _read(tmp_path / "tile_masks.tif", i)[0].astype(bool)
            for i, n in enumerate(indices.MASK_NAMES, start=1)}
   with np.errstate(invalid="ignore"):  # NaN: not flagged (but 'dark').
@@ -450,20 +442,20 @@ def test_mask_thresholds_when_set(tiny_run, tile, tmp_path):
   assert not (masks["soil"] & (masks["water"] | masks["dry_vegetation"]
                                | masks["green_vegetation"])).any()
   ec = _read(tmp_path / "tile_ec.tif")[0]
-  np.testing.assert_array_equal(ec != map_files.EC_NODATA, masks["soil"])
+  np.testing.assert_array_equal(ec != files.EC_NODATA, masks["soil"])
 
 
 def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
                                                             mapped,
                                                             tmp_path):
   config, workdir = tiny_run
-  report = mapping.map_scene(_with_options(config, mc_samples=0), workdir,
-                             tile, tmp_path)
+  report = mapping.map_scene(config, workdir, tile, tmp_path,
+                             _options(mc_samples=0))
   _, default = mapped
   np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif")[0],
                              _read(default / "tile_ec.tif")[0], rtol=1e-6)
   std = _read(tmp_path / "tile_ec.tif", 2)[0]
-  assert np.all(std == map_files.EC_NODATA)
+  assert np.all(std == files.EC_NODATA)
   assert report["uncertainty"]["method"] is None
   with rasterio.open(tmp_path / "tile_ec.tif") as ds:
     assert "not computed" in ds.descriptions[1]
@@ -479,4 +471,4 @@ def test_student_without_dropout_maps_without_uncertainty(
   assert report["uncertainty"]["samples"] == 0
   assert "no MC-dropout uncertainty" in caplog.text
   assert np.all(_read(tmp_path / "maps" / "tile_ec.tif", 2)[0]
-                == map_files.EC_NODATA)
+                == files.EC_NODATA)

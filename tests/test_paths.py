@@ -15,10 +15,10 @@ import pytest
 
 from configs import distill
 from deepsalt_jax import evaluate
-from deepsalt_jax import map_files
 from deepsalt_jax import paths
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax.mapping import files
 from deepsalt_spectral import indices
 from deepsalt_spectral import lab_grid
 
@@ -52,7 +52,7 @@ def _write_outputs(root: epath.Path) -> None:
   evaluate.parity_plot(root / "parity.png", {"student": {
       "target": y, "pred": y + 0.1,
       "overall": {"r2": 0.9, "rmse": 0.1}}}, "dS/m")
-  maps = map_files.MapWriter(root / "maps", "scene", (4, 5), None, None,
+  maps = files.MapWriter(root / "maps", "scene", (4, 5), None, None,
                              "EC std (dS/m)")
   ec = np.full((4, 5), 3.0, np.float32)
   masks = {name: np.zeros((4, 5), bool) for name in indices.MASK_NAMES}
@@ -73,7 +73,7 @@ def test_writers_deliver_every_file(where, bucket, tmp_path):
   assert list((root / "student" / "tensorboard").iterdir())
   assert (root / "parity.png").read_bytes()[:4] == b"\x89PNG"
   names = sorted(p.name for p in (root / "maps").iterdir())
-  assert names == sorted(map_files.output_names("scene").values())
+  assert names == sorted(files.output_names("scene").values())
   report = json.loads((root / "maps" / "scene_report.json").read_text())
   assert report["outputs"]["ec"] == str(root / "maps" / "scene_ec.tif")
 

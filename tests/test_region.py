@@ -11,10 +11,10 @@ import rasterio
 from rasterio.transform import from_origin
 
 from conftest import run_processes
-from deepsalt_jax import map_files
 from deepsalt_jax import mapping
-from deepsalt_jax import mosaic
-from deepsalt_jax import scene_list
+from deepsalt_jax.mapping import files
+from deepsalt_jax.mapping import mosaic
+from deepsalt_jax.mapping import scenes
 from deepsalt_spectral import indices
 
 TILES = ("enmap_potsdam_tile_192_96", "enmap_potsdam_tile_160_96",
@@ -35,31 +35,31 @@ def test_scene_lists(tmp_path):
     (tmp_path / name).write_text("")
   (tmp_path / "sub").mkdir()
   (tmp_path / "sub" / "d.tif").write_text("")
-  found = scene_list.list_scenes(tmp_path)
+  found = scenes.list_scenes(tmp_path)
   assert [p.name for p in found] == ["a.tif", "b.hdr", "c.TIF"]
   listing = tmp_path / "scenes.txt"
   listing.write_text(f"# region\nsub/d.tif\n\n{tmp_path / 'a.tif'}  # abs\n")
-  assert scene_list.list_scenes(listing) == [tmp_path / "sub" / "d.tif",
+  assert scenes.list_scenes(listing) == [tmp_path / "sub" / "d.tif",
                                               tmp_path / "a.tif"]
-  assert scene_list.list_scenes(tmp_path / "a.tif") == [tmp_path / "a.tif"]
+  assert scenes.list_scenes(tmp_path / "a.tif") == [tmp_path / "a.tif"]
   listing.write_text("a.tif\nmissing.tif\n")
   with pytest.raises(ValueError, match="1 scenes that do not exist: .*"
                      "missing.tif"):
-    scene_list.list_scenes(listing)
+    scenes.list_scenes(listing)
   listing.write_text("a.tif\nsub/../a.tif\n")
   with pytest.raises(ValueError, match="share the name 'a'"):
-    scene_list.list_scenes(listing)
+    scenes.list_scenes(listing)
   with pytest.raises(ValueError, match="nothing does not exist"):
-    scene_list.list_scenes(tmp_path / "nothing")
+    scenes.list_scenes(tmp_path / "nothing")
   # Every scene goes to exactly one of 3 processes, by position.
   names = [f"s{i}" for i in range(8)]
-  shares = [scene_list.share(names, p, 3) for p in range(3)]
+  shares = [scenes.share(names, p, 3) for p in range(3)]
   assert sorted(sum(shares, [])) == names and shares[1] == ["s1", "s4", "s7"]
 
 
 def _write_map(folder, name, transform, crs, value):
   """A 600 x 500 map of constant EC `value`, nodata on its first row."""
-  writer = map_files.MapWriter(folder, name, (600, 500), crs, transform,
+  writer = files.MapWriter(folder, name, (600, 500), crs, transform,
                                "EC std (dS/m)")
   ec = np.full((600, 500), value, np.float32)
   ec[0] = np.nan
@@ -97,12 +97,12 @@ def test_cogs_and_mosaic_vrts(tmp_path):
     assert ds.crs.to_epsg() == 32633 and ds.transform.c == 300000
     ec = ds.read(1)
     std = ds.read(2)
-  assert ec[0, 0] == map_files.EC_NODATA  # a's nodata row.
+  assert ec[0, 0] == files.EC_NODATA  # a's nodata row.
   assert ec[1, 0] == 1.0 and ec[400, 300] == 5.0  # b wins the overlap.
   assert ec[333, 250] == 1.0  # b's nodata row leaves a's pixels.
-  assert ec[700, 100] == map_files.EC_NODATA  # Neither scene.
-  np.testing.assert_allclose(std[ec != map_files.EC_NODATA],
-                             ec[ec != map_files.EC_NODATA] / 10)
+  assert ec[700, 100] == files.EC_NODATA  # Neither scene.
+  np.testing.assert_allclose(std[ec != files.EC_NODATA],
+                             ec[ec != files.EC_NODATA] / 10)
   with rasterio.open(tmp_path / "mosaic_class_EPSG_32633.vrt") as ds:
     assert ds.read(1)[400, 300] == 2  # 5 dS/m: moderately saline.
     assert ds.colormap(1)[2][:3] == (254, 224, 139)
@@ -117,9 +117,9 @@ def _files(folder):
 def test_region_run_maps_every_scene_and_a_rerun_finishes_the_rest(
     tiny_run, reference_data, tmp_path):
   config, workdir = tiny_run
-  scenes = _scenes(reference_data, tmp_path / "scenes", 3)
+  folder = _scenes(reference_data, tmp_path / "scenes", 3)
   out = tmp_path / "maps"
-  first = mapping.map_scenes(config, workdir, scenes, out)
+  first = mapping.map_scenes(config, workdir, folder, out)
   assert sorted(first["mapped"]) == sorted(TILES[:3]) and not first["skipped"]
   region = json.loads((out / "region_report.json").read_text())
   assert region == json.loads(json.dumps(first["region"]))
@@ -144,7 +144,7 @@ def test_region_run_maps_every_scene_and_a_rerun_finishes_the_rest(
   # partial file is left. The re-run maps that scene alone, the same again.
   (out / f"{TILES[1]}_report.json").unlink()
   (out / f".{TILES[1]}_ec.tif.partial").write_bytes(b"half")
-  second = mapping.map_scenes(config, workdir, scenes, out)
+  second = mapping.map_scenes(config, workdir, folder, out)
   assert second["mapped"] == [TILES[1]]
   assert sorted(second["skipped"]) == sorted([TILES[0], TILES[2]])
   after = _files(out)
@@ -154,8 +154,8 @@ def test_region_run_maps_every_scene_and_a_rerun_finishes_the_rest(
   # Maps made with other options (another signature) are not complete.
   signature = json.loads((out / f"{TILES[0]}_report.json").read_text())[
       "signature"]
-  assert map_files.completed(out, TILES[0], signature)
-  assert map_files.completed(out, TILES[0], "other options") is None
+  assert files.completed(out, TILES[0], signature)
+  assert files.completed(out, TILES[0], "other options") is None
 
 
 @pytest.mark.slow
@@ -165,7 +165,7 @@ def test_two_processes_map_each_scene_once_as_one_process_does(
   over a list of 4 scenes: each scene is mapped by exactly one process and
   equals the single-process map."""
   config, workdir = tiny_run
-  scenes = _scenes(reference_data, tmp_path / "scenes", 4)
+  folder = _scenes(reference_data, tmp_path / "scenes", 4)
   listing = tmp_path / "region.txt"
   listing.write_text("\n".join(f"scenes/{t}.tif" for t in TILES) + "\n")
   port = portpicker.pick_unused_port()
@@ -183,7 +183,7 @@ def test_two_processes_map_each_scene_once_as_one_process_does(
   region = json.loads((tmp_path / "two" / "region_report.json").read_text())
   assert {n: s["process"] for n, s in region["per_scene"].items()} == {
       TILES[0]: 0, TILES[1]: 1, TILES[2]: 0, TILES[3]: 1}
-  mapping.map_scenes(config, workdir, scenes, tmp_path / "one")
+  mapping.map_scenes(config, workdir, folder, tmp_path / "one")
   for name in TILES:
     for kind in ("ec", "class", "masks"):
       with rasterio.open(tmp_path / "two" / f"{name}_{kind}.tif") as two, \

@@ -13,7 +13,8 @@ from deepsalt_spectral import errors
 PathLike = Union[str, pathlib.Path]
 
 # A folder's files with these suffixes are scenes (ENVI by its header).
-SCENE_SUFFIXES = (".tif", ".tiff", ".hdr", ".he5", ".nc")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+SCENE_SUFFIXES = (*GEOTIFF_SUFFIXES, ".hdr", ".he5", ".nc")
 FORMATS = ("GeoTIFF (.tif, .tiff; EnMAP L2A)", "ENVI (.hdr + raw data)",
            "PRISMA L2 (.he5)", "EMIT L2A (.nc)")
 
@@ -28,6 +29,10 @@ def _hdf5_kind(path: pathlib.Path) -> str:
   raise errors.UserError(f"{path} is HDF5 but neither a PRISMA L2 product "
                          "(HDFEOS/SWATHS) nor an EMIT L2A reflectance file "
                          "(reflectance + sensor_band_parameters).")
+
+
+def is_geotiff(path: pathlib.Path) -> bool:
+  return path.suffix.lower() in GEOTIFF_SUFFIXES
 
 
 def read_scene(path: PathLike, **kwargs) -> scene_lib.Scene:
@@ -45,10 +50,9 @@ def read_scene(path: PathLike, **kwargs) -> scene_lib.Scene:
   path = pathlib.Path(path)
   if not path.exists():
     raise errors.UserError(f"Scene file {path} does not exist.")
-  suffix = path.suffix.lower()
-  if suffix in (".tif", ".tiff"):
+  if is_geotiff(path):
     return geotiff.read_geotiff(path, **kwargs)
-  if suffix == ".hdr" or path.with_suffix(".hdr").is_file() or pathlib.Path(
+  if path.suffix.lower() == ".hdr" or path.with_suffix(".hdr").is_file() or pathlib.Path(
       str(path) + ".hdr").is_file():
     return envi.read_envi(path, **kwargs)
   if h5py.is_hdf5(path):

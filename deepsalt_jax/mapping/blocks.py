@@ -1,8 +1,7 @@
 """A scene streamed through the mapper block by block, reading ahead.
 
-`open_rows` gives any scene as blocks of rows (a GeoTIFF window by window,
-so memory stays bounded for a full EnMAP scene; other formats in memory).
-`stream` reads, masks and band-matches the next block in a thread while the
+`stream` takes a scene as blocks of rows (`data_prep.scenes.open_rows`)
+and reads, masks and band-matches the next block in a thread while the
 devices predict the current one, and writes the last one in another thread,
 so reading and writing overlap with compute.
 """
@@ -10,54 +9,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import pathlib
 import time
 from typing import Callable
 
 from absl import logging
-import affine
 import numpy as np
 
-from data_prep import scenes
-from data_prep.scenes import geotiff
-from deepsalt_jax import covariate_rasters
-from deepsalt_jax import map_stats
+from deepsalt_jax.mapping import covariate_rasters
+from deepsalt_jax.mapping import stats
 from deepsalt_spectral import bands
 from deepsalt_spectral import indices
-
-
-class _SceneRows:
-  """An in-memory Scene with `geotiff.GeoTiffRows`'s interface."""
-
-  def __init__(self, scene: scenes.Scene):
-    self._scene = scene
-    for name in ("name", "shape", "wavelength", "fwhm", "bad", "crs",
-                 "transform"):
-      setattr(self, name, getattr(scene, name))
-
-  def read(self, start: int, stop: int) -> scenes.Scene | None:
-    nodata = self._scene.nodata[start:stop]
-    non_finite = self._scene.non_finite[start:stop]
-    if nodata.all() and not non_finite.any():
-      return None
-    return dataclasses.replace(
-        self._scene, reflectance=self._scene.reflectance[:, start:stop],
-        nodata=nodata, non_finite=non_finite,
-        transform=None if self.transform is None else
-        self.transform @ affine.Affine.translation(0, start))
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    pass
-
-
-def open_rows(path: pathlib.Path):
-  """The scene as blocks of rows: GeoTIFFs lazily, other formats in memory."""
-  if path.suffix.lower() in (".tif", ".tiff"):
-    return geotiff.GeoTiffRows(path)
-  return _SceneRows(scenes.read_scene(path))
 
 
 @dataclasses.dataclass
@@ -115,7 +76,7 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
 def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
            predict_fn: Callable[..., tuple[np.ndarray, np.ndarray]],
            write_fn: Callable[..., None] | None, tile_rows: int,
-           tally: map_stats.Tally, log_prefix: str,
+           tally: stats.Tally, log_prefix: str,
            covariates: Callable[[int, int], np.ndarray] | None = None
            ) -> dict[str, float]:
   """Maps the scene block by block; returns seconds spent per stage.
@@ -154,7 +115,7 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
         ec[block.rows, block.cols], std[block.rows, block.cols] = timed(
             "predict", predict_fn, block.x, index.astype(np.int32),
             block.covariates)
-      area = map_stats.pixel_area_m2(rows.crs, rows.transform, block.start,
+      area = stats.pixel_area_m2(rows.crs, rows.transform, block.start,
                                      block.stop, n_cols)
       tally.add(block.masks, ec, std, area)
       if write_fn is not None:

@@ -3,10 +3,10 @@
   python launch.py --mode=map --workdir=runs/x --scene=SCENES [--output=maps/]
 
 SCENES is a scene file, a folder of them or a text file listing them (paths
-or gs:// URIs; `scene_list`). `map_scenes` restores the student once; each
+or gs:// URIs; `scenes`). `map_scenes` restores the student once; each
 process maps its share of the scenes (every n-th, by process index) on a
 mesh of its own devices, which split each batch. Per scene it streams the
-rows in blocks (`map_stream`), keeps the plausible soil pixels
+rows in blocks (`blocks`), keeps the plausible soil pixels
 (`deepsalt_spectral.indices.soil_masks`: NaN, out-of-range, cloud/haze,
 water by NDRBI, green vegetation by NDVI, dry vegetation by nCAI), brings
 the scene's bands to the student's sensor and predicts EC with one jitted
@@ -15,13 +15,13 @@ function. The uncertainty is the standard deviation of EC over
 (`mc_mode='head'`: the encoder runs once), or of the whole network
 (`'full'`, ~`mc_samples` x the cost). Each pixel's dropout masks come from a
 key folded with its index in the scene, so the map depends neither on the
-tiling, the batching nor the process that made it. Files: `map_files`
+tiling, the batching nor the process that made it. Files: `files`
 (COGs, written atomically: a scene whose report is there is skipped on a
 re-run); when all processes are done, process 0 writes the mosaic and the
 region report (`mosaic`). A student that reads covariates gets them per
-pixel from the rasters of `mapping.covariate_rasters`, warped to each
+pixel from the rasters of the `covariate_rasters` option, warped to each
 scene's grid (`covariate_rasters`); a raster missing is refused before any
-map is written.
+map is written. The options: `options`.
 """
 from __future__ import annotations
 
@@ -44,23 +44,24 @@ import rasterio
 
 from data_prep import datasets
 from data_prep import ec_methods
+from data_prep import scenes as scene_readers
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
-from deepsalt_jax import covariate_rasters
 from deepsalt_jax import losses
-from deepsalt_jax import map_files
-from deepsalt_jax import map_stats
-from deepsalt_jax import map_stream
 from deepsalt_jax import metrics
-from deepsalt_jax import mosaic
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
-from deepsalt_jax import scene_list
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax.mapping import blocks
+from deepsalt_jax.mapping import covariate_rasters
+from deepsalt_jax.mapping import files
+from deepsalt_jax.mapping import mosaic
+from deepsalt_jax.mapping import options as options_lib
+from deepsalt_jax.mapping import scenes
+from deepsalt_jax.mapping import stats
 from deepsalt_spectral import bands
 from deepsalt_spectral import errors
-from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
 
 _GDAL_CACHE_BYTES = 64 * 2**20
@@ -70,51 +71,6 @@ _CPU_CHUNK = 64
 # Options that change how fast a map is made, not the map (tests/
 # test_mapping.py: tiling and batching do not change it).
 _SPEED_OPTIONS = ("tile_rows", "batch_size", "chunk_size")
-
-
-def mapping_options(config: ml_collections.ConfigDict
-                    ) -> ml_collections.ConfigDict:
-  """The config's `mapping` entry (configs/common.mapping_config), checked."""
-  if "mapping" not in config:
-    raise errors.UserError("The config has no `mapping` entry: map with a "
-                           "student run (configs/distill.py).")
-  options = config.mapping
-  low, high = options.reflectance_min, options.reflectance_max
-  checks = (
-      ("tile_rows", options.tile_rows >= 1, "at least 1 row"),
-      ("batch_size", options.batch_size >= 1, "at least 1 pixel"),
-      ("chunk_size", options.chunk_size >= 0,
-       "0 (auto) or a positive number of spectra"),
-      ("mc_samples", options.mc_samples == 0 or options.mc_samples >= 2,
-       "0 (no uncertainty) or at least 2 passes"),
-      ("mc_mode", options.mc_mode in predict.MC_MODES,
-       " or ".join(predict.MC_MODES)),
-      ("min_coverage", 0 < options.min_coverage <= 1, "in (0, 1]"),
-      ("band_tolerance_nm", options.band_tolerance_nm >= 0, ">= 0"),
-      ("reflectance_min", low < high, "a value below reflectance_max"),
-  )
-  for name, ok, wanted in checks:
-    if not ok:
-      raise errors.UserError(
-          f"--config.mapping.{name}={options[name]!r}: use {wanted}.")
-  thresholds(options)  # Checks the test names.
-  return options
-
-
-def thresholds(options: ml_collections.ConfigDict) -> indices.MaskThresholds:
-  """The thresholds of the tests `options.masks` names; the others off."""
-  on = [t.strip() for t in options.masks.split(",") if t.strip()]
-  unknown = sorted(set(on) - set(indices.TEST_THRESHOLDS))
-  if unknown:
-    raise errors.UserError(
-        f"--config.mapping.masks={options.masks!r}: unknown {unknown}; use "
-        f"a comma-separated subset of {','.join(indices.TEST_THRESHOLDS)}.")
-  values = {f.name: options[f.name]
-            for f in dataclasses.fields(indices.MaskThresholds)}
-  for test, names in indices.TEST_THRESHOLDS.items():
-    if test not in on:
-      values.update(dict.fromkeys(names))
-  return indices.MaskThresholds(**values)
 
 
 def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -143,8 +99,9 @@ class _Mapper:
   """What every scene of a run shares: the student, options, devices."""
 
   def __init__(self, config: ml_collections.ConfigDict,
-               workdir: epath.Path, output_dir: epath.Path):
-    self.options = options = mapping_options(config)
+               workdir: epath.Path, output_dir: epath.Path,
+               options: ml_collections.ConfigDict | None):
+    self.options = options = options_lib.check(options)
     self.workdir, self.output_dir = workdir, output_dir
     self.mesh = sharding.make_mesh(local=True)
     student, params, self.step = restore_student(config, workdir, self.mesh)
@@ -221,8 +178,9 @@ class _Mapper:
     start_time = time.perf_counter()
     # Each row is read and written once: GDAL's block cache (default 5 % of
     # RAM) would only hold memory (~370 MiB more on a full EnMAP scene).
-    with scene_list.local_copy(scene) as local, rasterio.Env(
-        GDAL_CACHEMAX=_GDAL_CACHE_BYTES), map_stream.open_rows(local) as rows:
+    with scenes.local_copy(scene) as local, rasterio.Env(
+        GDAL_CACHEMAX=_GDAL_CACHE_BYTES), scene_readers.open_rows(
+            local) as rows:
       if rows.shape[0] * rows.shape[1] >= 2**31:
         raise errors.UserError(f"{scene} has more than 2^31 pixels; map a "
                                "subset.")
@@ -236,17 +194,17 @@ class _Mapper:
         logging.warning("%s%s: %d of the %s bands resampled from the "
                         "scene's bands (SRF coverage): %s", self.prefix, name,
                         len(resampled), self.sensor.name, resampled)
-      writer = map_files.MapWriter(self.output_dir, name, rows.shape,
+      writer = files.MapWriter(self.output_dir, name, rows.shape,
                                    rows.crs, rows.transform,
                                    self.uncertainty(), self.ec_method)
       try:
-        tally = map_stats.Tally(map_files.CLASS_NODATA)
+        tally = stats.Tally(files.CLASS_NODATA)
         with contextlib.ExitStack() as stack:
           covariates = stack.enter_context(covariate_rasters.on_grid(
               self.covariates, rows.crs, rows.transform, rows.shape)) if (
                   self.covariates) else None
-          seconds = map_stream.stream(
-              rows, match, thresholds(self.options),
+          seconds = blocks.stream(
+              rows, match, options_lib.thresholds(self.options),
               self.predict, writer.write,
               self.options.tile_rows, tally, self.prefix, covariates)
         stream_end = time.perf_counter()
@@ -298,7 +256,8 @@ class _Mapper:
                         "dropout_rate": self.dropout,
                         "calibration": self.calibration,
                         "band_description": self.uncertainty()},
-        "thresholds": dataclasses.asdict(thresholds(self.options)),
+        "thresholds": dataclasses.asdict(
+            options_lib.thresholds(self.options)),
         "covariates": {n: str(p) for n, p in self.covariates.items()},
         **tally.summary(),
         "devices": len(self.mesh.devices.flat),
@@ -308,19 +267,23 @@ class _Mapper:
     }
 
 
-def _mapper(config, workdir, output_dir, mode: str = "map") -> _Mapper:
+def _mapper(config, workdir, output_dir, options) -> _Mapper:
   workdir = epath.Path(workdir)
-  config = run_config.for_eval(config, workdir, mode)
-  return _Mapper(config, workdir, epath.Path(output_dir or workdir / "maps"))
+  config = run_config.for_eval(config, workdir, "map")
+  return _Mapper(config, workdir, epath.Path(output_dir or workdir / "maps"),
+                 options)
 
 
 def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
               scene: str | pathlib.Path,
-              output_dir: epath.PathLike | None = None) -> dict[str, Any]:
+              output_dir: epath.PathLike | None = None,
+              options: ml_collections.ConfigDict | None = None
+              ) -> dict[str, Any]:
   """Maps EC over one `scene` with the student trained in `workdir`.
 
-  `config` may differ from the run's saved config only in mapping options
-  (run_config.EVAL_OPTIONS). Writes <scene>_ec.tif (EC and its
+  `config` may differ from the run's saved config only in
+  run_config.EVAL_OPTIONS; `options` are the map's (`options.defaults()`,
+  None: those). Writes <scene>_ec.tif (EC and its
   uncertainty, dS/m), _class.tif, _masks.tif (COGs), _quicklook.png and
   _report.json into `output_dir` (default <workdir>/maps); a failed run
   leaves nothing there. No mosaic (see `map_scenes`).
@@ -329,13 +292,16 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
     The scene's report (also in _report.json).
   """
   scene = epath.Path(scene)
-  return _mapper(config, workdir, output_dir).map_one(scene, scene.stem)
+  return _mapper(config, workdir, output_dir, options).map_one(scene,
+                                                               scene.stem)
 
 
 def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
-               scenes: epath.PathLike,
-               output_dir: epath.PathLike | None = None) -> dict[str, Any]:
-  """Maps every scene `scenes` names (`scene_list`) and the region.
+               listing: epath.PathLike,
+               output_dir: epath.PathLike | None = None,
+               options: ml_collections.ConfigDict | None = None
+               ) -> dict[str, Any]:
+  """Maps every scene `listing` names (`scenes.list_scenes`) and the region.
 
   Each process maps its share; scenes already mapped into `output_dir` by
   the same model with the same options are skipped. A scene that fails is
@@ -347,15 +313,15 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
     process, and on process 0 'region': the region report.
   """
   start_time = time.perf_counter()
-  found = scene_list.list_scenes(scenes)
-  mapper = _mapper(config, workdir, output_dir)
-  mine = scene_list.share(found, jax.process_index(), jax.process_count())
+  found = scenes.list_scenes(listing)
+  mapper = _mapper(config, workdir, output_dir, options)
+  mine = scenes.share(found, jax.process_index(), jax.process_count())
   logging.info("%s%d scenes; this process maps %d of them.", mapper.prefix,
                len(found), len(mine))
   out = {"mapped": [], "skipped": [], "failed": {}}
   for scene in mine:
     name = scene.stem
-    if map_files.completed(mapper.output_dir, name, mapper.signature):
+    if files.completed(mapper.output_dir, name, mapper.signature):
       logging.info("%s%s: complete in %s, skipped.", mapper.prefix, name,
                    mapper.output_dir)
       out["skipped"].append(name)
@@ -374,7 +340,7 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("deepsalt mapped every scene")
   if jax.process_index() == 0:
-    reports = [r for r in (map_files.completed(
+    reports = [r for r in (files.completed(
         mapper.output_dir, s.stem, mapper.signature) for s in found) if r]
     if reports:
       vrts = mosaic.write_vrts(mapper.output_dir, reports)

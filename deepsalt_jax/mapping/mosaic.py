@@ -24,10 +24,10 @@ from etils import epath
 import rasterio
 import rasterio.crs
 
-from deepsalt_jax import map_files
 from deepsalt_jax import metrics
 from deepsalt_jax import paths
-from deepsalt_jax import quicklook
+from deepsalt_jax.mapping import files
+from deepsalt_jax.mapping import quicklook
 
 REPORT = "region_report"
 
@@ -42,8 +42,8 @@ def _source(parent: ElementTree.Element, name: str, band: int,
   rows, cols = scene["shape"]
   ElementTree.SubElement(source, "SourceProperties", RasterXSize=str(cols),
                          RasterYSize=str(rows), DataType=dtype,
-                         BlockXSize=str(map_files.COG_BLOCK),
-                         BlockYSize=str(map_files.COG_BLOCK))
+                         BlockXSize=str(files.COG_BLOCK),
+                         BlockYSize=str(files.COG_BLOCK))
   ElementTree.SubElement(source, "SrcRect", xOff="0", yOff="0",
                          xSize=str(cols), ySize=str(rows))
   ElementTree.SubElement(source, "DstRect", **{
@@ -69,10 +69,10 @@ def _vrt(scenes: list[dict[str, Any]], kind: str, crs: str) -> str:
   ElementTree.SubElement(root, "GeoTransform").text = ", ".join(
       repr(v) for v in (left, res_x, 0.0, top, 0.0, -res_y))
   if kind == "ec":
-    bands = [("Float32", map_files.EC_NODATA, "EC (dS/m)"),
-             ("Float32", map_files.EC_NODATA, "EC standard deviation (dS/m)")]
+    bands = [("Float32", files.EC_NODATA, "EC (dS/m)"),
+             ("Float32", files.EC_NODATA, "EC standard deviation (dS/m)")]
   else:
-    bands = [("Byte", map_files.CLASS_NODATA, "FAO salinity class")]
+    bands = [("Byte", files.CLASS_NODATA, "FAO salinity class")]
   for number, (dtype, nodata, text) in enumerate(bands, start=1):
     band = ElementTree.SubElement(root, "VRTRasterBand", dataType=dtype,
                                   band=str(number))
@@ -122,17 +122,17 @@ def write_vrts(directory: epath.PathLike,
     else:
       left_out.append(scene["name"])
   staging = paths.Staging(directory)
-  files = {}
+  written = {}
   for crs, group in groups.items():
     suffix = "" if len(groups) == 1 else f"_{_crs_label(crs)}"
     for kind in ("ec", "class"):
       name = f"mosaic_{kind}{suffix}.vrt"
       (staging.local / name).write_text(_vrt(group, kind, crs))
-      files[name] = {"crs": group[0]["crs"],
-                     "scenes": [s["name"] for s in group]}
-  staging.publish(*files)
+      written[name] = {"crs": group[0]["crs"],
+                       "scenes": [s["name"] for s in group]}
+  staging.publish(*written)
   staging.close()
-  return {"files": files, "left_out": left_out}
+  return {"files": written, "left_out": left_out}
 
 
 def _row(scene: dict[str, Any]) -> str:

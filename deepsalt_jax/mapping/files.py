@@ -22,10 +22,10 @@ import rasterio.shutil
 import rasterio.windows
 
 from data_prep import ec_methods
-from deepsalt_jax import map_stats
 from deepsalt_jax import metrics
 from deepsalt_jax import paths
-from deepsalt_jax import quicklook
+from deepsalt_jax.mapping import quicklook
+from deepsalt_jax.mapping import stats
 from deepsalt_spectral import indices
 
 EC_NODATA = -9999.0
@@ -129,7 +129,7 @@ class MapWriter:
     self._files["ec"].write(np.where(np.isnan(bands), EC_NODATA, bands),
                             window=window)
     self._files["class"].write(
-        map_stats.salinity_class(ec, CLASS_NODATA)[None], window=window)
+        stats.salinity_class(ec, CLASS_NODATA)[None], window=window)
     self._files["masks"].write(
         np.stack([masks[n] for n in indices.MASK_NAMES]).astype(np.uint8),
         window=window)

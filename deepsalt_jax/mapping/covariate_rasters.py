@@ -1,7 +1,7 @@
 """A map's covariates: one raster per covariate, on each scene's grid.
 
 A student that reads covariates (data.covariates) maps a scene with the same
-covariates per pixel, from the rasters `mapping.covariate_rasters` names
+covariates per pixel, from the rasters the option `covariate_rasters` names
 ('clay=clay.tif,soc=soc.tif'; any CRS, resolution and extent rasterio
 reads). Each is warped to the scene's grid (its CRS, transform and shape;
 bilinear) as the rows are streamed, so a raster is never held whole. Where
@@ -36,7 +36,7 @@ def resolve(names: tuple[str, ...], text: str) -> dict[str, pathlib.Path]:
     name, sep, path = (s.strip() for s in item.partition("="))
     if not sep or not name or not path:
       raise errors.UserError(
-          f"--config.mapping.covariate_rasters: {item!r} is not name=path "
+          f"--mapping.covariate_rasters: {item!r} is not name=path "
           "(e.g. 'clay=rasters/clay.tif,soc=rasters/soc.tif').")
     given[name] = pathlib.Path(path).expanduser()
   missing = [n for n in names if n not in given]
@@ -44,18 +44,18 @@ def resolve(names: tuple[str, ...], text: str) -> dict[str, pathlib.Path]:
     raise errors.UserError(
         f"The student reads the covariates {', '.join(names)}; no raster "
         f"for {', '.join(missing)}: add "
-        f"--config.mapping.covariate_rasters='{missing[0]}=<GeoTIFF>,...'.")
+        f"--mapping.covariate_rasters='{missing[0]}=<GeoTIFF>,...'.")
   unused = sorted(set(given) - set(names))
   if unused:
     raise errors.UserError(
-        f"--config.mapping.covariate_rasters names {unused}, which the "
-        f"student does not read (its covariates: {', '.join(names) or 'none'}"
+        f"--mapping.covariate_rasters names {unused}, which the student "
+        f"does not read (its covariates: {', '.join(names) or 'none'}"
         "); remove them.")
   for name in names:
     if not given[name].is_file():
       raise errors.UserError(
           f"Covariate raster {given[name]} ({name}) does not exist; fix "
-          "--config.mapping.covariate_rasters.")
+          "--mapping.covariate_rasters.")
   return {n: given[n] for n in names}
 
 

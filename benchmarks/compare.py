@@ -61,11 +61,11 @@ from configs import distill
 from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import baselines
-from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import reporting
+from deepsalt_jax import samples
+from deepsalt_jax import targets
 from deepsalt_jax import train
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 
 # Students trained beside 'student' in one trainer call (config.compare).
 VARIANTS = {**distill.VARIANTS,
@@ -224,7 +224,7 @@ def _numpy(fn):
   return lambda x: np.asarray(fn(x), np.float64)
 
 
-def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
+def fit_baselines(data: samples.Data, methods: Sequence[str],
                   per_region: bool, config: ml_collections.ConfigDict,
                   tiny: bool) -> dict[str, np.ndarray]:
   """Baseline predictions (target units) for data's test rows.
@@ -236,12 +236,12 @@ def fit_baselines(data: input_pipeline.Data, methods: Sequence[str],
   is not fitted: its predictions stay NaN.
   """
   forward, inverse = map(
-      _numpy, losses.TARGET_TRANSFORMS[config.data.target_transform])
+      _numpy, targets.TRANSFORMS[config.data.target_transform])
   train_rows = ~data.test
   labelled = train_rows & (data.role == roles.LABELLED)
   test = data.subset(data.test)
   # Source-only transfer: lab spectra resampled forward to the bands.
-  source = data.lab @ build.forward_matrix(data.sensor, data.lab_grid).T
+  source = data.lab @ from_config.forward_matrix(data.sensor, data.lab_grid).T
   unlabelled = data.satellite[~data.test & (data.role == roles.UNLABELLED)]
   if config.data.transductive:
     unlabelled = np.concatenate([unlabelled, test["satellite"]])
@@ -305,7 +305,7 @@ def run_split(split: Split, seed: int, labelled_fraction: float,
   """Trains and scores every method on one held-out split."""
   start = time.perf_counter()
   config = make_config(settings, split, seed, labelled_fraction)
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   workdir = (out / "runs" / split.slug / f"seed{seed}" /
              f"lf{labelled_fraction:g}")
   preds = fit_baselines(data, methods, settings["protocol"] == "folds",

@@ -49,12 +49,12 @@ from configs import common
 from configs import distill
 from data_prep import scenes
 from deepsalt_jax import checkpoint
-from deepsalt_jax import losses
 from deepsalt_jax import mapping
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_spectral import indices
 from deepsalt_spectral import lab_grid
@@ -166,7 +166,7 @@ def _cpu_peak_gflops() -> float | None:
 
 def _profile(model, params, x: np.ndarray, config) -> dict[str, float]:
   """One pass's FLOPs per spectrum; f32 vs bf16 speed and EC difference."""
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
 
   def chunk(p, xi):
     out = model.apply({"params": p}, xi, train=False)["pred"]

@@ -13,7 +13,7 @@ rows are the set's other folds; the fold's rows are only ever predicted.
   teacher  configs/teacher.py's network with model.space='lab' on the set's
            grid (stages.TeacherStage, trained by train.train_plan): its step
            is chosen on validation samples drawn from the training rows
-           (data.validation_fraction of them, input_pipeline.held_out).
+           (data.validation_fraction of them, samples.held_out).
 Both see the same spectra and targets (no transform: SOC and clay in %, pH).
 Scores per set x target: metrics of the pooled out-of-fold predictions, and
 mean ± sd of the per-fold metrics (folds hold 3-14 samples: per-fold R² is
@@ -48,13 +48,13 @@ from data_prep import roles
 from data_prep import sources
 from deepsalt_jax import baselines
 from deepsalt_jax import cross_validation
-from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 
 SCORES = ("r2", "rmse", "rpiq")
@@ -73,12 +73,12 @@ def make_config(encoder: str, steps_scale: float, tiny: bool,
 
 
 def fold_data(mir: sources.MirSet, target: str, fold: int,
-              config: ml_collections.ConfigDict) -> input_pipeline.Data:
+              config: ml_collections.ConfigDict) -> samples.Data:
   """The set as the trainer's Data: fold `fold` held out, validation drawn
   from the other folds (each sample its own block: the sets' coordinates
   are missing or displaced)."""
   n = len(mir.fold)
-  data = input_pipeline.Data(
+  data = samples.Data(
       lab=mir.spectra.astype(np.float32),
       satellite=np.zeros((n, 0), np.float32),  # A teacher reads no pixels.
       pair_satellite=np.zeros((n, 0), np.float32),
@@ -88,7 +88,7 @@ def fold_data(mir: sources.MirSet, target: str, fold: int,
       test=np.zeros(n, bool), validation=np.zeros(n, bool),
       blocks=np.array([f"{mir.name}/{i}" for i in range(n)]),
       sensor=config.data.sensor, lab_grid=mir.grid)
-  return input_pipeline.held_out(data, mir.fold == fold, config.data)
+  return samples.held_out(data, mir.fold == fold, config.data)
 
 
 def plsr_fold(mir: sources.MirSet, target: str, fold: int, seed: int,
@@ -101,14 +101,14 @@ def plsr_fold(mir: sources.MirSet, target: str, fold: int, seed: int,
   return np.asarray(model(mir.spectra[~train_rows]), np.float64)
 
 
-def teacher_fold(data: input_pipeline.Data,
+def teacher_fold(data: samples.Data,
                  config: ml_collections.ConfigDict, workdir: pathlib.Path,
                  mesh) -> np.ndarray:
   """The teacher's predictions of data's test rows, trained on its train
   rows (validation rows pick the step)."""
   plan = stages.plan(config, data.lab_grid)
   params = train.train_plan(plan, data, workdir, mesh)
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   pred, _ = predict.predict(plan.teacher.model(data.sensor),
                             params[plan.teacher.name], data.lab[data.test],
                             mesh, config.train.eval_batch_size, inverse)

@@ -102,7 +102,7 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
       target_transform="log1p" if name == "salinity" else "identity",
       # Ancillary covariates fed beside the spectra, comma-separated ('' =
       # none): of the dataset's (salinity: clay,soc; soc: clay), measured
-      # for LimeSoDa, missing for ICRAF (imputed; models/covariates.py).
+      # for LimeSoDa, missing for ICRAF (imputed; models/covariate_branch.py).
       covariates="",
   ))
 
@@ -155,12 +155,13 @@ def model_config(space: str = "auto", encoder: str = "mlp",
           dropout=0.1,
           head_hidden=64,  # Width of the regression head.
       ),
-      # How the student reaches the teacher (deepsalt_jax/models/build.py):
-      # 'physics' (the SRF inverse, or the identity in sensor space, plus
-      # learned gain/offset/residual; needs a lab grid in nm reflectance
-      # covering the sensor), 'latent' (an encoder on the pixel projected
-      # into the teacher's feature space, aligned on pairs; any lab grid,
-      # MIR included) or 'auto' (physics where the lab grid allows it).
+      # How the student reaches the teacher
+      # (deepsalt_jax/models/from_config.py): 'physics' (the SRF inverse,
+      # or the identity in sensor space, plus learned gain/offset/residual;
+      # needs a lab grid in nm reflectance covering the sensor), 'latent'
+      # (an encoder on the pixel projected into the teacher's feature space,
+      # aligned on pairs; any lab grid, MIR included) or 'auto' (physics
+      # where the lab grid allows it).
       sau="auto",
       # The head's output: 'linear', or 'bounded' to head_bounds (low, high)
       # in target units (dS/m for EC) through a sigmoid, trained in the

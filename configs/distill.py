@@ -30,7 +30,7 @@ import ml_collections
 from configs import common
 from configs import teacher
 from deepsalt_jax import losses
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 
 _NO_TEACHER_TERMS = {"w_reconstruction": 0.0, "w_distill_feature": 0.0,
@@ -88,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keys={"dataset": common.DATASETS, "sensor": common.SENSORS,
             "alignment": common.ALIGNMENTS, "compare": None,
             "target": ("potsdam",), "distill": losses.DISTILLATIONS,
-            "sau": build.SAU_MODES, **common.model_args()})
+            "sau": from_config.SAU_MODES, **common.model_args()})
   dataset = args.get("dataset", "salinity")
   sensor = args.get("sensor", "enmap")
   space, encoder = args.get("space", "auto"), args.get("encoder", "mlp")

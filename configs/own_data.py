@@ -38,7 +38,7 @@ import ml_collections
 
 from configs import common
 from configs import distill
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 
 
 def _unset() -> ml_collections.FieldReference:
@@ -127,7 +127,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, flags=("tiny",),
                           keys={"sensor": common.SENSORS,
                                 "alignment": common.ALIGNMENTS,
-                                "sau": build.SAU_MODES, **common.model_args()})
+                                "sau": from_config.SAU_MODES,
+                                **common.model_args()})
   sensor = args.get("sensor", "enmap")
   # The networks' keys go to the distill config as given.
   networks = [f"{key}={args[key]}" for key in ("sau", *common.model_args())

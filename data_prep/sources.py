@@ -27,6 +27,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from data_prep.scenes import scene as scene_lib
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
@@ -260,8 +261,9 @@ def read_envi_library_with_names(path: pathlib.Path
                            f"{rows} x {cols}.")
   wavelength = np.array([float(v) for v in header["wavelength"].strip("{}")
                          .split(",")])
-  if header.get("wavelength units", "").lower().startswith("micro"):
-    wavelength = wavelength * 1000.0
+  # Units checked against the values as for a scene's header.
+  wavelength = wavelength * scene_lib.nm_per_unit(
+      wavelength, header.get("wavelength units"), header_path.name)
   names = [n.strip() for n in header.get("spectra names", "").strip("{}")
            .split(",")] if "spectra names" in header else [""] * rows
   if len(names) != rows:

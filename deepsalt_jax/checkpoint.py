@@ -22,6 +22,10 @@ from deepsalt_spectral import errors
 _ITEMS = ("params", "opt_state")
 
 
+class Unreadable(errors.UserError):
+  """Every step in a checkpoint folder is damaged."""
+
+
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """Shape/dtype/sharding targets of `tree` for a restore on this mesh."""
   return jax.tree.map(
@@ -138,7 +142,7 @@ class Checkpointer:
         logging.warning("Restored step %d of %s; damaged steps %s were "
                         "skipped.", step, self.directory, damaged)
       return {item: restored[item] for item in abstract}, step
-    raise errors.UserError(
+    raise Unreadable(
         f"No readable checkpoint in {self.directory}: steps {damaged} are "
         "damaged (see the warnings above). Restore the folder from a backup, "
         f"or delete {self.directory} and train again.")
@@ -168,3 +172,21 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def restore_params(directories: list[epath.Path], abstract_params: Any
+                   ) -> tuple[Any, int]:
+  """(parameters, step) from the first of `directories` with a
+  readable step; a folder whose every step is damaged is passed over with a
+  warning (a stage's damaged `best` for its regular checkpoints)."""
+  for i, directory in enumerate(directories):
+    ckpt = Checkpointer(directory)
+    try:
+      return ckpt.restore_params(abstract_params)
+    except Unreadable:
+      if i == len(directories) - 1:
+        raise
+      logging.warning("Every step in %s is damaged; restoring from %s "
+                      "instead.", directory, directories[i + 1])
+    finally:
+      ckpt.close()

@@ -34,15 +34,17 @@ from data_prep import ec_methods
 from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
+from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
-from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
+from deepsalt_jax import objectives
+from deepsalt_jax import paths
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_spectral import errors
 
@@ -80,11 +82,11 @@ def compile_once():
       compilation_cache.reset_cache()
 
 
-def _check(plan: stages.Plan, data: input_pipeline.Data) -> None:
+def _check(plan: stages.Plan, data: samples.Data) -> None:
   """Refuses a project the configured student cannot train on."""
   student = plan.students[0]
-  terms = stages.student_terms(student.config.loss,
-                               student.model(data.sensor).latent)
+  terms = objectives.student_terms(student.config.loss,
+                                   student.model(data.sensor).latent)
   if not terms & {"distillation", "reconstruction", "contrastive"}:
     return
   without = ("--config.loss.w_distill_feature=0 "
@@ -108,12 +110,12 @@ def _check(plan: stages.Plan, data: input_pipeline.Data) -> None:
         f"coordinates, or train without pairs: {without}.")
 
 
-def _predictions(plan: stages.Plan, data: input_pipeline.Data,
+def _predictions(plan: stages.Plan, data: samples.Data,
                  params: dict[str, Any], rows: np.ndarray,
                  config: ml_collections.ConfigDict,
                  mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
   """EC of the pixels `rows` by every method trained on data's train part."""
-  forward, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  forward, inverse = targets.TRANSFORMS[config.data.target_transform]
   batch = config.train.eval_batch_size
   x = data.satellite[rows]
   run = lambda stage, inputs, method=None: predict.predict(
@@ -163,7 +165,7 @@ def _fold_table(per_fold: dict[str, dict[int, Any]], key: str,
 
 
 def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
-           data: input_pipeline.Data, results: dict[str, dict],
+           data: samples.Data, results: dict[str, dict],
            oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
            sizes: dict[int, dict], classes: bool,
            interval: dict[str, Any] | None) -> str:
@@ -224,7 +226,7 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
         f". Maps use the calibration from all folds: mean ± "
         f"{interval['multiplier']:.2f} std.")]
   text = "\n".join(header) + "\n"
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     (workdir / "cv.md").write_text(text)
     evaluate.parity_plot(workdir / "cv.png", results, unit)
     (workdir / "cv.json").write_text(json.dumps({
@@ -246,7 +248,7 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
   return text
 
 
-def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
+def _cross_validate(plan: stages.Plan, data: samples.Data,
                     config: ml_collections.ConfigDict, workdir: epath.Path,
                     mesh: jax.sharding.Mesh, classes: bool):
   """(out-of-fold predictions of the labelled pixels per method, metrics
@@ -259,7 +261,7 @@ def _cross_validate(plan: stages.Plan, data: input_pipeline.Data,
   with_spread = student.config.model.encoder.dropout > 0
   spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
   for k in folds:
-    fold = input_pipeline.held_out(data, data.fold == k, config.data)
+    fold = samples.held_out(data, data.fold == k, config.data)
     rows = fold.test & labelled
     sizes[k] = {"points": int(rows.sum()),
                 "library": int((fold.test & fold.has_lab).sum())}
@@ -309,9 +311,11 @@ def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray
 def train_and_validate(config: ml_collections.ConfigDict,
                        workdir: epath.PathLike) -> dict[str, Any]:
   """Cross-validates, trains the final models; returns the CV results."""
+  config_numbers.check(config)
+  paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
-  data = input_pipeline.load_data(config.data)  # Validates before any write.
+  data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
   _check(plan, data)
   run_config.save(config, workdir, data.lab_grid)
@@ -329,7 +333,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   if spread is not None:
     interval = _interval(spread, data.target[labelled].astype(np.float64),
                          data.fold[labelled])
-    if reporting.is_main_process():
+    if sharding.is_main_process():
       calibration.save(interval, workdir / plan.students[0].name)
   target = data.target[data.role == roles.LABELLED].astype(np.float64)
   results = {}

@@ -22,14 +22,13 @@ import numpy as np
 from data_prep import datasets
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
-from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_spectral import errors
 
 # Table columns: metric key -> header ({unit} filled in).
@@ -57,14 +56,14 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
            covariates: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std) over the MC-dropout passes mapping uses, target units."""
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   return predict.predict(model, params, x, mesh,
                          config.train.eval_batch_size, inverse,
                          mc_samples=predict.MC_SAMPLES,
                          mc_mode=predict.MC_MODE, covariates=covariates)
 
 
-def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
+def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
               mesh: jax.sharding.Mesh,
               workdir: epath.PathLike) -> dict[str, Any] | None:
   """Fits and saves the stage's interval on its validation samples (None
@@ -77,7 +76,7 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
                      config, stage.covariates(data, data.validation))
   fitted = calibration.fit(mean, std, inputs[1], predict.MC_SAMPLES,
                            predict.MC_MODE)
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
   logging.info("[%s] %.0f %% interval: %.2f MC std (%.2f x a Gaussian's), "
                "from %d validation samples", stage.name,
@@ -86,7 +85,7 @@ def calibrate(stage: stages.Stage, params: Any, data: input_pipeline.Data,
   return fitted
 
 
-def entries(plan: stages.Plan, data: input_pipeline.Data,
+def entries(plan: stages.Plan, data: samples.Data,
             params: dict[str, Any],
             calibrations: dict[str, Any] | None = None) -> list[Entry]:
   """Every trained model of `plan`, plus the classic transfer baseline."""
@@ -155,7 +154,7 @@ def parity_plot(path: epath.PathLike, results: dict[str, dict],
   epath.Path(path).write_bytes(buffer.getvalue())
 
 
-def report(entries_: list[Entry], data: input_pipeline.Data,
+def report(entries_: list[Entry], data: samples.Data,
            config: ml_collections.ConfigDict, workdir: epath.PathLike,
            mesh: jax.sharding.Mesh, name: str = "results",
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -165,7 +164,7 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
   parity.png for the training run's results) into `workdir` and logs the
   table.
   """
-  _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   salinity = config.data.name == "salinity"
   unit = "dS/m" if salinity else "%"
   test = data.subset(data.test)
@@ -197,7 +196,7 @@ def report(entries_: list[Entry], data: input_pipeline.Data,
           "coverage_uncalibrated": calibration.gaussian_coverage(
               pred, std, test["target"], fitted["nominal"])}
   table = markdown_table(results, unit)
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     workdir = epath.Path(workdir)
     parity_plot(workdir / ("parity.png" if name == "results"
                            else f"{name}.png"), results, unit)
@@ -233,7 +232,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
 
   `config` may differ from the run's saved config only in evaluation
   options (run_config.EVAL_OPTIONS). Writes eval-<step>.json/.md/.png,
-  <step> being the last stage's restored step.
+  <step> being the student's restored step (the teacher's in a teacher
+  run).
   """
   workdir = epath.Path(workdir)
   config = run_config.for_eval(config, workdir, "eval")
@@ -244,16 +244,16 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
         "restores the finished models and writes the report again.")
   mesh = sharding.make_mesh()
   plan = stages.plan(config, run_config.lab_grid(workdir))
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   params, steps = {}, {}
   for stage in plan.stages:
-    ckpt = checkpoint.Checkpointer(stage.params_directory(workdir))
-    params[stage.name], steps[stage.name] = ckpt.restore_params(
+    params[stage.name], steps[stage.name] = checkpoint.restore_params(
+        stage.params_directories(workdir),
         stage.abstract_params(data.sensor, mesh))
-    ckpt.close()
     logging.info("[%s] restored the checkpoint of step %d (of %d trained)",
                  stage.name, steps[stage.name], stage.config.train.steps)
-  name = f"eval-{steps[plan.stages[-1].name]}"
+  # Named for the run's model: the student (not a peer), else the teacher.
+  name = f"eval-{steps[(plan.students or (plan.teacher,))[0].name]}"
   calibrations = {s.name: calibration.load(workdir / s.name)
                   for s in plan.students}
   results = report(entries(plan, data, params, calibrations), data, config,

@@ -16,18 +16,6 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _identity(x):
-  return x
-
-
-# name -> (forward, inverse). Models regress forward(target); predictions go
-# back to target units with inverse. log1p tames EC's saline tail.
-TARGET_TRANSFORMS = {
-    'log1p': (jnp.log1p, jnp.expm1),
-    'identity': (_identity, _identity),
-}
-
-
 def regression_loss(pred: Array, target: Array, kind: str = 'huber',
                     delta: float = 1.0) -> Array:
   """Mean Huber ('huber', threshold `delta`) or squared ('mse') error."""

@@ -8,15 +8,37 @@ folder and publishing does nothing.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import tempfile
 
 from etils import epath
 
+from deepsalt_spectral import errors
+
 
 def is_local(path: epath.PathLike) -> bool:
   return "://" not in str(path)
+
+
+def check_writable(path: epath.PathLike, flag: str) -> None:
+  """Refuses a local folder that cannot be made or written, before any work
+  (a cloud path is left to its first write). `flag` names the setting."""
+  if not is_local(path):
+    return
+  folder = pathlib.Path(path).absolute()
+  if folder.exists() and not folder.is_dir():
+    raise errors.UserError(f"{flag}={path} is a file, not a folder; name a "
+                           "folder (it is made if missing).")
+  existing = next(p for p in (folder, *folder.parents) if p.exists())
+  if not existing.is_dir():
+    raise errors.UserError(f"{flag}={path}: {existing} is a file, so no "
+                           "folder can be made under it; name another "
+                           "folder.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise errors.UserError(f"{flag}={path}: {existing} is not writable; "
+                           "name a folder you can write to.")
 
 
 class Staging:

@@ -122,7 +122,7 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
     x: [n, bands] inputs; every process of the mesh passes all rows.
     mesh: the device mesh.
     batch_size: rows per global batch.
-    inverse: the inverse target transform (losses.TARGET_TRANSFORMS).
+    inverse: the inverse target transform (targets.TRANSFORMS).
     mc_samples: dropout passes for the spread; 0: std is NaN.
     seed: seed of the dropout masks.
     index: [n] int32 global sample index keying each row's masks; default

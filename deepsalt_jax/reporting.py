@@ -8,10 +8,10 @@ import time
 
 from absl import logging
 from etils import epath
-import jax
 import numpy as np
 
 from deepsalt_jax import paths
+from deepsalt_jax import sharding
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -28,22 +28,13 @@ def quiet_library_logs() -> None:
   py_logging.getLogger("absl").addFilter(_QuietLibraries())
 
 
-def is_main_process() -> bool:
-  return jax.process_index() == 0
-
-
-def is_time(step: int, every: int, total: int) -> bool:
-  """Whether to act after `step`: every `every` steps and at the last."""
-  return step == total or (every > 0 and step % every == 0)
-
-
 class MetricWriter:
   """Writes scalars as JSONL and TensorBoard events (process 0 only)."""
 
   def __init__(self, directory: epath.PathLike):
     self._staging = None
     self._tb = None
-    if is_main_process():
+    if sharding.is_main_process():
       from tensorboardX import SummaryWriter  # Lazy: only process 0 writes.
       self._staging = paths.Staging(directory)
       self._tb = SummaryWriter(str(self._staging.local / "tensorboard"))
@@ -97,7 +88,7 @@ class Progress:
             f"| {rate:.1f} steps/s, ETA {eta:.0f}s")
 
   def log(self, step: int, scalars: dict[str, float]) -> None:
-    if is_main_process():
+    if sharding.is_main_process():
       logging.info("%s", self.line(step, scalars))
 
 

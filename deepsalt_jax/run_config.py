@@ -16,7 +16,7 @@ from typing import Any
 from etils import epath
 import ml_collections
 
-from deepsalt_jax import reporting
+from deepsalt_jax import sharding
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
 
@@ -99,7 +99,7 @@ def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
       raise errors.UserError(
           f"{workdir} holds a run on another lab grid ({saved.describe()}; "
           f"the data now: {grid.describe()}). Use a new --workdir.")
-  if reporting.is_main_process():
+  if sharding.is_main_process():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config.to_json(indent=2))
     (path.parent / LAB_GRID_FILE).write_text(json.dumps(grid.to_json()))

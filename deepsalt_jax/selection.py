@@ -5,7 +5,7 @@ validation samples (`Data.validation`: labelled samples in whole spatial
 blocks held out of training) are scored by the RMSE of the transformed
 target. The best step's parameters are saved in <stage>/best with the score
 in <stage>/best.json, so a resumed run keeps selecting where it stopped, and
-evaluation and mapping restore that step (`stages.Stage.params_directory`).
+evaluation and mapping restore that step (`stages.Stage.params_directories`).
 Without validation samples the last step is kept.
 """
 from __future__ import annotations
@@ -21,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepsalt_jax import checkpoint
-from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import predict
-from deepsalt_jax import reporting
+from deepsalt_jax import samples
+from deepsalt_jax import schedule
+from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 
 BEST_FILE = "best.json"
 
@@ -33,7 +34,7 @@ BEST_FILE = "best.json"
 class Selector:
   """Scores a stage on its validation samples and keeps the best step."""
 
-  def __init__(self, stage: stages.Stage, data: input_pipeline.Data,
+  def __init__(self, stage: stages.Stage, data: samples.Data,
                directory: epath.Path, mesh: jax.sharding.Mesh):
     self._stage, self._mesh = stage, mesh
     self._directory = epath.Path(directory)
@@ -42,7 +43,7 @@ class Selector:
     self.enabled = inputs is not None and self._every > 0
     if not self.enabled:
       return
-    forward, _ = losses.TARGET_TRANSFORMS[
+    forward, _ = targets.TRANSFORMS[
         stage.config.data.target_transform]
     self._x, self._y = inputs[0], np.asarray(forward(inputs[1]))
     self._covariates = stage.covariates(data, data.validation)
@@ -54,14 +55,14 @@ class Selector:
     self.best_score = saved.get("validation_rmse", math.inf)
 
   def due(self, step: int) -> bool:
-    return self.enabled and reporting.is_time(
+    return self.enabled and schedule.is_time(
         step, self._every, self._stage.config.train.steps)
 
   def update(self, step: int, params: Any) -> float:
     """Scores `params` (the state after `step`); keeps them if best."""
     pred, _ = predict.predict(self._model, params, self._x, self._mesh,
                               self._stage.config.train.eval_batch_size,
-                              inverse=losses.TARGET_TRANSFORMS["identity"][1],
+                              inverse=targets.TRANSFORMS["identity"][1],
                               covariates=self._covariates)
     score = float(np.sqrt(np.mean((pred - self._y)**2)))
     if score < self.best_score:
@@ -70,7 +71,7 @@ class Selector:
       ckpt = checkpoint.Checkpointer(self._directory / "best")
       ckpt.save_params(step, self._params)
       ckpt.close()
-      if reporting.is_main_process():
+      if sharding.is_main_process():
         (self._directory / BEST_FILE).write_text(json.dumps(
             {"step": step, "validation_rmse": score}))
     return score

@@ -1,5 +1,7 @@
 """The device mesh, and the one way host arrays become sharded global arrays.
 
+Process 0 (`is_main_process`) alone writes what all processes share.
+
 Data parallel over a 1-D ('data',) mesh: batches are split along their first
 axis, parameters are replicated. Training uses the global mesh of all devices
 of all processes; mapping gives each process a local mesh of its own devices
@@ -20,6 +22,10 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 AXIS = "data"
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
 
 
 def make_mesh(local: bool = False) -> jax.sharding.Mesh:

@@ -10,14 +10,13 @@ Every stage carries the dataset's lab grid (`deepsalt_spectral.lab_grid`):
 it sizes the teacher's input and decides whether the student's SAU can start
 from physics.
 
-Losses are pure functions of (params, batch, key, teacher_params, step); each
-returns (total, {'loss': total, <term>: value, ...}) so every term is logged.
+A stage's loss is its objective (`objectives`) bound to its networks.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any
 
 from etils import epath
 import flax.linen as nn
@@ -26,165 +25,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data_prep import covariates as covariate_data
+from data_prep import covariate_columns
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
+from deepsalt_jax import objectives
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
-from deepsalt_jax.models import build
-from deepsalt_jax.models import covariates as covariates_lib
+from deepsalt_jax.models import covariate_branch
 from deepsalt_jax.models import deepsalt
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
 from deepsalt_spectral import sensors
-
-LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-
-
-def teacher_loss(params, batch, key, teacher_params, step, *, model, config):
-  del teacher_params, step  # The teacher has no teacher and no schedule.
-  forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
-  out = model.apply({"params": params}, batch["lab"]["lab"], train=True,
-                    rngs={"dropout": key},
-                    covariates=batch["lab"].get("covariates"))
-  loss = losses.regression_loss(out["pred"], forward(batch["lab"]["target"]),
-                                kind=config.loss.regression)
-  return loss, {"loss": loss, "regression": loss}
-
-
-def _weights(loss_config: ml_collections.ConfigDict) -> dict[str, float]:
-  return {"regression": loss_config.w_regression,
-          "source": loss_config.w_source,
-          "distillation": (loss_config.w_distill_feature or
-                           loss_config.w_distill_pred),
-          "reconstruction": loss_config.w_reconstruction,
-          "contrastive": loss_config.w_contrastive,
-          "autoencoder": loss_config.w_autoencoder,
-          "alignment": loss_config.w_alignment,
-          "sau_prior": loss_config.w_sau_prior}
-
-
-# Terms of one SAU mode only: a physics SAU has an input-space output to
-# reconstruct and a physics start; a latent one a latent to contrast and
-# decode.
-_PHYSICS_ONLY = {"reconstruction", "sau_prior"}
-_LATENT_ONLY = {"contrastive", "autoencoder"}
-
-
-def student_terms(loss_config: ml_collections.ConfigDict,
-                  latent: bool) -> set[str]:
-  """The loss terms with a non-zero weight that apply to the SAU mode."""
-  terms = {term for term, weight in _weights(loss_config).items() if weight}
-  return terms - (_PHYSICS_ONLY if latent else _LATENT_ONLY)
-
-
-def streams_for(terms: set[str]) -> set[str]:
-  """The input streams the loss terms draw on."""
-  need = {"labelled"}
-  if terms & {"distillation", "reconstruction", "contrastive"}:
-    need.add("paired")
-  if "alignment" in terms:
-    need |= {"unlabelled", "library"}
-  if "autoencoder" in terms:
-    need.add("unlabelled")
-  if "source" in terms:
-    need.add("library")
-  return need
-
-
-def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
-                 source_matrix, config):
-  """The combined loss; each active term is also returned on its own.
-
-  regression: labelled pixels. source: the library's lab spectra resampled
-  to the nominal bands (`source_matrix`), as a DANN learns its source
-  domain. distillation and reconstruction (physics SAU) or contrastive
-  (latent SAU): paired pixels against the teacher on their lab spectra.
-  autoencoder (latent SAU): unlabelled pixels decoded from their latent;
-  alone during the first `sau_pretrain_steps` steps (the SAU's pretraining).
-  alignment: the student's features on unlabelled pixels against the
-  teacher's on the library (align_to 'teacher') or its own on the source
-  spectra ('self', DANN). sau_prior: the SAU's distance from its physics
-  start. Each stream's covariates (when the data has them) go with its
-  spectra, to networks that read them.
-  """
-  cfg = config.loss
-  terms = student_terms(cfg, model.latent)
-  forward, _ = losses.TARGET_TRANSFORMS[config.data.target_transform]
-  gather = functools.partial(jax.lax.all_gather, axis_name=sharding.AXIS,
-                             tiled=True)
-  apply = lambda stream, x, k: model.apply(
-      {"params": params}, x, train=True, rngs={"dropout": k},
-      covariates=batch[stream].get("covariates"))
-  keys = jax.random.split(key, 4)
-  teach = lambda stream, x: teacher.apply(
-      {"params": teacher_params}, x, train=False,
-      covariates=batch[stream].get("covariates"))
-  source = lambda: batch["library"]["lab"] @ jnp.asarray(
-      source_matrix, batch["library"]["lab"].dtype).T
-
-  out = {}
-  labelled = apply("labelled", batch["labelled"]["satellite"], keys[0])
-  out["regression"] = losses.regression_loss(
-      labelled["pred"], forward(batch["labelled"]["target"]),
-      kind=cfg.regression)
-  if "source" in terms or ("alignment" in terms and cfg.align_to == "self"):
-    on_source = apply("library", source(), keys[3])
-  if "source" in terms:
-    out["source"] = losses.regression_loss(
-        on_source["pred"], forward(batch["library"]["target"]),
-        kind=cfg.regression)
-  if "paired" in batch:
-    paired = apply("paired", batch["paired"]["satellite"], keys[1])
-    lab = batch["paired"]["lab"]
-    if terms & {"distillation", "contrastive"}:  # One teacher pass for both.
-      t = teach("paired", lab)
-    if "distillation" in terms:
-      if cfg.distill == "layers":
-        out["distillation"] = losses.layer_distillation_loss(
-            paired["layers"], t["layers"], paired["pred"], t["pred"],
-            tuple(cfg.distill_layer_weights),
-            feature_weight=cfg.w_distill_feature,
-            pred_weight=cfg.w_distill_pred)
-      else:
-        out["distillation"] = losses.distillation_loss(
-            paired["features"], t["features"], paired["pred"], t["pred"],
-            feature_weight=cfg.w_distill_feature,
-            pred_weight=cfg.w_distill_pred)
-    if "reconstruction" in terms:
-      out["reconstruction"] = losses.reconstruction_loss(
-          paired["adapted"], teacher.apply({"params": teacher_params}, lab,
-                                           method=teacher.prepare))
-    if "contrastive" in terms:
-      out["contrastive"] = losses.info_nce(
-          gather(paired["features"]), gather(t["features"]),
-          temperature=cfg.temperature)
-  if terms & {"alignment", "autoencoder"}:
-    unlabelled = apply("unlabelled", batch["unlabelled"]["satellite"],
-                       keys[2])
-  if "autoencoder" in terms:
-    pixels = batch["unlabelled"]["satellite"]
-    out["autoencoder"] = losses.autoencoder_loss(
-        model.apply({"params": params}, unlabelled["latent"],
-                    pixels.shape[-1], method=model.reconstruct), pixels)
-  if "alignment" in terms:
-    discriminate = lambda f: model.apply({"params": params}, f,
-                                         method=model.discriminate)
-    reference = (on_source["features"] if cfg.align_to == "self" else
-                 teach("library", batch["library"]["lab"])["features"])
-    out["alignment"] = losses.alignment_loss(
-        cfg.alignment, gather(unlabelled["features"]), gather(reference),
-        discriminator=discriminate)
-  if "sau_prior" in terms:
-    out["sau_prior"] = model.apply({"params": params}, method=model.sau_prior)
-  weights = dict(_weights(cfg), distillation=1.0)
-  if "autoencoder" in terms and cfg.sau_pretrain_steps:
-    # Pretraining: the autoencoder alone, then everything.
-    on = (step >= cfg.sau_pretrain_steps).astype(jnp.float32)
-    weights = {k: w if k == "autoencoder" else w * on
-               for k, w in weights.items()}
-  total = sum(weights[k] * v for k, v in out.items())
-  return total, {"loss": total, **out}
-
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -210,9 +62,9 @@ class Stage:
   @property
   def covariate_names(self) -> tuple[str, ...]:
     """The covariates the network reads (config data.covariates)."""
-    return covariate_data.names(self.config.data.covariates)
+    return covariate_columns.names(self.config.data.covariates)
 
-  def covariates(self, data: input_pipeline.Data,
+  def covariates(self, data: samples.Data,
                  rows: np.ndarray) -> np.ndarray | None:
     """The covariates of `data`'s `rows` if the network reads any."""
     return data.covariates[rows] if self.covariate_names else None
@@ -229,7 +81,7 @@ class Stage:
     return self._init(sensor, self._init_key())
 
   def with_input_statistics(self, params: Any,
-                            data: input_pipeline.Data) -> Any:
+                            data: samples.Data) -> Any:
     """`params` with the encoder's (and covariates') standardisation
     fitted on `data`'s training part (what the stage reads there)."""
     raise NotImplementedError
@@ -243,11 +95,11 @@ class Stage:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
         s.shape, s.dtype, sharding=sharding.replicated(mesh)), shapes)
 
-  def streams(self, data: input_pipeline.Data
+  def streams(self, data: samples.Data
               ) -> dict[str, input_pipeline.Stream]:
     raise NotImplementedError
 
-  def validation_inputs(self, data: input_pipeline.Data
+  def validation_inputs(self, data: samples.Data
                         ) -> tuple[np.ndarray, np.ndarray] | None:
     """(inputs, targets) of the validation samples, None if there are
     none."""
@@ -256,14 +108,15 @@ class Stage:
     return (getattr(data, self.input)[data.validation],
             data.target[data.validation])
 
-  def params_directory(self, workdir: epath.PathLike) -> epath.Path:
-    """Where the trained parameters are: the selected step's checkpoint
-    when validation picked one (selection.py), else the last step's."""
+  def params_directories(self, workdir: epath.PathLike) -> list[epath.Path]:
+    """Where the trained parameters are, to try in order: the selected
+    step's checkpoint when validation picked one (selection.py), then the
+    last step's (`checkpoint.restore_params`)."""
     best = epath.Path(workdir) / self.name / "best"
-    return best if best.exists() else (
-        epath.Path(workdir) / self.name / "checkpoints")
+    last = epath.Path(workdir) / self.name / "checkpoints"
+    return [best, last] if best.exists() else [last]
 
-  def loss_fn(self, sensor: str, teacher: Stage | None) -> LossFn:
+  def loss_fn(self, sensor: str, teacher: Stage | None) -> objectives.LossFn:
     raise NotImplementedError
 
 
@@ -284,7 +137,7 @@ class TeacherStage(Stage):
   input = "lab"
 
   def model(self, sensor: str) -> nn.Module:
-    return build.build_teacher(
+    return from_config.build_teacher(
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
         with_covariates=bool(self.covariate_names))
@@ -298,8 +151,8 @@ class TeacherStage(Stage):
     (the physics inverse to the lab grid, or nothing for a sensor-space
     teacher): the classic transfer, applied with method='from_prepared'.
     None when the lab grid has no physics route (MIR)."""
-    matrix = build.adaptation_matrix(sensor, self.config.model,
-                                     self.lab_grid)
+    matrix = from_config.adaptation_matrix(sensor, self.config.model,
+                                           self.lab_grid)
     return None if matrix is None else satellite @ matrix.T.astype(np.float32)
 
   def with_input_statistics(self, params, data):
@@ -308,7 +161,7 @@ class TeacherStage(Stage):
     rows = data.train & data.has_lab
     prepared = model.apply({"params": params}, data.lab[rows],
                            method=model.prepare)
-    return covariates_lib.with_statistics(
+    return covariate_branch.with_statistics(
         _with_input_statistics(params, prepared), self.covariates(data, rows),
         self.covariate_names, self.name)
 
@@ -318,8 +171,8 @@ class TeacherStage(Stage):
 
   def loss_fn(self, sensor, teacher):
     del teacher
-    return functools.partial(teacher_loss, model=self.model(sensor),
-                             config=self.config)
+    return functools.partial(objectives.teacher_loss,
+                             model=self.model(sensor), config=self.config)
 
 
 class StudentStage(Stage):
@@ -328,7 +181,7 @@ class StudentStage(Stage):
 
   def model(self, sensor: str) -> nn.Module:
     layers = self.config.loss.get("distill") == "layers"  # See plan().
-    return build.build_student(
+    return from_config.build_student(
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
         distill_width=(self.config.teacher.model.encoder.features if layers
@@ -358,29 +211,29 @@ class StudentStage(Stage):
     from_teacher = self.config.model.init_from_teacher
     if not (from_teacher and "encoder" in self.model(data.sensor).shared):
       params = _with_input_statistics(params, data.satellite[rows])
-    if from_teacher and covariate_data.names(
+    if from_teacher and covariate_columns.names(
         self.config.teacher.data.covariates) == self.covariate_names:
       return params
-    return covariates_lib.with_statistics(
+    return covariate_branch.with_statistics(
         params, self.covariates(data, rows), self.covariate_names, self.name)
 
   def streams(self, data):
-    model = self.model(data.sensor)
+    terms = objectives.student_terms(self.config.loss,
+                                     self.model(data.sensor).latent)
     return input_pipeline.student_streams(
         data, self.config.train.batch_size, self.config.seed,
-        self.config.data.transductive,
-        streams_for(student_terms(self.config.loss, model.latent)))
+        self.config.data.transductive, objectives.streams_for(terms))
 
   def loss_fn(self, sensor, teacher):
     cfg = self.config.loss
     model = self.model(sensor)
     # The source spectra exist only where the lab grid resamples to the
     # sensor; forward_matrix says why not otherwise.
-    needs_source = "source" in student_terms(cfg, model.latent) or (
-        cfg.w_alignment and cfg.align_to == "self")
+    needs_source = ("source" in objectives.student_terms(cfg, model.latent)
+                    or (cfg.w_alignment and cfg.align_to == "self"))
     return functools.partial(
-        student_loss, model=model, teacher=teacher.model(sensor),
-        source_matrix=(build.forward_matrix(sensor, self.lab_grid)
+        objectives.student_loss, model=model, teacher=teacher.model(sensor),
+        source_matrix=(from_config.forward_matrix(sensor, self.lab_grid)
                        if needs_source else None),
         config=self.config)
 

@@ -27,10 +27,15 @@ import optax
 from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import checkpoint
+from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import objectives
+from deepsalt_jax import paths
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
+from deepsalt_jax import schedule
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
@@ -45,7 +50,7 @@ PREEMPTION_CHECK_EVERY = 10
 # --- Step -------------------------------------------------------------------
 
 
-def make_train_step(loss_fn: stages.LossFn, mesh: jax.sharding.Mesh):
+def make_train_step(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
   """One jitted, data-parallel step: per-device grads, pmean, update."""
 
   def per_device(state, batch, teacher_params, key):
@@ -138,7 +143,7 @@ class Preempted(Exception):
   """Raised after a SIGTERM once the checkpoint of the current step is saved."""
 
 
-def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
+def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         streams: dict, teacher_params: Any, directory: epath.Path,
         mesh: jax.sharding.Mesh, selector: selection.Selector) -> Any:
   """Trains `params` for the stage's steps, resuming from checkpoints.
@@ -182,8 +187,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
       pending.append((step, terms))
       if sync_each_step:
         jax.block_until_ready(terms)
-      log = reporting.is_time(step, tcfg.log_every, tcfg.steps)
-      save = reporting.is_time(step, tcfg.checkpoint_every, tcfg.steps)
+      log = schedule.is_time(step, tcfg.log_every, tcfg.steps)
+      save = schedule.is_time(step, tcfg.checkpoint_every, tcfg.steps)
       stop = ((log or save or step % PREEMPTION_CHECK_EVERY == 0)
               and preemption.agreed())
       if log or save or stop:
@@ -219,7 +224,7 @@ def fit(stage: stages.Stage, params: Any, loss_fn: stages.LossFn,
   return selector.selected(state.params)
 
 
-def train_stage(stage: stages.Stage, data: input_pipeline.Data,
+def train_stage(stage: stages.Stage, data: samples.Data,
                 teacher: stages.Stage | None, teacher_params: Any,
                 workdir: epath.Path, mesh: jax.sharding.Mesh) -> Any:
   """Trains (or resumes, or restores when finished) one stage's params."""
@@ -231,7 +236,7 @@ def train_stage(stage: stages.Stage, data: input_pipeline.Data,
              selection.Selector(stage, data, directory, mesh))
 
 
-def train_plan(plan: stages.Plan, data: input_pipeline.Data,
+def train_plan(plan: stages.Plan, data: samples.Data,
                workdir: epath.Path, mesh: jax.sharding.Mesh
                ) -> dict[str, Any]:
   """Parameters of every stage of `plan` by name: the teacher, then the
@@ -253,7 +258,7 @@ def train_plan(plan: stages.Plan, data: input_pipeline.Data,
 
 
 def _log_data(config: ml_collections.ConfigDict,
-              data: input_pipeline.Data) -> None:
+              data: samples.Data) -> None:
   counts = np.bincount(data.role[~data.test], minlength=len(roles.ROLE_NAMES))
   logging.info(
       "Data %s/%s: %d samples, held out: %s (%d samples); training part: %s",
@@ -273,11 +278,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise errors.UserError(
         "A config on your own data (configs/own_data.py) trains through "
         "cross_validation.train_and_validate, which launch.py runs.")
+  config_numbers.check(config)
+  paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
                jax.default_backend(), jax.process_count())
-  data = input_pipeline.load_data(config.data)  # Validates before any write.
+  data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
   run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)

@@ -48,6 +48,13 @@ def tiny_run(prepared_data_dir, tmp_path_factory):
   return config, workdir
 
 
+def delete_checkpoint_data(step_dir: pathlib.Path) -> None:
+  """Damages a saved step: its arrays' data files are deleted."""
+  for f in step_dir.rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.unlink()
+
+
 def tiny_config(config_module: str, data_dir: pathlib.Path, arg: str = ""):
   """A config's tiny variant reading its data from `data_dir`."""
   import importlib

@@ -17,6 +17,7 @@ sys.path.insert(0, "tests")
 
 from conftest import tiny_config  # noqa: E402
 from deepsalt_jax import input_pipeline  # noqa: E402
+from deepsalt_jax import samples  # noqa: E402
 from deepsalt_jax import sharding  # noqa: E402
 from deepsalt_jax import stages  # noqa: E402
 from deepsalt_jax import train  # noqa: E402
@@ -76,7 +77,7 @@ def main():
     config.teacher.model.encoder.dropout = 0.0
     config.loss.update(weights)
     plan = stages.plan(config, lab_grid.visnir())
-    data = input_pipeline.load_data(config.data)
+    data = samples.load_data(config.data)
     teacher_params = plan.teacher.init_params(data.sensor)
     meshes = [Mesh(np.array(jax.devices()), (sharding.AXIS,)),
               Mesh(np.array(jax.devices()[:1]), (sharding.AXIS,))]

@@ -1,15 +1,20 @@
 """Clear messages for what users get wrong, and nothing written on error."""
+import json
+import logging
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, delete_checkpoint_data, tiny_config
 from data_prep import datasets
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import mapping
+from deepsalt_jax import samples
 from deepsalt_jax import train
 
 TILE = "enmap_potsdam/enmap_potsdam_tile_192_96.tif"
@@ -53,13 +58,13 @@ def test_holding_out_every_region_is_refused(prepared_data_dir):
   _, info = datasets.load("salinity", "enmap", prepared_data_dir)
   config.data.test_regions = ",".join(info.features["region"].names)
   with pytest.raises(ValueError, match="nothing is left to train on"):
-    input_pipeline.load_data(config.data)
+    samples.load_data(config.data)
 
 
 def test_no_labelled_samples_is_refused(prepared_data_dir):
   config = tiny_config("distill", prepared_data_dir)
   config.data.labelled_fraction = 0.0
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   with pytest.raises(ValueError, match="'labelled' stream is empty"):
     input_pipeline.student_streams(data, 8, 0, True, {"labelled"})
 
@@ -90,6 +95,71 @@ def test_eval_and_map_refuse_a_config_that_differs_from_the_run(
   assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("train.steps", -5, "--config.train.steps=-5: use at least 1 step"),
+    ("train.batch_size", 0,
+     "--config.train.batch_size=0: use at least 1 sample"),
+    ("teacher.train.learning_rate", 0.0,
+     "--config.teacher.train.learning_rate=0.0: use a rate above 0"),
+])
+def test_config_numbers_are_checked_before_any_work(field, value, message,
+                                                     tmp_path):
+  config = tiny_config("distill", tmp_path / "tfds", "compare=none")
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_an_unwritable_workdir_is_refused_before_any_work(tmp_path,
+                                                         monkeypatch):
+  config = tiny_config("teacher", tmp_path / "tfds")
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  for workdir, message in (
+      (blocker, "is a file, not a folder"),
+      (blocker / "run", f"{blocker} is a file, so no folder can be made"),
+  ):
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(config, workdir)
+  # A read-only folder (simulated: tests may run as root, who writes anyway).
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  monkeypatch.setattr(os, "access", lambda p, mode: pathlib.Path(p) != locked)
+  with pytest.raises(ValueError, match=f"{locked} is not writable"):
+    train.train_and_evaluate(config, locked / "runs" / "run")
+  assert not list(locked.iterdir()) and not (tmp_path / "tfds").exists()
+
+
+def test_map_output_that_is_a_file_is_refused(tiny_run, reference_data,
+                                              tmp_path):
+  config, workdir = tiny_run
+  taken = tmp_path / "taken"
+  taken.write_text("mine")
+  for output, message in ((taken, "is a file, not a folder"),
+                          (taken / "maps", "is a file, so no folder")):
+    with pytest.raises(ValueError, match=message):
+      mapping.map_scene(config, workdir, reference_data / TILE, output)
+  assert taken.read_text() == "mine"
+
+
+def test_eval_falls_back_past_a_damaged_best(tiny_run, tmp_path, caplog):
+  """A damaged student/best: eval restores the newest regular checkpoint,
+  with a warning, instead of stopping."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  (best,) = (run / "student" / "best").iterdir()
+  delete_checkpoint_data(best)
+  with caplog.at_level(logging.WARNING):
+    evaluate.evaluate_checkpoints(config, run)
+  assert (f"Every step in {run / 'student' / 'best'} is damaged; restoring "
+          f"from {run / 'student' / 'checkpoints'}") in caplog.text
+  steps = json.loads((run / f"eval-{config.train.steps}.json").read_text())[
+      "checkpoint_steps"]
+  assert steps["student"] == config.train.steps
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--config=configs/distill.py:sensor=landsat", "--workdir=W"],
@@ -100,14 +170,22 @@ def test_eval_and_map_refuse_a_config_that_differs_from_the_run(
      "dance"),
     (["--mode=eval"], "--mode=eval needs --workdir"),
     (["--mode=map", "--workdir=W"], "W/config.json not found"),
+    (["--config=configs/own_data.py", "--config.train.steps=-5",
+      "--workdir=W"], "error: --config.train.steps=-5: use at least 1 step"),
+    (["--config=configs/teacher.py:tiny", "--workdir=W/run"],
+     "W is a file, so no folder can be made under it"),
 ])
 def test_cli_errors_name_the_problem(args, message, tmp_path):
+  blocker = "--workdir=W/run" in args  # A workdir under a file.
+  if blocker:
+    (tmp_path / "W").write_text("")
   args = [a.replace("=W", f"={tmp_path / 'W'}") for a in args]
   out = _launch(*args)
   assert out.returncode != 0
   assert message in out.stderr
   assert "Traceback" not in out.stderr
-  assert not (tmp_path / "W").exists()
+  assert (tmp_path / "W").is_file() if blocker else not (
+      tmp_path / "W").exists()
 
 
 def _truncated(reference_data, path):
@@ -134,6 +212,13 @@ def test_cli_user_errors_are_one_line_and_leave_nothing(tiny_run,
                      f"--output={maps}", *extra)
     _one_clear_line(result, message)
     assert not maps.exists(), message
+  # An --output that is a file: one line, the file untouched.
+  taken = tmp_path / "taken"
+  taken.write_text("mine")
+  result = _launch("--mode=map", f"--workdir={workdir}", f"--output={taken}",
+                   f"--scene={reference_data / TILE}")
+  _one_clear_line(result, f"--output={taken} is a file, not a folder")
+  assert taken.read_text() == "mine"
   # The saved config is the one to match; the command line may not differ.
   result = _launch("--mode=eval", f"--workdir={workdir}",
                    "--config=configs/distill.py:tiny,compare=none",

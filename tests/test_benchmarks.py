@@ -12,9 +12,10 @@ from configs import distill
 from data_prep import roles
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import metrics
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
@@ -74,7 +75,7 @@ def test_folds_protocol_scores_each_set(prepared_data_dir, tmp_path):
     assert result["summary"][method]["units"] == 5
   config = distill.get_config("dataset=soc")
   config.data.update(data_dir=str(prepared_data_dir), test_regions="")
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   assert sum(r["n_test"] for r in result["runs"]) == np.isin(
       data.fold, [1, 2]).sum()
   with pytest.raises(ValueError, match="other settings"):
@@ -87,18 +88,18 @@ def test_test_folds_hold_out_a_fold_of_every_set(prepared_data_dir):
   config = distill.get_config("dataset=soc")
   config.data.update(data_dir=str(prepared_data_dir), test_regions="",
                      test_folds="3")
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   np.testing.assert_array_equal(data.test, data.fold == 3)
   assert len(np.unique(data.region[data.test])) == 5
   config.data.test_folds = "11"
   with pytest.raises(ValueError, match="matches no sample"):
-    input_pipeline.load_data(config.data)
+    samples.load_data(config.data)
 
 
-def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
+def _synthetic_data(n: int = 600, seed: int = 0) -> samples.Data:
   """Rank-5 satellite spectra; log1p(EC) linear in them, per region."""
   rng = np.random.default_rng(seed)
-  n_sat = build.forward_matrix("enmap", lab_grid.visnir()).shape[0]
+  n_sat = from_config.forward_matrix("enmap", lab_grid.visnir()).shape[0]
   z = rng.normal(size=(n, 5))
   satellite = (0.3 + 0.02 * z @ rng.normal(size=(5, n_sat))).astype(
       np.float32)
@@ -109,7 +110,7 @@ def _synthetic_data(n: int = 600, seed: int = 0) -> input_pipeline.Data:
   test = rng.random(n) < 0.2
   # Unlabelled training targets are garbage: a baseline using them is off.
   target = np.where((role == roles.UNLABELLED) & ~test, 1e3, target)
-  return input_pipeline.Data(
+  return samples.Data(
       lab=np.full((n, 180), 0.3, np.float32), satellite=satellite,
       pair_satellite=satellite, target=target.astype(np.float32),
       region=region, fold=np.zeros(n, np.int32), role=role,

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import delete_checkpoint_data
 from deepsalt_jax import checkpoint
 
 
@@ -55,13 +56,7 @@ def _truncate(step_dir):
       f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])
 
 
-def _delete_data(step_dir):
-  for f in step_dir.rglob("*"):
-    if f.is_file() and f.parent.name == "d":  # The arrays' data files.
-      f.unlink()
-
-
-@pytest.mark.parametrize("damage", [_truncate, _delete_data])
+@pytest.mark.parametrize("damage", [_truncate, delete_checkpoint_data])
 def test_damaged_latest_step_falls_back_with_a_warning(tmp_path, caplog,
                                                        damage):
   _saved(tmp_path, (2, 4))
@@ -82,10 +77,31 @@ def test_damaged_latest_step_falls_back_with_a_warning(tmp_path, caplog,
   assert step == 4
 
 
+def test_a_folder_of_damaged_steps_falls_back_to_the_next(tmp_path, caplog):
+  """A stage's damaged `best` for its regular checkpoints."""
+  _saved(tmp_path / "best", (4,))
+  _saved(tmp_path / "checkpoints", (2, 6))
+  delete_checkpoint_data(tmp_path / "best" / "4")
+  with caplog.at_level(logging.WARNING):
+    params, step = checkpoint.restore_params(
+        [tmp_path / "best", tmp_path / "checkpoints"],
+        _abstract(_state().params))
+  assert step == 6
+  np.testing.assert_array_equal(params["b"], np.full(3, 6.0))
+  assert f"Every step in {tmp_path / 'best'} is damaged; restoring from " in (
+      caplog.text)
+  delete_checkpoint_data(tmp_path / "checkpoints" / "6")
+  delete_checkpoint_data(tmp_path / "checkpoints" / "2")
+  with pytest.raises(ValueError, match=r"No readable checkpoint in .*"
+                     r"checkpoints: steps \[6, 2\] are damaged"):
+    checkpoint.restore_params([tmp_path / "best", tmp_path / "checkpoints"],
+                              _abstract(_state().params))
+
+
 def test_no_readable_step_says_what_to_do(tmp_path):
   _saved(tmp_path, (2, 4))
   _truncate(tmp_path / "2")
-  _delete_data(tmp_path / "4")
+  delete_checkpoint_data(tmp_path / "4")
   with pytest.raises(ValueError, match=r"No readable checkpoint .* steps "
                      r"\[4, 2\] are damaged.*delete"):
     checkpoint.Checkpointer(tmp_path).restore_params(

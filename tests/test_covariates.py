@@ -12,15 +12,15 @@ import projects
 from configs import distill
 from configs import own_data
 from deepsalt_jax import checkpoint
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import mapping
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
 from deepsalt_jax.mapping import covariate_rasters
-from deepsalt_jax.models import build
-from deepsalt_jax.models import covariates
+from deepsalt_jax.models import covariate_branch
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 
@@ -47,8 +47,8 @@ def test_zero_initialised_branch_leaves_predictions_unchanged():
     params = stage.init_params(SENSOR, plan.teacher.init_params(SENSOR))
     assert set(params["covariates"]) == {"standardize", "project"}
     without = {k: v for k, v in params.items() if k != "covariates"}
-    plain = (build.build_teacher if stage is plan.teacher
-             else build.build_student)(
+    plain = (from_config.build_teacher if stage is plan.teacher
+             else from_config.build_student)(
                  stage.config.model, SENSOR, lab_grid.visnir(),
                  target_transform=stage.config.data.target_transform)
     x, c = _inputs(stage)
@@ -76,8 +76,8 @@ def test_a_student_from_a_teacher_with_the_same_covariates_takes_them():
 def test_missing_values_are_imputed_with_the_training_mean():
   stage = _plan(teacher_text="clay,soc").teacher
   values = np.array([[10.0, 1.0], [30.0, np.nan], [np.nan, 3.0]])
-  params = covariates.with_statistics(stage.init_params(SENSOR), values,
-                                      ("clay", "soc"), "teacher")
+  params = covariate_branch.with_statistics(stage.init_params(SENSOR), values,
+                                            ("clay", "soc"), "teacher")
   np.testing.assert_allclose(params["covariates"]["standardize"]["mean"],
                              [20.0, 2.0])
   np.testing.assert_allclose(params["covariates"]["standardize"]["scale"],
@@ -96,8 +96,8 @@ def test_a_covariate_missing_in_every_training_sample_is_refused():
   params = _plan(teacher_text="clay,soc").teacher.init_params(SENSOR)
   with pytest.raises(errors.UserError, match=r"\['soc'\] have no value.*"
                      "teacher.*--config.data.covariates"):
-    covariates.with_statistics(params, np.array([[1.0, np.nan]] * 3),
-                               ("clay", "soc"), "teacher")
+    covariate_branch.with_statistics(params, np.array([[1.0, np.nan]] * 3),
+                                     ("clay", "soc"), "teacher")
 
 
 def test_teacher_covariates_must_be_the_students_or_none():
@@ -137,7 +137,7 @@ def run(project, tmp_path_factory):
   """(config, data, workdir) of the final teacher and student trained on
   the project."""
   config = _config(project, tmp_path_factory.mktemp("tfds"))
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   workdir = tmp_path_factory.mktemp("run")
   run_config.save(config, workdir, lab_grid.visnir())
   train.train_plan(stages.plan(config, lab_grid.visnir()), data, workdir, sharding.make_mesh())
@@ -174,9 +174,8 @@ def test_statistics_travel_with_the_checkpoint(run):
               np.nanstd(data.covariates[rows], axis=0))
   mesh = sharding.make_mesh()
   for stage in plan.stages:  # The student took the teacher's.
-    ckpt = checkpoint.Checkpointer(stage.params_directory(workdir))
-    params, _ = ckpt.restore_params(stage.abstract_params(SENSOR, mesh))
-    ckpt.close()
+    params, _ = checkpoint.restore_params(
+        stage.params_directories(workdir), stage.abstract_params(SENSOR, mesh))
     saved = params["covariates"]["standardize"]
     np.testing.assert_allclose(saved["mean"], expected[0], rtol=1e-5)
     np.testing.assert_allclose(saved["scale"], expected[1], rtol=1e-5)

@@ -9,7 +9,7 @@ from configs import common
 from data_prep import datasets
 from data_prep import roles
 from data_prep import sources
-from deepsalt_jax import input_pipeline
+from deepsalt_jax import samples
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 
@@ -167,13 +167,13 @@ def test_covariates_are_limesodas_measured_clay_and_soc(salinity, soc,
   # The trainer's data: the columns named, in the order named.
   config = common.data_config("salinity")
   config.update(data_dir=str(prepared_data_dir), covariates="soc,clay")
-  data = input_pipeline.load_data(config)
+  data = samples.load_data(config)
   assert data.covariate_names == ("soc", "clay")
   assert data.covariates.shape == (N_LIMESODA + N_ICRAF, 2)
   config.covariates = "clay,ph"
   with pytest.raises(ValueError, match=r"\['ph'\].*its covariates: clay, "
                      "soc"):
-    input_pipeline.load_data(config)
+    samples.load_data(config)
 
 
 @pytest.mark.slow

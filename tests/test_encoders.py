@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from configs import distill
-from deepsalt_jax import losses
 from deepsalt_jax import stages
-from deepsalt_jax.models import build
+from deepsalt_jax import targets
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
@@ -120,7 +120,7 @@ def test_mlp_layers_are_its_activations():
 
 
 def test_bounded_head_range_and_centre_in_target_space():
-  forward, inverse = losses.TARGET_TRANSFORMS['log1p']
+  forward, inverse = targets.TRANSFORMS['log1p']
   head = encoder.RegressionHead(8, 0.0, (0.05, 77.0), 'log1p')
   features = 10.0 * _spectra(64, 8)
   params = head.init(jax.random.key(0), features, train=False)
@@ -144,18 +144,18 @@ def _model_config(**overrides):
 
 
 def test_bounded_head_follows_the_target_and_needs_bounds():
-  teacher = build.build_teacher(_model_config(head='bounded'), 'enmap',
-                                VISNIR, target_transform='log1p')
+  teacher = from_config.build_teacher(_model_config(head='bounded'), 'enmap',
+                                      VISNIR, target_transform='log1p')
   assert teacher.head.bounds == (0.05, 77.0)
   assert teacher.head.transform == 'log1p'
   soc = distill.get_config('dataset=soc,head=bounded,compare=none')
   assert soc.model.head_bounds == [] and soc.teacher.model.head == 'bounded'
   with pytest.raises(errors.UserError, match='model.head_bounds'):
-    build.build_teacher(soc.model, 'enmap', VISNIR,
-                        target_transform='identity')
+    from_config.build_teacher(soc.model, 'enmap', VISNIR,
+                              target_transform='identity')
   with pytest.raises(errors.UserError, match='model.head='):
-    build.build_teacher(_model_config(head='relu'), 'enmap', VISNIR,
-                        target_transform='log1p')
+    from_config.build_teacher(_model_config(head='relu'), 'enmap', VISNIR,
+                              target_transform='log1p')
 
 
 def test_student_projects_its_layers_to_another_teacher_width():

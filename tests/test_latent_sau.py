@@ -10,13 +10,13 @@ import pytest
 from configs import distill
 from data_prep import roles
 from deepsalt_jax import evaluate
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
@@ -47,24 +47,24 @@ def test_lab_grid_round_trips_and_says_when_physics_fails():
 
 def test_sau_mode_follows_coverage_unless_named():
   config = _model_config(space="lab")
-  assert build.sau_mode(config, "enmap", lab_grid.visnir()) == "physics"
-  assert build.sau_mode(config, "enmap", MIR) == "latent"
+  assert from_config.sau_mode(config, "enmap", lab_grid.visnir()) == "physics"
+  assert from_config.sau_mode(config, "enmap", MIR) == "latent"
   config.sau = "latent"
-  assert build.sau_mode(config, "enmap", lab_grid.visnir()) == "latent"
+  assert from_config.sau_mode(config, "enmap", lab_grid.visnir()) == "latent"
   config.sau = "physics"
   with pytest.raises(errors.UserError, match="sau=latent"):
-    build.sau_mode(config, "enmap", MIR)
+    from_config.sau_mode(config, "enmap", MIR)
   with pytest.raises(errors.UserError, match="use space=lab"):
-    build.build_teacher(_model_config(space="sensor"), "enmap", MIR,
-                        target_transform="log1p")
+    from_config.build_teacher(_model_config(space="sensor"), "enmap", MIR,
+                              target_transform="log1p")
 
 
 def test_latent_student_starts_from_the_teachers_head_only():
   config = _model_config(space="lab")
-  teacher = build.build_teacher(config, "enmap", MIR,
-                                target_transform="log1p")
-  student = build.build_student(config, "enmap", MIR,
-                                target_transform="log1p")
+  teacher = from_config.build_teacher(config, "enmap", MIR,
+                                      target_transform="log1p")
+  student = from_config.build_student(config, "enmap", MIR,
+                                      target_transform="log1p")
   n_sat = sensors.builtin("enmap").good.size
   t_params = teacher.init(jax.random.key(0), jnp.zeros((2, MIR.size)),
                           train=False)["params"]
@@ -93,7 +93,7 @@ def test_info_nce_known_answers():
   assert float(losses.autoencoder_loss(same, same)) == 0.0
 
 
-def _mir_data(n: int = 480, seed: int = 0) -> input_pipeline.Data:
+def _mir_data(n: int = 480, seed: int = 0) -> samples.Data:
   """Five soil factors seen by a MIR instrument and by EnMAP."""
   rng = np.random.default_rng(seed)
   n_sat = sensors.builtin("enmap").good.size
@@ -104,7 +104,7 @@ def _mir_data(n: int = 480, seed: int = 0) -> input_pipeline.Data:
   target = np.expm1(1.5 + 0.5 * z[:, 0]).astype(np.float32)
   role = roles.assign_roles(rng.random(n), 0.3, 0.4)
   has_lab = role == roles.PAIRED
-  return input_pipeline.Data(
+  return samples.Data(
       lab=np.where(has_lab[:, None], lab, np.nan).astype(np.float32),
       satellite=satellite, pair_satellite=satellite, target=target,
       region=np.zeros(n, np.int32), fold=np.zeros(n, np.int32), role=role,

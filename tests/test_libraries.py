@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow_datasets as tfds
 
+import library_builders
 from data_prep import libraries
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
@@ -55,7 +56,7 @@ def test_lucas_round_trip(tmp_path, caplog):
   manual.mkdir()
   _lucas_files(manual)
   with caplog.at_level(logging.INFO):
-    records = _build(libraries.LucasTopsoil, tmp_path, manual)
+    records = _build(library_builders.LucasTopsoil, tmp_path, manual)
   assert sorted(records) == ["101", "102"]
   assert "dropped 1 of 5 spectra" in caplog.text
   assert "dropped 1 of 4 rows" in caplog.text
@@ -97,7 +98,7 @@ def test_ossl_round_trip_with_percent(tmp_path, caplog):
   manual.mkdir()
   _ossl_files(manual)
   with caplog.at_level(logging.WARNING):
-    records = _build(libraries.OsslVisnir, tmp_path, manual)
+    records = _build(library_builders.OsslVisnir, tmp_path, manual)
   assert "percent" in caplog.text
   assert sorted(records) == ["u1", "u2", "u3"]
   np.testing.assert_allclose(records["u2"]["lab"][INTERIOR],
@@ -117,10 +118,10 @@ def test_csv_library_config_and_units(tmp_path):
   frame["EC_uScm"] = [1500.0, 250.0]
   frame["site"] = ["north", "south"]
   frame.to_csv(manual / "mylib.csv", index=False)
-  config = libraries.CsvLibraryConfig(
+  config = library_builders.CsvLibraryConfig(
       name="mylib", spectra_file="mylib.csv", id_column="sample",
       target_column="EC_uScm", target_units="uS/cm", region_column="site")
-  records = _build(libraries.CsvLibrary, tmp_path, manual, config=config)
+  records = _build(library_builders.CsvLibrary, tmp_path, manual, config=config)
   assert records["a"]["target"] == pytest.approx(1.5)
   assert records["b"]["region"] == b"south"
   assert np.isnan(records["b"]["lat"]) and np.isnan(records["b"]["lon"])
@@ -134,7 +135,7 @@ def test_missing_manual_file_is_named(tmp_path):
   _ossl_files(manual)
   (manual / "ossl_soillab_L1_v1.2.csv.gz").unlink()
   with pytest.raises(ValueError, match="No OSSL soil lab table in"):
-    _build(libraries.OsslVisnir, tmp_path, manual)
+    _build(library_builders.OsslVisnir, tmp_path, manual)
 
 
 # Errors, on the shared readers.

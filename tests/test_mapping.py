@@ -447,10 +447,15 @@ def test_mask_thresholds_when_set(tiny_run, tile, tmp_path):
 
 def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
                                                             mapped,
-                                                            tmp_path):
+                                                            tmp_path,
+                                                            caplog):
+  """mc_samples=0 means no uncertainty: band 2 is nodata, and the log and
+  the band say so."""
   config, workdir = tiny_run
   report = mapping.map_scene(config, workdir, tile, tmp_path,
                              _options(mc_samples=0))
+  assert ("--mapping.mc_samples=0: no uncertainty; band 2 of each "
+          "<scene>_ec.tif is nodata") in caplog.text
   _, default = mapped
   np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif")[0],
                              _read(default / "tile_ec.tif")[0], rtol=1e-6)
@@ -458,7 +463,8 @@ def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
   assert np.all(std == files.EC_NODATA)
   assert report["uncertainty"]["method"] is None
   with rasterio.open(tmp_path / "tile_ec.tif") as ds:
-    assert "not computed" in ds.descriptions[1]
+    assert ds.descriptions[1] == ("uncertainty not computed "
+                                  "(--mapping.mc_samples=0): nodata")
 
 
 @pytest.mark.slow

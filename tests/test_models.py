@@ -17,7 +17,7 @@ SMALL = dict(features=16, num_blocks=1)  # Fast variants for most tests.
 
 
 def _parts(dropout: float = 0.1, **settings):
-  """A small encoder and head, as build.encoder_and_head makes them."""
+  """A small encoder and head, as from_config.encoder_and_head makes them."""
   return dict(encoder=encoder.SpectralEncoder(**{**SMALL, **settings},
                                               dropout=dropout),
               head=encoder.RegressionHead(16, dropout))
@@ -254,17 +254,17 @@ def test_models_run_on_a_batch_sharded_explicit_mesh(enmap):
 
 
 def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
-  from deepsalt_jax.models import build
+  from deepsalt_jax.models import from_config
   import ml_collections
   config = ml_collections.ConfigDict(dict(
       space='sensor', sau='auto', sau_ridge=1e-2, use_sau=True,
       encoder=dict(kind='mlp', features=16, num_blocks=1, dropout=0.0,
                    head_hidden=8)))
-  teacher = build.build_teacher(config, 'enmap', lab_grid.visnir(),
-                                target_transform='log1p')
+  teacher = from_config.build_teacher(config, 'enmap', lab_grid.visnir(),
+                                      target_transform='log1p')
   lab = _lab_batch(3)
   params = teacher.init(jax.random.key(0), lab, train=False)
-  forward = build.forward_matrix('enmap', lab_grid.visnir())
+  forward = from_config.forward_matrix('enmap', lab_grid.visnir())
   prepared = teacher.apply(params, lab, method=teacher.prepare)
   np.testing.assert_allclose(prepared, lab @ forward.T, rtol=1e-5, atol=1e-6)
   direct = teacher.apply(params, lab, train=False)
@@ -273,8 +273,8 @@ def test_sensor_space_teacher_reads_lab_spectra_resampled_forward():
   np.testing.assert_allclose(direct['pred'], via['pred'], rtol=1e-6)
   # Its student's SAU starts from the identity: a pixel that is the
   # resampled lab spectrum gives the teacher's prediction.
-  student = build.build_student(config, 'enmap', lab_grid.visnir(),
-                                target_transform='log1p')
+  student = from_config.build_student(config, 'enmap', lab_grid.visnir(),
+                                      target_transform='log1p')
   s_params = deepsalt.init_student_from_teacher(
       student.init(jax.random.key(1), prepared, train=False)['params'],
       params['params'])

@@ -22,10 +22,10 @@ from data_prep import example_project
 from data_prep import roles
 from data_prep import sources
 from deepsalt_jax import cross_validation
-from deepsalt_jax import input_pipeline
 from deepsalt_jax import run_config
+from deepsalt_jax import samples
 from deepsalt_jax import stages
-from deepsalt_jax.models import build
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 
@@ -59,7 +59,7 @@ def _config(project, data_dir, arg="tiny"):
 def test_example_project_gives_streams_by_role_and_availability(
     example, tmp_path):
   config = _config(example, tmp_path)
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   report = data.report
   # 24 points on soil, 3 on vegetation, 1 between the scenes.
   assert report["points"]["read"] == 28
@@ -203,7 +203,7 @@ def test_the_commands_on_the_mir_example(mir_example, tmp_path):
   assert grid == lab_grid.LabGrid(wn, "cm-1", "absorbance")
   model = ml_collections.ConfigDict(run_config.load(workdir)["model"])
   assert model.sau == "auto"
-  assert build.sau_mode(model, "enmap", grid) == "latent"
+  assert from_config.sau_mode(model, "enmap", grid) == "latent"
 
   result = _launch("--mode=map", f"--workdir={workdir}",
                    f"--scene={mir_example / 'scenes'}",

@@ -14,15 +14,17 @@ import pytest
 import opus_files
 import projects
 from data_prep import datasets
-from data_prep import points as points_lib
 from data_prep import roles
 from data_prep import sources
 from data_prep.libraries import formats
 from data_prep.project import folds
+from data_prep.project import inputs
+from data_prep.project import points as points_lib
 from deepsalt_jax import cross_validation
 from deepsalt_jax import stages
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
+from deepsalt_spectral import sensors
 
 
 @pytest.fixture
@@ -42,12 +44,14 @@ def _load(config):
   return datasets.load_project(config.to_dict(), config.data_dir)
 
 
-def _refused(config, tmp_path, match):
-  """The CV job refuses the project before writing anything."""
+def _refused(config, tmp_path, match, overrides=None):
+  """The CV job refuses the project before writing anything; `overrides`:
+  {'train.steps': value, ...} of the job's config."""
   from configs import own_data
   full = own_data.get_config("tiny")
   full.data = config
   full.teacher.data = config
+  full.update_from_flattened_dict(overrides or {})
   with pytest.raises(ValueError, match=match):
     cross_validation.train_and_validate(full, tmp_path / "run")
   assert not (tmp_path / "run").exists()
@@ -123,14 +127,19 @@ def test_geojson_points(project, tmp_path):
   assert read.date[0] == "2024-01-02" and read.where[0] == "feature 1"
 
 
-def test_envi_library_with_metadata_keyed_by_name(tmp_path):
+def _envi_library(folder, wavelength=projects.LAB_NM, units=""):
   spectra = np.stack([projects.soil(projects.LAB_NM, b) for b in (0.9, 1.1)])
-  spectra.astype("<f4").tofile(tmp_path / "lib.sli")
-  (tmp_path / "lib.hdr").write_text(
+  spectra.astype("<f4").tofile(folder / "lib.sli")
+  (folder / "lib.hdr").write_text(
       "ENVI\nsamples = 206\nlines = 2\nbands = 1\nheader offset = 0\n"
       "file type = ENVI Spectral Library\ndata type = 4\nbyte order = 0\n"
-      "wavelength = {" + ", ".join(map(str, projects.LAB_NM)) + "}\n"
+      + (f"wavelength units = {units}\n" if units else "") +
+      "wavelength = {" + ", ".join(map(str, wavelength)) + "}\n"
       "spectra names = {soil b, soil a}\n")
+
+
+def test_envi_library_with_metadata_keyed_by_name(tmp_path):
+  _envi_library(tmp_path)
   pd.DataFrame({"name": ["soil a", "soil b"], "EC": [2.0, 4.0],
                 "lat": [34.0, np.nan], "lon": [8.0, np.nan]}).to_csv(
                     tmp_path / "meta.csv", index=False)
@@ -141,6 +150,29 @@ def test_envi_library_with_metadata_keyed_by_name(tmp_path):
   assert np.isnan(targets.loc["soil b", "lat"])
   _, _, names = sources.read_envi_library_with_names(tmp_path / "lib.sli")
   assert names == ["soil b", "soil a"]
+
+
+def test_library_in_micrometres_is_named_as_such(tmp_path):
+  """Micrometres labelled nanometres are refused as micrometres (not as
+  wavenumbers); labelled micrometres, or unlabelled, they are read."""
+  micrometres = projects.LAB_NM / 1000
+  _envi_library(tmp_path, micrometres, units="Nanometers")
+  with pytest.raises(ValueError, match=r"lib.hdr: the wavelength units say "
+                     r"'Nanometers' but the wavelengths end at 2.45, which "
+                     r"looks like micrometres"):
+    sources.read_envi_library_with_names(tmp_path / "lib.sli")
+  for units in ("Micrometers", ""):
+    _envi_library(tmp_path, micrometres, units=units)
+    _, nm, _ = sources.read_envi_library_with_names(tmp_path / "lib.sli")
+    np.testing.assert_allclose(nm, projects.LAB_NM)
+  library = pd.DataFrame(
+      [projects.soil(projects.LAB_NM)],
+      columns=[f"{w:g}" for w in micrometres]).assign(sample_id="a", ec=1.0)
+  library.to_csv(tmp_path / "library.csv", index=False)
+  with pytest.raises(ValueError, match=r"library.csv: its wavelengths "
+                     r"\(0.4-2.45 nm\) look like micrometres; name the "
+                     r"columns in nm"):
+    formats.read_csv_library(tmp_path / "library.csv")
 
 
 def test_ec_methods_need_a_declared_conversion(project, tmp_path):
@@ -176,6 +208,61 @@ def test_bad_points_are_named(project, tmp_path, edit, match):
     points.loc[1, "lat"] = np.nan
   points.to_csv(project / "points.csv", index=False)
   _refused(projects.data_config(project, tmp_path / "tfds"), tmp_path, match)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train.steps", -5, "--config.train.steps=-5: use at least 1 step"),
+    ("train.batch_size", 0,
+     "--config.train.batch_size=0: use at least 1 sample"),
+    ("data.folds", 1, "--config.data.folds=1: use at least 2 folds"),
+])
+def test_config_numbers_are_checked_first(project, tmp_path, field, value,
+                                          match):
+  _refused(projects.data_config(project, tmp_path / "tfds"), tmp_path, match,
+           {field: value})
+
+
+def test_an_empty_points_file_is_named(project, tmp_path):
+  (project / "points.csv").write_bytes(b"")
+  _refused(projects.data_config(project, tmp_path / "tfds"), tmp_path,
+           r"points.csv is empty \(no header line\)")
+
+
+def _european(path):
+  """The CSV as Excel saves it in much of Europe: BOM, ';', decimal commas."""
+  pd.read_csv(path).to_csv(path, sep=";", decimal=",", index=False,
+                           encoding="utf-8-sig")
+
+
+def test_european_excel_csvs_are_read(project, tmp_path):
+  for name in ("points.csv", "library.csv"):  # With a covariate column.
+    table = pd.read_csv(project / name)
+    table.assign(clay=np.linspace(5.5, 40.25, len(table))).to_csv(
+        project / name, index=False)
+  settings = projects.data_config(project, tmp_path / "tfds",
+                                  covariates="clay").to_dict()
+  sensor = sensors.builtin("enmap")
+  points = inputs.read_points(settings)
+  library = inputs.read_library(settings, sensor)
+  for name in ("points.csv", "library.csv"):
+    _european(project / name)
+  assert (project / "points.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+  european = inputs.read_points(settings)
+  for field in ("x", "y", "ec", "sample_id", "covariates"):
+    np.testing.assert_array_equal(getattr(european, field),
+                                  getattr(points, field))
+  read = inputs.read_library(settings, sensor)
+  for field in ("lab", "ec", "sample_id", "lon", "lat", "covariates"):
+    np.testing.assert_array_equal(getattr(read, field),
+                                  getattr(library, field))
+
+
+def test_a_csv_without_a_known_separator_is_named(project, tmp_path):
+  points = pd.read_csv(project / "points.csv")
+  points.to_csv(project / "points.csv", sep="|", index=False)
+  _refused(projects.data_config(project, tmp_path / "tfds"), tmp_path,
+           r"points.csv: its header line 'sample_id\|lon\|lat\|ec' has no "
+           r"field separator \(',', ';', tab\)")
 
 
 def test_points_outside_every_scene(project, tmp_path):

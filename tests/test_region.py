@@ -140,6 +140,18 @@ def test_region_run_maps_every_scene_and_a_rerun_finishes_the_rest(
   assert "| scene | soil fraction |" in (out / "region_report.md").read_text()
   before = _files(out)
 
+  # A scene that fails is listed in the region report with its error.
+  broken = tmp_path / "scenes" / "broken.tif"
+  whole = (folder / f"{TILES[0]}.tif").read_bytes()
+  broken.write_bytes(whole[:len(whole) // 2])
+  with pytest.raises(ValueError, match="1 of 4 scenes failed"):
+    mapping.map_scenes(config, workdir, folder, out)
+  report = (out / "region_report.md").read_text()
+  assert "Not mapped (1):" in report and "- broken: " in report
+  assert "truncated or damaged" in json.loads(
+      (out / "region_report.json").read_text())["not_mapped"]["broken"]
+  broken.unlink()
+
   # A job killed while mapping the second scene: its report is gone and a
   # partial file is left. The re-run maps that scene alone, the same again.
   (out / f"{TILES[1]}_report.json").unlink()

@@ -11,6 +11,7 @@ import rasterio
 import rasterio.warp
 
 from data_prep import scenes
+from data_prep.scenes import geotiff
 from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
 
@@ -302,6 +303,38 @@ def test_nan_pixels_are_masked_not_fatal_unless_declared_nodata(
   assert scene.nodata[1, 2] and not scene.non_finite[1, 2]
 
 
+def test_x10000_float_scene_with_a_nan_pixel_is_detected_and_masked(
+    reference_data, tmp_path, caplog):
+  """Float reflectance x 10000 without scale tags and one NaN pixel: the
+  NaN is left out of the scale detection, then masked and counted."""
+  with rasterio.open(reference_data / ENMAP_TILE) as src:
+    raw = src.read().astype(np.float32)
+    profile = dict(src.profile, dtype="float32")
+    tags = [src.tags(b) for b in range(1, src.count + 1)]
+  raw[:, 4, 5] = np.nan
+  path = tmp_path / "x10000.tif"
+  with rasterio.open(path, "w", **profile) as dst:  # No SCALE tags.
+    dst.write(raw)
+    for b, band_tags in enumerate(tags, start=1):
+      dst.update_tags(b, **band_tags)
+  expected = scenes.read_scene(reference_data / ENMAP_TILE)
+  with caplog.at_level(logging.WARNING):
+    scene = scenes.read_scene(path)
+  assert "looks like reflectance x 10000" in caplog.text
+  assert "1 pixels with NaN/Inf" in caplog.text
+  assert scene.non_finite[4, 5] and scene.non_finite.sum() == 1
+  assert scene.nodata[4, 5]
+  valid = ~scene.nodata
+  np.testing.assert_allclose(scene.reflectance[:, valid],
+                             expected.reflectance[:, valid], rtol=1e-6)
+  with geotiff.GeoTiffRows(path) as rows:  # How the mapper reads it.
+    block = rows.read(0, 8)
+  assert block.non_finite[4, 5] and block.non_finite.sum() == 1
+  np.testing.assert_allclose(block.reflectance[:, ~block.nodata],
+                             expected.reflectance[:, :8][:, ~block.nodata],
+                             rtol=1e-6)
+
+
 def test_pixel_missing_some_good_bands_becomes_nodata(tmp_path, caplog):
   cube, wavelength = _soil_cube()
   cube[7, 2, 3] = -1.0
@@ -502,10 +535,10 @@ def test_default_masks_keep_the_simulated_training_pixels(prepared_data_dir):
   >= 99 % of the simulated satellite pixels that pass NDVI pass them all,
   every saline one (EC > 8 dS/m) included."""
   from configs import distill
-  from deepsalt_jax import input_pipeline
+  from deepsalt_jax import samples
   config = distill.get_config()
   config.data.data_dir = str(prepared_data_dir)
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   enmap = sensors.builtin("enmap")
   scene = _cube(data.satellite, enmap.good_wavelength)
   soil = indices.soil_masks(scene, indices.MaskThresholds())["soil"][0]

@@ -1,4 +1,4 @@
-"""deepsalt_spectral: lab grid, SRF resampling, its inverse, preprocessing."""
+"""deepsalt_spectral: lab grid, SRF resampling, its inverse; preprocessing."""
 import json
 import re
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from deepsalt_spectral import preprocessing
+import preprocessing
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
 

@@ -5,6 +5,7 @@ import pytest
 from conftest import tiny_config
 from data_prep import datasets
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import samples
 from deepsalt_jax import train
 from deepsalt_spectral import sensors
 
@@ -24,7 +25,7 @@ def test_potsdam_pixels_feed_the_unlabelled_stream(reference_data,
 
   config = tiny_config("distill", prepared_data_dir,
                        "target=potsdam,compare=none")
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   streams = input_pipeline.student_streams(
       data, 16, 0, True, {"labelled", "unlabelled"})
   np.testing.assert_array_equal(streams["unlabelled"].arrays["satellite"],

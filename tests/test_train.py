@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, delete_checkpoint_data, tiny_config
 from data_prep import roles
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
 from deepsalt_jax import metrics
 from deepsalt_jax import reporting
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
@@ -74,7 +75,7 @@ def test_training_learns(prepared_data_dir, tmp_path):
     logged = [json.loads(l) for l in (tmp_path / stage / "metrics.jsonl")
               .read_text().splitlines()]
     assert logged[-1]["regression"] < factor * logged[0]["regression"], stage
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   labelled = ~data.test & (data.role == roles.LABELLED)
   target = results["student"]["target"]
   mean_rmse = metrics.regression_metrics(
@@ -85,7 +86,7 @@ def test_training_learns(prepared_data_dir, tmp_path):
 def _poisoned(config):
   """The data with held-out targets and lab spectra (and, inductive, their
   pixels) set to NaN, and everything of the validation samples."""
-  data = input_pipeline.load_data(config.data)
+  data = samples.load_data(config.data)
   assert data.validation.any()
   poisoned = {"target": data.target.copy(), "lab": data.lab.copy(),
               "satellite": data.satellite.copy(),
@@ -122,18 +123,18 @@ def test_validation_is_whole_spatial_blocks_of_labelled_samples():
   region = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
   lat = np.array([1.0, 1.0, 7.0, np.nan, np.nan, np.nan, np.nan, 40, 41, 47])
   lon = np.zeros(10)
-  blocks = roles.spatial_blocks(region, lat, lon)
+  blocks = samples.spatial_blocks(region, lat, lon)
   assert list(blocks[[0, 2, 3, 7, 9]]) == ["0/0/0", "0/1/0", "1", "2/8/0",
                                            "2/9/0"]
   candidates = np.ones(10, bool)
-  chosen = roles.validation_mask(blocks, candidates, 0.35, seed=0)
+  chosen = samples.validation_mask(blocks, candidates, 0.35, seed=0)
   assert 0.35 * 10 <= chosen.sum() < 10
   for block in set(blocks):  # All of a block or none of it.
     assert len(set(chosen[blocks == block])) == 1
   np.testing.assert_array_equal(
-      chosen, roles.validation_mask(blocks, candidates, 0.35, seed=0))
-  assert not roles.validation_mask(blocks, candidates, 0.0, 0).any()
-  only = roles.validation_mask(blocks, region == 1, 0.5, seed=3)
+      chosen, samples.validation_mask(blocks, candidates, 0.35, seed=0))
+  assert not samples.validation_mask(blocks, candidates, 0.0, 0).any()
+  only = samples.validation_mask(blocks, region == 1, 0.5, seed=3)
   assert not (only & (region != 1)).any()
 
 
@@ -212,6 +213,15 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   # Evaluation writes its own files; the training run's results stay.
   assert (tmp_path / "resumed" / "results.md").read_text() == (
       tmp_path / "full" / "results.md").read_text()
+  # A peer whose selected and last steps are damaged restores the one
+  # before; the files keep the student's step in their name.
+  for step_dir in ("plain/best/6", "plain/checkpoints/6"):
+    delete_checkpoint_data(tmp_path / "resumed" / step_dir)
+  evaluate.evaluate_checkpoints(config, tmp_path / "resumed")
+  saved = json.loads((tmp_path / "resumed" / "eval-6.json").read_text())
+  assert saved["checkpoint_steps"] == {"teacher": 6, "student": 6,
+                                       "plain": 3}
+  assert not (tmp_path / "resumed" / "eval-3.json").exists()
 
 
 @pytest.mark.slow

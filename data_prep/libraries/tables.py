@@ -12,9 +12,7 @@ The grid a dataset stores (`deepsalt_spectral.lab_grid.LabGrid`):
 - MIR in cm-1: the instrument's own grid and quantity (absorbance stays
   absorbance), axis increasing.
 """
-import csv
 import dataclasses
-import gzip
 import pathlib
 import re
 from typing import Iterator, Optional, Sequence, Union
@@ -23,6 +21,7 @@ from absl import logging
 import numpy as np
 import pandas as pd
 
+from data_prep import csv_files
 from data_prep import sources
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
@@ -46,6 +45,8 @@ _MIN_COVERAGE = 0.45
 _PERCENT_MEDIAN = 1.5
 # Median absorbance above this is not absorbance (percent reflectance?).
 _MAX_ABSORBANCE_MEDIAN = 5.0
+# Wavelengths all below this are micrometres (vis-NIR-SWIR ends near 2.5).
+_MICROMETRE_MAX = 20.0
 # Column numbers above this are not wavelengths (nm) of a vis-NIR-SWIR
 # library; FTIR (MIR) instruments write wavenumbers in decreasing order.
 _MAX_NM = 2500.0
@@ -64,13 +65,6 @@ class SpectralTable:
   ids: np.ndarray
   grid: lab_grid.LabGrid
   spectra: np.ndarray
-
-
-def _raw_header(path: pathlib.Path) -> list[str]:
-  """The CSV header as written (pandas renames duplicates, so read it raw)."""
-  opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rt", newline="") as f:
-    return [c.strip() for c in next(csv.reader(f), [])]
 
 
 def _pick(columns: Sequence[str], wanted: Columns, what: str,
@@ -137,6 +131,10 @@ def in_range(nm: np.ndarray, where) -> np.ndarray:
   """Which wavelengths lie in LAB_READ_RANGE_NM; none is an error."""
   lo, hi = LAB_READ_RANGE_NM
   keep = (nm >= lo) & (nm <= hi)
+  if not keep.any() and nm.max() < _MICROMETRE_MAX:
+    raise errors.UserError(
+        f"{where}: its wavelengths ({nm.min():g}-{nm.max():g} nm) look like "
+        "micrometres; name the columns in nm (0.4 um -> '400').")
   if not keep.any():
     raise errors.UserError(
         f"{where}: its wavelengths ({nm.min():g}-{nm.max():g} nm) lie outside "
@@ -176,7 +174,7 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
     raise errors.UserError("No spectra files given.")
   frames, axis = [], None
   for path in paths:
-    header = _raw_header(path)
+    header = csv_files.header(path)
     id_name = _pick(header, id_column, "sample id", path)
     names, values, unit = _axis_columns(header, axis_pattern, path, unit)
     if unit == "nm":
@@ -186,8 +184,8 @@ def read_spectral_table(paths: Union[PathLike, Sequence[PathLike]], *,
       raise errors.UserError(
           f"{path}: spectral columns differ from {paths[0]}.")
     axis = values
-    frame = pd.read_csv(path, usecols=[id_name, *names],
-                        dtype={id_name: str})
+    frame = csv_files.read(path, usecols=[id_name, *names],
+                           dtype={id_name: str})
     values = frame[names].apply(pd.to_numeric, errors="coerce")
     frames.append(pd.DataFrame(values.to_numpy(np.float32),
                                index=frame[id_name].str.strip()))
@@ -257,14 +255,14 @@ def read_targets(path: PathLike, *, id_column: Columns, target_column: Columns,
     raise errors.UserError(f"Unknown EC units {target_units!r}; use one of "
                            f"{sorted(EC_UNITS)}.")
   path = pathlib.Path(path)
-  header = _raw_header(path)
+  header = csv_files.header(path)
   id_name = _pick(header, id_column, "sample id", path)
   target_name = _pick(header, target_column, "EC target", path)
   optional = {key: _pick(header, names, key, path, required=False)
               for key, names in (("region", region_column),
                                  ("lat", lat_column), ("lon", lon_column))}
   used = [id_name, target_name, *[c for c in optional.values() if c]]
-  frame = pd.read_csv(path, usecols=used, dtype={id_name: str})
+  frame = csv_files.read(path, usecols=used, dtype={id_name: str})
   out = pd.DataFrame(index=frame[id_name].str.strip())
   ec = pd.to_numeric(frame[target_name], errors="coerce").to_numpy()
   out["target"] = ec * EC_UNITS[target_units]

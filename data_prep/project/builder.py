@@ -42,7 +42,7 @@ import rasterio.warp
 import tensorflow_datasets as tfds
 
 from data_prep import array_record_builder
-from data_prep import covariates as covariate_data
+from data_prep import covariate_columns
 from data_prep import roles
 from data_prep.project import inputs
 from data_prep.project import placement as placement_lib
@@ -103,7 +103,7 @@ class DeepsaltProject(array_record_builder.ArrayRecordBuilder):
 
   @property
   def covariates(self) -> tuple[str, ...]:
-    return covariate_data.names(self.settings["covariates"])
+    return covariate_columns.names(self.settings["covariates"])
 
   def _info(self) -> tfds.core.DatasetInfo:
     scalar = lambda dtype: tfds.features.Scalar(dtype=dtype)
@@ -346,7 +346,7 @@ def build_records(settings: dict[str, Any], sensor: sensors.Sensor,
       record = _with_pixel(
           _empty(f"{where.scene[i]}/{where.row[i]}/{where.col[i]}", sensor,
                  library.grid.size,
-                 len(covariate_data.names(settings["covariates"]))),
+                 len(covariate_columns.names(settings["covariates"]))),
           where, i, roles.UNLABELLED)
       records.append((f"pixel/{record['sample_id']}", record))
   pairs = placed.pairs

@@ -11,12 +11,13 @@ from absl import logging
 import numpy as np
 import pandas as pd
 
-from data_prep import covariates as covariate_data
+from data_prep import covariate_columns
+from data_prep import csv_files
 from data_prep import ec_methods
-from data_prep import points as points_lib
 from data_prep import scenes
 from data_prep.libraries import formats
 from data_prep.libraries import tables
+from data_prep.project import points as points_lib
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
@@ -149,7 +150,7 @@ def read_library(settings: dict[str, Any],
       lat=np.array([r["lat"] for r in examples], np.float64),
       conversion=conversion,
       covariates=_library_covariates(
-          covariate_data.names(settings["covariates"]), kind,
+          covariate_columns.names(settings["covariates"]), kind,
           metadata or library, columns["id_column"], sample_id))
 
 
@@ -166,11 +167,11 @@ def _library_covariates(wanted: tuple[str, ...], kind: str,
         "covariates. Use a CSV library (or an ENVI one with a metadata "
         "CSV) holding the covariate columns, or set "
         "--config.data.covariates=''.")
-  frame = pd.read_csv(table, dtype=str, skipinitialspace=True)
+  frame = csv_files.read(table, dtype=str, skipinitialspace=True)
   ids = (id_column,) if isinstance(id_column, str) else id_column
   name = next(c for c in ids if c in frame.columns)  # read_targets found it.
   frame = frame.drop_duplicates(name)  # The first row, as read_targets.
-  values = pd.DataFrame(covariate_data.columns(frame, wanted, table),
+  values = pd.DataFrame(covariate_columns.columns(frame, wanted, table),
                         index=frame[name].str.strip())
   return values.reindex(sample_id).to_numpy(np.float64)
 
@@ -181,7 +182,7 @@ def read_points(settings: dict[str, Any]) -> points_lib.Points:
       path(settings, "points"), crs=settings["points_crs"],
       ec_units=settings["points_ec_units"], ec_method=settings["ec_method"],
       max_ec=settings["max_ec"], columns=settings["points_columns"],
-      covariates=covariate_data.names(settings["covariates"]))
+      covariates=covariate_columns.names(settings["covariates"]))
 
 
 def scene_paths(settings: dict[str, Any]) -> list[pathlib.Path]:

@@ -31,6 +31,10 @@ _MAX_MEDIAN_FRACTION = 1.5
 # Band centres below this are in micrometres (hyperspectral data reach
 # at most ~2.6 um, at least ~350 nm).
 _MICROMETRE_MAX = 20.0
+# How a user states a file's scale (fraction = raw * scale).
+_SCALE_FIX = ("set the file's scale: GeoTIFF 'gdal_edit.py -scale 0.0001' "
+              "for reflectance x 10000, ENVI 'reflectance scale factor = "
+              "10000' in the header")
 _ALL_NODATA = ("{}: every pixel is nodata (all values equal the fill value). "
                "Check the nodata value (nodata=...) or the subset you read.")
 
@@ -286,17 +290,21 @@ def non_finite_pixels(values: np.ndarray, bad: np.ndarray,
 
 
 def _detect_scale(valid: np.ndarray, name: str) -> float:
-  """1, 0.01 or 0.0001 from the median of the valid good-band values."""
-  median = float(np.median(valid))
+  """1, 0.01 or 0.0001 from the median of the finite good-band values (a
+  NaN pixel is masked later; it must not make the median NaN)."""
+  finite = valid[np.isfinite(valid)]
+  if not finite.size:
+    return 1.0  # from_raw stops on a scene without valid pixels.
+  median = float(np.median(finite))
   if median > _X10000_MEDIAN:
     logging.warning("%s: median value %.4g looks like reflectance x 10000; "
-                    "dividing by 10000 (pass scale=... to override).", name,
-                    median)
+                    "dividing by 10000 (%s to override).", name, median,
+                    _SCALE_FIX)
     return 1e-4
   if median > _PERCENT_MEDIAN:
     logging.warning("%s: median value %.4g looks like reflectance in percent; "
-                    "dividing by 100 (pass scale=... to override).", name,
-                    median)
+                    "dividing by 100 (%s to override).", name, median,
+                    _SCALE_FIX)
     return 1e-2
   return 1.0
 
@@ -307,7 +315,7 @@ def _check_range(valid: np.ndarray, name: str) -> None:
   if median > _MAX_MEDIAN_FRACTION:
     raise errors.UserError(
         f"{name}: median reflectance {median:.4g} after scaling is not a "
-        "fraction (0..1). Pass the right scale=... (fraction = raw * scale).")
+        f"fraction (0..1); {_SCALE_FIX}.")
   low = valid < _NEGATIVE_SOFT
   if valid.min() < _NEGATIVE_HARD or low.mean() > _NEGATIVE_SOFT_SHARE:
     raise errors.UserError(

@@ -47,12 +47,13 @@ from data_prep import ec_methods
 from data_prep import scenes as scene_readers
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
-from deepsalt_jax import losses
 from deepsalt_jax import metrics
+from deepsalt_jax import paths
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.mapping import files
@@ -86,10 +87,9 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
         f"{workdir} holds stage={config.stage!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
-  ckpt = checkpoint.Checkpointer(student.params_directory(workdir))
-  params, step = ckpt.restore_params(
+  params, step = checkpoint.restore_params(
+      student.params_directories(workdir),
       student.abstract_params(config.data.sensor, mesh))
-  ckpt.close()
   logging.info("[map] restored the %s checkpoint of step %d", student.name,
                step)
   return student, params, step
@@ -112,6 +112,9 @@ class _Mapper:
     if options.mc_samples and not self.mc_samples:
       logging.warning("The student has no dropout (model.encoder.dropout=0): "
                       "no MC-dropout uncertainty.")
+    if not options.mc_samples:
+      logging.warning("--mapping.mc_samples=0: no uncertainty; band 2 of "
+                      "each <scene>_ec.tif is nodata.")
     self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
     if self.ec_method != ec_methods.CLASS_METHOD:
       logging.warning("The class raster uses the FAO classes of %s; this "
@@ -125,7 +128,7 @@ class _Mapper:
     self.sensor = sensors.builtin(config.data.sensor)
     chunk = options.chunk_size or (
         _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
-    _, inverse = losses.TARGET_TRANSFORMS[config.data.target_transform]
+    _, inverse = targets.TRANSFORMS[config.data.target_transform]
     self._predict = functools.partial(
         predict.predict, student.model(self.sensor.name), params,
         mesh=self.mesh, batch_size=options.batch_size, inverse=inverse,
@@ -159,7 +162,9 @@ class _Mapper:
   def uncertainty(self) -> str:
     """The uncertainty band's description."""
     if not self.mc_samples:
-      return "uncertainty not computed (no MC dropout)"
+      why = ("--mapping.mc_samples=0" if not self.options.mc_samples
+             else "the student has no dropout")
+      return f"uncertainty not computed ({why}): nodata"
     passes = (f"{self.mc_samples} Monte Carlo dropout passes of " +
               ("the regression head alone (the encoder runs once)"
                if self.options.mc_mode == "head" else "the whole network"))
@@ -269,9 +274,10 @@ class _Mapper:
 
 def _mapper(config, workdir, output_dir, options) -> _Mapper:
   workdir = epath.Path(workdir)
+  output_dir = epath.Path(output_dir or workdir / "maps")
+  paths.check_writable(output_dir, "--output")
   config = run_config.for_eval(config, workdir, "map")
-  return _Mapper(config, workdir, epath.Path(output_dir or workdir / "maps"),
-                 options)
+  return _Mapper(config, workdir, output_dir, options)
 
 
 def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
@@ -340,12 +346,18 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("deepsalt mapped every scene")
   if jax.process_index() == 0:
-    reports = [r for r in (files.completed(
-        mapper.output_dir, s.stem, mapper.signature) for s in found) if r]
+    done = {s.stem: files.completed(mapper.output_dir, s.stem,
+                                    mapper.signature) for s in found}
+    reports = [r for r in done.values() if r]
+    # Another process's failures are in its log only.
+    not_mapped = {n: str(out["failed"].get(n, "failed on another process; "
+                                           "see its log"))
+                  for n, r in done.items() if not r}
     if reports:
       vrts = mosaic.write_vrts(mapper.output_dir, reports)
       out["region"] = mosaic.region_report(
-          mapper.output_dir, reports, vrts, time.perf_counter() - start_time)
+          mapper.output_dir, reports, vrts, time.perf_counter() - start_time,
+          not_mapped)
       logging.info("%sRegion: %d of %d scenes mapped; mosaic %s and %s.md in "
                    "%s", mapper.prefix, len(reports), len(found),
                    ", ".join(vrts["files"]), mosaic.REPORT,

@@ -146,9 +146,12 @@ def _row(scene: dict[str, Any]) -> str:
 
 
 def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
-                  mosaic: dict[str, Any], wall_seconds: float
+                  mosaic: dict[str, Any], wall_seconds: float,
+                  not_mapped: dict[str, str] | None = None
                   ) -> dict[str, Any]:
-  """Writes region_report.json and .md from the scenes' reports."""
+  """Writes region_report.json and .md from the scenes' reports;
+  `not_mapped`: {scene name: why} of the scenes without maps."""
+  not_mapped = not_mapped or {}
   directory = epath.Path(directory)
   soil = sum(s["pixels"]["soil"] for s in scenes)
   with_area = all(s["soil_area_ha"] is not None for s in scenes)
@@ -156,6 +159,7 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
              if with_area else None for name in metrics.SALINITY_CLASS_NAMES}
   report = {
       "scenes": len(scenes),
+      "not_mapped": not_mapped,
       "mosaic": mosaic,
       "soil_pixels": soil,
       "soil_area_ha": (sum(s["soil_area_ha"] for s in scenes) if with_area
@@ -180,6 +184,9 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
            "over soil pixels; soil fraction of the pixels with data.", "",
            head, "|" + "---|" * (head.count("|") - 1)]
   lines += [_row(s) for s in scenes]
+  if not_mapped:
+    lines += ["", f"Not mapped ({len(not_mapped)}):", ""]
+    lines += [f"- {name}: {why}" for name, why in not_mapped.items()]
   lines += ["", "Mosaic: " + ", ".join(mosaic["files"]) + (
       f"; left out (no north-up georeference): {', '.join(mosaic['left_out'])}"
       if mosaic["left_out"] else "")]

@@ -17,7 +17,7 @@ Parameter trees (the `params` collection):
             than the encoder's), 'covariates' (with covariates only)};
             latent: {'encoder', 'project', 'decoder', 'head',
             'discriminator', 'distill_project<i>', 'covariates'}.
-Covariates (`models.covariates`): a network built with a covariate branch
+Covariates (`models.covariate_branch`): a network built with a covariate branch
 reads covariates=[B, k] beside the spectrum; one without ignores them.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
 both are built with the same encoder settings, so the student starts from the
@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepsalt_jax.models import covariates as covariates_lib
+from deepsalt_jax.models import covariate_branch
 from deepsalt_jax.models import sau as sau_lib
 
 # The subtrees the student takes over from the teacher (and 'covariates'
@@ -62,7 +62,7 @@ class Teacher(nn.Module):
     head: features -> prediction, e.g. `encoder.RegressionHead`.
     resample: None (the encoder reads the lab grid) or the (n_sat, n_lab)
       forward SRF resampling to the sensor's nominal good bands.
-    covariates: a `covariates.CovariateBranch`, or None (no covariates).
+    covariates: a `covariate_branch.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
   head: nn.Module
@@ -91,7 +91,7 @@ class Teacher(nn.Module):
     """Outputs for spectra already in the encoder's input space (a pixel
     resampled to the lab grid, or a pixel itself in sensor space)."""
     features, layers = self.encoder(x, train=train)
-    features = covariates_lib.add(self.covariates, features, covariates)
+    features = covariate_branch.add(self.covariates, features, covariates)
     return {'pred': self.head(features, train=train), 'features': features,
             'layers': layers}
 
@@ -132,7 +132,7 @@ class Student(nn.Module):
       or the encoder's own width: 'layers' are the encoder's. Another width
       (a student built wider or narrower than its teacher, so not started
       from it) adds a learned linear projection per layer into that width.
-    covariates: a `covariates.CovariateBranch`, or None (no covariates).
+    covariates: a `covariate_branch.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
   head: nn.Module
@@ -193,7 +193,7 @@ class Student(nn.Module):
         adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
       features, layers = self.encoder(adapted, train=train)
       out = {'adapted': adapted}
-    features = covariates_lib.add(self.covariates, features, covariates)
+    features = covariate_branch.add(self.covariates, features, covariates)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
     if self.projects_layers:
@@ -251,7 +251,7 @@ def init_student_from_teacher(student_params: Mapping[str, Any],
                        'structure or shape; build both with the same encoder '
                        'settings (features, num_blocks, kernel_size, ...).')
     out[name] = jax.tree.map(jnp.copy, teacher_params[name])
-  scope = covariates_lib.SCOPE
+  scope = covariate_branch.SCOPE
   if scope in student_params and scope in teacher_params and (
       jax.tree.map(jnp.shape, student_params[scope]) ==
       jax.tree.map(jnp.shape, teacher_params[scope])):

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepsalt_jax import losses
+from deepsalt_jax import targets
 
 
 def _check_spectra(x: jax.Array, encoder: str) -> None:
@@ -178,7 +178,7 @@ class RegressionHead(nn.Module):
       authors bound EC to [0.05, 77] dS/m. `forward` is the target transform
       the model regresses, so a prediction in target units stays within the
       bounds whatever the transform.
-    transform: that target transform's name (losses.TARGET_TRANSFORMS).
+    transform: that target transform's name (targets.TRANSFORMS).
   """
   hidden: int = 64
   dropout: float = 0.1
@@ -199,7 +199,7 @@ class RegressionHead(nn.Module):
     if not self.bounds:
       return z
     low, high = self.bounds
-    forward, _ = losses.TARGET_TRANSFORMS[self.transform]
+    forward, _ = targets.TRANSFORMS[self.transform]
     return forward(low + (high - low) * jax.nn.sigmoid(z))
 
 

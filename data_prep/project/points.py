@@ -5,7 +5,7 @@
 CSV: one row per point with lon/lat columns (WGS84 degrees, the default
 `crs`) or x/y columns in the CRS `crs` names (e.g. 'EPSG:32632'), an EC
 column, optional sample id, date, depth and ec_method columns, and the
-covariate columns a project names (`data_prep.covariates`). GeoJSON:
+covariate columns a project names (`data_prep.covariate_columns`). GeoJSON:
 a FeatureCollection of Point features with the same fields as properties, in
 WGS84 (RFC 7946) unless the file's legacy `crs` member names another CRS.
 Column names are matched without regard to case; `columns` overrides them.
@@ -22,7 +22,8 @@ import pandas as pd
 import rasterio.crs
 import rasterio.errors
 
-from data_prep import covariates as covariate_data
+from data_prep import covariate_columns
+from data_prep import csv_files
 from data_prep import ec_methods
 from data_prep.libraries import tables
 from deepsalt_spectral import errors
@@ -167,7 +168,7 @@ def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
     frame, crs = _read_geojson(path, crs)
     where = np.array([f"feature {i}" for i in range(1, len(frame) + 1)])
   else:
-    frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    frame = csv_files.read(path, dtype=str, skipinitialspace=True)
     where = np.array([f"line {i}" for i in range(2, len(frame) + 2)])
   if frame.empty:
     raise errors.UserError(f"{path} holds no points.")
@@ -196,7 +197,7 @@ def read_points(path, crs: str = "EPSG:4326", ec_units: str = "dS/m",
       np.float64) * tables.EC_UNITS[ec_units]
   optional = {key: _column(frame, key, columns.get(key, ""), path, False)
               for key in ("sample_id", "date", "depth", "ec_method")}
-  values = covariate_data.columns(frame, covariates, path)
+  values = covariate_columns.columns(frame, covariates, path)
   if optional["ec_method"]:
     ec_methods.check_column(frame[optional["ec_method"]], ec_method,
                             str(path), where)

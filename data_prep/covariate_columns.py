@@ -2,7 +2,7 @@
 named by the config's `data.covariates`, read from a table's columns.
 
 A value that is missing or not a number is NaN (the network imputes the
-training mean, deepsalt_jax/models/covariates.py); a column that is not
+training mean, deepsalt_jax/models/covariate_branch.py); a column that is not
 there at all is refused.
 """
 import pathlib

@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from deepsalt_jax.models import covariates
+from deepsalt_jax.models import covariate_branch
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
 from deepsalt_spectral import errors
@@ -135,7 +135,7 @@ def encoder_and_head(config: ml_collections.ConfigDict,
 
 
 def _covariate_branch(with_covariates: bool):
-  return covariates.CovariateBranch() if with_covariates else None
+  return covariate_branch.CovariateBranch() if with_covariates else None
 
 
 def build_teacher(config: ml_collections.ConfigDict, sensor: str,

@@ -1,11 +1,12 @@
-"""TFDS builders of lab soil spectral libraries the user downloads by hand.
+"""TFDS builders of vis-NIR lab libraries, for the tests: a round trip
+through a dataset checks each reader (`data_prep.libraries.formats`) end to
+end. (The product reads a library inside an own-data project,
+`data_prep.project`.)
 
 Each builder reads its files from TFDS `manual_dir` and writes array_record
 records {'lab', 'target', 'sample_id', 'region', 'lat', 'lon'}: 'lab' is
 reflectance (fraction) on the vis-NIR lab grid (`lab_grid.visnir()`),
-resampled from the library's own grid; 'target' is EC in dS/m. (MIR
-libraries keep their instrument's grid: read them in an own-data project,
-`data_prep.project`.)
+resampled from the library's own grid; 'target' is EC in dS/m.
 
 - `LucasTopsoil`: LUCAS topsoil spectra (absorbance, one column per
   wavelength plus PointID) joined with the topsoil table (Point_ID, EC mS/m).

@@ -1,7 +1,7 @@
 """Ancillary covariates (clay, SOC, climate, elevation...) beside a spectrum.
 
 A per-sample vector of `k` values (config `data.covariates`, parsed by
-`data_prep.covariates.names`) enters a network after its encoder:
+`data_prep.covariate_columns.names`) enters a network after its encoder:
 standardised with the training statistics, a missing value (NaN) imputed
 with the training mean (0 once standardised), then a Dense layer to the
 encoder's width added to its features, before the head. The Dense layer

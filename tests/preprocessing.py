@@ -1,5 +1,8 @@
 """Preprocessing of soil spectra: SNV, Savitzky-Golay, continuum removal.
 
+Not used by the product (the networks and baselines read spectra as they
+are): kept here beside its known-answer tests (test_spectra.py).
+
 Spectra put bands on the last axis. SNV and Savitzky-Golay fit any lab grid
 (`lab_grid.LabGrid`: reflectance or absorbance, nm or cm-1; `delta` is the
 grid step in its unit); continuum removal is for reflectance only. Functions

@@ -1,6 +1,7 @@
 r"""Builds the prepared datasets and prints what they hold.
 
-    python -m data_prep.build [--data_dir=DIR] [--sensor=enmap|prisma|emit|all]
+    python -m data_prep.prepare [--data_dir=DIR] \
+        [--sensor=enmap|prisma|emit|all]
 
 Builds 'salinity' and 'soc' for the sensor(s) (skipping prepared ones) and
 prints their sizes, samples per region and role fractions at the default

@@ -280,16 +280,20 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
 
 
 def train_deep(config: ml_collections.ConfigDict, methods: Sequence[str],
-               workdir: pathlib.Path) -> dict[str, np.ndarray]:
-  """Deep predictions for the test rows: one teacher, the named students."""
+               workdir: pathlib.Path
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Deep predictions for the test rows (one teacher, the named students),
+  and the students' calibrated intervals (evaluate.report)."""
   deep = [m for m in methods if m in TRAINER_NAMES]
   if not deep:
-    return {}
+    return {}, {}
   config.compare = ml_collections.ConfigDict(
       {m: VARIANTS[m] for m in deep if m in VARIANTS})
   results = train.train_and_evaluate(config, workdir)
-  return {m: np.asarray(results[TRAINER_NAMES[m]]["pred"], np.float64)
-          for m in deep}
+  return ({m: np.asarray(results[TRAINER_NAMES[m]]["pred"], np.float64)
+           for m in deep},
+          {m: results[TRAINER_NAMES[m]]["interval"] for m in deep
+           if "interval" in results[TRAINER_NAMES[m]]})
 
 
 def _model_size(config: ml_collections.ConfigDict) -> str:
@@ -310,7 +314,8 @@ def run_split(split: Split, seed: int, labelled_fraction: float,
              f"lf{labelled_fraction:g}")
   preds = fit_baselines(data, methods, settings["protocol"] == "folds",
                         config, settings["tiny"])
-  preds.update(train_deep(config, methods, workdir))
+  deep, intervals = train_deep(config, methods, workdir)
+  preds.update(deep)
   test = data.subset(data.test)
   seconds = time.perf_counter() - start
   logging.info("[benchmark] %s seed %d labelled %g: %s in %.0f s",
@@ -318,7 +323,7 @@ def run_split(split: Split, seed: int, labelled_fraction: float,
                seconds)
   return report.Run(split.name, seed, labelled_fraction,
              test["target"].astype(np.float64), test["region"], preds,
-             seconds)
+             seconds, intervals)
 
 
 def run_benchmark(dataset: str, out: str | pathlib.Path, *,

@@ -38,6 +38,9 @@ class Run:
   region: np.ndarray  # [n_test] region index.
   preds: dict[str, np.ndarray]  # method -> [n_test]; NaN = not fitted.
   seconds: float
+  # Deep method -> its calibrated interval on the split (evaluate.report's
+  # 'interval': overall and per region).
+  intervals: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def check_settings(out: pathlib.Path, settings: dict[str, Any]) -> None:
@@ -205,6 +208,26 @@ def seed_ensembles(runs: Sequence[Run], methods: Sequence[str]
   return out, names
 
 
+def intervals(runs: Sequence[Run]) -> dict[str, Any]:
+  """Per method, per held-out split and seed, what its calibrated interval
+  achieved; pooled coverage (weighted by samples) and the mean over splits
+  of the interval score."""
+  out = {}
+  for method in dict.fromkeys(m for r in runs for m in r.intervals):
+    units = {f"{r.split} seed {r.seed}": r.intervals[method]["overall"]
+             for r in runs if method in r.intervals}
+    n = sum(u["n"] for u in units.values())
+    out[method] = {
+        "per_split": units,
+        "pooled_coverage": sum(u["coverage"] * u["n"]
+                               for u in units.values()) / n,
+        "mean_interval_score": float(np.mean(
+            [u["interval_score"] for u in units.values()])),
+        "coverage_range": [min(u["coverage"] for u in units.values()),
+                           max(u["coverage"] for u in units.values())]}
+  return out
+
+
 def build(runs: Sequence[Run], label_runs: Sequence[Run],
           methods: Sequence[str], region_names: Sequence[str], unit: str,
           header: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +250,7 @@ def build(runs: Sequence[Run], label_runs: Sequence[Run],
       "margins": region_margins,
       "verdicts": verdicts(scores, methods, regions, region_margins),
       "not_fitted": {m: v for m, v in missing.items() if v},
+      "intervals": intervals(runs),
       "label_efficiency": label_efficiency(label_runs, label_methods,
                                            region_names, classes),
       "runs": [{"split": r.split, "seed": r.seed,
@@ -321,6 +345,24 @@ def markdown(result: dict[str, Any]) -> str:
           f"| {row['labelled_fraction']:.0%}{note} | {paired:.0%} | "
           + " | ".join(_cell(row["r2"].get(m)) for m in methods)
           + f" | {row['best_baseline'] or 'n/a'} |")
+  for method, judged in result.get("intervals", {}).items():
+    lines += ["", f"## {method}: calibrated 90 % intervals per held-out "
+              "split", "", f"Pooled coverage {judged['pooled_coverage']:.3f}"
+              f" (per split {judged['coverage_range'][0]:.3f} to "
+              f"{judged['coverage_range'][1]:.3f}); mean interval score "
+              f"{judged['mean_interval_score']:.3f} (Winkler, α = 0.1, "
+              f"{unit}). P gap: the largest |mean P(EC > 4) - share "
+              "exceeding| of a bin of 30 or more.", "",
+              f"| split | n | coverage | median width ({unit}) | median "
+              "relative width | interval score | P gap |",
+              "|---|---|---|---|---|---|---|"]
+    for split, u in judged["per_split"].items():
+      gap = u["reliability_gap"]
+      lines.append(
+          f"| {split} | {u['n']} | {u['coverage']:.3f} | "
+          f"{u['median_width']:.3f} | {u['median_relative_width']:.3f} | "
+          f"{u['interval_score']:.3f} | "
+          f"{'–' if gap is None else f'{gap:.3f}'} |")
   lines += ["", "## Verdict", ""] + [f"- {v}" for v in result["verdicts"]]
   for method, where in result["not_fitted"].items():
     lines.append(f"- {method} was not fitted (fewer than 5 training samples) "

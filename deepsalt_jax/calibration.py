@@ -1,15 +1,29 @@
-"""Uncertainty that means something: the MC spread, calibrated.
+"""Intervals and exceedance probabilities a user can act on, calibrated.
 
-The raw spread of a student's predictions (MC dropout) is not an interval:
-its scale is arbitrary. Split-conformal calibration fixes it on samples the
-network never trained on, the validation samples (`Data.validation`, whole
-spatial blocks): with the normalised error e = |y - mean| / std of each
-validation sample, the NOMINAL quantile q of e makes mean ± q·std a
-NOMINAL-coverage interval (for samples like the validation ones). The
-calibration is saved with the run (<student>/calibration.json); evaluation
-reports the coverage it reaches on the held-out samples and mapping writes
-the calibrated interval's half-width (when it maps with the same MC passes:
-the multiplier belongs to the spread it was fitted on).
+EC errors grow with EC, so the interval lives in the target transform's
+space (log1p for EC): asymmetric in dS/m and never below zero. Split
+conformal calibration on samples the network never trained on (the
+validation samples, whole spatial blocks; or other folds' out-of-fold
+predictions): with m = forward(prediction), d a difficulty score and the
+signed normalised error r = (forward(y) - m) / d of each calibration
+sample, the interval is inverse(m + [r_lo, r_hi]·d), r_lo and r_hi the
+equal-tailed finite-sample conformal quantiles (the k-th smallest of n,
+k = floor((n + 1) α/2) and ceil((n + 1)(1 - α/2))), and the probability
+that y exceeds a threshold t is the share of the r with m + r·d >
+forward(t): the conformal predictive distribution.
+
+Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
+multiplicative interval everywhere), and 'head_mc' (the spread of the
+head's MC-dropout outputs in the transformed space, plus its median over
+the calibration samples, so a spread near zero cannot shrink an interval to
+nothing). The one with the lowest cross-fitted interval score (Winkler,
+each calibration block's samples judged by the calibration of the other
+blocks) is kept; every candidate's score and the rank correlation of its
+difficulty with |error| are saved beside it, with the cross-fitted
+coverage: what a block the calibration did not see gets.
+
+The calibration is saved with the run (<student>/calibration.json, `kind`
+`KIND`); mapping writes the bounds and the exceedance probability.
 """
 from __future__ import annotations
 
@@ -19,59 +33,231 @@ from typing import Any
 
 from etils import epath
 import numpy as np
+from scipy import stats
+
+from deepsalt_jax import targets
+from deepsalt_spectral import errors
 
 CALIBRATION_FILE = "calibration.json"
+KIND = "conformal, transformed space"
 NOMINAL = 0.9  # Coverage of the interval.
-# Below this many validation samples the quantile means little: said.
+# Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
+DIFFICULTIES = ("constant", "head_mc")
+# FAO: a soil is saline from ECe 4 dS/m.
+EXCEEDANCE_THRESHOLD = 4.0
+# Reliability bins of the exceedance probability.
+RELIABILITY_BINS = 10
 
 
-def fit(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
-        mc_samples: int, mc_mode: str,
-        nominal: float = NOMINAL) -> dict[str, Any]:
-  """The conformal multiplier of `std` for a `nominal` interval.
+def _transform(name: str):
+  forward, inverse = targets.TRANSFORMS[name]
+  return (lambda v: np.asarray(forward(np.asarray(v, np.float32)), np.float64),
+          lambda v: np.asarray(inverse(np.asarray(v, np.float32)),
+                               np.float64))
 
-  `std` is the spread over `mc_samples` passes of kind `mc_mode`
-  (predict.predict), recorded with the multiplier: it holds for that spread
-  alone.
 
-  The k-th smallest of the n normalised errors, k = ceil((n + 1) nominal)
-  (the split-conformal quantile), so the interval covers at least `nominal`
-  of new exchangeable samples; with too few samples for that (k > n), the
-  largest.
+def _quantiles(scores: np.ndarray, nominal: float) -> tuple[float, float]:
+  """Equal-tailed split-conformal quantiles of signed `scores` (the extreme
+  ones when too few samples)."""
+  n = scores.size
+  tail = (1.0 - nominal) / 2
+  s = np.sort(scores)
+  # (The 1e-9: 20 x 0.1 is 1.9999... in floating point.)
+  low = max(math.floor((n + 1) * tail + 1e-9), 1)
+  high = min(math.ceil((n + 1) * (1 - tail) - 1e-9), n)
+  return float(s[low - 1]), float(s[high - 1])
+
+
+def _fit_scores(mean_t, spread, target_t, difficulty):
+  """(normalised signed errors, the difficulty's added scale)."""
+  if difficulty == "constant":
+    return target_t - mean_t, 1.0
+  scale = float(np.median(spread))
+  return (target_t - mean_t) / (spread + scale), scale
+
+
+def _difficulty(calibration: dict[str, Any], spread: np.ndarray | None,
+                n: int) -> np.ndarray:
+  if calibration["difficulty"] == "constant":
+    return np.ones(n)
+  return np.asarray(spread, np.float64) + calibration["difficulty_scale"]
+
+
+def _fit_one(mean, spread, target, difficulty, transform, nominal):
+  forward, _ = _transform(transform)
+  scores, scale = _fit_scores(forward(mean), spread, forward(target),
+                              difficulty)
+  low, high = _quantiles(scores, nominal)
+  return {"kind": KIND, "transform": transform, "nominal": nominal,
+          "difficulty": difficulty, "difficulty_scale": scale,
+          "lower": low, "upper": high,
+          # Sorted: the conformal predictive distribution (exceedance).
+          "scores": np.sort(scores).round(6).tolist(),
+          "validation_samples": int(scores.size),
+          "reliable": bool(scores.size >= MIN_SAMPLES)}
+
+
+def interval(calibration: dict[str, Any], pred: np.ndarray,
+             spread: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """(lower, upper) bounds of the calibrated interval, target units, >= 0.
+
+  `spread`: the MC spread in the transformed space (for 'head_mc').
   """
-  std = np.maximum(np.asarray(std, np.float64), 1e-9)
-  errors = np.abs(np.asarray(target, np.float64) - mean) / std
-  n = errors.size
-  if n == 0:
+  forward, inverse = _transform(calibration["transform"])
+  m = forward(pred)
+  d = _difficulty(calibration, spread, m.size)
+  return (np.maximum(inverse(m + calibration["lower"] * d), 0.0),
+          np.maximum(inverse(m + calibration["upper"] * d), 0.0))
+
+
+def exceedance(calibration: dict[str, Any], pred: np.ndarray,
+               threshold: float, spread: np.ndarray | None = None
+               ) -> np.ndarray:
+  """P(y > threshold) per sample: the share of calibration errors r with
+  forward(pred) + r·d > forward(threshold)."""
+  forward, _ = _transform(calibration["transform"])
+  m = forward(pred)
+  d = _difficulty(calibration, spread, m.size)
+  scores = np.asarray(calibration["scores"])
+  need = (forward(threshold) - m) / d
+  return 1.0 - np.searchsorted(scores, need, side="right") / scores.size
+
+
+def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
+        transform: str, spread: np.ndarray | None = None,
+        mc_samples: int = 0, mc_mode: str = "",
+        nominal: float = NOMINAL) -> dict[str, Any]:
+  """The calibration of the best difficulty on these calibration samples.
+
+  Args:
+    mean: [n] predictions, target units.
+    target: [n] measured values.
+    groups: [n] the spatial block (or fold) of each sample; candidates are
+      compared by the interval score cross-fitted over them (leave one
+      sample out with fewer than 2 groups).
+    transform: the target transform (targets.TRANSFORMS).
+    spread: [n] MC spread in the transformed space over `mc_samples` passes
+      of kind `mc_mode` (predict.predict), or None (no dropout): the
+      'head_mc' candidate holds for that spread alone.
+    nominal: the interval's coverage.
+  """
+  mean, target = (np.asarray(v, np.float64) for v in (mean, target))
+  if mean.size == 0:
     raise ValueError("No validation samples to calibrate on.")
-  k = min(math.ceil((n + 1) * nominal), n)
-  multiplier = float(np.sort(errors)[k - 1])
-  return {"nominal": nominal, "multiplier": multiplier,
-          # Relative to a Gaussian interval (1.645 std for 90 %).
-          "scale_vs_gaussian": multiplier / _gaussian_quantile(nominal),
-          "validation_samples": int(n),
-          "reliable": bool(n >= MIN_SAMPLES),
-          "mc_samples": mc_samples, "mc_mode": mc_mode}
+  groups = np.asarray(groups)
+  if np.unique(groups).size < 2:
+    groups = np.arange(mean.size)
+  forward, _ = _transform(transform)
+  error = np.abs(forward(target) - forward(mean))
+  candidates = {}
+  for difficulty in DIFFICULTIES if spread is not None else ("constant",):
+    lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
+                                 transform, nominal)
+    candidates[difficulty] = {
+        "interval_score": float(interval_score(target, lower, upper,
+                                               nominal).mean()),
+        "coverage": float(np.mean((target >= lower) & (target <= upper))),
+        "spearman": (None if difficulty == "constant" else
+                     float(stats.spearmanr(spread, error)[0]))}
+  best = min(candidates, key=lambda k: candidates[k]["interval_score"])
+  out = _fit_one(mean, spread, target, best, transform, nominal)
+  return {**out, "mc_samples": mc_samples if best != "constant" else 0,
+          "mc_mode": mc_mode if best != "constant" else "",
+          "groups": int(np.unique(groups).size),
+          "candidates": candidates}
 
 
-def _gaussian_quantile(nominal: float) -> float:
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  return float(stats.norm.ppf(0.5 + nominal / 2))
+def _cross_fitted(mean, spread, target, groups, difficulty, transform,
+                  nominal):
+  """(lower, upper) of each sample from the calibration of the other
+  groups."""
+  lower, upper = np.zeros(mean.size), np.zeros(mean.size)
+  for g in np.unique(groups):
+    out = groups == g
+    if out.all():  # A single sample: nothing to calibrate on.
+      continue
+    fitted = _fit_one(mean[~out], None if spread is None else spread[~out],
+                      target[~out], difficulty, transform, nominal)
+    lower[out], upper[out] = interval(
+        fitted, mean[out], None if spread is None else spread[out])
+  return lower, upper
 
 
-def coverage(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
-             multiplier: float) -> float:
-  """Share of `target` inside mean ± multiplier·std."""
-  return float(np.mean(np.abs(np.asarray(target) - mean) <=
-                       multiplier * np.asarray(std)))
+def interval_score(target, lower, upper, nominal: float = NOMINAL
+                   ) -> np.ndarray:
+  """Winkler's interval score per sample (lower is better): the width plus
+  2/α times the distance to the interval of a value outside it."""
+  alpha = 1.0 - nominal
+  return ((upper - lower) + 2 / alpha * np.maximum(lower - target, 0.0)
+          + 2 / alpha * np.maximum(target - upper, 0.0))
 
 
-def gaussian_coverage(mean: np.ndarray, std: np.ndarray, target: np.ndarray,
-                      nominal: float = NOMINAL) -> float:
-  """Share of `target` inside the raw spread's Gaussian `nominal` interval
-  (what the spread would claim uncalibrated)."""
-  return coverage(mean, std, target, _gaussian_quantile(nominal))
+def reliability(p: np.ndarray, exceeded: np.ndarray) -> list[dict[str, Any]]:
+  """Per bin of the exceedance probability: samples, mean p, share that
+  exceeded (calibrated: the two agree)."""
+  bins = np.minimum((np.asarray(p) * RELIABILITY_BINS).astype(int),
+                    RELIABILITY_BINS - 1)
+  out = []
+  for b in range(RELIABILITY_BINS):
+    rows = bins == b
+    if rows.any():
+      out.append({"p": [b / RELIABILITY_BINS, (b + 1) / RELIABILITY_BINS],
+                  "n": int(rows.sum()), "mean_p": float(p[rows].mean()),
+                  "exceeded": float(exceeded[rows].mean())})
+  return out
+
+
+def predictive(calibration: dict[str, Any], pred: np.ndarray,
+               spread: np.ndarray | None = None,
+               threshold: float | None = EXCEEDANCE_THRESHOLD
+               ) -> dict[str, np.ndarray]:
+  """{'lower', 'upper'[, 'p']}: the interval and P(y > threshold)."""
+  lower, upper = interval(calibration, pred, spread)
+  out = {"lower": lower, "upper": upper}
+  if threshold is not None:
+    out["p"] = exceedance(calibration, pred, threshold, spread)
+  return out
+
+
+def judge(pred: np.ndarray, target: np.ndarray, bounds: dict[str, np.ndarray],
+          threshold: float | None = EXCEEDANCE_THRESHOLD,
+          nominal: float = NOMINAL) -> dict[str, Any]:
+  """Coverage, sharpness, interval score and exceedance reliability of
+  `bounds` (`predictive`) on held-out samples."""
+  pred, target = (np.asarray(v, np.float64) for v in (pred, target))
+  lower, upper = bounds["lower"], bounds["upper"]
+  width = upper - lower
+  table = (reliability(bounds["p"], target > threshold)
+           if threshold is not None else [])
+  return {
+      "n": int(target.size),
+      "coverage": float(np.mean((target >= lower) & (target <= upper))),
+      "median_width": float(np.median(width)),
+      "median_relative_width": float(np.median(
+          width / np.maximum(pred, 1e-6))),
+      "interval_score": float(interval_score(target, lower, upper,
+                                             nominal).mean()),
+      "lower_below_zero": int((lower < 0).sum()),
+      "threshold": threshold,
+      "reliability": table,
+      # The largest |mean p - share exceeded| of a bin of 30 or more.
+      "reliability_gap": max((abs(b["mean_p"] - b["exceeded"])
+                              for b in table if b["n"] >= 30), default=None),
+  }
+
+
+def describe(calibration: dict[str, Any]) -> str:
+  """The interval in words (band descriptions, reports)."""
+  what = ("the same multiplicative interval everywhere"
+          if calibration["difficulty"] == "constant" else
+          f"scaled by the spread of {calibration['mc_samples']} MC-dropout "
+          f"passes ({calibration['mc_mode']})")
+  return (f"calibrated {calibration['nominal']:.0%} interval (split conformal "
+          f"in {calibration['transform']} space on "
+          f"{calibration['validation_samples']} samples the student did not "
+          f"train on; {what})")
 
 
 def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:
@@ -80,16 +266,28 @@ def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:
 
 
 def load(directory: epath.PathLike) -> dict[str, Any] | None:
+  """The saved calibration, None without one; an older kind is refused."""
   path = epath.Path(directory) / CALIBRATION_FILE
-  return json.loads(path.read_text()) if path.exists() else None
+  if not path.exists():
+    return None
+  calibration = json.loads(path.read_text())
+  if calibration.get("kind") != KIND:
+    raise errors.UserError(
+        f"{path} is an older calibration (a symmetric interval in dS/m): "
+        "re-run the run's training command, which restores the trained "
+        "models and calibrates them anew.")
+  return calibration
 
 
 def for_spread(calibration: dict[str, Any] | None, mc_samples: int,
                mc_mode: str) -> tuple[dict[str, Any] | None, str]:
-  """(`calibration` if it was fitted on this spread else None, why not)."""
+  """(`calibration` if it holds for this spread else None, why not)."""
   if calibration is None:
-    return None, "the run has no calibration (no validation samples)"
-  fitted_on = (calibration.get("mc_samples"), calibration.get("mc_mode"))
+    return None, ("the run has no calibration (no validation samples, or "
+                  "a student without dropout)")
+  if calibration["difficulty"] == "constant":
+    return calibration, ""
+  fitted_on = (calibration["mc_samples"], calibration["mc_mode"])
   if fitted_on != (mc_samples, mc_mode):
     return None, (f"the run was calibrated for mc_samples={fitted_on[0]}, "
                   f"mc_mode={fitted_on[1]!r}, not mc_samples={mc_samples}, "

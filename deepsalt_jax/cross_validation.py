@@ -218,13 +218,10 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
       _fold_table(per_fold, "rmse", folds),
   ]
   if interval:
-    header += ["", (
-        f"The student's {interval['nominal']:.0%} interval (MC dropout, "
-        "calibrated on the other folds' out-of-fold errors) covers "
-        f"{interval['coverage']:.1%} of the points; the Gaussian interval "
-        f"of the raw spread would cover {interval['coverage_uncalibrated']:.1%}"
-        f". Maps use the calibration from all folds: mean ± "
-        f"{interval['multiplier']:.2f} std.")]
+    header += ["", "The student's intervals, cross-fitted (each fold "
+               "calibrated on the other folds' out-of-fold errors; maps use "
+               "the calibration from every fold):", "",
+               evaluate.interval_table({"student": interval}, unit, "fold")]
   text = "\n".join(header) + "\n"
   if sharding.is_main_process():
     (workdir / "cv.md").write_text(text)
@@ -285,27 +282,32 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
   return oof, per_fold, sizes, (spread if with_spread else None)
 
 
-def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray
-              ) -> dict[str, Any]:
-  """The student's calibrated interval from the out-of-fold predictions.
+def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
+              transform: str, threshold: float | None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(the calibration from every fold, what the cross-fitted intervals
+  achieved overall and per fold).
 
-  Its coverage is cross-fitted (each fold's points judged by the interval
-  calibrated on the other folds); the calibration saved for mapping uses
-  every fold.
+  Cross-fitted: each fold's points judged by the interval calibrated on the
+  other folds' out-of-fold errors (their folds are the calibration's
+  groups); the calibration saved for mapping uses every fold.
   """
   mean, std = spread
-  fit = functools.partial(calibration.fit, mc_samples=predict.MC_SAMPLES,
+  fit = functools.partial(calibration.fit, transform=transform,
+                          mc_samples=predict.MC_SAMPLES,
                           mc_mode=predict.MC_MODE)
-  covered = np.zeros(len(target), bool)
+  bounds = {}
   for k in np.unique(fold):
     other = fold != k
-    multiplier = fit(mean[other], std[other], target[other])["multiplier"]
-    covered[~other] = np.abs(target[~other] - mean[~other]) <= (
-        multiplier * std[~other])
-  fitted = fit(mean, std, target)
-  return {**fitted, "coverage": float(covered.mean()),
-          "coverage_uncalibrated": calibration.gaussian_coverage(
-              mean, std, target, fitted["nominal"])}
+    fitted = fit(mean[other], target[other], fold[other], spread=std[other])
+    for name, value in calibration.predictive(fitted, mean[~other],
+                                              std[~other], threshold).items():
+      bounds.setdefault(name, np.zeros(len(target)))[~other] = value
+  fitted = fit(mean, target, fold, spread=std)
+  judged = evaluate.interval_report(mean, target, bounds, fold, None,
+                                    threshold)
+  return fitted, {"calibration": {k: v for k, v in fitted.items()
+                                  if k != "scores"}, **judged}
 
 
 def train_and_validate(config: ml_collections.ConfigDict,
@@ -331,10 +333,13 @@ def train_and_validate(config: ml_collections.ConfigDict,
   labelled = data.role == roles.LABELLED
   interval = None
   if spread is not None:
-    interval = _interval(spread, data.target[labelled].astype(np.float64),
-                         data.fold[labelled])
+    fitted, interval = _interval(
+        spread, data.target[labelled].astype(np.float64),
+        data.fold[labelled], config.data.target_transform,
+        # The FAO limit is one of ECe.
+        calibration.EXCEEDANCE_THRESHOLD if classes else None)
     if sharding.is_main_process():
-      calibration.save(interval, workdir / plan.students[0].name)
+      calibration.save(fitted, workdir / plan.students[0].name)
   target = data.target[data.role == roles.LABELLED].astype(np.float64)
   results = {}
   for name, pred in oof.items():

@@ -46,7 +46,7 @@ class Entry:
   params: Any
   x: np.ndarray  # Inputs of the held-out samples.
   method: str | None = None  # The model's method to apply (default call).
-  # The calibrated MC-dropout interval (calibration.fit), if there is one.
+  # The calibrated interval (calibration.fit), if there is one.
   calibration: dict[str, Any] | None = None
   covariates: np.ndarray | None = None  # Of the held-out samples, if read.
 
@@ -55,7 +55,8 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
            config: ml_collections.ConfigDict,
            covariates: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
-  """(mean, std) over the MC-dropout passes mapping uses, target units."""
+  """(mean in target units, std in the transformed space) over the
+  MC-dropout passes mapping uses."""
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
   return predict.predict(model, params, x, mesh,
                          config.train.eval_batch_size, inverse,
@@ -67,21 +68,23 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
               mesh: jax.sharding.Mesh,
               workdir: epath.PathLike) -> dict[str, Any] | None:
   """Fits and saves the stage's interval on its validation samples (None
-  without validation samples, dropout or MC passes)."""
+  without validation samples, or without dropout: then the run's point
+  predictions do not come from the MC passes)."""
   inputs = stage.validation_inputs(data)
   if inputs is None or not stage.config.model.encoder.dropout:
     return None
   config = stage.config
   mean, std = spread(stage.model(config.data.sensor), params, inputs[0], mesh,
                      config, stage.covariates(data, data.validation))
-  fitted = calibration.fit(mean, std, inputs[1], predict.MC_SAMPLES,
-                           predict.MC_MODE)
+  fitted = calibration.fit(mean, inputs[1], data.blocks[data.validation],
+                           config.data.target_transform, std,
+                           predict.MC_SAMPLES, predict.MC_MODE)
   if sharding.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
-  logging.info("[%s] %.0f %% interval: %.2f MC std (%.2f x a Gaussian's), "
-               "from %d validation samples", stage.name,
-               100 * fitted["nominal"], fitted["multiplier"],
-               fitted["scale_vs_gaussian"], fitted["validation_samples"])
+  logging.info("[%s] %s; cross-fitted interval score by difficulty: %s",
+               stage.name, calibration.describe(fitted), ", ".join(
+                   f"{k} {v['interval_score']:.3g}"
+                   for k, v in fitted["candidates"].items()))
   return fitted
 
 
@@ -154,6 +157,61 @@ def parity_plot(path: epath.PathLike, results: dict[str, dict],
   epath.Path(path).write_bytes(buffer.getvalue())
 
 
+def interval_report(pred: np.ndarray, target: np.ndarray,
+                    bounds: dict[str, np.ndarray], group: np.ndarray,
+                    group_names: tuple[str, ...] | None,
+                    threshold: float | None) -> dict[str, Any]:
+  """Calibrated intervals (calibration.predictive) on held-out samples,
+  overall and per group (region or fold): coverage, widths, interval score,
+  and the exceedance reliability (`threshold` None: none)."""
+  judge = lambda rows: calibration.judge(
+      pred[rows], target[rows], {k: v[rows] for k, v in bounds.items()},
+      threshold)
+  return {"overall": judge(slice(None)),
+          "per_group": {
+              (group_names[g] if group_names else str(g)): judge(group == g)
+              for g in np.unique(group)}}
+
+
+def interval_table(intervals: dict[str, dict[str, Any]], unit: str,
+                   group: str) -> str:
+  """Markdown: per model, overall and per `group` (region, fold), what its
+  calibrated interval achieved on held-out samples; '' without any."""
+  if not intervals:
+    return ""
+  lines = [
+      f"Calibrated {calibration.NOMINAL:.0%} intervals on the held-out "
+      f"samples (width in {unit}; relative: width / prediction; interval "
+      "score: Winkler, α = 0.1, lower is better; P gap: the largest "
+      "|mean P(exceed) - share exceeding| of a bin of 30 or more):", "",
+      f"| model | {group} | n | coverage | median width | median relative "
+      "width | interval score | P gap |", "|---|---|---|---|---|---|---|---|"]
+  notes = []
+  for name, result in intervals.items():
+    for where, judged in [("all", result["overall"]),
+                          *result["per_group"].items()]:
+      gap = judged["reliability_gap"]
+      lines.append(
+          f"| {name} | {where} | {judged['n']} | {judged['coverage']:.3f} | "
+          f"{judged['median_width']:.3f} | "
+          f"{judged['median_relative_width']:.3f} | "
+          f"{judged['interval_score']:.3f} | "
+          f"{'–' if gap is None else f'{gap:.3f}'} |")
+    calibrated = result.get("calibration")
+    if calibrated:
+      notes.append(f"{name}: {calibration.describe(calibrated)}.")
+    overall = result["overall"]
+    if overall["threshold"] is not None:
+      notes.append(
+          f"{name}: P(EC > {overall['threshold']:g}) reliability (bin of P: "
+          "samples, mean P, share exceeding): " +
+          "; ".join(f"{b['p'][0]:.1f}-{b['p'][1]:.1f}: {b['n']}, "
+                    f"{b['mean_p']:.2f}, {b['exceeded']:.2f}"
+                    for b in overall["reliability"]) + ".")
+  lines += [""] + [n + "\n" for n in notes]
+  return "\n".join(lines).rstrip()
+
+
 def report(entries_: list[Entry], data: samples.Data,
            config: ml_collections.ConfigDict, workdir: epath.PathLike,
            mesh: jax.sharding.Mesh, name: str = "results",
@@ -189,12 +247,12 @@ def report(entries_: list[Entry], data: samples.Data,
         **score(test["target"], pred, test["region"], data.region_names,
                 classes=salinity)}
     if fitted:
+      threshold = calibration.EXCEEDANCE_THRESHOLD if salinity else None
       results[entry.name]["interval"] = {
-          **fitted,
-          "coverage": calibration.coverage(pred, std, test["target"],
-                                           fitted["multiplier"]),
-          "coverage_uncalibrated": calibration.gaussian_coverage(
-              pred, std, test["target"], fitted["nominal"])}
+          "calibration": {k: v for k, v in fitted.items() if k != "scores"},
+          **interval_report(pred, test["target"], calibration.predictive(
+              fitted, pred, std, threshold), test["region"],
+                            data.region_names, threshold)}
   table = markdown_table(results, unit)
   if sharding.is_main_process():
     workdir = epath.Path(workdir)
@@ -211,18 +269,16 @@ def report(entries_: list[Entry], data: samples.Data,
         {"test_regions": config.data.test_regions,
          "test_folds": config.data.test_folds, "setting": setting,
          "unit": unit, **(extra or {}), "models": serialisable}, indent=2))
-    (workdir / f"{name}.md").write_text(table + "\n")
+    intervals = interval_table(
+        {k: v["interval"] for k, v in results.items() if "interval" in v},
+        unit, "region")
+    (workdir / f"{name}.md").write_text(table + "\n" + (
+        "\n" + intervals + "\n" if intervals else ""))
     logging.info("Held out %s (%s; %s):\n%s",
                  config.data.test_regions or f"folds {config.data.test_folds}",
                  unit, setting, table)
-    for model_name, result in results.items():
-      if "interval" in result:
-        interval = result["interval"]
-        logging.info("[%s] the calibrated %.0f %% interval covers %.1f %% "
-                     "of the held-out samples (the Gaussian one from the raw "
-                     "MC spread: %.1f %%).", model_name,
-                     100 * interval["nominal"], 100 * interval["coverage"],
-                     100 * interval["coverage_uncalibrated"])
+    if intervals:
+      logging.info("Calibrated intervals:\n%s", intervals)
   return results
 
 

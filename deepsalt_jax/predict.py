@@ -1,9 +1,10 @@
 """Predictions of a trained model: batched, sharded, MC dropout optional.
 
-Evaluation and mapping both call `predict`. Outputs are in target units (the
-inverse target transform applied) and never negative: EC and SOC are not.
-With `mc_samples` > 0 the spread is the standard deviation over that many
-Monte Carlo dropout passes, either of the whole network ('full': every
+Evaluation and mapping both call `predict`. Predictions are in target units
+(the inverse target transform applied) and never negative: EC and SOC are
+not. With `mc_samples` > 0 the spread is the standard deviation, in the
+target transform's space (where calibration.py builds intervals), over that
+many Monte Carlo dropout passes, either of the whole network ('full': every
 dropout layer, encoder included) or of the head alone ('head': the encoder
 runs once, deterministically, and only the head's dropout is sampled; about
 1/`mc_samples` of the cost, and a narrower spread that means something
@@ -36,7 +37,8 @@ MC_MODE = "head"
 
 def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,
               mc_mode, seed, method):
-  """Prediction [B] (train=False) and its std over `mc_samples` passes.
+  """Prediction [B] (train=False) and the std over `mc_samples` passes of
+  the outputs in the transformed space.
 
   `covariates` [B, k] go to the model when k > 0.
   """
@@ -66,15 +68,15 @@ def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,
         key, 1.0 - head.dropout, (head.hidden,))))(keys)
     features = jnp.broadcast_to(out["features"],
                                 (mc_samples,) + out["features"].shape)
-    samples = value(model.apply({"params": params}, features, keep=keep,
-                                train=True,
-                                method=lambda m, f, **kw: m.head(f, **kw)))
+    samples = model.apply({"params": params}, features, keep=keep,
+                          train=True,
+                          method=lambda m, f, **kw: m.head(f, **kw))
   else:
     def one_pass(pass_keys):
       def one_sample(sample, c, key):
         return apply(sample[None], c[None], train=True,
                      rngs={"dropout": key})["pred"][0]
-      return value(jax.vmap(one_sample)(x, covariates, pass_keys))
+      return jax.vmap(one_sample)(x, covariates, pass_keys)
     samples = jax.lax.map(one_pass, keys)
   return mean, samples.std(axis=0, ddof=1)
 
@@ -113,7 +115,8 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
             chunk: int = 0, method: str | None = None,
             covariates: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-  """(prediction, MC-dropout std) of every row of `x`, in target units.
+  """(prediction in target units, MC-dropout std in the transformed space)
+  of every row of `x`.
 
   Args:
     model: a Linen module returning {'pred': ..., 'features': ...}, with a

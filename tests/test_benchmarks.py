@@ -59,8 +59,15 @@ def test_regions_protocol_writes_every_output(prepared_data_dir, tmp_path):
   assert lf1["data"]["paired_fraction"] == 0.0
   text = (tmp_path / "results.md").read_text()
   for expected in ("Measured:", "Simulated:", "| student |",
-                   "teacher_lab (reference)", "Label efficiency"):
+                   "teacher_lab (reference)", "Label efficiency",
+                   "student: calibrated 90 % intervals per held-out split"):
     assert expected in text
+  # The student's calibrated interval on the held-out region.
+  interval = saved["intervals"]["student"]
+  assert list(interval["per_split"]) == ["SC.93 seed 0"]
+  assert 0 <= interval["pooled_coverage"] <= 1
+  assert interval["per_split"]["SC.93 seed 0"]["n"] == (
+      saved["runs"][0]["n_test"])
 
 
 def test_folds_protocol_scores_each_set(prepared_data_dir, tmp_path):

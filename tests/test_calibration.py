@@ -1,53 +1,124 @@
-"""Split-conformal calibration of the MC-dropout spread."""
+"""Conformal intervals and exceedance probabilities in the transformed space."""
+import json
+
 import numpy as np
 import pytest
 
 from deepsalt_jax import calibration
+from deepsalt_spectral import errors
 
 
-def test_multiplier_is_the_finite_sample_quantile_of_normalised_errors():
-  mean = np.zeros(9)
-  std = np.full(9, 2.0)
-  target = np.arange(1.0, 10.0) * 2.0  # Normalised errors 1..9.
-  fitted = calibration.fit(mean, std, target, 10, "head", nominal=0.8)
-  # ceil(10 * 0.8) / 9 = 8/9 -> the 8th smallest error.
-  assert fitted["multiplier"] == 8.0
-  assert fitted["validation_samples"] == 9 and not fitted["reliable"]
-  assert fitted["scale_vs_gaussian"] == pytest.approx(8.0 / 1.2816, rel=1e-3)
-  assert calibration.coverage(mean, std, target, 8.0) == pytest.approx(8 / 9)
-  # The uncalibrated Gaussian 80 % interval: +-1.28 std covers error 1 only.
-  assert calibration.gaussian_coverage(mean, std, target, 0.8) == (
-      pytest.approx(1 / 9))
+def _draw(rng, n, informative=True):
+  """EC whose log1p error has sd `sd`; the spread is sd/3 (informative) or
+  noise."""
+  mean_t = rng.uniform(0.2, 3.0, n)
+  sd = rng.uniform(0.05, 0.8, n)
+  target = np.maximum(np.expm1(mean_t + rng.normal(0.0, sd)), 0.0)
+  spread = sd / 3 if informative else rng.uniform(0.05, 0.8, n) / 3
+  return np.expm1(mean_t), target, spread
 
 
-def test_calibrated_interval_covers_new_samples_at_the_nominal_rate():
-  """Spread too small by 3x: the Gaussian interval covers far too little;
-  the calibrated one covers about 90 % of fresh samples."""
+def test_the_quantiles_are_the_equal_tailed_finite_sample_ones():
+  mean = np.zeros(19)
+  target = np.expm1(np.arange(1.0, 20.0) / 10)  # log1p errors 0.1..1.9.
+  fitted = calibration.fit(mean, target, np.zeros(19), "log1p",
+                           nominal=0.8)
+  # floor(20 * 0.1) = 2nd and ceil(20 * 0.9) = 18th smallest.
+  assert fitted["lower"] == pytest.approx(0.2, abs=1e-5)
+  assert fitted["upper"] == pytest.approx(1.8, abs=1e-5)
+  assert fitted["difficulty"] == "constant" and fitted["kind"] == (
+      calibration.KIND)
+  assert fitted["validation_samples"] == 19 and not fitted["reliable"]
+  assert fitted["mc_samples"] == 0
+
+
+def test_the_interval_is_asymmetric_in_target_units_and_never_below_zero():
+  fitted = {"kind": calibration.KIND, "transform": "log1p",
+            "difficulty": "constant", "difficulty_scale": 1.0,
+            "lower": -1.0, "upper": 1.0, "scores": [-1.0, 0.0, 1.0]}
+  pred = np.array([0.0, 1.0, 10.0])
+  lower, upper = calibration.interval(fitted, pred)
+  assert (lower >= 0).all()
+  np.testing.assert_allclose(upper, np.expm1(np.log1p(pred) + 1), rtol=1e-5)
+  np.testing.assert_allclose(lower, np.maximum(np.expm1(np.log1p(pred) - 1),
+                                               0), rtol=1e-5, atol=1e-6)
+  assert (upper - pred > pred - lower).all()  # Wider above: multiplicative.
+
+
+def test_calibrated_intervals_cover_new_samples_at_the_nominal_rate():
   rng = np.random.default_rng(0)
-  def draw(n):
-    std = rng.uniform(0.5, 2.0, n)
-    return np.zeros(n), std / 3.0, rng.normal(0.0, std)
-  fitted = calibration.fit(*draw(400), 10, "head")
-  mean, std, target = draw(20000)
-  assert calibration.coverage(mean, std, target, 1.645) < 0.5
-  assert abs(calibration.coverage(mean, std, target,
-                                  fitted["multiplier"]) - 0.9) < 0.03
-  assert fitted["scale_vs_gaussian"] == pytest.approx(3.0, rel=0.1)
+  mean, target, spread = _draw(rng, 2000)
+  fitted = calibration.fit(mean, target, np.arange(2000) % 8, "log1p",
+                           spread, 10, "head")
+  mean, target, spread = _draw(rng, 20000)
+  judged = calibration.judge(mean, target, calibration.predictive(
+      fitted, mean, spread, 4.0), 4.0)
+  assert abs(judged["coverage"] - 0.9) < 0.02
+  assert judged["lower_below_zero"] == 0
+  # The exceedance probabilities are calibrated in every well-filled bin.
+  assert judged["reliability_gap"] < 0.05
+  assert sum(b["n"] for b in judged["reliability"]) == 20000
 
 
-def test_round_trip(tmp_path):
-  fitted = calibration.fit(np.zeros(30), np.ones(30), np.linspace(0, 3, 30), 10,
-                           "head")
+def test_the_spread_is_kept_where_it_ranks_the_errors_only():
+  rng = np.random.default_rng(1)
+  groups = np.arange(300) % 6
+  mean, target, spread = _draw(rng, 300)
+  kept = calibration.fit(mean, target, groups, "log1p", spread, 10, "head")
+  assert kept["difficulty"] == "head_mc"
+  assert kept["candidates"]["head_mc"]["spearman"] > 0.3
+  assert (kept["candidates"]["head_mc"]["interval_score"]
+          < kept["candidates"]["constant"]["interval_score"])
+  assert (kept["mc_samples"], kept["mc_mode"]) == (10, "head")
+  mean, target, _ = _draw(rng, 300)
+  noise = calibration.fit(mean, target, groups, "log1p",
+                          rng.uniform(0.0, 1.0, 300), 10, "head")
+  assert noise["difficulty"] == "constant"
+
+
+def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():
+  fitted = {"kind": calibration.KIND, "transform": "log1p",
+            "difficulty": "constant", "difficulty_scale": 1.0,
+            "scores": [-0.5, -0.1, 0.2, 0.6]}
+  # log1p(4) - log1p(3) = 0.223: two of the four errors fall below it.
+  p = calibration.exceedance(fitted, np.array([3.0, 100.0, 0.0]), 4.0)
+  np.testing.assert_allclose(p, [0.25, 1.0, 0.0])
+
+
+def test_round_trip_and_an_older_calibration_is_refused_in_one_line(tmp_path):
+  rng = np.random.default_rng(2)
+  mean, target, spread = _draw(rng, 30)
+  fitted = calibration.fit(mean, target, np.arange(30) % 3, "log1p",
+                           spread, 10, "head")
   calibration.save(fitted, tmp_path)
-  assert calibration.load(tmp_path) == fitted
+  assert calibration.load(tmp_path) == json.loads(json.dumps(fitted))
   assert calibration.load(tmp_path / "none") is None
+  (tmp_path / calibration.CALIBRATION_FILE).write_text(json.dumps(
+      {"nominal": 0.9, "multiplier": 13.6, "mc_samples": 10,
+       "mc_mode": "head"}))
+  with pytest.raises(errors.UserError, match="re-run the run's training "
+                     "command") as raised:
+    calibration.load(tmp_path)
+  assert "\n" not in str(raised.value)
 
 
-def test_a_calibration_holds_for_the_spread_it_was_fitted_on_only():
-  fitted = calibration.fit(np.zeros(30), np.ones(30), np.linspace(0, 3, 30), 10,
-                           "head")
+def test_a_spread_calibration_holds_for_the_spread_it_was_fitted_on_only():
+  rng = np.random.default_rng(3)
+  mean, target, spread = _draw(rng, 300)
+  fitted = dict(calibration.fit(mean, target, np.arange(300) % 6, "log1p",
+                                spread, 10, "head"), difficulty="head_mc",
+                mc_samples=10, mc_mode="head")
   assert calibration.for_spread(fitted, 10, "head") == (fitted, "")
   for other in ((10, "full"), (5, "head")):
     kept, why = calibration.for_spread(fitted, *other)
     assert kept is None and "calibrated for mc_samples=10" in why
   assert calibration.for_spread(None, 10, "head")[0] is None
+  constant = dict(fitted, difficulty="constant")
+  assert calibration.for_spread(constant, 0, "head") == (constant, "")
+
+
+def test_interval_score_penalises_misses_by_their_distance():
+  score = calibration.interval_score(np.array([1.0, 5.0, -1.0]),
+                                     np.zeros(3), np.full(3, 2.0), 0.9)
+  np.testing.assert_allclose(score, [2.0, 2.0 + 20 * 3, 2.0 + 20 * 1])
+

@@ -19,6 +19,7 @@ from deepsalt_jax import train
 from deepsalt_jax.mapping import files
 from deepsalt_jax.mapping import stats
 from deepsalt_spectral import bands
+from deepsalt_spectral import errors
 from deepsalt_spectral import indices
 from deepsalt_spectral import sensors
 
@@ -148,7 +149,7 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   with rasterio.open(tile) as src:
     crs, transform = src.crs, src.transform
   ec, ec_crs, ec_transform, nodata = _read(out / names["ec"])
-  std = _read(out / names["ec"], 2)[0]
+  lower, upper, p = (_read(out / names["ec"], b)[0] for b in (2, 3, 4))
   assert (ec_crs, ec_transform) == (crs, transform)
   for kind in ("ec", "class", "masks"):  # Cloud-Optimized GeoTIFFs.
     with rasterio.open(out / names[kind]) as ds:
@@ -173,21 +174,31 @@ def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   np.testing.assert_array_equal(valid, masks["soil"])
   assert not (valid & expected_nodata).any()
   assert 200 < valid.sum() < ec.size  # Bare soil; the rest masked.
-  assert np.all(np.isfinite(ec[valid])) and np.all(np.isfinite(std[valid]))
+  for band in (ec, lower, upper, p):
+    assert np.all(np.isfinite(band[valid]))
+    assert np.all(band[~valid] == nodata)
   assert np.all((ec[valid] >= 0) & (ec[valid] < 200))
-  assert np.all(std[valid] >= 0) and np.any(std[valid] > 0)
-  assert np.all(std[~valid] == nodata)
+  # The interval never reaches below zero (test_calibration.py: how it is
+  # made).
+  assert np.all((lower[valid] >= 0) & (lower[valid] < upper[valid]))
+  assert np.all((p[valid] >= 0) & (p[valid] <= 1))
   classes, class_crs, class_transform, class_nodata = _read(out /
                                                             names["class"])
   assert (class_crs, class_transform, class_nodata) == (crs, transform, 255)
   np.testing.assert_array_equal(
       classes, stats.salinity_class(np.where(valid, ec, np.nan), 255))
   with rasterio.open(out / names["ec"]) as ds:
-    assert "head alone" in ds.descriptions[1]
+    assert "lower bound" in ds.descriptions[1]
+    assert "upper bound" in ds.descriptions[2]
+    assert "exceeds 4 dS/m" in ds.descriptions[3]
     assert ds.tags(1)["ec_method"] == "ECe"
   saved = json.loads((out / names["report"]).read_text())
-  assert saved["uncertainty"]["method"] == "MC dropout"
-  assert saved["uncertainty"]["mode"] == "head"
+  assert saved["uncertainty"]["method"] == calibration.KIND
+  assert saved["interval"]["median_width_dS_per_m"] > 0
+  likely = saved["interval"]["likely_exceeding"]
+  assert likely["p>0.8"]["pixels"] == (p[valid] > 0.8).sum()
+  assert likely["p>0.8"]["area_ha"] == pytest.approx(
+      0.09 * (p[valid] > 0.8).sum())
   assert saved["pixels"]["soil"] == valid.sum()
   assert saved["pixels"] == report["pixels"]
   assert sum(c["pixels"] for c in saved["classes"].values()) == valid.sum()
@@ -277,22 +288,33 @@ def test_tiling_and_batching_do_not_change_the_map(tiny_run, tile, mapped,
   mapping.map_scene(config, workdir, tile, tmp_path,
                     _options(tile_rows=7, batch_size=64))
   _, whole = mapped
-  for band in (1, 2):
+  for band in (1, 2, 3, 4):
     np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif", band)[0],
                                _read(whole / "tile_ec.tif", band)[0],
                                rtol=2e-5, atol=1e-6)
 
 
-def test_uncertainty_band_is_the_calibrated_interval_of_the_run(
+def test_the_interval_bands_are_the_calibration_of_the_run(
     tiny_run, tile, mapped, tmp_path):
-  """Band 2 is the run's conformal multiplier x the raw MC spread, and says
-  so; without a calibration (or for another spread) it is the raw spread."""
+  """Bands 2-4 are the run's calibrated interval and exceedance, and say
+  so; without a calibration (or for another spread than it was fitted on)
+  they are not computed; an older calibration is refused in one line."""
   config, workdir = tiny_run
   student = distill.get_config("tiny").stage  # The student's folder name.
   fitted = calibration.load(workdir / student)
-  assert fitted["mc_mode"] == "head" and fitted["multiplier"] > 0
+  assert fitted["kind"] == calibration.KIND
   report, whole = mapped
-  assert report["uncertainty"]["calibration"] == fitted
+  assert report["uncertainty"]["calibration"] == {
+      k: v for k, v in fitted.items() if k != "scores"}
+  ec, lower, upper, p = (_read(whole / "tile_ec.tif", b)[0]
+                         for b in (1, 2, 3, 4))
+  valid = ec != files.EC_NODATA
+  if fitted["difficulty"] == "constant":  # Then it is a function of EC.
+    bounds = calibration.predictive(fitted, ec[valid], None, 4.0)
+    np.testing.assert_allclose(lower[valid], bounds["lower"], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(upper[valid], bounds["upper"], rtol=1e-5)
+    np.testing.assert_allclose(p[valid], bounds["p"], atol=1e-6)
   with rasterio.open(whole / "tile_ec.tif") as ds:
     assert "calibrated 90% interval" in ds.descriptions[1]
   uncalibrated = tmp_path / "run"
@@ -300,15 +322,20 @@ def test_uncertainty_band_is_the_calibrated_interval_of_the_run(
   (uncalibrated / student / calibration.CALIBRATION_FILE).unlink()
   mapping.map_scene(config, uncalibrated, tile, tmp_path / "raw")
   with rasterio.open(tmp_path / "raw" / "tile_ec.tif") as ds:
-    assert "not a calibrated interval" in ds.descriptions[1]
-    raw = ds.read(2, masked=True)
-  np.testing.assert_allclose(
-      _read(whole / "tile_ec.tif", 2)[0][~raw.mask],
-      fitted["multiplier"] * raw.compressed(), rtol=1e-5)
-  # Full MC dropout is another spread: the head's multiplier is not used.
-  full = mapping.map_scene(config, workdir, tile, tmp_path / "full",
+    assert "not computed: the run has no calibration" in ds.descriptions[1]
+    assert (ds.read(3) == files.EC_NODATA).all()
+  # Full MC dropout is another spread: an interval scaled by the head's
+  # is not used.
+  head = dict(fitted, difficulty="head_mc", mc_samples=10, mc_mode="head")
+  calibration.save(head, uncalibrated / student)
+  full = mapping.map_scene(config, uncalibrated, tile, tmp_path / "full",
                            _options(mc_mode="full"))
   assert full["uncertainty"]["calibration"] is None
+  (uncalibrated / student / calibration.CALIBRATION_FILE).write_text(
+      json.dumps({"nominal": 0.9, "multiplier": 13.6, "mc_samples": 10,
+                  "mc_mode": "head"}))
+  with pytest.raises(errors.UserError, match="older calibration"):
+    mapping.map_scene(config, uncalibrated, tile, tmp_path / "old")
 
 
 @pytest.mark.slow
@@ -449,22 +476,23 @@ def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
                                                             mapped,
                                                             tmp_path,
                                                             caplog):
-  """mc_samples=0 means no uncertainty: band 2 is nodata, and the log and
-  the band say so."""
+  """mc_samples=0 means no uncertainty: bands 2-4 are nodata, and the log
+  and the bands say so."""
   config, workdir = tiny_run
   report = mapping.map_scene(config, workdir, tile, tmp_path,
                              _options(mc_samples=0))
-  assert ("--mapping.mc_samples=0: no uncertainty; band 2 of each "
-          "<scene>_ec.tif is nodata") in caplog.text
+  assert ("--mapping.mc_samples=0: no uncertainty; bands 2-4 of each "
+          "<scene>_ec.tif are nodata") in caplog.text
   _, default = mapped
   np.testing.assert_allclose(_read(tmp_path / "tile_ec.tif")[0],
                              _read(default / "tile_ec.tif")[0], rtol=1e-6)
-  std = _read(tmp_path / "tile_ec.tif", 2)[0]
-  assert np.all(std == files.EC_NODATA)
+  for band in (2, 3, 4):
+    assert np.all(_read(tmp_path / "tile_ec.tif", band)[0] ==
+                  files.EC_NODATA)
   assert report["uncertainty"]["method"] is None
   with rasterio.open(tmp_path / "tile_ec.tif") as ds:
-    assert ds.descriptions[1] == ("uncertainty not computed "
-                                  "(--mapping.mc_samples=0): nodata")
+    assert ds.descriptions[1:] == (
+        "not computed: --mapping.mc_samples=0",) * 3
 
 
 @pytest.mark.slow
@@ -475,6 +503,6 @@ def test_student_without_dropout_maps_without_uncertainty(
   train.train_and_evaluate(config, tmp_path / "run")
   report = mapping.map_scene(config, tmp_path / "run", tile, tmp_path / "maps")
   assert report["uncertainty"]["samples"] == 0
-  assert "no MC-dropout uncertainty" in caplog.text
+  assert "No calibrated interval" in caplog.text
   assert np.all(_read(tmp_path / "maps" / "tile_ec.tif", 2)[0]
                 == files.EC_NODATA)

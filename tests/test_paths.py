@@ -53,11 +53,12 @@ def _write_outputs(root: epath.Path) -> None:
       "target": y, "pred": y + 0.1,
       "overall": {"r2": 0.9, "rmse": 0.1}}}, "dS/m")
   maps = files.MapWriter(root / "maps", "scene", (4, 5), None, None,
-                             "EC std (dS/m)")
+                         dict.fromkeys(("lower", "upper", "exceedance"), "–"),
+                         4.0)
   ec = np.full((4, 5), 3.0, np.float32)
   masks = {name: np.zeros((4, 5), bool) for name in indices.MASK_NAMES}
   masks["soil"][:] = True
-  maps.write(0, ec, ec / 10, masks)
+  maps.write(0, np.stack([ec, ec / 2, ec * 2, ec / 10]), masks)
   maps.commit(lambda: {"scene": "test"}, "title")
 
 

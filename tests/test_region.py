@@ -60,13 +60,14 @@ def test_scene_lists(tmp_path):
 def _write_map(folder, name, transform, crs, value):
   """A 600 x 500 map of constant EC `value`, nodata on its first row."""
   writer = files.MapWriter(folder, name, (600, 500), crs, transform,
-                               "EC std (dS/m)")
+                           dict(lower="lower", upper="upper",
+                                exceedance="P(EC > 4)"), 4.0)
   ec = np.full((600, 500), value, np.float32)
   ec[0] = np.nan
   masks = {n: np.zeros(ec.shape, bool) for n in indices.MASK_NAMES}
   masks["soil"][1:] = True
   masks["nodata"][0] = True
-  writer.write(0, ec, ec / 10, masks)
+  writer.write(0, np.stack([ec, ec / 2, ec * 2, ec / 10]), masks)
   report = {"name": name, "shape": [600, 500], "crs": crs,
             "transform": list(transform)[:6] if transform else None}
   writer.commit(lambda: report, name)
@@ -96,13 +97,13 @@ def test_cogs_and_mosaic_vrts(tmp_path):
     assert (ds.width, ds.height) == (750, 933)
     assert ds.crs.to_epsg() == 32633 and ds.transform.c == 300000
     ec = ds.read(1)
-    std = ds.read(2)
+    upper = ds.read(3)
   assert ec[0, 0] == files.EC_NODATA  # a's nodata row.
   assert ec[1, 0] == 1.0 and ec[400, 300] == 5.0  # b wins the overlap.
   assert ec[333, 250] == 1.0  # b's nodata row leaves a's pixels.
   assert ec[700, 100] == files.EC_NODATA  # Neither scene.
-  np.testing.assert_allclose(std[ec != files.EC_NODATA],
-                             ec[ec != files.EC_NODATA] / 10)
+  np.testing.assert_allclose(upper[ec != files.EC_NODATA],
+                             ec[ec != files.EC_NODATA] * 2)
   with rasterio.open(tmp_path / "mosaic_class_EPSG_32633.vrt") as ds:
     assert ds.read(1)[400, 300] == 2  # 5 dS/m: moderately saline.
     assert ds.colormap(1)[2][:3] == (254, 224, 139)

@@ -74,16 +74,18 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
 
 
 def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
-           predict_fn: Callable[..., tuple[np.ndarray, np.ndarray]],
+           predict_fn: Callable[..., tuple[np.ndarray, ...]],
            write_fn: Callable[..., None] | None, tile_rows: int,
            tally: stats.Tally, log_prefix: str,
            covariates: Callable[[int, int], np.ndarray] | None = None
            ) -> dict[str, float]:
   """Maps the scene block by block; returns seconds spent per stage.
 
-  `predict_fn(x, index, covariates)` gives (EC, std) of spectra keyed by
-  their pixel index in the scene (covariates: None, or of `covariates`, see
-  `prepare`); `write_fn(start, ec, std, masks)` stores a block.
+  `predict_fn(x, index, covariates)` gives the EC file's bands
+  (`stats.BANDS`: EC, lower, upper, exceedance) of spectra keyed by their
+  pixel index in the scene (covariates: None, or of `covariates`, see
+  `prepare`); `write_fn(start, values, masks)` stores a block, `values`
+  [bands, rows, cols] (NaN: not mapped).
   """
   n_rows, n_cols = rows.shape
   starts = list(range(0, n_rows, tile_rows))
@@ -108,19 +110,19 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
       block = ahead.result()
       if k + 1 < len(starts):
         ahead = reader.submit(read, starts[k + 1])
-      ec = np.full(block.masks["soil"].shape, np.nan, np.float32)
-      std = ec.copy()
+      values = np.full((len(stats.BANDS),) + block.masks["soil"].shape,
+                       np.nan, np.float32)
       if block.rows.size:
         index = ((block.start + block.rows) * n_cols + block.cols)
-        ec[block.rows, block.cols], std[block.rows, block.cols] = timed(
+        values[:, block.rows, block.cols] = timed(
             "predict", predict_fn, block.x, index.astype(np.int32),
             block.covariates)
       area = stats.pixel_area_m2(rows.crs, rows.transform, block.start,
                                      block.stop, n_cols)
-      tally.add(block.masks, ec, std, area)
+      tally.add(block.masks, values, area)
       if write_fn is not None:
         writes.append(writer.submit(timed, "write", write_fn, block.start,
-                                    ec, std, block.masks))
+                                    values, block.masks))
       mapped += block.rows.size
       elapsed = time.perf_counter() - begin
       rate = block.stop * n_cols / elapsed

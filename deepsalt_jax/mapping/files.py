@@ -76,7 +76,11 @@ class MapWriter:
 
   def __init__(self, directory: epath.PathLike, stem: str,
                shape: tuple[int, int], crs: Any, transform: Any,
-               uncertainty: str, ec_method: str = metrics.EC_METHOD):
+               descriptions: dict[str, str], threshold: float,
+               ec_method: str = metrics.EC_METHOD):
+    """`descriptions`: of the EC file's bands after the first
+    ('lower', 'upper', 'exceedance'; `stats.BANDS`); `threshold`: of the
+    exceedance band (dS/m)."""
     directory = epath.Path(directory)
     self._created = not directory.exists()
     self._staging = paths.Staging(directory)
@@ -88,19 +92,22 @@ class MapWriter:
     self._raw = {k: self._local[k].with_name(f".{names[k]}.raw")
                  for k in RASTERS}
     self._crs, self._transform = crs, transform
-    self._ec_method = ec_method
+    self._ec_method, self._threshold = ec_method, threshold
     base = dict(driver="GTiff", height=shape[0], width=shape[1],
                 BIGTIFF="IF_SAFER")
     if transform is not None:
       base.update(crs=crs, transform=transform)
     self._files = {}
     try:
-      ec = self._open("ec", base, count=2, dtype="float32", nodata=EC_NODATA)
+      ec = self._open("ec", base, count=len(stats.BANDS), dtype="float32",
+                      nodata=EC_NODATA)
       ec.set_band_description(1, f"{ec_methods.label(ec_method)}, "
                               "deterministic student prediction")
-      ec.set_band_description(2, uncertainty)
       ec.update_tags(1, units="dS/m", ec_method=ec_method)
-      ec.update_tags(2, units="dS/m")
+      for i, band in enumerate(stats.BANDS[1:], start=2):
+        ec.set_band_description(i, descriptions[band])
+        ec.update_tags(i, units="probability" if band == "exceedance"
+                       else "dS/m")
       classes = self._open("class", base, count=1, dtype="uint8",
                            nodata=CLASS_NODATA)
       classes.set_band_description(1, f"FAO salinity class of {ec_method}")
@@ -120,16 +127,17 @@ class MapWriter:
     self._files[kind] = rasterio.open(self._raw[kind], "w", **base, **profile)
     return self._files[kind]
 
-  def write(self, start: int, ec: np.ndarray, std: np.ndarray,
+  def write(self, start: int, values: np.ndarray,
             masks: dict[str, np.ndarray]) -> None:
-    """Writes rows from `start`: EC and its std (NaN = nodata), the masks."""
-    rows, cols = ec.shape
+    """Writes rows from `start`: `values` [stats.BANDS, rows, cols] (NaN =
+    nodata), the masks."""
+    rows, cols = values.shape[1:]
     window = rasterio.windows.Window(0, start, cols, rows)
-    bands = np.stack([ec, std]).astype(np.float32)
-    self._files["ec"].write(np.where(np.isnan(bands), EC_NODATA, bands),
-                            window=window)
+    self._files["ec"].write(
+        np.where(np.isnan(values), EC_NODATA, values).astype(np.float32),
+        window=window)
     self._files["class"].write(
-        stats.salinity_class(ec, CLASS_NODATA)[None], window=window)
+        stats.salinity_class(values[0], CLASS_NODATA)[None], window=window)
     self._files["masks"].write(
         np.stack([masks[n] for n in indices.MASK_NAMES]).astype(np.uint8),
         window=window)
@@ -151,7 +159,8 @@ class MapWriter:
         self._raw[kind].unlink()
       quicklook.draw(self._temp["quicklook"], self._temp["ec"],
                      self._temp["class"], self._temp["masks"], title,
-                     self._crs, self._transform, self._ec_method)
+                     self._crs, self._transform, self._threshold,
+                     self._ec_method)
       report = dict(report(),
                     outputs={k: str(p) for k, p in self.paths.items()})
       self._temp["report"].write_text(json.dumps(report, indent=2) + "\n")

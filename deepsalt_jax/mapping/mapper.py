@@ -10,12 +10,16 @@ rows in blocks (`blocks`), keeps the plausible soil pixels
 (`deepsalt_spectral.indices.soil_masks`: NaN, out-of-range, cloud/haze,
 water by NDRBI, green vegetation by NDVI, dry vegetation by nCAI), brings
 the scene's bands to the student's sensor and predicts EC with one jitted
-function. The uncertainty is the standard deviation of EC over
-`mc_samples` Monte Carlo dropout passes: of the head alone by default
-(`mc_mode='head'`: the encoder runs once), or of the whole network
-(`'full'`, ~`mc_samples` x the cost). Each pixel's dropout masks come from a
-key folded with its index in the scene, so the map depends neither on the
-tiling, the batching nor the process that made it. Files: `files`
+function. With the run's calibration (`deepsalt_jax.calibration`) each
+pixel also gets the bounds of the calibrated 90 % interval (in the target
+transform's space: asymmetric in dS/m, never below zero) and the
+probability that EC exceeds `exceedance_threshold` (default the FAO saline
+limit, 4 dS/m). An interval scaled by the MC-dropout spread needs
+`mc_samples` passes of the head alone by default (`mc_mode='head'`: the
+encoder runs once; 'full': ~`mc_samples` x the cost); a constant one needs
+none. Each pixel's dropout masks come from a key folded with its index in
+the scene, so the map depends neither on the tiling, the batching nor the
+process that made it. Files: `files`
 (COGs, written atomically: a scene whose report is there is skipped on a
 re-run); when all processes are done, process 0 writes the mosaic and the
 region report (`mosaic`). A student that reads covariates gets them per
@@ -108,13 +112,23 @@ class _Mapper:
     self.covariates = covariate_rasters.resolve(student.covariate_names,
                                                 options.covariate_rasters)
     self.dropout = config.model.encoder.dropout
-    self.mc_samples = options.mc_samples if self.dropout > 0 else 0
-    if options.mc_samples and not self.mc_samples:
-      logging.warning("The student has no dropout (model.encoder.dropout=0): "
-                      "no MC-dropout uncertainty.")
+    fitted = calibration.load(workdir / student.name)
+    if options.mc_samples:
+      self.calibration, why = calibration.for_spread(
+          fitted, options.mc_samples if self.dropout > 0 else 0,
+          options.mc_mode)
+    else:
+      self.calibration, why = None, "--mapping.mc_samples=0"
+    if options.mc_samples and not self.calibration:
+      logging.warning("No calibrated interval nor exceedance probability: "
+                      "%s.", why)
     if not options.mc_samples:
-      logging.warning("--mapping.mc_samples=0: no uncertainty; band 2 of "
-                      "each <scene>_ec.tif is nodata.")
+      logging.warning("--mapping.mc_samples=0: no uncertainty; bands 2-4 of "
+                      "each <scene>_ec.tif are nodata.")
+    self.why = why
+    # Passes only for an interval scaled by the spread.
+    self.mc_samples = options.mc_samples if self.calibration and (
+        self.calibration["difficulty"] != "constant") else 0
     self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
     if self.ec_method != ec_methods.CLASS_METHOD:
       logging.warning("The class raster uses the FAO classes of %s; this "
@@ -134,12 +148,6 @@ class _Mapper:
         mesh=self.mesh, batch_size=options.batch_size, inverse=inverse,
         mc_samples=self.mc_samples, seed=options.seed,
         mc_mode=options.mc_mode, chunk=chunk)
-    self.calibration, why = calibration.for_spread(
-        calibration.load(workdir / student.name), self.mc_samples,
-        options.mc_mode)
-    if self.mc_samples and not self.calibration:
-      logging.warning("The uncertainty band is the raw MC spread, not a "
-                      "calibrated interval: %s.", why)
     # A re-run skips a scene mapped by the same model with the same options
     # (but for those that change only the speed).
     same = {k: v for k, v in options.to_dict().items()
@@ -152,31 +160,30 @@ class _Mapper:
 
   def predict(self, x: np.ndarray, index: np.ndarray,
               covariates: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(EC, the uncertainty band) of spectra keyed by pixel index."""
-    ec, std = self._predict(x, index=index, covariates=covariates)
-    if self.calibration:
-      std = std * self.calibration["multiplier"]
-    return ec, std
+              ) -> tuple[np.ndarray, ...]:
+    """The EC file's bands (`stats.BANDS`) of spectra keyed by pixel index:
+    EC, the interval's bounds and P(EC > threshold) (NaN without a
+    calibration)."""
+    ec, spread = self._predict(x, index=index, covariates=covariates)
+    if not self.calibration:
+      nan = np.full_like(ec, np.nan)
+      return ec, nan, nan, nan
+    out = calibration.predictive(self.calibration, ec, spread,
+                                 self.options.exceedance_threshold)
+    return ec, out["lower"], out["upper"], out["p"]
 
-  def uncertainty(self) -> str:
-    """The uncertainty band's description."""
-    if not self.mc_samples:
-      why = ("--mapping.mc_samples=0" if not self.options.mc_samples
-             else "the student has no dropout")
-      return f"uncertainty not computed ({why}): nodata"
-    passes = (f"{self.mc_samples} Monte Carlo dropout passes of " +
-              ("the regression head alone (the encoder runs once)"
-               if self.options.mc_mode == "head" else "the whole network"))
+  def descriptions(self) -> dict[str, str]:
+    """What the EC file's bands after the first hold."""
     fitted = self.calibration
-    if fitted:
-      return (f"half-width (dS/m) of the calibrated {fitted['nominal']:.0%} "
-              f"interval of EC: {fitted['multiplier']:.3g} x the standard "
-              f"deviation over {passes}, the multiplier fitted (split "
-              f"conformal) on {fitted['validation_samples']} samples the "
-              "student did not train on")
-    return (f"EC standard deviation (dS/m) over {passes}; not a calibrated "
-            "interval")
+    if not fitted:
+      return dict.fromkeys(stats.BANDS[1:], f"not computed: {self.why}")
+    interval = calibration.describe(fitted)
+    return {"lower": f"lower bound (dS/m) of the {interval}",
+            "upper": f"upper bound (dS/m) of the {interval}",
+            "exceedance": (
+                f"probability that {self.ec_method} exceeds "
+                f"{self.options.exceedance_threshold:g} dS/m (the conformal "
+                "predictive distribution of the same calibration)")}
 
   def map_one(self, scene: epath.Path, name: str) -> dict[str, Any]:
     """Maps one scene into the output folder; returns its report."""
@@ -200,8 +207,10 @@ class _Mapper:
                         "scene's bands (SRF coverage): %s", self.prefix, name,
                         len(resampled), self.sensor.name, resampled)
       writer = files.MapWriter(self.output_dir, name, rows.shape,
-                                   rows.crs, rows.transform,
-                                   self.uncertainty(), self.ec_method)
+                               rows.crs, rows.transform,
+                               self.descriptions(),
+                               self.options.exceedance_threshold,
+                               self.ec_method)
       try:
         tally = stats.Tally(files.CLASS_NODATA)
         with contextlib.ExitStack() as stack:
@@ -227,7 +236,9 @@ class _Mapper:
 
         writer.commit(report, f"{name}: EC from the DeepSalt student "
                       f"({self.sensor.name}, {match.method} bands)\n"
-                      f"{self.uncertainty()}")
+                      + (calibration.describe(self.calibration)
+                         if self.calibration else
+                         f"interval not computed: {self.why}"))
       except BaseException:
         writer.abort()
         raise
@@ -254,13 +265,18 @@ class _Mapper:
                   "resampled": resampled,
                   "min_coverage": self.options.min_coverage,
                   "tolerance_nm": self.options.band_tolerance_nm},
-        "uncertainty": {"method": "MC dropout" if self.mc_samples else None,
+        "uncertainty": {"method": (calibration.KIND if self.calibration
+                                   else None),
                         "mode": self.options.mc_mode if self.mc_samples
                         else None,
                         "samples": self.mc_samples,
                         "dropout_rate": self.dropout,
-                        "calibration": self.calibration,
-                        "band_description": self.uncertainty()},
+                        "calibration": self.calibration and {
+                            k: v for k, v in self.calibration.items()
+                            if k != "scores"},
+                        "exceedance_threshold":
+                            self.options.exceedance_threshold,
+                        "band_descriptions": self.descriptions()},
         "thresholds": dataclasses.asdict(
             options_lib.thresholds(self.options)),
         "covariates": {n: str(p) for n, p in self.covariates.items()},

@@ -1,7 +1,7 @@
 """A region's map: a VRT mosaic over the scenes' COGs and a region report.
 
 GDAL VRTs index the per-scene Cloud-Optimized GeoTIFFs without copying a
-pixel: `mosaic_ec.vrt` (EC and its uncertainty) and `mosaic_class.vrt`
+pixel: `mosaic_ec.vrt` (EC, its interval, P(EC > threshold)) and `mosaic_class.vrt`
 (FAO classes) open in QGIS or rasterio as one raster. A VRT has one CRS:
 scenes in different CRSs get one pair of VRTs per CRS
 (`mosaic_ec_EPSG_32633.vrt`, ...), nothing is reprojected (that would
@@ -10,7 +10,9 @@ named in the report. Each VRT has the finest pixel size of its scenes; where
 scenes overlap, the later one in the scene list wins where it has data.
 
 `region_report.json` and `.md` gather the scenes' reports: per scene soil
-fraction, EC distribution, class areas (ha) and time, and the totals.
+fraction, EC distribution, class areas (ha), the interval's median width
+and the area likely saline (P(EC > threshold) > 0.8), time, and the
+totals.
 """
 from __future__ import annotations
 
@@ -69,8 +71,10 @@ def _vrt(scenes: list[dict[str, Any]], kind: str, crs: str) -> str:
   ElementTree.SubElement(root, "GeoTransform").text = ", ".join(
       repr(v) for v in (left, res_x, 0.0, top, 0.0, -res_y))
   if kind == "ec":
-    bands = [("Float32", files.EC_NODATA, "EC (dS/m)"),
-             ("Float32", files.EC_NODATA, "EC standard deviation (dS/m)")]
+    bands = [("Float32", files.EC_NODATA, text) for text in (
+        "EC (dS/m)", "lower bound of the calibrated 90% interval (dS/m)",
+        "upper bound of the calibrated 90% interval (dS/m)",
+        "probability that EC exceeds the threshold")]
   else:
     bands = [("Byte", files.CLASS_NODATA, "FAO salinity class")]
   for number, (dtype, nodata, text) in enumerate(bands, start=1):
@@ -135,14 +139,34 @@ def write_vrts(directory: epath.PathLike,
   return {"files": written, "left_out": left_out}
 
 
+_LIKELY = "p>0.8"  # The exceedance area the table shows.
+
+
 def _row(scene: dict[str, Any]) -> str:
   ec = scene.get("ec_dS_per_m") or {}
   fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)
   areas = [fmt(c["area_ha"], "{:.1f}") for c in scene["classes"].values()]
+  interval = scene.get("interval") or {}
+  likely = interval.get("likely_exceeding", {}).get(_LIKELY, {})
   return (f"| {scene['name']} | {fmt(scene['soil_fraction_of_valid'])} | "
           f"{fmt(scene['soil_area_ha'], '{:.1f}')} | {fmt(ec.get('mean'))} | "
           f"{fmt(ec.get('p5'))} | {fmt(ec.get('p50'))} | {fmt(ec.get('p95'))} "
-          f"| {' | '.join(areas)} | {scene['seconds']:.1f} |")
+          f"| {' | '.join(areas)} | "
+          f"{fmt(interval.get('median_width_dS_per_m'))} | "
+          f"{fmt(interval.get('median_relative_width'))} | "
+          f"{fmt(likely.get('area_ha'), '{:.1f}')} | "
+          f"{scene['seconds']:.1f} |")
+
+
+def _likely_area(scenes: list[dict[str, Any]], with_area: bool
+                 ) -> dict[str, float] | None:
+  intervals = [s.get("interval") for s in scenes]
+  if not with_area or not all(i and i.get("likely_exceeding")
+                              for i in intervals):
+    return None
+  return {level: sum(i["likely_exceeding"][level]["area_ha"]
+                     for i in intervals)
+          for level in intervals[0]["likely_exceeding"]}
 
 
 def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
@@ -165,6 +189,8 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
       "soil_area_ha": (sum(s["soil_area_ha"] for s in scenes) if with_area
                        else None),
       "class_area_ha": classes,
+      # Hectares where P(EC > threshold) > 0.5 and > 0.8.
+      "likely_exceeding_area_ha": _likely_area(scenes, with_area),
       "ec_mean_dS_per_m": (sum(s["ec_dS_per_m"]["mean"] * s["pixels"]["soil"]
                                for s in scenes if s["ec_dS_per_m"]) / soil
                            if soil else None),
@@ -172,16 +198,22 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
                   "scenes": sum(s["seconds"] for s in scenes)},
       "per_scene": {s["name"]: {k: s[k] for k in (
           "scene", "process", "seconds", "soil_fraction_of_valid",
-          "soil_area_ha", "ec_dS_per_m", "classes", "pixels")}
+          "soil_area_ha", "ec_dS_per_m", "classes", "pixels",
+          "interval")}
                     for s in scenes},
   }
   head = ("| scene | soil fraction | soil (ha) | EC mean | p5 | median | "
           "p95 | " + " | ".join(f"{n} (ha)"
                                 for n in metrics.SALINITY_CLASS_NAMES)
-          + " | time (s) |")
+          + " | interval width (median) | relative width (median) | "
+          "P(saline) > 0.8 (ha) | time (s) |")
+  threshold = scenes[0]["uncertainty"].get("exceedance_threshold")
   lines = [f"# Region report: {len(scenes)} scenes", "",
            f"EC in dS/m ({scenes[0].get('ec_method', metrics.EC_METHOD)}) "
-           "over soil pixels; soil fraction of the pixels with data.", "",
+           "over soil pixels; soil fraction of the pixels with data. "
+           "Interval: the calibrated 90 % interval (upper - lower, dS/m; "
+           "relative: / EC); P(saline) > 0.8: the area where the probability "
+           f"that EC exceeds {threshold:g} dS/m is above 0.8.", "",
            head, "|" + "---|" * (head.count("|") - 1)]
   lines += [_row(s) for s in scenes]
   if not_mapped:

@@ -10,6 +10,7 @@ import dataclasses
 
 import ml_collections
 
+from deepsalt_jax import calibration
 from deepsalt_jax import predict
 from deepsalt_spectral import errors
 from deepsalt_spectral import indices
@@ -28,13 +29,17 @@ def defaults() -> ml_collections.ConfigDict:
       # Spectra a device computes at a time; 0: auto, 64 on CPU (they stay
       # in cache: 3x faster than 512 at once), whole batches elsewhere.
       chunk_size=0,
-      # MC-dropout passes for the uncertainty; 0 = none. The student's
-      # interval is calibrated for the default passes (calibration.py).
+      # MC-dropout passes for the uncertainty; 0 = none (no interval nor
+      # exceedance). An interval scaled by the spread is calibrated for the
+      # default passes (calibration.py); a constant one needs none.
       mc_samples=predict.MC_SAMPLES,
       # 'head': the encoder runs once, the head's dropout is sampled (fast);
       # 'full': every dropout layer, mc_samples network passes (slow).
       mc_mode=predict.MC_MODE,
       seed=0,  # Of the dropout masks.
+      # The EC file's band 4: P(EC > this), in the EC method's units
+      # (dS/m); default the FAO saline limit of ECe.
+      exceedance_threshold=calibration.EXCEEDANCE_THRESHOLD,
       # The soil-mask tests applied (comma-separated; '' = none: every pixel
       # with finite data is mapped) and their thresholds.
       masks=",".join(indices.TEST_THRESHOLDS),
@@ -69,6 +74,8 @@ def check(options: ml_collections.ConfigDict | None
       ("mc_mode", options.mc_mode in predict.MC_MODES,
        " or ".join(predict.MC_MODES)),
       ("min_coverage", 0 < options.min_coverage <= 1, "in (0, 1]"),
+      ("exceedance_threshold", options.exceedance_threshold > 0,
+       "a positive EC (dS/m)"),
       ("band_tolerance_nm", options.band_tolerance_nm >= 0, ">= 0"),
       ("reflectance_min", low < high, "a value below reflectance_max"),
   )

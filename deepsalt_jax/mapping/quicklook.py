@@ -1,9 +1,10 @@
-"""The PNG quicklook of a salinity map: EC, its uncertainty, FAO classes.
+"""The PNG quicklook of a salinity map: EC, its interval, P(saline), classes.
 
-Three panels of the same size on map coordinates (from the scene's CRS, with
+Four panels of the same size on map coordinates (from the scene's CRS, with
 a scale bar): EC on a perceptual colour map (viridis) labelled with its
-method and units, the uncertainty, and the salinity classes with the FAO
-legend. Drawn from the COGs' overviews, so a full scene reads fast.
+method and units, the width of the calibrated interval, the probability
+that EC exceeds the threshold (0 to 1), and the salinity classes with the
+FAO legend. Drawn from the COGs' overviews, so a full scene reads fast.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ _QUICKLOOK_PX = 1000
 _METRES_PER_DEGREE = math.pi / 180 * 6_371_008.8
 # Panel boxes (left, bottom, width, height) in figure fractions; colour bars
 # and the legend sit below, so the three map boxes are the same size.
-_PANELS = [(0.05 + 0.32 * i, 0.30, 0.27, 0.55) for i in range(3)]
+_PANELS = [(0.04 + 0.245 * i, 0.30, 0.2, 0.55) for i in range(4)]
 
 
 def _overview(path: pathlib.Path, bands: list[int]) -> np.ndarray:
@@ -78,31 +79,36 @@ def _scale_bar(ax, extent, metres_per_unit: float) -> None:
 
 def draw(path: pathlib.Path, ec_path: pathlib.Path,
          class_path: pathlib.Path, masks_path: pathlib.Path, title: str,
-         crs: Any, transform: Any,
+         crs: Any, transform: Any, threshold: float,
          ec_method: str = metrics.EC_METHOD) -> None:
-  """Writes the PNG quicklook of a map's rasters to `path`."""
+  """Writes the PNG quicklook of a map's rasters to `path`; `threshold`:
+  of the exceedance band."""
   import matplotlib  # Lazy: plotting is only needed here.
   matplotlib.use("Agg")
   from matplotlib import colors
   from matplotlib import patches
   import matplotlib.pyplot as plt
 
-  (ec, std), shape, ec_nodata = _overview(ec_path, [1, 2])
-  ec, std = (np.where(v == ec_nodata, np.nan, v) for v in (ec, std))
+  (ec, lower, upper, p), shape, ec_nodata = _overview(ec_path, [1, 2, 3, 4])
+  ec, lower, upper, p = (np.where(v == ec_nodata, np.nan, v)
+                         for v in (ec, lower, upper, p))
   (classes,), _, class_nodata = _overview(class_path, [1])
   nodata_band = indices.MASK_NAMES.index("nodata") + 1
   nodata = _overview(masks_path, [nodata_band])[0][0] == 1
   extent, x_label, y_label, metres, aspect = _frame(crs, transform, shape)
 
-  fig = plt.figure(figsize=(15, 6.4))
+  fig = plt.figure(figsize=(19, 6.4))
   axes = [fig.add_axes(box) for box in _PANELS]
-  panels = ((ec, f"EC: {ec_method}", "dS/m", "viridis"),
-            # What band 2 is (calibrated or raw) is said in the title.
-            (std, "uncertainty (band 2 of the EC file)", "dS/m", "magma"))
-  for ax, box, (values, name, unit, cmap) in zip(axes, _PANELS, panels):
+  panels = ((ec, f"EC: {ec_method}", "dS/m", "viridis", None),
+            (upper - lower, "width of the calibrated 90% interval", "dS/m",
+             "magma", None),
+            (p, f"P(EC > {threshold:g} dS/m)", "probability", "RdYlBu_r",
+             (0.0, 1.0)))
+  for ax, box, (values, name, unit, cmap, limits) in zip(axes, _PANELS,
+                                                           panels):
     finite = values[np.isfinite(values)]
-    low, high = (np.percentile(finite, [2, 98]) if finite.size
-                 else (0.0, 1.0))
+    low, high = limits or (np.percentile(finite, [2, 98]) if finite.size
+                           else (0.0, 1.0))
     # Masked pixels grey, nodata white (as in the class panel).
     cmap = plt.get_cmap(cmap).with_extremes(bad=np.array(_MASKED_RGB) / 255)
     image = ax.imshow(np.where(nodata, np.nan, values), cmap=cmap, vmin=low,
@@ -118,14 +124,14 @@ def draw(path: pathlib.Path, ec_path: pathlib.Path,
   rgb = np.array(CLASS_COLOURS + (_MASKED_RGB, _NODATA_RGB), np.uint8)
   index = np.where(classes == class_nodata, len(CLASS_COLOURS), classes)
   index = np.where(nodata, len(CLASS_COLOURS) + 1, index)
-  axes[2].imshow(rgb[index], extent=extent, interpolation="nearest",
+  axes[3].imshow(rgb[index], extent=extent, interpolation="nearest",
                  aspect=aspect)
-  axes[2].set_title(f"FAO salinity class of {ec_method}", fontsize=10)
+  axes[3].set_title(f"FAO salinity class of {ec_method}", fontsize=10)
   handles = [patches.Patch(facecolor=colors.to_hex(c / 255), edgecolor="0.5",
                            label=name)
              for c, name in zip(rgb, metrics.SALINITY_CLASS_NAMES + (
                  "not soil (masked)", "no data"))]
-  axes[2].legend(handles=handles, loc="upper center", ncol=2, fontsize=8,
+  axes[3].legend(handles=handles, loc="upper center", ncol=2, fontsize=8,
                  frameon=False, bbox_to_anchor=(0.5, -0.12))
   for i, ax in enumerate(axes):
     ax.set_xlabel(x_label, fontsize=8)

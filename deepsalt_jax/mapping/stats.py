@@ -1,9 +1,10 @@
-"""What a salinity map holds: pixel counts, EC distribution, class areas.
+"""What a salinity map holds: pixel counts, EC distribution, class areas,
+interval widths and the area likely saline.
 
 `Tally` accumulates a map block by block (a full scene is never held in
 memory); `pixel_area_m2` gives the ground area of each pixel from the
-scene's CRS, so class areas are in hectares for projected and geographic
-scenes alike.
+scene's CRS, so class and exceedance areas are in hectares for projected
+and geographic scenes alike.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ HIST_MIN_EC, HIST_MAX_EC, HIST_BINS = 0.01, 1000.0, 1000
 HIST_EDGES = np.geomspace(HIST_MIN_EC, HIST_MAX_EC, HIST_BINS + 1)
 HIST_RATIO = HIST_EDGES[1] / HIST_EDGES[0]
 PERCENTILES = (5, 25, 50, 75, 95)
+# The EC file's bands: EC, the calibrated interval's bounds, P(EC > t).
+BANDS = ("ec", "lower", "upper", "exceedance")
+# Areas where P(EC > t) exceeds these are reported.
+PROBABILITIES = (0.5, 0.8)
 _EARTH_RADIUS_M = 6_371_008.8  # Mean (authalic) radius.
 M2_PER_HA = 1e4
 
@@ -72,16 +77,21 @@ class Tally:
     self.soil_m2 = 0.0
     self.hist = np.zeros(HIST_BINS + 2, np.int64)
     self.ec = [0.0, np.inf, -np.inf]  # Sum, min, max.
-    self.std = [0.0, 0]  # Sum, count (NaN without MC dropout).
+    # Interval widths and width / EC (geometric bins; none without one).
+    self.width_hist = np.zeros(HIST_BINS + 2, np.int64)
+    self.relative_hist = np.zeros(HIST_BINS + 2, np.int64)
+    self.likely = np.zeros((len(PROBABILITIES), 2))  # Pixels, m^2.
 
-  def add(self, masks: dict[str, np.ndarray], ec: np.ndarray,
-          std: np.ndarray, area: np.ndarray | None) -> None:
+  def add(self, masks: dict[str, np.ndarray], values: np.ndarray,
+          area: np.ndarray | None) -> None:
+    """Adds a block: `values` [BANDS, rows, cols] (NaN: not mapped)."""
+    ec = values[0]
     for name, mask in masks.items():  # Beyond MASK_NAMES: no_covariates.
       self.masks[name] = self.masks.get(name, 0) + int(mask.sum())
     self.total += ec.size
     soil = masks["soil"]
-    values = ec[soil]
-    classes = salinity_class(values, self._class_nodata)
+    soil_ec = ec[soil]
+    classes = salinity_class(soil_ec, self._class_nodata)
     self.classes += np.bincount(classes, minlength=self.classes.size)
     if area is None:
       self.has_area = False
@@ -89,28 +99,41 @@ class Tally:
       self.class_m2 += np.bincount(classes, weights=area[soil],
                                    minlength=self.classes.size)
       self.soil_m2 += float(area[soil].sum())
-    if values.size:
-      self.hist += np.bincount(np.searchsorted(HIST_EDGES, values, "right"),
-                               minlength=self.hist.size)
-      self.ec = [self.ec[0] + float(values.sum()),
-                 min(self.ec[1], float(values.min())),
-                 max(self.ec[2], float(values.max()))]
-      std = std[soil]
-      self.std = [self.std[0] + float(np.nansum(std)),
-                  self.std[1] + int(np.isfinite(std).sum())]
+    if soil_ec.size:
+      self.hist += _bins(soil_ec)
+      self.ec = [self.ec[0] + float(soil_ec.sum()),
+                 min(self.ec[1], float(soil_ec.min())),
+                 max(self.ec[2], float(soil_ec.max()))]
+      lower, upper, p = values[1:, soil]
+      known = np.isfinite(upper)
+      width = (upper - lower)[known]
+      self.width_hist += _bins(width)
+      self.relative_hist += _bins(width / np.maximum(soil_ec[known],
+                                                     HIST_MIN_EC))
+      for k, level in enumerate(PROBABILITIES):
+        likely = p > level
+        self.likely[k] += (likely.sum(), 0.0 if area is None
+                           else float(area[soil][likely].sum()))
 
   def percentiles(self) -> dict[str, float]:
     """EC percentiles: the geometric centre of the bin that holds each,
     within the observed range."""
-    cumulative = np.cumsum(self.hist)
-    centres = np.concatenate([[self.ec[1]], np.sqrt(HIST_EDGES[1:]
-                                                    * HIST_EDGES[:-1]),
-                              [self.ec[2]]])
-    out = {}
-    for p in PERCENTILES:
-      b = int(np.searchsorted(cumulative, p / 100 * cumulative[-1]))
-      out[f"p{p}"] = round(float(np.clip(centres[b], *self.ec[1:])), 4)
-    return out
+    return {f"p{p}": round(float(np.clip(_percentile(self.hist, p,
+                                                     *self.ec[1:]),
+                                         *self.ec[1:])), 4)
+            for p in PERCENTILES}
+
+  def _interval(self, ha) -> dict[str, Any] | None:
+    if not self.width_hist.sum():
+      return None
+    edges = (HIST_MIN_EC, HIST_MAX_EC)
+    return {"median_width_dS_per_m": round(
+        _percentile(self.width_hist, 50, *edges), 4),
+            "median_relative_width": round(
+                _percentile(self.relative_hist, 50, *edges), 4),
+            "likely_exceeding": {
+                f"p>{level:g}": {"pixels": int(n), "area_ha": ha(m2)}
+                for level, (n, m2) in zip(PROBABILITIES, self.likely)}}
 
   def summary(self) -> dict[str, Any]:
     n = self.masks["soil"]
@@ -128,5 +151,21 @@ class Tally:
         "ec_dS_per_m": {"mean": self.ec[0] / n, "min": self.ec[1],
                         "max": self.ec[2], **self.percentiles()}
                        if n else None,
-        "mean_uncertainty_dS_per_m": (self.std[0] / self.std[1]
-                                      if self.std[1] else None)}
+        "interval": self._interval(ha)}
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+  """Counts of `values` in the geometric bins (below and above: one each)."""
+  return np.bincount(np.searchsorted(HIST_EDGES, values, "right"),
+                     minlength=HIST_BINS + 2)
+
+
+def _percentile(hist: np.ndarray, p: float, below: float,
+                above: float) -> float:
+  """The geometric centre of the bin that holds the p-th percentile;
+  `below` and `above` stand for the two outer bins."""
+  centres = np.concatenate([[below], np.sqrt(HIST_EDGES[1:]
+                                             * HIST_EDGES[:-1]), [above]])
+  cumulative = np.cumsum(hist)
+  return float(centres[int(np.searchsorted(cumulative,
+                                           p / 100 * cumulative[-1]))])

@@ -61,6 +61,7 @@ from configs import distill
 from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import baselines
+from deepsalt_jax import choices
 from deepsalt_jax import reporting
 from deepsalt_jax import samples
 from deepsalt_jax import targets
@@ -135,7 +136,7 @@ _STEPS_SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies the "
                                   "teacher's and the students' train.steps.")
 _SPACE = flags.DEFINE_enum("space", "sensor", ("sensor", "lab"),
                            "Where the teacher reads spectra (model.space).")
-_ENCODER = flags.DEFINE_enum("encoder", "mlp", common.ENCODERS,
+_ENCODER = flags.DEFINE_enum("encoder", "mlp", choices.ENCODERS,
                              "model.encoder.kind of every network.")
 _COVARIATES = flags.DEFINE_string(
     "covariates", "", "data.covariates of the students (e.g. 'clay,soc'; "
@@ -202,17 +203,16 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
          f"space={settings['space']},encoder={settings['encoder']},"
          "compare=none" + (",tiny" if settings["tiny"] else ""))
   config = distill.get_config(arg)
-  for c in (config, config.teacher):
-    c.seed = seed
-    c.data.update(data_dir=settings["data_dir"],
-                  test_regions=split.test_regions,
-                  test_folds=split.test_folds,
-                  transductive=settings["transductive"],
-                  labelled_fraction=labelled_fraction,
-                  paired_fraction=paired_for(labelled_fraction,
-                                             settings["paired_fraction"]),
-                  pair_view=settings["pair_view"])
-    common.scale_steps(c.train, settings["steps_scale"])
+  config.seed = seed
+  config.data.update(data_dir=settings["data_dir"],
+                     test_regions=split.test_regions,
+                     test_folds=split.test_folds,
+                     transductive=settings["transductive"],
+                     labelled_fraction=labelled_fraction,
+                     paired_fraction=paired_for(labelled_fraction,
+                                                settings["paired_fraction"]),
+                     pair_view=settings["pair_view"])
+  common.scale_steps(config, settings["steps_scale"])
   config.data.covariates = settings["covariates"]
   if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
     config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
@@ -387,7 +387,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
           command=command, splits=[s.name for s in splits], seeds=seeds,
           date=datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec="seconds"),
-          steps={"teacher": base.teacher.train.steps,
+          steps={"teacher": base.teacher.steps,
                  "student": base.train.steps},
           steps_scale=steps_scale, tiny=tiny, space=space, encoder=encoder,
           model_size=_model_size(base),

@@ -38,7 +38,8 @@ import ml_collections
 
 from configs import common
 from configs import distill
-from deepsalt_jax.models import from_config
+from deepsalt_jax import choices
+from deepsalt_spectral import sensors
 
 
 def _unset() -> ml_collections.FieldReference:
@@ -125,9 +126,9 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, flags=("tiny",),
-                          keys={"sensor": common.SENSORS,
-                                "alignment": common.ALIGNMENTS,
-                                "sau": from_config.SAU_MODES,
+                          keys={"sensor": sensors.SENSORS,
+                                "alignment": choices.ALIGNMENTS,
+                                "sau": choices.SAU_MODES,
                                 **common.model_args()})
   sensor = args.get("sensor", "enmap")
   # The networks' keys go to the distill config as given.
@@ -136,15 +137,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = distill.get_config(",".join(
       [f"sensor={sensor}", f"alignment={args.get('alignment', 'mmd')}",
        "compare=none", *networks] + (["tiny"] if args.get("tiny") else [])))
+  config.job = "cross_validation"
   config.data = data_config(sensor)
-  # One object: --config.data.project=... sets the teacher's too.
-  config.teacher.data = config.data
+  config.teacher.covariates = True
   if args.get("tiny"):
     config.data.update(unlabelled_pixels=200, folds=2)
   else:
     # Six trainings (five folds and the final one) within the time budget.
     # On the example, the benchmark's 1200 steps each with the step picked
     # on 20 % of each fold's points scored lower (pooled R² 0.31 vs 0.52).
-    config.teacher.train = common.train_config(steps=300, batch_size=128)
     config.train = common.train_config(steps=300, batch_size=64)
+    config.teacher.update(steps=300, batch_size=128)
   return config

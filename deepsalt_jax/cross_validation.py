@@ -1,7 +1,7 @@
 """Spatial cross-validation on a user's own data, then the final models.
 
 `train_and_validate(config, workdir)` is the job of configs/own_data.py
-(launch.py runs it when config.data.name is 'own'), read top-down:
+(config.job 'cross_validation'), read top-down:
 data -> per fold k (k-means clusters of the field points,
 `data_prep.project.folds`): everything in the fold's area is held out
 (its points, library samples and pairs; its unlabelled pixels still feed
@@ -29,7 +29,6 @@ from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 
-from data_prep import datasets
 from data_prep import ec_methods
 from data_prep import roles
 from deepsalt_jax import baselines
@@ -54,10 +53,6 @@ INPUTS = {TEACHER: "pixels in the teacher's input space",
           "PLSR": "pixels (components by inner CV)",
           "random forest": "pixels"}
 MIN_BASELINE_SAMPLES = 4  # baselines.plsr needs 4.
-
-
-def is_own_data(config: ml_collections.ConfigDict) -> bool:
-  return config.data.name == datasets.PROJECT
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepsalt_jax import choices
 from deepsalt_jax import targets
 
 
@@ -356,3 +357,4 @@ class TransformerEncoder(nn.Module):
 # Encoders by name (config.model.encoder.kind).
 ENCODERS = {'conv': SpectralEncoder, 'mlp': MLPEncoder,
             'transformer': TransformerEncoder}
+assert set(ENCODERS) == set(choices.ENCODERS)

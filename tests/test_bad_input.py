@@ -12,7 +12,9 @@ import pytest
 
 from conftest import REPO, delete_checkpoint_data, tiny_config
 from data_prep import datasets
+from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import mapping
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import train

@@ -6,7 +6,7 @@ r"""Honest evaluation: held-out regions/folds, baselines, ablations, labels.
       [--label_splits=SC.93] [--tiny]
   python -m benchmarks.compare --dataset=soc --out=runs/benchmark_soc [--folds=1,2]
 
-Protocols (DESIGN.md, "Evaluation protocols"):
+Protocols (docs/results.md gives the tables they produced):
   regions (salinity default): leave one region out. Each held-out region is
     a training run of its own (data.test_regions=<region>); within the other
     regions only data.labelled_fraction of the satellite samples are

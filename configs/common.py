@@ -101,8 +101,8 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
   ))
 
 
-# Encoder settings by kind (README measures them); the transformer's are the
-# DeepSalt authors' (64 wide, 3 blocks, 4 heads).
+# Encoder settings by kind (docs/results.md measures them); the
+# transformer's are the DeepSalt authors' (64 wide, 3 blocks, 4 heads).
 _ENCODER_SIZES = {"mlp": dict(features=256, num_blocks=2),
                   "conv": dict(features=64, num_blocks=3),
                   "transformer": dict(features=64, num_blocks=3)}

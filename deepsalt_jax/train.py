@@ -176,7 +176,9 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   writer = reporting.MetricWriter(directory)
   progress = reporting.Progress(name, start, tcfg.steps)
   pending, window = [], []  # Device terms; fetched terms since last log.
-  sync_each_step = jax.default_backend() == "cpu"  # See DESIGN: CPU traps.
+  # Several CPU devices in one process hang when many collective programs are
+  # dispatched without waiting, so the CPU backend syncs every step.
+  sync_each_step = jax.default_backend() == "cpu"
   with _Preemption() as preemption:
     for step in range(start + 1, tcfg.steps + 1):
       batch = input_pipeline.global_batch(streams, step - 1, mesh)

@@ -184,8 +184,9 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
 
 @pytest.mark.slow
 def test_the_commands_on_the_mir_example(mir_example, tmp_path):
-  """README's MIR commands at tiny size: sau=auto takes the latent SAU, CV
-  has no teacher-on-pixels row (no physics route), the maps are written."""
+  """docs/own_data.md's MIR commands at tiny size: sau=auto takes the latent
+  SAU, CV has no teacher-on-pixels row (no physics route), the maps are
+  written."""
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   result = _launch("--config=configs/own_data.py:tiny",
                    f"--config.data.project={mir_example}",

@@ -227,7 +227,7 @@ class MLPEncoder(nn.Module):
 
   Bands are standardised with the training statistics, then `num_blocks`
   dense layers of width `features` with GELU and dropout. It has no notion
-  of band order; README compares it with the convolutional encoder.
+  of band order; docs/results.md compares it with the convolutional encoder.
   """
   features: int = 256
   num_blocks: int = 2

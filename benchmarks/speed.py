@@ -2,7 +2,7 @@ r"""Speed: training and inference throughput and memory, by batch and bands.
 
   python -m benchmarks.speed [--sensors=prisma,enmap,emit] \
       [--batch_sizes=1024,4096,16384,65536] [--train_batch_sizes=32,64,128] \
-      [--train_steps=10] [--json=speed.json]
+      [--train_steps=10] [--loop_steps=600] [--json=speed.json]
 
 Models have the default size (configs/distill.py); inputs are synthetic
 (throughput does not depend on the values). All devices of this process
@@ -18,6 +18,13 @@ form the ('data',) mesh, as in training.
              encoder, distill, head) beside the defaults, on the first sensor at
              --option_batch_size.
   inference  student 'pred' (train=False) spectra/s per sensor and batch.
+  loop       the whole training loop (train.train_stage: batches, logging,
+             validation, checkpoints) of the default student on the
+             default dataset (built if missing) beside its jitted step on
+             the same shapes: the loop's marginal steps/s, from runs of
+             --loop_steps and twice as many steps, each timed less its
+             compilation (compilation.CompileClock), so that what a stage
+             pays once (setup, compiling, the last checkpoint) cancels.
   memory     XLA's compiled memory analysis of each program (arguments +
              outputs + temporaries: what one call needs, whatever else runs
              on the machine); the process's peak RSS after each measurement
@@ -31,6 +38,7 @@ from __future__ import annotations
 import json
 import pathlib
 import resource
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -41,6 +49,8 @@ import ml_collections
 import numpy as np
 
 from configs import distill
+from deepsalt_jax import compilation
+from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
@@ -61,6 +71,8 @@ _ENCODERS = flags.DEFINE_list("encoders", ["mlp", "conv"],
 _OPTION_BATCH = flags.DEFINE_integer(
     "option_batch_size", 64, "Training batch size (per stream) of the "
     "options table.")
+_LOOP_STEPS = flags.DEFINE_integer(
+    "loop_steps", 600, "Steps of the timed training loop (0: none).")
 _JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
 
 
@@ -227,12 +239,41 @@ def measure_inference(config: ml_collections.ConfigDict, sensor: str,
           "peak_rss_mib": peak_rss_mib(), "device_peak_mib": device_peak_mib()}
 
 
+def measure_loop(config: ml_collections.ConfigDict, steps: int,
+                 mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """steps/s of the student's training loop and of its jitted step."""
+  data = samples.load_data(config.data)
+  teacher = stages.plan(config, data.lab_grid).teacher
+  teacher_params = teacher.init_params(data.sensor)  # Speed only.
+  seconds = {}
+  for n in (steps, 2 * steps):
+    run_config = ml_collections.ConfigDict(config.to_dict())
+    run_config.train.steps = n
+    student = stages.plan(run_config, data.lab_grid).students[0]
+    with tempfile.TemporaryDirectory() as tmp, \
+         compilation.CompileClock() as clock:
+      start = time.perf_counter()
+      train.train_stage(student, data, teacher, teacher_params,
+                        pathlib.Path(tmp), mesh)
+      seconds[n] = time.perf_counter() - start - clock.seconds
+  batch = config.train.batch_size
+  jitted = measure_training(config, data.sensor, "student", batch, 50, mesh)
+  loop = steps / (seconds[2 * steps] - seconds[steps])
+  return {"sensor": data.sensor, "batch_size": batch, "steps": steps,
+          "seconds_less_compilation": list(seconds.values()),
+          "loop_steps_per_s": loop,
+          "jitted_steps_per_s": jitted["steps_per_s"],
+          "ratio": loop / jitted["steps_per_s"]}
+
+
 def run(sensors: Sequence[str], batch_sizes: Sequence[int],
         train_batch_sizes: Sequence[int], train_steps: int,
         encoders: Sequence[str] = ("mlp", "conv"), tiny: bool = False,
-        option_batch_size: int = 64) -> dict[str, Any]:
+        option_batch_size: int = 64, loop_steps: int = 0) -> dict[str, Any]:
   """All measurements, per encoder (configs/distill.py:encoder=...)."""
   mesh = sharding.make_mesh()
+  loop = (measure_loop(distill.get_config("compare=none"), loop_steps, mesh)
+          if loop_steps else None)
   training, profiles = [], {}
   for encoder in encoders:
     config = distill.get_config(f"compare=none,encoder={encoder}" +
@@ -253,7 +294,7 @@ def run(sensors: Sequence[str], batch_sizes: Sequence[int],
   return {"device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
           "backend": jax.default_backend(), "training": training,
           "streams": profiles, "options": options, "inference": inference,
-          "inference_encoder": encoders[0]}
+          "inference_encoder": encoders[0], "loop": loop}
 
 
 def _mib(value: float | None) -> str:
@@ -261,12 +302,20 @@ def _mib(value: float | None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-  lines = [f"Device: {result['device']} ({result['backend']})", "",
-           "Training (train step, spectra/s = rows of all streams; FLOPs "
-           "from XLA's cost analysis)", "",
-           "| encoder | stage | bands | batch | steps/s | spectra/s | "
-           "MFLOP/spectrum | XLA MiB | peak RSS MiB | device peak MiB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [f"Device: {result['device']} ({result['backend']})", ""]
+  loop = result.get("loop")
+  if loop:
+    lines += ["Training loop vs its jitted step (default student, "
+              f"{loop['sensor']}, batch {loop['batch_size']})", "",
+              "| loop steps/s | jitted step steps/s | loop / jitted |",
+              "|---|---|---|",
+              f"| {loop['loop_steps_per_s']:.1f} | "
+              f"{loop['jitted_steps_per_s']:.1f} | {loop['ratio']:.0%} |", ""]
+  lines += ["Training (train step, spectra/s = rows of all streams; FLOPs "
+            "from XLA's cost analysis)", "",
+            "| encoder | stage | bands | batch | steps/s | spectra/s | "
+            "MFLOP/spectrum | XLA MiB | peak RSS MiB | device peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
   for r in result["training"]:
     lines.append(f"| {r['encoder']} | {r['stage']} | {r['bands']} | "
                  f"{r['batch_size']} | {r['steps_per_s']:.1f} | "
@@ -307,7 +356,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   result = run(_SENSORS.value, [int(b) for b in _BATCHES.value],
                [int(b) for b in _TRAIN_BATCHES.value], _TRAIN_STEPS.value,
-               _ENCODERS.value, option_batch_size=_OPTION_BATCH.value)
+               _ENCODERS.value, option_batch_size=_OPTION_BATCH.value,
+               loop_steps=_LOOP_STEPS.value)
   print(markdown(result))
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2))

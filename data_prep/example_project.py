@@ -197,10 +197,11 @@ def _write_envi_library(folder: pathlib.Path, lab: np.ndarray,
   table.to_csv(folder / "library.csv", index=False)
 
 
-def write(out: str | pathlib.Path, size: str = "default", seed: int = 0,
-          library: str = "visnir") -> dict[str, Any]:
+def write(out: str | pathlib.Path, size: str | landscape.Size = "default",
+          seed: int = 0, library: str = "visnir") -> dict[str, Any]:
   """Writes the example project into `out` with a vis-NIR (ENVI) or MIR
-  (CSV in cm-1) library; returns its counts."""
+  (CSV in cm-1) library; returns its counts. `size` names one of
+  `landscape.SIZES` or is a Size (benchmarks/scale.py grows the points)."""
   out = pathlib.Path(out)
   if library not in LIBRARIES:
     raise errors.UserError(f"library={library!r}: use one of "
@@ -208,7 +209,7 @@ def write(out: str | pathlib.Path, size: str = "default", seed: int = 0,
   if out.exists() and any(out.iterdir()):
     raise errors.UserError(f"{out} exists and is not empty; choose a new "
                            "--out.")
-  dims = landscape.SIZES[size]
+  dims = landscape.SIZES[size] if isinstance(size, str) else size
   sensor = sensors.builtin("enmap")
   rng = np.random.default_rng([seed, 1])
   land = landscape.simulate(dims, seed, sensor)

@@ -17,16 +17,14 @@ Re-running resumes: finished fold runs are restored, not retrained.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import tempfile
+import time
 from typing import Any
 
 from absl import logging
 from etils import epath
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 
@@ -34,12 +32,14 @@ from data_prep import ec_methods
 from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
+from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import metrics
 from deepsalt_jax import objectives
 from deepsalt_jax import paths
 from deepsalt_jax import predict
+from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
@@ -56,28 +56,6 @@ INPUTS = {TEACHER: "pixels in the teacher's input space",
           "random forest": "pixels",
           "pooled MLP": "library resampled to the sensor's bands + pixels"}
 MIN_BASELINE_SAMPLES = 4  # baselines.plsr needs 4.
-
-
-@contextlib.contextmanager
-def compile_once():
-  """Every fold trains the same networks on the same shapes: a persistent
-  XLA cache (a temporary folder unless the user set one) compiles each step
-  once instead of once per fold."""
-  if jax.config.jax_compilation_cache_dir:
-    yield
-    return
-  previous = jax.config.jax_persistent_cache_min_compile_time_secs
-  with tempfile.TemporaryDirectory() as folder:
-    compilation_cache.set_cache_dir(folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    compilation_cache.reset_cache()
-    try:
-      yield
-    finally:
-      compilation_cache.set_cache_dir(None)
-      jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                        previous)
-      compilation_cache.reset_cache()
 
 
 def _check(plan: stages.Plan, data: samples.Data) -> None:
@@ -274,13 +252,15 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
   student = plan.students[0]
   with_spread = student.config.model.encoder.dropout > 0
   spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
-  for k in folds:
+  start = time.perf_counter()
+  for done, k in enumerate(folds):
     fold = samples.held_out(data, data.fold == k, config.data)
     rows = fold.test & labelled
     sizes[k] = {"points": int(rows.sum()),
                 "library": int((fold.test & fold.has_lab).sum())}
-    logging.info("[cv] fold %d of %d: %d points held out", k, len(folds),
-                 rows.sum())
+    # ETA of the folds left and the final models.
+    logging.info("[cv] fold %d of %d: %d points held out%s", k, len(folds),
+                 rows.sum(), reporting.eta(start, done, len(folds) + 1))
     params = train.train_plan(plan, fold, workdir / "cv" / f"fold{k}", mesh)
     if with_spread:
       spread[:, rows[labelled]] = evaluate.spread(
@@ -333,6 +313,8 @@ def train_and_validate(config: ml_collections.ConfigDict,
   config_numbers.check(config)
   paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
+  # Every fold trains the same networks on the same shapes: compiled once.
+  compilation.use_persistent_cache()
   mesh = sharding.make_mesh()
   data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
@@ -342,11 +324,12 @@ def train_and_validate(config: ml_collections.ConfigDict,
   logging.info("Project %s: %s", config.data.project, ", ".join(
       f"{n} {c}" for n, c in zip(roles.ROLE_NAMES, counts)))
   classes = config.data.ec_method == ec_methods.CLASS_METHOD
-  with compile_once():
+  with compilation.CompileClock() as clock:
     oof, per_fold, sizes, spread = _cross_validate(plan, data, config,
                                                    workdir, mesh, classes)
     logging.info("[cv] training the final models on every point")
     train.train_plan(plan, data, workdir, mesh)
+  logging.info("[cv] %s", clock.summary())
   labelled = data.role == roles.LABELLED
   interval = None
   if spread is not None:

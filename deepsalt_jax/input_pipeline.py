@@ -1,11 +1,14 @@
-"""Deterministic input: the samples in memory -> per-step global batches.
+"""Deterministic input: the samples on the devices, batches by index.
 
 Each stream (the rows of `samples.Data` one loss term reads) is cut into
 batches of seeded per-epoch permutations (`Stream`), which are random
 access: the batch of step `s` is a pure function of (seed, s), so a resumed
 run sees exactly the batches an uninterrupted run would, with no iterator
-state to checkpoint. Each process takes its own rows of the global batch and
-`sharding.to_global` assembles the global, data-sharded array.
+state to checkpoint. The streams' arrays are placed on the devices once
+(`device_streams`, replicated: thousands to a few hundred thousand
+spectra); per block of steps the host hands over only the batches' row
+indices (`block_indices`, sharded over the batch: each device gathers its
+own rows inside the jitted step).
 """
 from __future__ import annotations
 
@@ -46,12 +49,17 @@ class Stream:
           [self._seed, epoch]).permutation(self._size)
     return self._permutations[epoch]
 
-  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+  def indices(self, step: int) -> np.ndarray:
+    """[batch] rows of the arrays that batch `step` holds."""
     position = np.arange(step * self._batch, (step + 1) * self._batch)
     epoch, offset = np.divmod(position, self._size)
     index = np.empty(self._batch, np.int64)
     for e in np.unique(epoch):
       index[epoch == e] = self._permutation(int(e))[offset[epoch == e]]
+    return index
+
+  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+    index = self.indices(step)
     return {k: v[index] for k, v in self.arrays.items()}
 
 
@@ -116,8 +124,29 @@ def student_streams(data: samples.Data, batch_size: int, seed: int,
   return streams
 
 
-def global_batch(streams: dict[str, Stream], step: int,
-                 mesh: jax.sharding.Mesh) -> dict:
-  """The step's batch of every stream as global arrays sharded on `mesh`."""
-  return {name: {k: sharding.to_global(v, mesh) for k, v in s[step].items()}
-          for name, s in streams.items()}
+def device_streams(streams: dict[str, Stream], mesh: jax.sharding.Mesh
+                   ) -> dict[str, dict[str, jax.Array]]:
+  """Every stream's arrays, replicated on the mesh's devices (once per
+  stage).
+
+  Each is padded with zero rows (never indexed) to the next power of two:
+  the compiled steps depend on these shapes, and so every CV fold, whose
+  streams differ by a few samples, reuses the first fold's programs.
+  """
+  def padded(x: np.ndarray) -> np.ndarray:
+    rows = 1 << (len(x) - 1).bit_length()
+    return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:],
+                                       x.dtype)])
+
+  return jax.device_put({name: {k: padded(v) for k, v in s.arrays.items()}
+                         for name, s in streams.items()},
+                        sharding.replicated(mesh))
+
+
+def block_indices(streams: dict[str, Stream], first: int, count: int,
+                  mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """[batch, count] int32 rows of each stream's batches `first`, ...,
+  `first + count - 1`, sharded over the batch axis."""
+  return {name: sharding.to_global(np.stack(
+      [s.indices(step) for step in range(first, first + count)],
+      axis=1).astype(np.int32), mesh) for name, s in streams.items()}

@@ -92,6 +92,15 @@ class Progress:
       logging.info("%s", self.line(step, scalars))
 
 
+def eta(start: float, done: int, total: int) -> str:
+  """', ETA <s> s' for the `total - done` units left at the pace of the
+  `done` finished since `start` (time.perf_counter()); '' before the
+  first."""
+  if not done:
+    return ""
+  return f", ETA {(time.perf_counter() - start) / done * (total - done):.0f} s"
+
+
 def mean_scalars(history: list[tuple[int, dict[str, float]]]
                  ) -> dict[str, float]:
   keys = history[-1][1].keys()

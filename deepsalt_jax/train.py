@@ -7,7 +7,10 @@ data-parallel step per stage: `jax.shard_map` over a 1-D ('data',) mesh of
 all devices of all processes, batch sharded, state replicated, gradients and
 loss terms averaged with `pmean`. Batch-statistic losses (MMD, CORAL, the
 discriminator) see the all-gathered global batch, so a step on 8 devices
-equals the same step on 1.
+equals the same step on 1. The loop hands the devices blocks of steps (a
+`lax.scan` over the batches' row indices, the data already on the devices)
+and acts between blocks: logs, NaN checks, validation, checkpoints and the
+preemption check.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import optax
 
 from data_prep import roles
 from deepsalt_jax import checkpoint
+from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
@@ -40,19 +44,21 @@ from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_spectral import errors
 
-# With several processes, they agree on a SIGTERM (preemption) at steps that
-# are multiples of this (and at log/checkpoint steps): a collective, so not
-# every step.
-PREEMPTION_CHECK_EVERY = 10
+# The host takes over at least every this many steps (and at log,
+# validation and checkpoint steps): the steps between run in one dispatch.
+# There the processes agree on a SIGTERM (preemption; a collective with
+# several), and on CPU the loop waits for the block: several (fake) CPU
+# devices hang when many collective programs are queued without waiting.
+STEPS_PER_DISPATCH = 10
 
 
 # --- Step -------------------------------------------------------------------
 
 
-def make_train_step(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
-  """One jitted, data-parallel step: per-device grads, pmean, update."""
+def _per_device_step(loss_fn: objectives.LossFn):
+  """One step on a device's share of the batch: grads, pmean, update."""
 
-  def per_device(state, batch, teacher_params, key):
+  def step(state, batch, teacher_params, key):
     key = jax.random.fold_in(jax.random.fold_in(key, state.step),
                              jax.lax.axis_index(sharding.AXIS))
     grads, terms = jax.grad(loss_fn, has_aux=True)(
@@ -61,12 +67,46 @@ def make_train_step(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
     terms = jax.lax.pmean(terms, sharding.AXIS)
     return state.apply_gradients(grads=grads), terms
 
+  return step
+
+
+def _data_parallel(per_device, mesh: jax.sharding.Mesh, in_specs: tuple):
   # check_vma=False: classic pmap semantics, per-device gradients that pmean
   # averages (see the equivalence test in tests/test_train.py).
-  step = jax.shard_map(per_device, mesh=mesh,
-                       in_specs=(P(), P(sharding.AXIS), P(), P()),
-                       out_specs=(P(), P()), check_vma=False)
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=in_specs,
+                               out_specs=(P(), P()), check_vma=False),
+                 donate_argnums=0)
+
+
+def make_train_step(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
+  """One jitted, data-parallel step on a sharded batch:
+  (state, batch, teacher_params, key) -> (state, terms)."""
+  return _data_parallel(_per_device_step(loss_fn), mesh,
+                        (P(), P(sharding.AXIS), P(), P()))
+
+
+def make_train_block(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
+  """Jitted, data-parallel steps in one dispatch: a `lax.scan` over a block
+  of steps whose batches are gathered on the devices.
+
+  (state, data, indices, teacher_params, key) -> (state, terms): `data` is
+  the streams' arrays replicated on the mesh (input_pipeline.device_streams),
+  `indices` each stream's [batch, steps] rows sharded over the batch
+  (input_pipeline.block_indices); `terms` holds each loss term of every
+  step of the block ([steps]).
+  """
+  step = _per_device_step(loss_fn)
+
+  def per_device(state, data, indices, teacher_params, key):
+    def one(state, rows):
+      batch = {name: {k: v[rows[name]] for k, v in arrays.items()}
+               for name, arrays in data.items()}
+      return step(state, batch, teacher_params, key)
+
+    return jax.lax.scan(one, state, jax.tree.map(lambda i: i.T, indices))
+
+  return _data_parallel(per_device, mesh,
+                        (P(), P(), P(sharding.AXIS), P(), P()))
 
 
 # Parameters under a scope of this name are data statistics, not weights:
@@ -142,6 +182,17 @@ class Preempted(Exception):
   """Raised after a SIGTERM once the checkpoint of the current step is saved."""
 
 
+def _block_end(step: int, tcfg: ml_collections.ConfigDict,
+               selector: selection.Selector) -> int:
+  """The last step of the block after `step`: the first step at which the
+  host acts (log, validation, checkpoint, or STEPS_PER_DISPATCH)."""
+  end = min(tcfg.steps, (step // STEPS_PER_DISPATCH + 1) * STEPS_PER_DISPATCH)
+  return next(s for s in range(step + 1, end + 1) if s == end
+              or schedule.is_time(s, tcfg.log_every, tcfg.steps)
+              or schedule.is_time(s, tcfg.checkpoint_every, tcfg.steps)
+              or selector.due(s))
+
+
 def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         streams: dict, teacher_params: Any, directory: epath.Path,
         mesh: jax.sharding.Mesh, selector: selection.Selector) -> Any:
@@ -150,6 +201,7 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   Loss terms are fetched and checked for NaN/Inf at every log and checkpoint
   step, for every step since the last check. Returns the parameters of the
   step `selector` picks (the last one without validation samples).
+  The steps run in blocks (make_train_block) that end where the host acts.
   """
   tcfg = stage.config.train
   name = stage.name
@@ -170,30 +222,34 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   else:
     logging.info("[%s] training for %d steps into %s", name, tcfg.steps,
                  directory)
-  step_fn = make_train_step(loss_fn, mesh)
+  block_fn = make_train_block(loss_fn, mesh)
+  data = (input_pipeline.device_streams(streams, mesh)
+          if start < tcfg.steps else None)
   key = jax.device_put(jax.random.key_data(
       jax.random.key(stage.config.seed)), replicated)
   writer = reporting.MetricWriter(directory)
   progress = reporting.Progress(name, start, tcfg.steps)
   pending, window = [], []  # Device terms; fetched terms since last log.
-  # Several CPU devices in one process hang when many collective programs are
-  # dispatched without waiting, so the CPU backend syncs every step.
-  sync_each_step = jax.default_backend() == "cpu"
+  sync_each_block = jax.default_backend() == "cpu"  # STEPS_PER_DISPATCH.
+  step = start
   with _Preemption() as preemption:
-    for step in range(start + 1, tcfg.steps + 1):
-      batch = input_pipeline.global_batch(streams, step - 1, mesh)
-      state, terms = step_fn(state, batch, teacher_params, key)
-      pending.append((step, terms))
-      if sync_each_step:
+    while step < tcfg.steps:
+      first, step = step, _block_end(step, tcfg, selector)
+      # Loop step s trains on the streams' batch s - 1.
+      indices = input_pipeline.block_indices(streams, first, step - first,
+                                             mesh)
+      state, terms = block_fn(state, data, indices, teacher_params, key)
+      pending.append((first, terms))
+      if sync_each_block:
         jax.block_until_ready(terms)
       log = schedule.is_time(step, tcfg.log_every, tcfg.steps)
       save = schedule.is_time(step, tcfg.checkpoint_every, tcfg.steps)
-      stop = ((log or save or step % PREEMPTION_CHECK_EVERY == 0)
-              and preemption.agreed())
+      stop = preemption.agreed()
       if log or save or stop:
         # Fetch before saving, so a NaN state is never checkpointed.
-        window += [(s, {k: float(v) for k, v in t.items()})
-                   for s, t in jax.device_get(pending)]
+        window += [(s + 1 + i, {k: float(v[i]) for k, v in t.items()})
+                   for s, t in jax.device_get(pending)
+                   for i in range(len(next(iter(t.values()))))]
         pending = []
         bad = reporting.first_non_finite(window)
         if bad:
@@ -227,12 +283,15 @@ def train_stage(stage: stages.Stage, data: samples.Data,
                 teacher: stages.Stage | None, teacher_params: Any,
                 workdir: epath.Path, mesh: jax.sharding.Mesh) -> Any:
   """Trains (or resumes, or restores when finished) one stage's params."""
-  params = stage.with_input_statistics(
-      stage.init_params(data.sensor, teacher_params), data)
-  directory = workdir / stage.name
-  return fit(stage, params, stage.loss_fn(data.sensor, teacher),
-             stage.streams(data), teacher_params, directory, mesh,
-             selection.Selector(stage, data, directory, mesh))
+  with compilation.CompileClock() as clock:
+    params = stage.with_input_statistics(
+        stage.init_params(data.sensor, teacher_params), data)
+    directory = workdir / stage.name
+    params = fit(stage, params, stage.loss_fn(data.sensor, teacher),
+                 stage.streams(data), teacher_params, directory, mesh,
+                 selection.Selector(stage, data, directory, mesh))
+  logging.info("[%s] %s", stage.name, clock.summary())
+  return params
 
 
 def train_plan(plan: stages.Plan, data: samples.Data,
@@ -277,6 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_numbers.check(config)
   paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
+  # Each stage and peer compiles its step; a re-run loads them all.
+  compilation.use_persistent_cache()
   mesh = sharding.make_mesh()
   logging.info("Devices: %d (%s), processes: %d", jax.device_count(),
                jax.default_backend(), jax.process_count())
@@ -285,9 +346,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)
 
-  params = train_plan(plan, data, workdir, mesh)
-  calibrations = {student.name: evaluate.calibrate(
-      student, params[student.name], data, mesh, workdir)
-                  for student in plan.students}
-  return evaluate.report(evaluate.entries(plan, data, params, calibrations),
-                         data, config, workdir, mesh)
+  with compilation.CompileClock() as clock:
+    params = train_plan(plan, data, workdir, mesh)
+    calibrations = {student.name: evaluate.calibrate(
+        student, params[student.name], data, mesh, workdir)
+                    for student in plan.students}
+    results = evaluate.report(evaluate.entries(plan, data, params,
+                                               calibrations),
+                              data, config, workdir, mesh)
+  logging.info("Compilation, every stage and the evaluation: %s",
+               clock.summary())
+  return results

@@ -31,17 +31,20 @@ def two_steps(plan, data, mesh, teacher_params, steps):
   # gradients up to a full step and hide what is compared, the gradients.
   state = train.create_train_state(params, student.config, mesh,
                                    tx=optax.sgd(0.1))
+  if not steps:
+    return jax.device_get(state.params), None
   key = jax.random.key_data(jax.random.key(0))
-  step_fn = train.make_train_step(student.loss_fn(data.sensor, plan.teacher),
-                                  mesh)
+  block_fn = train.make_train_block(
+      student.loss_fn(data.sensor, plan.teacher), mesh)
   streams = student.streams(data)
-  terms = None
-  for step in range(steps):
-    batch = input_pipeline.global_batch(streams, step, mesh)
-    state, terms = step_fn(state, batch, teacher_params, key)
-    # Fake CPU devices hang on many collective programs queued unsynced.
-    jax.block_until_ready(terms)
-  return jax.device_get(state.params), jax.device_get(terms)
+  state, terms = block_fn(state, input_pipeline.device_streams(streams, mesh),
+                          input_pipeline.block_indices(streams, 0, steps,
+                                                       mesh),
+                          teacher_params, key)
+  jax.block_until_ready(terms)  # See train.STEPS_PER_DISPATCH.
+  # The loss terms of the last step.
+  return jax.device_get(state.params), jax.device_get(
+      jax.tree.map(lambda t: t[-1], terms))
 
 
 def relative_update_difference(p0, p8, p1) -> float:

@@ -29,14 +29,14 @@ def main():
   import numpy as np  # noqa: E402
 
   if sigterm_at is not None:
-    batch_fn = input_pipeline.global_batch
+    indices_fn = input_pipeline.block_indices
 
-    def preempting(streams, step, mesh):
-      if step == sigterm_at and "paired" in streams:
+    def preempting(streams, first, count, mesh):
+      if first <= sigterm_at < first + count and "paired" in streams:
         os.kill(os.getpid(), signal.SIGTERM)
-      return batch_fn(streams, step, mesh)
+      return indices_fn(streams, first, count, mesh)
 
-    input_pipeline.global_batch = preempting
+    input_pipeline.block_indices = preempting
   config = tiny_config("distill", data_dir, "compare=none")
   try:
     results = train.train_and_evaluate(config, workdir)

@@ -253,6 +253,12 @@ def test_speed_measures_positive_throughput():
                          "options": options, "inference": [],
                          "inference_encoder": "mlp"})
   assert "| mlp | teacher | 180 | 8 |" in text and "+ paired" in text
+  loop = {"sensor": "enmap", "batch_size": 64, "loop_steps_per_s": 90.0,
+          "jitted_steps_per_s": 100.0, "ratio": 0.9}
+  assert "| 90.0 | 100.0 | 90% |" in speed.markdown(
+      {"device": "cpu", "backend": "cpu", "training": [], "streams": {},
+       "options": [], "inference": [], "inference_encoder": "mlp",
+       "loop": loop})
   assert f"| {option} | student |" in text
   # The transformer costs more FLOPs than the tiny mlp.
   assert (options[1]["student_flops_per_spectrum"] >

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -188,17 +189,17 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
       terms)
 
   # Interrupt the student at step 4 with SIGTERM, as a preemption would.
-  batch_fn = input_pipeline.global_batch
+  indices_fn = input_pipeline.block_indices
 
-  def preempting(streams, step, mesh):
-    if step == 3 and "paired" in streams:
+  def preempting(streams, first, count, mesh):
+    if first <= 3 < first + count and "paired" in streams:
       os.kill(os.getpid(), signal.SIGTERM)
-    return batch_fn(streams, step, mesh)
+    return indices_fn(streams, first, count, mesh)
 
-  monkeypatch.setattr(input_pipeline, "global_batch", preempting)
+  monkeypatch.setattr(input_pipeline, "block_indices", preempting)
   with pytest.raises(train.Preempted, match="saved step 4"):
     train.train_and_evaluate(config, tmp_path / "resumed")
-  monkeypatch.setattr(input_pipeline, "global_batch", batch_fn)
+  monkeypatch.setattr(input_pipeline, "block_indices", indices_fn)
   resumed = train.train_and_evaluate(config, tmp_path / "resumed")
   for name in full:
     np.testing.assert_array_equal(full[name]["pred"], resumed[name]["pred"])
@@ -222,6 +223,27 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   assert saved["checkpoint_steps"] == {"teacher": 6, "student": 6,
                                        "plain": 3}
   assert not (tmp_path / "resumed" / "eval-3.json").exists()
+
+
+def test_block_scanned_loop_equals_one_step_per_dispatch(
+    prepared_data_dir, tmp_path, monkeypatch):
+  """Steps scanned in blocks on the device train the same parameters as the
+  same steps dispatched one at a time: same batches, same step RNG."""
+  config = tiny_config("distill", prepared_data_dir, "compare=none")
+  config.train.update(steps=10, log_every=5, eval_every=0,
+                      checkpoint_every=0)
+  config.teacher.train.update(steps=10, log_every=5, eval_every=0,
+                              checkpoint_every=0)
+  data = samples.load_data(config.data)
+  plan = stages.plan(config, data.lab_grid)
+  mesh = sharding.make_mesh()
+  scanned = train.train_plan(plan, data, tmp_path / "scanned", mesh)
+  monkeypatch.setattr(train, "STEPS_PER_DISPATCH", 1)
+  stepped = train.train_plan(plan, data, tmp_path / "stepped", mesh)
+  for name in scanned:
+    for a, b in zip(jax.tree.leaves(scanned[name]),
+                    jax.tree.leaves(stepped[name])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.slow

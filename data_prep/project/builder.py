@@ -198,6 +198,12 @@ def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
                  *placed.pairs_xy, placed.radius_m, settings["window"])
     placed.unlabelled.append(context.sample_soil(quota, seed))
     placed.scenes.append(scene.name)
+    logging.info("Placed in scene %d of %d (%s): %d of %d points, %d of "
+                 "%d located library samples, %d unlabelled pixels so far.",
+                 seed + 1, len(paths), scene.name,
+                 placed.points.placed.sum(), len(points),
+                 placed.pairs.placed.sum(), located.size,
+                 sum(len(w.scene) for w in placed.unlabelled))
     placed.bounds.append(rasterio.warp.transform_bounds(
         scene.crs, "EPSG:4326", *rasterio.transform.array_bounds(
             *scene.shape, scene.transform)))
@@ -330,6 +336,8 @@ def build_records(settings: dict[str, Any], sensor: sensors.Sensor,
                   ) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
   """(key, record) pairs of the project and the report for its metadata."""
   points = inputs.read_points(settings)
+  logging.info("Read %d library spectra and %d field points; placing them "
+               "in the scenes.", len(library), len(points))
   placed = _place(settings, sensor, points, library)
   _check_points(points, placed, settings)
   reasons = placed.points.reason

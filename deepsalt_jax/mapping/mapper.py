@@ -53,6 +53,7 @@ from deepsalt_jax import checkpoint
 from deepsalt_jax import metrics
 from deepsalt_jax import paths
 from deepsalt_jax import predict
+from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
@@ -338,8 +339,10 @@ def map_scenes(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   logging.info("%s%d scenes; this process maps %d of them.", mapper.prefix,
                len(found), len(mine))
   out = {"mapped": [], "skipped": [], "failed": {}}
-  for scene in mine:
+  for done, scene in enumerate(mine):
     name = scene.stem
+    logging.info("%sscene %d of %d: %s%s", mapper.prefix, done + 1,
+                 len(mine), name, reporting.eta(start_time, done, len(mine)))
     if files.completed(mapper.output_dir, name, mapper.signature):
       logging.info("%s%s: complete in %s, skipped.", mapper.prefix, name,
                    mapper.output_dir)

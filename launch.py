@@ -14,7 +14,7 @@ scenes (paths or gs:// URIs, one a line). With several processes each maps
 its share of the scenes.
 
 --mode=eval and --mode=map use the run's own config (<workdir>/config.json);
-a --config given with them may differ only in evaluation options. The map's
+--config.<field>=... may change only its evaluation options there. The map's
 options are --mapping.* (deepsalt_jax/mapping/options.py).
 
 A bad config value, input file or option prints one line and exits with
@@ -29,25 +29,49 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any, Callable, NamedTuple
 
 from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
 import jax
+import ml_collections
 from ml_collections import config_flags
 
+from configs import distill
+from configs import own_data
+from configs import teacher
+from deepsalt_jax import choices
 from deepsalt_jax import cross_validation
 from deepsalt_jax import evaluate
 from deepsalt_jax import mapping
 from deepsalt_jax import reporting
+from deepsalt_jax import run_config
 from deepsalt_jax import train
 from deepsalt_spectral import errors
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/distill.py[:arg]. "
-    "Optional with --mode=eval/map (the run's own config is used).",
-    lock_config=True)
+
+class _Job(NamedTuple):
+  """What a config's `job` names."""
+  config: Callable[[], ml_collections.ConfigDict]  # Today's defaults.
+  train: Callable[[ml_collections.ConfigDict, epath.Path], Any]
+
+
+_JOBS = {"teacher": _Job(teacher.get_config, train.train_and_evaluate),
+         "distill": _Job(distill.get_config, train.train_and_evaluate),
+         "cross_validation": _Job(own_data.get_config,
+                                  cross_validation.train_and_validate)}
+assert tuple(_JOBS) == choices.JOBS
+
+
+def _job(name: str) -> _Job:
+  if name not in _JOBS:
+    raise errors.UserError(f"config.job={name!r}: use one of "
+                           f"{', '.join(_JOBS)}.")
+  return _JOBS[name]
+
+
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (checkpoints, logs, results; a local path "
     "or gs://...); default runs/<config name>[_<arg>] for training. "
@@ -71,9 +95,6 @@ _VERBOSE = flags.DEFINE_bool(
     "verbose", os.environ.get("DEEPSALT_VERBOSE", "") not in ("", "0"),
     "Show the traceback of input errors too (or set DEEPSALT_VERBOSE=1).")
 
-_SAVED_CONFIG = "configs/saved.py"
-
-
 def _default_workdir() -> epath.Path:
   spec = flags.FLAGS["config"].config_filename  # 'configs/x.py[:arg]'
   path, _, arg = spec.partition(":")
@@ -88,30 +109,50 @@ def _multiprocess_requested() -> bool:
       "JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES"))
 
 
+def _define_config(argv: list[str]) -> dict[str, Any] | None:
+  """Defines --config: a config file to train, the run's config.json to
+  evaluate or map (returned as saved, to check the overrides against)."""
+  if _MODE.value == "train":
+    config_flags.DEFINE_config_file(
+        "config", None, "Experiment config file, e.g. "
+        "configs/distill.py[:arg].", lock_config=True)
+    return None
+  if not _WORKDIR.value:
+    raise errors.UserError(f"--mode={_MODE.value} needs --workdir=<a trained "
+                           "run>.")
+  if any(a == "--config" or a.startswith("--config=") for a in argv):
+    raise errors.UserError(
+        f"--mode={_MODE.value} uses the run's own config "
+        f"({_WORKDIR.value}/config.json): drop --config=...; change "
+        "evaluation options with --config.<field>=....")
+  config = run_config.with_defaults(run_config.load(_WORKDIR.value),
+                                    lambda job: _job(job).config())
+  run = config.to_dict()
+  config_flags.DEFINE_config_dict(
+      "config", config, "The run's config (<workdir>/config.json); "
+      "--config.<field>=... changes an evaluation option.", sys_argv=argv)
+  return run
+
+
 def _run() -> None:
-  if _MODE.value != "train" and not _WORKDIR.value:
-    raise errors.UserError(f"--mode={_MODE.value} needs --workdir=<a "
-                           "trained run>.")
   if _MODE.value == "map" and not _SCENE.value:
     raise errors.UserError("--mode=map needs --scene=<a scene file, a folder "
                            "of scenes or a .txt list of them>.")
-  if _MODE.value == "train" and _CONFIG.value is None:
+  config = flags.FLAGS.config
+  if _MODE.value == "train" and config is None:
     raise errors.UserError("Training needs --config=<config file>, e.g. "
                            "--config=configs/distill.py.")
   workdir = epath.Path(_WORKDIR.value or _default_workdir())
   start = time.perf_counter()
   if _MODE.value == "train":
-    if cross_validation.is_own_data(_CONFIG.value):
-      cross_validation.train_and_validate(_CONFIG.value, workdir)
-    else:
-      train.train_and_evaluate(_CONFIG.value, workdir)
+    _job(config.job).train(config, workdir)
     where = workdir
   elif _MODE.value == "eval":
-    evaluate.evaluate_checkpoints(_CONFIG.value, workdir)
+    evaluate.evaluate_checkpoints(config, workdir)
     where = workdir
   else:
     where = epath.Path(_OUTPUT.value or workdir / "maps")
-    mapping.map_scenes(_CONFIG.value, workdir, _SCENE.value, where,
+    mapping.map_scenes(config, workdir, _SCENE.value, where,
                        flags.FLAGS.mapping)
   logging.info("Done in %.0f s; outputs in %s", time.perf_counter() - start,
                where)
@@ -129,18 +170,25 @@ def _fail(error: BaseException, verbose: bool) -> None:
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad flag reported as one line.
 
+  --mode and --workdir are read first: they say what --config is. Eval and
+  map overrides may change only evaluation options (run_config.check_eval).
   config_flags wraps an error of a config file's get_config in a traceback;
   the innermost UserError holds the message that matters.
   """
   try:
+    flags.FLAGS(argv, known_only=True)
+    run = _define_config(argv)
     # Defined here: config_flags applies a config dict's overrides (and
     # raises on a misspelt one) when the flag is defined.
     config_flags.DEFINE_config_dict(
         "mapping", mapping.options.defaults(), "--mode=map: the map's "
         "options, e.g. --mapping.mc_samples=0.", lock_config=True)
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError) as e:
-    if not isinstance(e, flags.Error):  # An override of an unknown field.
+    argv = flags.FLAGS(argv)
+    if run is not None:
+      run_config.check_eval(flags.FLAGS.config, run, _MODE.value)
+    return argv
+  except (flags.Error, AttributeError, KeyError, errors.UserError) as e:
+    if isinstance(e, (AttributeError, KeyError)):  # A misspelt override.
       text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
       e = flags.Error(f"--config or --mapping override names no field: "
                       f"{text}")
@@ -173,20 +221,5 @@ def main(argv: list[str]) -> None:
     _fail(e, _VERBOSE.value)
 
 
-def _with_saved_config(argv: list[str]) -> list[str]:
-  """Evaluation/mapping without --config read the run's saved config.
-
-  The config flag must come before its overrides (--config.x=...), so it
-  goes first.
-  """
-  if any(a == "--config" or a.startswith("--config=") for a in argv):
-    return argv
-  mode = [a.split("=", 1)[1] for a in argv if a.startswith("--mode=")]
-  workdir = [a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")]
-  if mode and mode[-1] in ("eval", "map") and workdir:
-    return argv[:1] + [f"--config={_SAVED_CONFIG}:{workdir[-1]}"] + argv[1:]
-  return argv
-
-
 if __name__ == "__main__":
-  app.run(main, argv=_with_saved_config(sys.argv), flags_parser=_parse_flags)
+  app.run(main, flags_parser=_parse_flags)

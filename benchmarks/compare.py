@@ -6,7 +6,7 @@ r"""Honest evaluation: held-out regions/folds, baselines, ablations, labels.
       [--label_splits=SC.93] [--tiny]
   python -m benchmarks.compare --dataset=soc --out=runs/benchmark_soc [--folds=1,2]
 
-Protocols (DESIGN.md, "Evaluation protocols"):
+Protocols (docs/results.md gives the tables they produced):
   regions (salinity default): leave one region out. Each held-out region is
     a training run of its own (data.test_regions=<region>); within the other
     regions only data.labelled_fraction of the satellite samples are
@@ -61,6 +61,7 @@ from configs import distill
 from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import baselines
+from deepsalt_jax import choices
 from deepsalt_jax import reporting
 from deepsalt_jax import samples
 from deepsalt_jax import targets
@@ -84,6 +85,8 @@ DESCRIPTIONS = {
                 "chemometrics)",
     "coral_ridge": "CORAL (skada) aligning the resampled lab spectra to the "
                    "unlabelled pixels, then ridge regression (shallow DA)",
+    "pooled_mlp": "one MLP (scikit-learn) on the resampled lab spectra and "
+                  "the labelled pixels pooled (spiking)",
     "source_only": "the teacher: the network trained on the lab spectra "
                    "resampled forward to the nominal bands, applied to the "
                    "pixels (no target data; with space=lab, the pixels go "
@@ -135,7 +138,7 @@ _STEPS_SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies the "
                                   "teacher's and the students' train.steps.")
 _SPACE = flags.DEFINE_enum("space", "sensor", ("sensor", "lab"),
                            "Where the teacher reads spectra (model.space).")
-_ENCODER = flags.DEFINE_enum("encoder", "mlp", common.ENCODERS,
+_ENCODER = flags.DEFINE_enum("encoder", "mlp", choices.ENCODERS,
                              "model.encoder.kind of every network.")
 _COVARIATES = flags.DEFINE_string(
     "covariates", "", "data.covariates of the students (e.g. 'clay,soc'; "
@@ -202,17 +205,16 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
          f"space={settings['space']},encoder={settings['encoder']},"
          "compare=none" + (",tiny" if settings["tiny"] else ""))
   config = distill.get_config(arg)
-  for c in (config, config.teacher):
-    c.seed = seed
-    c.data.update(data_dir=settings["data_dir"],
-                  test_regions=split.test_regions,
-                  test_folds=split.test_folds,
-                  transductive=settings["transductive"],
-                  labelled_fraction=labelled_fraction,
-                  paired_fraction=paired_for(labelled_fraction,
-                                             settings["paired_fraction"]),
-                  pair_view=settings["pair_view"])
-    common.scale_steps(c.train, settings["steps_scale"])
+  config.seed = seed
+  config.data.update(data_dir=settings["data_dir"],
+                     test_regions=split.test_regions,
+                     test_folds=split.test_folds,
+                     transductive=settings["transductive"],
+                     labelled_fraction=labelled_fraction,
+                     paired_fraction=paired_for(labelled_fraction,
+                                                settings["paired_fraction"]),
+                     pair_view=settings["pair_view"])
+  common.scale_steps(config, settings["steps_scale"])
   config.data.covariates = settings["covariates"]
   if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
     config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
@@ -251,20 +253,29 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
       "rf": lambda x, y: baselines.random_forest(
           x, y, seed=config.seed, trees=20 if tiny else 300),
       "coral_ridge": lambda x, y: baselines.coral_ridge(x, y, unlabelled),
+      "pooled_mlp": lambda x, y: baselines.pooled_mlp(
+          x, y, max_iter=20 if tiny else 300, seed=config.seed),
   }
   fitters["plsr_lab"] = fitters["plsr"]
-  # method -> (training rows, training inputs, test inputs)
+  # method -> (training rows, training inputs, test inputs); the pooled
+  # MLP's training set stacks the resampled library over the pixels, so its
+  # rows index the samples twice.
   inputs = {"plsr": (labelled, data.satellite, test["satellite"]),
             "rf": (labelled, data.satellite, test["satellite"]),
             "plsr_lab": (train_rows, source, test["satellite"]),
-            "coral_ridge": (train_rows, source, test["satellite"])}
+            "coral_ridge": (train_rows, source, test["satellite"]),
+            "pooled_mlp": (np.concatenate([train_rows, labelled]),
+                           np.concatenate([source, data.satellite]),
+                           test["satellite"])}
   groups = np.unique(test["region"]) if per_region else [None]
   out = {}
   for method in (m for m in methods if m in report.BASELINES):
     out[method] = np.full(len(test["target"]), np.nan)
     rows, x_train, x_test = inputs[method]
+    times = len(rows) // len(data.target)
+    target, region = np.tile(data.target, times), np.tile(data.region, times)
     for group in groups:
-      fit_rows = rows if group is None else rows & (data.region == group)
+      fit_rows = rows if group is None else rows & (region == group)
       predict_rows = (slice(None) if group is None
                       else test["region"] == group)
       if fit_rows.sum() < MIN_TRAIN:
@@ -272,8 +283,7 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
         logging.warning("%s: %d training samples%s (< %d): not fitted.",
                         method, fit_rows.sum(), where, MIN_TRAIN)
         continue
-      predict = fitters[method](x_train[fit_rows],
-                                forward(data.target[fit_rows]))
+      predict = fitters[method](x_train[fit_rows], forward(target[fit_rows]))
       out[method][predict_rows] = np.maximum(
           inverse(predict(x_test[predict_rows])), 0.0)
   return out
@@ -387,7 +397,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
           command=command, splits=[s.name for s in splits], seeds=seeds,
           date=datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec="seconds"),
-          steps={"teacher": base.teacher.train.steps,
+          steps={"teacher": base.teacher.steps,
                  "student": base.train.steps},
           steps_scale=steps_scale, tiny=tiny, space=space, encoder=encoder,
           model_size=_model_size(base),

@@ -68,7 +68,7 @@ def make_config(encoder: str, steps_scale: float, tiny: bool,
       f"dataset=soc,space=lab,encoder={encoder}" + (",tiny" if tiny else ""))
   config.seed = seed
   config.data.target_transform = "identity"
-  common.scale_steps(config.train, steps_scale)
+  common.scale_steps(config, steps_scale)
   return config
 
 

@@ -11,15 +11,9 @@ import pathlib
 
 import ml_collections
 
-from data_prep import datasets
 from data_prep import roles
-from deepsalt_jax import losses
+from deepsalt_jax import choices
 from deepsalt_spectral import errors
-from deepsalt_spectral import sensors
-
-SENSORS = sensors.SENSORS
-DATASETS = tuple(datasets.BUILDERS)
-ALIGNMENTS = tuple(losses.ALIGNMENTS)
 
 # Held-out regions per dataset: one LimeSoDa set and one ICRAF continent for
 # the salinity benchmark, so the headline metrics are on regions whose labels
@@ -107,14 +101,11 @@ def data_config(name: str = "salinity", sensor: str = "enmap"
   ))
 
 
-SPACES = ("auto", "lab", "sensor")
-ENCODERS = ("mlp", "conv", "transformer")
-# Encoder settings by kind (README measures them); the transformer's are the
-# DeepSalt authors' (64 wide, 3 blocks, 4 heads).
+# Encoder settings by kind (docs/results.md measures them); the
+# transformer's are the DeepSalt authors' (64 wide, 3 blocks, 4 heads).
 _ENCODER_SIZES = {"mlp": dict(features=256, num_blocks=2),
                   "conv": dict(features=64, num_blocks=3),
                   "transformer": dict(features=64, num_blocks=3)}
-HEADS = ("linear", "bounded")
 # The bounded head's range by dataset, in target units: EC as the DeepSalt
 # authors bound it (0.05 + 76.95 sigmoid, dS/m); none known for SOC. Lists:
 # a run's config.json reads them back as lists.
@@ -124,8 +115,8 @@ HEAD_BOUNDS = {"salinity": [0.05, 77.0], "soc": []}
 def model_config(space: str = "auto", encoder: str = "mlp",
                  head: str = "linear", dataset: str = "salinity"
                  ) -> ml_collections.ConfigDict:
-  """Teacher and student networks; the student starts from the teacher's,
-  so both take the same settings."""
+  """The student's network; the teacher is the same network (without the
+  SAU), which the student starts from."""
   return ml_collections.ConfigDict(dict(
       # Where the teacher reads spectra: 'sensor' (lab spectra resampled
       # forward to the sensor's nominal bands; the SAU starts from the
@@ -190,18 +181,40 @@ def train_config(steps: int, batch_size: int) -> ml_collections.ConfigDict:
   ))
 
 
-def scale_steps(train: ml_collections.ConfigDict, scale: float) -> None:
-  """Multiplies `train.steps` by `scale` (at least 2) in place, with the
-  log, evaluation and warmup intervals kept within the run."""
-  steps = max(2, round(train.steps * scale))
+def teacher_config(steps: int, batch_size: int,
+                   covariates: bool = False) -> ml_collections.ConfigDict:
+  """The teacher of a student job: what it does not share with the student.
+
+  It learns from the lab spectra of the student's data, with the student's
+  model, seed, optimizer settings and loss.regression.
+  """
+  return ml_collections.ConfigDict(dict(
+      steps=steps,
+      batch_size=batch_size,  # Lab spectra per step, global.
+      # Whether it reads data.covariates too (else none): a teacher without
+      # them serves students with and without them alike.
+      covariates=covariates,
+  ))
+
+
+def scale_steps(config: ml_collections.ConfigDict, scale: float) -> None:
+  """Multiplies the training steps (the teacher's too) by `scale` (at least
+  2) in place, with the log, evaluation and warmup intervals kept within
+  the run."""
+  scaled = lambda steps: max(2, round(steps * scale))
+  train = config.train
+  steps = scaled(train.steps)
   train.update(steps=steps, log_every=min(train.log_every, steps),
                eval_every=min(train.eval_every, steps),
                warmup_steps=min(train.warmup_steps, max(1, steps // 10)))
+  if "teacher" in config:
+    config.teacher.steps = scaled(config.teacher.steps)
 
 
 def model_args() -> dict[str, tuple[str, ...]]:
   """The `:arg` keys that pick the networks (teacher and student alike)."""
-  return {"space": SPACES, "encoder": ENCODERS, "head": HEADS}
+  return {"space": choices.SPACES, "encoder": choices.ENCODERS,
+          "head": choices.HEADS}
 
 
 def tiny(config: ml_collections.ConfigDict) -> None:
@@ -209,3 +222,5 @@ def tiny(config: ml_collections.ConfigDict) -> None:
   config.model.encoder.update(features=16, num_blocks=1, head_hidden=16)
   config.train.update(steps=6, batch_size=16, log_every=2, eval_every=3,
                       checkpoint_every=3, warmup_steps=1)
+  if "teacher" in config:
+    config.teacher.update(steps=6, batch_size=16)

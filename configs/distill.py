@@ -28,10 +28,9 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from configs import teacher
-from deepsalt_jax import losses
-from deepsalt_jax.models import from_config
+from deepsalt_jax import choices
 from deepsalt_spectral import errors
+from deepsalt_spectral import sensors
 
 _NO_TEACHER_TERMS = {"w_reconstruction": 0.0, "w_distill_feature": 0.0,
                      "w_distill_pred": 0.0}
@@ -85,22 +84,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   compare_choices = tuple(VARIANTS) + ("none",)
   args = common.parse_arg(
       arg, flags=("tiny",) + tuple(VARIANTS),
-      keys={"dataset": common.DATASETS, "sensor": common.SENSORS,
-            "alignment": common.ALIGNMENTS, "compare": None,
-            "target": ("potsdam",), "distill": losses.DISTILLATIONS,
-            "sau": from_config.SAU_MODES, **common.model_args()})
+      keys={"dataset": choices.DATASETS, "sensor": sensors.SENSORS,
+            "alignment": choices.ALIGNMENTS, "compare": None,
+            "target": ("potsdam",), "distill": choices.DISTILLATIONS,
+            "sau": choices.SAU_MODES, **common.model_args()})
   dataset = args.get("dataset", "salinity")
   sensor = args.get("sensor", "enmap")
   space, encoder = args.get("space", "auto"), args.get("encoder", "mlp")
   head = args.get("head", "linear")
-  teacher_arg = (f"dataset={dataset},sensor={sensor},space={space},"
-                 f"encoder={encoder},head={head}" +
-                 (",tiny" if args.get("tiny") else ""))
 
   config = ml_collections.ConfigDict()
-  config.stage = "student"
+  config.job = "distill"
   config.seed = 0
-  config.teacher = teacher.get_config(teacher_arg)
   config.data = common.data_config(dataset, sensor)
   if args.get("target") == "potsdam":
     if sensor != "enmap":
@@ -113,8 +108,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.use_sau = True  # False: the physics SAU's fixed start alone.
   config.model.init_from_teacher = True
   config.train = common.train_config(steps=1200, batch_size=64)
+  # Trained first, into <workdir>/teacher, unless it is there already.
+  config.teacher = common.teacher_config(steps=1200, batch_size=128)
   config.loss = ml_collections.ConfigDict(dict(
-      regression="huber",
+      regression="huber",  # Labelled pixels, and the teacher's lab spectra.
       alignment=args.get("alignment", "mmd"),
       # Align the student's pixel features with the teacher's lab features
       # ('teacher'), or with its own on the resampled lab spectra ('self',

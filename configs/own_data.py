@@ -1,11 +1,10 @@
 """DeepSalt on your own data: a lab library, field points and scenes.
 
-Commands (README, "Your own data, end to end"):
+Commands (docs/own_data.md explains them and the fields below):
   python -m data_prep.example_project --out=example
   python launch.py --config=configs/own_data.py \\
       --config.data.project=example --workdir=runs/example
-  python launch.py --mode=map --workdir=runs/example \\
-      --scene=example/scenes/<scene file>
+  python launch.py --mode=map --workdir=runs/example --scene=example/scenes
 The second builds the project into a prepared dataset (once per settings
 and files), runs spatial cross-validation (k-means folds of the points; per
 fold the teacher, the student, PLSR and a random forest retrained without
@@ -14,7 +13,7 @@ writes cv.md, cv.json and cv.png into the workdir.
 Variants (`:arg`): sensor=enmap|prisma|emit (the scenes' sensor),
 alignment=mmd|coral|adversarial, and the networks' keys of
 configs/distill.py: sau=auto|physics|latent, space=auto|lab|sensor,
-encoder=mlp|conv; tiny.
+encoder=mlp|conv|transformer, head=linear|bounded; tiny.
 A MIR library (cm-1: OPUS files, OSSL MIR, a CSV in wavenumbers) has no
 physics route to the sensor's bands: sau=auto takes the latent SAU and
 space=auto the lab grid, and sau=physics is refused. The MIR example:
@@ -22,15 +21,15 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
   python launch.py --config=configs/own_data.py \\
       --config.data.project=example_mir \\
       --config.data.library=library/mir.csv --workdir=runs/example_mir
-  (measured 2026-12-01 at a load average of 9-11: 314 s wall, 88 s CPU;
-  pooled R² / RMSE student 0.710 / 3.33, PLSR 0.884 / 2.10; README).
-Run time (example project, measured 2026-12-01 on 2 shared CPU cores at a
-load average of 6-7): 16 min wall, 11 min CPU; about 5-6 min on idle cores
-(not measured; README, "Your own data"). Re-running restores every fold.
-Expected result (example project, pooled out-of-fold, 59 points, ECe in
-dS/m), R² / RMSE / class kappa: student 0.707 / 3.27 / 0.56, teacher on
-resampled pixels 0.549 / 4.05 / 0.34, PLSR 0.802 / 2.69 / 0.51, random
-forest 0.266 / 5.17 / 0.54 (PLSR's lead is one salt-pan point, see README).
+  (314 s wall, 88 s CPU on 2 CPU cores at a load average of 9-11; pooled
+  R² / RMSE student 0.710 / 3.33, PLSR 0.884 / 2.10).
+Run time (example project, 2 CPU cores shared with a benchmark run): 102 s
+wall, 64 s CPU. Re-running restores every fold.
+Expected result (example project, pooled out-of-fold, 56 labelled pixels
+of 64 points, ECe in dS/m), R² / RMSE / class kappa: student 0.523 / 4.27 /
+0.598, teacher on resampled pixels 0.554 / 4.13 / 0.368, PLSR 0.884 / 2.10
+/ 0.614, random forest 0.082 / 5.92 / 0.453 (docs/results.md says why
+PLSR wins).
 """
 from __future__ import annotations
 
@@ -38,7 +37,8 @@ import ml_collections
 
 from configs import common
 from configs import distill
-from deepsalt_jax.models import from_config
+from deepsalt_jax import choices
+from deepsalt_spectral import sensors
 
 
 def _unset() -> ml_collections.FieldReference:
@@ -125,9 +125,9 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, flags=("tiny",),
-                          keys={"sensor": common.SENSORS,
-                                "alignment": common.ALIGNMENTS,
-                                "sau": from_config.SAU_MODES,
+                          keys={"sensor": sensors.SENSORS,
+                                "alignment": choices.ALIGNMENTS,
+                                "sau": choices.SAU_MODES,
                                 **common.model_args()})
   sensor = args.get("sensor", "enmap")
   # The networks' keys go to the distill config as given.
@@ -136,15 +136,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = distill.get_config(",".join(
       [f"sensor={sensor}", f"alignment={args.get('alignment', 'mmd')}",
        "compare=none", *networks] + (["tiny"] if args.get("tiny") else [])))
+  config.job = "cross_validation"
   config.data = data_config(sensor)
-  # One object: --config.data.project=... sets the teacher's too.
-  config.teacher.data = config.data
+  config.teacher.covariates = True
   if args.get("tiny"):
     config.data.update(unlabelled_pixels=200, folds=2)
   else:
     # Six trainings (five folds and the final one) within the time budget.
     # On the example, the benchmark's 1200 steps each with the step picked
     # on 20 % of each fold's points scored lower (pooled R² 0.31 vs 0.52).
-    config.teacher.train = common.train_config(steps=300, batch_size=128)
     config.train = common.train_config(steps=300, batch_size=64)
+    config.teacher.update(steps=300, batch_size=128)
   return config

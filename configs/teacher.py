@@ -13,15 +13,17 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
+from deepsalt_jax import choices
+from deepsalt_spectral import sensors
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, flags=("tiny",),
-                          keys={"dataset": common.DATASETS,
-                                "sensor": common.SENSORS,
+                          keys={"dataset": choices.DATASETS,
+                                "sensor": sensors.SENSORS,
                                 **common.model_args()})
   config = ml_collections.ConfigDict()
-  config.stage = "teacher"
+  config.job = "teacher"
   config.seed = 0
   dataset = args.get("dataset", "salinity")
   config.data = common.data_config(dataset, args.get("sensor", "enmap"))

@@ -4,7 +4,7 @@
     record = source[0]  # dict of numpy values, see data_prep.records
     region_names = info.features['region'].names
 
-A user's own data (data.name == PROJECT) is read with `load_project`.
+A user's project folder (configs/own_data.py) is read with `load_project`.
 """
 import hashlib
 import json
@@ -27,8 +27,6 @@ BUILDERS: dict[str, type[records.SpectraBuilder]] = {
     "salinity": salinity.DeepsaltSalinity,
     "soc": soc.DeepsaltSoc,
 }
-# data.name of a user's own project (configs/own_data.py).
-PROJECT = "own"
 
 
 def default_data_dir() -> pathlib.Path:

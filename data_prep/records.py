@@ -1,12 +1,12 @@
 """The prepared-record schema and the TFDS builder both benchmarks share.
 
-A record (see the team contract): 'lab' float32[180] on
-`resampling.lab_wavelengths()`, 'satellite' float32[n_good] at the sensor's good
-bands, 'target' float32, 'region' ClassLabel (names travel with the dataset),
-'sample_id' str, 'lat'/'lon' float32 (nan if unknown), 'fold' int64 (LimeSoDa
-fold 1..10, 0 if none), 'u' float32, from which the trainer's config
-draws each sample's role (`roles.assign_roles`), and 'covariates'
-float32[k] (NaN where unknown), named by the metadata's 'covariate_names'.
+A record: 'lab' float32[180] on `resampling.lab_wavelengths()`, 'satellite'
+float32[n_good] at the sensor's good bands, 'target' float32, 'region'
+ClassLabel (names travel with the dataset), 'sample_id' str, 'lat'/'lon' float32
+(nan if unknown), 'fold' int64 (LimeSoDa fold 1..10, 0 if none), 'u' float32,
+from which the trainer's config draws each sample's role (`roles.assign_roles`),
+and 'covariates' float32[k] (NaN where unknown), named by the metadata's
+'covariate_names'.
 
 Builders write array_record files (no TensorFlow needed); read them with
 `tfds.data_source`. Configs are named by sensor; the same seed gives

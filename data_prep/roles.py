@@ -20,7 +20,7 @@ LABELLED, PAIRED, UNLABELLED, LIBRARY = 0, 1, 2, 3
 ROLE_NAMES = ("labelled", "paired", "unlabelled", "library")
 # Default fractions of the salinity benchmark (configs/common.py).
 # 5 % labelled: the few-ground-samples setting the method is for (at 10 % a
-# plain network on the pixels alone ties the student; see README).
+# plain network on the pixels alone tied the student).
 LABELLED_FRACTION = 0.05  # Satellite pixels with a ground EC value.
 PAIRED_FRACTION = 0.4  # Pixels with a lab spectrum of the same place.
 

@@ -5,7 +5,7 @@ every scene in a folder (any format `data_prep.scenes.read_scene` reads),
 brought to the good bands of a built-in sensor (nearest band within 2 nm,
 else SRF resampling). The folder is the builder's `manual_dir`; the default
 variant reads the real EnMAP L2A tiles over Potsdam that
-`$DEEPSALT_REFERENCE_DATA/enmap_potsdam` holds (see README).
+`$DEEPSALT_REFERENCE_DATA/enmap_potsdam` holds.
 """
 import dataclasses
 import pathlib

@@ -14,6 +14,8 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.model_selection import cross_val_predict
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -41,6 +43,22 @@ def random_forest(x: np.ndarray, y: np.ndarray, seed: int = 0,
                   trees: int = 300) -> Predictor:
   model = RandomForestRegressor(trees, min_samples_leaf=2, n_jobs=-1,
                                 random_state=seed).fit(x, y)
+  return model.predict
+
+
+def pooled_mlp(x: np.ndarray, y: np.ndarray, seed: int = 0,
+               hidden: tuple[int, ...] = (128, 64),
+               max_iter: int = 300) -> Predictor:
+  """One MLP on the library and the labelled pixels pooled ("spiking").
+
+  Soil spectroscopists extend a library with local samples and fit one
+  model: `x` stacks the lab spectra resampled forward to the sensor's bands
+  and the labelled pixels; standardised, then a scikit-learn MLP (Adam, L2
+  1e-3, a tenth held out for early stopping).
+  """
+  model = make_pipeline(StandardScaler(), MLPRegressor(
+      hidden_layer_sizes=hidden, alpha=1e-3, max_iter=max_iter,
+      early_stopping=True, random_state=seed)).fit(x, y)
   return model.predict
 
 

@@ -56,5 +56,5 @@ def check(config: ml_collections.ConfigDict) -> None:
   """Raises a UserError naming the first number out of range."""
   _check(config.train, "train", _TRAIN)
   _check(config.data, "data", _DATA)
-  if "teacher" in config:
-    _check(config.teacher.train, "teacher.train", _TRAIN)
+  if "teacher" in config:  # A student's teacher: its steps and batch size.
+    _check(config.teacher, "teacher", _TRAIN)

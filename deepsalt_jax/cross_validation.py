@@ -1,16 +1,17 @@
 """Spatial cross-validation on a user's own data, then the final models.
 
 `train_and_validate(config, workdir)` is the job of configs/own_data.py
-(launch.py runs it when config.data.name is 'own'), read top-down:
+(config.job 'cross_validation'), read top-down:
 data -> per fold k (k-means clusters of the field points,
 `data_prep.project.folds`): everything in the fold's area is held out
 (its points, library samples and pairs; its unlabelled pixels still feed
 alignment when data.transductive), the teacher and the students are trained
 on the rest into <workdir>/cv/fold<k>/, PLSR and a random forest are fitted
-on the same labelled pixels, and the fold's points are predicted by each,
-and by the teacher on the pixels (source-only) -> metrics on the
-pooled out-of-fold predictions and per fold -> the final teacher and
-students on all data (<workdir>/teacher, <workdir>/student: what
+on the same labelled pixels and an MLP on them pooled with the library
+resampled to the sensor's bands ("spiking"), and the fold's points are
+predicted by each, and by the teacher on the pixels (source-only) ->
+metrics on the pooled out-of-fold predictions and per fold -> the final
+teacher and students on all data (<workdir>/teacher, <workdir>/student: what
 `--mode=map` uses) -> cv.md, cv.json and cv.png in the workdir.
 Re-running resumes: finished fold runs are restored, not retrained.
 """
@@ -27,7 +28,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from data_prep import datasets
 from data_prep import ec_methods
 from data_prep import roles
 from deepsalt_jax import baselines
@@ -46,18 +46,16 @@ from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
 from deepsalt_jax import train
+from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 
 TEACHER = "teacher (pixels)"
 # What each method reads (the students: the pixels).
 INPUTS = {TEACHER: "pixels in the teacher's input space",
           "PLSR": "pixels (components by inner CV)",
-          "random forest": "pixels"}
+          "random forest": "pixels",
+          "pooled MLP": "library resampled to the sensor's bands + pixels"}
 MIN_BASELINE_SAMPLES = 4  # baselines.plsr needs 4.
-
-
-def is_own_data(config: ml_collections.ConfigDict) -> bool:
-  return config.data.name == datasets.PROJECT
 
 
 def _check(plan: stages.Plan, data: samples.Data) -> None:
@@ -114,9 +112,28 @@ def _predictions(plan: stages.Plan, data: samples.Data,
                                    seed=config.seed),
             "random forest": baselines.random_forest(
                 data.satellite[train_rows], y, seed=config.seed)}
+  library_rows = ~data.test & data.has_lab & data.has_target
+  library = _library_on_sensor(data, library_rows)
+  if library is not None:
+    fitted["pooled MLP"] = baselines.pooled_mlp(
+        np.concatenate([library, data.satellite[train_rows]]),
+        np.concatenate([forward(data.target[library_rows]), y]),
+        seed=config.seed)
   for name, model in fitted.items():
     out[name] = np.asarray(inverse(model(x)), np.float64)
   return out
+
+
+def _library_on_sensor(data: samples.Data,
+                       rows: np.ndarray) -> np.ndarray | None:
+  """The lab spectra of `rows` resampled forward to the sensor's bands, or
+  None where the lab grid does not resample to them (MIR)."""
+  try:
+    matrix = from_config.forward_matrix(data.sensor, data.lab_grid)
+  except errors.UserError as e:
+    logging.warning("The pooled MLP is not fitted: %s", e)
+    return None
+  return data.lab[rows] @ matrix.T
 
 
 def _score(target: np.ndarray, pred: np.ndarray, classes: bool

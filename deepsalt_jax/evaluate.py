@@ -19,7 +19,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from data_prep import datasets
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import metrics
@@ -286,14 +285,13 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
                          workdir: epath.PathLike) -> dict[str, Any]:
   """Restores every stage of the run in `workdir` and evaluates it.
 
-  `config` may differ from the run's saved config only in evaluation
-  options (run_config.EVAL_OPTIONS). Writes eval-<step>.json/.md/.png,
+  `config` is the run's (run_config.load), its evaluation options changed
+  at most (run_config.check_eval). Writes eval-<step>.json/.md/.png,
   <step> being the student's restored step (the teacher's in a teacher
   run).
   """
   workdir = epath.Path(workdir)
-  config = run_config.for_eval(config, workdir, "eval")
-  if config.data.name == datasets.PROJECT:
+  if config.job == "cross_validation":
     raise errors.UserError(
         f"{workdir} is a run on your own data: spatial cross-validation "
         f"scores it ({workdir / 'cv.md'}). Re-running its training command "

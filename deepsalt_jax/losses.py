@@ -6,12 +6,14 @@ student features on satellite spectra with teacher features on lab spectra
 reconstruction on paired samples (physics SAU), and the latent SAU's
 contrastive alignment on pairs (InfoNCE) and autoencoder term. Distillation
 matches the final features ('final', distillation_loss) or every encoder
-layer ('layers', layer_distillation_loss), by name from DISTILLATIONS.
+layer ('layers', layer_distillation_loss), by name (choices.DISTILLATIONS).
 """
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+
+from deepsalt_jax import choices
 
 Array = jax.Array
 
@@ -135,6 +137,7 @@ def adversarial(source: Array, target: Array,
 
 
 ALIGNMENTS = {'mmd': mmd, 'coral': coral, 'adversarial': adversarial}
+assert set(ALIGNMENTS) == set(choices.ALIGNMENTS)
 
 
 def alignment_loss(name: str, source_feats: Array, target_feats: Array,
@@ -201,7 +204,6 @@ def layer_distillation_loss(student_layers: tuple[Array, ...],
 
 
 # What distillation matches (config.loss.distill).
-DISTILLATIONS = ('final', 'layers')
 
 
 def reconstruction_loss(sau_lab: Array, lab: Array) -> Array:

@@ -13,7 +13,8 @@ so results do not depend on batching or tiling.
 
 Each device runs its rows in chunks of `chunk` spectra (`jax.lax.map`): on
 a CPU the activations of a small chunk stay in cache, which made the default
-student 3x faster than whole batches of 512 (README, mapping speed).
+student 3x faster than whole batches of 512 (docs/results.md, mapping
+speed).
 """
 from __future__ import annotations
 

@@ -3,15 +3,15 @@
 `save` writes <workdir>/config.json and the dataset's lab grid
 (<workdir>/lab_grid.json: it sizes the networks) when a run starts and
 refuses a workdir that holds another run. Evaluation and mapping `load` it
-and accept a command-line config only where it agrees with the run's; they
-may change how they run (batch sizes, where the data lives), never what was
-trained or which samples are held out. A map's own options are not part of
-the run's config (deepsalt_jax/mapping/options.py).
+(`with_defaults` makes it a config again) and let the command line change
+only how they run (batch sizes, where the data lives), never what was
+trained or which samples are held out (`check_eval`). A map's own options
+are not part of the run's config (deepsalt_jax/mapping/options.py).
 """
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from etils import epath
 import ml_collections
@@ -22,9 +22,8 @@ from deepsalt_spectral import lab_grid as lab_grid_lib
 
 CONFIG_FILE = "config.json"
 LAB_GRID_FILE = "lab_grid.json"
-# Fields (dotted prefixes, in the config or its `teacher`) that say how a run
-# is carried out, not what it learns: a re-run, an evaluation or a map may
-# change them.
+# Fields (dotted prefixes) that say how a run is carried out, not what it
+# learns: a re-run, an evaluation or a map may change them.
 RUN_OPTIONS = ("data.data_dir", "train.eval_batch_size",
                "train.log_every", "train.checkpoint_every",
                "train.keep_checkpoints",
@@ -45,8 +44,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _allowed(path: str, options: tuple[str, ...]) -> bool:
-  """Whether `path` lies under an option, in the config or its teacher's."""
-  path = path.removeprefix("teacher.")
+  """Whether `path` lies under one of `options`."""
   return any(path == o or path.startswith(o + ".") for o in options)
 
 
@@ -56,7 +54,7 @@ def differences(config: ml_collections.ConfigDict, saved: dict[str, Any],
 
   Fields under `options` may differ; values compare as JSON does. Fields
   the run predates (absent from `saved`) are not differences: a run saved
-  before a setting existed trained as its default does (configs/saved.py).
+  before a setting existed trained as its default does (`with_defaults`).
   """
   given = _flatten(json.loads(config.to_json()))
   saved = _flatten(saved)
@@ -72,14 +70,68 @@ def _describe(diff: list[tuple[str, Any, Any]]) -> str:
                        else "")
 
 
+def _todays_layout(saved: dict[str, Any]) -> dict[str, Any]:
+  """A config.json of an older layout in today's: `job` for `stage`, and a
+  student's `teacher` as what differs from the student (it was a full
+  config whose data and model were the student's)."""
+  if "job" in saved:
+    return saved
+  saved = dict(saved)
+  saved.pop("mapping", None)  # Map options are --mapping's now.
+  stage = saved.pop("stage")
+  saved["job"] = ("teacher" if stage == "teacher" else
+                  "cross_validation" if "project" in saved["data"] else
+                  "distill")
+  if "teacher" in saved:
+    teacher = saved["teacher"]
+    saved["teacher"] = dict(
+        steps=teacher["train"]["steps"],
+        batch_size=teacher["train"]["batch_size"],
+        covariates=bool(teacher["data"].get("covariates")))
+  return saved
+
+
 def load(workdir: epath.PathLike) -> dict[str, Any]:
-  """The run's config as saved in <workdir>/config.json."""
+  """The run's config as saved in <workdir>/config.json (in today's layout)."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise errors.UserError(
         f"{path} not found: --workdir must be a trained run (its "
         "config.json says what was trained).")
-  return json.loads(path.read_text())
+  return _todays_layout(json.loads(path.read_text()))
+
+
+def _fill(saved: Any, defaults: Any) -> Any:
+  """`saved` with the fields it lacks taken from `defaults` and those
+  `defaults` lack dropped, recursively; `compare` (the variants trained,
+  by name) as saved."""
+  if not isinstance(saved, dict) or not isinstance(defaults, dict):
+    return saved
+  out = {k: _fill(saved[k], v) if k in saved else v
+         for k, v in defaults.items()}
+  if "compare" in defaults:
+    out["compare"] = saved.get("compare", {})
+  return out
+
+
+def _config_dict(tree: Any) -> Any:
+  """Nested dicts as ConfigDicts; null (an unset optional number) becomes a
+  float placeholder, so the command line can still set it."""
+  if isinstance(tree, dict):
+    return ml_collections.ConfigDict(
+        {k: _config_dict(v) for k, v in tree.items()})
+  if tree is None:
+    return ml_collections.config_dict.placeholder(float)
+  return tree
+
+
+def with_defaults(saved: dict[str, Any],
+                  defaults: Callable[[str], ml_collections.ConfigDict]
+                  ) -> ml_collections.ConfigDict:
+  """A saved config (`load`) as a config: fields added since the run was
+  trained take today's defaults for its job (`defaults(job)`), which train
+  as runs of that time did; fields no config has any more are dropped."""
+  return _config_dict(_fill(saved, defaults(saved["job"]).to_dict()))
 
 
 def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
@@ -88,7 +140,7 @@ def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   run is refused."""
   path = epath.Path(workdir) / CONFIG_FILE
   if path.exists():
-    diff = differences(config, json.loads(path.read_text()), RUN_OPTIONS)
+    diff = differences(config, load(workdir), RUN_OPTIONS)
     if diff:
       raise errors.UserError(
           f"{workdir} holds a run of another config; re-running resumes it, "
@@ -114,21 +166,20 @@ def lab_grid(workdir: epath.PathLike) -> lab_grid_lib.LabGrid:
   return lab_grid_lib.LabGrid.from_json(json.loads(path.read_text()))
 
 
-def for_eval(config: ml_collections.ConfigDict, workdir: epath.PathLike,
-             mode: str) -> ml_collections.ConfigDict:
-  """The run's config, with `config`'s evaluation/mapping options.
+def check_eval(config: ml_collections.ConfigDict, run: dict[str, Any],
+               mode: str) -> None:
+  """Refuses a config for --mode=`mode` that changes more of the run's
+  config (`run`) than its evaluation options.
 
   Raises:
     UserError: `config` differs from the run's in a field that says what
       was trained or held out (model, data split, target transform, ...).
   """
-  saved = load(workdir)
-  diff = differences(config, saved, EVAL_OPTIONS)
+  diff = differences(config, run, EVAL_OPTIONS)
   if diff:
     raise errors.UserError(
-        f"--mode={mode} uses the run in {workdir} as it was trained: its "
-        "model, data split and target transform come from its config.json. "
-        "The command line differs in:\n" + _describe(diff) +
-        "\nOnly " + ", ".join(EVAL_OPTIONS) + " may be changed here; drop "
-        "the other overrides (or leave out --config), or train a new run.")
-  return config
+        f"--mode={mode} uses the run as it was trained: its model, data "
+        "split and target transform come from its config.json. The command "
+        "line changes:\n" + _describe(diff) + "\nOnly " +
+        ", ".join(EVAL_OPTIONS) + " may be changed here; drop the other "
+        "overrides, or train a new run.")

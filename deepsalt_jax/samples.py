@@ -23,8 +23,11 @@ from data_prep import datasets
 from data_prep import project
 from data_prep import roles
 from data_prep import satellite_view
+from deepsalt_jax import choices
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
+
+assert set(datasets.BUILDERS) == set(choices.DATASETS)  # What configs offer.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +163,9 @@ def validation_mask(blocks: np.ndarray, candidates: np.ndarray,
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
-  """Reads the prepared dataset named by `config.data` (building it once)."""
-  if config.name == datasets.PROJECT:
+  """Reads the prepared dataset `config` (config.data) names, building it
+  once: a built-in one, or the user's project folder (data.project)."""
+  if "project" in config:
     return _load_project(config)
   if jax.process_count() > 1:  # Process 0 builds; the others wait, then read.
     if jax.process_index() == 0:

@@ -3,8 +3,9 @@
 A `Stage` knows its model, how to initialise it, which data streams feed it
 and its loss; the trainer, evaluation and mapping work with stages, never
 with strings. `plan(config)` gives the stages of a config: the teacher alone
-(configs/teacher.py), or the teacher, the student and each comparison
-variant of `config.compare` (configs/distill.py).
+(job 'teacher', configs/teacher.py), or the teacher, the student and each
+comparison variant of `config.compare` (configs/distill.py, own_data.py).
+A student's teacher trains with `teacher_config(config)`.
 
 Every stage carries the dataset's lab grid (`deepsalt_spectral.lab_grid`):
 it sizes the teacher's input and decides whether the student's SAU can start
@@ -26,8 +27,8 @@ import ml_collections
 import numpy as np
 
 from data_prep import covariate_columns
+from deepsalt_jax import choices
 from deepsalt_jax import input_pipeline
-from deepsalt_jax import losses
 from deepsalt_jax import objectives
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
@@ -45,7 +46,7 @@ class Stage:
   Attributes:
     name: its folder and its name in the results ('teacher', 'student',
       'plain', ...).
-    config: the config it trains with (the teacher's own for the teacher).
+    config: the config it trains with (teacher_config's for the teacher).
   """
   name: str
   config: ml_collections.ConfigDict
@@ -184,8 +185,7 @@ class StudentStage(Stage):
     return from_config.build_student(
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
-        distill_width=(self.config.teacher.model.encoder.features if layers
-                       else 0),
+        distill_width=(self.config.model.encoder.features if layers else 0),
         with_covariates=bool(self.covariate_names))
 
   def input_size(self, sensor: str) -> int:
@@ -211,8 +211,8 @@ class StudentStage(Stage):
     from_teacher = self.config.model.init_from_teacher
     if not (from_teacher and "encoder" in self.model(data.sensor).shared):
       params = _with_input_statistics(params, data.satellite[rows])
-    if from_teacher and covariate_columns.names(
-        self.config.teacher.data.covariates) == self.covariate_names:
+    teachers = self.covariate_names if self.config.teacher.covariates else ()
+    if from_teacher and teachers == self.covariate_names:
       return params
     return covariate_branch.with_statistics(
         params, self.covariates(data, rows), self.covariate_names, self.name)
@@ -249,55 +249,52 @@ class Plan:
     return (self.teacher,) + self.students
 
 
+def teacher_config(config: ml_collections.ConfigDict
+                   ) -> ml_collections.ConfigDict:
+  """The config the teacher of a student job trains with: the student's
+  data (less its covariates unless `teacher.covariates`), model, seed,
+  optimizer settings and regression loss, with the teacher's steps and
+  batch size."""
+  teacher = config.teacher
+  return ml_collections.ConfigDict(dict(
+      job="teacher", seed=config.seed,
+      data=dict(config.data.to_dict(), covariates=(
+          config.data.covariates if teacher.covariates else "")),
+      model=config.model.to_dict(),
+      train=dict(config.train.to_dict(), steps=teacher.steps,
+                 batch_size=teacher.batch_size),
+      loss=dict(regression=config.loss.regression)))
+
+
 def _check_distill(config: ml_collections.ConfigDict) -> None:
   """Refuses distillation settings that no student loss can use."""
   # Runs saved before loss.distill existed distil the final features.
   distill = config.loss.get("distill", "final")
-  if distill not in losses.DISTILLATIONS:
+  if distill not in choices.DISTILLATIONS:
     raise errors.UserError(f"loss.distill={distill!r}: use one of "
-                           f"{', '.join(losses.DISTILLATIONS)}.")
+                           f"{', '.join(choices.DISTILLATIONS)}.")
   if distill != "layers":
     return
-  # Every encoder has one embedding per block (models/encoder.py).
-  blocks = (config.model.encoder.num_blocks,
-            config.teacher.model.encoder.num_blocks)
+  # Every encoder has one embedding per block (models/encoder.py); the
+  # teacher's has the student's.
+  blocks = config.model.encoder.num_blocks
   weights = tuple(config.loss.distill_layer_weights)
-  if blocks[0] != blocks[1]:
+  if len(weights) != blocks or min(weights) < 0 or not sum(weights):
     raise errors.UserError(
-        f"distill=layers matches layer by layer: model.encoder.num_blocks="
-        f"{blocks[0]} differs from the teacher's {blocks[1]}; use "
-        "distill=final or networks of as many blocks.")
-  if len(weights) != blocks[0] or min(weights) < 0 or not sum(weights):
-    raise errors.UserError(
-        f"loss.distill_layer_weights={weights}: give {blocks[0]} weights >= "
+        f"loss.distill_layer_weights={weights}: give {blocks} weights >= "
         f"0, not all 0, one per encoder block (model.encoder.num_blocks="
-        f"{blocks[0]}), first block first.")
+        f"{blocks}), first block first.")
 
 
 def plan(config: ml_collections.ConfigDict,
          lab_grid: lab_grid_lib.LabGrid) -> Plan:
   """The stages `config` trains on a dataset with `lab_grid` (see the
   module docstring)."""
-  if config.stage == "teacher":
+  if config.job not in choices.JOBS:
+    raise errors.UserError(f"config.job={config.job!r}: use one of "
+                           f"{', '.join(choices.JOBS)}.")
+  if config.job == "teacher":
     return Plan(TeacherStage("teacher", config, lab_grid), ())
-  if config.stage != "student":
-    raise errors.UserError(f"config.stage={config.stage!r}: use 'teacher' "
-                           "(configs/teacher.py) or 'student' "
-                           "(configs/distill.py).")
-  if (config.data.name, config.data.sensor) != (
-      config.teacher.data.name, config.teacher.data.sensor):
-    raise errors.UserError("config.teacher.data must name the same dataset "
-                           "and sensor as config.data.")
-  if config.model.space != config.teacher.model.space:
-    raise errors.UserError(
-        f"model.space={config.model.space!r} differs from the teacher's "
-        f"{config.teacher.model.space!r}: the student reads the teacher's "
-        "input space.")
-  if config.teacher.data.covariates not in ("", config.data.covariates):
-    raise errors.UserError(
-        f"teacher.data.covariates={config.teacher.data.covariates!r}: the "
-        "teacher reads the student's covariates "
-        f"({config.data.covariates!r}) or none ('').")
   students = [StudentStage("student", config, lab_grid)]
   for name, overrides in config.compare.items():
     variant = ml_collections.ConfigDict(config.to_dict())
@@ -306,5 +303,5 @@ def plan(config: ml_collections.ConfigDict,
     students.append(StudentStage(name, variant, lab_grid))
   for student in students:
     _check_distill(student.config)
-  return Plan(TeacherStage("teacher", config.teacher, lab_grid),
+  return Plan(TeacherStage("teacher", teacher_config(config), lab_grid),
               tuple(students))

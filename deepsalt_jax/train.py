@@ -27,7 +27,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from data_prep import datasets
 from data_prep import roles
 from deepsalt_jax import checkpoint
 from deepsalt_jax import compilation
@@ -332,11 +331,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains the stages that `config` names and evaluates on held-out data.
 
   Returns the evaluation results (also written to <workdir>/results.json).
+  The job of configs/teacher.py and distill.py.
   """
-  if config.data.name == datasets.PROJECT:
-    raise errors.UserError(
-        "A config on your own data (configs/own_data.py) trains through "
-        "cross_validation.train_and_validate, which launch.py runs.")
   config_numbers.check(config)
   paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)

@@ -44,7 +44,7 @@ MASK_NAMES = ("nodata", "non_finite", "out_of_range", "cloud_haze", "water",
 
 # Default thresholds (`MaskThresholds`). Each was checked on the real EnMAP
 # L2A tiles over Potsdam (../shared/data) and on the simulated satellite
-# view of the training spectra, saline ones included (README, "Masks").
+# view of the training spectra, saline ones included (docs/mapping.md).
 # Green vegetation above NDVI 0.3, a common bare-soil limit; the simulated
 # training pixels mix in sparse cover below it (median NDVI 0.16).
 NDVI_GREEN_VEGETATION = 0.3

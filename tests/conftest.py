@@ -61,8 +61,6 @@ def tiny_config(config_module: str, data_dir: pathlib.Path, arg: str = ""):
   module = importlib.import_module(f"configs.{config_module}")
   config = module.get_config(",".join(filter(None, ["tiny", arg])))
   config.data.data_dir = str(data_dir)
-  if "teacher" in config:
-    config.teacher.data.data_dir = str(data_dir)
   return config
 
 

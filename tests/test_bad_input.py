@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from conftest import REPO, delete_checkpoint_data, tiny_config
@@ -14,6 +15,7 @@ from data_prep import datasets
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import mapping
+from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import train
 
@@ -78,29 +80,30 @@ def test_a_workdir_of_another_run_is_refused(tiny_run, tmp_path):
     train.train_and_evaluate(other, workdir)
 
 
-def test_eval_and_map_refuse_a_config_that_differs_from_the_run(
-    tiny_run, reference_data, tmp_path):
-  config, workdir = tiny_run
-  held_out = tiny_config("distill", config.data.data_dir, "compare=none")
+def test_eval_and_map_refuse_a_config_that_differs_from_the_run(tiny_run):
+  """--config.<field>=... with --mode=eval/map may change only evaluation
+  options of the run's config (launch.py checks the overrides)."""
+  _, workdir = tiny_run
+  run = run_config.load(workdir)
+  held_out = ml_collections.ConfigDict(run)
   held_out.data.test_regions = "SSP.460"
   with pytest.raises(ValueError, match=r"(?s)--mode=eval uses the run .*"
                      r"data.test_regions: given 'SSP.460', the run's "
                      r"'SC.93,ICRAF South America'"):
-    evaluate.evaluate_checkpoints(held_out, workdir)
-  transform = tiny_config("distill", config.data.data_dir, "compare=none")
+    run_config.check_eval(held_out, run, "eval")
+  transform = ml_collections.ConfigDict(run)
   transform.data.target_transform = "identity"
   with pytest.raises(ValueError, match=r"(?s)--mode=map .*data."
                      r"target_transform: given 'identity', the run's 'log1p'"):
-    mapping.map_scene(transform, workdir, reference_data / TILE, tmp_path)
-  assert not list(tmp_path.iterdir())
+    run_config.check_eval(transform, run, "map")
 
 
 @pytest.mark.parametrize("field,value,message", [
     ("train.steps", -5, "--config.train.steps=-5: use at least 1 step"),
     ("train.batch_size", 0,
      "--config.train.batch_size=0: use at least 1 sample"),
-    ("teacher.train.learning_rate", 0.0,
-     "--config.teacher.train.learning_rate=0.0: use a rate above 0"),
+    ("teacher.batch_size", 0,
+     "--config.teacher.batch_size=0: use at least 1 sample"),
 ])
 def test_config_numbers_are_checked_before_any_work(field, value, message,
                                                      tmp_path):
@@ -221,7 +224,6 @@ def test_cli_user_errors_are_one_line_and_leave_nothing(tiny_run,
   assert taken.read_text() == "mine"
   # The saved config is the one to match; the command line may not differ.
   result = _launch("--mode=eval", f"--workdir={workdir}",
-                   "--config=configs/distill.py:tiny,compare=none",
                    "--config.data.test_regions=SSP.460")
   _one_clear_line(result, "data.test_regions: given 'SSP.460'")
   assert not list(workdir.glob("eval-*"))

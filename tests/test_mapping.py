@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import rasterio
 
-from configs import distill
 from conftest import REPO, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
@@ -300,7 +299,7 @@ def test_the_interval_bands_are_the_calibration_of_the_run(
   so; without a calibration (or for another spread than it was fitted on)
   they are not computed; an older calibration is refused in one line."""
   config, workdir = tiny_run
-  student = distill.get_config("tiny").stage  # The student's folder name.
+  student = "student"  # The student's folder (stages.plan).
   fitted = calibration.load(workdir / student)
   assert fitted["kind"] == calibration.KIND
   report, whole = mapped
@@ -347,7 +346,6 @@ def test_eight_devices_from_the_command_line_give_the_same_map(
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   result = subprocess.run(
       [sys.executable, "launch.py", "--mode=map",
-       "--config=configs/distill.py:tiny,compare=none",
        f"--workdir={workdir}", f"--scene={tile}", f"--output={tmp_path}"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

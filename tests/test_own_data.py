@@ -145,7 +145,7 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
   cv = json.loads((workdir / "cv.json").read_text())
   assert cv["ec_method"] == "ECe" and cv["unit"] == "ECe, dS/m"
   assert set(cv["methods"]) == {"student", "teacher (pixels)", "PLSR",
-                                "random forest"}
+                                "random forest", "pooled MLP"}
   for method in cv["methods"].values():
     assert method["overall"]["n"] == 24
     assert set(method["per_fold"]) == {"1", "2"}
@@ -184,8 +184,9 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
 
 @pytest.mark.slow
 def test_the_commands_on_the_mir_example(mir_example, tmp_path):
-  """README's MIR commands at tiny size: sau=auto takes the latent SAU, CV
-  has no teacher-on-pixels row (no physics route), the maps are written."""
+  """docs/own_data.md's MIR commands at tiny size: sau=auto takes the latent
+  SAU, CV has no teacher-on-pixels row (no physics route), the maps are
+  written."""
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   result = _launch("--config=configs/own_data.py:tiny",
                    f"--config.data.project={mir_example}",

@@ -50,7 +50,6 @@ def _refused(config, tmp_path, match, overrides=None):
   from configs import own_data
   full = own_data.get_config("tiny")
   full.data = config
-  full.teacher.data = config
   full.update_from_flattened_dict(overrides or {})
   with pytest.raises(ValueError, match=match):
     cross_validation.train_and_validate(full, tmp_path / "run")

@@ -29,7 +29,7 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   results = train.train_and_evaluate(config, tmp_path)
   assert set(results) == {"teacher", "teacher (pixels)"}
   assert np.isfinite(results["teacher"]["overall"]["rmse"])
-  assert json.loads((tmp_path / "config.json").read_text())["stage"] == (
+  assert json.loads((tmp_path / "config.json").read_text())["job"] == (
       "teacher")
   lines = (tmp_path / "teacher" / "metrics.jsonl").read_text().splitlines()
   steps = [json.loads(l)["step"] for l in lines]
@@ -66,9 +66,9 @@ def test_training_learns(prepared_data_dir, tmp_path):
   A zero learning rate or a flipped gradient sign fails this test.
   """
   config = tiny_config("distill", prepared_data_dir, "compare=none")
-  for c in (config, config.teacher):
-    c.train.update(steps=150, log_every=25, warmup_steps=10,
-                   checkpoint_every=150)
+  config.train.update(steps=150, log_every=25, warmup_steps=10,
+                      checkpoint_every=150)
+  config.teacher.steps = 150
   results = train.train_and_evaluate(config, tmp_path)
   # Means over 25 steps; the student starts from the trained teacher, so
   # its loss has less to fall.

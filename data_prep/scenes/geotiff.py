@@ -264,7 +264,7 @@ class GeoTiffRows:
 
 def write_geotiff(path: PathLike, reflectance: np.ndarray, sensor, crs,
                   transform: affine.Affine) -> None:
-  """Writes a scene the way EnMAP L2A GeoTIFFs come (see README's data).
+  """Writes a scene the way EnMAP L2A GeoTIFFs come.
 
   Every band of `sensor` as int16 reflectance x 10000 with GDAL SCALE
   0.0001, -32768 for no data and for the bad bands, and per-band

@@ -46,7 +46,6 @@ import ml_collections
 import numpy as np
 import rasterio
 
-from data_prep import datasets
 from data_prep import ec_methods
 from data_prep import scenes as scene_readers
 from deepsalt_jax import calibration
@@ -84,12 +83,11 @@ def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
                     ) -> tuple[stages.Stage, Any, int]:
   """(stage, params, checkpoint step) of the run's student."""
   plan = stages.plan(config, run_config.lab_grid(workdir))
-  if not plan.students or config.data.name not in ("salinity",
-                                                   datasets.PROJECT):
+  if not plan.students or config.data.name == "soc":  # SOC is not EC.
     raise errors.UserError(
         "Mapping needs a salinity student run (configs/distill.py, "
         "dataset=salinity, or configs/own_data.py); "
-        f"{workdir} holds stage={config.stage!r}, "
+        f"{workdir} holds job={config.job!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
   params, step = checkpoint.restore_params(
@@ -137,7 +135,7 @@ class _Mapper:
                       self.ec_method)
     self.data_note = (
         f"{self.ec_method} predicted by a student trained on the project "
-        f"{config.data.project}" if config.data.name == datasets.PROJECT else
+        f"{config.data.project}" if "project" in config.data else
         "EC predicted by a student trained on simulated satellite spectra of "
         "measured lab soil spectra (see README).")
     self.sensor = sensors.builtin(config.data.sensor)
@@ -293,7 +291,6 @@ def _mapper(config, workdir, output_dir, options) -> _Mapper:
   workdir = epath.Path(workdir)
   output_dir = epath.Path(output_dir or workdir / "maps")
   paths.check_writable(output_dir, "--output")
-  config = run_config.for_eval(config, workdir, "map")
   return _Mapper(config, workdir, output_dir, options)
 
 
@@ -304,9 +301,9 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
               ) -> dict[str, Any]:
   """Maps EC over one `scene` with the student trained in `workdir`.
 
-  `config` may differ from the run's saved config only in
-  run_config.EVAL_OPTIONS; `options` are the map's (`options.defaults()`,
-  None: those). Writes <scene>_ec.tif (EC and its
+  `config` is the run's (run_config.load), its evaluation options changed
+  at most (run_config.check_eval); `options` are the map's
+  (`options.defaults()`, None: those). Writes <scene>_ec.tif (EC and its
   uncertainty, dS/m), _class.tif, _masks.tif (COGs), _quicklook.png and
   _report.json into `output_dir` (default <workdir>/maps); a failed run
   leaves nothing there. No mosaic (see `map_scenes`).

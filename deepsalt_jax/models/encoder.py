@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepsalt_jax import choices
 from deepsalt_jax import targets
 
 
@@ -226,7 +227,7 @@ class MLPEncoder(nn.Module):
 
   Bands are standardised with the training statistics, then `num_blocks`
   dense layers of width `features` with GELU and dropout. It has no notion
-  of band order; README compares it with the convolutional encoder.
+  of band order; docs/results.md compares it with the convolutional encoder.
   """
   features: int = 256
   num_blocks: int = 2
@@ -356,3 +357,4 @@ class TransformerEncoder(nn.Module):
 # Encoders by name (config.model.encoder.kind).
 ENCODERS = {'conv': SpectralEncoder, 'mlp': MLPEncoder,
             'transformer': TransformerEncoder}
+assert set(ENCODERS) == set(choices.ENCODERS)

@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from deepsalt_jax import choices
 from deepsalt_jax.models import covariate_branch
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
@@ -28,10 +29,6 @@ from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
 from deepsalt_spectral import resampling
 from deepsalt_spectral import sensors
-
-SPACES = ("auto", "lab", "sensor")
-SAU_MODES = ("auto", "physics", "latent")
-HEADS = ("linear", "bounded")
 
 
 def _physics_problem(sensor: str, grid: lab_grid_lib.LabGrid) -> str:
@@ -41,9 +38,9 @@ def _physics_problem(sensor: str, grid: lab_grid_lib.LabGrid) -> str:
 
 def _space(config: ml_collections.ConfigDict, sensor: str,
            grid: lab_grid_lib.LabGrid) -> str:
-  if config.space not in SPACES:
+  if config.space not in choices.SPACES:
     raise errors.UserError(f"model.space={config.space!r}: use one of "
-                           f"{', '.join(SPACES)}.")
+                           f"{', '.join(choices.SPACES)}.")
   problem = _physics_problem(sensor, grid)
   if config.space == "sensor" and problem:
     raise errors.UserError(
@@ -61,9 +58,9 @@ def sau_mode(config: ml_collections.ConfigDict, sensor: str,
   Raises:
     UserError: sau='physics' named for a lab grid that cannot have it.
   """
-  if config.sau not in SAU_MODES:
+  if config.sau not in choices.SAU_MODES:
     raise errors.UserError(f"model.sau={config.sau!r}: use one of "
-                           f"{', '.join(SAU_MODES)}.")
+                           f"{', '.join(choices.SAU_MODES)}.")
   problem = _physics_problem(sensor, grid)
   if config.sau == "physics" and problem:
     raise errors.UserError(
@@ -102,9 +99,9 @@ def _head_bounds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
   """() for a linear head, else `config.head_bounds` checked."""
   # Runs saved before model.head existed have a linear head.
   head = config.get("head", "linear")
-  if head not in HEADS:
+  if head not in choices.HEADS:
     raise errors.UserError(f"model.head={head!r}: use one of "
-                           f"{', '.join(HEADS)}.")
+                           f"{', '.join(choices.HEADS)}.")
   if head == "linear":
     return ()
   bounds = tuple(float(b) for b in config.head_bounds)

@@ -89,8 +89,7 @@ def _project_config(project: pathlib.Path, data_dir: pathlib.Path,
   from configs import own_data
   config = own_data.get_config()
   config.data.update(project=str(project), data_dir=str(data_dir))
-  for train in (config.train, config.teacher.train):
-    common.scale_steps(train, steps / train.steps)
+  common.scale_steps(config, steps / config.train.steps)
   return config
 
 

@@ -23,13 +23,13 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
       --config.data.library=library/mir.csv --workdir=runs/example_mir
   (314 s wall, 88 s CPU on 2 CPU cores at a load average of 9-11; pooled
   R² / RMSE student 0.710 / 3.33, PLSR 0.884 / 2.10).
-Run time (example project, 2 CPU cores shared with a benchmark run): 102 s
-wall, 64 s CPU. Re-running restores every fold.
+Run time (example project, 2 CPU cores, measured 2026-12-03): 88 s
+wall, 79 s CPU. Re-running restores every fold.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
-of 64 points, ECe in dS/m), R² / RMSE / class kappa: student 0.523 / 4.27 /
-0.598, teacher on resampled pixels 0.554 / 4.13 / 0.368, PLSR 0.884 / 2.10
-/ 0.614, random forest 0.082 / 5.92 / 0.453 (docs/results.md says why
-PLSR wins).
+of 64 points, ECe in dS/m), R² / RMSE / class kappa: student 0.498 / 4.38 /
+0.646, teacher on resampled pixels 0.554 / 4.13 / 0.368, PLSR 0.884 / 2.10
+/ 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP 0.672 / 3.54 /
+0.591 (docs/results.md says why PLSR wins).
 """
 from __future__ import annotations
 

@@ -181,11 +181,9 @@ class StudentStage(Stage):
   input = "satellite"
 
   def model(self, sensor: str) -> nn.Module:
-    layers = self.config.loss.get("distill") == "layers"  # See plan().
     return from_config.build_student(
         self.config.model, sensor, self.lab_grid,
         target_transform=self.config.data.target_transform,
-        distill_width=(self.config.model.encoder.features if layers else 0),
         with_covariates=bool(self.covariate_names))
 
   def input_size(self, sensor: str) -> int:

@@ -13,10 +13,9 @@ teacher's head reads it (the DeepSalt authors' latent SAU).
 Parameter trees (the `params` collection):
   Teacher: {'encoder', 'head', 'covariates' (with covariates only)}
   Student: {'sau' (physics with learn_sau=True only), 'encoder', 'head',
-            'discriminator', 'distill_project<i>' (a distill_width other
-            than the encoder's), 'covariates' (with covariates only)};
+            'discriminator', 'covariates' (with covariates only)};
             latent: {'encoder', 'project', 'decoder', 'head',
-            'discriminator', 'distill_project<i>', 'covariates'}.
+            'discriminator', 'covariates'}.
 Covariates (`models.covariate_branch`): a network built with a covariate branch
 reads covariates=[B, k] beside the spectrum; one without ignores them.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
@@ -110,8 +109,8 @@ class Student(nn.Module):
   """Satellite spectrum [B, n_sat] (good bands) -> teacher-like outputs.
 
   Returns {'pred': [B], 'features': [B, features], 'layers'} ('layers': the
-  encoder's per-block embeddings, in the teacher's width, see
-  `distill_width`) and, with a physics SAU, 'adapted': [B, n_in] (the SAU's
+  encoder's per-block embeddings, in the teacher's width: the student's
+  encoder is built with the teacher's settings) and, with a physics SAU, 'adapted': [B, n_in] (the SAU's
   output, in the teacher's input space) or, latent, 'latent': [B, features]
   (the encoder's output before the projection into the teacher's feature
   space).
@@ -128,10 +127,6 @@ class Student(nn.Module):
     latent: the latent SAU instead: encoder on the pixel + projection.
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
-    distill_width: the teacher's layer width for layer-wise distillation; 0
-      or the encoder's own width: 'layers' are the encoder's. Another width
-      (a student built wider or narrower than its teacher, so not started
-      from it) adds a learned linear projection per layer into that width.
     covariates: a `covariate_branch.CovariateBranch`, or None (no covariates).
   """
   encoder: nn.Module
@@ -141,7 +136,6 @@ class Student(nn.Module):
   latent: bool = False
   sau_hidden: int = 64
   discriminator_hidden: int = 64
-  distill_width: int = 0
   covariates: nn.Module | None = None
 
   def __post_init__(self):
@@ -160,11 +154,6 @@ class Student(nn.Module):
     """The subtrees that start from the teacher's."""
     return ('head',) if self.latent else SHARED
 
-  @property
-  def projects_layers(self) -> bool:
-    """Whether 'layers' go through the distillation projection."""
-    return self.distill_width not in (0, self.encoder.features)
-
   def setup(self):
     if self.learn_sau:
       self.sau = sau_lib.SpectralAdaptationUnit(self.init_matrix,
@@ -173,10 +162,6 @@ class Student(nn.Module):
       self.project = nn.Dense(self.encoder.features)
       self.decoder = Decoder()
     self.discriminator = DomainDiscriminator(self.discriminator_hidden)
-    if self.projects_layers:
-      self.distill_project = [nn.Dense(self.distill_width,
-                                       name=f'distill_project{i}')
-                              for i in range(self.encoder.num_blocks)]
 
   def __call__(self, satellite: jax.Array, *, train: bool,
                covariates: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -196,8 +181,6 @@ class Student(nn.Module):
     features = covariate_branch.add(self.covariates, features, covariates)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
-    if self.projects_layers:
-      layers = tuple(p(y) for p, y in zip(self.distill_project, layers))
     return {'pred': self.head(features, train=train), 'features': features,
             'layers': layers, **out}
 

@@ -149,14 +149,11 @@ def build_teacher(config: ml_collections.ConfigDict, sensor: str,
 
 def build_student(config: ml_collections.ConfigDict, sensor: str,
                   grid: lab_grid_lib.LabGrid, *, target_transform: str,
-                  distill_width: int = 0,
                   with_covariates: bool = False) -> deepsalt.Student:
-  """The student of `config.model` for a built-in sensor's good bands
-  (`distill_width`: deepsalt.Student's), with a covariate branch if
-  `with_covariates`."""
+  """The student of `config.model` for a built-in sensor's good bands,
+  with a covariate branch if `with_covariates`."""
   _space(config, sensor, grid)
   networks = dict(encoder_and_head(config, target_transform),
-                  distill_width=distill_width,
                   covariates=_covariate_branch(with_covariates))
   if sau_mode(config, sensor, grid) == "latent":
     return deepsalt.Student(latent=True, **networks)

@@ -7,9 +7,11 @@ Commands (docs/own_data.md explains them and the fields below):
   python launch.py --mode=map --workdir=runs/example --scene=example/scenes
 The second builds the project into a prepared dataset (once per settings
 and files), runs spatial cross-validation (k-means folds of the points; per
-fold the teacher, the student, PLSR and a random forest retrained without
-the fold's area), trains the final teacher and student on everything and
-writes cv.md, cv.json and cv.png into the workdir.
+fold the teacher, the student, PLSR, a random forest and the pooled MLP
+retrained without the fold's area; per pair of folds the same, for
+validation's choice of model nested in each fold: the row "selected
+(validation)", docs/own_data.md), trains the final teacher and student on
+everything and writes cv.md, cv.json and cv.png into the workdir.
 Variants (`:arg`): sensor=enmap|prisma|emit (the scenes' sensor),
 alignment=mmd|coral|adversarial, and the networks' keys of
 configs/distill.py: sau=auto|physics|latent, space=auto|lab|sensor,
@@ -23,13 +25,16 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
       --config.data.library=library/mir.csv --workdir=runs/example_mir
   (314 s wall, 88 s CPU on 2 CPU cores at a load average of 9-11; pooled
   R² / RMSE student 0.710 / 3.33, PLSR 0.884 / 2.10).
-Run time (example project, 2 CPU cores, measured 2026-12-03): 88 s
-wall, 79 s CPU. Re-running restores every fold.
+Run time (example project, 2 CPU cores shared at a load average of about
+5, measured 2026-12-05): 261 s wall, 191 s CPU (2.2x the 119 s without the
+nested validation). Re-running restores every fold and pair of folds.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
-of 64 points, ECe in dS/m), R² / RMSE / class kappa: student 0.498 / 4.38 /
-0.646, teacher on resampled pixels 0.554 / 4.13 / 0.368, PLSR 0.884 / 2.10
-/ 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP 0.672 / 3.54 /
-0.591 (docs/results.md says why PLSR wins).
+of 64 points, ECe in dS/m), R² / RMSE / class kappa: selected (validation:
+PLSR in folds 2-5, a stack led by PLSR in fold 1) 0.885 / 2.10 / 0.587,
+student 0.523 / 4.27 / 0.598, teacher on resampled pixels 0.554 / 4.13 /
+0.368, PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453,
+pooled MLP 0.672 / 3.54 / 0.591 (docs/results.md says why PLSR wins);
+validation prefers PLSR for the final model, the maps are the student's.
 """
 from __future__ import annotations
 

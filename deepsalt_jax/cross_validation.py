@@ -9,11 +9,15 @@ alignment when data.transductive), the teacher and the students are trained
 on the rest into <workdir>/cv/fold<k>/, PLSR and a random forest are fitted
 on the same labelled pixels and an MLP on them pooled with the library
 resampled to the sensor's bands ("spiking"), and the fold's points are
-predicted by each, and by the teacher on the pixels (source-only) ->
-metrics on the pooled out-of-fold predictions and per fold -> the final
-teacher and students on all data (<workdir>/teacher, <workdir>/student: what
-`--mode=map` uses) -> cv.md, cv.json and cv.png in the workdir.
-Re-running resumes: finished fold runs are restored, not retrained.
+predicted by each, and by the teacher on the pixels (source-only) -> the
+same per pair of folds j, k (<workdir>/cv/fold<j>_<k>/), the inner folds of
+nested validation -> validation's choice per fold (`model_choice`: the
+candidate or stack the other folds prefer, the "selected (validation)"
+row) and on every point -> metrics on the pooled out-of-fold predictions
+and per fold -> the final teacher and students on all data
+(<workdir>/teacher, <workdir>/student: what `--mode=map` uses, whichever
+model validation prefers) -> cv.md, cv.json and cv.png in the workdir.
+Re-running resumes: finished runs are restored, not retrained.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import metrics
+from deepsalt_jax import model_choice
 from deepsalt_jax import objectives
 from deepsalt_jax import paths
 from deepsalt_jax import predict
@@ -54,8 +59,11 @@ TEACHER = "teacher (pixels)"
 INPUTS = {TEACHER: "pixels in the teacher's input space",
           "PLSR": "pixels (components by inner CV)",
           "random forest": "pixels",
-          "pooled MLP": "library resampled to the sensor's bands + pixels"}
+          "pooled MLP": "library resampled to the sensor's bands + pixels",
+          model_choice.SELECTED: "per fold, the candidate below that inner "
+                                 "spatial folds chose"}
 MIN_BASELINE_SAMPLES = 4  # baselines.plsr needs 4.
+FINAL = "all points (final)"  # The final model's choice.
 
 
 def _check(plan: stages.Plan, data: samples.Data) -> None:
@@ -76,12 +84,15 @@ def _check(plan: stages.Plan, data: samples.Data) -> None:
         "has nothing to distil from. Give the library coordinates, raise "
         "--config.data.pair_max_distance_m, or train without pairs: "
         f"{without}.")
-  alone = [k for k in np.unique(data.fold[data.role == roles.LABELLED])
-           if not (paired & (data.fold != k)).any()]
+  folds = np.unique(data.fold[data.role == roles.LABELLED]).tolist()
+  # The runs of the nested validation hold out pairs of folds too.
+  alone = [held for held in model_choice.held_out_sets(folds)
+           if not (paired & ~np.isin(data.fold, held)).any()]
   if alone:
     raise errors.UserError(
-        f"Every pair lies in the area of fold {alone[0]}, so with that fold "
-        "held out the student has nothing to distil from. Lower "
+        "Every pair lies in the area of fold "
+        f"{'+'.join(map(str, alone[0]))}, so with that held out the student "
+        "has nothing to distil from. Lower "
         "--config.data.folds, give library samples across the area "
         f"coordinates, or train without pairs: {without}.")
 
@@ -163,9 +174,11 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
            data: samples.Data, results: dict[str, dict],
            oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
            sizes: dict[int, dict], classes: bool,
-           interval: dict[str, Any] | None) -> str:
+           interval: dict[str, Any] | None,
+           choices: dict[str, model_choice.Choice], maps: str) -> str:
   """cv.json, cv.md and cv.png; returns the markdown."""
   label = ec_methods.label(config.data.ec_method)
+  final = choices[FINAL]
   unit = f"{config.data.ec_method}, dS/m"
   folds = sorted(sizes)
   report = data.report
@@ -211,6 +224,20 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
       f"RMSE ({unit}) per fold:",
       "",
       _fold_table(per_fold, "rmse", folds),
+      "",
+      f"Validation's choice ({model_choice.CRITERION}, "
+      f"{config.data.target_transform} EC; the lowest, in bold, wins): "
+      "within outer fold k the inner folds are the other folds, each "
+      "predicted by a run that held it out with k; the final model's choice "
+      "uses the outer folds' out-of-fold predictions"
+      + ("." if len(choices) > 1 else
+         "; with fewer than 3 folds no inner fold is left, so there is no "
+         f"{model_choice.SELECTED!r} row."),
+      "",
+      model_choice.markdown(choices),
+      "",
+      f"Maps (--mode=map) are made by the {maps}; on every point validation "
+      f"prefers {final.winner}.",
   ]
   if interval:
     header += ["", "The student's intervals, cross-fitted (each fold "
@@ -225,6 +252,10 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
         "target": label, "ec_method": config.data.ec_method,
         "unit": unit, "setting": setting, "data": report,
         "interval": interval,
+        "selection": {"criterion": f"{model_choice.CRITERION} "
+                                   f"({config.data.target_transform} EC)",
+                      "choices": {k: c.to_json() for k, c in choices.items()},
+                      "maps": maps},
         "folds": {str(k): s for k, s in sizes.items()},
         "methods": {name: {"input": res["input"], "overall": res["overall"],
                            "per_fold": {str(k): v for k, v in
@@ -240,43 +271,71 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
   return text
 
 
+def _run(plan: stages.Plan, data: samples.Data, held: tuple[int, ...],
+         config: ml_collections.ConfigDict, workdir: epath.Path,
+         mesh: jax.sharding.Mesh):
+  """Trains without the area of the folds `held` into cv/fold<j>[_<k>]/
+  (restored when finished) and predicts their labelled pixels: (the data
+  with them held out, the parameters, their rows, {method: EC})."""
+  fold = samples.held_out(data, np.isin(data.fold, held), config.data)
+  rows = fold.test & (data.role == roles.LABELLED)
+  params = train.train_plan(
+      plan, fold, workdir / "cv" / ("fold" + "_".join(map(str, held))), mesh)
+  return fold, params, rows, _predictions(plan, fold, params, rows, config,
+                                          mesh)
+
+
 def _cross_validate(plan: stages.Plan, data: samples.Data,
                     config: ml_collections.ConfigDict, workdir: epath.Path,
                     mesh: jax.sharding.Mesh, classes: bool):
-  """(out-of-fold predictions of the labelled pixels per method, metrics
-  per method and fold, fold sizes)."""
+  """(out-of-fold predictions of the labelled pixels per method, the
+  selected one first; metrics per method and fold; fold sizes; the
+  student's spread; validation's choices per fold and for the final
+  model)."""
   labelled = data.role == roles.LABELLED
   target = data.target[labelled].astype(np.float64)
   folds = sorted(set(data.fold[labelled].tolist()))
-  oof, per_fold, sizes = {}, {}, {}
+  held_out_sets = model_choice.held_out_sets(folds)
+  runs, sizes = {}, {}
   student = plan.students[0]
   with_spread = student.config.model.encoder.dropout > 0
   spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
   start = time.perf_counter()
-  for done, k in enumerate(folds):
-    fold = samples.held_out(data, data.fold == k, config.data)
-    rows = fold.test & labelled
-    sizes[k] = {"points": int(rows.sum()),
-                "library": int((fold.test & fold.has_lab).sum())}
-    # ETA of the folds left and the final models.
-    logging.info("[cv] fold %d of %d: %d points held out%s", k, len(folds),
-                 rows.sum(), reporting.eta(start, done, len(folds) + 1))
-    params = train.train_plan(plan, fold, workdir / "cv" / f"fold{k}", mesh)
+  for done, held in enumerate(held_out_sets):
+    # ETA of the runs left and the final models.
+    logging.info("[cv] run %d of %d: fold(s) %s held out%s", done + 1,
+                 len(held_out_sets), "+".join(map(str, held)),
+                 reporting.eta(start, done, len(held_out_sets) + 1))
+    fold, params, rows, predictions = _run(plan, data, held, config,
+                                           workdir, mesh)
+    runs[held] = {name: np.full(labelled.sum(), np.nan)
+                  for name in predictions}
+    for name, pred in predictions.items():
+      runs[held][name][rows[labelled]] = pred
+    if len(held) > 1:
+      continue
+    sizes[held[0]] = {"points": int(rows.sum()),
+                      "library": int((fold.test & fold.has_lab).sum())}
     if with_spread:
       spread[:, rows[labelled]] = evaluate.spread(
           student.model(fold.sensor), params[student.name],
           fold.satellite[rows], mesh, student.config,
           student.covariates(fold, rows))
-    for name, pred in _predictions(plan, fold, params, rows, config,
-                                   mesh).items():
-      oof.setdefault(name, np.full(labelled.sum(), np.nan))[
-          rows[labelled]] = pred
-      per_fold.setdefault(name, {})[k] = _score(target[rows[labelled]],
-                                                np.asarray(pred), classes)
-    logging.info("[cv] fold %d: R² / RMSE %s", k, ", ".join(
+  selected, choices, final = model_choice.select(
+      runs, data.fold[labelled], target, config.data.target_transform)
+  oof = {} if selected is None else {model_choice.SELECTED: selected}
+  oof.update(model_choice.validation_predictions(runs, data.fold[labelled],
+                                                None))
+  per_fold = {name: {k: _score(target[data.fold[labelled] == k],
+                               pred[data.fold[labelled] == k], classes)
+                     for k in folds} for name, pred in oof.items()}
+  for k in folds:
+    logging.info("[cv] fold %d: R² / RMSE %s%s", k, ", ".join(
         f"{name} {m[k]['r2']:.2f} / {m[k]['rmse']:.2f}"
-        for name, m in per_fold.items() if m.get(k)))
-  return oof, per_fold, sizes, (spread if with_spread else None)
+        for name, m in per_fold.items() if m.get(k)),
+        f"; validation chose {choices[k].winner}" if k in choices else "")
+  return (oof, per_fold, sizes, (spread if with_spread else None),
+          {**{f"fold {k}": c for k, c in choices.items()}, FINAL: final})
 
 
 def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
@@ -325,8 +384,8 @@ def train_and_validate(config: ml_collections.ConfigDict,
       f"{n} {c}" for n, c in zip(roles.ROLE_NAMES, counts)))
   classes = config.data.ec_method == ec_methods.CLASS_METHOD
   with compilation.CompileClock() as clock:
-    oof, per_fold, sizes, spread = _cross_validate(plan, data, config,
-                                                   workdir, mesh, classes)
+    oof, per_fold, sizes, spread, choices = _cross_validate(
+        plan, data, config, workdir, mesh, classes)
     logging.info("[cv] training the final models on every point")
     train.train_plan(plan, data, workdir, mesh)
   logging.info("[cv] %s", clock.summary())
@@ -349,6 +408,6 @@ def train_and_validate(config: ml_collections.ConfigDict,
                        "target": target[ok], "pred": pred[ok],
                        "overall": _score(target, pred, classes)}
   text = _write(workdir, config, data, results, oof, per_fold, sizes,
-                classes, interval)
+                classes, interval, choices, plan.students[0].name)
   logging.info("Cross-validation (%s):\n%s", workdir / "cv.md", text)
   return results

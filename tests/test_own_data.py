@@ -22,6 +22,7 @@ from data_prep import example_project
 from data_prep import roles
 from data_prep import sources
 from deepsalt_jax import cross_validation
+from deepsalt_jax import model_choice
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import stages
@@ -127,6 +128,66 @@ def test_physics_sau_on_a_mir_library_is_refused(mir_example, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_validation_chooses_on_inner_folds_without_the_outer_one(
+    example, tmp_path, monkeypatch):
+  """The CV job with training replaced by fixed predictions (the networks'
+  training is tested elsewhere): each run holds out its folds, every outer
+  fold's choice comes from the pair runs, and the selected row, listed
+  first, is the winner's."""
+  config = _config(example, tmp_path / "tfds")
+  config.data.folds = 3
+  config.model.encoder.dropout = 0.0  # No MC-dropout spread to compute.
+  rng = np.random.default_rng(0)
+  trained = []
+
+  def train_plan(plan, data, workdir, mesh):
+    del plan, mesh
+    labelled = data.role == roles.LABELLED
+    held = tuple(np.unique(data.fold[data.test & labelled]).tolist())
+    # No point of a held-out fold trains the run.
+    assert not np.isin(data.fold[labelled & ~data.test], held).any()
+    trained.append((held, workdir.name))
+    return {}
+
+  def predictions(plan, data, params, rows, config, mesh):
+    del plan, params, config, mesh
+    y = np.log1p(data.target[rows].astype(np.float64))
+    return {name: np.expm1(y + rng.normal(0, sd, y.size))
+            for name, sd in (("student", 0.3), ("PLSR", 0.1),
+                             ("random forest", 0.6))}
+
+  monkeypatch.setattr(cross_validation.train, "train_plan", train_plan)
+  monkeypatch.setattr(cross_validation, "_predictions", predictions)
+  results = cross_validation.train_and_validate(config, tmp_path / "run")
+  assert trained == [((1,), "fold1"), ((2,), "fold2"), ((3,), "fold3"),
+                     ((1, 2), "fold1_2"), ((1, 3), "fold1_3"),
+                     ((2, 3), "fold2_3"), ((), "run")]
+  assert list(results)[0] == model_choice.SELECTED
+  cv = json.loads((tmp_path / "run" / "cv.json").read_text())
+  assert list(cv["methods"])[0] == model_choice.SELECTED
+  selection = cv["selection"]
+  assert set(selection["choices"]) == {"fold 1", "fold 2", "fold 3",
+                                       "all points (final)"}
+  assert selection["maps"] == "student"
+  points = cv["predictions"]
+  for k in (1, 2, 3):
+    choice = model_choice.Choice(**selection["choices"][f"fold {k}"])
+    assert set(choice.scores) == {"student", "PLSR", "random forest",
+                                  model_choice.STACKED}
+    assert choice.winner == min(choice.scores, key=choice.scores.get)
+    rows = [p for p in points if p["fold"] == k]
+    winner = choice.predict({n: np.array([p[n] for p in rows])
+                             for n in choice.scores if n in rows[0]},
+                            "log1p")
+    np.testing.assert_allclose([p[model_choice.SELECTED] for p in rows],
+                               winner, rtol=1e-6)
+  text = (tmp_path / "run" / "cv.md").read_text()
+  table = text[text.index("| model |"):]
+  assert table.splitlines()[2].startswith(f"| {model_choice.SELECTED} |")
+  assert "| winner |" in text
+  assert "Maps (--mode=map) are made by the student" in text
+
+
 def _launch(*args):
   return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=900)
@@ -151,6 +212,8 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
     assert set(method["per_fold"]) == {"1", "2"}
     assert {"r2", "rmse", "rpd", "bias", "class_accuracy", "kappa"} <= set(
         method["overall"])
+  # Two folds leave no inner fold: no selected row, only the final choice.
+  assert list(cv["selection"]["choices"]) == ["all points (final)"]
   assert len(cv["predictions"]) == 24
   assert {"sample_id", "fold", "measured", "student", "PLSR"} <= set(
       cv["predictions"][0])

@@ -372,7 +372,14 @@ def test_a_student_without_pairs_in_a_fold_is_refused():
   with pytest.raises(ValueError, match="Every pair lies in the area of fold "
                      "1.*w_distill_feature=0"):
     cross_validation._check(plan, data)  # pylint: disable=protected-access
-  data.role[2] = labelled
+  # Three folds: the nested validation's run without folds 1 and 3 has
+  # nothing to distil from either.
+  data.role, data.fold = np.array([labelled] * 3 + [paired] * 2), np.array(
+      [1, 2, 3, 1, 3])
+  with pytest.raises(ValueError, match="Every pair lies in the area of fold "
+                     "1[+]3"):
+    cross_validation._check(plan, data)  # pylint: disable=protected-access
+  data.role[3:] = labelled
   with pytest.raises(ValueError, match="No library sample pairs"):
     cross_validation._check(plan, data)  # pylint: disable=protected-access
 

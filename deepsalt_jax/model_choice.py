@@ -1,0 +1,167 @@
+"""Validation chooses the model: candidates scored on inner spatial folds.
+
+Own data's cross-validation (cross_validation.py) predicts the labelled
+pixels by every method (the candidates: the student, the teacher on the
+pixels, PLSR, the random forest, the pooled MLP) from runs that each held
+out whole spatial folds. Within outer fold k the inner folds are the other
+folds: inner fold j is predicted by the run that held out j and k together,
+so no candidate scored there saw the outer test fold or the inner fold it
+is scored on. One run without {j, k} serves outer fold k (inner fold j)
+and outer fold j (inner fold k): K(K - 1) / 2 runs beside the K outer ones.
+The final model (every point) is chosen the same way from the outer runs'
+out-of-fold predictions.
+
+The criterion is the RMSE of the transformed target (log1p EC), pooled over
+the inner folds' points: a factor of error counts alike at 1 and at 30
+dS/m, so neither the saline tail nor the bulk decides alone. A stacked
+candidate competes with the others: non-negative weights on their
+transformed predictions, fitted on the inner out-of-fold predictions (its
+own score cross-fitted: each inner fold by the weights fitted on the
+others).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+from scipy import optimize
+
+from deepsalt_jax import targets
+
+SELECTED = "selected (validation)"
+STACKED = "stacked"
+CRITERION = "RMSE of the transformed target on the inner spatial folds"
+Runs = dict[tuple[int, ...], dict[str, np.ndarray]]
+
+
+def held_out_sets(folds: list[int]) -> list[tuple[int, ...]]:
+  """The folds each run holds out: each fold (the outer runs), then each
+  pair of folds (the inner runs; none with fewer than 3 folds, where a pair
+  would hold out every point)."""
+  pairs = list(itertools.combinations(folds, 2)) if len(folds) > 2 else []
+  return [(k,) for k in folds] + pairs
+
+
+def validation_predictions(runs: Runs, fold: np.ndarray,
+                           outer: int | None) -> dict[str, np.ndarray]:
+  """Each method's predictions of the points outside fold `outer` (NaN in
+  it) by the run that held out their own fold and `outer`.
+
+  Args:
+    runs: {held-out folds: {method: [n] predictions, NaN outside them}}.
+    fold: [n] the points' folds.
+    outer: the outer test fold, or None (the final choice: the outer runs).
+  """
+  out = {}
+  for j in np.unique(fold):
+    if j == outer:
+      continue
+    key = tuple(sorted({int(j)} | ({outer} if outer is not None else set())))
+    for name, pred in runs[key].items():
+      out.setdefault(name, np.full(len(fold), np.nan))[fold == j] = (
+          pred[fold == j])
+  return out
+
+
+def stack_weights(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Non-negative least-squares weights of x's columns for y (no
+  intercept): a mixture of the candidates, never one against another."""
+  return optimize.nnls(np.asarray(x, np.float64), np.asarray(y, np.float64))[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """Candidates' inner-validation scores, the winner and the stack's
+  weights (fitted on every inner fold)."""
+  scores: dict[str, float]
+  winner: str
+  weights: dict[str, float]
+
+  def predict(self, predictions: dict[str, np.ndarray],
+              transform: str) -> np.ndarray:
+    """The winner's prediction from the candidates' `predictions`."""
+    if self.winner != STACKED:
+      return predictions[self.winner]
+    forward, inverse = _transforms(transform)
+    return inverse(sum(w * forward(predictions[name])
+                       for name, w in self.weights.items() if w > 0))
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _transforms(name: str):
+  forward, inverse = targets.TRANSFORMS[name]
+  as_array = lambda f: lambda x: np.asarray(f(np.asarray(x, np.float64)),
+                                            np.float64)
+  return as_array(forward), as_array(inverse)
+
+
+def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
+           group: np.ndarray, transform: str) -> Choice:
+  """Scores the candidates (predictions of the same points, each made
+  without the point's `group`) and the stack of them; the lowest wins.
+
+  A candidate with a missing prediction (not fitted in some run) is left
+  out.
+  """
+  forward, _ = _transforms(transform)
+  y = forward(target)
+  names = [n for n, p in predictions.items() if np.isfinite(p).all()]
+  z = np.stack([forward(predictions[n]) for n in names], axis=1)
+  rmse = lambda pred: float(np.sqrt(np.mean((pred - y) ** 2)))
+  scores = {name: rmse(z[:, i]) for i, name in enumerate(names)}
+  stacked = np.empty_like(y)
+  for g in np.unique(group):
+    rows = group == g
+    stacked[rows] = z[rows] @ stack_weights(z[~rows], y[~rows])
+  scores[STACKED] = rmse(stacked)
+  weights = dict(zip(names, stack_weights(z, y).tolist()))
+  return Choice(scores, min(scores, key=scores.get), weights)
+
+
+def select(runs: Runs, fold: np.ndarray, target: np.ndarray,
+           transform: str) -> tuple[np.ndarray | None, dict[int, Choice],
+                                    Choice]:
+  """(the selected out-of-fold predictions, or None with fewer than 3
+  folds; each outer fold's choice; the final model's choice).
+
+  Outer fold k's selected prediction is its winner's prediction by the run
+  that held out k alone.
+  """
+  folds = sorted(set(fold.tolist()))
+  outer_runs = {(k,): runs[(k,)] for k in folds}
+  oof = validation_predictions(outer_runs, fold, None)
+  final = choose(oof, target, fold, transform)
+  if len(folds) < 3:
+    return None, {}, final
+  selected = np.full(len(fold), np.nan)
+  choices = {}
+  for k in folds:
+    inner = fold != k
+    candidates = validation_predictions(runs, fold, k)
+    choices[k] = choose({n: p[inner] for n, p in candidates.items()},
+                        target[inner], fold[inner], transform)
+    selected[~inner] = choices[k].predict(
+        {n: p[~inner] for n, p in oof.items()}, transform)
+  return selected, choices, final
+
+
+def markdown(choices: dict[str, Choice]) -> str:
+  """One row per candidate, one column per choice (its inner RMSE, the
+  winner's in bold), then the winners and the stacks' weights."""
+  names = list(dict.fromkeys(n for c in choices.values() for n in c.scores))
+  lines = ["| candidate | " + " | ".join(choices) + " |",
+           "|---|" + "---|" * len(choices)]
+  for name in names:
+    cells = [("–" if name not in c.scores else
+              f"**{c.scores[name]:.3f}**" if name == c.winner else
+              f"{c.scores[name]:.3f}") for c in choices.values()]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  lines.append("| winner | " + " | ".join(
+      c.winner for c in choices.values()) + " |")
+  lines.append("| stack weights | " + " | ".join(
+      ", ".join(f"{n} {w:.2f}" for n, w in c.weights.items() if w > 0.005)
+      or "none" for c in choices.values()) + " |")
+  return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Validation's choice of model on own data: nested folds, stacking, winner."""
+import numpy as np
+import pytest
+
+from deepsalt_jax import model_choice
+
+
+def _runs(fold, predict):
+  """Runs of every held-out set: {held: {method: predictions of its points
+  (NaN elsewhere)}}, `predict(held, rows)` giving {method: values}."""
+  out = {}
+  for held in model_choice.held_out_sets(sorted(set(fold.tolist()))):
+    rows = np.isin(fold, held)
+    out[held] = {name: np.where(rows, values, np.nan)
+                 for name, values in predict(held, rows).items()}
+  return out
+
+
+def test_inner_predictions_come_from_runs_without_the_outer_fold():
+  fold = np.repeat([1, 2, 3, 4], 5)
+  assert model_choice.held_out_sets([1, 2, 3, 4]) == [
+      (1,), (2,), (3,), (4,), (1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]
+  assert model_choice.held_out_sets([1, 2]) == [(1,), (2,)]
+  # Each run predicts its code: which folds it held out.
+  code = lambda held: sum(10 ** (k - 1) for k in held)
+  runs = _runs(fold, lambda held, rows: {"m": np.full(len(fold),
+                                                      code(held), float)})
+  for outer in (1, 2, 3, 4):
+    pred = model_choice.validation_predictions(runs, fold, outer)["m"]
+    assert np.isnan(pred[fold == outer]).all()
+    for i in np.flatnonzero(fold != outer):
+      # Neither the outer test fold nor the point's own fold trained it.
+      assert pred[i] == code((outer, fold[i]))
+  final = model_choice.validation_predictions(runs, fold, None)["m"]
+  np.testing.assert_array_equal(final, [code((k,)) for k in fold])
+
+
+def test_stack_weights_are_non_negative_and_recover_a_mixture():
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 3, (200, 4))
+  y = 0.3 * x[:, 0] + 0.7 * x[:, 1]
+  np.testing.assert_allclose(model_choice.stack_weights(x, y),
+                             [0.3, 0.7, 0, 0], atol=1e-9)
+  # Least squares would subtract the second column; NNLS leaves it out.
+  w = model_choice.stack_weights(x[:, :2], x[:, 0] - 0.5 * x[:, 1])
+  assert w[0] > 0 and w[1] == 0
+
+
+def test_the_winner_of_each_fold_gives_its_selected_predictions():
+  rng = np.random.default_rng(1)
+  fold = np.repeat([1, 2, 3], 8)
+  target = np.exp(rng.uniform(0, 3, fold.size))
+  noise = {h: rng.normal(0, 1, fold.size) for h in
+           model_choice.held_out_sets([1, 2, 3])}
+  # "good" and "bad" err in opposite directions in log1p EC ("bad" twice
+  # as far): their mixture 2/3, 1/3 is exact.
+  runs = _runs(fold, lambda held, rows: {
+      "good": np.expm1(np.log1p(target) + 0.1 * noise[held]),
+      "bad": np.expm1(np.log1p(target) - 0.2 * noise[held]),
+      "constant": np.full(fold.size, 3.0)})
+  selected, choices, final = model_choice.select(runs, fold, target, "log1p")
+  assert set(choices) == {1, 2, 3}
+  for k, choice in choices.items():
+    assert set(choice.scores) == {"good", "bad", "constant",
+                                  model_choice.STACKED}
+    assert choice.winner == min(choice.scores, key=choice.scores.get)
+    assert all(w >= 0 for w in choice.weights.values())
+    assert choice.winner == model_choice.STACKED
+    assert choice.scores[model_choice.STACKED] < 1e-6
+    np.testing.assert_allclose(list(choice.weights.values()), [2 / 3, 1 / 3, 0],
+                               atol=1e-6)
+    expected = np.expm1(sum(w * np.log1p(runs[(k,)][n][fold == k])
+                            for n, w in choice.weights.items()))
+    np.testing.assert_allclose(selected[fold == k], expected, rtol=1e-6)
+  assert final.winner == model_choice.STACKED
+  # Without the mixture, the close candidate wins and is used as it is.
+  runs = {h: {"good": r["good"], "constant": r["constant"]}
+          for h, r in runs.items()}
+  selected, choices, _ = model_choice.select(runs, fold, target, "log1p")
+  for k, choice in choices.items():
+    assert choice.winner in ("good", model_choice.STACKED)
+    if choice.winner == "good":
+      np.testing.assert_array_equal(selected[fold == k],
+                                    runs[(k,)]["good"][fold == k])
+  assert "| winner |" in model_choice.markdown(
+      {f"fold {k}": c for k, c in choices.items()})
+
+
+def test_two_folds_give_no_nested_choice_but_a_final_one():
+  fold = np.repeat([1, 2], 6)
+  target = np.linspace(1, 12, fold.size)
+  runs = _runs(fold, lambda held, rows: {"a": target + 0.1, "b": target * 2})
+  selected, choices, final = model_choice.select(runs, fold, target, "log1p")
+  assert selected is None and choices == {}
+  assert final.winner in ("a", model_choice.STACKED)
+
+
+if __name__ == "__main__":
+  pytest.main([__file__])

@@ -1,13 +1,12 @@
 """Multi-process training on localhost: 2 processes x 2 CPU devices."""
 import json
-import os
 import sys
 
 import numpy as np
 import portpicker
 import pytest
 
-from conftest import REPO, run_processes, tiny_config
+from conftest import REPO, cpu_devices_env, run_processes, tiny_config
 from deepsalt_jax import evaluate
 
 pytestmark = pytest.mark.slow
@@ -16,8 +15,7 @@ pytestmark = pytest.mark.slow
 def _two_processes(prepared_data_dir, workdir, outs, sigterm_at=None):
   """Runs tests/multiprocess.py twice in parallel; returns their logs."""
   port = portpicker.pick_unused_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = cpu_devices_env(2)
   commands = []
   for i in range(2):
     args = [sys.executable, str(REPO / "tests" / "multiprocess.py"), str(i),

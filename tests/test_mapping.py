@@ -1,6 +1,5 @@
 """Salinity maps of a real EnMAP tile with a tiny trained student."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import REPO, tiny_config
+from conftest import REPO, cpu_devices_env, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import calibration
@@ -342,8 +341,7 @@ def test_eight_devices_from_the_command_line_give_the_same_map(
     tiny_run, tile, mapped, tmp_path):
   """launch.py --mode=map on 8 fake CPU devices == the in-process map."""
   _, workdir = tiny_run
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = cpu_devices_env(8)
   result = subprocess.run(
       [sys.executable, "launch.py", "--mode=map",
        f"--workdir={workdir}", f"--scene={tile}", f"--output={tmp_path}"],

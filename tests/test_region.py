@@ -1,6 +1,5 @@
 """Mapping a region: many scenes, re-runs, mosaic and report, 2 processes."""
 import json
-import os
 import shutil
 import sys
 
@@ -10,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import run_processes
+from conftest import cpu_devices_env, run_processes
 from deepsalt_jax import mapping
 from deepsalt_jax.mapping import files
 from deepsalt_jax.mapping import mosaic
@@ -182,10 +181,9 @@ def test_two_processes_map_each_scene_once_as_one_process_does(
   listing = tmp_path / "region.txt"
   listing.write_text("\n".join(f"scenes/{t}.tif" for t in TILES) + "\n")
   port = portpicker.pick_unused_port()
-  envs = [dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in range(2)]
+  envs = [cpu_devices_env(
+      2, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+      JAX_PROCESS_ID=str(i)) for i in range(2)]
   command = [sys.executable, "launch.py", "--mode=map", f"--workdir={workdir}",
              f"--scene={listing}", f"--output={tmp_path / 'two'}"]
   logs = run_processes([command, command], envs, tmp_path / "logs")

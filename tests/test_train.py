@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, delete_checkpoint_data, tiny_config
+from conftest import REPO, cpu_devices_env, delete_checkpoint_data, tiny_config
 from data_prep import roles
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
@@ -248,8 +248,7 @@ def test_block_scanned_loop_equals_one_step_per_dispatch(
 @pytest.mark.slow
 def test_sharded_step_equals_single_device_step(prepared_data_dir):
   """Student steps on 8 fake CPU devices == the same steps on 1 device."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = cpu_devices_env(8)
   out = subprocess.run(
       [sys.executable, str(REPO / "tests" / "multidevice.py"),
        str(prepared_data_dir)], env=env, cwd=REPO, capture_output=True,

@@ -337,8 +337,8 @@ def test_a_killed_build_resumes_after_the_scenes_it_placed(
   monkeypatch.setattr(inputs.scenes, "read_scene", read_scene)
   with pytest.raises(RuntimeError, match="killed"):
     _load(config)
-  assert [p.name for p in (tmp_path / "tfds").rglob("*.placed/*")] == [
-      "scene_00000.pkl"]
+  assert sorted(p.name for p in (tmp_path / "tfds").rglob("*.placed/*")) == [
+      "scene_00000.pkl", "so_far.pkl"]
   with caplog.at_level(logging.INFO):
     resumed, report = _records(config)
   assert read == ["a.tif", "b.tif", "b.tif"]

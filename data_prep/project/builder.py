@@ -206,22 +206,21 @@ def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
       ncai_max=masks["ncai_max"])
   paths = inputs.scene_paths(settings)
   quota = -(-settings["unlabelled_pixels"] // len(paths))
-  done = progress.load(paths)
+  so_far, done = progress.load(paths)
   for state in done:
     placed.unlabelled.append(state["unlabelled"])
     placed.scenes.append(state["scene"])
     placed.bounds.append(state["bounds"])
-  first = None
+  good = None  # The first scene's band centres, which the others match.
   if done:
-    placed.points, placed.pairs = done[-1]["points"], done[-1]["pairs"]
-    placed.radius_m = done[-1]["radius_m"]
-    first = (paths[0], done[0]["good"])
+    placed.points, placed.pairs = so_far["points"], so_far["pairs"]
+    placed.radius_m, good = so_far["radius_m"], so_far["good"]
     logging.info("Resumed the build: %d of %d scenes placed before (%s); "
                  "reading the rest.", len(done), len(paths),
                  ", ".join(placed.scenes))
   for seed, scene in enumerate(inputs.read_scenes(
-      paths[len(done):], settings["band_tolerance_nm"], first),
-                               start=len(done)):
+      paths[len(done):], settings["band_tolerance_nm"],
+      None if good is None else (paths[0], good)), start=len(done)):
     context = placement_lib.SceneContext(
         scene, sensor, thresholds, settings["band_tolerance_nm"],
         settings["min_coverage"], local)
@@ -245,11 +244,13 @@ def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
     placed.bounds.append(rasterio.warp.transform_bounds(
         scene.crs, "EPSG:4326", *rasterio.transform.array_bounds(
             *scene.shape, scene.transform)))
-    progress.save(seed, {
-        "path": str(paths[seed]), "good": scene.wavelength[scene.good],
-        "scene": scene.name, "bounds": placed.bounds[-1],
-        "unlabelled": placed.unlabelled[-1], "points": placed.points,
-        "pairs": placed.pairs, "radius_m": placed.radius_m})
+    if good is None:
+      good = scene.wavelength[scene.good]
+    progress.save(seed, {"scene": scene.name, "bounds": placed.bounds[-1],
+                         "unlabelled": placed.unlabelled[-1]},
+                  {"paths": [str(p) for p in paths[:seed + 1]], "good": good,
+                   "points": placed.points, "pairs": placed.pairs,
+                   "radius_m": placed.radius_m})
   return placed
 
 

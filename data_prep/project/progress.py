@@ -13,38 +13,48 @@ import pickle
 import shutil
 from typing import Any
 
-_FILE = "scene_{:05d}.pkl"
+_SCENE = "scene_{:05d}.pkl"
+# What every scene adds to (the points, the pairs), after the last scene
+# saved; it names how many scenes that is.
+_SO_FAR = "so_far.pkl"
 
 
 class Progress:
-  """Per-scene files in `folder`: each holds that scene's own placements
-  and everything cumulative (points, pairs) after it."""
+  """A file per scene placed (what it alone holds: its unlabelled pixels,
+  bounds, ...) and one of what they add up to."""
 
   def __init__(self, folder: pathlib.Path):
     self.folder = folder
 
-  def load(self, paths: list[pathlib.Path]) -> list[dict[str, Any]]:
-    """The saved states of the first scenes of `paths`, in order; a state
-    saved for other files (or after a gap) ends the list."""
-    states = []
-    for i, path in enumerate(paths):
-      file = self.folder / _FILE.format(i)
-      if not file.exists():
-        break
-      state = pickle.loads(file.read_bytes())
-      if state["path"] != str(path):
-        break
-      states.append(state)
-    return states
+  def load(self, paths: list[pathlib.Path]
+           ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(what the first scenes of `paths` add up to, each one's own state);
+    (None, []) where none was saved, or saved for other files."""
+    so_far = self._read(self.folder / _SO_FAR)
+    if so_far is None or [str(p) for p in paths[:len(so_far["paths"])]] != (
+        so_far["paths"]):
+      return None, []
+    return so_far, [self._read(self.folder / _SCENE.format(i))
+                    for i in range(len(so_far["paths"]))]
 
-  def save(self, index: int, state: dict[str, Any]) -> None:
-    """Saves scene `index`'s state (atomically: a kill leaves the last
-    complete one)."""
+  def save(self, index: int, scene: dict[str, Any],
+           so_far: dict[str, Any]) -> None:
+    """Saves scene `index`'s own state, then the sum over scenes 0..index
+    (`so_far['paths']`: theirs). Each file is replaced atomically, the sum
+    last: a kill leaves the sum of complete scenes."""
     self.folder.mkdir(parents=True, exist_ok=True)
-    file = self.folder / _FILE.format(index)
-    partial = file.with_name(file.name + ".partial")
-    partial.write_bytes(pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
-    os.replace(partial, file)
+    self._write(self.folder / _SCENE.format(index), scene)
+    self._write(self.folder / _SO_FAR, so_far)
 
   def remove(self) -> None:
     shutil.rmtree(self.folder, ignore_errors=True)
+
+  @staticmethod
+  def _read(file: pathlib.Path) -> dict[str, Any] | None:
+    return pickle.loads(file.read_bytes()) if file.exists() else None
+
+  @staticmethod
+  def _write(file: pathlib.Path, state: dict[str, Any]) -> None:
+    partial = file.with_name(file.name + ".partial")
+    partial.write_bytes(pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+    os.replace(partial, file)

@@ -1,7 +1,8 @@
 r"""Scale: how time and memory grow with the library, the points, the scenes.
 
   python -m benchmarks.scale [--quick] [--work=/tmp/scale] [--steps=100] \
-      [--axes=library,points,scenes] [--json=scale.json] [--figure=scale.png]
+      [--axes=library,points,scenes] [--json=scale.json] [--figure=scale.png] \
+      [--previous=docs/scale.json]
 
 Each measurement runs in its own child process, so its peak RSS is its own
 (os.wait4's rusage of that child): wall time, CPU time (user + system, all
@@ -21,7 +22,9 @@ threads) and peak RSS of
 Grid: library 1k, 10k, 100k; points 50, 500, 5,000; scenes 1, 8, 32 of
 1000 x 1000 pixels. --quick: library 1k, 3k, 10k; points 50, 150, 500;
 scenes 1, 2, 4 of 300 x 300 pixels. Prints a Markdown table with the
-log-log slope of each quantity (least squares over the sizes): 1 is linear.
+log-log slope of each quantity (least squares over the sizes): 1 is linear;
+and CPU's over the last two sizes. --previous adds an earlier run's rows of
+the axes not measured now (docs/scale.json holds the docs' rows).
 Training steps are fixed, so (b) and (c) measure what grows with the data
 besides the steps. The rows so far are kept in <work>/rows.json. Needs the
 shared reference data (EnMAP tiles) for the scenes axis. Not a test; the
@@ -56,6 +59,9 @@ _SCENES = flags.DEFINE_list("scenes", None, "Scene counts instead of the "
                             "grid's.")
 _SCENE_PIXELS = flags.DEFINE_integer("scene_pixels", None, "Scene rows = "
                                      "columns instead of the grid's.")
+_PREVIOUS = flags.DEFINE_list(
+    "previous", [], "JSON files of earlier runs (--json): their rows of the "
+    "axes not measured now join the table, the slopes and the figure.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: the task to run.")
 _SIZE = flags.DEFINE_integer("size", 0, "Internal: the task's size.")
 
@@ -232,6 +238,8 @@ def slope(sizes: Sequence[float], values: Sequence[float]) -> float:
 
 QUANTITIES = (("wall_s", "wall s"), ("cpu_s", "CPU s"),
               ("peak_rss_mib", "peak RSS MiB"))
+# The least ratio a figure's y axis spans.
+_MIN_SPAN = 4.0
 
 
 def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
@@ -252,17 +260,41 @@ def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
         rows.append(row)
         if log:
           log.write_text(json.dumps(rows, indent=1))
-  slopes = []
-  for axis in axes:
-    for task, what in STAGES[axis]:
-      mine = [r for r in rows if r["task"] == task]
-      slopes.append({"axis": axis, "stage": what, **{
-          key: slope([r["size"] for r in mine], [r[key] for r in mine])
-          for key, _ in QUANTITIES}})
   return {"quick": quick, "steps": steps, "grid": {a: grid[a] for a in axes},
           "scene_pixels": _SCENE_PIXELS.value or SCENE_PIXELS[quick],
-          "rows": rows,
-          "slopes": slopes, "load_average": os.getloadavg()}
+          "rows": rows, "slopes": slopes(rows, axes),
+          "load_average": os.getloadavg()}
+
+
+def slopes(rows: Sequence[dict[str, Any]],
+           axes: Sequence[str]) -> list[dict[str, Any]]:
+  """Each stage's slopes over all its sizes, and CPU's over the last two
+  (the smallest size pays most of the compilation)."""
+  out = []
+  for axis in axes:
+    for task, what in STAGES[axis]:
+      mine = sorted((r for r in rows if r["task"] == task),
+                    key=lambda r: r["size"])
+      out.append({"axis": axis, "stage": what, **{
+          key: slope([r["size"] for r in mine], [r[key] for r in mine])
+          for key, _ in QUANTITIES}, "cpu_s_last_two": slope(
+              [r["size"] for r in mine[-2:]],
+              [r["cpu_s"] for r in mine[-2:]])})
+  return out
+
+
+def with_previous(result: dict[str, Any],
+                  files: Sequence[str]) -> dict[str, Any]:
+  """`result` with the rows of earlier runs' axes it did not measure."""
+  rows, grid = list(result["rows"]), dict(result["grid"])
+  for file in files:
+    previous = json.loads(pathlib.Path(file).read_text())
+    for axis, sizes in previous["grid"].items():
+      if axis not in grid:
+        grid[axis] = sizes
+        rows += [r for r in previous["rows"] if r["axis"] == axis]
+  grid = {axis: grid[axis] for axis in STAGES if axis in grid}
+  return dict(result, rows=rows, grid=grid, slopes=slopes(rows, list(grid)))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -273,10 +305,12 @@ def markdown(result: dict[str, Any]) -> str:
                  f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                  f"{r['peak_rss_mib']:.0f} |")
   lines += ["", "Log-log slopes (1 = linear, 0 = flat):", "",
-            "| axis | stage | wall | CPU | peak RSS |", "|---|---|---|---|---|"]
+            "| axis | stage | wall | CPU | peak RSS | CPU, last two sizes |",
+            "|---|---|---|---|---|---|"]
   for s in result["slopes"]:
     lines.append(f"| {s['axis']} | {s['stage']} | {s['wall_s']:.2f} | "
-                 f"{s['cpu_s']:.2f} | {s['peak_rss_mib']:.2f} |")
+                 f"{s['cpu_s']:.2f} | {s['peak_rss_mib']:.2f} | "
+                 f"{s['cpu_s_last_two']:.2f} |")
   return "\n".join(lines)
 
 
@@ -294,6 +328,10 @@ def figure(result: dict[str, Any], path: pathlib.Path) -> None:
         mine = [r for r in result["rows"] if r["task"] == task]
         ax.loglog([r["size"] for r in mine], [r[key] for r in mine], "o-",
                   label=what)
+      low, high = ax.get_ylim()
+      if high / low < _MIN_SPAN:  # Flat stays flat, not noise magnified.
+        middle = np.sqrt(low * high)
+        ax.set_ylim(middle / np.sqrt(_MIN_SPAN), middle * np.sqrt(_MIN_SPAN))
       ax.set_xlabel(axis)
       ax.set_ylabel(label)
       ax.legend(fontsize=7)
@@ -312,8 +350,8 @@ def main(argv: Sequence[str]) -> None:
   if work.exists() and any(work.iterdir()):
     raise app.UsageError(f"--work={work} is not empty; choose a new one.")
   work.mkdir(parents=True, exist_ok=True)
-  result = run(_AXES.value, work, _QUICK.value, _STEPS.value,
-               work / "rows.json")
+  result = with_previous(run(_AXES.value, work, _QUICK.value, _STEPS.value,
+                             work / "rows.json"), _PREVIOUS.value)
   print(markdown(result))
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2))

@@ -5,6 +5,7 @@ file, column or rows and the fix, and leaves neither a workdir nor a
 prepared dataset.
 """
 import json
+import logging
 import types
 
 import numpy as np
@@ -316,6 +317,42 @@ def test_a_changed_file_rebuilds(project, tmp_path):
   after, _ = _records(config)
   key = ("labelled", "p5")
   assert after[key]["target"] == pytest.approx(before[key]["target"] + 1)
+
+
+def test_a_killed_build_resumes_after_the_scenes_it_placed(
+    project, tmp_path, monkeypatch, caplog):
+  """A build that dies reading its second scene, run again, reads only that
+  one and gives the records of a build never stopped."""
+  projects.write_scene(project / "scenes" / "b.tif",
+                       origin=(projects.ORIGIN[0] + 600, projects.ORIGIN[1]))
+  config = projects.data_config(project, tmp_path / "tfds")
+  read, real = [], inputs.scenes.read_scene
+
+  def read_scene(path, *args, **kwargs):
+    read.append(path.name)
+    if read == ["a.tif", "b.tif"]:
+      raise RuntimeError("killed")
+    return real(path, *args, **kwargs)
+
+  monkeypatch.setattr(inputs.scenes, "read_scene", read_scene)
+  with pytest.raises(RuntimeError, match="killed"):
+    _load(config)
+  assert sorted(p.name for p in (tmp_path / "tfds").rglob("*.placed/*")) == [
+      "scene_00000.pkl", "so_far.pkl"]
+  with caplog.at_level(logging.INFO):
+    resumed, report = _records(config)
+  assert read == ["a.tif", "b.tif", "b.tif"]
+  assert "Resumed the build: 1 of 2 scenes placed before (a)" in caplog.text
+  assert report["scenes"] == ["a", "b"]
+  assert not list((tmp_path / "tfds").rglob("*.placed"))  # Complete.
+  whole, _ = _records(projects.data_config(project, tmp_path / "whole"))
+  assert read[3:] == ["a.tif", "b.tif"]
+  assert resumed.keys() == whole.keys()
+  assert any(key[0] == "unlabelled" and value["scene"] == b"b"
+             for key, value in whole.items())
+  for key, record in whole.items():
+    for field, value in record.items():
+      np.testing.assert_array_equal(resumed[key][field], value)
 
 
 def test_library_spectra_on_the_lab_grid(project, tmp_path):

@@ -2,6 +2,8 @@
 import json
 import shutil
 import sys
+import threading
+import types
 
 import numpy as np
 import portpicker
@@ -11,9 +13,11 @@ from rasterio.transform import from_origin
 
 from conftest import cpu_devices_env, run_processes
 from deepsalt_jax import mapping
+from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import files
 from deepsalt_jax.mapping import mosaic
 from deepsalt_jax.mapping import scenes
+from deepsalt_jax.mapping import stats
 from deepsalt_spectral import indices
 
 TILES = ("enmap_potsdam_tile_192_96", "enmap_potsdam_tile_160_96",
@@ -54,6 +58,35 @@ def test_scene_lists(tmp_path):
   names = [f"s{i}" for i in range(8)]
   shares = [scenes.share(names, p, 3) for p in range(3)]
   assert sorted(sum(shares, [])) == names and shares[1] == ["s1", "s4", "s7"]
+
+
+def test_every_scene_streams_on_the_same_two_threads():
+  """A run's scenes share one reader and one writer thread: a new pair per
+  scene grew the mapper's memory by a malloc arena each (docs/scale.md)."""
+  used = {"read": [], "write": []}
+
+  class Rows:  # Three blocks of nodata rows.
+    name, shape, crs, transform = "nodata", (6, 4), None, None
+
+    def read(self, start, stop):
+      del start, stop
+      used["read"].append(threading.get_ident())
+
+  def write(start, values, masks):
+    del start, values, masks
+    used["write"].append(threading.get_ident())
+
+  match = types.SimpleNamespace(matrix=np.zeros((3, 3)))
+  threads = blocks.Threads()
+  try:
+    for _ in range(3):  # Scenes.
+      blocks.stream(Rows(), match, indices.MaskThresholds(), None, write, 2,
+                    stats.Tally(files.CLASS_NODATA), "", threads)
+  finally:
+    threads.close()
+  assert len(used["read"]) == len(used["write"]) == 9
+  assert len(set(used["read"])) == len(set(used["write"])) == 1
+  assert threading.get_ident() not in used["read"] + used["write"]
 
 
 def _write_map(folder, name, transform, crs, value):

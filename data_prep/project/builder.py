@@ -27,11 +27,16 @@ unlabelled pixels have none.
 'x'/'y' are metres in a local projection (`placement.local_crs`), NaN for
 library samples without coordinates. What was dropped and why, the pairs
 found and their distances are in the dataset's metadata ('report').
+
+Reading the scenes and placing samples in them is most of a build's time:
+a killed build, run again, reads only the scenes it had not placed
+(`progress`).
 """
 import dataclasses
 import functools
 import hashlib
 import json
+import pathlib
 from typing import Any
 import warnings
 
@@ -46,6 +51,7 @@ from data_prep import covariate_columns
 from data_prep import roles
 from data_prep.project import inputs
 from data_prep.project import placement as placement_lib
+from data_prep.project import progress as progress_lib
 from deepsalt_spectral import errors
 from deepsalt_spectral import indices
 from deepsalt_spectral import lab_grid
@@ -137,8 +143,25 @@ class DeepsaltProject(array_record_builder.ArrayRecordBuilder):
     del dl_manager  # The settings hold the project's absolute paths.
     return {"train": self._generate_examples()}
 
+  @property
+  def progress(self) -> progress_lib.Progress:
+    """The scenes placed so far, beside the dataset's folders."""
+    config_dir = pathlib.Path(self.data_dir).parent
+    return progress_lib.Progress(
+        config_dir.with_name(f"{config_dir.name}.placed"))
+
+  def download_and_prepare(self, *args, **kwargs):
+    try:
+      super().download_and_prepare(*args, **kwargs)
+    except errors.UserError:
+      self.progress.remove()  # Refused: nothing to resume.
+      raise
+    # Anything else (killed, a crash) keeps it: a re-run resumes.
+    self.progress.remove()
+
   def _generate_examples(self):
-    records, report = build_records(self.settings, self.sensor, self.library)
+    records, report = build_records(self.settings, self.sensor, self.library,
+                                    self.progress)
     self.info.metadata["report"] = report
     for key, record in records:
       yield key, record
@@ -159,8 +182,9 @@ class _Placed:
 
 
 def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
-           library) -> _Placed:
-  """Points, library samples and unlabelled pixels placed in the scenes."""
+           library, progress: progress_lib.Progress) -> _Placed:
+  """Points, library samples and unlabelled pixels placed in the scenes;
+  the scenes `progress` holds are not read again."""
   local = placement_lib.local_crs(*placement_lib.transform(
       points.crs, "EPSG:4326", points.x, points.y))
   n_good = sensor.good.size
@@ -182,8 +206,21 @@ def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
       ncai_max=masks["ncai_max"])
   paths = inputs.scene_paths(settings)
   quota = -(-settings["unlabelled_pixels"] // len(paths))
+  so_far, done = progress.load(paths)
+  for state in done:
+    placed.unlabelled.append(state["unlabelled"])
+    placed.scenes.append(state["scene"])
+    placed.bounds.append(state["bounds"])
+  good = None  # The first scene's band centres, which the others match.
+  if done:
+    placed.points, placed.pairs = so_far["points"], so_far["pairs"]
+    placed.radius_m, good = so_far["radius_m"], so_far["good"]
+    logging.info("Resumed the build: %d of %d scenes placed before (%s); "
+                 "reading the rest.", len(done), len(paths),
+                 ", ".join(placed.scenes))
   for seed, scene in enumerate(inputs.read_scenes(
-      paths, settings["band_tolerance_nm"])):
+      paths[len(done):], settings["band_tolerance_nm"],
+      None if good is None else (paths[0], good)), start=len(done)):
     context = placement_lib.SceneContext(
         scene, sensor, thresholds, settings["band_tolerance_nm"],
         settings["min_coverage"], local)
@@ -207,6 +244,13 @@ def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
     placed.bounds.append(rasterio.warp.transform_bounds(
         scene.crs, "EPSG:4326", *rasterio.transform.array_bounds(
             *scene.shape, scene.transform)))
+    if good is None:
+      good = scene.wavelength[scene.good]
+    progress.save(seed, {"scene": scene.name, "bounds": placed.bounds[-1],
+                         "unlabelled": placed.unlabelled[-1]},
+                  {"paths": [str(p) for p in paths[:seed + 1]], "good": good,
+                   "points": placed.points, "pairs": placed.pairs,
+                   "radius_m": placed.radius_m})
   return placed
 
 
@@ -332,13 +376,14 @@ def _summary(values: np.ndarray) -> dict[str, float] | None:
 
 
 def build_records(settings: dict[str, Any], sensor: sensors.Sensor,
-                  library: inputs.Library
+                  library: inputs.Library, progress: progress_lib.Progress
                   ) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
-  """(key, record) pairs of the project and the report for its metadata."""
+  """(key, record) pairs of the project and the report for its metadata;
+  `progress`: the scenes placed so far (kept there scene by scene)."""
   points = inputs.read_points(settings)
   logging.info("Read %d library spectra and %d field points; placing them "
                "in the scenes.", len(library), len(points))
-  placed = _place(settings, sensor, points, library)
+  placed = _place(settings, sensor, points, library, progress)
   _check_points(points, placed, settings)
   reasons = placed.points.reason
   dropped = {r: int(np.sum(reasons == r)) for r in sorted(set(reasons) - {""})}

@@ -202,10 +202,14 @@ def scene_paths(settings: dict[str, Any]) -> list[pathlib.Path]:
   return found
 
 
-def read_scenes(paths: list[pathlib.Path], tolerance_nm: float
+def read_scenes(paths: list[pathlib.Path], tolerance_nm: float,
+                first: tuple[pathlib.Path, np.ndarray] | None = None
                 ) -> Iterator[scenes.Scene]:
-  """The scenes one at a time, refusing a folder that mixes sensors."""
-  first = None
+  """The scenes one at a time, refusing a folder that mixes sensors.
+
+  `first`: (path, good band centres) of a scene read before (a resumed
+  build), which the others must match; default the first of `paths`.
+  """
   for scene_path in paths:
     scene = scenes.read_scene(scene_path)
     good = scene.wavelength[scene.good]

@@ -146,7 +146,8 @@ def read_geotiff(path: PathLike, scale: Optional[float] = None,
               + file_offset[:, None, None].astype(np.float32))
     scale = 1.0
   return scene_lib.from_raw(values, wavelength, fwhm, name=name, fill=fill,
-                            bad=bad, scale=scale, crs=crs, transform=transform)
+                            bad=bad, scale=scale, crs=crs, transform=transform,
+                            in_place=True)
 
 
 class GeoTiffRows:
@@ -204,11 +205,11 @@ class GeoTiffRows:
       # from_raw below stops: every pixel is nodata.)
       detect = scene_lib._detect_scale  # pylint: disable=protected-access
       self._scale = np.float32(detect(values[~fill], self.name))
-      values = values * self._scale
+      values *= self._scale
     # from_raw marks flagged, bad-window and empty bands and checks values.
     sample = scene_lib.from_raw(
         values, wavelength[order], fwhm[order], name=self.name, fill=fill,
-        bad=None if bad is None else bad[order], scale=1.0)
+        bad=None if bad is None else bad[order], scale=1.0, in_place=True)
     self.wavelength, self.fwhm, self.bad = (
         sample.wavelength, sample.fwhm, sample.bad)
 

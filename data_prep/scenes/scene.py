@@ -189,7 +189,8 @@ def fwhm_from_spacing(wavelength, name: str) -> np.ndarray:
 def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
              fill: Optional[np.ndarray] = None, bad=None,
              scale: Optional[float] = None, crs=None,
-             transform: Optional[affine.Affine] = None) -> Scene:
+             transform: Optional[affine.Affine] = None,
+             in_place: bool = False) -> Scene:
   """Builds a Scene from band values [bands, rows, cols], sorting out nodata.
 
   Args:
@@ -206,6 +207,8 @@ def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
       x10000 scaling from the median (with a warning).
     crs: the map CRS, or None.
     transform: affine pixel-to-map transform, or None.
+    in_place: scale and mask `values` in place (a float32 array the caller
+      does not use again): one scene's copy less at the peak.
 
   Returns:
     The validated Scene.
@@ -251,16 +254,26 @@ def from_raw(values: np.ndarray, wavelength, fwhm, *, name: str,
   nodata = nodata | non_finite
   if np.all(nodata):
     raise errors.UserError(_ALL_NODATA.format(name))
-  valid = values[good][:, ~nodata]
   if scale is None:
-    scale = _detect_scale(valid, name)
-  values = values * np.float32(scale) if scale != 1.0 else values.copy()
+    scale = _detect_scale(_valid(values, good, nodata), name)
+  if not in_place:
+    values = values * np.float32(scale) if scale != 1.0 else values.copy()
+  elif scale != 1.0:
+    values *= np.float32(scale)
   values[fill] = np.nan
   values[:, nodata] = np.nan
-  _check_range(values[good][:, ~nodata], name)
+  _check_range(_valid(values, good, nodata), name)
   return Scene(reflectance=values, wavelength=wavelength, fwhm=fwhm, bad=bad,
                nodata=nodata, crs=crs, transform=transform, name=name,
                non_finite=non_finite)
+
+
+def _valid(values: np.ndarray, good: np.ndarray,
+           nodata: np.ndarray) -> np.ndarray:
+  """values[good][:, ~nodata] ([good bands, pixels with data]) in one copy,
+  where the two-step index makes two."""
+  pixels = np.flatnonzero(~nodata.ravel())
+  return values.reshape(values.shape[0], -1)[np.ix_(good, pixels)]
 
 
 def _finite_pixels(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -310,8 +323,11 @@ def _detect_scale(valid: np.ndarray, name: str) -> float:
 
 
 def _check_range(valid: np.ndarray, name: str) -> None:
-  """Stops on values that cannot be surface reflectance fractions."""
-  median = float(np.median(valid))
+  """Stops on values that cannot be surface reflectance fractions.
+
+  `valid` is reordered: callers pass a copy (one copy less at the peak).
+  """
+  median = float(np.median(valid, overwrite_input=True))
   if median > _MAX_MEDIAN_FRACTION:
     raise errors.UserError(
         f"{name}: median reflectance {median:.4g} after scaling is not a "

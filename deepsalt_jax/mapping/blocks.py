@@ -3,7 +3,8 @@
 `stream` takes a scene as blocks of rows (`data_prep.scenes.open_rows`)
 and reads, masks and band-matches the next block in a thread while the
 devices predict the current one, and writes the last one in another thread,
-so reading and writing overlap with compute.
+so reading and writing overlap with compute. The two threads (`Threads`)
+serve every scene of a run.
 """
 from __future__ import annotations
 
@@ -38,6 +39,24 @@ class Block:
   cols: np.ndarray
   x: np.ndarray
   covariates: np.ndarray | None = None
+
+
+class Threads:
+  """The reader and the writer thread, one pair for all of a run's scenes.
+
+  A pair per scene grew the mapper's memory scene by scene: glibc gave each
+  new thread a malloc arena of its own, which kept what the thread freed
+  (malloc_stats: two arenas more per 300 x 300 scene, 43 and 1 MiB held,
+  none in use), up to its limit of 8 arenas per core (docs/scale.md).
+  """
+
+  def __init__(self):
+    self.reader = concurrent.futures.ThreadPoolExecutor(1, "deepsalt-read")
+    self.writer = concurrent.futures.ThreadPoolExecutor(1, "deepsalt-write")
+
+  def close(self) -> None:
+    self.reader.shutdown()
+    self.writer.shutdown()
 
 
 def prepare(rows, start: int, stop: int, match: bands.BandMatch,
@@ -76,10 +95,11 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
 def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
            predict_fn: Callable[..., tuple[np.ndarray, ...]],
            write_fn: Callable[..., None] | None, tile_rows: int,
-           tally: stats.Tally, log_prefix: str,
+           tally: stats.Tally, log_prefix: str, threads: Threads,
            covariates: Callable[[int, int], np.ndarray] | None = None
            ) -> dict[str, float]:
-  """Maps the scene block by block; returns seconds spent per stage.
+  """Maps the scene block by block on `threads`; returns seconds spent per
+  stage.
 
   `predict_fn(x, index, covariates)` gives the EC file's bands
   (`stats.BANDS`: EC, lower, upper, exceedance) of spectra keyed by their
@@ -103,13 +123,12 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
                  covariates)
 
   begin, mapped = time.perf_counter(), 0
-  with concurrent.futures.ThreadPoolExecutor(1) as reader, \
-      concurrent.futures.ThreadPoolExecutor(1) as writer:
-    ahead, writes = reader.submit(read, starts[0]), []
+  ahead, writes = threads.reader.submit(read, starts[0]), []
+  try:
     for k in range(len(starts)):
       block = ahead.result()
       if k + 1 < len(starts):
-        ahead = reader.submit(read, starts[k + 1])
+        ahead = threads.reader.submit(read, starts[k + 1])
       values = np.full((len(stats.BANDS),) + block.masks["soil"].shape,
                        np.nan, np.float32)
       if block.rows.size:
@@ -118,17 +137,22 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
             "predict", predict_fn, block.x, index.astype(np.int32),
             block.covariates)
       area = stats.pixel_area_m2(rows.crs, rows.transform, block.start,
-                                     block.stop, n_cols)
+                                 block.stop, n_cols)
       tally.add(block.masks, values, area)
       if write_fn is not None:
-        writes.append(writer.submit(timed, "write", write_fn, block.start,
-                                    values, block.masks))
+        writes.append(threads.writer.submit(timed, "write", write_fn,
+                                            block.start, values,
+                                            block.masks))
       mapped += block.rows.size
       elapsed = time.perf_counter() - begin
       rate = block.stop * n_cols / elapsed
       logging.info("%s%s: rows %d/%d | %.0f px/s (%.0f soil px/s), ETA %.0f "
                    "s", log_prefix, rows.name, block.stop, n_rows, rate,
                    mapped / elapsed, (n_rows - block.stop) * n_cols / rate)
-    for done in writes:
-      done.result()  # Raises a write's error here.
+  finally:
+    # Nothing of this scene may run on once it returns or raises: the
+    # caller then closes the scene and the files.
+    concurrent.futures.wait([ahead] + writes)
+  for done in writes:
+    done.result()  # Raises a write's error here.
   return seconds

@@ -225,6 +225,7 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   assert not (tmp_path / "resumed" / "eval-3.json").exists()
 
 
+@pytest.mark.slow
 def test_block_scanned_loop_equals_one_step_per_dispatch(
     prepared_data_dir, tmp_path, monkeypatch):
   """Steps scanned in blocks on the device train the same parameters as the

@@ -588,3 +588,39 @@ def test_the_student_maps_when_forced_or_when_no_choice_was_saved(
     assert report["model"]["name"] == "student"
   with pytest.raises(ValueError, match="--mapping.model='plsr'"):
     mapping.options.check(_options(model="plsr"))
+
+
+def test_a_stack_maps_its_members_weighted_in_log_space(tiny_run, tile,
+                                                        mapped, tmp_path):
+  """A stack of PLSR, the student and a random forest (re-fitted from its
+  saved training arrays) maps the weighted sum of their log1p EC."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  fitted, plsr = _plsr_choice(run, tile)
+  # Spectra near the pixels' mean, with made-up EC.
+  x = (plsr.centre + np.random.default_rng(2).normal(
+      0, 0.01, (40, plsr.centre.size))).astype(np.float32)
+  y = np.random.default_rng(3).uniform(0.2, 2.5, 40)
+  weights = {"PLSR": 0.5, "student": 0.3, "random forest": 0.2}
+  choice = model_choice.Choice({}, model_choice.STACKED, weights)
+  final_model.save(run / final_model.FOLDER, choice, "log1p", 0,
+                   {"PLSR": (x, y), "random forest": (x, y)},
+                   dict(fitted, model=final_model.describe(choice)))
+  report = mapping.map_scene(config, run, tile, tmp_path / "maps")
+  assert report["model"]["name"] == (
+      "a stack of PLSR (0.50), student (0.30), random forest (0.20)")
+  assert set(report["model"]["checkpoint_steps"]) == {"student"}
+  with geotiff.GeoTiffRows(tile) as rows:
+    match = bands.match_bands(rows.wavelength[~rows.bad],
+                              sensors.builtin("enmap"), 2.0, 0.9)
+    block = blocks.prepare(rows, 0, rows.shape[0], match,
+                           indices.MaskThresholds())
+  _, student_maps = mapped
+  student = _read(student_maps / "tile_ec.tif")[0][block.rows, block.cols]
+  log_ec = (0.5 * baselines.plsr(x, y)(block.x) + 0.3 * np.log1p(student)
+            + 0.2 * baselines.random_forest(x, y)(block.x))
+  ec = _read(tmp_path / "maps" / "tile_ec.tif")[0]
+  np.testing.assert_allclose(ec[block.rows, block.cols],
+                             np.maximum(np.expm1(log_ec), 0), rtol=1e-5,
+                             atol=1e-5)

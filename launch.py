@@ -79,7 +79,8 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "map"],
                           "train: train (or resume) then evaluate; eval: "
                           "restore the latest checkpoints and evaluate; map: "
-                          "map EC over --scene with the trained student.")
+                          "map EC over --scene with the model validation chose "
+                          "(own data) or the student (--mapping.model).")
 _SCENE = flags.DEFINE_string(
     "scene", None, "--mode=map: a scene file (EnMAP L2A GeoTIFF, ENVI, "
     "PRISMA .he5, EMIT .nc), a folder of them, or a text file (.txt) "

@@ -12,7 +12,13 @@ with `mapping.map_scene` twice, side by side in one run:
          64-spectrum chunks per device, batches of 1024, reading and writing
          overlapped with compute;
   today  the method before: MC dropout x10 of the whole network, whole
-         batches of 512 per call (chunk_size=512), the rest as `new`.
+         batches of 512 per call (chunk_size=512), the rest as `new`;
+  plsr   validation's choice of PLSR, as an own-data CV saves it
+         (deepsalt_jax/final_model.py; fitted on the scene's soil spectra
+         with made-up EC): a matrix product per block, a constant interval;
+  stack  a stack of that PLSR (0.8) and the student (0.2): one student pass
+         per pixel, no MC passes (a constant interval).
+`new` and `today` map with --mapping.model=student.
 Spectra are real pixels of the EnMAP Potsdam tiles (../shared/data/
 enmap_potsdam) with 1 % multiplicative noise: pixels that pass the default
 soil masks for `soil_fraction` of the pixels, the others for the rest; a
@@ -21,7 +27,8 @@ pixels are predicted, so the scene's pixels/s scales with the soil fraction;
 the predicted pixels/s does not.
 
 Each run prints its wall time and the process's CPU time (all threads: on
-a shared machine the wall time says more about the neighbours). Then the
+a shared machine the wall time says more about the neighbours; peak RSS is
+the process's so far, so a later run's includes the earlier ones'). Then the
 profile: FLOPs per spectrum of one network pass (XLA's cost analysis)
 against the CPU's peak, the GFLOP/s each run reached while predicting,
 where its time went, and the student in bfloat16 (speed and EC difference
@@ -50,7 +57,9 @@ from configs import distill
 from data_prep import scenes
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
+from deepsalt_jax import final_model
 from deepsalt_jax import mapping
+from deepsalt_jax import model_choice
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
@@ -66,7 +75,8 @@ _COLS = flags.DEFINE_integer("cols", 1000, "Scene columns.")
 _SOIL = flags.DEFINE_float("soil_fraction", 0.25,
                            "Share of soil pixels; the rest is masked.")
 _METHODS = flags.DEFINE_multi_enum("method", ["new", "today"],
-                                   ["new", "today"], "Methods to time.")
+                                   ["new", "today", "plsr", "stack"],
+                                   "Methods to time.")
 _TILES = common.reference_data_dir() / "enmap_potsdam"
 _FRAME = 20  # Nodata pixels around the scene.
 _WRITE_ROWS = 16
@@ -74,6 +84,8 @@ _WRITE_ROWS = 16
 # double-pumped as on AMD Zen 4), 8 lanes x 2 FLOPs each.
 _FLOPS_PER_CYCLE = 32
 TODAY = {"mc_mode": "full", "batch_size": 512, "chunk_size": 512}
+# Validation's choices timed: the final model's stack weights.
+CHOSEN = {"plsr": {"PLSR": 1.0}, "stack": {"PLSR": 0.8, "student": 0.2}}
 
 
 def write_scene(path: pathlib.Path, rows: int, cols: int,
@@ -156,6 +168,23 @@ def save_student(config, workdir: pathlib.Path):
   return student.model(config.data.sensor), params
 
 
+def save_choice(workdir: pathlib.Path, soil: np.ndarray,
+                weights: dict[str, float]) -> None:
+  """Validation's final model, saved as an own-data CV saves it: PLSR fitted
+  on 200 of the scene's soil spectra with made-up EC (speed does not depend
+  on the fit), alone or in a stack; its constant interval."""
+  rng = np.random.default_rng(0)
+  x = soil[rng.choice(len(soil), 200, replace=False)]
+  y = rng.uniform(0.2, 2.5, len(x))
+  fitted = calibration.fit(np.expm1(y + rng.normal(0, 0.3, len(x))),
+                           np.expm1(y), np.arange(len(x)) % 5, "log1p")
+  choice = model_choice.Choice(
+      {}, "PLSR" if len(weights) == 1 else model_choice.STACKED, weights)
+  final_model.save(workdir / final_model.FOLDER, choice, "log1p", 0,
+                   {"PLSR": (x, y)},
+                   dict(fitted, model=final_model.describe(choice)))
+
+
 def _cpu_seconds() -> float:
   """User + system CPU time of this process, all threads."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -227,8 +256,6 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()
   config = distill.get_config("compare=none")
-  today = mapping.options.defaults()
-  today.update(TODAY)
   load = os.getloadavg()
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
@@ -239,9 +266,15 @@ def main(argv):
     model, params = save_student(config, tmp / "run")
     before = _peak_rss_mib()
     runs = {}
-    for name, options in (("new", None), ("today", today)):
+    for name in ("new", "today", "plsr", "stack"):
       if name not in _METHODS.value:
         continue
+      options = mapping.options.defaults()
+      if name in CHOSEN:
+        save_choice(tmp / "run", soil, CHOSEN[name])
+      else:
+        options.update(dict(TODAY if name == "today" else {},
+                            model="student"))
       cpu = _cpu_seconds()
       report = mapping.map_scene(config, tmp / "run", scene,
                                  tmp / f"maps_{name}", options)
@@ -261,13 +294,15 @@ def main(argv):
         f"before mapping {before:.0f} MiB")
   for name, (report, rss, cpu) in runs.items():
     print(_line(name, report, rss, cpu))
-  if len(runs) == 2:
+  if {"new", "today"} <= set(runs):
     print(f"speed-up: {runs['today'][0]['seconds'] / new['seconds']:.1f}x")
   flops = profile["flops_per_spectrum"]
   peak = _cpu_peak_gflops()
   print(f"profile: {flops / 1e6:.2f} MFLOP per spectrum and network pass; "
         f"CPU peak ~{peak:.0f} GFLOP/s (FMA, stated clock)" if peak else "")
   for name, (report, _, _) in runs.items():
+    if "student" not in CHOSEN.get(name, {"student": 1.0}):
+      continue  # No network pass.
     passes = 1 + (report["uncertainty"]["samples"]
                   if report["uncertainty"]["mode"] == "full" else 0)
     rate = report["pixels"]["soil"] * passes * flops / report[

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import dataclasses
+
 import numpy as np
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.ensemble import RandomForestRegressor
@@ -21,8 +23,21 @@ from sklearn.preprocessing import StandardScaler
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
+@dataclasses.dataclass(frozen=True)
+class Linear:
+  """y = (x - centre) @ coef + intercept: a fitted PLSR as its numbers
+  (saved for mapping as arrays, final_model.py)."""
+  centre: np.ndarray
+  coef: np.ndarray
+  intercept: float
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    return (np.asarray(x, np.float64) - self.centre) @ self.coef + (
+        self.intercept)
+
+
 def plsr(x: np.ndarray, y: np.ndarray, max_components: int = 20,
-         folds: int = 5, seed: int = 0) -> Predictor:
+         folds: int = 5, seed: int = 0) -> Linear:
   """PLSR with the number of components chosen by inner K-fold CV (RMSE)."""
   if len(x) < 4:
     raise ValueError(f"PLSR needs at least 4 labelled samples, got {len(x)}.")
@@ -36,7 +51,10 @@ def plsr(x: np.ndarray, y: np.ndarray, max_components: int = 20,
     pred = cross_val_predict(PLSRegression(k, scale=False), x, y, cv=cv)
     errors.append(np.sqrt(np.mean((pred.ravel() - y) ** 2)))
   model = PLSRegression(int(np.argmin(errors)) + 1, scale=False).fit(x, y)
-  return lambda z: model.predict(z).ravel()
+  # Unscaled PLSR predicts (x - mean) @ coef_.T + intercept_.
+  return Linear(np.asarray(model._x_mean, np.float64),  # pylint: disable=protected-access
+                np.asarray(model.coef_, np.float64).ravel(),
+                float(np.ravel(model.intercept_)[0]))
 
 
 def random_forest(x: np.ndarray, y: np.ndarray, seed: int = 0,

@@ -250,14 +250,20 @@ def judge(pred: np.ndarray, target: np.ndarray, bounds: dict[str, np.ndarray],
 
 def describe(calibration: dict[str, Any]) -> str:
   """The interval in words (band descriptions, reports)."""
+  # A model other than the student (final_model.py) is named in its
+  # calibration and has no MC spread.
+  model = calibration.get("model")
   what = ("the same multiplicative interval everywhere"
           if calibration["difficulty"] == "constant" else
           f"scaled by the spread of {calibration['mc_samples']} MC-dropout "
           f"passes ({calibration['mc_mode']})")
+  if model:
+    what += (f": constant width in {calibration['transform']} space, "
+             f"{model} has no MC spread")
   return (f"calibrated {calibration['nominal']:.0%} interval (split conformal "
           f"in {calibration['transform']} space on "
-          f"{calibration['validation_samples']} samples the student did not "
-          f"train on; {what})")
+          f"{calibration['validation_samples']} samples "
+          f"{model or 'the student'} did not train on; {what})")
 
 
 def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:

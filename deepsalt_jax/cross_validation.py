@@ -15,8 +15,10 @@ nested validation -> validation's choice per fold (`model_choice`: the
 candidate or stack the other folds prefer, the "selected (validation)"
 row) and on every point -> metrics on the pooled out-of-fold predictions
 and per fold -> the final teacher and students on all data
-(<workdir>/teacher, <workdir>/student: what `--mode=map` uses, whichever
-model validation prefers) -> cv.md, cv.json and cv.png in the workdir.
+(<workdir>/teacher, <workdir>/student) -> validation's final model saved
+for `--mode=map` (<workdir>/final_model/, `final_model`; its interval
+calibrated on its out-of-fold predictions) -> cv.md, cv.json and cv.png in
+the workdir.
 Re-running resumes: finished runs are restored, not retrained.
 """
 from __future__ import annotations
@@ -34,11 +36,11 @@ import numpy as np
 
 from data_prep import ec_methods
 from data_prep import roles
-from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
+from deepsalt_jax import final_model
 from deepsalt_jax import metrics
 from deepsalt_jax import model_choice
 from deepsalt_jax import objectives
@@ -54,7 +56,7 @@ from deepsalt_jax import train
 from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
 
-TEACHER = "teacher (pixels)"
+TEACHER = final_model.TEACHER
 # What each method reads (the students: the pixels).
 INPUTS = {TEACHER: "pixels in the teacher's input space",
           "PLSR": "pixels (components by inner CV)",
@@ -102,7 +104,7 @@ def _predictions(plan: stages.Plan, data: samples.Data,
                  config: ml_collections.ConfigDict,
                  mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
   """EC of the pixels `rows` by every method trained on data's train part."""
-  forward, inverse = targets.TRANSFORMS[config.data.target_transform]
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   batch = config.train.eval_batch_size
   x = data.satellite[rows]
   run = lambda stage, inputs, method=None: predict.predict(
@@ -112,27 +114,34 @@ def _predictions(plan: stages.Plan, data: samples.Data,
   teacher_inputs = plan.teacher.pixel_inputs(data.sensor, x)
   if teacher_inputs is not None:  # A lab grid with a physics route.
     out[TEACHER] = run(plan.teacher, teacher_inputs, "from_prepared")
+  _, inverse_np = model_choice.transforms(config.data.target_transform)
+  for name, (x_fit, y_fit) in _baseline_inputs(
+      data, config.data.target_transform).items():
+    model = final_model.FITS[name](x_fit, y_fit, seed=config.seed)
+    out[name] = inverse_np(model(x))
+  return out
+
+
+def _baseline_inputs(data: samples.Data, transform: str
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{scikit-learn method: (x, transformed y)} it is fitted on from data's
+  training part: the labelled pixels (with the library resampled to the
+  sensor's bands for the pooled MLP); none with too few pixels."""
+  forward, _ = model_choice.transforms(transform)
   train_rows = ~data.test & (data.role == roles.LABELLED)
   if train_rows.sum() < MIN_BASELINE_SAMPLES:
     logging.warning("%d labelled pixels to fit PLSR and the random forest "
                     "(< %d): not fitted.", train_rows.sum(),
                     MIN_BASELINE_SAMPLES)
-    return out
-  y = np.asarray(forward(data.target[train_rows]), np.float64)
-  fitted = {"PLSR": baselines.plsr(data.satellite[train_rows], y,
-                                   seed=config.seed),
-            "random forest": baselines.random_forest(
-                data.satellite[train_rows], y, seed=config.seed)}
+    return {}
+  x, y = data.satellite[train_rows], forward(data.target[train_rows])
+  inputs = {"PLSR": (x, y), "random forest": (x, y)}
   library_rows = ~data.test & data.has_lab & data.has_target
   library = _library_on_sensor(data, library_rows)
   if library is not None:
-    fitted["pooled MLP"] = baselines.pooled_mlp(
-        np.concatenate([library, data.satellite[train_rows]]),
-        np.concatenate([forward(data.target[library_rows]), y]),
-        seed=config.seed)
-  for name, model in fitted.items():
-    out[name] = np.asarray(inverse(model(x)), np.float64)
-  return out
+    inputs["pooled MLP"] = (np.concatenate([library, x]), np.concatenate(
+        [forward(data.target[library_rows]), y]))
+  return inputs
 
 
 def _library_on_sensor(data: samples.Data,
@@ -174,11 +183,13 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
            data: samples.Data, results: dict[str, dict],
            oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
            sizes: dict[int, dict], classes: bool,
-           interval: dict[str, Any] | None,
-           choices: dict[str, model_choice.Choice], maps: str) -> str:
-  """cv.json, cv.md and cv.png; returns the markdown."""
+           intervals: dict[str, dict[str, Any]],
+           choices: dict[str, model_choice.Choice]) -> str:
+  """cv.json, cv.md and cv.png; returns the markdown. `intervals`: what
+  each model's interval achieved, cross-fitted."""
   label = ec_methods.label(config.data.ec_method)
   final = choices[FINAL]
+  maps = final_model.describe(final)
   unit = f"{config.data.ec_method}, dS/m"
   folds = sorted(sizes)
   report = data.report
@@ -236,14 +247,17 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
       "",
       model_choice.markdown(choices),
       "",
-      f"Maps (--mode=map) are made by the {maps}; on every point validation "
-      f"prefers {final.winner}.",
+      f"Maps (--mode=map) are made by {maps}, validation's choice on every "
+      "point, trained on every point (saved in "
+      f"{final_model.FOLDER}/; --mapping.model=student maps with the "
+      "student).",
   ]
-  if interval:
-    header += ["", "The student's intervals, cross-fitted (each fold "
-               "calibrated on the other folds' out-of-fold errors; maps use "
-               "the calibration from every fold):", "",
-               evaluate.interval_table({"student": interval}, unit, "fold")]
+  if intervals:
+    header += ["", "Intervals, cross-fitted (each fold calibrated on the "
+               "other folds' out-of-fold errors; maps use the calibration "
+               "from every fold; a model without an MC spread gets a "
+               f"constant width in {config.data.target_transform} space):",
+               "", evaluate.interval_table(intervals, unit, "fold")]
   text = "\n".join(header) + "\n"
   if sharding.is_main_process():
     (workdir / "cv.md").write_text(text)
@@ -251,7 +265,7 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
     (workdir / "cv.json").write_text(json.dumps({
         "target": label, "ec_method": config.data.ec_method,
         "unit": unit, "setting": setting, "data": report,
-        "interval": interval,
+        "intervals": intervals,
         "selection": {"criterion": f"{model_choice.CRITERION} "
                                    f"({config.data.target_transform} EC)",
                       "choices": {k: c.to_json() for k, c in choices.items()},
@@ -338,32 +352,61 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
           {**{f"fold {k}": c for k, c in choices.items()}, FINAL: final})
 
 
-def _interval(spread: np.ndarray, target: np.ndarray, fold: np.ndarray,
-              transform: str, threshold: float | None
+def _interval(mean: np.ndarray, std: np.ndarray | None, target: np.ndarray,
+              fold: np.ndarray, transform: str, threshold: float | None,
+              model: str | None = None
               ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(the calibration from every fold, what the cross-fitted intervals
-  achieved overall and per fold).
+  achieved overall and per fold) of out-of-fold predictions `mean` (`std`:
+  their MC spread, or None: a constant interval) by `model` (None: the
+  student; named in the calibration, calibration.describe).
 
   Cross-fitted: each fold's points judged by the interval calibrated on the
   other folds' out-of-fold errors (their folds are the calibration's
   groups); the calibration saved for mapping uses every fold.
   """
-  mean, std = spread
+  part = lambda v, rows: None if v is None else v[rows]
   fit = functools.partial(calibration.fit, transform=transform,
                           mc_samples=predict.MC_SAMPLES,
                           mc_mode=predict.MC_MODE)
   bounds = {}
   for k in np.unique(fold):
     other = fold != k
-    fitted = fit(mean[other], target[other], fold[other], spread=std[other])
-    for name, value in calibration.predictive(fitted, mean[~other],
-                                              std[~other], threshold).items():
+    fitted = fit(mean[other], target[other], fold[other],
+                 spread=part(std, other))
+    for name, value in calibration.predictive(
+        fitted, mean[~other], part(std, ~other), threshold).items():
       bounds.setdefault(name, np.zeros(len(target)))[~other] = value
-  fitted = fit(mean, target, fold, spread=std)
+  fitted = dict(fit(mean, target, fold, spread=std),
+                **({"model": model} if model else {}))
   judged = evaluate.interval_report(mean, target, bounds, fold, None,
                                     threshold)
   return fitted, {"calibration": {k: v for k, v in fitted.items()
                                   if k != "scores"}, **judged}
+
+
+def _save_final_model(workdir: epath.Path, data: samples.Data,
+                      config: ml_collections.ConfigDict,
+                      choice: model_choice.Choice,
+                      oof: dict[str, np.ndarray], threshold: float | None
+                      ) -> dict[str, Any] | None:
+  """Saves validation's final model for mapping (final_model.py), its
+  interval calibrated on its out-of-fold predictions unless it is the
+  student alone (whose calibration is its own); returns what that interval
+  achieved, cross-fitted (None for the student)."""
+  labelled = data.role == roles.LABELLED
+  transform = config.data.target_transform
+  judged = fitted = None
+  if choice.winner != final_model.STUDENT:
+    target = data.target[labelled].astype(np.float64)
+    mean = choice.out_of_group(oof, target, data.fold[labelled], transform)
+    fitted, judged = _interval(mean, None, target, data.fold[labelled],
+                               transform, threshold,
+                               final_model.describe(choice))
+  if sharding.is_main_process():
+    final_model.save(workdir / final_model.FOLDER, choice, transform,
+                     config.seed, _baseline_inputs(data, transform), fitted)
+  return judged
 
 
 def train_and_validate(config: ml_collections.ConfigDict,
@@ -390,15 +433,19 @@ def train_and_validate(config: ml_collections.ConfigDict,
     train.train_plan(plan, data, workdir, mesh)
   logging.info("[cv] %s", clock.summary())
   labelled = data.role == roles.LABELLED
-  interval = None
+  # The FAO limit is one of ECe.
+  threshold = calibration.EXCEEDANCE_THRESHOLD if classes else None
+  intervals = {}
   if spread is not None:
-    fitted, interval = _interval(
-        spread, data.target[labelled].astype(np.float64),
-        data.fold[labelled], config.data.target_transform,
-        # The FAO limit is one of ECe.
-        calibration.EXCEEDANCE_THRESHOLD if classes else None)
+    fitted, intervals["student"] = _interval(
+        *spread, data.target[labelled].astype(np.float64),
+        data.fold[labelled], config.data.target_transform, threshold)
     if sharding.is_main_process():
       calibration.save(fitted, workdir / plan.students[0].name)
+  final = choices[FINAL]
+  chosen = _save_final_model(workdir, data, config, final, oof, threshold)
+  if chosen:
+    intervals[f"{final_model.describe(final)} (maps)"] = chosen
   target = data.target[data.role == roles.LABELLED].astype(np.float64)
   results = {}
   for name, pred in oof.items():
@@ -408,6 +455,6 @@ def train_and_validate(config: ml_collections.ConfigDict,
                        "target": target[ok], "pred": pred[ok],
                        "overall": _score(target, pred, classes)}
   text = _write(workdir, config, data, results, oof, per_fold, sizes,
-                classes, interval, choices, plan.students[0].name)
+                classes, intervals, choices)
   logging.info("Cross-validation (%s):\n%s", workdir / "cv.md", text)
   return results

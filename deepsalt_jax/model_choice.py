@@ -83,19 +83,44 @@ class Choice:
     """The winner's prediction from the candidates' `predictions`."""
     if self.winner != STACKED:
       return predictions[self.winner]
-    forward, inverse = _transforms(transform)
+    forward, inverse = transforms(transform)
     return inverse(sum(w * forward(predictions[name])
                        for name, w in self.weights.items() if w > 0))
+
+  def out_of_group(self, predictions: dict[str, np.ndarray],
+                   target: np.ndarray, group: np.ndarray,
+                   transform: str) -> np.ndarray:
+    """The winner's prediction of each group's points made without the
+    group: a stack's weights refitted on the other groups (what the
+    winner's interval is calibrated on)."""
+    if self.winner != STACKED:
+      return predictions[self.winner]
+    forward, inverse = transforms(transform)
+    names = [n for n in self.weights if n in predictions]
+    z = np.stack([forward(predictions[n]) for n in names], axis=1)
+    return inverse(_cross_fitted_stack(z, forward(target), group))
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
 
 
-def _transforms(name: str):
+def transforms(name: str):
+  """(forward, inverse) of a target transform on NumPy arrays."""
   forward, inverse = targets.TRANSFORMS[name]
   as_array = lambda f: lambda x: np.asarray(f(np.asarray(x, np.float64)),
                                             np.float64)
   return as_array(forward), as_array(inverse)
+
+
+def _cross_fitted_stack(z: np.ndarray, y: np.ndarray,
+                        group: np.ndarray) -> np.ndarray:
+  """The stack's prediction of each group by the weights fitted on the
+  others."""
+  stacked = np.empty_like(y)
+  for g in np.unique(group):
+    rows = group == g
+    stacked[rows] = z[rows] @ stack_weights(z[~rows], y[~rows])
+  return stacked
 
 
 def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
@@ -106,17 +131,13 @@ def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
   A candidate with a missing prediction (not fitted in some run) is left
   out.
   """
-  forward, _ = _transforms(transform)
+  forward, _ = transforms(transform)
   y = forward(target)
   names = [n for n, p in predictions.items() if np.isfinite(p).all()]
   z = np.stack([forward(predictions[n]) for n in names], axis=1)
   rmse = lambda pred: float(np.sqrt(np.mean((pred - y) ** 2)))
   scores = {name: rmse(z[:, i]) for i, name in enumerate(names)}
-  stacked = np.empty_like(y)
-  for g in np.unique(group):
-    rows = group == g
-    stacked[rows] = z[rows] @ stack_weights(z[~rows], y[~rows])
-  scores[STACKED] = rmse(stacked)
+  scores[STACKED] = rmse(_cross_fitted_stack(z, y, group))
   weights = dict(zip(names, stack_weights(z, y).tolist()))
   return Choice(scores, min(scores, key=scores.get), weights)
 

@@ -11,9 +11,13 @@ import rasterio
 from conftest import REPO, cpu_devices_env, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
+from deepsalt_jax import baselines
 from deepsalt_jax import calibration
+from deepsalt_jax import final_model
 from deepsalt_jax import mapping
+from deepsalt_jax import model_choice
 from deepsalt_jax import train
+from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import files
 from deepsalt_jax.mapping import stats
 from deepsalt_spectral import bands
@@ -502,3 +506,119 @@ def test_student_without_dropout_maps_without_uncertainty(
   assert "No calibrated interval" in caplog.text
   assert np.all(_read(tmp_path / "maps" / "tile_ec.tif", 2)[0]
                 == files.EC_NODATA)
+
+
+def _plsr_choice(workdir, tile):
+  """Saves a PLSR as validation's final model of `workdir` (fitted on 40 of
+  the tile's soil pixels with made-up EC); returns its calibration."""
+  with geotiff.GeoTiffRows(tile) as rows:
+    enmap = sensors.builtin("enmap")
+    match = bands.match_bands(rows.wavelength[~rows.bad], enmap, 2.0, 0.9)
+    x = blocks.prepare(rows, 0, rows.shape[0], match,
+                       indices.MaskThresholds()).x[:40]
+  y = np.random.default_rng(0).uniform(0.2, 2.5, len(x))
+  mean = np.expm1(y + np.random.default_rng(1).normal(0, 0.3, len(x)))
+  fitted = dict(calibration.fit(mean, np.expm1(y), np.arange(len(x)) % 4,
+                                "log1p"), model="PLSR")
+  choice = model_choice.Choice({}, "PLSR", {"PLSR": 1.0})
+  final_model.save(workdir / final_model.FOLDER, choice, "log1p", 0,
+                   {"PLSR": (x, y)}, fitted)
+  return fitted, baselines.plsr(x, y)
+
+
+def test_a_plsr_choice_maps_the_plsr_and_names_it(tiny_run, tile, tmp_path):
+  """Validation chose PLSR: the map is PLSR's prediction of each soil pixel
+  with its constant calibrated interval, and the files say so."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  fitted, plsr = _plsr_choice(run, tile)
+  mapping.map_scenes(config, run, tile, tmp_path / "maps")
+  ec, lower, upper, p = (_read(tmp_path / "maps" / "tile_ec.tif", b)[0]
+                         for b in (1, 2, 3, 4))
+  with geotiff.GeoTiffRows(tile) as rows:
+    match = bands.match_bands(rows.wavelength[~rows.bad],
+                              sensors.builtin("enmap"), 2.0, 0.9)
+    block = blocks.prepare(rows, 0, rows.shape[0], match,
+                           indices.MaskThresholds())
+  expected = np.maximum(np.expm1(plsr(block.x)), 0)
+  valid = ec != files.EC_NODATA
+  assert valid.sum() == block.rows.size > 200
+  np.testing.assert_allclose(ec[block.rows, block.cols], expected,
+                             rtol=1e-5, atol=1e-6)
+  bounds = calibration.predictive(fitted, ec[valid], None, 4.0)
+  np.testing.assert_allclose(lower[valid], bounds["lower"], rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(upper[valid], bounds["upper"], rtol=1e-5)
+  np.testing.assert_allclose(p[valid], bounds["p"], atol=1e-6)
+  with rasterio.open(tmp_path / "maps" / "tile_ec.tif") as ds:
+    assert ds.descriptions[0] == (
+        "EC (ECe, dS/m), prediction of PLSR, validation's choice of model")
+    assert ("samples PLSR did not train on" in ds.descriptions[1] and
+            "constant width in log1p space, PLSR has no MC spread" in
+            ds.descriptions[2])
+  report = json.loads((tmp_path / "maps" / "tile_report.json").read_text())
+  assert report["model"]["name"] == "PLSR"
+  assert report["model"]["checkpoint_steps"] == {}  # No network restored.
+  assert report["uncertainty"]["samples"] == 0
+  region = (tmp_path / "maps" / "region_report.md").read_text()
+  assert "Maps made by PLSR, validation's choice of model" in region
+
+
+def test_the_student_maps_when_forced_or_when_no_choice_was_saved(
+    tiny_run, tile, mapped, tmp_path, caplog):
+  """--mapping.model=student over a saved choice, and a run without one,
+  give the student's map as before, byte for byte."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  _plsr_choice(run, tile)
+  mapping.map_scene(config, run, tile, tmp_path / "forced",
+                    _options(model="student"))
+  caplog.clear()
+  mapping.map_scene(config, workdir, tile, tmp_path / "old")
+  assert "no validation choice saved" in caplog.text
+  _, default = mapped
+  for out in ("forced", "old"):
+    assert ((tmp_path / out / "tile_ec.tif").read_bytes() ==
+            (default / "tile_ec.tif").read_bytes()), out
+    report = json.loads((tmp_path / out / "tile_report.json").read_text())
+    assert report["model"]["name"] == "student"
+  with pytest.raises(ValueError, match="--mapping.model='plsr'"):
+    mapping.options.check(_options(model="plsr"))
+
+
+def test_a_stack_maps_its_members_weighted_in_log_space(tiny_run, tile,
+                                                        mapped, tmp_path):
+  """A stack of PLSR, the student and a random forest (re-fitted from its
+  saved training arrays) maps the weighted sum of their log1p EC."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  fitted, plsr = _plsr_choice(run, tile)
+  # Spectra near the pixels' mean, with made-up EC.
+  x = (plsr.centre + np.random.default_rng(2).normal(
+      0, 0.01, (40, plsr.centre.size))).astype(np.float32)
+  y = np.random.default_rng(3).uniform(0.2, 2.5, 40)
+  weights = {"PLSR": 0.5, "student": 0.3, "random forest": 0.2}
+  choice = model_choice.Choice({}, model_choice.STACKED, weights)
+  final_model.save(run / final_model.FOLDER, choice, "log1p", 0,
+                   {"PLSR": (x, y), "random forest": (x, y)},
+                   dict(fitted, model=final_model.describe(choice)))
+  report = mapping.map_scene(config, run, tile, tmp_path / "maps")
+  assert report["model"]["name"] == (
+      "a stack of PLSR (0.50), student (0.30), random forest (0.20)")
+  assert set(report["model"]["checkpoint_steps"]) == {"student"}
+  with geotiff.GeoTiffRows(tile) as rows:
+    match = bands.match_bands(rows.wavelength[~rows.bad],
+                              sensors.builtin("enmap"), 2.0, 0.9)
+    block = blocks.prepare(rows, 0, rows.shape[0], match,
+                           indices.MaskThresholds())
+  _, student_maps = mapped
+  student = _read(student_maps / "tile_ec.tif")[0][block.rows, block.cols]
+  log_ec = (0.5 * baselines.plsr(x, y)(block.x) + 0.3 * np.log1p(student)
+            + 0.2 * baselines.random_forest(x, y)(block.x))
+  ec = _read(tmp_path / "maps" / "tile_ec.tif")[0]
+  np.testing.assert_allclose(ec[block.rows, block.cols],
+                             np.maximum(np.expm1(log_ec), 0), rtol=1e-5,
+                             atol=1e-5)

@@ -21,7 +21,9 @@ from configs import own_data
 from data_prep import example_project
 from data_prep import roles
 from data_prep import sources
+from deepsalt_jax import baselines
 from deepsalt_jax import cross_validation
+from deepsalt_jax import final_model
 from deepsalt_jax import model_choice
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -168,7 +170,8 @@ def test_validation_chooses_on_inner_folds_without_the_outer_one(
   selection = cv["selection"]
   assert set(selection["choices"]) == {"fold 1", "fold 2", "fold 3",
                                        "all points (final)"}
-  assert selection["maps"] == "student"
+  final = model_choice.Choice(**selection["choices"]["all points (final)"])
+  assert selection["maps"] == final_model.describe(final)
   points = cv["predictions"]
   for k in (1, 2, 3):
     choice = model_choice.Choice(**selection["choices"][f"fold {k}"])
@@ -185,7 +188,23 @@ def test_validation_chooses_on_inner_folds_without_the_outer_one(
   table = text[text.index("| model |"):]
   assert table.splitlines()[2].startswith(f"| {model_choice.SELECTED} |")
   assert "| winner |" in text
-  assert "Maps (--mode=map) are made by the student" in text
+  assert (f"Maps (--mode=map) are made by {final_model.describe(final)}, "
+          "validation's choice on every point") in text
+  # What maps need is saved: PLSR (the best candidate, in the final
+  # model) as the PLSR of every labelled pixel, and the final model's
+  # interval, calibrated on its out-of-fold predictions.
+  saved = final_model.load(tmp_path / "run")
+  assert saved.choice == final and "PLSR" in saved.members
+  data = samples.load_data(config.data)
+  labelled = data.role == roles.LABELLED
+  x, y = data.satellite[labelled], np.log1p(data.target[labelled])
+  np.testing.assert_allclose(
+      saved.fitted["PLSR"](x), baselines.plsr(x, y, seed=config.seed)(x),
+      rtol=1e-6)
+  if final.winner != "student":
+    assert saved.calibration["model"] == final_model.describe(final)
+    assert saved.calibration["difficulty"] == "constant"
+    assert f"| {final_model.describe(final)} (maps) | all |" in text
 
 
 def _launch(*args):

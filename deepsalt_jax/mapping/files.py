@@ -77,10 +77,11 @@ class MapWriter:
   def __init__(self, directory: epath.PathLike, stem: str,
                shape: tuple[int, int], crs: Any, transform: Any,
                descriptions: dict[str, str], threshold: float,
-               ec_method: str = metrics.EC_METHOD):
+               ec_method: str = metrics.EC_METHOD,
+               prediction: str = "deterministic student prediction"):
     """`descriptions`: of the EC file's bands after the first
     ('lower', 'upper', 'exceedance'; `stats.BANDS`); `threshold`: of the
-    exceedance band (dS/m)."""
+    exceedance band (dS/m); `prediction`: the first band's model."""
     directory = epath.Path(directory)
     self._created = not directory.exists()
     self._staging = paths.Staging(directory)
@@ -102,7 +103,7 @@ class MapWriter:
       ec = self._open("ec", base, count=len(stats.BANDS), dtype="float32",
                       nodata=EC_NODATA)
       ec.set_band_description(1, f"{ec_methods.label(ec_method)}, "
-                              "deterministic student prediction")
+                              f"{prediction}")
       ec.update_tags(1, units="dS/m", ec_method=ec_method)
       for i, band in enumerate(stats.BANDS[1:], start=2):
         ec.set_band_description(i, descriptions[band])

@@ -1,20 +1,22 @@
-"""Salinity maps of whole hyperspectral scenes with the trained student.
+"""Salinity maps of whole hyperspectral scenes with a trained model.
 
   python launch.py --mode=map --workdir=runs/x --scene=SCENES [--output=maps/]
 
 SCENES is a scene file, a folder of them or a text file listing them (paths
-or gs:// URIs; `scenes`). `map_scenes` restores the student once; each
+or gs:// URIs; `scenes`). `map_scenes` loads the model once (`model`:
+validation's choice saved by an own-data run, or the student); each
 process maps its share of the scenes (every n-th, by process index) on a
 mesh of its own devices, which split each batch. Per scene it streams the
 rows in blocks (`blocks`), keeps the plausible soil pixels
 (`deepsalt_spectral.indices.soil_masks`: NaN, out-of-range, cloud/haze,
 water by NDRBI, green vegetation by NDVI, dry vegetation by nCAI), brings
-the scene's bands to the student's sensor and predicts EC with one jitted
-function. With the run's calibration (`deepsalt_jax.calibration`) each
-pixel also gets the bounds of the calibrated 90 % interval (in the target
-transform's space: asymmetric in dS/m, never below zero) and the
-probability that EC exceeds `exceedance_threshold` (default the FAO saline
-limit, 4 dS/m). An interval scaled by the MC-dropout spread needs
+the scene's bands to the model's sensor and predicts EC (a network with
+one jitted function). With the model's calibration
+(`deepsalt_jax.calibration`) each pixel also gets the bounds of the
+calibrated 90 % interval (in the target transform's space: asymmetric in
+dS/m, never below zero) and the probability that EC exceeds
+`exceedance_threshold` (default the FAO saline limit, 4 dS/m). An interval
+scaled by the MC-dropout spread needs
 `mc_samples` passes of the head alone by default (`mc_mode='head'`: the
 encoder runs once; 'full': ~`mc_samples` x the cost); a constant one needs
 none. Each pixel's dropout masks come from a key folded with its index in
@@ -51,18 +53,15 @@ import rasterio
 from data_prep import ec_methods
 from data_prep import scenes as scene_readers
 from deepsalt_jax import calibration
-from deepsalt_jax import checkpoint
+from deepsalt_jax import final_model
 from deepsalt_jax import metrics
 from deepsalt_jax import paths
-from deepsalt_jax import predict
 from deepsalt_jax import reporting
-from deepsalt_jax import run_config
 from deepsalt_jax import sharding
-from deepsalt_jax import stages
-from deepsalt_jax import targets
 from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.mapping import files
+from deepsalt_jax.mapping import model as model_lib
 from deepsalt_jax.mapping import mosaic
 from deepsalt_jax.mapping import options as options_lib
 from deepsalt_jax.mapping import scenes
@@ -72,36 +71,13 @@ from deepsalt_spectral import errors
 from deepsalt_spectral import sensors
 
 _GDAL_CACHE_BYTES = 64 * 2**20
-# Spectra a CPU device computes at a time (predict.py): in cache. Other
-# backends take their whole share of a batch at once.
-_CPU_CHUNK = 64
 # Options that change how fast a map is made, not the map (tests/
 # test_mapping.py: tiling and batching do not change it).
 _SPEED_OPTIONS = ("tile_rows", "batch_size", "chunk_size")
 
 
-def restore_student(config: ml_collections.ConfigDict, workdir: epath.Path,
-                    mesh: jax.sharding.Mesh
-                    ) -> tuple[stages.Stage, Any, int]:
-  """(stage, params, checkpoint step) of the run's student."""
-  plan = stages.plan(config, run_config.lab_grid(workdir))
-  if not plan.students or config.data.name == "soc":  # SOC is not EC.
-    raise errors.UserError(
-        "Mapping needs a salinity student run (configs/distill.py, "
-        "dataset=salinity, or configs/own_data.py); "
-        f"{workdir} holds job={config.job!r}, "
-        f"dataset={config.data.name!r}.")
-  student = plan.students[0]
-  params, step = checkpoint.restore_params(
-      student.params_directories(workdir),
-      student.abstract_params(config.data.sensor, mesh))
-  logging.info("[map] restored the %s checkpoint of step %d", student.name,
-               step)
-  return student, params, step
-
-
 class _Mapper:
-  """What every scene of a run shares: the student, options, devices."""
+  """What every scene of a run shares: the model, options, devices."""
 
   def __init__(self, config: ml_collections.ConfigDict,
                workdir: epath.Path, output_dir: epath.Path,
@@ -109,52 +85,43 @@ class _Mapper:
     self.options = options = options_lib.check(options)
     self.workdir, self.output_dir = workdir, output_dir
     self.mesh = sharding.make_mesh(local=True)
-    student, params, self.step = restore_student(config, workdir, self.mesh)
-    self.covariates = covariate_rasters.resolve(student.covariate_names,
+    self.sensor = sensors.builtin(config.data.sensor)
+    self.model = model = model_lib.load(config, workdir, self.mesh, options,
+                                        self.sensor.name)
+    self.covariates = covariate_rasters.resolve(model.covariate_names,
                                                 options.covariate_rasters)
     self.dropout = config.model.encoder.dropout
-    fitted = calibration.load(workdir / student.name)
-    if options.mc_samples:
-      self.calibration, why = calibration.for_spread(
-          fitted, options.mc_samples if self.dropout > 0 else 0,
-          options.mc_mode)
-    else:
-      self.calibration, why = None, "--mapping.mc_samples=0"
+    self.calibration, self.why = model.calibration, model.why
     if options.mc_samples and not self.calibration:
       logging.warning("No calibrated interval nor exceedance probability: "
-                      "%s.", why)
+                      "%s.", self.why)
     if not options.mc_samples:
       logging.warning("--mapping.mc_samples=0: no uncertainty; bands 2-4 of "
                       "each <scene>_ec.tif are nodata.")
-    self.why = why
-    # Passes only for an interval scaled by the spread.
-    self.mc_samples = options.mc_samples if self.calibration and (
-        self.calibration["difficulty"] != "constant") else 0
+    self.mc_samples = model.mc_samples
     self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
     if self.ec_method != ec_methods.CLASS_METHOD:
       logging.warning("The class raster uses the FAO classes of %s; this "
                       "model predicts %s.", ec_methods.CLASS_METHOD,
                       self.ec_method)
+    student = model.name == final_model.STUDENT
+    # Who made the map, in the quicklook's title and the report.
+    self.made_by = ("the DeepSalt student" if student else
+                    f"{model.name}, validation's choice of model")
+    self.prediction = ("deterministic student prediction" if student else
+                       f"prediction of {self.made_by}")
     self.data_note = (
-        f"{self.ec_method} predicted by a student trained on the project "
-        f"{config.data.project}" if "project" in config.data else
+        f"{self.ec_method} predicted by {self.made_by}, trained on the "
+        f"project {config.data.project}" if "project" in config.data else
         "EC predicted by a student trained on simulated satellite spectra of "
         "measured lab soil spectra (see README).")
-    self.sensor = sensors.builtin(config.data.sensor)
-    chunk = options.chunk_size or (
-        _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
-    _, inverse = targets.TRANSFORMS[config.data.target_transform]
-    self._predict = functools.partial(
-        predict.predict, student.model(self.sensor.name), params,
-        mesh=self.mesh, batch_size=options.batch_size, inverse=inverse,
-        mc_samples=self.mc_samples, seed=options.seed,
-        mc_mode=options.mc_mode, chunk=chunk)
     # A re-run skips a scene mapped by the same model with the same options
     # (but for those that change only the speed).
     same = {k: v for k, v in options.to_dict().items()
             if k not in _SPEED_OPTIONS}
     self.signature = hashlib.sha256(json.dumps(
-        [str(workdir), self.step, same, self.ec_method, self.calibration],
+        [str(workdir), model.name, model.steps, same, self.ec_method,
+         self.calibration],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     self.prefix = (f"[map {jax.process_index()}/{jax.process_count()}] "
                    if jax.process_count() > 1 else "[map] ")
@@ -169,7 +136,7 @@ class _Mapper:
     """The EC file's bands (`stats.BANDS`) of spectra keyed by pixel index:
     EC, the interval's bounds and P(EC > threshold) (NaN without a
     calibration)."""
-    ec, spread = self._predict(x, index=index, covariates=covariates)
+    ec, spread = self.model.predict(x, index=index, covariates=covariates)
     if not self.calibration:
       nan = np.full_like(ec, np.nan)
       return ec, nan, nan, nan
@@ -215,7 +182,7 @@ class _Mapper:
                                rows.crs, rows.transform,
                                self.descriptions(),
                                self.options.exceedance_threshold,
-                               self.ec_method)
+                               self.ec_method, self.prediction)
       try:
         tally = stats.Tally(files.CLASS_NODATA)
         with contextlib.ExitStack() as stack:
@@ -240,7 +207,7 @@ class _Mapper:
               seconds=total, seconds_by_stage=seconds,
               pixels_per_second=rows.shape[0] * rows.shape[1] / total)
 
-        writer.commit(report, f"{name}: EC from the DeepSalt student "
+        writer.commit(report, f"{name}: EC from {self.made_by} "
                       f"({self.sensor.name}, {match.method} bands)\n"
                       + (calibration.describe(self.calibration)
                          if self.calibration else
@@ -261,7 +228,9 @@ class _Mapper:
         "crs": None if rows.crs is None else str(rows.crs),
         "transform": (None if rows.transform is None
                       else list(rows.transform)[:6]),
-        "model": {"workdir": str(self.workdir), "checkpoint_step": self.step,
+        "model": {"name": self.model.name, "made_by": self.made_by,
+                  "workdir": str(self.workdir),
+                  "checkpoint_steps": self.model.steps,
                   "sensor": self.sensor.name,
                   "target": ec_methods.label(self.ec_method)},
         "ec_method": self.ec_method,
@@ -322,7 +291,7 @@ def map_scene(config: ml_collections.ConfigDict, workdir: epath.PathLike,
               output_dir: epath.PathLike | None = None,
               options: ml_collections.ConfigDict | None = None
               ) -> dict[str, Any]:
-  """Maps EC over one `scene` with the student trained in `workdir`.
+  """Maps EC over one `scene` with the model of the run in `workdir`.
 
   `config` is the run's (run_config.load), its evaluation options changed
   at most (run_config.check_eval); `options` are the map's

@@ -208,7 +208,11 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
           + " | interval width (median) | relative width (median) | "
           "P(saline) > 0.8 (ha) | time (s) |")
   threshold = scenes[0]["uncertainty"].get("exceedance_threshold")
+  made_by = sorted({s["model"]["made_by"] for s in scenes})
+  report["made_by"] = made_by
   lines = [f"# Region report: {len(scenes)} scenes", "",
+           f"Maps made by {' and '.join(made_by)} (each scene's report: "
+           "`model`).", "",
            f"EC in dS/m ({scenes[0].get('ec_method', metrics.EC_METHOD)}) "
            "over soil pixels; soil fraction of the pixels with data. "
            "Interval: the calibrated 90 % interval (upper - lower, dS/m; "

@@ -15,6 +15,8 @@ from deepsalt_jax import predict
 from deepsalt_spectral import errors
 from deepsalt_spectral import indices
 
+MODELS = ("selected", "student")
+
 
 def defaults() -> ml_collections.ConfigDict:
   """The options and their defaults.
@@ -23,6 +25,9 @@ def defaults() -> ml_collections.ConfigDict:
   """
   builtin = indices.MaskThresholds()
   return ml_collections.ConfigDict(dict(
+      # 'selected': the final model validation chose in an own-data CV
+      # (final_model.py; the student where none was saved); 'student'.
+      model="selected",
       tile_rows=64,  # Rows read, predicted and written at a time.
       # Pixels per global batch (rounded up to devices x chunk_size).
       batch_size=1024,
@@ -65,6 +70,7 @@ def check(options: ml_collections.ConfigDict | None
   options = defaults() if options is None else options
   low, high = options.reflectance_min, options.reflectance_max
   checks = (
+      ("model", options.model in MODELS, " or ".join(MODELS)),
       ("tile_rows", options.tile_rows >= 1, "at least 1 row"),
       ("batch_size", options.batch_size >= 1, "at least 1 pixel"),
       ("chunk_size", options.chunk_size >= 0,

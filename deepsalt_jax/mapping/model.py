@@ -1,0 +1,156 @@
+"""The model a map comes from: validation's choice, or the student.
+
+An own-data cross-validation saves the final model validation chose
+(`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
+network, or a stack of them). `--mapping.model=selected` (the default)
+maps with it; `student`, a run without a saved choice (a benchmark run, an
+own-data run from before it was saved) or a choice of the student alone
+map with the student and its own calibration, as before. A chosen model
+has no MC spread: its interval is the constant one in the target
+transform's space calibrated on its out-of-fold predictions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+from absl import logging
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+
+from deepsalt_jax import calibration
+from deepsalt_jax import checkpoint
+from deepsalt_jax import final_model
+from deepsalt_jax import predict
+from deepsalt_jax import run_config
+from deepsalt_jax import stages
+from deepsalt_jax import targets
+from deepsalt_spectral import errors
+
+# Spectra a CPU device computes at a time (predict.py): in cache. Other
+# backends take their whole share of a batch at once.
+_CPU_CHUNK = 64
+# What makes each network member's prediction from the pixels.
+_NETWORK_STAGE = {final_model.STUDENT: lambda plan: plan.students[0],
+                  final_model.TEACHER: lambda plan: plan.teacher}
+
+
+@dataclasses.dataclass
+class MapModel:
+  """What predicts a map's pixels.
+
+  Attributes:
+    name: the model in words (band descriptions, reports, quicklook).
+    predict: (x, index, covariates) -> (EC, MC spread in the transformed
+      space or NaN), for the spectra x at the sensor's good bands.
+    steps: {network: checkpoint step} of the networks it restores.
+    covariate_names: the covariates its networks read.
+    calibration: its interval, or None (`why`).
+    mc_samples: the MC passes each pixel gets (0 without a spread).
+  """
+  name: str
+  predict: Callable[..., tuple[np.ndarray, np.ndarray]]
+  steps: dict[str, int]
+  covariate_names: tuple[str, ...]
+  calibration: dict[str, Any] | None
+  why: str
+  mc_samples: int
+
+
+def _restore(stage: stages.Stage, config: ml_collections.ConfigDict,
+             workdir: epath.Path, mesh: jax.sharding.Mesh) -> tuple[Any, int]:
+  params, step = checkpoint.restore_params(
+      stage.params_directories(workdir),
+      stage.abstract_params(config.data.sensor, mesh))
+  logging.info("[map] restored the %s checkpoint of step %d", stage.name,
+               step)
+  return params, step
+
+
+def _network(stage: stages.Stage, params: Any, sensor: str,
+             config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+             options: ml_collections.ConfigDict, mc_samples: int,
+             teacher: bool = False) -> Callable[..., tuple[Any, Any]]:
+  """(x, index, covariates) -> (EC, spread) of a restored network."""
+  chunk = options.chunk_size or (
+      _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
+  run = functools.partial(
+      predict.predict, stage.model(sensor), params, mesh=mesh,
+      batch_size=options.batch_size, inverse=inverse, mc_samples=mc_samples,
+      seed=options.seed, mc_mode=options.mc_mode, chunk=chunk,
+      method="from_prepared" if teacher else None)
+  if not teacher:
+    return run
+  # The teacher reads the pixels through the SAU's fixed start, as in CV.
+  return lambda x, **kw: run(stage.pixel_inputs(sensor, x), **kw)
+
+
+def _student(plan, config, workdir, mesh, options, sensor) -> MapModel:
+  """Today's map: the student with its calibration."""
+  student = plan.students[0]
+  params, step = _restore(student, config, workdir, mesh)
+  dropout = config.model.encoder.dropout
+  if options.mc_samples:
+    fitted, why = calibration.for_spread(
+        calibration.load(workdir / student.name),
+        options.mc_samples if dropout > 0 else 0, options.mc_mode)
+  else:
+    fitted, why = None, "--mapping.mc_samples=0"
+  # Passes only for an interval scaled by the spread.
+  mc_samples = options.mc_samples if fitted and (
+      fitted["difficulty"] != "constant") else 0
+  run = _network(student, params, sensor, config, mesh, options, mc_samples)
+  return MapModel(final_model.STUDENT, run, {student.name: step},
+                  student.covariate_names, fitted, why, mc_samples)
+
+
+def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
+            options, sensor) -> MapModel:
+  """Validation's final model: its members' predictions combined."""
+  networks, steps, names = {}, {}, []
+  for member in chosen.networks:
+    stage = _NETWORK_STAGE[member](plan)
+    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
+    networks[member] = _network(stage, params, sensor, config, mesh, options,
+                                0, teacher=member == final_model.TEACHER)
+    names += [n for n in stage.covariate_names if n not in names]
+
+  def run(x, index, covariates=None):
+    ec = chosen.predict(x, {n: np.asarray(f(x, index=index,
+                                            covariates=covariates)[0],
+                                          np.float64)
+                            for n, f in networks.items()})
+    return ec, np.full_like(ec, np.nan)
+
+  fitted, why = ((chosen.calibration, "") if options.mc_samples else
+                 (None, "--mapping.mc_samples=0"))
+  if options.mc_samples and not fitted:
+    why = f"{chosen.name} has no calibration in {final_model.FOLDER}/"
+  return MapModel(chosen.name, run, steps, tuple(names), fitted, why, 0)
+
+
+def load(config: ml_collections.ConfigDict, workdir: epath.Path,
+         mesh: jax.sharding.Mesh, options: ml_collections.ConfigDict,
+         sensor: str) -> MapModel:
+  """The model `options.model` names for the run in `workdir`."""
+  plan = stages.plan(config, run_config.lab_grid(workdir))
+  if not plan.students or config.data.name == "soc":  # SOC is not EC.
+    raise errors.UserError(
+        "Mapping needs a salinity student run (configs/distill.py, "
+        "dataset=salinity, or configs/own_data.py); "
+        f"{workdir} holds job={config.job!r}, "
+        f"dataset={config.data.name!r}.")
+  chosen = final_model.load(workdir) if options.model == "selected" else None
+  if options.model == "selected" and chosen is None:
+    logging.warning("[map] %s has no %s/ (no validation choice saved: a "
+                    "benchmark run, or an own-data run before it was "
+                    "saved): mapping with the student.", workdir,
+                    final_model.FOLDER)
+  if chosen is None or chosen.members == [final_model.STUDENT]:
+    return _student(plan, config, workdir, mesh, options, sensor)
+  logging.info("[map] mapping with validation's choice: %s", chosen.name)
+  return _chosen(chosen, plan, config, workdir, mesh, options, sensor)

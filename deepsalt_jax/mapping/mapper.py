@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import functools
 import gc
 import hashlib
 import json

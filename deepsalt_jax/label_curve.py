@@ -8,7 +8,8 @@ seed and d); a size of n takes, in each outer fold, the first n points of
 that order outside the fold. So the draws are nested (the 8 points lie
 within the 16) and a curve moves by the points added, not by a new draw.
 Only the field points are subsampled: the library and its pairs stay whole.
-The largest size is every training point: the cross-validation's own runs.
+The curve's last size, ALL (every training point), is the cross-validation
+itself.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def draws(fold: np.ndarray, wanted: tuple[int, ...], seed: int
   folds `fold`.
 
   A size is skipped when some outer fold has no more training points than
-  that (it would be the cross-validation's own run, or smaller than asked).
+  that: there it would be the cross-validation's own run, or fewer points
+  than asked.
   """
   folds = sorted(set(fold.tolist()))
   available = {k: int((fold != k).sum()) for k in folds}

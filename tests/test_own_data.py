@@ -235,7 +235,9 @@ def test_label_curve_trains_on_drawn_points_and_restores_its_runs(
     if workdir.parent.name == "curve":  # Only the students train there.
       assert stage == "student" and not restored
     elif stage == "teacher" and restored:  # A curve run's teacher.
-      assert workdir.name.startswith("fold") and len(workdir.name) == 5
+      assert workdir.parent.name == "cv"
+      assert re.fullmatch(r"fold\d+", workdir.name)  # The outer run's.
+  assert sum(s == "teacher" and r for _, s, r in calls) == 3  # One a fold.
   first = calls[:]
   calls.clear()
   cross_validation.train_and_validate(config, tmp_path / "run")

@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+MIN_SAMPLES = 4  # PLSR's inner CV needs them.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +40,9 @@ class Linear:
 def plsr(x: np.ndarray, y: np.ndarray, max_components: int = 20,
          folds: int = 5, seed: int = 0) -> Linear:
   """PLSR with the number of components chosen by inner K-fold CV (RMSE)."""
-  if len(x) < 4:
-    raise ValueError(f"PLSR needs at least 4 labelled samples, got {len(x)}.")
+  if len(x) < MIN_SAMPLES:
+    raise ValueError(f"PLSR needs at least {MIN_SAMPLES} labelled samples, "
+                     f"got {len(x)}.")
   folds = min(folds, len(x))
   cv = KFold(folds, shuffle=True, random_state=seed)
   # Leave room for the smallest inner training fold.

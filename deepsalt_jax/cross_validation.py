@@ -14,16 +14,17 @@ same per pair of folds j, k (<workdir>/cv/fold<j>_<k>/), the inner folds of
 nested validation -> validation's choice per fold (`model_choice`: the
 candidate or stack the other folds prefer, the "selected (validation)"
 row) and on every point -> metrics on the pooled out-of-fold predictions
-and per fold -> the final teacher and students on all data
+and per fold -> with config.label_curve, the students and peers again per
+outer fold on subsets of its training points (<workdir>/cv/curve/,
+`label_curve`) -> the final teacher and students on all data
 (<workdir>/teacher, <workdir>/student) -> validation's final model saved
 for `--mode=map` (<workdir>/final_model/, `final_model`; its interval
-calibrated on its out-of-fold predictions) -> cv.md, cv.json and cv.png in
-the workdir.
+calibrated on its out-of-fold predictions) -> cv.md, cv.json and cv.png
+(and cv_label_efficiency.png) in the workdir.
 Re-running resumes: finished runs are restored, not retrained.
 """
 from __future__ import annotations
 
-import functools
 import json
 import time
 from typing import Any
@@ -36,11 +37,13 @@ import numpy as np
 
 from data_prep import ec_methods
 from data_prep import roles
+from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import final_model
+from deepsalt_jax import label_curve
 from deepsalt_jax import metrics
 from deepsalt_jax import model_choice
 from deepsalt_jax import objectives
@@ -64,7 +67,6 @@ INPUTS = {TEACHER: "pixels in the teacher's input space",
           "pooled MLP": "library resampled to the sensor's bands + pixels",
           model_choice.SELECTED: "per fold, the candidate below that inner "
                                  "spatial folds chose"}
-MIN_BASELINE_SAMPLES = 4  # baselines.plsr needs 4.
 FINAL = "all points (final)"  # The final model's choice.
 
 
@@ -129,10 +131,10 @@ def _baseline_inputs(data: samples.Data, transform: str
   sensor's bands for the pooled MLP); none with too few pixels."""
   forward, _ = model_choice.transforms(transform)
   train_rows = ~data.test & (data.role == roles.LABELLED)
-  if train_rows.sum() < MIN_BASELINE_SAMPLES:
+  if train_rows.sum() < baselines.MIN_SAMPLES:
     logging.warning("%d labelled pixels to fit PLSR and the random forest "
                     "(< %d): not fitted.", train_rows.sum(),
-                    MIN_BASELINE_SAMPLES)
+                    baselines.MIN_SAMPLES)
     return {}
   x, y = data.satellite[train_rows], forward(data.target[train_rows])
   inputs = {"PLSR": (x, y), "random forest": (x, y)}
@@ -156,14 +158,6 @@ def _library_on_sensor(data: samples.Data,
   return data.lab[rows] @ matrix.T
 
 
-def _score(target: np.ndarray, pred: np.ndarray, classes: bool
-           ) -> dict[str, float] | None:
-  ok = np.isfinite(pred)
-  if ok.sum() < metrics.MIN_SAMPLES:
-    return None
-  return metrics.regression_metrics(target[ok], pred[ok], classes)
-
-
 def _fold_table(per_fold: dict[str, dict[int, Any]], key: str,
                 folds: list[int]) -> str:
   """Markdown: one row per method, one column per fold, then mean ± sd."""
@@ -184,9 +178,11 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
            oof: dict[str, np.ndarray], per_fold: dict[str, dict[int, Any]],
            sizes: dict[int, dict], classes: bool,
            intervals: dict[str, dict[str, Any]],
-           choices: dict[str, model_choice.Choice]) -> str:
-  """cv.json, cv.md and cv.png; returns the markdown. `intervals`: what
-  each model's interval achieved, cross-fitted."""
+           choices: dict[str, model_choice.Choice],
+           curve: dict | None) -> str:
+  """cv.json, cv.md and cv.png (with the label curve: its section and
+  cv_label_efficiency.png); returns the markdown. `intervals`: what each
+  model's interval achieved, cross-fitted."""
   label = ec_methods.label(config.data.ec_method)
   final = choices[FINAL]
   maps = final_model.describe(final)
@@ -258,10 +254,14 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
                "from every fold; a model without an MC spread gets a "
                f"constant width in {config.data.target_transform} space):",
                "", evaluate.interval_table(intervals, unit, "fold")]
+  if curve:
+    header += ["", label_curve.markdown(curve)]
   text = "\n".join(header) + "\n"
   if sharding.is_main_process():
     (workdir / "cv.md").write_text(text)
     evaluate.parity_plot(workdir / "cv.png", results, unit)
+    if curve:
+      label_curve.plot(workdir / "cv_label_efficiency.png", curve)
     (workdir / "cv.json").write_text(json.dumps({
         "target": label, "ec_method": config.data.ec_method,
         "unit": unit, "setting": setting, "data": report,
@@ -271,6 +271,7 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
                       "choices": {k: c.to_json() for k, c in choices.items()},
                       "maps": maps},
         "folds": {str(k): s for k, s in sizes.items()},
+        "label_curve": curve,
         "methods": {name: {"input": res["input"], "overall": res["overall"],
                            "per_fold": {str(k): v for k, v in
                                         per_fold[name].items()}}
@@ -340,9 +341,10 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
   oof = {} if selected is None else {model_choice.SELECTED: selected}
   oof.update(model_choice.validation_predictions(runs, data.fold[labelled],
                                                 None))
-  per_fold = {name: {k: _score(target[data.fold[labelled] == k],
-                               pred[data.fold[labelled] == k], classes)
-                     for k in folds} for name, pred in oof.items()}
+  fold_of = data.fold[labelled]
+  per_fold = {name: {k: metrics.finite_metrics(
+      target[fold_of == k], pred[fold_of == k], classes) for k in folds}
+              for name, pred in oof.items()}
   for k in folds:
     logging.info("[cv] fold %d: R² / RMSE %s%s", k, ", ".join(
         f"{name} {m[k]['r2']:.2f} / {m[k]['rmse']:.2f}"
@@ -352,37 +354,59 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
           {**{f"fold {k}": c for k, c in choices.items()}, FINAL: final})
 
 
-def _interval(mean: np.ndarray, std: np.ndarray | None, target: np.ndarray,
-              fold: np.ndarray, transform: str, threshold: float | None,
-              model: str | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """(the calibration from every fold, what the cross-fitted intervals
-  achieved overall and per fold) of out-of-fold predictions `mean` (`std`:
-  their MC spread, or None: a constant interval) by `model` (None: the
-  student; named in the calibration, calibration.describe).
+def _curve_run(plan: stages.Plan, data: samples.Data,
+               draw: label_curve.Draw, teacher: Any,
+               config: ml_collections.ConfigDict, workdir: epath.Path,
+               mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """Outer fold draw.fold's labelled pixels predicted by every method
+  trained on the drawn points alone: the other labelled points are held
+  out beside the fold's area (their pixels feed alignment as the fold's do
+  when transductive). The students train into cv/curve/<draw>/ from the
+  outer run's `teacher`."""
+  outer = data.fold == draw.fold
+  labelled = data.role == roles.LABELLED
+  unused = labelled.copy()
+  unused[np.flatnonzero(labelled)[draw.points]] = False
+  fold = samples.held_out(data, outer | unused, config.data)
+  params = train.train_plan(plan, fold, workdir / "cv" / "curve" / draw.name,
+                            mesh, teacher_params=teacher)
+  return _predictions(plan, fold, params, outer & labelled, config, mesh)
 
-  Cross-fitted: each fold's points judged by the interval calibrated on the
-  other folds' out-of-fold errors (their folds are the calibration's
-  groups); the calibration saved for mapping uses every fold.
-  """
-  part = lambda v, rows: None if v is None else v[rows]
-  fit = functools.partial(calibration.fit, transform=transform,
-                          mc_samples=predict.MC_SAMPLES,
-                          mc_mode=predict.MC_MODE)
-  bounds = {}
-  for k in np.unique(fold):
-    other = fold != k
-    fitted = fit(mean[other], target[other], fold[other],
-                 spread=part(std, other))
-    for name, value in calibration.predictive(
-        fitted, mean[~other], part(std, ~other), threshold).items():
-      bounds.setdefault(name, np.zeros(len(target)))[~other] = value
-  fitted = dict(fit(mean, target, fold, spread=std),
-                **({"model": model} if model else {}))
-  judged = evaluate.interval_report(mean, target, bounds, fold, None,
-                                    threshold)
-  return fitted, {"calibration": {k: v for k, v in fitted.items()
-                                  if k != "scores"}, **judged}
+
+def _label_curve(plan: stages.Plan, data: samples.Data,
+                 oof: dict[str, np.ndarray],
+                 config: ml_collections.ConfigDict, workdir: epath.Path,
+                 mesh: jax.sharding.Mesh, classes: bool) -> dict | None:
+  """The label-efficiency curve (label_curve.py), None when not asked for:
+  the students and peers per size, draw and outer fold; `oof` gives
+  every training point's row."""
+  wanted = label_curve.sizes(config.label_curve)
+  if not wanted:
+    return None
+  labelled = data.role == roles.LABELLED
+  fold = data.fold[labelled]
+  methods = [s.name for s in plan.students] + list(label_curve.PEERS)
+  draws, skipped = label_curve.draws(fold, wanted, config.seed)
+  pooled, teachers = {}, {}
+  start = time.perf_counter()
+  for done, draw in enumerate(draws):
+    logging.info("[cv] label curve run %d of %d: %s%s", done + 1, len(draws),
+                 draw.name, reporting.eta(start, done, len(draws)))
+    if draw.fold not in teachers:  # It reads no labelled pixel: restored.
+      teachers[draw.fold] = train.train_stage(
+          plan.teacher, samples.held_out(data, data.fold == draw.fold,
+                                         config.data),
+          None, None, workdir / "cv" / f"fold{draw.fold}", mesh)
+    predictions = _curve_run(plan, data, draw, teachers[draw.fold], config,
+                             workdir, mesh)
+    for name in methods:
+      if name in predictions:
+        pooled.setdefault((draw.size, draw.draw), {}).setdefault(
+            name, np.full(len(fold), np.nan))[fold == draw.fold] = (
+                predictions[name])
+  return label_curve.score(
+      pooled, {n: oof[n] for n in methods if n in oof},
+      data.target[labelled].astype(np.float64), fold, skipped, classes)
 
 
 def _save_final_model(workdir: epath.Path, data: samples.Data,
@@ -400,9 +424,9 @@ def _save_final_model(workdir: epath.Path, data: samples.Data,
   if choice.winner != final_model.STUDENT:
     target = data.target[labelled].astype(np.float64)
     mean = choice.out_of_group(oof, target, data.fold[labelled], transform)
-    fitted, judged = _interval(mean, None, target, data.fold[labelled],
-                               transform, threshold,
-                               final_model.describe(choice))
+    fitted, judged = evaluate.cross_fitted_interval(
+        mean, None, target, data.fold[labelled], transform, threshold,
+        final_model.describe(choice))
   if sharding.is_main_process():
     final_model.save(workdir / final_model.FOLDER, choice, transform,
                      config.seed, _baseline_inputs(data, transform), fitted)
@@ -413,6 +437,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
                        workdir: epath.PathLike) -> dict[str, Any]:
   """Cross-validates, trains the final models; returns the CV results."""
   config_numbers.check(config)
+  label_curve.sizes(config.label_curve)
   paths.check_writable(workdir, "--workdir")
   workdir = epath.Path(workdir)
   # Every fold trains the same networks on the same shapes: compiled once.
@@ -429,6 +454,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   with compilation.CompileClock() as clock:
     oof, per_fold, sizes, spread, choices = _cross_validate(
         plan, data, config, workdir, mesh, classes)
+    curve = _label_curve(plan, data, oof, config, workdir, mesh, classes)
     logging.info("[cv] training the final models on every point")
     train.train_plan(plan, data, workdir, mesh)
   logging.info("[cv] %s", clock.summary())
@@ -437,7 +463,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
   threshold = calibration.EXCEEDANCE_THRESHOLD if classes else None
   intervals = {}
   if spread is not None:
-    fitted, intervals["student"] = _interval(
+    fitted, intervals["student"] = evaluate.cross_fitted_interval(
         *spread, data.target[labelled].astype(np.float64),
         data.fold[labelled], config.data.target_transform, threshold)
     if sharding.is_main_process():
@@ -453,8 +479,9 @@ def train_and_validate(config: ml_collections.ConfigDict,
     if ok.sum() >= metrics.MIN_SAMPLES:
       results[name] = {"input": INPUTS.get(name, "pixels"),
                        "target": target[ok], "pred": pred[ok],
-                       "overall": _score(target, pred, classes)}
+                       "overall": metrics.finite_metrics(target, pred,
+                                                         classes)}
   text = _write(workdir, config, data, results, oof, per_fold, sizes,
-                classes, intervals, choices)
+                classes, intervals, choices, curve)
   logging.info("Cross-validation (%s):\n%s", workdir / "cv.md", text)
   return results

@@ -9,6 +9,7 @@ eval-<step>.json/.md and eval-<step>.png beside them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 from typing import Any
@@ -315,3 +316,36 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
                    extra={"checkpoint_steps": steps})
   logging.info("Evaluation written to %s", workdir / f"{name}.md")
   return results
+
+
+def cross_fitted_interval(mean: np.ndarray, std: np.ndarray | None, target: np.ndarray,
+              fold: np.ndarray, transform: str, threshold: float | None,
+              model: str | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(the calibration from every fold, what the cross-fitted intervals
+  achieved overall and per fold) of out-of-fold predictions `mean` (`std`:
+  their MC spread, or None: a constant interval) by `model` (None: the
+  student; named in the calibration, calibration.describe).
+
+  Cross-fitted: each fold's points judged by the interval calibrated on the
+  other folds' out-of-fold errors (their folds are the calibration's
+  groups); the calibration saved for mapping uses every fold.
+  """
+  part = lambda v, rows: None if v is None else v[rows]
+  fit = functools.partial(calibration.fit, transform=transform,
+                          mc_samples=predict.MC_SAMPLES,
+                          mc_mode=predict.MC_MODE)
+  bounds = {}
+  for k in np.unique(fold):
+    other = fold != k
+    fitted = fit(mean[other], target[other], fold[other],
+                 spread=part(std, other))
+    for name, value in calibration.predictive(
+        fitted, mean[~other], part(std, ~other), threshold).items():
+      bounds.setdefault(name, np.zeros(len(target)))[~other] = value
+  fitted = dict(fit(mean, target, fold, spread=std),
+                **({"model": model} if model else {}))
+  judged = interval_report(mean, target, bounds, fold, None,
+                                    threshold)
+  return fitted, {"calibration": {k: v for k, v in fitted.items()
+                                  if k != "scores"}, **judged}

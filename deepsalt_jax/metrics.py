@@ -91,6 +91,17 @@ def regression_metrics(y_true, y_pred, classes: bool = False
   return out
 
 
+def finite_metrics(y_true, y_pred, classes: bool = False
+                   ) -> dict[str, float] | None:
+  """regression_metrics of the finite predictions (a model not fitted for
+  some samples predicts NaN there), or None with fewer than MIN_SAMPLES."""
+  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+  ok = np.isfinite(y_pred)
+  if ok.sum() < MIN_SAMPLES:
+    return None
+  return regression_metrics(y_true[ok], y_pred[ok], classes)
+
+
 def per_region(y_true, y_pred, region_ids, region_names: Sequence[str],
                classes: bool = False) -> dict[str, dict[str, float]]:
   """regression_metrics per region, keyed by name, in `region_names` order.

@@ -27,8 +27,9 @@ LAB_GRID_FILE = "lab_grid.json"
 RUN_OPTIONS = ("data.data_dir", "train.eval_batch_size",
                "train.log_every", "train.checkpoint_every",
                "train.keep_checkpoints",
-               # Variants train in folders of their own: a re-run may add some.
-               "compare")
+               # Variants and the label curve's runs train in folders of
+               # their own: a re-run may add some.
+               "compare", "label_curve")
 # What evaluation and mapping may change: RUN_OPTIONS less those that only
 # matter while training.
 EVAL_OPTIONS = ("data.data_dir", "train.eval_batch_size")

@@ -295,16 +295,19 @@ def train_stage(stage: stages.Stage, data: samples.Data,
 
 
 def train_plan(plan: stages.Plan, data: samples.Data,
-               workdir: epath.Path, mesh: jax.sharding.Mesh
-               ) -> dict[str, Any]:
-  """Parameters of every stage of `plan` by name: the teacher, then the
-  students taught by it.
+               workdir: epath.Path, mesh: jax.sharding.Mesh,
+               teacher_params: Any = None) -> dict[str, Any]:
+  """Parameters of every stage of `plan` by name: the teacher (given as
+  `teacher_params`, or trained into `workdir`), then the students taught by
+  it.
 
   fit() restores a finished stage and returns at once; else it trains or
   resumes.
   """
-  params = {plan.teacher.name: train_stage(plan.teacher, data, None, None,
-                                           workdir, mesh)}
+  if teacher_params is None:
+    teacher_params = train_stage(plan.teacher, data, None, None, workdir,
+                                 mesh)
+  params = {plan.teacher.name: teacher_params}
   for student in plan.students:
     params[student.name] = train_stage(student, data, plan.teacher,
                                        params[plan.teacher.name], workdir,

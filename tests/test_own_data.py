@@ -4,6 +4,7 @@ cross-validation -> final student -> map; and the same on real EnMAP tiles.
 import dataclasses
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from data_prep import sources
 from deepsalt_jax import baselines
 from deepsalt_jax import cross_validation
 from deepsalt_jax import final_model
+from deepsalt_jax import label_curve
 from deepsalt_jax import model_choice
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -207,6 +209,71 @@ def test_validation_chooses_on_inner_folds_without_the_outer_one(
     assert f"| {final_model.describe(final)} (maps) | all |" in text
 
 
+def test_label_curve_trains_on_drawn_points_and_restores_its_runs(
+    example, tmp_path, monkeypatch):
+  """The CV job with the curve, each stage's training replaced by a marker
+  file: every curve run trains its students on the drawn points alone,
+  never on the outer test fold, with the outer run's teacher; a re-run
+  restores every run; cv.json, cv.md and the figure hold the curve."""
+  config = _config(example, tmp_path / "tfds")
+  config.data.folds = 3
+  config.model.encoder.dropout = 0.0  # No MC-dropout spread to compute.
+  config.label_curve = "4,8,30"  # 30: more than the 24 points.
+  calls = []
+
+  def train_stage(stage, data, teacher, teacher_params, workdir, mesh):
+    del teacher, teacher_params, mesh
+    done = workdir / stage.name / "done"
+    calls.append((workdir.relative_to(tmp_path / "run"), stage.name,
+                   done.exists()))
+    if workdir.parent.name == "curve":
+      size, _, k = map(int, re.fullmatch(r"n(\d+)_draw(\d+)_fold(\d+)",
+                                         workdir.name).groups())
+      labelled = data.role == roles.LABELLED
+      trains = data.train & labelled
+      assert trains.sum() == size
+      assert not (data.fold[trains] == k).any()
+      assert data.test[data.fold == k].all()
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.touch()
+    return {}
+
+  def predictions(plan, data, params, rows, config, mesh):
+    del plan, params, config, mesh
+    y = data.target[rows].astype(np.float64)
+    return {name: y * (1 + sd) for name, sd in (
+        ("student", 0.3), ("PLSR", 0.1), ("random forest", 0.6),
+        ("pooled MLP", 0.2), ("teacher (pixels)", 0.5))}
+
+  monkeypatch.setattr(cross_validation.train, "train_stage", train_stage)
+  monkeypatch.setattr(cross_validation, "_predictions", predictions)
+  cross_validation.train_and_validate(config, tmp_path / "run")
+  curve_runs = {str(w) for w, _, _ in calls if w.parent.name == "curve"}
+  assert len(curve_runs) == label_curve.DRAWS * 2 * 3  # Sizes 4, 8; 3 folds.
+  for workdir, stage, restored in calls:
+    if workdir.parent.name == "curve":  # Only the students train there.
+      assert stage == "student" and not restored
+    elif stage == "teacher" and restored:  # A curve run's teacher.
+      assert workdir.parent.name == "cv"
+      assert re.fullmatch(r"fold\d+", workdir.name)  # The outer run's.
+  assert sum(s == "teacher" and r for _, s, r in calls) == 3  # One a fold.
+  first = calls[:]
+  calls.clear()
+  cross_validation.train_and_validate(config, tmp_path / "run")
+  assert [(w, s) for w, s, _ in calls] == [(w, s) for w, s, _ in first]
+  assert all(restored for _, _, restored in calls)
+
+  cv = json.loads((tmp_path / "run" / "cv.json").read_text())
+  curve = cv["label_curve"]
+  assert curve["skipped"] == {"30": curve["skipped"]["30"]}
+  rows = {(r["points"], r["method"]) for r in curve["rows"]}
+  assert rows == {(n, m) for n in (4, 8, "all") for m in (
+      "student", "PLSR", "random forest", "pooled MLP")}
+  text = (tmp_path / "run" / "cv.md").read_text()
+  assert "| 4 | student | " in text and "| 30 | skipped: fold " in text
+  assert (tmp_path / "run" / "cv_label_efficiency.png").stat().st_size > 0
+
+
 def _launch(*args):
   return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=900)
@@ -214,13 +281,13 @@ def _launch(*args):
 
 @pytest.mark.slow
 def test_the_three_commands_on_the_example_project(example, tmp_path):
-  """What README's walkthrough types, at tiny size: train with spatial CV,
-  then map one scene."""
+  """What README's walkthrough types, at tiny size (the label curve at 4
+  points): train with spatial CV, then map one scene."""
   workdir = tmp_path / "run"
   result = _launch("--config=configs/own_data.py:tiny",
                    f"--config.data.project={example}",
                    f"--config.data.data_dir={tmp_path / 'tfds'}",
-                   f"--workdir={workdir}")
+                   "--config.label_curve=4", f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr[-3000:]
   cv = json.loads((workdir / "cv.json").read_text())
   assert cv["ec_method"] == "ECe" and cv["unit"] == "ECe, dS/m"
@@ -239,6 +306,12 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
   text = (workdir / "cv.md").read_text()
   assert "EC (ECe, dS/m)" in text and "RMSE (ECe, dS/m)" in text
   assert (workdir / "cv.png").stat().st_size > 0
+  curve = {(r["points"], r["method"]): r for r in cv["label_curve"]["rows"]}
+  assert len(curve[(4, "student")]["draws"]) == label_curve.DRAWS
+  assert "| 4 | student | " in text
+  assert (workdir / "cv_label_efficiency.png").stat().st_size > 0
+  assert len(list((workdir / "cv" / "curve").glob("n4_draw*_fold*"))) == (
+      2 * label_curve.DRAWS)
   for fold in ("fold1", "fold2"):
     assert (workdir / "cv" / fold / "student" / "checkpoints").is_dir()
   assert (workdir / "student" / "checkpoints").is_dir()

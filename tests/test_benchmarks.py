@@ -71,6 +71,7 @@ def test_regions_protocol_writes_every_output(prepared_data_dir, tmp_path):
       saved["runs"][0]["n_test"])
 
 
+@pytest.mark.slow
 def test_folds_protocol_scores_each_set(prepared_data_dir, tmp_path):
   result = compare.run_benchmark(
       "soc", tmp_path, folds=["1", "2"], seeds=1, tiny=True,

@@ -78,7 +78,7 @@ def test_transformer_reads_where_bands_are():
   params['params']['standardize'] = {'mean': jnp.zeros(180),
                                      'scale': jnp.ones(180)}
   swapped = jnp.concatenate([x[:, 4:8], x[:, :4], x[:, 8:]], axis=1)
-  embed = lambda p, x: model.apply(p, x, train=False)[0]
+  embed = jax.jit(lambda p, x: model.apply(p, x, train=False)[0])
   assert not np.allclose(embed(params, x), embed(params, swapped), atol=1e-3)
   blind = jax.tree.map(lambda a: a, params)
   blind['params']['position'] = jnp.zeros_like(params['params']['position'])

@@ -50,13 +50,6 @@ EXCEEDANCE_THRESHOLD = 4.0
 RELIABILITY_BINS = 10
 
 
-def _transform(name: str):
-  forward, inverse = targets.TRANSFORMS[name]
-  return (lambda v: np.asarray(forward(np.asarray(v, np.float32)), np.float64),
-          lambda v: np.asarray(inverse(np.asarray(v, np.float32)),
-                               np.float64))
-
-
 def _quantiles(scores: np.ndarray, nominal: float) -> tuple[float, float]:
   """Equal-tailed split-conformal quantiles of signed `scores` (the extreme
   ones when too few samples)."""
@@ -85,7 +78,7 @@ def _difficulty(calibration: dict[str, Any], spread: np.ndarray | None,
 
 
 def _fit_one(mean, spread, target, difficulty, transform, nominal):
-  forward, _ = _transform(transform)
+  forward, _ = targets.on_numpy(transform, np.float32)
   scores, scale = _fit_scores(forward(mean), spread, forward(target),
                               difficulty)
   low, high = _quantiles(scores, nominal)
@@ -105,7 +98,8 @@ def interval(calibration: dict[str, Any], pred: np.ndarray,
 
   `spread`: the MC spread in the transformed space (for 'head_mc').
   """
-  forward, inverse = _transform(calibration["transform"])
+  forward, inverse = targets.on_numpy(calibration["transform"],
+                                      np.float32)
   m = forward(pred)
   d = _difficulty(calibration, spread, m.size)
   return (np.maximum(inverse(m + calibration["lower"] * d), 0.0),
@@ -117,7 +111,7 @@ def exceedance(calibration: dict[str, Any], pred: np.ndarray,
                ) -> np.ndarray:
   """P(y > threshold) per sample: the share of calibration errors r with
   forward(pred) + r·d > forward(threshold)."""
-  forward, _ = _transform(calibration["transform"])
+  forward, _ = targets.on_numpy(calibration["transform"], np.float32)
   m = forward(pred)
   d = _difficulty(calibration, spread, m.size)
   scores = np.asarray(calibration["scores"])
@@ -149,7 +143,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
   groups = np.asarray(groups)
   if np.unique(groups).size < 2:
     groups = np.arange(mean.size)
-  forward, _ = _transform(transform)
+  forward, _ = targets.on_numpy(transform, np.float32)
   error = np.abs(forward(target) - forward(mean))
   candidates = {}
   for difficulty in DIFFICULTIES if spread is not None else ("constant",):

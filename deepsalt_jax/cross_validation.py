@@ -116,7 +116,7 @@ def _predictions(plan: stages.Plan, data: samples.Data,
   teacher_inputs = plan.teacher.pixel_inputs(data.sensor, x)
   if teacher_inputs is not None:  # A lab grid with a physics route.
     out[TEACHER] = run(plan.teacher, teacher_inputs, "from_prepared")
-  _, inverse_np = model_choice.transforms(config.data.target_transform)
+  _, inverse_np = targets.on_numpy(config.data.target_transform)
   for name, (x_fit, y_fit) in _baseline_inputs(
       data, config.data.target_transform).items():
     model = final_model.FITS[name](x_fit, y_fit, seed=config.seed)
@@ -129,7 +129,7 @@ def _baseline_inputs(data: samples.Data, transform: str
   """{scikit-learn method: (x, transformed y)} it is fitted on from data's
   training part: the labelled pixels (with the library resampled to the
   sensor's bands for the pooled MLP); none with too few pixels."""
-  forward, _ = model_choice.transforms(transform)
+  forward, _ = targets.on_numpy(transform)
   train_rows = ~data.test & (data.role == roles.LABELLED)
   if train_rows.sum() < baselines.MIN_SAMPLES:
     logging.warning("%d labelled pixels to fit PLSR and the random forest "

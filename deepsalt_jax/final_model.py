@@ -31,6 +31,7 @@ import sklearn
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import model_choice
+from deepsalt_jax import targets
 
 FOLDER = "final_model"
 KIND = "validation's final model"
@@ -75,7 +76,7 @@ class FinalModel:
               networks: dict[str, np.ndarray]) -> np.ndarray:
     """EC of the spectra `x` ([n, sensor's good bands]), never below 0,
     given the network members' predictions of them (target units)."""
-    _, inverse = model_choice.transforms(self.transform)
+    _, inverse = targets.on_numpy(self.transform)
     predictions = dict(networks, **{n: inverse(f(x))
                                     for n, f in self.fitted.items()})
     return np.maximum(self.choice.predict(predictions, self.transform), 0.0)

@@ -83,7 +83,7 @@ class Choice:
     """The winner's prediction from the candidates' `predictions`."""
     if self.winner != STACKED:
       return predictions[self.winner]
-    forward, inverse = transforms(transform)
+    forward, inverse = targets.on_numpy(transform)
     return inverse(sum(w * forward(predictions[name])
                        for name, w in self.weights.items() if w > 0))
 
@@ -95,21 +95,13 @@ class Choice:
     winner's interval is calibrated on)."""
     if self.winner != STACKED:
       return predictions[self.winner]
-    forward, inverse = transforms(transform)
+    forward, inverse = targets.on_numpy(transform)
     names = [n for n in self.weights if n in predictions]
     z = np.stack([forward(predictions[n]) for n in names], axis=1)
     return inverse(_cross_fitted_stack(z, forward(target), group))
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
-
-
-def transforms(name: str):
-  """(forward, inverse) of a target transform on NumPy arrays."""
-  forward, inverse = targets.TRANSFORMS[name]
-  as_array = lambda f: lambda x: np.asarray(f(np.asarray(x, np.float64)),
-                                            np.float64)
-  return as_array(forward), as_array(inverse)
 
 
 def _cross_fitted_stack(z: np.ndarray, y: np.ndarray,
@@ -131,7 +123,7 @@ def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
   A candidate with a missing prediction (not fitted in some run) is left
   out.
   """
-  forward, _ = transforms(transform)
+  forward, _ = targets.on_numpy(transform)
   y = forward(target)
   names = [n for n, p in predictions.items() if np.isfinite(p).all()]
   z = np.stack([forward(predictions[n]) for n in names], axis=1)

@@ -20,12 +20,13 @@ from etils import epath
 import numpy as np
 
 from deepsalt_jax import baselines
+from deepsalt_jax import final_model
 from deepsalt_jax import metrics
 from deepsalt_spectral import errors
 
 DRAWS = 3
 # The peers a user would fit instead, beside the students.
-PEERS = ("PLSR", "random forest", "pooled MLP")
+PEERS = tuple(final_model.FITS)
 ALL = "all"
 KEYS = {"r2": "R²", "r2_log": "R² of log EC", "kappa": "kappa"}
 

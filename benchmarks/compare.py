@@ -112,6 +112,10 @@ DESCRIPTIONS = {
     "latent_pretrain": "the latent SAU with its encoder pretrained as an "
                        "autoencoder on the pixels (300 steps) and kept as a "
                        "term (weight 0.1)",
+    "library": "DeepSalt keeping the library in its regression: the lab "
+               "spectra resampled to the bands beside the labelled pixels "
+               "(w_source=1)",
+    "latent_library": "the latent SAU and the library in the regression",
     "coral": "DeepSalt with CORAL alignment instead of MMD",
     "adversarial": "DeepSalt with adversarial alignment instead of MMD",
     "teacher_lab": "REFERENCE, not a competitor: the teacher on the held-out "

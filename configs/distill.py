@@ -51,6 +51,10 @@ VARIANTS = {
     "latent_pretrain": {"model": {"sau": "latent"},
                         "loss": {"w_autoencoder": 0.1,
                                  "sau_pretrain_steps": 300}},
+    # The library's lab spectra, resampled to the bands, kept in the
+    # student's regression beside the labelled pixels.
+    "library": {"loss": {"w_source": 1.0}},
+    "latent_library": {"model": {"sau": "latent"}, "loss": {"w_source": 1.0}},
     # What a user would pick instead. The network on the labelled pixels
     # alone, from scratch:
     "plain": {"model": {"use_sau": False, "init_from_teacher": False},

@@ -20,7 +20,7 @@ from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
 SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "coral_ridge", "pooled_mlp",
-                    "source_only",
+                    "epo", "ds", "source_only",
                     "student", "plain", "finetune", "dann", "dann_labels",
                     "teacher_lab"]
 

@@ -87,6 +87,14 @@ DESCRIPTIONS = {
                    "unlabelled pixels, then ridge regression (shallow DA)",
     "pooled_mlp": "one MLP (scikit-learn) on the resampled lab spectra and "
                   "the labelled pixels pooled (spiking)",
+    "epo": "EPO (Roger et al. 2003): PLSR on the resampled lab spectra with "
+           "the main directions of the paired samples' pixel - resampled lab "
+           "differences projected out, applied to the pixels projected alike; "
+           "directions (0-8) and components chosen on the labelled pixels by "
+           "CV over whole training regions",
+    "ds": "direct standardisation (Wang et al. 1991): a ridge map (penalty "
+          "by GCV) of the paired samples' pixels onto their resampled lab "
+          "spectra takes the pixels to lab space, where plsr_lab predicts",
     "source_only": "the teacher: the network trained on the lab spectra "
                    "resampled forward to the nominal bands, applied to the "
                    "pixels (no target data; with space=lab, the pixels go "
@@ -239,7 +247,8 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
   samples included (they pick their own settings by inner CV). per_region:
   one model per region (LimeSoDa's within-set protocol), else one model on
   all training regions. A model with fewer than MIN_TRAIN training samples
-  is not fitted: its predictions stay NaN.
+  is not fitted: its predictions stay NaN. EPO and DS learn the lab-to-pixel
+  difference from the paired samples of the training part.
   """
   forward, inverse = map(
       _numpy, targets.TRANSFORMS[config.data.target_transform])
@@ -251,26 +260,39 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
   unlabelled = data.satellite[~data.test & (data.role == roles.UNLABELLED)]
   if config.data.transductive:
     unlabelled = np.concatenate([unlabelled, test["satellite"]])
+  paired = train_rows & (data.role == roles.PAIRED)
+  pairs = (data.pair_satellite[paired], source[paired])
+  # The pooled MLP's and EPO's training sets stack the resampled library
+  # over the pixels, so their rows index the samples twice; EPO's inner CV
+  # holds out whole regions (LimeSoDa's sets: whole spatial blocks).
+  pixel = np.repeat([False, True], len(data.target))
+  inner_groups = np.tile(data.blocks if per_region else data.region, 2)
+  max_components = 3 if tiny else 20
+  # method -> fit(training inputs, targets, training rows).
   fitters = {
-      "plsr": lambda x, y: baselines.plsr(
-          x, y, max_components=3 if tiny else 20, seed=config.seed),
-      "rf": lambda x, y: baselines.random_forest(
+      "plsr": lambda x, y, _: baselines.plsr(
+          x, y, max_components=max_components, seed=config.seed),
+      "rf": lambda x, y, _: baselines.random_forest(
           x, y, seed=config.seed, trees=20 if tiny else 300),
-      "coral_ridge": lambda x, y: baselines.coral_ridge(x, y, unlabelled),
-      "pooled_mlp": lambda x, y: baselines.pooled_mlp(
+      "coral_ridge": lambda x, y, _: baselines.coral_ridge(x, y, unlabelled),
+      "pooled_mlp": lambda x, y, _: baselines.pooled_mlp(
           x, y, max_iter=20 if tiny else 300, seed=config.seed),
+      "epo": lambda x, y, rows: baselines.epo(
+          x, y, pixel[rows], inner_groups[rows], *pairs,
+          max_dims=2 if tiny else 8, max_components=max_components),
+      "ds": lambda x, y, _: baselines.ds(
+          x, y, *pairs, max_components=max_components, seed=config.seed),
   }
   fitters["plsr_lab"] = fitters["plsr"]
-  # method -> (training rows, training inputs, test inputs); the pooled
-  # MLP's training set stacks the resampled library over the pixels, so its
-  # rows index the samples twice.
+  pooled = (np.concatenate([train_rows, labelled]),
+            np.concatenate([source, data.satellite]), test["satellite"])
+  # method -> (training rows, training inputs, test inputs).
   inputs = {"plsr": (labelled, data.satellite, test["satellite"]),
             "rf": (labelled, data.satellite, test["satellite"]),
             "plsr_lab": (train_rows, source, test["satellite"]),
             "coral_ridge": (train_rows, source, test["satellite"]),
-            "pooled_mlp": (np.concatenate([train_rows, labelled]),
-                           np.concatenate([source, data.satellite]),
-                           test["satellite"])}
+            "ds": (train_rows, source, test["satellite"]),
+            "pooled_mlp": pooled, "epo": pooled}
   groups = np.unique(test["region"]) if per_region else [None]
   out = {}
   for method in (m for m in methods if m in report.BASELINES):
@@ -287,7 +309,8 @@ def fit_baselines(data: samples.Data, methods: Sequence[str],
         logging.warning("%s: %d training samples%s (< %d): not fitted.",
                         method, fit_rows.sum(), where, MIN_TRAIN)
         continue
-      predict = fitters[method](x_train[fit_rows], forward(target[fit_rows]))
+      predict = fitters[method](x_train[fit_rows], forward(target[fit_rows]),
+                                fit_rows)
       out[method][predict_rows] = np.maximum(
           inverse(predict(x_test[predict_rows])), 0.0)
   return out

@@ -21,7 +21,8 @@ SCORES = ("r2", "r2_log", "rmse", "rpd", "rpiq", "class_accuracy", "kappa")
 HEADERS = {"r2": "R²", "r2_log": "R² log", "rmse": "RMSE ({unit})",
            "rpd": "RPD", "rpiq": "RPIQ", "class_accuracy": "class acc.",
            "kappa": "kappa"}
-BASELINES = ("plsr", "rf", "plsr_lab", "coral_ridge", "pooled_mlp")
+BASELINES = ("plsr", "rf", "plsr_lab", "coral_ridge", "pooled_mlp", "epo",
+             "ds")
 # What a user would reach for instead of DeepSalt (the student's rivals).
 PEERS = BASELINES + ("source_only", "plain", "finetune", "dann",
                      "dann_labels")

@@ -20,7 +20,7 @@ from deepsalt_spectral import lab_grid
 from deepsalt_spectral import sensors
 
 SALINITY_METHODS = ["plsr", "rf", "plsr_lab", "coral_ridge", "pooled_mlp",
-                    "source_only",
+                    "epo", "ds", "source_only",
                     "student", "plain", "finetune", "dann", "dann_labels",
                     "teacher_lab"]
 
@@ -280,6 +280,69 @@ def test_coral_ridge_learns_the_source_law_when_domains_agree():
   pred = baselines.coral_ridge(x_source, z_source @ weights,
                                x_target)(x_target)
   assert metrics.regression_metrics(y_target, pred)["r2"] > 0.95
+
+
+def _two_domains(rng, n: int, bands: int = 30):
+  """Lab spectra of rank 5 plus a little noise; y linear in the latents."""
+  mixing, weights = rng.normal(size=(5, bands)), rng.normal(size=5)
+  z = rng.normal(size=(n, 5))
+  return z @ mixing + 0.01 * rng.normal(size=(n, bands)), z @ weights
+
+
+def test_ds_undoes_a_known_affine_map_between_the_domains():
+  """Pixels are an affine image of the lab spectra: DS maps them back, so
+  PLSR on the lab library predicts them; applied as they are, it does not."""
+  from deepsalt_jax import baselines
+  rng = np.random.default_rng(0)
+  lab, y = _two_domains(rng, 700)
+  affine = rng.normal(size=(30, 30)) / np.sqrt(30)
+  pixels = lab @ affine + rng.normal(size=30)
+  library, pairs, test = slice(0, 300), slice(300, 500), slice(500, 700)
+  pred = baselines.ds(lab[library], y[library], pixels[pairs],
+                      lab[pairs])(pixels[test])
+  assert metrics.regression_metrics(y[test], pred)["r2"] > 0.99
+  plain = baselines.plsr(lab[library], y[library])(pixels[test])
+  assert metrics.regression_metrics(y[test], plain)["r2"] < 0.5
+
+
+def test_epo_projects_out_a_known_interference_subspace():
+  """Pixels = lab spectra + a strong random mix of two interfering spectra.
+  EPO finds and removes their span from the pairs, so PLSR on the clean
+  library predicts the interfered pixels; plain PLSR does not."""
+  from deepsalt_jax import baselines
+  rng = np.random.default_rng(0)
+  lab, y = _two_domains(rng, 700)
+  interference = rng.normal(size=(2, 30))
+  pixels = lab + rng.normal(size=(700, 2)) * 10 @ interference
+  projection = baselines.epo_projection(pixels[300:500] - lab[300:500], 2)
+  np.testing.assert_allclose(interference @ projection, 0, atol=0.05)
+  # The library, then 60 labelled pixels of 4 groups to choose by.
+  x = np.concatenate([lab[:300], pixels[640:]])
+  pixel = np.arange(360) >= 300
+  groups = np.concatenate([np.arange(300) % 4, np.arange(60) % 4])
+  model = baselines.epo(x, np.concatenate([y[:300], y[640:]]), pixel, groups,
+                        pixels[300:500], lab[300:500], max_dims=4)
+  test = slice(500, 640)
+  assert metrics.regression_metrics(y[test], model(pixels[test]))["r2"] > 0.95
+  plain = baselines.plsr(lab[:300], y[:300])(pixels[test])
+  assert metrics.regression_metrics(y[test], plain)["r2"] < 0.5
+
+
+def test_plsr_path_errors_match_refitted_plsr():
+  """The components' inner CV from one kernel-PLS pass per fold gives the
+  errors of a PLSR refitted with each number of components."""
+  from sklearn.cross_decomposition import PLSRegression
+  from sklearn.model_selection import KFold
+  from deepsalt_jax import baselines
+  rng = np.random.default_rng(0)
+  x, y = _two_domains(rng, 80)
+  splits = list(KFold(4, shuffle=True, random_state=0).split(x))
+  errors = baselines._path_errors(x, y, splits, 6)  # pylint: disable=protected-access
+  for k in (1, 3, 6):
+    refit = sum(np.sum((PLSRegression(k, scale=False).fit(x[fit], y[fit])
+                        .predict(x[held]).ravel() - y[held]) ** 2)
+                for fit, held in splits)
+    assert errors[k - 1] == pytest.approx(refit, rel=1e-9)
 
 
 def test_realism_statistics_known_answers():

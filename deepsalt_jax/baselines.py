@@ -26,8 +26,8 @@ MIN_SAMPLES = 4  # PLSR's inner CV needs them.
 # grown to leaves of 2 on all n samples made the forest cost n^1.2-1.3; on
 # a bounded sample a tree costs the same at any n and only predicting grows,
 # linearly. Below it, scikit-learn's default (n of n): the same trees as
-# before. 2,000 kept the held-out R2 of the uncapped forest within 0.002 at
-# 5,000 pixels, 1,000 lost 0.007 (docs/scale.md).
+# before. Held-out R2 against the uncapped forest: -0.002 at 5,000 pixels,
+# -0.013 at 20,000 for 10.6x less CPU (1,000: -0.007, -0.020; docs/scale.md).
 FOREST_SAMPLES = 2000
 
 

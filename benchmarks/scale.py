@@ -21,9 +21,10 @@ threads) and peak RSS of
            untrained default student.
 Grid: library 1k, 10k, 100k; points 50, 500, 5,000; scenes 1, 8, 32 of
 1000 x 1000 pixels. --quick: library 1k, 3k, 10k; points 50, 150, 500;
-scenes 1, 2, 4 of 300 x 300 pixels. Prints a Markdown table with the
-log-log slope of each quantity (least squares over the sizes): 1 is linear;
-and CPU's over the last two sizes. --previous adds an earlier run's rows of
+scenes 1, 2, 4 of 300 x 300 pixels; --points and --scenes choose other
+counts. Prints a Markdown table with the log-log slope of each quantity
+(least squares over the sizes): 1 is linear; and CPU's over the last two
+sizes. --previous adds an earlier run's rows of
 the axes not measured now (docs/scale.json holds the docs' rows).
 Training steps are fixed, so (b) and (c) measure what grows with the data
 besides the steps. The rows so far are kept in <work>/rows.json. Needs the
@@ -55,6 +56,8 @@ _AXES = flags.DEFINE_list("axes", ["library", "points", "scenes"],
 _STEPS = flags.DEFINE_integer("steps", 100, "Training steps per stage.")
 _JSON = flags.DEFINE_string("json", None, "Optional JSON output file.")
 _FIGURE = flags.DEFINE_string("figure", None, "Optional log-log figure.")
+_POINTS = flags.DEFINE_list("points", None, "Point counts instead of the "
+                            "grid's.")
 _SCENES = flags.DEFINE_list("scenes", None, "Scene counts instead of the "
                             "grid's.")
 _SCENE_PIXELS = flags.DEFINE_integer("scene_pixels", None, "Scene rows = "
@@ -246,6 +249,8 @@ def run(axes: Sequence[str], work: pathlib.Path, quick: bool,
         steps: int, log: pathlib.Path | None = None) -> dict[str, Any]:
   """Every measurement (the rows so far also in `log`), and the slopes."""
   grid = dict(GRIDS[quick])
+  if _POINTS.value:
+    grid["points"] = [int(n) for n in _POINTS.value]
   if _SCENES.value:
     grid["scenes"] = [int(n) for n in _SCENES.value]
   rows = []

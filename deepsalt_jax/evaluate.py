@@ -26,6 +26,7 @@ from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
+from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
@@ -90,8 +91,11 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
 
 def entries(plan: stages.Plan, data: samples.Data,
             params: dict[str, Any],
-            calibrations: dict[str, Any] | None = None) -> list[Entry]:
-  """Every trained model of `plan`, plus the classic transfer baseline."""
+            calibrations: dict[str, Any] | None = None,
+            choice: dict[str, Any] | None = None) -> list[Entry]:
+  """Every trained model of `plan`, plus the classic transfer baseline and,
+  given validation's `choice` of the candidates (selection.choose), the
+  chosen student again as the first student row."""
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
@@ -105,12 +109,15 @@ def entries(plan: stages.Plan, data: samples.Data,
     out.append(Entry(f"{teacher.name} (pixels)", "satellite", model,
                      params[teacher.name], pixels, method="from_prepared",
                      covariates=covariates))
-  for student in plan.students:
-    out.append(Entry(student.name, student.input, student.model(data.sensor),
-                     params[student.name], test[student.input],
-                     calibration=(calibrations or {}).get(student.name),
-                     covariates=student.covariates(data, data.test)))
-  return out
+  students = [Entry(student.name, student.input, student.model(data.sensor),
+                    params[student.name], test[student.input],
+                    calibration=(calibrations or {}).get(student.name),
+                    covariates=student.covariates(data, data.test))
+              for student in plan.students]
+  if choice:
+    winner = next(e for e in students if e.name == choice["winner"])
+    out.append(dataclasses.replace(winner, name=selection.SELECTED))
+  return out + students
 
 
 def score(target: np.ndarray, pred: np.ndarray, region: np.ndarray,
@@ -311,9 +318,10 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   name = f"eval-{steps[(plan.students or (plan.teacher,))[0].name]}"
   calibrations = {s.name: calibration.load(workdir / s.name)
                   for s in plan.students}
-  results = report(entries(plan, data, params, calibrations), data, config,
-                   workdir, mesh, name=name,
-                   extra={"checkpoint_steps": steps})
+  choice = selection.load_choice(workdir) if plan.candidates else None
+  results = report(entries(plan, data, params, calibrations, choice), data,
+                   config, workdir, mesh, name=name,
+                   extra={"checkpoint_steps": steps, "choice": choice})
   logging.info("Evaluation written to %s", workdir / f"{name}.md")
   return results
 

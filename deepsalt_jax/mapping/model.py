@@ -1,13 +1,15 @@
 """The model a map comes from: validation's choice, or the student.
 
-An own-data cross-validation saves the final model validation chose
-(`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
-network, or a stack of them). `--mapping.model=selected` (the default)
-maps with it; `student`, a run without a saved choice (a benchmark run, an
-own-data run from before it was saved) or a choice of the student alone
-map with the student and its own calibration, as before. A chosen model
-has no MC spread: its interval is the constant one in the target
-transform's space calibrated on its out-of-fold predictions.
+A distill run with candidate students maps with the one validation chose
+(`selection.choose`). An own-data cross-validation saves the final model
+validation chose (`deepsalt_jax.final_model`: PLSR, the random forest, the
+pooled MLP, a network, or a stack of them). `--mapping.model=selected` (the
+default) maps with the choice; `student`, a run without candidates or a
+saved choice (an own-data run from before it was saved) or a choice of the
+student alone map with the default student. A student maps with its own
+calibration. A chosen model of own data has no MC spread: its interval is
+the constant one in the target transform's space calibrated on its
+out-of-fold predictions.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from deepsalt_jax import checkpoint
 from deepsalt_jax import final_model
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
+from deepsalt_jax import selection
 from deepsalt_jax import stages
 from deepsalt_jax import targets
 from deepsalt_spectral import errors
@@ -89,11 +92,10 @@ def _network(stage: stages.Stage, params: Any, sensor: str,
   return lambda x, **kw: run(stage.pixel_inputs(sensor, x), **kw)
 
 
-def _student(plan, config, workdir, mesh, options, sensor) -> MapModel:
-  """Today's map: the student with its calibration."""
-  student = plan.students[0]
+def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
+  """A student with its calibration."""
   params, step = _restore(student, config, workdir, mesh)
-  dropout = config.model.encoder.dropout
+  dropout = student.config.model.encoder.dropout
   if options.mc_samples:
     fitted, why = calibration.for_spread(
         calibration.load(workdir / student.name),
@@ -104,7 +106,9 @@ def _student(plan, config, workdir, mesh, options, sensor) -> MapModel:
   mc_samples = options.mc_samples if fitted and (
       fitted["difficulty"] != "constant") else 0
   run = _network(student, params, sensor, config, mesh, options, mc_samples)
-  return MapModel(final_model.STUDENT, run, {student.name: step},
+  name = (final_model.STUDENT if student.name == "student" else
+          f"student {student.name!r}")
+  return MapModel(name, run, {student.name: step},
                   student.covariate_names, fitted, why, mc_samples)
 
 
@@ -144,13 +148,28 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
         "dataset=salinity, or configs/own_data.py); "
         f"{workdir} holds job={config.job!r}, "
         f"dataset={config.data.name!r}.")
-  chosen = final_model.load(workdir) if options.model == "selected" else None
-  if options.model == "selected" and chosen is None:
-    logging.warning("[map] %s has no %s/ (no validation choice saved: a "
-                    "benchmark run, or an own-data run before it was "
-                    "saved): mapping with the student.", workdir,
+  student = plan.students[0]
+  if options.model == "student":
+    return _student(student, config, workdir, mesh, options, sensor)
+  if plan.candidates:  # A distill run: validation chose a student.
+    choice = selection.load_choice(workdir)
+    if choice is None:
+      raise errors.UserError(
+          f"{workdir} trained candidate students but holds no "
+          f"{selection.CHOICE_FILE}: re-run its training command (it "
+          "restores the trained students and chooses), or map with "
+          "--mapping.model=student.")
+    winner = next(s for s in plan.students if s.name == choice["winner"])
+    logging.info("[map] mapping with validation's choice: student %s",
+                 winner.name)
+    return _student(winner, config, workdir, mesh, options, sensor)
+  chosen = final_model.load(workdir)
+  if chosen is None:
+    logging.warning("[map] %s has no validation choice saved (a run "
+                    "without candidates, or an own-data run from before "
+                    "%s/ was saved): mapping with the student.", workdir,
                     final_model.FOLDER)
   if chosen is None or chosen.members == [final_model.STUDENT]:
-    return _student(plan, config, workdir, mesh, options, sensor)
+    return _student(student, config, workdir, mesh, options, sensor)
   logging.info("[map] mapping with validation's choice: %s", chosen.name)
   return _chosen(chosen, plan, config, workdir, mesh, options, sensor)

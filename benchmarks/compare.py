@@ -76,6 +76,7 @@ VARIANTS = {**distill.VARIANTS,
 # Method -> the trainer's name for it.
 TRAINER_NAMES = {"source_only": "teacher (pixels)", "teacher_lab": "teacher",
                  "student": "student", "selected": selection.SELECTED,
+                 "ensemble": selection.ENSEMBLE,
                  **{name: name for name in VARIANTS}}
 METHODS = report.BASELINES + tuple(TRAINER_NAMES)
 DESCRIPTIONS = {
@@ -98,6 +99,8 @@ DESCRIPTIONS = {
     "selected": "DeepSalt as it ships: of the default student and the "
                 "candidates (configs/distill.py DEFAULT_CANDIDATES), the one "
                 "with the lowest RMSE on the labelled validation blocks",
+    "ensemble": "the mean (in log1p EC) of the default student and the "
+                "candidates",
     "plain": "the network on the labelled pixels alone, from scratch",
     "finetune": "the teacher fine-tuned on the labelled pixels (pretrain "
                 "then fine-tune)",
@@ -309,7 +312,7 @@ def train_deep(config: ml_collections.ConfigDict, methods: Sequence[str],
     return {}, {}
   config.compare = ml_collections.ConfigDict(
       {m: VARIANTS[m] for m in deep if m in VARIANTS})
-  if "selected" in deep:
+  if {"selected", "ensemble"} & set(deep):
     config.candidates = distill.get_config().candidates
   results = train.train_and_evaluate(config, workdir)
   return ({m: np.asarray(results[TRAINER_NAMES[m]]["pred"], np.float64)

@@ -11,7 +11,8 @@ Without validation samples the last step is kept.
 
 `choose` then keeps the candidate student (`Plan.candidates`) of the lowest
 best score: the run's model, reported as SELECTED and mapped by default. Its
-choice is saved in <workdir>/choice.json.
+choice is saved in <workdir>/choice.json. `ensemble` averages the
+candidates instead (the ENSEMBLE row; `--mapping.model=ensemble`).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ BEST_FILE = "best.json"
 CHOICE_FILE = "choice.json"
 # The row of the candidate validation chose (as the own-data CV names its).
 SELECTED = "selected (validation)"
+# The row (and folder of the calibration) of the candidates' mean.
+ENSEMBLE = "ensemble"
 
 
 class Selector:
@@ -133,3 +136,12 @@ def load_choice(workdir: epath.PathLike) -> dict[str, Any] | None:
   from before they existed)."""
   path = epath.Path(workdir) / CHOICE_FILE
   return json.loads(path.read_text()) if path.exists() else None
+
+
+def ensemble(preds: list[np.ndarray], transform: str) -> np.ndarray:
+  """The candidates' mean prediction (target units): averaged in the target
+  transform's space, where the networks regress (log1p for EC: a geometric
+  mean, not pulled up by one candidate's saline outlier)."""
+  forward, inverse = targets.on_numpy(transform, np.float64)
+  return np.maximum(inverse(np.mean([forward(np.asarray(p, np.float64))
+                                     for p in preds], axis=0)), 0.0)

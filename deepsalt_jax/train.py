@@ -355,10 +355,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         student, params[student.name], data, mesh, workdir)
                     for student in plan.students}
     choice = selection.choose(plan, workdir)
+    ensemble = evaluate.calibrate_ensemble(plan, params, data, mesh, workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
                                                calibrations, choice),
                               data, config, workdir, mesh,
-                              extra={"choice": choice})
+                              extra={"choice": choice},
+                              ensemble=(plan.candidates, ensemble))
   logging.info("Compilation, every stage and the evaluation: %s",
                clock.summary())
   return results

@@ -12,6 +12,7 @@ from deepsalt_jax import mapping
 from deepsalt_jax import selection
 from deepsalt_jax import stages
 from deepsalt_jax import train
+from deepsalt_jax.mapping import files
 from tests.conftest import tiny_config
 
 TILE = "enmap_potsdam/enmap_potsdam_tile_192_96.tif"
@@ -49,6 +50,15 @@ def test_choose_keeps_the_default_student_on_ties_and_without_scores(
   assert selection.choose(_plan(()), tmp_path / "none") is None
 
 
+def test_the_ensemble_averages_in_the_transformed_space():
+  np.testing.assert_allclose(
+      selection.ensemble([np.array([0.0, 1.0]), np.array([3.0, 1.0])],
+                         "log1p"), [1.0, 1.0])  # expm1 of mean log1p.
+  np.testing.assert_allclose(
+      selection.ensemble([np.array([2.0]), np.array([4.0])], "identity"),
+      [3.0])
+
+
 @pytest.fixture(scope="module")
 def candidate_run(prepared_data_dir, tmp_path_factory):
   config = tiny_config("distill", prepared_data_dir,
@@ -74,17 +84,26 @@ def test_the_selected_row_is_the_candidate_of_the_lowest_score(
   # Listed first among the students.
   table = (workdir / "results.md").read_text()
   assert table.index(selection.SELECTED) < table.index("| student |")
-  # Evaluation restores the same choice.
+  # The ensemble row: the candidates' mean, with its own calibration.
+  np.testing.assert_allclose(
+      results[selection.ENSEMBLE]["pred"],
+      selection.ensemble([results[n]["pred"] for n in ("student", "library")],
+                         "log1p"), rtol=1e-6)
+  assert results[selection.ENSEMBLE]["interval"]["calibration"][
+      "difficulty"] == "constant"
+  assert (workdir / selection.ENSEMBLE / "calibration.json").exists()
+  # Evaluation restores the same choice and ensemble.
   evaluated = evaluate.evaluate_checkpoints(config, workdir)
-  np.testing.assert_allclose(evaluated[selection.SELECTED]["pred"],
-                             results[winner]["pred"], rtol=1e-6)
+  for name in (selection.SELECTED, selection.ENSEMBLE):
+    np.testing.assert_allclose(evaluated[name]["pred"],
+                               results[name]["pred"], rtol=1e-5)
 
 
 @pytest.mark.slow
 def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
                                                tmp_path):
   """With 'library' chosen the map is library's, named so; the student's
-  map is another."""
+  map is another; the ensemble's is their mean in log1p."""
   config, workdir, _ = candidate_run
   run = tmp_path / "run"
   shutil.copytree(workdir, run)
@@ -98,10 +117,23 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
   options = mapping.options.defaults()
   options.model = "student"
   mapping.map_scene(config, run, tile, tmp_path / "student", options)
-  with rasterio.open(tmp_path / "selected" / f"{tile.stem}_ec.tif") as a, \
-      rasterio.open(tmp_path / "student" / f"{tile.stem}_ec.tif") as b:
-    assert "student 'library', validation's choice" in a.descriptions[0]
-    assert not np.array_equal(a.read(1), b.read(1))
+  options.model = "ensemble"
+  ensemble = mapping.map_scene(config, run, tile, tmp_path / "ensemble",
+                               options)
+  assert ensemble["model"]["name"] == "the ensemble of 2 candidate students"
+  ec, described = {}, {}
+  for name in ("selected", "student", "ensemble"):
+    with rasterio.open(tmp_path / name / f"{tile.stem}_ec.tif") as ds:
+      ec[name], described[name] = ds.read(1), ds.descriptions[0]
+  assert "student 'library', validation's choice" in described["selected"]
+  assert described["ensemble"].endswith(
+      "the ensemble of 2 candidate students")
+  valid = ec["ensemble"] != files.EC_NODATA
+  assert not np.array_equal(ec["selected"], ec["student"])
+  np.testing.assert_allclose(
+      ec["ensemble"][valid], selection.ensemble(
+          [ec["selected"][valid], ec["student"][valid]], "log1p"),
+      rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ A distill run with candidate students maps with the one validation chose
 (`selection.choose`). An own-data cross-validation saves the final model
 validation chose (`deepsalt_jax.final_model`: PLSR, the random forest, the
 pooled MLP, a network, or a stack of them). `--mapping.model=selected` (the
-default) maps with the choice; `student`, a run without candidates or a
+default) maps with the choice; `ensemble` with the mean of a distill run's
+candidate students; `student`, a run without candidates or a
 saved choice (an own-data run from before it was saved) or a choice of the
 student alone map with the default student. A student maps with its own
 calibration. A chosen model of own data has no MC spread: its interval is
@@ -53,6 +54,7 @@ class MapModel:
     covariate_names: the covariates its networks read.
     calibration: its interval, or None (`why`).
     mc_samples: the MC passes each pixel gets (0 without a spread).
+    made_by: who made the map, in words (quicklook, reports).
   """
   name: str
   predict: Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -61,6 +63,7 @@ class MapModel:
   calibration: dict[str, Any] | None
   why: str
   mc_samples: int
+  made_by: str
 
 
 def _restore(stage: stages.Stage, config: ml_collections.ConfigDict,
@@ -106,10 +109,13 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
   mc_samples = options.mc_samples if fitted and (
       fitted["difficulty"] != "constant") else 0
   run = _network(student, params, sensor, config, mesh, options, mc_samples)
-  name = (final_model.STUDENT if student.name == "student" else
-          f"student {student.name!r}")
+  if student.name == "student":
+    name, made_by = final_model.STUDENT, "the DeepSalt student"
+  else:
+    name = f"student {student.name!r}"
+    made_by = f"{name}, validation's choice of model"
   return MapModel(name, run, {student.name: step},
-                  student.covariate_names, fitted, why, mc_samples)
+                  student.covariate_names, fitted, why, mc_samples, made_by)
 
 
 def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
@@ -134,7 +140,37 @@ def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
                  (None, "--mapping.mc_samples=0"))
   if options.mc_samples and not fitted:
     why = f"{chosen.name} has no calibration in {final_model.FOLDER}/"
-  return MapModel(chosen.name, run, steps, tuple(names), fitted, why, 0)
+  return MapModel(chosen.name, run, steps, tuple(names), fitted, why, 0,
+                  f"{chosen.name}, validation's choice of model")
+
+
+def _ensemble(plan, config, workdir, mesh, options, sensor) -> MapModel:
+  """The mean of the candidate students (selection.ensemble), with its
+  constant interval."""
+  if not plan.candidates:
+    raise errors.UserError(
+        f"--mapping.model=ensemble: {workdir} trained no candidate "
+        "students (config.candidates); use selected or student.")
+  networks, steps, names = [], {}, []
+  for stage in (s for s in plan.students if s.name in plan.candidates):
+    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
+    networks.append(_network(stage, params, sensor, config, mesh, options,
+                             0))
+    names += [n for n in stage.covariate_names if n not in names]
+
+  def run(x, index, covariates=None):
+    ec = selection.ensemble([f(x, index=index, covariates=covariates)[0]
+                             for f in networks],
+                            config.data.target_transform)
+    return ec, np.full_like(ec, np.nan)
+
+  fitted = calibration.load(workdir / selection.ENSEMBLE)
+  why = ("--mapping.mc_samples=0" if not options.mc_samples else
+         "" if fitted else f"no {selection.ENSEMBLE}/ calibration in "
+         f"{workdir}")
+  name = f"the {selection.ENSEMBLE} of {len(networks)} candidate students"
+  return MapModel(name, run, steps, tuple(names),
+                  fitted if options.mc_samples else None, why, 0, name)
 
 
 def load(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -149,6 +185,8 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
         f"{workdir} holds job={config.job!r}, "
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
+  if options.model == "ensemble":
+    return _ensemble(plan, config, workdir, mesh, options, sensor)
   if options.model == "student":
     return _student(student, config, workdir, mesh, options, sensor)
   if plan.candidates:  # A distill run: validation chose a student.

@@ -64,6 +64,7 @@ from deepsalt_jax import baselines
 from deepsalt_jax import choices
 from deepsalt_jax import reporting
 from deepsalt_jax import samples
+from deepsalt_jax import selection
 from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_jax.models import from_config
@@ -74,7 +75,9 @@ VARIANTS = {**distill.VARIANTS,
             "adversarial": {"loss": {"alignment": "adversarial"}}}
 # Method -> the trainer's name for it.
 TRAINER_NAMES = {"source_only": "teacher (pixels)", "teacher_lab": "teacher",
-                 "student": "student", **{name: name for name in VARIANTS}}
+                 "student": "student", "selected": selection.SELECTED,
+                 "ensemble": selection.ENSEMBLE,
+                 **{name: name for name in VARIANTS}}
 METHODS = report.BASELINES + tuple(TRAINER_NAMES)
 DESCRIPTIONS = {
     "plsr": "PLSR (components by inner 5-fold CV) on the labelled pixels' "
@@ -101,6 +104,11 @@ DESCRIPTIONS = {
                    "back to the lab grid through the physics inverse)",
     "student": "DeepSalt: SAU + teacher-initialised encoder; regression, "
                "distillation, MMD alignment, SAU reconstruction",
+    "selected": "DeepSalt as it ships: of the default student and the "
+                "candidates (configs/distill.py DEFAULT_CANDIDATES), the one "
+                "with the lowest RMSE on the labelled validation blocks",
+    "ensemble": "the mean (in log1p EC) of the default student and the "
+                "candidates",
     "plain": "the network on the labelled pixels alone, from scratch",
     "finetune": "the teacher fine-tuned on the labelled pixels (pretrain "
                 "then fine-tune)",
@@ -215,7 +223,8 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
   """configs/distill.py for the settings, one split, seed and fraction."""
   arg = (f"dataset={settings['dataset']},sensor={settings['sensor']},"
          f"space={settings['space']},encoder={settings['encoder']},"
-         "compare=none" + (",tiny" if settings["tiny"] else ""))
+         "compare=none,candidates=none" + (",tiny" if settings["tiny"] else
+                                           ""))
   config = distill.get_config(arg)
   config.seed = seed
   config.data.update(data_dir=settings["data_dir"],
@@ -326,6 +335,8 @@ def train_deep(config: ml_collections.ConfigDict, methods: Sequence[str],
     return {}, {}
   config.compare = ml_collections.ConfigDict(
       {m: VARIANTS[m] for m in deep if m in VARIANTS})
+  if {"selected", "ensemble"} & set(deep):
+    config.candidates = distill.get_config().candidates
   results = train.train_and_evaluate(config, workdir)
   return ({m: np.asarray(results[TRAINER_NAMES[m]]["pred"], np.float64)
            for m in deep},

@@ -29,6 +29,13 @@ PEERS = BASELINES + ("source_only", "plain", "finetune", "dann",
 REFERENCE = "teacher_lab"  # Sees lab spectra of the test samples: no rival.
 
 
+def shipped(methods: Sequence[str]) -> str:
+  """The student as the method ships it, measured against the peers:
+  validation's choice of the candidate students where it ran, else the
+  default student."""
+  return "selected" if "selected" in methods else "student"
+
+
 @dataclasses.dataclass
 class Run:
   """Predictions of every method on one split's held-out samples."""
@@ -123,12 +130,12 @@ def label_efficiency(label_runs: Sequence[Run], methods: Sequence[str],
 
 def margins(per_region_r2: dict[str, dict[str, float]],
             methods: Sequence[str]) -> dict[str, Any] | None:
-  """The student against the best peer: per region (mean over seeds), the
-  student's R² minus the best peer's there, and which peer that was."""
+  """The shipped student against the best peer: per region (mean over
+  seeds), its R² minus the best peer's there, and which peer that was."""
   peers = [m for m in PEERS if m in methods and per_region_r2.get(m)]
-  if "student" not in methods or not peers:
+  if shipped(methods) not in methods or not peers:
     return None
-  student = per_region_r2["student"]
+  student = per_region_r2[shipped(methods)]
   out = {}
   for region, own in student.items():
     rivals = {m: per_region_r2[m][region]["r2"] for m in peers
@@ -158,14 +165,16 @@ def _against(student: str, peers: Sequence[str], scores: dict[str, dict],
 def verdicts(scores: dict[str, dict], methods: Sequence[str],
              regions: dict[str, dict],
              region_margins: dict[str, Any] | None) -> list[str]:
-  """Plain statements: does the student beat the best peer, and where?"""
-  if "student" not in methods:
+  """Plain statements: does the shipped student beat the best peer, and
+  where?"""
+  student = shipped(methods)
+  if student not in methods:
     return []
   lines = []
   peers = [m for m in PEERS if m in methods and scores[m]]
   if peers:
-    lines.append(_against("student", peers, scores, regions))
-  ensemble = "student" + ENSEMBLE_SUFFIX
+    lines.append(_against(student, peers, scores, regions))
+  ensemble = student + ENSEMBLE_SUFFIX
   ensembled_peers = [m + ENSEMBLE_SUFFIX for m in peers
                      if scores.get(m + ENSEMBLE_SUFFIX)]
   if scores.get(ensemble) and ensembled_peers:
@@ -173,7 +182,7 @@ def verdicts(scores: dict[str, dict], methods: Sequence[str],
   if region_margins:
     values = [m["margin"] for m in region_margins.values()]
     lines.append(
-        f"against the best peer of each region: the student wins "
+        f"against the best peer of each region: {student} wins "
         f"{sum(v > 0 for v in values)} of {len(values)} regions; it falls "
         f"more than 0.05 below on {sum(v < -0.05 for v in values)} "
         f"(worst {min(values):+.3f}).")
@@ -181,7 +190,7 @@ def verdicts(scores: dict[str, dict], methods: Sequence[str],
 
 
 # Networks whose seeds are averaged into an ensemble when there are several.
-ENSEMBLED = ("student", "source_only", "plain", "finetune", "dann",
+ENSEMBLED = ("selected", "student", "source_only", "plain", "finetune", "dann",
              "dann_labels")
 ENSEMBLE_SUFFIX = " (seed ensemble)"
 
@@ -326,12 +335,13 @@ def markdown(result: dict[str, Any]) -> str:
           f"{table[r][key]:.3f}" if r in table else "n/a" for r in regions)
                    + " |")
   if result["margins"]:
-    lines += ["", "## The student against the best peer of each region", "",
-              "| region | student R² | best peer | its R² | margin |",
-              "|---|---|---|---|---|"]
+    student = shipped(result["per_region"])
+    lines += ["", f"## {_name(student)} against the best peer of each region",
+              "", f"| region | {_name(student)} R² | best peer | its R² | "
+              "margin |", "|---|---|---|---|---|"]
     for region, m in result["margins"].items():
       lines.append(
-          f"| {region} | {result['per_region']['student'][region]['r2']:.3f}"
+          f"| {region} | {result['per_region'][student][region]['r2']:.3f}"
           f" | {m['peer']} | {m['peer_r2']:.3f} | {m['margin']:+.3f} |")
   if result["label_efficiency"]:
     methods = list(result["label_efficiency"][0]["r2"])

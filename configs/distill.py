@@ -2,26 +2,32 @@
 
 Command (the main job): python launch.py --config=configs/distill.py
 Trains the teacher first (into <workdir>/teacher) when no teacher checkpoint
-exists, then the student (<workdir>/student) with the combined loss, then the
-peers named in `compare` (default: plain, finetune and dann_labels, the
-strongest things a user would train instead, same network and steps), and
-prints metrics on the held-out regions.
+exists, then the student (<workdir>/student) with the combined loss, the
+candidate students of `candidates` (validation keeps the best of them and
+the student: the run's model, `choice.json`), then the peers named in
+`compare` (default: plain, finetune and dann_labels, the strongest things a
+user would train instead, same network and steps), and prints metrics on
+the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
 no_align, sau_prior, layers, latent, latent_pretrain, plain, finetune, dann,
-dann_labels,
-compare=<variant>[+<variant>...]|none, target=potsdam (real EnMAP L2A soil
+dann_labels, library, latent_library,
+compare=<variant>[+<variant>...]|none (peers scored beside the student),
+candidates=<variant>[+<variant>...]|none (students validation chooses among
+with the default one; default latent+library+latent_library),
+target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
-Run time: 80 s on 2 idle CPU cores including the data build (measured
-2026-12-03).
+Run time: 161 s wall, 75 s CPU on 2 busy CPU cores (load 8; measured
+2026-12-05).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
-samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m:
-teacher on lab 0.748 / 2.78, teacher on pixels 0.452 / 4.10, student
-0.720 / 2.93, finetune 0.631 / 3.36, plain 0.596 / 3.52, dann_labels
-0.502 / 3.91.
+samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
+AMD EPYC (the figures depend on the processor; README): teacher on lab
+0.748 / 2.78, teacher on pixels 0.452 / 4.10, selected (validation: latent)
+0.709 / 2.99, student 0.699 / 3.04, finetune 0.631 / 3.36, plain
+0.596 / 3.52, dann_labels 0.581 / 3.58.
 """
 from __future__ import annotations
 
@@ -82,14 +88,29 @@ DISTILL_LAYER_WEIGHTS = (1.35, 1.05, 0.65)
 # Trained and scored beside the student by the main command: what a user
 # would pick instead (the teacher on pixels is the source-only network).
 DEFAULT_COMPARE = "plain+finetune+dann_labels"
+# Students trained beside the default one; validation keeps the best of
+# them all (the "selected (validation)" row, and what maps come from).
+DEFAULT_CANDIDATES = "latent+library+latent_library"
+
+
+def _variants(args: dict[str, str | bool], key: str,
+              default: str) -> ml_collections.ConfigDict:
+  """The variants `key=<variant>[+<variant>...]|none` names, by name."""
+  value = args.get(key, default)
+  names = () if value == "none" else tuple(value.split("+"))
+  for name in names:
+    if name not in VARIANTS:
+      raise errors.UserError(f"{key}={name!r} is not one of "
+                             f"{', '.join(VARIANTS)}, none.")
+  return ml_collections.ConfigDict({name: VARIANTS[name] for name in names})
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  compare_choices = tuple(VARIANTS) + ("none",)
   args = common.parse_arg(
       arg, flags=("tiny",) + tuple(VARIANTS),
       keys={"dataset": choices.DATASETS, "sensor": sensors.SENSORS,
             "alignment": choices.ALIGNMENTS, "compare": None,
+            "candidates": None,
             "target": ("potsdam",), "distill": choices.DISTILLATIONS,
             "sau": choices.SAU_MODES, **common.model_args()})
   dataset = args.get("dataset", "salinity")
@@ -144,14 +165,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for name, overrides in VARIANTS.items():
     if args.get(name):
       config.update(overrides)
-  compare = args.get("compare", DEFAULT_COMPARE)
-  names = () if compare == "none" else tuple(compare.split("+"))
-  for name in names:
-    if name not in compare_choices:
-      raise errors.UserError(f"compare={name!r} is not one of "
-                             f"{', '.join(compare_choices)}.")
-  config.compare = ml_collections.ConfigDict(
-      {name: VARIANTS[name] for name in names})
+  config.compare = _variants(args, "compare", DEFAULT_COMPARE)
+  config.candidates = _variants(args, "candidates", DEFAULT_CANDIDATES)
   if args.get("tiny"):
     common.tiny(config)
   # One weight per encoder block, first block first: the DeepSalt authors'

@@ -144,12 +144,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                 "sau": choices.SAU_MODES,
                                 **common.model_args()})
   sensor = args.get("sensor", "enmap")
-  # The networks' keys go to the distill config as given.
+  # The networks' keys go to the distill config as given. No candidate
+  # students: the CV's nested folds choose among the student and the local
+  # models (deepsalt_jax/model_choice.py), and each candidate would train in
+  # every fold and fold pair.
   networks = [f"{key}={args[key]}" for key in ("sau", *common.model_args())
               if key in args]
   config = distill.get_config(",".join(
       [f"sensor={sensor}", f"alignment={args.get('alignment', 'mmd')}",
-       "compare=none", *networks] + (["tiny"] if args.get("tiny") else [])))
+       "compare=none", "candidates=none", *networks] + (["tiny"] if args.get("tiny") else [])))
   config.job = "cross_validation"
   config.data = data_config(sensor)
   # How many field points: the label-efficiency curve, opt-in (on the

@@ -26,6 +26,7 @@ from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
+from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
@@ -88,10 +89,41 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
   return fitted
 
 
+def calibrate_ensemble(plan: stages.Plan, params: dict[str, Any],
+                       data: samples.Data, mesh: jax.sharding.Mesh,
+                       workdir: epath.PathLike) -> dict[str, Any] | None:
+  """Fits and saves (<workdir>/ensemble/) the interval of the candidates'
+  mean on the validation samples: constant in the transformed space (no
+  spread). None without candidates or validation samples."""
+  students = [s for s in plan.students if s.name in plan.candidates]
+  if not students or not data.validation.any():
+    return None
+  config = plan.students[0].config
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
+  preds = [predict.predict(s.model(data.sensor), params[s.name],
+                           s.validation_inputs(data)[0], mesh,
+                           config.train.eval_batch_size, inverse,
+                           covariates=s.covariates(data, data.validation))[0]
+           for s in students]
+  transform = config.data.target_transform
+  fitted = dict(calibration.fit(
+      selection.ensemble(preds, transform), data.target[data.validation],
+      data.blocks[data.validation], transform),
+                model=f"the {selection.ENSEMBLE} of {len(students)} students")
+  if sharding.is_main_process():
+    directory = epath.Path(workdir) / selection.ENSEMBLE
+    directory.mkdir(parents=True, exist_ok=True)
+    calibration.save(fitted, directory)
+  return fitted
+
+
 def entries(plan: stages.Plan, data: samples.Data,
             params: dict[str, Any],
-            calibrations: dict[str, Any] | None = None) -> list[Entry]:
-  """Every trained model of `plan`, plus the classic transfer baseline."""
+            calibrations: dict[str, Any] | None = None,
+            choice: dict[str, Any] | None = None) -> list[Entry]:
+  """Every trained model of `plan`, plus the classic transfer baseline and,
+  given validation's `choice` of the candidates (selection.choose), the
+  chosen student again as the first student row."""
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
@@ -105,12 +137,15 @@ def entries(plan: stages.Plan, data: samples.Data,
     out.append(Entry(f"{teacher.name} (pixels)", "satellite", model,
                      params[teacher.name], pixels, method="from_prepared",
                      covariates=covariates))
-  for student in plan.students:
-    out.append(Entry(student.name, student.input, student.model(data.sensor),
-                     params[student.name], test[student.input],
-                     calibration=(calibrations or {}).get(student.name),
-                     covariates=student.covariates(data, data.test)))
-  return out
+  students = [Entry(student.name, student.input, student.model(data.sensor),
+                    params[student.name], test[student.input],
+                    calibration=(calibrations or {}).get(student.name),
+                    covariates=student.covariates(data, data.test))
+              for student in plan.students]
+  if choice:
+    winner = next(e for e in students if e.name == choice["winner"])
+    out.append(dataclasses.replace(winner, name=selection.SELECTED))
+  return out + students
 
 
 def score(target: np.ndarray, pred: np.ndarray, region: np.ndarray,
@@ -215,8 +250,12 @@ def interval_table(intervals: dict[str, dict[str, Any]], unit: str,
 def report(entries_: list[Entry], data: samples.Data,
            config: ml_collections.ConfigDict, workdir: epath.PathLike,
            mesh: jax.sharding.Mesh, name: str = "results",
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Scores each entry on the held-out samples.
+           extra: dict[str, Any] | None = None,
+           ensemble: tuple[tuple[str, ...], dict[str, Any] | None] = ((),
+                                                                  None)
+           ) -> dict[str, Any]:
+  """Scores each entry on the held-out samples, and `ensemble` (the names
+  of the entries it averages and its calibration; none: no ensemble row).
 
   Writes <name>.json, <name>.md and the parity plot (<name>.png, or
   parity.png for the training run's results) into `workdir` and logs the
@@ -226,6 +265,20 @@ def report(entries_: list[Entry], data: samples.Data,
   salinity = config.data.name == "salinity"
   unit = "dS/m" if salinity else "%"
   test = data.subset(data.test)
+  threshold = calibration.EXCEEDANCE_THRESHOLD if salinity else None
+
+  def result(entry_input, pred, fitted, std=None):
+    out = {"input": entry_input, "target": test["target"], "pred": pred,
+           **score(test["target"], pred, test["region"], data.region_names,
+                   classes=salinity)}
+    if fitted:
+      out["interval"] = {
+          "calibration": {k: v for k, v in fitted.items() if k != "scores"},
+          **interval_report(pred, test["target"], calibration.predictive(
+              fitted, pred, std, threshold), test["region"],
+                            data.region_names, threshold)}
+    return out
+
   results = {}
   for entry in entries_:
     fitted = None
@@ -242,17 +295,16 @@ def report(entries_: list[Entry], data: samples.Data,
                                 config.train.eval_batch_size, inverse,
                                 method=entry.method,
                                 covariates=entry.covariates)
-    results[entry.name] = {
-        "input": entry.input, "target": test["target"], "pred": pred,
-        **score(test["target"], pred, test["region"], data.region_names,
-                classes=salinity)}
-    if fitted:
-      threshold = calibration.EXCEEDANCE_THRESHOLD if salinity else None
-      results[entry.name]["interval"] = {
-          "calibration": {k: v for k, v in fitted.items() if k != "scores"},
-          **interval_report(pred, test["target"], calibration.predictive(
-              fitted, pred, std, threshold), test["region"],
-                            data.region_names, threshold)}
+    results[entry.name] = result(entry.input, pred, fitted,
+                                 std if fitted else None)
+  members, fitted = ensemble
+  if members:  # Listed after the selected row, before the students.
+    row = result("satellite", selection.ensemble(
+        [results[m]["pred"] for m in members], config.data.target_transform),
+                 fitted)
+    items = list(results.items())
+    first = list(results).index(members[0])
+    results = dict(items[:first] + [(selection.ENSEMBLE, row)] + items[first:])
   table = markdown_table(results, unit)
   if sharding.is_main_process():
     workdir = epath.Path(workdir)
@@ -311,9 +363,12 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   name = f"eval-{steps[(plan.students or (plan.teacher,))[0].name]}"
   calibrations = {s.name: calibration.load(workdir / s.name)
                   for s in plan.students}
-  results = report(entries(plan, data, params, calibrations), data, config,
-                   workdir, mesh, name=name,
-                   extra={"checkpoint_steps": steps})
+  choice = selection.load_choice(workdir) if plan.candidates else None
+  results = report(entries(plan, data, params, calibrations, choice), data,
+                   config, workdir, mesh, name=name,
+                   extra={"checkpoint_steps": steps, "choice": choice},
+                   ensemble=(plan.candidates, calibration.load(
+                       workdir / selection.ENSEMBLE)))
   logging.info("Evaluation written to %s", workdir / f"{name}.md")
   return results
 

@@ -27,9 +27,9 @@ LAB_GRID_FILE = "lab_grid.json"
 RUN_OPTIONS = ("data.data_dir", "train.eval_batch_size",
                "train.log_every", "train.checkpoint_every",
                "train.keep_checkpoints",
-               # Variants and the label curve's runs train in folders of
-               # their own: a re-run may add some.
-               "compare", "label_curve")
+               # Variants, candidates and the label curve's runs train in
+               # folders of their own: a re-run may add some.
+               "compare", "candidates", "label_curve")
 # What evaluation and mapping may change: RUN_OPTIONS less those that only
 # matter while training.
 EVAL_OPTIONS = ("data.data_dir", "train.eval_batch_size")
@@ -104,14 +104,15 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
 
 def _fill(saved: Any, defaults: Any) -> Any:
   """`saved` with the fields it lacks taken from `defaults` and those
-  `defaults` lack dropped, recursively; `compare` (the variants trained,
-  by name) as saved."""
+  `defaults` lack dropped, recursively; `compare` and `candidates` (the
+  variants trained, by name) as saved."""
   if not isinstance(saved, dict) or not isinstance(defaults, dict):
     return saved
   out = {k: _fill(saved[k], v) if k in saved else v
          for k, v in defaults.items()}
-  if "compare" in defaults:
-    out["compare"] = saved.get("compare", {})
+  for key in ("compare", "candidates"):
+    if key in defaults:
+      out[key] = saved.get(key, {})
   return out
 
 

@@ -1,4 +1,5 @@
-"""Model selection on the validation samples: each stage's best step.
+"""Model selection on the validation samples: each stage's best step, and
+the best of the candidate students.
 
 Every `train.eval_every` steps (and at the last) a stage's predictions on its
 validation samples (`Data.validation`: labelled samples in whole spatial
@@ -7,6 +8,11 @@ target. The best step's parameters are saved in <stage>/best with the score
 in <stage>/best.json, so a resumed run keeps selecting where it stopped, and
 evaluation and mapping restore that step (`stages.Stage.params_directories`).
 Without validation samples the last step is kept.
+
+`choose` then keeps the candidate student (`Plan.candidates`) of the lowest
+best score: the run's model, reported as SELECTED and mapped by default. Its
+choice is saved in <workdir>/choice.json. `ensemble` averages the
+candidates instead (the ENSEMBLE row; `--mapping.model=ensemble`).
 """
 from __future__ import annotations
 
@@ -29,6 +35,11 @@ from deepsalt_jax import stages
 from deepsalt_jax import targets
 
 BEST_FILE = "best.json"
+CHOICE_FILE = "choice.json"
+# The row of the candidate validation chose (as the own-data CV names its).
+SELECTED = "selected (validation)"
+# The row (and folder of the calibration) of the candidates' mean.
+ENSEMBLE = "ensemble"
 
 
 class Selector:
@@ -90,3 +101,47 @@ class Selector:
                  "transformed target)", self._stage.name, self.best_step,
                  self.best_score)
     return self._params
+
+
+def choose(plan: stages.Plan, workdir: epath.PathLike) -> dict[str, Any] | None:
+  """The candidate student of the lowest validation score (None without
+  candidates), saved in <workdir>/choice.json.
+
+  Every candidate is scored on the same validation samples at its best
+  step. Without validation samples (no scores) the default student stays.
+  """
+  if not plan.candidates:
+    return None
+  workdir = epath.Path(workdir)
+  scores = {}
+  for name in plan.candidates:
+    path = workdir / name / BEST_FILE
+    scores[name] = (json.loads(path.read_text())["validation_rmse"]
+                    if path.exists() else math.inf)
+  winner = min(plan.candidates, key=lambda n: (scores[n], n != "student"))
+  choice = {"criterion": "validation RMSE of the transformed target, each "
+                         "candidate at its best step",
+            "scores": {n: None if math.isinf(v) else v
+                       for n, v in scores.items()},
+            "winner": winner}
+  logging.info("[selection] %s (validation RMSE: %s)", winner, ", ".join(
+      f"{n} {v:.4f}" for n, v in scores.items()))
+  if sharding.is_main_process():
+    (workdir / CHOICE_FILE).write_text(json.dumps(choice, indent=2))
+  return choice
+
+
+def load_choice(workdir: epath.PathLike) -> dict[str, Any] | None:
+  """The run's saved choice (`choose`), or None (no candidates, or a run
+  from before they existed)."""
+  path = epath.Path(workdir) / CHOICE_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def ensemble(preds: list[np.ndarray], transform: str) -> np.ndarray:
+  """The candidates' mean prediction (target units): averaged in the target
+  transform's space, where the networks regress (log1p for EC: a geometric
+  mean, not pulled up by one candidate's saline outlier)."""
+  forward, inverse = targets.on_numpy(transform, np.float64)
+  return np.maximum(inverse(np.mean([forward(np.asarray(p, np.float64))
+                                     for p in preds], axis=0)), 0.0)

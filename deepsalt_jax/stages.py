@@ -4,6 +4,7 @@ A `Stage` knows its model, how to initialise it, which data streams feed it
 and its loss; the trainer, evaluation and mapping work with stages, never
 with strings. `plan(config)` gives the stages of a config: the teacher alone
 (job 'teacher', configs/teacher.py), or the teacher, the student and each
+candidate of `config.candidates` (students validation chooses among) and
 comparison variant of `config.compare` (configs/distill.py, own_data.py).
 A student's teacher trains with `teacher_config(config)`.
 
@@ -241,6 +242,9 @@ class Plan:
   """The stages of a run: the teacher, then the students (maybe none)."""
   teacher: Stage
   students: tuple[Stage, ...]
+  # The students validation chooses among (the default student first), or
+  # none: the student is the run's model.
+  candidates: tuple[str, ...] = ()
 
   @property
   def stages(self) -> tuple[Stage, ...]:
@@ -293,13 +297,17 @@ def plan(config: ml_collections.ConfigDict,
                            f"{', '.join(choices.JOBS)}.")
   if config.job == "teacher":
     return Plan(TeacherStage("teacher", config, lab_grid), ())
+  candidates = config.get("candidates", {})
   students = [StudentStage("student", config, lab_grid)]
-  for name, overrides in config.compare.items():
+  # A variant both compared and a candidate trains once.
+  for name, overrides in {**candidates, **config.compare}.items():
     variant = ml_collections.ConfigDict(config.to_dict())
     variant.update(overrides.to_dict())
     variant.compare = ml_collections.ConfigDict()
+    variant.candidates = ml_collections.ConfigDict()
     students.append(StudentStage(name, variant, lab_grid))
   for student in students:
     _check_distill(student.config)
   return Plan(TeacherStage("teacher", teacher_config(config), lab_grid),
-              tuple(students))
+              tuple(students),
+              ("student", *candidates) if candidates else ())

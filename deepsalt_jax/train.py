@@ -354,9 +354,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     calibrations = {student.name: evaluate.calibrate(
         student, params[student.name], data, mesh, workdir)
                     for student in plan.students}
+    choice = selection.choose(plan, workdir)
+    ensemble = evaluate.calibrate_ensemble(plan, params, data, mesh, workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
-                                               calibrations),
-                              data, config, workdir, mesh)
+                                               calibrations, choice),
+                              data, config, workdir, mesh,
+                              extra={"choice": choice},
+                              ensemble=(plan.candidates, ensemble))
   logging.info("Compilation, every stage and the evaluation: %s",
                clock.summary())
   return results

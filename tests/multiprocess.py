@@ -37,7 +37,7 @@ def main():
       return indices_fn(streams, first, count, mesh)
 
     input_pipeline.block_indices = preempting
-  config = tiny_config("distill", data_dir, "compare=none")
+  config = tiny_config("distill", data_dir, "compare=none,candidates=none")
   try:
     results = train.train_and_evaluate(config, workdir)
   except train.Preempted as e:

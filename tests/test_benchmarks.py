@@ -227,7 +227,7 @@ def test_variants_switch_what_they_name():
 
 @pytest.mark.slow
 def test_speed_measures_positive_throughput():
-  config = distill.get_config("compare=none,tiny")
+  config = distill.get_config("compare=none,candidates=none,tiny")
   mesh = sharding.make_mesh()
   bands = sensors.builtin("prisma").good.size
   row = speed.measure_inference(config, "prisma", 64, mesh)

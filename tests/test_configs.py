@@ -25,7 +25,8 @@ DEFAULTS = {"teacher": teacher.get_config, "distill": distill.get_config,
 VARIANTS = ["", "tiny", "dataset=soc", "sensor=prisma", "sensor=emit",
             "alignment=coral", "alignment=adversarial", "no_sau",
             "no_distill", "no_align", "plain", "compare=none",
-            "compare=no_sau+no_align+plain",
+            "compare=no_sau+no_align+plain", "candidates=none",
+            "candidates=library",
             "encoder=transformer,distill=layers,head=bounded"]
 
 
@@ -78,9 +79,11 @@ def test_distill_variants(arg):
       assert model.encoder.kind == "transformer" and model.head == "bounded"
     assert config.loss.distill == "layers"
     assert len(config.loss.distill_layer_weights) == 3
-  if arg.startswith("compare="):
-    names = [] if arg == "compare=none" else arg[8:].split("+")
-    assert set(config.compare) == set(names)
+  for key, default in (("compare", distill.DEFAULT_COMPARE),
+                       ("candidates", distill.DEFAULT_CANDIDATES)):
+    value = arg[len(key) + 1:] if arg.startswith(f"{key}=") else default
+    names = [] if value == "none" else value.split("+")
+    assert set(config[key]) == set(names)
 
 
 @pytest.mark.parametrize("arg,message", [
@@ -88,6 +91,7 @@ def test_distill_variants(arg):
     ("colour=red", "Unknown config key"),
     ("fast", "Unknown config flag"),
     ("compare=everything", "not one of"),
+    ("candidates=everything", "not one of"),
 ])
 def test_bad_args_are_refused(arg, message):
   with pytest.raises(ValueError, match=message):

@@ -28,7 +28,7 @@ SENSOR = "enmap"
 
 
 def _plan(covariate_text="clay,soc", teacher_reads=False):
-  config = distill.get_config("tiny,compare=none")
+  config = distill.get_config("tiny,compare=none,candidates=none")
   config.data.covariates = covariate_text
   config.teacher.covariates = teacher_reads
   return stages.plan(config, lab_grid.visnir())

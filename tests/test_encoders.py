@@ -138,7 +138,7 @@ def test_bounded_head_range_and_centre_in_target_space():
 
 
 def _model_config(**overrides):
-  config = distill.get_config('compare=none').model
+  config = distill.get_config('compare=none,candidates=none').model
   config.update(overrides)
   return config
 
@@ -148,7 +148,7 @@ def test_bounded_head_follows_the_target_and_needs_bounds():
                                       VISNIR, target_transform='log1p')
   assert teacher.head.bounds == (0.05, 77.0)
   assert teacher.head.transform == 'log1p'
-  soc = distill.get_config('dataset=soc,head=bounded,compare=none')
+  soc = distill.get_config('dataset=soc,head=bounded,compare=none,candidates=none')
   assert soc.model.head_bounds == [] and stages.teacher_config(
       soc).model.head == 'bounded'
   with pytest.raises(errors.UserError, match='model.head_bounds'):
@@ -161,7 +161,7 @@ def test_bounded_head_follows_the_target_and_needs_bounds():
 
 def _layers_config(arg=''):
   return distill.get_config(','.join(filter(None, [
-      'compare=none,distill=layers', arg])))
+      'compare=none,candidates=none,distill=layers', arg])))
 
 
 def test_layer_weights_follow_the_blocks_and_mismatches_are_refused():

@@ -116,7 +116,7 @@ def _mir_data(n: int = 480, seed: int = 0) -> samples.Data:
 def test_latent_student_learns_the_pairing_on_a_mir_grid(tmp_path):
   """On a MIR lab grid the plan picks the latent SAU, the contrastive term
   falls from chance and the teacher gets no physics transfer entry."""
-  config = distill.get_config("tiny,compare=none")
+  config = distill.get_config("tiny,compare=none,candidates=none")
   config.model.space = "lab"
   config.data.validation_fraction = 0.0
   config.train.update(steps=120, log_every=20, checkpoint_every=120)

@@ -24,7 +24,7 @@ def test_potsdam_pixels_feed_the_unlabelled_stream(reference_data,
   assert 0.05 < np.median(pixels) < 0.5  # Soil reflectance, as a fraction.
 
   config = tiny_config("distill", prepared_data_dir,
-                       "target=potsdam,compare=none")
+                       "target=potsdam,compare=none,candidates=none")
   data = samples.load_data(config.data)
   streams = input_pipeline.student_streams(
       data, 16, 0, True, {"labelled", "unlabelled"})

@@ -105,8 +105,7 @@ class _Mapper:
                       self.ec_method)
     student = model.name == final_model.STUDENT
     # Who made the map, in the quicklook's title and the report.
-    self.made_by = ("the DeepSalt student" if student else
-                    f"{model.name}, validation's choice of model")
+    self.made_by = model.made_by
     self.prediction = ("deterministic student prediction" if student else
                        f"prediction of {self.made_by}")
     self.data_note = (

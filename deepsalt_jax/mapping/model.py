@@ -1,13 +1,16 @@
 """The model a map comes from: validation's choice, or the student.
 
-An own-data cross-validation saves the final model validation chose
-(`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
-network, or a stack of them). `--mapping.model=selected` (the default)
-maps with it; `student`, a run without a saved choice (a benchmark run, an
-own-data run from before it was saved) or a choice of the student alone
-map with the student and its own calibration, as before. A chosen model
-has no MC spread: its interval is the constant one in the target
-transform's space calibrated on its out-of-fold predictions.
+A distill run with candidate students maps with the one validation chose
+(`selection.choose`). An own-data cross-validation saves the final model
+validation chose (`deepsalt_jax.final_model`: PLSR, the random forest, the
+pooled MLP, a network, or a stack of them). `--mapping.model=selected` (the
+default) maps with the choice; `ensemble` with the mean of a distill run's
+candidate students; `student`, a run without candidates or a
+saved choice (an own-data run from before it was saved) or a choice of the
+student alone map with the default student. A student maps with its own
+calibration. A chosen model of own data has no MC spread: its interval is
+the constant one in the target transform's space calibrated on its
+out-of-fold predictions.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from deepsalt_jax import checkpoint
 from deepsalt_jax import final_model
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
+from deepsalt_jax import selection
 from deepsalt_jax import stages
 from deepsalt_jax import targets
 from deepsalt_spectral import errors
@@ -50,6 +54,7 @@ class MapModel:
     covariate_names: the covariates its networks read.
     calibration: its interval, or None (`why`).
     mc_samples: the MC passes each pixel gets (0 without a spread).
+    made_by: who made the map, in words (quicklook, reports).
   """
   name: str
   predict: Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -58,6 +63,7 @@ class MapModel:
   calibration: dict[str, Any] | None
   why: str
   mc_samples: int
+  made_by: str
 
 
 def _restore(stage: stages.Stage, config: ml_collections.ConfigDict,
@@ -89,11 +95,10 @@ def _network(stage: stages.Stage, params: Any, sensor: str,
   return lambda x, **kw: run(stage.pixel_inputs(sensor, x), **kw)
 
 
-def _student(plan, config, workdir, mesh, options, sensor) -> MapModel:
-  """Today's map: the student with its calibration."""
-  student = plan.students[0]
+def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
+  """A student with its calibration."""
   params, step = _restore(student, config, workdir, mesh)
-  dropout = config.model.encoder.dropout
+  dropout = student.config.model.encoder.dropout
   if options.mc_samples:
     fitted, why = calibration.for_spread(
         calibration.load(workdir / student.name),
@@ -104,8 +109,13 @@ def _student(plan, config, workdir, mesh, options, sensor) -> MapModel:
   mc_samples = options.mc_samples if fitted and (
       fitted["difficulty"] != "constant") else 0
   run = _network(student, params, sensor, config, mesh, options, mc_samples)
-  return MapModel(final_model.STUDENT, run, {student.name: step},
-                  student.covariate_names, fitted, why, mc_samples)
+  if student.name == "student":
+    name, made_by = final_model.STUDENT, "the DeepSalt student"
+  else:
+    name = f"student {student.name!r}"
+    made_by = f"{name}, validation's choice of model"
+  return MapModel(name, run, {student.name: step},
+                  student.covariate_names, fitted, why, mc_samples, made_by)
 
 
 def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
@@ -130,7 +140,37 @@ def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
                  (None, "--mapping.mc_samples=0"))
   if options.mc_samples and not fitted:
     why = f"{chosen.name} has no calibration in {final_model.FOLDER}/"
-  return MapModel(chosen.name, run, steps, tuple(names), fitted, why, 0)
+  return MapModel(chosen.name, run, steps, tuple(names), fitted, why, 0,
+                  f"{chosen.name}, validation's choice of model")
+
+
+def _ensemble(plan, config, workdir, mesh, options, sensor) -> MapModel:
+  """The mean of the candidate students (selection.ensemble), with its
+  constant interval."""
+  if not plan.candidates:
+    raise errors.UserError(
+        f"--mapping.model=ensemble: {workdir} trained no candidate "
+        "students (config.candidates); use selected or student.")
+  networks, steps, names = [], {}, []
+  for stage in (s for s in plan.students if s.name in plan.candidates):
+    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
+    networks.append(_network(stage, params, sensor, config, mesh, options,
+                             0))
+    names += [n for n in stage.covariate_names if n not in names]
+
+  def run(x, index, covariates=None):
+    ec = selection.ensemble([f(x, index=index, covariates=covariates)[0]
+                             for f in networks],
+                            config.data.target_transform)
+    return ec, np.full_like(ec, np.nan)
+
+  fitted = calibration.load(workdir / selection.ENSEMBLE)
+  why = ("--mapping.mc_samples=0" if not options.mc_samples else
+         "" if fitted else f"no {selection.ENSEMBLE}/ calibration in "
+         f"{workdir}")
+  name = f"the {selection.ENSEMBLE} of {len(networks)} candidate students"
+  return MapModel(name, run, steps, tuple(names),
+                  fitted if options.mc_samples else None, why, 0, name)
 
 
 def load(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -144,13 +184,30 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
         "dataset=salinity, or configs/own_data.py); "
         f"{workdir} holds job={config.job!r}, "
         f"dataset={config.data.name!r}.")
-  chosen = final_model.load(workdir) if options.model == "selected" else None
-  if options.model == "selected" and chosen is None:
-    logging.warning("[map] %s has no %s/ (no validation choice saved: a "
-                    "benchmark run, or an own-data run before it was "
-                    "saved): mapping with the student.", workdir,
+  student = plan.students[0]
+  if options.model == "ensemble":
+    return _ensemble(plan, config, workdir, mesh, options, sensor)
+  if options.model == "student":
+    return _student(student, config, workdir, mesh, options, sensor)
+  if plan.candidates:  # A distill run: validation chose a student.
+    choice = selection.load_choice(workdir)
+    if choice is None:
+      raise errors.UserError(
+          f"{workdir} trained candidate students but holds no "
+          f"{selection.CHOICE_FILE}: re-run its training command (it "
+          "restores the trained students and chooses), or map with "
+          "--mapping.model=student.")
+    winner = next(s for s in plan.students if s.name == choice["winner"])
+    logging.info("[map] mapping with validation's choice: student %s",
+                 winner.name)
+    return _student(winner, config, workdir, mesh, options, sensor)
+  chosen = final_model.load(workdir)
+  if chosen is None:
+    logging.warning("[map] %s has no validation choice saved (a run "
+                    "without candidates, or an own-data run from before "
+                    "%s/ was saved): mapping with the student.", workdir,
                     final_model.FOLDER)
   if chosen is None or chosen.members == [final_model.STUDENT]:
-    return _student(plan, config, workdir, mesh, options, sensor)
+    return _student(student, config, workdir, mesh, options, sensor)
   logging.info("[map] mapping with validation's choice: %s", chosen.name)
   return _chosen(chosen, plan, config, workdir, mesh, options, sensor)

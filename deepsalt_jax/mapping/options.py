@@ -15,7 +15,7 @@ from deepsalt_jax import predict
 from deepsalt_spectral import errors
 from deepsalt_spectral import indices
 
-MODELS = ("selected", "student")
+MODELS = ("selected", "ensemble", "student")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -25,8 +25,10 @@ def defaults() -> ml_collections.ConfigDict:
   """
   builtin = indices.MaskThresholds()
   return ml_collections.ConfigDict(dict(
-      # 'selected': the final model validation chose in an own-data CV
-      # (final_model.py; the student where none was saved); 'student'.
+      # 'selected': the model validation chose (the candidate student of a
+      # distill run, selection.py; the final model of an own-data CV,
+      # final_model.py; the student where none was saved); 'ensemble': the
+      # mean of a distill run's candidate students; 'student'.
       model="selected",
       tile_rows=64,  # Rows read, predicted and written at a time.
       # Pixels per global batch (rounded up to devices x chunk_size).

@@ -17,7 +17,10 @@ with `mapping.map_scene` twice, side by side in one run:
          (deepsalt_jax/final_model.py; fitted on the scene's soil spectra
          with made-up EC): a matrix product per block, a constant interval;
   stack  a stack of that PLSR (0.8) and the student (0.2): one student pass
-         per pixel, no MC passes (a constant interval).
+         per pixel, no MC passes (a constant interval);
+  ensemble  the mean of the default student and its three candidates
+         (configs/distill.py; --mapping.model=ensemble): four student
+         passes per pixel, a constant interval.
 `new` and `today` map with --mapping.model=student.
 Spectra are real pixels of the EnMAP Potsdam tiles (../shared/data/
 enmap_potsdam) with 1 % multiplicative noise: pixels that pass the default
@@ -63,6 +66,7 @@ from deepsalt_jax import model_choice
 from deepsalt_jax import predict
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
+from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
@@ -75,7 +79,8 @@ _COLS = flags.DEFINE_integer("cols", 1000, "Scene columns.")
 _SOIL = flags.DEFINE_float("soil_fraction", 0.25,
                            "Share of soil pixels; the rest is masked.")
 _METHODS = flags.DEFINE_multi_enum("method", ["new", "today"],
-                                   ["new", "today", "plsr", "stack"],
+                                   ["new", "today", "plsr", "stack",
+                                    "ensemble"],
                                    "Methods to time.")
 _TILES = common.reference_data_dir() / "enmap_potsdam"
 _FRAME = 20  # Nodata pixels around the scene.
@@ -144,15 +149,18 @@ def write_scene(path: pathlib.Path, rows: int, cols: int,
 
 
 def save_student(config, workdir: pathlib.Path):
-  """An untrained student run, saved the way train.fit saves one."""
+  """An untrained run of the students of `config`, saved the way train.fit
+  saves them; the first student's model and parameters."""
   plan = stages.plan(config, lab_grid.visnir())
+  teacher = plan.teacher.init_params(config.data.sensor)
+  for stage in reversed(plan.students):  # The first student's last.
+    params = stage.init_params(config.data.sensor, teacher)
+    state = train.create_train_state(params, stage.config,
+                                     sharding.make_mesh())
+    ckpt = checkpoint.Checkpointer(workdir / stage.name / "checkpoints")
+    ckpt.save(config.train.steps, state, force=True)
+    ckpt.close()
   student = plan.students[0]
-  params = student.init_params(
-      config.data.sensor, plan.teacher.init_params(config.data.sensor))
-  state = train.create_train_state(params, config, sharding.make_mesh())
-  ckpt = checkpoint.Checkpointer(workdir / student.name / "checkpoints")
-  ckpt.save(config.train.steps, state, force=True)
-  ckpt.close()
   run_config.save(config, workdir, lab_grid.visnir())
   # The slower kind of calibration: an interval scaled by the head's MC
   # spread (MC passes, bounds and exceedance per pixel).
@@ -166,6 +174,16 @@ def save_student(config, workdir: pathlib.Path):
                         mc_mode=predict.MC_MODE),
                    workdir / student.name)
   return student.model(config.data.sensor), params
+
+
+def save_ensemble_calibration(workdir: pathlib.Path) -> None:
+  """A constant interval for the candidates' mean (speed does not depend
+  on its numbers)."""
+  rng = np.random.default_rng(0)
+  fitted = calibration.fit(np.full(50, 3.0), rng.uniform(1.0, 6.0, 50),
+                           np.arange(50) % 5, "log1p")
+  (workdir / selection.ENSEMBLE).mkdir()
+  calibration.save(fitted, workdir / selection.ENSEMBLE)
 
 
 def save_choice(workdir: pathlib.Path, soil: np.ndarray,
@@ -255,7 +273,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()
-  config = distill.get_config("compare=none")
+  config = distill.get_config("compare=none,candidates=none")
   load = os.getloadavg()
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
@@ -264,19 +282,27 @@ def main(argv):
     soil = write_scene(scene, _ROWS.value, _COLS.value, _SOIL.value)
     written = time.perf_counter() - start
     model, params = save_student(config, tmp / "run")
+    with_candidates = distill.get_config("compare=none")
+    if "ensemble" in _METHODS.value:
+      save_student(with_candidates, tmp / "ensemble_run")
+      save_ensemble_calibration(tmp / "ensemble_run")
     before = _peak_rss_mib()
     runs = {}
-    for name in ("new", "today", "plsr", "stack"):
+    for name in ("new", "today", "plsr", "stack", "ensemble"):
       if name not in _METHODS.value:
         continue
       options = mapping.options.defaults()
+      run, run_config_ = tmp / "run", config
       if name in CHOSEN:
         save_choice(tmp / "run", soil, CHOSEN[name])
+      elif name == "ensemble":
+        options.model = "ensemble"
+        run, run_config_ = tmp / "ensemble_run", with_candidates
       else:
         options.update(dict(TODAY if name == "today" else {},
                             model="student"))
       cpu = _cpu_seconds()
-      report = mapping.map_scene(config, tmp / "run", scene,
+      report = mapping.map_scene(run_config_, run, scene,
                                  tmp / f"maps_{name}", options)
       runs[name] = report, _peak_rss_mib(), _cpu_seconds() - cpu
     size_mib = scene.stat().st_size / 2**20

@@ -329,8 +329,9 @@ def main(argv):
   for name, (report, _, _) in runs.items():
     if "student" not in CHOSEN.get(name, {"student": 1.0}):
       continue  # No network pass.
-    passes = 1 + (report["uncertainty"]["samples"]
-                  if report["uncertainty"]["mode"] == "full" else 0)
+    passes = (len(report["model"]["checkpoint_steps"]) if name == "ensemble"
+              else 1 + (report["uncertainty"]["samples"]
+                        if report["uncertainty"]["mode"] == "full" else 0))
     rate = report["pixels"]["soil"] * passes * flops / report[
         "seconds_by_stage"]["predict"] / 1e9
     print(f"  {name}: {passes} network pass(es) per soil pixel, "

@@ -152,7 +152,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
               if key in args]
   config = distill.get_config(",".join(
       [f"sensor={sensor}", f"alignment={args.get('alignment', 'mmd')}",
-       "compare=none", "candidates=none", *networks] + (["tiny"] if args.get("tiny") else [])))
+       "compare=none", "candidates=none", *networks]
+      + (["tiny"] if args.get("tiny") else [])))
   config.job = "cross_validation"
   config.data = data_config(sensor)
   # How many field points: the label-efficiency curve, opt-in (on the

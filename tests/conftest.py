@@ -67,7 +67,8 @@ def tiny_run(prepared_data_dir, tmp_path_factory):
   """(config, workdir) of one tiny trained distill run, shared by tests that
   only read it (evaluate, map, refuse bad input)."""
   from deepsalt_jax import train
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
   workdir = tmp_path_factory.mktemp("tiny_run")
   train.train_and_evaluate(config, workdir)
   return config, workdir

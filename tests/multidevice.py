@@ -75,7 +75,8 @@ def main():
   assert jax.device_count() == 8
   out = {"devices": jax.device_count()}
   for name, (arg, weights) in CASES.items():
-    config = tiny_config("distill", data_dir, arg + ",compare=none,candidates=none")
+    config = tiny_config("distill", data_dir,
+                         arg + ",compare=none,candidates=none")
     config.model.encoder.dropout = 0.0  # The teacher's too.
     config.loss.update(weights)
     plan = stages.plan(config, lab_grid.visnir())

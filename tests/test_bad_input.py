@@ -73,7 +73,8 @@ def test_no_labelled_samples_is_refused(prepared_data_dir):
 
 def test_a_workdir_of_another_run_is_refused(tiny_run, tmp_path):
   config, workdir = tiny_run
-  other = tiny_config("distill", config.data.data_dir, "compare=none,candidates=none")
+  other = tiny_config("distill", config.data.data_dir,
+                      "compare=none,candidates=none")
   other.data.labelled_fraction = 0.1
   with pytest.raises(ValueError, match=r"(?s)holds a run of another config.*"
                      r"data.labelled_fraction: given 0.1, the run's 0.05"):
@@ -107,7 +108,8 @@ def test_eval_and_map_refuse_a_config_that_differs_from_the_run(tiny_run):
 ])
 def test_config_numbers_are_checked_before_any_work(field, value, message,
                                                      tmp_path):
-  config = tiny_config("distill", tmp_path / "tfds", "compare=none,candidates=none")
+  config = tiny_config("distill", tmp_path / "tfds",
+                       "compare=none,candidates=none")
   config.update_from_flattened_dict({field: value})
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, tmp_path / "run")

@@ -53,7 +53,8 @@ def test_two_processes_agree_on_preemption_train_like_one_and_restore(
           .read_text().splitlines()] == [2, 4, 6]  # Written once each.
 
   # The 4-device, 2-process checkpoint restores in this 1-device process.
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
   restored = evaluate.evaluate_checkpoints(config, run)
   np.testing.assert_allclose(restored["student"]["pred"], seen[0]["pred"],
                              rtol=1e-5)

@@ -148,7 +148,8 @@ def test_bounded_head_follows_the_target_and_needs_bounds():
                                       VISNIR, target_transform='log1p')
   assert teacher.head.bounds == (0.05, 77.0)
   assert teacher.head.transform == 'log1p'
-  soc = distill.get_config('dataset=soc,head=bounded,compare=none,candidates=none')
+  soc = distill.get_config(
+      'dataset=soc,head=bounded,compare=none,candidates=none')
   assert soc.model.head_bounds == [] and stages.teacher_config(
       soc).model.head == 'bounded'
   with pytest.raises(errors.UserError, match='model.head_bounds'):

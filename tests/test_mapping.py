@@ -498,7 +498,8 @@ def test_no_mc_samples_gives_the_same_ec_and_no_uncertainty(tiny_run, tile,
 @pytest.mark.slow
 def test_student_without_dropout_maps_without_uncertainty(
     prepared_data_dir, tile, tmp_path, caplog):
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
   config.model.encoder.dropout = 0.0
   train.train_and_evaluate(config, tmp_path / "run")
   report = mapping.map_scene(config, tmp_path / "run", tile, tmp_path / "maps")

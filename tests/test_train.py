@@ -46,7 +46,8 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
 @pytest.mark.slow
 def test_transformer_with_layer_distillation_and_bounded_head_trains(
     prepared_data_dir, tmp_path):
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none,"
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none,"
                        "encoder=transformer,distill=layers,head=bounded")
   results = train.train_and_evaluate(config, tmp_path)
   for name in ("teacher", "student"):
@@ -65,7 +66,8 @@ def test_training_learns(prepared_data_dir, tmp_path):
 
   A zero learning rate or a flipped gradient sign fails this test.
   """
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
   config.train.update(steps=150, log_every=25, warmup_steps=10,
                       checkpoint_every=150)
   config.teacher.steps = 150
@@ -143,7 +145,8 @@ def test_validation_is_whole_spatial_blocks_of_labelled_samples():
 def test_training_on_poisoned_held_out_samples_stays_finite(prepared_data_dir,
                                                            tmp_path):
   """Inductive: no loss term of teacher or student ever sees a NaN."""
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
   config.data.transductive = False
   data = _poisoned(config)
   plan = stages.plan(config, lab_grid.visnir())
@@ -179,7 +182,8 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   With the default dropout: each step's dropout masks come from the step
   number, so a resumed run draws what an uninterrupted one does.
   """
-  config = tiny_config("distill", prepared_data_dir, "compare=plain,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=plain,candidates=none")
   assert config.model.encoder.dropout > 0
   full = train.train_and_evaluate(config, tmp_path / "full")
   assert set(full) == {"teacher", "teacher (pixels)", "student", "plain"}
@@ -230,7 +234,8 @@ def test_block_scanned_loop_equals_one_step_per_dispatch(
     prepared_data_dir, tmp_path, monkeypatch):
   """Steps scanned in blocks on the device train the same parameters as the
   same steps dispatched one at a time: same batches, same step RNG."""
-  config = tiny_config("distill", prepared_data_dir, "compare=none,candidates=none")
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
   config.train.update(steps=10, log_every=5, eval_every=0,
                       checkpoint_every=0)
   config.teacher.steps = 10  # The teacher's other settings are the student's.

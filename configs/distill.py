@@ -20,13 +20,13 @@ with the default one; default latent+library+latent_library),
 target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
-Run time: 161 s wall, 75 s CPU on 2 busy CPU cores (load 8; measured
-2026-12-05).
+Run time: 65 s wall, 84 s CPU on 2 CPU cores with the data built and the
+compilation cache warm (161 s wall at a load of 8; measured 2026-12-05).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
 AMD EPYC (the figures depend on the processor; README): teacher on lab
 0.748 / 2.78, teacher on pixels 0.452 / 4.10, selected (validation: latent)
-0.709 / 2.99, student 0.699 / 3.04, finetune 0.631 / 3.36, plain
+0.709 / 2.99, student 0.699 / 3.04, ensemble 0.696 / 3.05, finetune 0.631 / 3.36, plain
 0.596 / 3.52, dann_labels 0.581 / 3.58.
 """
 from __future__ import annotations

@@ -139,10 +139,12 @@ def run(project, tmp_path_factory):
   data = samples.load_data(config.data)
   workdir = tmp_path_factory.mktemp("run")
   run_config.save(config, workdir, lab_grid.visnir())
-  train.train_plan(stages.plan(config, lab_grid.visnir()), data, workdir, sharding.make_mesh())
+  train.train_plan(stages.plan(config, lab_grid.visnir()), data, workdir,
+                   sharding.make_mesh())
   return config, data, workdir
 
 
+@pytest.mark.slow  # Builds and trains a project (the run fixture).
 def test_project_covariates_come_from_points_and_library(run, project):
   _, data, _ = run
   assert data.covariate_names == ("clay",)
@@ -165,6 +167,7 @@ def test_project_covariates_come_from_points_and_library(run, project):
     assert stream[0]["covariates"].shape == (batch_size, 1)
 
 
+@pytest.mark.slow  # Builds and trains a project (the run fixture).
 def test_statistics_travel_with_the_checkpoint(run):
   config, data, workdir = run
   plan = stages.plan(config, lab_grid.visnir())
@@ -232,6 +235,7 @@ def test_a_raster_on_another_grid_is_resampled_to_the_scenes(tmp_path):
   assert (values[:, :5] == 7.0).all() and np.isnan(values[:, 5:]).all()
 
 
+@pytest.mark.slow  # Builds and trains a project (the run fixture).
 def test_maps_read_the_covariates_from_rasters(run, project, tmp_path):
   config, _, workdir = run
   scene = project / "scenes" / "a.tif"
@@ -269,6 +273,7 @@ def test_maps_read_the_covariates_from_rasters(run, project, tmp_path):
   np.testing.assert_allclose(resampled[2:], ec[2:], rtol=1e-5)
 
 
+@pytest.mark.slow  # Builds and trains a project (the run fixture).
 def test_a_missing_raster_is_refused_before_any_map(run, project, tmp_path):
   config, _, workdir = run
   scene = project / "scenes" / "a.tif"

@@ -324,7 +324,14 @@ def report(entries_: list[Entry], data: samples.Data,
     intervals = interval_table(
         {k: v["interval"] for k, v in results.items() if "interval" in v},
         unit, "region")
-    (workdir / f"{name}.md").write_text(table + "\n" + (
+    choice = (extra or {}).get("choice")
+    chosen = (f"\n\n{selection.SELECTED} = {choice['winner']}: the lowest "
+              "validation RMSE (transformed target, each candidate at its "
+              "best step) of " + ", ".join(
+                  f"{k} {v:.4f}" if v is not None else f"{k} none"
+                  for k, v in choice["scores"].items()) + ".\n"
+              if choice else "")
+    (workdir / f"{name}.md").write_text(table + chosen + "\n" + (
         "\n" + intervals + "\n" if intervals else ""))
     logging.info("Held out %s (%s; %s):\n%s",
                  config.data.test_regions or f"folds {config.data.test_folds}",

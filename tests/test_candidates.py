@@ -84,6 +84,9 @@ def test_the_selected_row_is_the_candidate_of_the_lowest_score(
   # Listed first among the students.
   table = (workdir / "results.md").read_text()
   assert table.index(selection.SELECTED) < table.index("| student |")
+  # With the candidates' validation scores and the winner.
+  assert (f"\n\n{selection.SELECTED} = {winner}: the lowest validation "
+          f"RMSE" in table and f"library {scores['library']:.4f}" in table)
   # The ensemble row: the candidates' mean, with its own calibration.
   np.testing.assert_allclose(
       results[selection.ENSEMBLE]["pred"],

@@ -153,9 +153,10 @@ def save_student(config, workdir: pathlib.Path):
   saves them; the first student's model and parameters."""
   plan = stages.plan(config, lab_grid.visnir())
   teacher = plan.teacher.init_params(config.data.sensor)
-  for stage in reversed(plan.students):  # The first student's last.
-    params = stage.init_params(config.data.sensor, teacher)
-    state = train.create_train_state(params, stage.config,
+  params = {s.name: s.init_params(config.data.sensor, teacher)
+            for s in plan.students}
+  for stage in plan.students:
+    state = train.create_train_state(params[stage.name], stage.config,
                                      sharding.make_mesh())
     ckpt = checkpoint.Checkpointer(workdir / stage.name / "checkpoints")
     ckpt.save(config.train.steps, state, force=True)
@@ -164,26 +165,29 @@ def save_student(config, workdir: pathlib.Path):
   run_config.save(config, workdir, lab_grid.visnir())
   # The slower kind of calibration: an interval scaled by the head's MC
   # spread (MC passes, bounds and exceedance per pixel).
-  rng = np.random.default_rng(0)
-  fitted = calibration.fit(np.full(50, 3.0), rng.uniform(1.0, 6.0, 50),
-                           np.arange(50) % 5, config.data.target_transform,
-                           rng.uniform(0.01, 0.1, 50), predict.MC_SAMPLES,
-                           predict.MC_MODE)
+  fitted = _made_up_calibration(config.data.target_transform, spread=True)
   calibration.save(dict(fitted, difficulty="head_mc",
                         mc_samples=predict.MC_SAMPLES,
                         mc_mode=predict.MC_MODE),
                    workdir / student.name)
-  return student.model(config.data.sensor), params
+  return student.model(config.data.sensor), params[student.name]
+
+
+def _made_up_calibration(transform: str, spread: bool = False):
+  """A calibration fitted on made-up predictions (speed does not depend on
+  its numbers); `spread`: with an MC spread, else constant."""
+  rng = np.random.default_rng(0)
+  return calibration.fit(
+      np.full(50, 3.0), rng.uniform(1.0, 6.0, 50), np.arange(50) % 5,
+      transform, rng.uniform(0.01, 0.1, 50) if spread else None,
+      predict.MC_SAMPLES if spread else 0, predict.MC_MODE if spread else "")
 
 
 def save_ensemble_calibration(workdir: pathlib.Path) -> None:
-  """A constant interval for the candidates' mean (speed does not depend
-  on its numbers)."""
-  rng = np.random.default_rng(0)
-  fitted = calibration.fit(np.full(50, 3.0), rng.uniform(1.0, 6.0, 50),
-                           np.arange(50) % 5, "log1p")
+  """A constant interval for the candidates' mean."""
   (workdir / selection.ENSEMBLE).mkdir()
-  calibration.save(fitted, workdir / selection.ENSEMBLE)
+  calibration.save(_made_up_calibration("log1p"),
+                   workdir / selection.ENSEMBLE)
 
 
 def save_choice(workdir: pathlib.Path, soil: np.ndarray,

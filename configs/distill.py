@@ -26,8 +26,8 @@ Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
 AMD EPYC (the figures depend on the processor; README): teacher on lab
 0.748 / 2.78, teacher on pixels 0.452 / 4.10, selected (validation: latent)
-0.709 / 2.99, student 0.699 / 3.04, ensemble 0.696 / 3.05, finetune 0.631 / 3.36, plain
-0.596 / 3.52, dann_labels 0.581 / 3.58.
+0.709 / 2.99, student 0.699 / 3.04, ensemble 0.696 / 3.05, finetune
+0.631 / 3.36, plain 0.596 / 3.52, dann_labels 0.581 / 3.58.
 """
 from __future__ import annotations
 

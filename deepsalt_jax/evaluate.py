@@ -299,7 +299,7 @@ def report(entries_: list[Entry], data: samples.Data,
                                  std if fitted else None)
   members, fitted = ensemble
   if members:  # Listed after the selected row, before the students.
-    row = result("satellite", selection.ensemble(
+    row = result(results[members[0]]["input"], selection.ensemble(
         [results[m]["pred"] for m in members], config.data.target_transform),
                  fitted)
     items = list(results.items())
@@ -380,10 +380,11 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   return results
 
 
-def cross_fitted_interval(mean: np.ndarray, std: np.ndarray | None, target: np.ndarray,
-              fold: np.ndarray, transform: str, threshold: float | None,
-              model: str | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def cross_fitted_interval(mean: np.ndarray, std: np.ndarray | None,
+                          target: np.ndarray, fold: np.ndarray,
+                          transform: str, threshold: float | None,
+                          model: str | None = None
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(the calibration from every fold, what the cross-fitted intervals
   achieved overall and per fold) of out-of-fold predictions `mean` (`std`:
   their MC spread, or None: a constant interval) by `model` (None: the
@@ -407,7 +408,6 @@ def cross_fitted_interval(mean: np.ndarray, std: np.ndarray | None, target: np.n
       bounds.setdefault(name, np.zeros(len(target)))[~other] = value
   fitted = dict(fit(mean, target, fold, spread=std),
                 **({"model": model} if model else {}))
-  judged = interval_report(mean, target, bounds, fold, None,
-                                    threshold)
+  judged = interval_report(mean, target, bounds, fold, None, threshold)
   return fitted, {"calibration": {k: v for k, v in fitted.items()
                                   if k != "scores"}, **judged}

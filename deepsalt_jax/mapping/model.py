@@ -118,30 +118,51 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
                   student.covariate_names, fitted, why, mc_samples, made_by)
 
 
+def _networks(members: dict[str, tuple[stages.Stage, bool]], config,
+              workdir, mesh, options, sensor):
+  """The restored networks of `members` (key -> (stage, whether it is the
+  teacher reading pixels)): {key: predict}, their checkpoint steps and
+  the covariates they read."""
+  networks, steps, names = {}, {}, []
+  for key, (stage, teacher) in members.items():
+    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
+    networks[key] = _network(stage, params, sensor, config, mesh, options,
+                             0, teacher=teacher)
+    names += [n for n in stage.covariate_names if n not in names]
+  return networks, steps, tuple(names)
+
+
+def _combined(name: str, made_by: str, members, combine, fitted,
+              missing: str, config, workdir, mesh, options,
+              sensor) -> MapModel:
+  """A map model of several networks' EC, `combine(x, {key: EC})`, with a
+  constant interval `fitted` (`missing`: why there is none)."""
+  networks, steps, names = _networks(members, config, workdir, mesh, options,
+                                     sensor)
+
+  def run(x, index, covariates=None):
+    ec = combine(x, {n: np.asarray(f(x, index=index,
+                                     covariates=covariates)[0], np.float64)
+                     for n, f in networks.items()})
+    return ec, np.full_like(ec, np.nan)
+
+  if not options.mc_samples:
+    fitted, why = None, "--mapping.mc_samples=0"
+  else:
+    why = "" if fitted else missing
+  return MapModel(name, run, steps, names, fitted, why, 0, made_by)
+
+
 def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
             options, sensor) -> MapModel:
   """Validation's final model: its members' predictions combined."""
-  networks, steps, names = {}, {}, []
-  for member in chosen.networks:
-    stage = _NETWORK_STAGE[member](plan)
-    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
-    networks[member] = _network(stage, params, sensor, config, mesh, options,
-                                0, teacher=member == final_model.TEACHER)
-    names += [n for n in stage.covariate_names if n not in names]
-
-  def run(x, index, covariates=None):
-    ec = chosen.predict(x, {n: np.asarray(f(x, index=index,
-                                            covariates=covariates)[0],
-                                          np.float64)
-                            for n, f in networks.items()})
-    return ec, np.full_like(ec, np.nan)
-
-  fitted, why = ((chosen.calibration, "") if options.mc_samples else
-                 (None, "--mapping.mc_samples=0"))
-  if options.mc_samples and not fitted:
-    why = f"{chosen.name} has no calibration in {final_model.FOLDER}/"
-  return MapModel(chosen.name, run, steps, tuple(names), fitted, why, 0,
-                  f"{chosen.name}, validation's choice of model")
+  members = {m: (_NETWORK_STAGE[m](plan), m == final_model.TEACHER)
+             for m in chosen.networks}
+  return _combined(
+      chosen.name, f"{chosen.name}, validation's choice of model", members,
+      chosen.predict, chosen.calibration,
+      f"{chosen.name} has no calibration in {final_model.FOLDER}/", config,
+      workdir, mesh, options, sensor)
 
 
 def _ensemble(plan, config, workdir, mesh, options, sensor) -> MapModel:
@@ -151,26 +172,15 @@ def _ensemble(plan, config, workdir, mesh, options, sensor) -> MapModel:
     raise errors.UserError(
         f"--mapping.model=ensemble: {workdir} trained no candidate "
         "students (config.candidates); use selected or student.")
-  networks, steps, names = [], {}, []
-  for stage in (s for s in plan.students if s.name in plan.candidates):
-    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
-    networks.append(_network(stage, params, sensor, config, mesh, options,
-                             0))
-    names += [n for n in stage.covariate_names if n not in names]
-
-  def run(x, index, covariates=None):
-    ec = selection.ensemble([f(x, index=index, covariates=covariates)[0]
-                             for f in networks],
-                            config.data.target_transform)
-    return ec, np.full_like(ec, np.nan)
-
-  fitted = calibration.load(workdir / selection.ENSEMBLE)
-  why = ("--mapping.mc_samples=0" if not options.mc_samples else
-         "" if fitted else f"no {selection.ENSEMBLE}/ calibration in "
-         f"{workdir}")
-  name = f"the {selection.ENSEMBLE} of {len(networks)} candidate students"
-  return MapModel(name, run, steps, tuple(names),
-                  fitted if options.mc_samples else None, why, 0, name)
+  members = {s.name: (s, False) for s in plan.students
+             if s.name in plan.candidates}
+  name = f"the {selection.ENSEMBLE} of {len(members)} candidate students"
+  return _combined(
+      name, name, members, lambda x, ec: selection.ensemble(
+          list(ec.values()), config.data.target_transform),
+      calibration.load(workdir / selection.ENSEMBLE),
+      f"no {selection.ENSEMBLE}/ calibration in {workdir}", config, workdir,
+      mesh, options, sensor)
 
 
 def load(config: ml_collections.ConfigDict, workdir: epath.Path,

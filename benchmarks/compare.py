@@ -168,6 +168,10 @@ _TRANSDUCTIVE = flags.DEFINE_bool(
     "alignment streams (students, DANN, CORAL) or nothing of them does.")
 _PAIRED = flags.DEFINE_float("paired_fraction", 0.4, "Paired samples (of "
                              "the training part; min(this, 1 - labelled)).")
+_LINEAR_PATH = flags.DEFINE_bool(
+    "linear_path", True, "The deep models with a linear path beside the "
+    "network (model.linear_path); --nolinear_path: without, as outputs "
+    "made before it existed.")
 _PAIR_VIEW = flags.DEFINE_enum("pair_view", "same",
                                ("same", "neighbour", "date"),
                                "What a pair's pixel is (data.pair_view).")
@@ -237,6 +241,8 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
                      pair_view=settings["pair_view"])
   common.scale_steps(config, settings["steps_scale"])
   config.data.covariates = settings["covariates"]
+  # Outputs made before the setting existed have no linear path.
+  config.model.linear_path = settings.get("linear_path", False)
   if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
     config.loss.update(w_distill_feature=0.0, w_distill_pred=0.0,
                        w_reconstruction=0.0)
@@ -380,7 +386,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   seeds: int = 2, steps_scale: float = 1.0,
                   space: str = "sensor", encoder: str = "mlp",
                   covariates: str = "", transductive: bool = True, paired_fraction: float = 0.4,
-                  pair_view: str = "same",
+                  pair_view: str = "same", linear_path: bool = True,
                   methods: Sequence[str] = METHODS,
                   label_fractions: Sequence[float] = (1, .5, .2, .1, .05,
                                                       .02),
@@ -406,7 +412,9 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   steps_scale=steps_scale, tiny=tiny, data_dir=data_dir,
                   space=space, encoder=encoder, covariates=covariates,
                   transductive=transductive,
-                  paired_fraction=paired_fraction, pair_view=pair_view)
+                  paired_fraction=paired_fraction, pair_view=pair_view,
+                  # Absent in outputs made before it existed, which had none.
+                  **({"linear_path": True} if linear_path else {}))
   report.check_settings(out, settings)
   info = datasets.build(dataset, sensor, data_dir or None).info
   region_names = tuple(info.features["region"].names)
@@ -438,7 +446,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
           steps={"teacher": base.teacher.steps,
                  "student": base.train.steps},
           steps_scale=steps_scale, tiny=tiny, space=space, encoder=encoder,
-          model_size=_model_size(base),
+          linear_path=linear_path, model_size=_model_size(base),
           setting="transductive" if transductive else "inductive",
           pair_view=pair_view, labelled_fraction=lf,
           paired_fraction=paired_for(lf, paired_fraction),
@@ -469,7 +477,8 @@ def main(argv: Sequence[str]) -> None:
       seeds=_SEEDS.value, steps_scale=_STEPS_SCALE.value,
       space=_SPACE.value, encoder=_ENCODER.value,
       covariates=_COVARIATES.value, transductive=_TRANSDUCTIVE.value, paired_fraction=_PAIRED.value,
-      pair_view=_PAIR_VIEW.value, methods=_METHODS.value,
+      pair_view=_PAIR_VIEW.value, linear_path=_LINEAR_PATH.value,
+      methods=_METHODS.value,
       label_fractions=[float(f) for f in _FRACTIONS.value],
       label_splits=_LABEL_SPLITS.value, label_methods=_LABEL_METHODS.value,
       tiny=_TINY.value, data_dir=_DATA_DIR.value, command=command)

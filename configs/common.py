@@ -159,6 +159,12 @@ def model_config(space: str = "auto", encoder: str = "mlp",
       # target transform's space (encoder.RegressionHead).
       head=head,
       head_bounds=list(HEAD_BOUNDS[dataset]),
+      # A linear path from the encoder's input to the output, beside the
+      # network (encoder.LinearPath): a trend in the target transform's
+      # space (log EC) that extrapolates beyond the labelled range, where
+      # the network alone flattens (docs/results.md measures it). Linear
+      # head only: a bounded head would no longer bound.
+      linear_path=head == "linear",
       # Curvature penalty of the SAU's physics start
       # (deepsalt_spectral.resampling.inverse_matrix).
       sau_ridge=1e-2,

@@ -99,7 +99,16 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
     raise errors.UserError(
         f"{path} not found: --workdir must be a trained run (its "
         "config.json says what was trained).")
-  return _todays_layout(json.loads(path.read_text()))
+  return _with_predated_defaults(_todays_layout(json.loads(path.read_text())))
+
+
+def _with_predated_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+  """Fields whose default changed, set as a run that predates them trained:
+  without the linear path (model.linear_path)."""
+  model = saved.get("model")
+  if isinstance(model, dict) and "linear_path" not in model:
+    saved = dict(saved, model=dict(model, linear_path=False))
+  return saved
 
 
 def _fill(saved: Any, defaults: Any) -> Any:

@@ -123,15 +123,17 @@ class Stage:
 
 
 def _with_input_statistics(params: Any, x: np.ndarray) -> Any:
-  """`params` with the encoder's standardisation set to the statistics of
-  the inputs `x` (encoders without one are returned unchanged)."""
-  if "standardize" not in params["encoder"]:
-    return params
+  """`params` with the standardisation of the encoder and of the linear
+  path (where they have one) set to the statistics of the inputs `x`."""
   x = np.asarray(x)
-  scale = np.maximum(x.std(axis=0), 1e-6)
-  statistics = {"mean": jnp.asarray(x.mean(axis=0), jnp.float32),
-                "scale": jnp.asarray(scale, jnp.float32)}
-  return dict(params, encoder=dict(params["encoder"], standardize=statistics))
+  mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+  # Fresh arrays per scope: a train step donates its state's buffers.
+  statistics = lambda: {"mean": jnp.asarray(mean, jnp.float32),
+                        "scale": jnp.asarray(scale, jnp.float32)}
+  return {name: (dict(tree, standardize=statistics())
+                 if name in ("encoder", "linear") and "standardize" in tree
+                 else tree)
+          for name, tree in params.items()}
 
 
 class TeacherStage(Stage):

@@ -144,9 +144,13 @@ def _model_config(**overrides):
 
 
 def test_bounded_head_follows_the_target_and_needs_bounds():
-  teacher = from_config.build_teacher(_model_config(head='bounded'), 'enmap',
-                                      VISNIR, target_transform='log1p')
-  assert teacher.head.bounds == (0.05, 77.0)
+  with pytest.raises(errors.UserError, match='linear_path=False'):
+    from_config.build_teacher(_model_config(head='bounded'), 'enmap', VISNIR,
+                              target_transform='log1p')
+  teacher = from_config.build_teacher(
+      _model_config(head='bounded', linear_path=False), 'enmap', VISNIR,
+      target_transform='log1p')
+  assert teacher.head.bounds == (0.05, 77.0) and teacher.linear is None
   assert teacher.head.transform == 'log1p'
   soc = distill.get_config(
       'dataset=soc,head=bounded,compare=none,candidates=none')
@@ -156,8 +160,8 @@ def test_bounded_head_follows_the_target_and_needs_bounds():
     from_config.build_teacher(soc.model, 'enmap', VISNIR,
                               target_transform='identity')
   with pytest.raises(errors.UserError, match='model.head='):
-    from_config.build_teacher(_model_config(head='relu'), 'enmap', VISNIR,
-                              target_transform='log1p')
+    from_config.build_teacher(_model_config(head='relu', linear_path=False),
+                              'enmap', VISNIR, target_transform='log1p')
 
 
 def _layers_config(arg=''):

@@ -119,7 +119,7 @@ def test_latent_student_learns_the_pairing_on_a_mir_grid(tmp_path):
   config = distill.get_config("tiny,compare=none,candidates=none")
   config.model.space = "lab"
   config.data.validation_fraction = 0.0
-  config.train.update(steps=120, log_every=20, checkpoint_every=120)
+  config.train.update(steps=120, log_every=5, checkpoint_every=120)
   config.teacher.steps = 120
   data = _mir_data()
   plan = stages.plan(config, data.lab_grid)

@@ -312,3 +312,64 @@ def test_standardisation_is_data_statistics_that_training_never_changes():
   assert not np.any(updates['standardize']['mean'])
   assert not np.any(updates['standardize']['scale'])
   assert np.any(updates['dense0']['kernel'])
+
+
+def test_linear_path_adds_a_standardised_linear_trend_from_zero(enmap):
+  """The path starts at zero (the network alone) and adds w.(x - m)/s + b,
+  unbounded: a trend that carries beyond the training range."""
+  r, _ = enmap
+  with_path = deepsalt.Teacher(resample=r, linear=encoder.LinearPath(),
+                               **_parts())
+  without = deepsalt.Teacher(resample=r, **_parts())
+  lab = _lab_batch(4)
+  params = with_path.init(jax.random.key(0), lab, train=False)['params']
+  assert set(params['linear']) == {'standardize', 'out'}
+  bare = {k: v for k, v in params.items() if k != 'linear'}
+  network = without.apply({'params': bare}, lab, train=False)['pred']
+  np.testing.assert_array_equal(
+      with_path.apply({'params': params}, lab, train=False)['pred'], network)
+  x = lab @ r.T  # The encoder's (and the path's) input: sensor space.
+  rng = np.random.default_rng(0)
+  mean, scale = x.mean(0), x.std(0) + 0.01
+  w = rng.normal(size=(x.shape[1], 1)).astype(np.float32)
+  params['linear'] = {'standardize': {'mean': mean, 'scale': scale},
+                      'out': {'kernel': w, 'bias': np.array([0.5])}}
+  far = np.concatenate([lab, 10.0 * lab])  # Far beyond the others.
+  pred = with_path.apply({'params': params}, far, train=False)['pred']
+  network_far = without.apply({'params': bare}, far, train=False)['pred']
+  expected = network_far + ((far @ r.T - mean) / scale) @ w[:, 0] + 0.5
+  np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_student_takes_the_teachers_linear_path_and_a_latent_one_its_own(
+    enmap):
+  r, _ = enmap
+  band = sensors.builtin('enmap')
+  eye = np.eye(band.good.size)
+  teacher = deepsalt.Teacher(resample=r, linear=encoder.LinearPath(),
+                             **_parts())
+  student = deepsalt.Student(init_matrix=eye, linear=encoder.LinearPath(),
+                             **_parts())
+  assert student.shared == ('encoder', 'head', 'linear')
+  lab = _lab_batch(4)
+  t_params = teacher.init(jax.random.key(0), lab, train=False)['params']
+  t_params['linear']['out']['kernel'] = jnp.ones_like(
+      t_params['linear']['out']['kernel'])
+  satellite = jnp.asarray(lab @ r.T, jnp.float32)
+  s_params = deepsalt.init_student_from_teacher(
+      student.init(jax.random.key(1), satellite, train=False)['params'],
+      t_params, student.shared)
+  np.testing.assert_array_equal(s_params['linear']['out']['kernel'],
+                                t_params['linear']['out']['kernel'])
+  out = student.apply({'params': s_params}, satellite, train=False)
+  via_teacher = teacher.apply({'params': t_params}, out['adapted'],
+                              train=False, method=teacher.from_prepared)
+  np.testing.assert_allclose(out['pred'], via_teacher['pred'], rtol=1e-5,
+                             atol=1e-5)
+  # A latent student reads the pixel, not the teacher's space: its path is
+  # its own.
+  latent = deepsalt.Student(latent=True, linear=encoder.LinearPath(),
+                            **_parts())
+  assert latent.shared == ('head',)
+  l_params = latent.init(jax.random.key(2), satellite, train=False)['params']
+  assert l_params['linear']['out']['kernel'].shape == (band.good.size, 1)

@@ -21,6 +21,8 @@ from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import train
+from deepsalt_jax.models import from_config
+from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid
 
 
@@ -271,3 +273,38 @@ def test_sharded_step_equals_single_device_step(prepared_data_dir):
   for case in ("mmd", "mmd_only"):
     assert diffs[case]["loss"] < 1e-4, diffs
     assert diffs[case]["update"] < 1e-4, diffs
+
+
+def test_linear_path_statistics_come_from_each_models_inputs(
+    prepared_data_dir):
+  """The teacher's path standardises its encoder's inputs; a physics student
+  keeps the teacher's path, a latent one standardises its pixels."""
+  config = tiny_config("distill", prepared_data_dir,
+                       "compare=none,candidates=none")
+  config.model.linear_path = True
+  data = samples.load_data(config.data)
+  plan = stages.plan(config, lab_grid.visnir())
+  teacher = plan.teacher.with_input_statistics(
+      plan.teacher.init_params(data.sensor), data)
+  for key in ("mean", "scale"):
+    np.testing.assert_array_equal(teacher["linear"]["standardize"][key],
+                                  teacher["encoder"]["standardize"][key])
+  prepared = data.lab[data.train & data.has_lab] @ from_config.forward_matrix(
+      data.sensor, lab_grid.visnir()).T
+  np.testing.assert_allclose(teacher["linear"]["standardize"]["mean"],
+                             prepared.mean(0), rtol=1e-4, atol=1e-6)
+  student = plan.students[0]
+  params = student.with_input_statistics(
+      student.init_params(data.sensor, teacher), data)
+  np.testing.assert_array_equal(params["linear"]["standardize"]["mean"],
+                                teacher["linear"]["standardize"]["mean"])
+  config.model.sau = "latent"
+  latent = stages.plan(config, lab_grid.visnir()).students[0]
+  params = latent.with_input_statistics(
+      latent.init_params(data.sensor, teacher), data)
+  pixels = data.satellite[~data.test & data.has_pixel]
+  np.testing.assert_allclose(params["linear"]["standardize"]["mean"],
+                             pixels.mean(0), rtol=1e-4, atol=1e-6)
+  config.model.head = "bounded"  # The path would escape its bounds.
+  with pytest.raises(errors.UserError, match="linear_path"):
+    stages.plan(config, lab_grid.visnir()).teacher.model(data.sensor)

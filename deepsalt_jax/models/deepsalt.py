@@ -11,11 +11,12 @@ projection carries the result into the teacher's feature space, where the
 teacher's head reads it (the DeepSalt authors' latent SAU).
 
 Parameter trees (the `params` collection):
-  Teacher: {'encoder', 'head', 'covariates' (with covariates only)}
+  Teacher: {'encoder', 'head', 'covariates' (with covariates only),
+            'linear' (with a linear path only)}
   Student: {'sau' (physics with learn_sau=True only), 'encoder', 'head',
-            'discriminator', 'covariates' (with covariates only)};
+            'discriminator', 'covariates', 'linear' (as the teacher's)};
             latent: {'encoder', 'project', 'decoder', 'head',
-            'discriminator', 'covariates'}.
+            'discriminator', 'covariates', 'linear'}.
 Covariates (`models.covariate_branch`): a network built with a covariate branch
 reads covariates=[B, k] beside the spectrum; one without ignores them.
 The student's 'encoder' and 'head' have exactly the teacher's structure when
@@ -62,11 +63,14 @@ class Teacher(nn.Module):
     resample: None (the encoder reads the lab grid) or the (n_sat, n_lab)
       forward SRF resampling to the sensor's nominal good bands.
     covariates: a `covariate_branch.CovariateBranch`, or None (no covariates).
+    linear: an `encoder.LinearPath` on the encoder's input, added to the
+      head's prediction, or None.
   """
   encoder: nn.Module
   head: nn.Module
   resample: Any = None
   covariates: nn.Module | None = None
+  linear: nn.Module | None = None
 
   def __post_init__(self):
     if self.resample is not None:
@@ -91,8 +95,9 @@ class Teacher(nn.Module):
     resampled to the lab grid, or a pixel itself in sensor space)."""
     features, layers = self.encoder(x, train=train)
     features = covariate_branch.add(self.covariates, features, covariates)
-    return {'pred': self.head(features, train=train), 'features': features,
-            'layers': layers}
+    return {'pred': _with_linear(self.linear, self.head(features, train=train),
+                                 x),
+            'features': features, 'layers': layers}
 
 
 class Decoder(nn.Module):
@@ -128,6 +133,8 @@ class Student(nn.Module):
     sau_hidden: width of the SAU's residual MLP.
     discriminator_hidden: width of the domain discriminator.
     covariates: a `covariate_branch.CovariateBranch`, or None (no covariates).
+    linear: as the teacher's, on the encoder's input (the SAU's output, or
+      the pixel itself for a latent student), or None.
   """
   encoder: nn.Module
   head: nn.Module
@@ -137,6 +144,7 @@ class Student(nn.Module):
   sau_hidden: int = 64
   discriminator_hidden: int = 64
   covariates: nn.Module | None = None
+  linear: nn.Module | None = None
 
   def __post_init__(self):
     if self.latent:
@@ -152,7 +160,9 @@ class Student(nn.Module):
   @property
   def shared(self) -> tuple[str, ...]:
     """The subtrees that start from the teacher's."""
-    return ('head',) if self.latent else SHARED
+    if self.latent:
+      return ('head',)
+    return SHARED + (('linear',) if self.linear is not None else ())
 
   def setup(self):
     if self.learn_sau:
@@ -166,6 +176,7 @@ class Student(nn.Module):
   def __call__(self, satellite: jax.Array, *, train: bool,
                covariates: jax.Array | None = None) -> dict[str, jax.Array]:
     if self.latent:
+      inputs = satellite
       latent, layers = self.encoder(satellite, train=train)
       features = self.project(latent)
       out = {'latent': latent}
@@ -173,16 +184,16 @@ class Student(nn.Module):
         self.decoder(latent, satellite.shape[-1])
     else:
       if self.learn_sau:
-        adapted = self.sau(satellite)
+        inputs = self.sau(satellite)
       else:
-        adapted = sau_lib.fixed_adaptation(satellite, self.init_matrix)
-      features, layers = self.encoder(adapted, train=train)
-      out = {'adapted': adapted}
+        inputs = sau_lib.fixed_adaptation(satellite, self.init_matrix)
+      features, layers = self.encoder(inputs, train=train)
+      out = {'adapted': inputs}
     features = covariate_branch.add(self.covariates, features, covariates)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
-    return {'pred': self.head(features, train=train), 'features': features,
-            'layers': layers, **out}
+    pred = _with_linear(self.linear, self.head(features, train=train), inputs)
+    return {'pred': pred, 'features': features, 'layers': layers, **out}
 
   def discriminate(self, features: jax.Array) -> jax.Array:
     """Domain logits [B] for features [B, D]."""
@@ -195,6 +206,12 @@ class Student(nn.Module):
   def sau_prior(self) -> jax.Array:
     """The SAU's distance from its physics start (0 without a SAU)."""
     return self.sau.prior() if self.learn_sau else jnp.zeros(())
+
+
+def _with_linear(linear: nn.Module | None, pred: jax.Array,
+                 inputs: jax.Array) -> jax.Array:
+  """The head's prediction plus the linear path on the encoder's inputs."""
+  return pred if linear is None else pred + linear(inputs)
 
 
 def init_student_from_teacher(student_params: Mapping[str, Any],

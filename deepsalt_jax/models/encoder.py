@@ -222,6 +222,22 @@ class Standardize(nn.Module):
     return (x - jax.lax.stop_gradient(mean)) / jax.lax.stop_gradient(scale)
 
 
+class LinearPath(nn.Module):
+  """Spectrum [B, n_bands] -> [B]: a linear function of the standardised
+  bands, added to the head's output in the target transform's space.
+
+  A network of bounded-slope units flattens beyond the targets it saw; this
+  path keeps a linear trend in (log) EC that extrapolates, as PLSR does.
+  Zero-initialised, so a model starts as its network alone. Its statistics
+  are set from the data like the encoders' (`Standardize`).
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = Standardize(name='standardize')(x)
+    return nn.Dense(1, kernel_init=nn.initializers.zeros, name='out')(y)[..., 0]
+
+
 class MLPEncoder(nn.Module):
   """Spectrum [B, n_bands] -> embedding [B, features], a plain MLP.
 

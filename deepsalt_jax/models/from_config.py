@@ -124,11 +124,21 @@ def encoder_and_head(config: ml_collections.ConfigDict,
                            f"{', '.join(encoder.ENCODERS)}.")
   cls = encoder.ENCODERS[kind]
   accepted = {f.name for f in dataclasses.fields(cls)}
+  bounds = _head_bounds(config)
+  # Configs made before model.linear_path existed have none (saved runs:
+  # run_config.load).
+  linear = config.get("linear_path", False)
+  if linear and bounds:
+    raise errors.UserError(
+        "model.linear_path adds a linear trend to the head's output, which "
+        "a bounded head would no longer bound: use model.head=linear, or "
+        "model.linear_path=False (the config arg head=bounded sets both).")
   return dict(encoder=cls(**{k: v for k, v in settings.items()
                              if k in accepted}),
               head=encoder.RegressionHead(
-                  settings["head_hidden"], settings["dropout"],
-                  _head_bounds(config), target_transform))
+                  settings["head_hidden"], settings["dropout"], bounds,
+                  target_transform),
+              linear=encoder.LinearPath() if linear else None)
 
 
 def _covariate_branch(with_covariates: bool):

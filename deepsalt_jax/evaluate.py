@@ -123,7 +123,8 @@ def entries(plan: stages.Plan, data: samples.Data,
             choice: dict[str, Any] | None = None) -> list[Entry]:
   """Every trained model of `plan`, plus the classic transfer baseline and,
   given validation's `choice` of the candidates (selection.choose), the
-  chosen student again as the first student row."""
+  chosen student again as the first student row (a chosen ensemble is
+  `report`'s)."""
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
@@ -142,7 +143,7 @@ def entries(plan: stages.Plan, data: samples.Data,
                     calibration=(calibrations or {}).get(student.name),
                     covariates=student.covariates(data, data.test))
               for student in plan.students]
-  if choice:
+  if choice and choice["winner"] != selection.ENSEMBLE:  # That: `report`.
     winner = next(e for e in students if e.name == choice["winner"])
     out.append(dataclasses.replace(winner, name=selection.SELECTED))
   return out + students
@@ -247,6 +248,25 @@ def interval_table(intervals: dict[str, dict[str, Any]], unit: str,
   return "\n".join(lines).rstrip()
 
 
+def _choice_text(choice: dict[str, Any]) -> str:
+  """Under the table: validation's pick, every candidate's score and, for
+  a pick by the one-standard-error rule (selection.pick), its margins."""
+  scores = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} none"
+                     for k, v in choice["scores"].items())
+  if "margins" not in choice:  # Runs before the rule: the lowest score.
+    return (f"\n\n{selection.SELECTED} = {choice['winner']}: the lowest "
+            "validation RMSE (transformed target, each candidate at its "
+            f"best step) of {scores}.\n")
+  margins = ", ".join(f"{k} {m['mse_excess']:.4f} ± {m['standard_error']:.4f}"
+                      for k, m in choice["margins"].items())
+  return (f"\n\n{selection.SELECTED} = {choice['winner']}: the first "
+          "(the candidates' ensemble, then the default student) whose "
+          "validation MSE is within one standard error of the lowest "
+          f"({choice['lowest']}). Validation RMSE (transformed target, each "
+          f"candidate at its best step): {scores}; MSE above the lowest ± its "
+          f"standard error over the validation blocks: {margins}.\n")
+
+
 def report(entries_: list[Entry], data: samples.Data,
            config: ml_collections.ConfigDict, workdir: epath.PathLike,
            mesh: jax.sharding.Mesh, name: str = "results",
@@ -255,7 +275,8 @@ def report(entries_: list[Entry], data: samples.Data,
                                                                   None)
            ) -> dict[str, Any]:
   """Scores each entry on the held-out samples, and `ensemble` (the names
-  of the entries it averages and its calibration; none: no ensemble row).
+  of the entries it averages and its calibration; none: no ensemble row),
+  also as the selected row when validation chose it (`extra['choice']`).
 
   Writes <name>.json, <name>.md and the parity plot (<name>.png, or
   parity.png for the training run's results) into `workdir` and logs the
@@ -302,9 +323,13 @@ def report(entries_: list[Entry], data: samples.Data,
     row = result(results[members[0]]["input"], selection.ensemble(
         [results[m]["pred"] for m in members], config.data.target_transform),
                  fitted)
+    choice = (extra or {}).get("choice") or {}
+    rows = [(name, row) for name in (selection.SELECTED, selection.ENSEMBLE)
+            if name == selection.ENSEMBLE or
+            choice.get("winner") == selection.ENSEMBLE]
     items = list(results.items())
     first = list(results).index(members[0])
-    results = dict(items[:first] + [(selection.ENSEMBLE, row)] + items[first:])
+    results = dict(items[:first] + rows + items[first:])
   table = markdown_table(results, unit)
   if sharding.is_main_process():
     workdir = epath.Path(workdir)
@@ -325,12 +350,7 @@ def report(entries_: list[Entry], data: samples.Data,
         {k: v["interval"] for k, v in results.items() if "interval" in v},
         unit, "region")
     choice = (extra or {}).get("choice")
-    chosen = (f"\n\n{selection.SELECTED} = {choice['winner']}: the lowest "
-              "validation RMSE (transformed target, each candidate at its "
-              "best step) of " + ", ".join(
-                  f"{k} {v:.4f}" if v is not None else f"{k} none"
-                  for k, v in choice["scores"].items()) + ".\n"
-              if choice else "")
+    chosen = _choice_text(choice) if choice else ""
     (workdir / f"{name}.md").write_text(table + chosen + "\n" + (
         "\n" + intervals + "\n" if intervals else ""))
     logging.info("Held out %s (%s; %s):\n%s",

@@ -9,10 +9,16 @@ in <stage>/best.json, so a resumed run keeps selecting where it stopped, and
 evaluation and mapping restore that step (`stages.Stage.params_directories`).
 Without validation samples the last step is kept.
 
-`choose` then keeps the candidate student (`Plan.candidates`) of the lowest
-best score: the run's model, reported as SELECTED and mapped by default. Its
-choice is saved in <workdir>/choice.json. `ensemble` averages the
-candidates instead (the ENSEMBLE row; `--mapping.model=ensemble`).
+`choose` then picks the run's model among the candidates' ensemble (the
+mean of the candidate students, `Plan.candidates`, in the transformed
+target; `ensemble`) and the candidates themselves, each at its best step, by
+the one-standard-error rule: in that order (the ensemble, then the default
+student first), the first whose validation MSE exceeds the lowest by no more
+than one standard error of their difference over the validation blocks. A
+single student must beat the ensemble by more than validation's own noise:
+with a few blocks inside the training regions, near-equal scores do not rank
+transfer to a new region (docs/results.md measures both rules). The pick is
+reported as SELECTED, mapped by default and saved in <workdir>/choice.json.
 """
 from __future__ import annotations
 
@@ -42,6 +48,22 @@ SELECTED = "selected (validation)"
 ENSEMBLE = "ensemble"
 
 
+def _transformed(stage: stages.Stage, target: np.ndarray) -> np.ndarray:
+  forward, _ = targets.TRANSFORMS[stage.config.data.target_transform]
+  return np.asarray(forward(target))
+
+
+def _transformed_predictions(stage: stages.Stage, model: Any, params: Any,
+                             x: np.ndarray, covariates: np.ndarray | None,
+                             mesh: jax.sharding.Mesh) -> np.ndarray:
+  """`model`'s predictions of `x` in the transformed target."""
+  pred, _ = predict.predict(model, params, x, mesh,
+                            stage.config.train.eval_batch_size,
+                            inverse=targets.TRANSFORMS["identity"][1],
+                            covariates=covariates)
+  return np.asarray(pred, np.float64)
+
+
 class Selector:
   """Scores a stage on its validation samples and keeps the best step."""
 
@@ -54,9 +76,7 @@ class Selector:
     self.enabled = inputs is not None and self._every > 0
     if not self.enabled:
       return
-    forward, _ = targets.TRANSFORMS[
-        stage.config.data.target_transform]
-    self._x, self._y = inputs[0], np.asarray(forward(inputs[1]))
+    self._x, self._y = inputs[0], _transformed(stage, inputs[1])
     self._covariates = stage.covariates(data, data.validation)
     self._model = stage.model(data.sensor)
     self._params = None
@@ -71,11 +91,9 @@ class Selector:
 
   def update(self, step: int, params: Any) -> float:
     """Scores `params` (the state after `step`); keeps them if best."""
-    pred, _ = predict.predict(self._model, params, self._x, self._mesh,
-                              self._stage.config.train.eval_batch_size,
-                              inverse=targets.TRANSFORMS["identity"][1],
-                              covariates=self._covariates)
-    score = float(np.sqrt(np.mean((pred - self._y)**2)))
+    score = float(np.sqrt(np.mean((_transformed_predictions(
+        self._stage, self._model, params, self._x, self._covariates,
+        self._mesh) - self._y)**2)))
     if score < self.best_score:
       self.best_score, self.best_step = score, step
       self._params = jax.tree.map(jnp.copy, params)
@@ -103,29 +121,75 @@ class Selector:
     return self._params
 
 
-def choose(plan: stages.Plan, workdir: epath.PathLike) -> dict[str, Any] | None:
-  """The candidate student of the lowest validation score (None without
-  candidates), saved in <workdir>/choice.json.
+def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
+         ) -> tuple[str, dict[str, Any]]:
+  """(winner, details) by the one-standard-error rule.
 
-  Every candidate is scored on the same validation samples at its best
-  step. Without validation samples (no scores) the default student stays.
+  Args:
+    errors: per candidate, in order (the default first), its squared errors
+      on the validation samples, or None (not scored: never picked).
+    blocks: the validation samples' spatial blocks.
+
+  The standard error of a candidate's excess over the lowest MSE is that of
+  the mean of their per-block MSE differences (blocks, not samples: errors
+  within a block are correlated). Without scores the first candidate stays.
   """
+  names = list(errors)
+  scored = [n for n in names if errors[n] is not None]
+  if not scored:
+    return names[0], {}
+  mse = {n: float(np.mean(errors[n])) for n in scored}
+  lowest = min(scored, key=mse.get)
+  details = {}
+  for n in scored:
+    per_block = np.array([np.mean(errors[n][blocks == b] -
+                                  errors[lowest][blocks == b])
+                          for b in np.unique(blocks)])
+    se = (float(per_block.std(ddof=1) / np.sqrt(per_block.size))
+          if per_block.size > 1 else 0.0)
+    details[n] = {"mse_excess": mse[n] - mse[lowest], "standard_error": se}
+  winner = next(n for n in scored
+                if details[n]["mse_excess"] <= details[n]["standard_error"])
+  return winner, {"lowest": lowest, "margins": details}
+
+
+def choose(plan: stages.Plan, workdir: epath.PathLike, params: dict[str, Any],
+           data: samples.Data, mesh: jax.sharding.Mesh
+           ) -> dict[str, Any] | None:
+  """Validation's pick (`pick`) among the candidates' ensemble and the
+  candidate students, each at its best step (`params`); None without
+  candidates. Saved in <workdir>/choice.json."""
   if not plan.candidates:
     return None
   workdir = epath.Path(workdir)
-  scores = {}
+  by_name = {s.name: s for s in plan.students}
+  preds = {}
   for name in plan.candidates:
-    path = workdir / name / BEST_FILE
-    scores[name] = (json.loads(path.read_text())["validation_rmse"]
-                    if path.exists() else math.inf)
-  winner = min(plan.candidates, key=lambda n: (scores[n], n != "student"))
+    stage = by_name[name]
+    inputs = stage.validation_inputs(data)
+    if inputs is not None:
+      y = _transformed(stage, inputs[1])
+      preds[name] = _transformed_predictions(
+          stage, stage.model(data.sensor), params[name], inputs[0],
+          stage.covariates(data, data.validation), mesh)
+  # The ensemble averages in the transformed space (`ensemble`).
+  errors = {n: None if n not in preds else (preds[n] - y)**2
+            for n in plan.candidates}
+  errors = {ENSEMBLE: (np.mean(list(preds.values()), axis=0) - y)**2
+                      if len(preds) == len(plan.candidates) else None,
+            **errors}
+  winner, details = pick(errors, data.blocks[data.validation])
   choice = {"criterion": "validation RMSE of the transformed target, each "
-                         "candidate at its best step",
-            "scores": {n: None if math.isinf(v) else v
-                       for n, v in scores.items()},
-            "winner": winner}
-  logging.info("[selection] %s (validation RMSE: %s)", winner, ", ".join(
-      f"{n} {v:.4f}" for n, v in scores.items()))
+                         "candidate at its best step; the first (the "
+                         "ensemble, then the default student) within one "
+                         "standard error (over the validation blocks) of "
+                         "the lowest",
+            "scores": {n: None if e is None else float(np.sqrt(np.mean(e)))
+                       for n, e in errors.items()},
+            "winner": winner, **details}
+  logging.info("[selection] %s (validation RMSE: %s; lowest %s)", winner,
+               ", ".join(f"{n} {v:.4f}" for n, v in choice["scores"].items()
+                         if v is not None), details.get("lowest"))
   if sharding.is_main_process():
     (workdir / CHOICE_FILE).write_text(json.dumps(choice, indent=2))
   return choice

@@ -354,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     calibrations = {student.name: evaluate.calibrate(
         student, params[student.name], data, mesh, workdir)
                     for student in plan.students}
-    choice = selection.choose(plan, workdir)
+    choice = selection.choose(plan, workdir, params, data, mesh)
     ensemble = evaluate.calibrate_ensemble(plan, params, data, mesh, workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
                                                calibrations, choice),

@@ -10,7 +10,6 @@ import rasterio
 from deepsalt_jax import evaluate
 from deepsalt_jax import mapping
 from deepsalt_jax import selection
-from deepsalt_jax import stages
 from deepsalt_jax import train
 from deepsalt_jax.mapping import files
 from tests.conftest import tiny_config
@@ -18,36 +17,37 @@ from tests.conftest import tiny_config
 TILE = "enmap_potsdam/enmap_potsdam_tile_192_96.tif"
 
 
-def _plan(candidates):
-  return stages.Plan(teacher=None, students=(), candidates=candidates)
+BLOCKS = np.repeat(["a", "b", "c", "d"], 5)
 
 
-def _best(workdir, name, score):
-  (workdir / name).mkdir(parents=True, exist_ok=True)
-  (workdir / name / selection.BEST_FILE).write_text(json.dumps(
-      {"step": 3, "validation_rmse": score}))
+def test_pick_takes_a_candidate_that_beats_the_default_beyond_the_noise():
+  rng = np.random.default_rng(0)
+  errors = {"student": np.ones(20),
+            "library": 0.5 + 0.01 * rng.random(20), "latent": None}
+  winner, details = selection.pick(errors, BLOCKS)
+  assert winner == "library" and details["lowest"] == "library"
+  assert set(details["margins"]) == {"student", "library"}  # Not 'latent'.
+  margin = details["margins"]["student"]
+  assert margin["mse_excess"] == pytest.approx(1.0 - errors["library"].mean())
+  assert margin["standard_error"] < 0.01
 
 
-def test_choose_keeps_the_lowest_validation_score(tmp_path):
-  _best(tmp_path, "student", 0.5)
-  _best(tmp_path, "library", 0.3)
-  # 'latent' has no score (no validation samples): never chosen.
-  choice = selection.choose(_plan(("student", "latent", "library")), tmp_path)
-  assert choice["winner"] == "library"
-  assert choice["scores"] == {"student": 0.5, "latent": None,
-                              "library": 0.3}
-  assert selection.load_choice(tmp_path) == choice
-
-
-def test_choose_keeps_the_default_student_on_ties_and_without_scores(
-    tmp_path):
-  assert selection.choose(_plan(("student", "latent")),
-                          tmp_path)["winner"] == "student"
-  _best(tmp_path, "latent", 0.4)
-  _best(tmp_path, "student", 0.4)
-  assert selection.choose(_plan(("latent", "student")),
-                          tmp_path)["winner"] == "student"
-  assert selection.choose(_plan(()), tmp_path / "none") is None
+def test_pick_keeps_the_default_within_one_standard_error():
+  # Per-block MSE differences (student - latent): 0.1 and 0.3, one sample
+  # each: excess 0.2, standard error sd/sqrt(2) = 0.1414/1.414 = 0.1.
+  errors = {"student": np.array([1.1, 1.3]), "latent": np.array([1.0, 1.0])}
+  winner, details = selection.pick(errors, np.array(["a", "b"]))
+  assert details["lowest"] == "latent"
+  assert details["margins"]["student"] == pytest.approx(
+      {"mse_excess": 0.2, "standard_error": 0.1})
+  assert winner == "latent"  # 0.2 > 0.1: beyond the noise.
+  noisy = {"student": np.array([1.3, 0.9]), "latent": np.array([1.0, 1.0])}
+  # Differences 0.3 and -0.1: excess 0.1 within its standard error 0.2.
+  assert selection.pick(noisy, np.array(["a", "b"]))[0] == "student"
+  tie = {"latent": np.ones(4), "student": np.ones(4)}
+  assert selection.pick(tie, BLOCKS[::5])[0] == "latent"  # The first.
+  assert selection.pick({"student": None, "latent": None},
+                        BLOCKS) == ("student", {})
 
 
 def test_the_ensemble_averages_in_the_transformed_space():
@@ -68,15 +68,23 @@ def candidate_run(prepared_data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_selected_row_is_the_candidate_of_the_lowest_score(
-    candidate_run):
+def test_the_selected_row_is_validations_pick(candidate_run):
   config, workdir, results = candidate_run
   scores = {n: json.loads((workdir / n / selection.BEST_FILE).read_text())[
       "validation_rmse"] for n in ("student", "library")}
-  winner = min(scores, key=scores.get)
   saved = json.loads((workdir / "results.json").read_text())
+  # Each candidate re-scored at its best step gives the score it was
+  # selected with.
+  for name, score in scores.items():
+    assert saved["choice"]["scores"][name] == pytest.approx(score, rel=1e-5)
+  margins = saved["choice"]["margins"]
+  order = (selection.ENSEMBLE, "student", "library")
+  assert list(saved["choice"]["scores"]) == list(order)
+  winner = next(n for n in order
+                if margins[n]["mse_excess"] <= margins[n]["standard_error"])
   assert saved["choice"]["winner"] == winner
-  assert saved["choice"]["scores"] == pytest.approx(scores)
+  scores = saved["choice"]["scores"]
+  assert saved["choice"]["lowest"] == min(scores, key=scores.get)
   np.testing.assert_array_equal(results[selection.SELECTED]["pred"],
                                 results[winner]["pred"])
   assert (results[selection.SELECTED]["interval"]["overall"] ==
@@ -85,8 +93,9 @@ def test_the_selected_row_is_the_candidate_of_the_lowest_score(
   table = (workdir / "results.md").read_text()
   assert table.index(selection.SELECTED) < table.index("| student |")
   # With the candidates' validation scores and the winner.
-  assert (f"\n\n{selection.SELECTED} = {winner}: the lowest validation "
-          f"RMSE" in table and f"library {scores['library']:.4f}" in table)
+  assert (f"\n\n{selection.SELECTED} = {winner}: the first (the "
+          "candidates' ensemble" in table and
+          f"library {scores['library']:.4f}" in table)
   # The ensemble row: the candidates' mean, with its own calibration.
   np.testing.assert_allclose(
       results[selection.ENSEMBLE]["pred"],
@@ -137,6 +146,13 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
       ec["ensemble"][valid], selection.ensemble(
           [ec["selected"][valid], ec["student"][valid]], "log1p"),
       rtol=1e-5, atol=1e-6)
+  # Validation's choice of the ensemble maps the ensemble, named so.
+  (run / selection.CHOICE_FILE).write_text(json.dumps(
+      dict(choice, winner=selection.ENSEMBLE)))
+  chosen = mapping.map_scene(config, run, tile, tmp_path / "chosen")
+  assert chosen["model"]["made_by"].endswith("validation's choice of model")
+  with rasterio.open(tmp_path / "chosen" / f"{tile.stem}_ec.tif") as ds:
+    np.testing.assert_array_equal(ds.read(1), ec["ensemble"])
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """The model a map comes from: validation's choice, or the student.
 
-A distill run with candidate students maps with the one validation chose
-(`selection.choose`). An own-data cross-validation saves the final model
-validation chose (`deepsalt_jax.final_model`: PLSR, the random forest, the
+A distill run with candidate students maps with what validation chose
+(`selection.choose`): their ensemble or one of them. An own-data
+cross-validation saves the final model validation chose (`deepsalt_jax.final_model`: PLSR, the random forest, the
 pooled MLP, a network, or a stack of them). `--mapping.model=selected` (the
 default) maps with the choice; `ensemble` with the mean of a distill run's
 candidate students; `student`, a run without candidates or a
@@ -165,9 +165,10 @@ def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
       workdir, mesh, options, sensor)
 
 
-def _ensemble(plan, config, workdir, mesh, options, sensor) -> MapModel:
+def _ensemble(plan, config, workdir, mesh, options, sensor,
+              chosen: bool = False) -> MapModel:
   """The mean of the candidate students (selection.ensemble), with its
-  constant interval."""
+  constant interval; `chosen`: validation chose it."""
   if not plan.candidates:
     raise errors.UserError(
         f"--mapping.model=ensemble: {workdir} trained no candidate "
@@ -175,8 +176,9 @@ def _ensemble(plan, config, workdir, mesh, options, sensor) -> MapModel:
   members = {s.name: (s, False) for s in plan.students
              if s.name in plan.candidates}
   name = f"the {selection.ENSEMBLE} of {len(members)} candidate students"
+  made_by = f"{name}, validation's choice of model" if chosen else name
   return _combined(
-      name, name, members, lambda x, ec: selection.ensemble(
+      name, made_by, members, lambda x, ec: selection.ensemble(
           list(ec.values()), config.data.target_transform),
       calibration.load(workdir / selection.ENSEMBLE),
       f"no {selection.ENSEMBLE}/ calibration in {workdir}", config, workdir,
@@ -207,6 +209,10 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
           f"{selection.CHOICE_FILE}: re-run its training command (it "
           "restores the trained students and chooses), or map with "
           "--mapping.model=student.")
+    if choice["winner"] == selection.ENSEMBLE:
+      logging.info("[map] mapping with validation's choice: the ensemble")
+      return _ensemble(plan, config, workdir, mesh, options, sensor,
+                       chosen=True)
     winner = next(s for s in plan.students if s.name == choice["winner"])
     logging.info("[map] mapping with validation's choice: student %s",
                  winner.name)

@@ -3,11 +3,11 @@
 Command (the main job): python launch.py --config=configs/distill.py
 Trains the teacher first (into <workdir>/teacher) when no teacher checkpoint
 exists, then the student (<workdir>/student) with the combined loss, the
-candidate students of `candidates` (validation keeps the best of them and
-the student: the run's model, `choice.json`), then the peers named in
-`compare` (default: plain, finetune and dann_labels, the strongest things a
-user would train instead, same network and steps), and prints metrics on
-the held-out regions.
+candidate students of `candidates` (the run ships their ensemble unless
+validation shows one of them clearly better: `selection.choose`,
+`choice.json`), then the peers named in `compare` (default: plain, finetune
+and dann_labels, the strongest things a user would train instead, same
+network and steps), and prints metrics on the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
@@ -21,13 +21,14 @@ target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
 Run time: 65 s wall, 84 s CPU on 2 CPU cores with the data built and the
-compilation cache warm (161 s wall at a load of 8; measured 2026-12-05).
+compilation cache warm (161 s wall at a load of 8; measured 2026-12-05,
+before the linear path, which adds little).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
 AMD EPYC (the figures depend on the processor; README): teacher on lab
-0.748 / 2.78, teacher on pixels 0.452 / 4.10, selected (validation: latent)
-0.709 / 2.99, student 0.699 / 3.04, ensemble 0.696 / 3.05, finetune
-0.631 / 3.36, plain 0.596 / 3.52, dann_labels 0.581 / 3.58.
+0.856 / 2.10, teacher on pixels 0.488 / 3.96, selected (validation: the
+ensemble) 0.706 / 3.00, student 0.720 / 2.93, finetune 0.724 / 2.91,
+plain 0.542 / 3.75, dann_labels 0.516 / 3.85.
 """
 from __future__ import annotations
 

@@ -214,21 +214,27 @@ def test_distill_train_resume_eval(prepared_data_dir, tmp_path, monkeypatch):
   for name in full:
     np.testing.assert_allclose(full[name]["pred"], evaluated[name]["pred"],
                                rtol=1e-6)
-  saved = json.loads((tmp_path / "resumed" / "eval-6.json").read_text())
-  assert saved["checkpoint_steps"] == {"teacher": 6, "student": 6,
-                                       "plain": 6}
+  # Each stage restores the step validation picked (selection.BEST_FILE).
+  best = {name: json.loads((tmp_path / "resumed" / name / "best.json")
+                           .read_text())["step"]
+          for name in ("teacher", "student", "plain")}
+  saved = json.loads((tmp_path / "resumed" /
+                      f"eval-{best['student']}.json").read_text())
+  assert saved["checkpoint_steps"] == best
   # Evaluation writes its own files; the training run's results stay.
   assert (tmp_path / "resumed" / "results.md").read_text() == (
       tmp_path / "full" / "results.md").read_text()
   # A peer whose selected and last steps are damaged restores the one
   # before; the files keep the student's step in their name.
+  assert best["plain"] == 6  # Its selected step is also its last.
   for step_dir in ("plain/best/6", "plain/checkpoints/6"):
     delete_checkpoint_data(tmp_path / "resumed" / step_dir)
   evaluate.evaluate_checkpoints(config, tmp_path / "resumed")
-  saved = json.loads((tmp_path / "resumed" / "eval-6.json").read_text())
-  assert saved["checkpoint_steps"] == {"teacher": 6, "student": 6,
-                                       "plain": 3}
-  assert not (tmp_path / "resumed" / "eval-3.json").exists()
+  saved = json.loads((tmp_path / "resumed" /
+                      f"eval-{best['student']}.json").read_text())
+  assert saved["checkpoint_steps"] == dict(best, plain=3)
+  assert best["student"] == 3 or not (
+      tmp_path / "resumed" / "eval-3.json").exists()
 
 
 @pytest.mark.slow

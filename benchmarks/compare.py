@@ -104,9 +104,11 @@ DESCRIPTIONS = {
                    "back to the lab grid through the physics inverse)",
     "student": "DeepSalt: SAU + teacher-initialised encoder; regression, "
                "distillation, MMD alignment, SAU reconstruction",
-    "selected": "DeepSalt as it ships: of the default student and the "
-                "candidates (configs/distill.py DEFAULT_CANDIDATES), the one "
-                "with the lowest RMSE on the labelled validation blocks",
+    "selected": "DeepSalt as it ships: the ensemble of the default "
+                "student and the candidates (configs/distill.py "
+                "DEFAULT_CANDIDATES), unless one of them beats it by more "
+                "than one standard error of the RMSE on the labelled "
+                "validation blocks (selection.pick)",
     "ensemble": "the mean (in log1p EC) of the default student and the "
                 "candidates",
     "plain": "the network on the labelled pixels alone, from scratch",

@@ -281,6 +281,7 @@ def test_sharded_step_equals_single_device_step(prepared_data_dir):
     assert diffs[case]["update"] < 1e-4, diffs
 
 
+@pytest.mark.slow
 def test_linear_path_statistics_come_from_each_models_inputs(
     prepared_data_dir):
   """The teacher's path standardises its encoder's inputs; a physics student

@@ -40,9 +40,8 @@ student 0.773 / 2.95 / 0.676, teacher on resampled pixels 0.574 / 4.03 /
 0.395, PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453,
 pooled MLP 0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still
 wins); validation prefers PLSR for the final model, which makes the maps.
-Label curve (8,16,32; before the networks' linear path), R² / R² of log
-EC / kappa (mean of 3 draws): at 8
-points per fold student 0.48 / 0.76 / 0.61, PLSR -0.05 / 0.15 / 0.17,
+Label curve (8,16,32), R² / R² of log EC / kappa (mean of 3 draws): at 8
+points per fold student 0.60 / 0.82 / 0.58, PLSR -0.05 / 0.15 / 0.17,
 pooled MLP 0.59 / 0.76 / 0.44; from 16 points PLSR leads in R² and R² of
 log EC.
 """

@@ -30,8 +30,9 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
   pooled R² / RMSE student 0.738 / 3.17, PLSR 0.884 / 2.10).
 Run time (example project, 2 CPU cores at a load average of about 1,
 measured 2026-12-05): 85 s wall, 120 s CPU (an earlier run at a load of
-about 5: 261 s wall, 2.2x the 119 s without the nested validation). The label curve at 8,16,32 adds 2.0x the rest (245 s
-vs 81 s wall, 358 s vs 118 s CPU, back to back at a load of 0-4).
+about 5: 261 s wall, 2.2x the 119 s without the nested validation). The
+label curve at 8,16,32 adds 2.0x the rest (245 s vs 81 s wall, 358 s vs
+118 s CPU, back to back at a load of 0-4).
 Re-running restores every fold, pair of folds and curve run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
 of 64 points, ECe in dS/m), R² / RMSE / class kappa: selected (validation:

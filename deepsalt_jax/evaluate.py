@@ -143,7 +143,8 @@ def entries(plan: stages.Plan, data: samples.Data,
                     calibration=(calibrations or {}).get(student.name),
                     covariates=student.covariates(data, data.test))
               for student in plan.students]
-  if choice and choice["winner"] != selection.ENSEMBLE:  # That: `report`.
+  # A chosen ensemble is not an entry: `report` adds its row.
+  if choice and choice["winner"] != selection.ENSEMBLE:
     winner = next(e for e in students if e.name == choice["winner"])
     out.append(dataclasses.replace(winner, name=selection.SELECTED))
   return out + students

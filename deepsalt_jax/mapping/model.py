@@ -2,8 +2,9 @@
 
 A distill run with candidate students maps with what validation chose
 (`selection.choose`): their ensemble or one of them. An own-data
-cross-validation saves the final model validation chose (`deepsalt_jax.final_model`: PLSR, the random forest, the
-pooled MLP, a network, or a stack of them). `--mapping.model=selected` (the
+cross-validation saves the final model validation chose
+(`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
+network, or a stack of them). `--mapping.model=selected` (the
 default) maps with the choice; `ensemble` with the mean of a distill run's
 candidate students; `student`, a run without candidates or a
 saved choice (an own-data run from before it was saved) or a choice of the

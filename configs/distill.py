@@ -88,8 +88,9 @@ DISTILL_LAYER_WEIGHTS = (1.35, 1.05, 0.65)
 # Trained and scored beside the student by the main command: what a user
 # would pick instead (the teacher on pixels is the source-only network).
 DEFAULT_COMPARE = "plain+finetune+dann_labels"
-# Students trained beside the default one; validation keeps the best of
-# them all (the "selected (validation)" row, and what maps come from).
+# Students trained beside the default one; validation picks among their
+# ensemble and them all (selection.choose: the "selected (validation)" row,
+# and what maps come from).
 DEFAULT_CANDIDATES = "latent+library+latent_library"
 
 

@@ -163,12 +163,13 @@ def choose(plan: stages.Plan, workdir: epath.PathLike, params: dict[str, Any],
     return None
   workdir = epath.Path(workdir)
   by_name = {s.name: s for s in plan.students}
+  # Every candidate has the same validation samples (the run's).
+  y = _transformed(plan.students[0], data.target[data.validation])
   preds = {}
   for name in plan.candidates:
     stage = by_name[name]
     inputs = stage.validation_inputs(data)
     if inputs is not None:
-      y = _transformed(stage, inputs[1])
       preds[name] = _transformed_predictions(
           stage, stage.model(data.sensor), params[name], inputs[0],
           stage.covariates(data, data.validation), mesh)

@@ -202,7 +202,7 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
     return _ensemble(plan, config, workdir, mesh, options, sensor)
   if options.model == "student":
     return _student(student, config, workdir, mesh, options, sensor)
-  if plan.candidates:  # A distill run: validation chose a student.
+  if plan.candidates:  # A distill run: the ensemble or one candidate.
     choice = selection.load_choice(workdir)
     if choice is None:
       raise errors.UserError(

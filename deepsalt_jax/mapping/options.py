@@ -25,10 +25,11 @@ def defaults() -> ml_collections.ConfigDict:
   """
   builtin = indices.MaskThresholds()
   return ml_collections.ConfigDict(dict(
-      # 'selected': the model validation chose (the candidate student of a
-      # distill run, selection.py; the final model of an own-data CV,
-      # final_model.py; the student where none was saved); 'ensemble': the
-      # mean of a distill run's candidate students; 'student'.
+      # 'selected': the model validation chose (a distill run's candidates'
+      # ensemble or one of them, selection.py; the final model of an
+      # own-data CV, final_model.py; the student where none was saved);
+      # 'ensemble': the mean of a distill run's candidate students;
+      # 'student'.
       model="selected",
       tile_rows=64,  # Rows read, predicted and written at a time.
       # Pixels per global batch (rounded up to devices x chunk_size).

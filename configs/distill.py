@@ -12,8 +12,8 @@ Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
-no_align, sau_prior, layers, latent, latent_pretrain, plain, finetune, dann,
-dann_labels, library, latent_library,
+no_distill_pred, no_align, sau_prior, layers, latent, latent_pretrain,
+plain, finetune, dann, dann_labels, library, latent_library,
 compare=<variant>[+<variant>...]|none (peers scored beside the student),
 candidates=<variant>[+<variant>...]|none (students validation chooses among
 with the default one; default latent+library+latent_library),
@@ -47,6 +47,10 @@ VARIANTS = {
     # Ablations of DeepSalt.
     "no_sau": {"model": {"use_sau": False}, "loss": {"w_reconstruction": 0.0}},
     "no_distill": {"loss": {"w_distill_feature": 0.0, "w_distill_pred": 0.0}},
+    # The teacher's features distilled, not its predictions: where the
+    # teacher's predictions of the pairs are compressed (a saline tail it
+    # never saw), the student's head is free to follow the labelled pixels.
+    "no_distill_pred": {"loss": {"w_distill_pred": 0.0}},
     "no_align": {"loss": {"w_alignment": 0.0}},
     "sau_prior": {"loss": {"w_sau_prior": 1.0}},
     # Distillation layer by layer, as the DeepSalt authors do.

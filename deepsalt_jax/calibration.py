@@ -13,10 +13,12 @@ that y exceeds a threshold t is the share of the r with m + r·d >
 forward(t): the conformal predictive distribution.
 
 Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
-multiplicative interval everywhere), and 'head_mc' (the spread of the
-head's MC-dropout outputs in the transformed space, plus its median over
-the calibration samples, so a spread near zero cannot shrink an interval to
-nothing). The one with the lowest cross-fitted interval score (Winkler,
+multiplicative interval everywhere), 'head_mc' (the spread of the head's
+MC-dropout outputs in the transformed space) and 'quantile_heads' (the
+width of quantile heads on the student's features, quantile_heads.py);
+each score plus its median over the calibration samples, so a score near
+zero cannot shrink an interval to nothing. The one with the lowest
+cross-fitted interval score (Winkler,
 each calibration block's samples judged by the calibration of the other
 blocks) is kept; every candidate's score and the rank correlation of its
 difficulty with |error| are saved beside it, with the cross-fitted
@@ -35,6 +37,7 @@ from etils import epath
 import numpy as np
 from scipy import stats
 
+from deepsalt_jax import selection
 from deepsalt_jax import targets
 from deepsalt_spectral import errors
 
@@ -43,7 +46,7 @@ KIND = "conformal, transformed space"
 NOMINAL = 0.9  # Coverage of the interval.
 # Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
-DIFFICULTIES = ("constant", "head_mc")
+DIFFICULTIES = ("constant", "head_mc", "quantile_heads")
 # FAO: a soil is saline from ECe 4 dS/m.
 EXCEEDANCE_THRESHOLD = 4.0
 # Reliability bins of the exceedance probability.
@@ -96,7 +99,9 @@ def interval(calibration: dict[str, Any], pred: np.ndarray,
              ) -> tuple[np.ndarray, np.ndarray]:
   """(lower, upper) bounds of the calibrated interval, target units, >= 0.
 
-  `spread`: the MC spread in the transformed space (for 'head_mc').
+  `spread`: the calibration's difficulty score of each prediction (the MC
+  spread in the transformed space for 'head_mc', the heads' width for
+  'quantile_heads'; none for 'constant').
   """
   forward, inverse = targets.on_numpy(calibration["transform"],
                                       np.float32)
@@ -120,8 +125,9 @@ def exceedance(calibration: dict[str, Any], pred: np.ndarray,
 
 
 def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
-        transform: str, spread: np.ndarray | None = None,
+        transform: str, difficulties: dict[str, np.ndarray] | None = None,
         mc_samples: int = 0, mc_mode: str = "",
+        heads: dict[str, Any] | None = None,
         nominal: float = NOMINAL) -> dict[str, Any]:
   """The calibration of the best difficulty on these calibration samples.
 
@@ -132,9 +138,11 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
       compared by the interval score cross-fitted over them (leave one
       sample out with fewer than 2 groups).
     transform: the target transform (targets.TRANSFORMS).
-    spread: [n] MC spread in the transformed space over `mc_samples` passes
-      of kind `mc_mode` (predict.predict), or None (no dropout): the
-      'head_mc' candidate holds for that spread alone.
+    difficulties: {difficulty: [n] its score} of the candidates beside
+      'constant': 'head_mc', the MC spread in the transformed space over
+      `mc_samples` passes of kind `mc_mode` (predict.predict), which holds
+      for that spread alone; 'quantile_heads', the width of `heads`
+      (quantile_heads.py), saved with the calibration when it is kept.
     nominal: the interval's coverage.
   """
   mean, target = (np.asarray(v, np.float64) for v in (mean, target))
@@ -145,20 +153,26 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     groups = np.arange(mean.size)
   forward, _ = targets.on_numpy(transform, np.float32)
   error = np.abs(forward(target) - forward(mean))
-  candidates = {}
-  for difficulty in DIFFICULTIES if spread is not None else ("constant",):
+  difficulties = {"constant": None, **(difficulties or {})}
+  unknown = set(difficulties) - set(DIFFICULTIES)
+  if unknown:
+    raise ValueError(f"Difficulties {sorted(unknown)}: use {DIFFICULTIES}.")
+  candidates, scores = {}, {}
+  for difficulty, spread in difficulties.items():
     lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
                                  transform, nominal)
+    scores[difficulty] = interval_score(target, lower, upper, nominal)
     candidates[difficulty] = {
-        "interval_score": float(interval_score(target, lower, upper,
-                                               nominal).mean()),
+        "interval_score": float(scores[difficulty].mean()),
         "coverage": float(np.mean((target >= lower) & (target <= upper))),
         "spearman": (None if difficulty == "constant" else
                      float(stats.spearmanr(spread, error)[0]))}
-  best = min(candidates, key=lambda k: candidates[k]["interval_score"])
-  out = _fit_one(mean, spread, target, best, transform, nominal)
-  return {**out, "mc_samples": mc_samples if best != "constant" else 0,
-          "mc_mode": mc_mode if best != "constant" else "",
+  # The simplest within one standard error of the best, over the groups.
+  best, _ = selection.pick(scores, groups)
+  out = _fit_one(mean, difficulties[best], target, best, transform, nominal)
+  return {**out, "mc_samples": mc_samples if best == "head_mc" else 0,
+          "mc_mode": mc_mode if best == "head_mc" else "",
+          **({"quantile_heads": heads} if best == "quantile_heads" else {}),
           "groups": int(np.unique(groups).size),
           "candidates": candidates}
 
@@ -247,10 +261,13 @@ def describe(calibration: dict[str, Any]) -> str:
   # A model other than the student (final_model.py) is named in its
   # calibration and has no MC spread.
   model = calibration.get("model")
-  what = ("the same multiplicative interval everywhere"
-          if calibration["difficulty"] == "constant" else
-          f"scaled by the spread of {calibration['mc_samples']} MC-dropout "
-          f"passes ({calibration['mc_mode']})")
+  what = {"constant": "the same multiplicative interval everywhere",
+          "quantile_heads": "scaled by the width of quantile heads on the "
+                            "student's features"}.get(
+                                calibration["difficulty"],
+                                f"scaled by the spread of "
+                                f"{calibration['mc_samples']} MC-dropout "
+                                f"passes ({calibration['mc_mode']})")
   if model:
     what += (f": constant width in {calibration['transform']} space, "
              f"{model} has no MC spread")
@@ -285,7 +302,7 @@ def for_spread(calibration: dict[str, Any] | None, mc_samples: int,
   if calibration is None:
     return None, ("the run has no calibration (no validation samples, or "
                   "a student without dropout)")
-  if calibration["difficulty"] == "constant":
+  if calibration["difficulty"] != "head_mc":  # No MC passes needed.
     return calibration, ""
   fitted_on = (calibration["mc_samples"], calibration["mc_mode"])
   if fitted_on != (mc_samples, mc_mode):

@@ -305,7 +305,8 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
                     mesh: jax.sharding.Mesh, classes: bool):
   """(out-of-fold predictions of the labelled pixels per method, the
   selected one first; metrics per method and fold; fold sizes; the
-  student's spread; validation's choices per fold and for the final
+  student's out-of-fold prediction and difficulty scores
+  (evaluate.difficulties); validation's choices per fold and for the final
   model)."""
   labelled = data.role == roles.LABELLED
   target = data.target[labelled].astype(np.float64)
@@ -314,7 +315,8 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
   runs, sizes = {}, {}
   student = plan.students[0]
   with_spread = student.config.model.encoder.dropout > 0
-  spread = np.full((2, labelled.sum()), np.nan)  # The student's mean, std.
+  mean = np.full(labelled.sum(), np.nan)  # The student's, and
+  scores = {}  # its difficulties.
   start = time.perf_counter()
   for done, held in enumerate(held_out_sets):
     # ETA of the runs left and the final models.
@@ -332,10 +334,14 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
     sizes[held[0]] = {"points": int(rows.sum()),
                       "library": int((fold.test & fold.has_lab).sum())}
     if with_spread:
-      spread[:, rows[labelled]] = evaluate.spread(
-          student.model(fold.sensor), params[student.name],
-          fold.satellite[rows], mesh, student.config,
-          student.covariates(fold, rows))
+      heads = evaluate.fit_quantile_heads(student, params[student.name], fold,
+                                          mesh)
+      mean[rows[labelled]], fold_scores = evaluate.difficulties(
+          student, params[student.name], fold.satellite[rows], mesh,
+          student.covariates(fold, rows), heads)
+      for name, value in fold_scores.items():
+        scores.setdefault(name, np.full(len(mean), np.nan))[
+            rows[labelled]] = value
   selected, choices, final = model_choice.select(
       runs, data.fold[labelled], target, config.data.target_transform)
   oof = {} if selected is None else {model_choice.SELECTED: selected}
@@ -350,7 +356,9 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
         f"{name} {m[k]['r2']:.2f} / {m[k]['rmse']:.2f}"
         for name, m in per_fold.items() if m.get(k)),
         f"; validation chose {choices[k].winner}" if k in choices else "")
-  return (oof, per_fold, sizes, (spread if with_spread else None),
+  # Quantile heads in some folds only (too few pixels in others): none.
+  scores = {k: v for k, v in scores.items() if np.isfinite(v).all()}
+  return (oof, per_fold, sizes, (mean, scores) if with_spread else None,
           {**{f"fold {k}": c for k, c in choices.items()}, FINAL: final})
 
 
@@ -452,20 +460,23 @@ def train_and_validate(config: ml_collections.ConfigDict,
       f"{n} {c}" for n, c in zip(roles.ROLE_NAMES, counts)))
   classes = config.data.ec_method == ec_methods.CLASS_METHOD
   with compilation.CompileClock() as clock:
-    oof, per_fold, sizes, spread, choices = _cross_validate(
+    oof, per_fold, sizes, student_oof, choices = _cross_validate(
         plan, data, config, workdir, mesh, classes)
     curve = _label_curve(plan, data, oof, config, workdir, mesh, classes)
     logging.info("[cv] training the final models on every point")
-    train.train_plan(plan, data, workdir, mesh)
+    params = train.train_plan(plan, data, workdir, mesh)
   logging.info("[cv] %s", clock.summary())
   labelled = data.role == roles.LABELLED
   # The FAO limit is one of ECe.
   threshold = calibration.EXCEEDANCE_THRESHOLD if classes else None
   intervals = {}
-  if spread is not None:
+  if student_oof is not None:
+    student = plan.students[0]
     fitted, intervals["student"] = evaluate.cross_fitted_interval(
-        *spread, data.target[labelled].astype(np.float64),
-        data.fold[labelled], config.data.target_transform, threshold)
+        *student_oof, data.target[labelled].astype(np.float64),
+        data.fold[labelled], config.data.target_transform, threshold,
+        heads=evaluate.fit_quantile_heads(student, params[student.name],
+                                          data, mesh))
     if sharding.is_main_process():
       calibration.save(fitted, workdir / plan.students[0].name)
   final = choices[FINAL]

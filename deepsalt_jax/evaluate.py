@@ -20,10 +20,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_prep import roles
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
+from deepsalt_jax import quantile_heads
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import selection
@@ -65,6 +67,68 @@ def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
                          mc_mode=predict.MC_MODE, covariates=covariates)
 
 
+def _features(model: Any, params: Any, x: np.ndarray,
+              mesh: jax.sharding.Mesh, config: ml_collections.ConfigDict,
+              covariates: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """(prediction in target units, the network's features)."""
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
+  return predict.predict(model, params, x, mesh,
+                         config.train.eval_batch_size, inverse,
+                         covariates=covariates, features=True)
+
+
+def fit_quantile_heads(stage: stages.Stage, params: Any, data: samples.Data,
+                       mesh: jax.sharding.Mesh) -> dict[str, Any] | None:
+  """The student's quantile heads (quantile_heads.py) on its labelled
+  training pixels; None with too few."""
+  rows = data.train & (data.role == roles.LABELLED)
+  config = stage.config
+  _, features = _features(stage.model(config.data.sensor), params,
+                          getattr(data, stage.input)[rows], mesh, config,
+                          stage.covariates(data, rows))
+  forward, _ = targets.on_numpy(config.data.target_transform)
+  return quantile_heads.fit(features, forward(data.target[rows]),
+                            calibration.NOMINAL)
+
+
+def difficulties(stage: stages.Stage, params: Any, x: np.ndarray,
+                 mesh: jax.sharding.Mesh,
+                 covariates: np.ndarray | None,
+                 heads: dict[str, Any] | None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """(the student's prediction of `x`, {difficulty: its score}): the MC
+  spread mapping uses and, given `heads`, their width."""
+  model = stage.model(stage.config.data.sensor)
+  mean, std = spread(model, params, x, mesh, stage.config, covariates)
+  out = {"head_mc": std}
+  if heads is not None:
+    out["quantile_heads"] = quantile_heads.width(heads, _features(
+        model, params, x, mesh, stage.config, covariates)[1])
+  return mean, out
+
+
+def with_difficulty(entry: Entry, fitted: dict[str, Any] | None,
+                    mesh: jax.sharding.Mesh,
+                    config: ml_collections.ConfigDict
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+  """(the entry's prediction, the difficulty score its calibration `fitted`
+  reads, or None)."""
+  difficulty = fitted["difficulty"] if fitted else "constant"
+  if difficulty == "head_mc":
+    return spread(entry.model, entry.params, entry.x, mesh, config,
+                  entry.covariates)
+  if difficulty == "quantile_heads":
+    pred, features = _features(entry.model, entry.params, entry.x, mesh,
+                               config, entry.covariates)
+    return pred, quantile_heads.width(fitted["quantile_heads"], features)
+  _, inverse = targets.TRANSFORMS[config.data.target_transform]
+  return predict.predict(entry.model, entry.params, entry.x, mesh,
+                         config.train.eval_batch_size, inverse,
+                         method=entry.method,
+                         covariates=entry.covariates)[0], None
+
+
 def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
               mesh: jax.sharding.Mesh,
               workdir: epath.PathLike) -> dict[str, Any] | None:
@@ -75,11 +139,12 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
   if inputs is None or not stage.config.model.encoder.dropout:
     return None
   config = stage.config
-  mean, std = spread(stage.model(config.data.sensor), params, inputs[0], mesh,
-                     config, stage.covariates(data, data.validation))
+  heads = fit_quantile_heads(stage, params, data, mesh)
+  mean, scores = difficulties(stage, params, inputs[0], mesh,
+                              stage.covariates(data, data.validation), heads)
   fitted = calibration.fit(mean, inputs[1], data.blocks[data.validation],
-                           config.data.target_transform, std,
-                           predict.MC_SAMPLES, predict.MC_MODE)
+                           config.data.target_transform, scores,
+                           predict.MC_SAMPLES, predict.MC_MODE, heads)
   if sharding.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
   logging.info("[%s] %s; cross-fitted interval score by difficulty: %s",
@@ -194,6 +259,12 @@ def parity_plot(path: epath.PathLike, results: dict[str, dict],
   epath.Path(path).write_bytes(buffer.getvalue())
 
 
+def _summary(fitted: dict[str, Any]) -> dict[str, Any]:
+  """A calibration for reports: less its scores and quantile heads."""
+  return {k: v for k, v in fitted.items()
+          if k not in ("scores", "quantile_heads")}
+
+
 def interval_report(pred: np.ndarray, target: np.ndarray,
                     bounds: dict[str, np.ndarray], group: np.ndarray,
                     group_names: tuple[str, ...] | None,
@@ -283,21 +354,20 @@ def report(entries_: list[Entry], data: samples.Data,
   parity.png for the training run's results) into `workdir` and logs the
   table.
   """
-  _, inverse = targets.TRANSFORMS[config.data.target_transform]
   salinity = config.data.name == "salinity"
   unit = "dS/m" if salinity else "%"
   test = data.subset(data.test)
   threshold = calibration.EXCEEDANCE_THRESHOLD if salinity else None
 
-  def result(entry_input, pred, fitted, std=None):
+  def result(entry_input, pred, fitted, difficulty=None):
     out = {"input": entry_input, "target": test["target"], "pred": pred,
            **score(test["target"], pred, test["region"], data.region_names,
                    classes=salinity)}
     if fitted:
       out["interval"] = {
-          "calibration": {k: v for k, v in fitted.items() if k != "scores"},
+          "calibration": _summary(fitted),
           **interval_report(pred, test["target"], calibration.predictive(
-              fitted, pred, std, threshold), test["region"],
+              fitted, pred, difficulty, threshold), test["region"],
                             data.region_names, threshold)}
     return out
 
@@ -309,16 +379,8 @@ def report(entries_: list[Entry], data: samples.Data,
           entry.calibration, predict.MC_SAMPLES, predict.MC_MODE)
       if not fitted:
         logging.warning("[%s] no interval coverage: %s.", entry.name, why)
-    if fitted:  # The spread's mean is the deterministic prediction.
-      pred, std = spread(entry.model, entry.params, entry.x, mesh, config,
-                         entry.covariates)
-    else:
-      pred, _ = predict.predict(entry.model, entry.params, entry.x, mesh,
-                                config.train.eval_batch_size, inverse,
-                                method=entry.method,
-                                covariates=entry.covariates)
-    results[entry.name] = result(entry.input, pred, fitted,
-                                 std if fitted else None)
+    pred, difficulty = with_difficulty(entry, fitted, mesh, config)
+    results[entry.name] = result(entry.input, pred, fitted, difficulty)
   members, fitted = ensemble
   if members:  # Listed after the selected row, before the students.
     row = result(results[members[0]]["input"], selection.ensemble(
@@ -401,34 +463,38 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   return results
 
 
-def cross_fitted_interval(mean: np.ndarray, std: np.ndarray | None,
+def cross_fitted_interval(mean: np.ndarray,
+                          scores: dict[str, np.ndarray] | None,
                           target: np.ndarray, fold: np.ndarray,
                           transform: str, threshold: float | None,
-                          model: str | None = None
+                          model: str | None = None,
+                          heads: dict[str, Any] | None = None
                           ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(the calibration from every fold, what the cross-fitted intervals
-  achieved overall and per fold) of out-of-fold predictions `mean` (`std`:
-  their MC spread, or None: a constant interval) by `model` (None: the
-  student; named in the calibration, calibration.describe).
+  achieved overall and per fold) of out-of-fold predictions `mean`
+  (`scores`: their difficulties, `difficulties`, or None: a constant
+  interval) by `model` (None: the student; named in the calibration,
+  calibration.describe); `heads`: the final student's quantile heads, saved
+  if their width is kept.
 
   Cross-fitted: each fold's points judged by the interval calibrated on the
   other folds' out-of-fold errors (their folds are the calibration's
   groups); the calibration saved for mapping uses every fold.
   """
-  part = lambda v, rows: None if v is None else v[rows]
+  part = lambda rows: {k: v[rows] for k, v in (scores or {}).items()}
   fit = functools.partial(calibration.fit, transform=transform,
                           mc_samples=predict.MC_SAMPLES,
-                          mc_mode=predict.MC_MODE)
+                          mc_mode=predict.MC_MODE, heads=heads)
   bounds = {}
   for k in np.unique(fold):
     other = fold != k
     fitted = fit(mean[other], target[other], fold[other],
-                 spread=part(std, other))
+                 difficulties=part(other))
+    chosen = part(~other).get(fitted["difficulty"])
     for name, value in calibration.predictive(
-        fitted, mean[~other], part(std, ~other), threshold).items():
+        fitted, mean[~other], chosen, threshold).items():
       bounds.setdefault(name, np.zeros(len(target)))[~other] = value
-  fitted = dict(fit(mean, target, fold, spread=std),
+  fitted = dict(fit(mean, target, fold, difficulties=scores),
                 **({"model": model} if model else {}))
   judged = interval_report(mean, target, bounds, fold, None, threshold)
-  return fitted, {"calibration": {k: v for k, v in fitted.items()
-                                  if k != "scores"}, **judged}
+  return fitted, {"calibration": _summary(fitted), **judged}

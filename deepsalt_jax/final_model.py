@@ -14,7 +14,7 @@ the target transform's space. `save` keeps what a map needs in
 - calibration.json: the winner's interval, conformal like the student's on
   its out-of-fold predictions; without an MC spread it is constant in the
   transform's space.
-The networks (the student, the teacher on the pixels) are the run's
+The networks (the students, the teacher on the pixels) are the run's
 checkpoints. A lone student is mapped as before, with its own calibration.
 """
 from __future__ import annotations
@@ -35,9 +35,8 @@ from deepsalt_jax import targets
 
 FOLDER = "final_model"
 KIND = "validation's final model"
-STUDENT = "student"
+STUDENT = "student"  # The default student; candidates go by their names.
 TEACHER = "teacher (pixels)"
-NETWORKS = (STUDENT, TEACHER)
 # The scikit-learn candidates and how each is fitted on (x, transformed y).
 FITS: dict[str, Callable[..., baselines.Predictor]] = {
     "PLSR": baselines.plsr, "random forest": baselines.random_forest,
@@ -66,7 +65,9 @@ class FinalModel:
 
   @property
   def networks(self) -> list[str]:
-    return [n for n in self.members if n in NETWORKS]
+    """The members that are the run's networks: a student (by its name) or
+    the teacher on the pixels."""
+    return [n for n in self.members if n not in FITS]
 
   @property
   def name(self) -> str:

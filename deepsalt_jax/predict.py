@@ -37,9 +37,10 @@ MC_MODE = "head"
 
 
 def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,
-              mc_mode, seed, method):
+              mc_mode, seed, method, features):
   """Prediction [B] (train=False) and the std over `mc_samples` passes of
-  the outputs in the transformed space.
+  the outputs in the transformed space, or with `features` the network's
+  features [B, k].
 
   `covariates` [B, k] go to the model when k > 0.
   """
@@ -54,6 +55,8 @@ def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,
 
   out = apply(x, covariates, train=False)
   mean = value(out["pred"])
+  if features:
+    return mean, out["features"]
   if not mc_samples:
     return mean, jnp.full_like(mean, jnp.nan)
   passes = jnp.arange(mc_samples)
@@ -84,23 +87,23 @@ def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,
 
 @functools.partial(jax.jit, static_argnames=(
     "model", "inverse", "mc_samples", "mc_mode", "seed", "chunk", "mesh",
-    "method"))
+    "method", "features"))
 def _predict(params, x, index, covariates, *, model, inverse, mc_samples,
-             mc_mode, seed, chunk, mesh, method):
+             mc_mode, seed, chunk, mesh, method, features):
   """`_chunk_fn` over each device's rows, `chunk` rows at a time."""
   fn = functools.partial(_chunk_fn, model=model, inverse=inverse,
                          mc_samples=mc_samples, mc_mode=mc_mode, seed=seed,
-                         method=method)
+                         method=method, features=features)
 
   def per_device(params, x, index, covariates):
     if not chunk or len(x) <= chunk:
       return fn(params, x, index, covariates)
     n = len(x) // chunk  # Not -1: covariates may have no columns.
-    mean, std = jax.lax.map(
+    mean, second = jax.lax.map(
         lambda a: fn(params, *a),
         (x.reshape(n, chunk, x.shape[1]), index.reshape(n, chunk),
          covariates.reshape(n, chunk, covariates.shape[1])))
-    return mean.reshape(-1), std.reshape(-1)
+    return mean.reshape(-1), second.reshape((-1,) + second.shape[2:])
 
   return jax.shard_map(per_device, mesh=mesh,
                        in_specs=(P(), P(sharding.AXIS), P(sharding.AXIS),
@@ -114,10 +117,10 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
             mc_samples: int = 0, seed: int = 0,
             index: np.ndarray | None = None, mc_mode: str = "full",
             chunk: int = 0, method: str | None = None,
-            covariates: np.ndarray | None = None
+            covariates: np.ndarray | None = None, features: bool = False
             ) -> tuple[np.ndarray, np.ndarray]:
-  """(prediction in target units, MC-dropout std in the transformed space)
-  of every row of `x`.
+  """(prediction in target units, MC-dropout std in the transformed space,
+  or the features) of every row of `x`.
 
   Args:
     model: a Linen module returning {'pred': ..., 'features': ...}, with a
@@ -135,7 +138,11 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
     chunk: rows a device computes at a time; 0: all its rows at once.
     method: name of the model's method to apply (default: the call).
     covariates: [n, k] the rows' covariates, for a model that reads them.
+    features: give the network's features [n, k] (what quantile heads read,
+      quantile_heads.py) in place of the spread; no MC passes.
   """
+  if features and mc_samples:
+    raise ValueError("features=True takes no MC passes (mc_samples=0).")
   if mc_samples == 1 or mc_samples < 0:
     raise ValueError(f"mc_samples={mc_samples}: use 0 (no spread) or at "
                      "least 2 passes.")
@@ -147,7 +154,8 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
                 else np.asarray(covariates, np.float32))
   fn = functools.partial(_predict, params, model=model, inverse=inverse,
                          mc_samples=mc_samples, mc_mode=mc_mode, seed=seed,
-                         chunk=chunk, mesh=mesh, method=method)
+                         chunk=chunk, mesh=mesh, method=method,
+                         features=features)
   return sharding.map_batches(
       fn, [np.asarray(x, np.float32), index, covariates], mesh, batch_size,
       multiple=max(chunk, 1))

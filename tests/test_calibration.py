@@ -49,7 +49,7 @@ def test_calibrated_intervals_cover_new_samples_at_the_nominal_rate():
   rng = np.random.default_rng(0)
   mean, target, spread = _draw(rng, 2000)
   fitted = calibration.fit(mean, target, np.arange(2000) % 8, "log1p",
-                           spread, 10, "head")
+                           {"head_mc": spread}, 10, "head")
   mean, target, spread = _draw(rng, 20000)
   judged = calibration.judge(mean, target, calibration.predictive(
       fitted, mean, spread, 4.0), 4.0)
@@ -64,7 +64,8 @@ def test_the_spread_is_kept_where_it_ranks_the_errors_only():
   rng = np.random.default_rng(1)
   groups = np.arange(300) % 6
   mean, target, spread = _draw(rng, 300)
-  kept = calibration.fit(mean, target, groups, "log1p", spread, 10, "head")
+  kept = calibration.fit(mean, target, groups, "log1p", {"head_mc": spread},
+                         10, "head")
   assert kept["difficulty"] == "head_mc"
   assert kept["candidates"]["head_mc"]["spearman"] > 0.3
   assert (kept["candidates"]["head_mc"]["interval_score"]
@@ -72,8 +73,30 @@ def test_the_spread_is_kept_where_it_ranks_the_errors_only():
   assert (kept["mc_samples"], kept["mc_mode"]) == (10, "head")
   mean, target, _ = _draw(rng, 300)
   noise = calibration.fit(mean, target, groups, "log1p",
-                          rng.uniform(0.0, 1.0, 300), 10, "head")
+                          {"head_mc": rng.uniform(0.0, 1.0, 300)}, 10, "head")
   assert noise["difficulty"] == "constant"
+
+
+def test_the_quantile_heads_width_is_kept_and_saved_where_it_ranks():
+  """Among an uninformative MC spread and the width of (made-up) quantile
+  heads that follows the errors' scale, the width is kept, with the heads
+  and without MC passes."""
+  rng = np.random.default_rng(4)
+  mean, target, width = _draw(rng, 300)
+  heads = {"centre": [0.0], "scale": [1.0], "kernel": [[0.0, 1.0]],
+           "bias": [0.0, 0.0]}
+  kept = calibration.fit(mean, target, np.arange(300) % 6, "log1p",
+                         {"head_mc": rng.uniform(0.0, 1.0, 300),
+                          "quantile_heads": width}, 10, "head", heads)
+  assert kept["difficulty"] == "quantile_heads"
+  assert kept["quantile_heads"] == heads
+  assert (kept["mc_samples"], kept["mc_mode"]) == (0, "")
+  assert set(kept["candidates"]) == {"constant", "head_mc", "quantile_heads"}
+  assert calibration.for_spread(kept, 0, "head") == (kept, "")
+  assert "quantile heads" in calibration.describe(kept)
+  with pytest.raises(ValueError, match="Difficulties"):
+    calibration.fit(mean, target, np.arange(300) % 6, "log1p",
+                    {"feature_distance": width})
 
 
 def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():
@@ -89,7 +112,7 @@ def test_round_trip_and_an_older_calibration_is_refused_in_one_line(tmp_path):
   rng = np.random.default_rng(2)
   mean, target, spread = _draw(rng, 30)
   fitted = calibration.fit(mean, target, np.arange(30) % 3, "log1p",
-                           spread, 10, "head")
+                           {"head_mc": spread}, 10, "head")
   calibration.save(fitted, tmp_path)
   assert calibration.load(tmp_path) == json.loads(json.dumps(fitted))
   assert calibration.load(tmp_path / "none") is None
@@ -106,7 +129,8 @@ def test_a_spread_calibration_holds_for_the_spread_it_was_fitted_on_only():
   rng = np.random.default_rng(3)
   mean, target, spread = _draw(rng, 300)
   fitted = dict(calibration.fit(mean, target, np.arange(300) % 6, "log1p",
-                                spread, 10, "head"), difficulty="head_mc",
+                                {"head_mc": spread}, 10, "head"),
+                difficulty="head_mc",
                 mc_samples=10, mc_mode="head")
   assert calibration.for_spread(fitted, 10, "head") == (fitted, "")
   for other in ((10, "full"), (5, "head")):

@@ -13,9 +13,14 @@ from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
+from deepsalt_jax import checkpoint
 from deepsalt_jax import final_model
 from deepsalt_jax import mapping
 from deepsalt_jax import model_choice
+from deepsalt_jax import quantile_heads
+from deepsalt_jax import run_config
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
 from deepsalt_jax import train
 from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import files
@@ -59,6 +64,15 @@ def mapped(tiny_run, tile, tmp_path_factory):
   config, workdir = tiny_run
   out = tmp_path_factory.mktemp("maps")
   return mapping.map_scene(config, workdir, tile, out), out
+
+
+def _block(tile):
+  """The tile's soil pixels at the student's bands, as a map reads them."""
+  with geotiff.GeoTiffRows(tile) as rows:
+    match = bands.match_bands(rows.wavelength[~rows.bad],
+                              sensors.builtin("enmap"), 2.0, 0.9)
+    return blocks.prepare(rows, 0, rows.shape[0], match,
+                          indices.MaskThresholds())
 
 
 def _options(**values):
@@ -307,18 +321,39 @@ def test_the_interval_bands_are_the_calibration_of_the_run(
   assert fitted["kind"] == calibration.KIND
   report, whole = mapped
   assert report["uncertainty"]["calibration"] == {
-      k: v for k, v in fitted.items() if k != "scores"}
+      k: v for k, v in fitted.items()
+      if k not in ("scores", "quantile_heads")}
   ec, lower, upper, p = (_read(whole / "tile_ec.tif", b)[0]
                          for b in (1, 2, 3, 4))
   valid = ec != files.EC_NODATA
-  if fitted["difficulty"] == "constant":  # Then it is a function of EC.
-    bounds = calibration.predictive(fitted, ec[valid], None, 4.0)
-    np.testing.assert_allclose(lower[valid], bounds["lower"], rtol=1e-5,
-                               atol=1e-6)
-    np.testing.assert_allclose(upper[valid], bounds["upper"], rtol=1e-5)
-    np.testing.assert_allclose(p[valid], bounds["p"], atol=1e-6)
+  # The interval of each pixel from its EC and, for the quantile heads,
+  # their width on the student's features of the pixel.
+  assert fitted["difficulty"] in ("constant", "quantile_heads")
+  width = None
+  if fitted["difficulty"] == "quantile_heads":
+    block = _block(tile)
+    assert valid.sum() == block.rows.size
+    stage = stages.plan(config, run_config.lab_grid(workdir)).students[0]
+    params, _ = checkpoint.restore_params(
+        stage.params_directories(workdir),
+        stage.abstract_params("enmap", sharding.make_mesh()))
+    features = stage.model("enmap").apply({"params": params}, block.x,
+                                          train=False)["features"]
+    width = np.zeros(ec.shape)
+    width[block.rows, block.cols] = quantile_heads.width(
+        fitted["quantile_heads"], np.asarray(features))
+    width = width[valid]
+  bounds = calibration.predictive(fitted, ec[valid], width, 4.0)
+  # Features computed here in one call, there in chunks: float32 apart,
+  # so P (a step of 1 / calibration samples) may sit one step away.
+  np.testing.assert_allclose(lower[valid], bounds["lower"], rtol=5e-3,
+                             atol=1e-5)
+  np.testing.assert_allclose(upper[valid], bounds["upper"], rtol=5e-3)
+  np.testing.assert_allclose(p[valid], bounds["p"],
+                             atol=1 / len(fitted["scores"]) + 1e-6)
   with rasterio.open(whole / "tile_ec.tif") as ds:
     assert "calibrated 90% interval" in ds.descriptions[1]
+    assert calibration.describe(fitted) in ds.descriptions[1]
   uncalibrated = tmp_path / "run"
   shutil.copytree(workdir, uncalibrated)
   (uncalibrated / student / calibration.CALIBRATION_FILE).unlink()
@@ -512,11 +547,7 @@ def test_student_without_dropout_maps_without_uncertainty(
 def _plsr_choice(workdir, tile):
   """Saves a PLSR as validation's final model of `workdir` (fitted on 40 of
   the tile's soil pixels with made-up EC); returns its calibration."""
-  with geotiff.GeoTiffRows(tile) as rows:
-    enmap = sensors.builtin("enmap")
-    match = bands.match_bands(rows.wavelength[~rows.bad], enmap, 2.0, 0.9)
-    x = blocks.prepare(rows, 0, rows.shape[0], match,
-                       indices.MaskThresholds()).x[:40]
+  x = _block(tile).x[:40]
   y = np.random.default_rng(0).uniform(0.2, 2.5, len(x))
   mean = np.expm1(y + np.random.default_rng(1).normal(0, 0.3, len(x)))
   fitted = dict(calibration.fit(mean, np.expm1(y), np.arange(len(x)) % 4,
@@ -537,11 +568,7 @@ def test_a_plsr_choice_maps_the_plsr_and_names_it(tiny_run, tile, tmp_path):
   mapping.map_scenes(config, run, tile, tmp_path / "maps")
   ec, lower, upper, p = (_read(tmp_path / "maps" / "tile_ec.tif", b)[0]
                          for b in (1, 2, 3, 4))
-  with geotiff.GeoTiffRows(tile) as rows:
-    match = bands.match_bands(rows.wavelength[~rows.bad],
-                              sensors.builtin("enmap"), 2.0, 0.9)
-    block = blocks.prepare(rows, 0, rows.shape[0], match,
-                           indices.MaskThresholds())
+  block = _block(tile)
   expected = np.maximum(np.expm1(plsr(block.x)), 0)
   valid = ec != files.EC_NODATA
   assert valid.sum() == block.rows.size > 200
@@ -610,11 +637,7 @@ def test_a_stack_maps_its_members_weighted_in_log_space(tiny_run, tile,
   assert report["model"]["name"] == (
       "a stack of PLSR (0.50), student (0.30), random forest (0.20)")
   assert set(report["model"]["checkpoint_steps"]) == {"student"}
-  with geotiff.GeoTiffRows(tile) as rows:
-    match = bands.match_bands(rows.wavelength[~rows.bad],
-                              sensors.builtin("enmap"), 2.0, 0.9)
-    block = blocks.prepare(rows, 0, rows.shape[0], match,
-                           indices.MaskThresholds())
+  block = _block(tile)
   _, student_maps = mapped
   student = _read(student_maps / "tile_ec.tif")[0][block.rows, block.cols]
   log_ec = (0.5 * baselines.plsr(x, y)(block.x) + 0.3 * np.log1p(student)

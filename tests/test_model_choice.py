@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from deepsalt_jax import final_model
 from deepsalt_jax import model_choice
 
 
@@ -93,6 +94,23 @@ def test_two_folds_give_no_nested_choice_but_a_final_one():
   selected, choices, final = model_choice.select(runs, fold, target, "log1p")
   assert selected is None and choices == {}
   assert final.winner in ("a", model_choice.STACKED)
+
+
+def test_a_stack_with_a_candidate_student_reads_it_as_a_network():
+  """A candidate student (by its name) and the teacher on the pixels are
+  the run's networks; the scikit-learn members are fitted; the stack
+  combines them in log1p."""
+  choice = model_choice.Choice({}, model_choice.STACKED, {
+      "no_distill_pred": 0.5, "PLSR": 0.3, final_model.TEACHER: 0.2,
+      "student": 0.0})
+  x = np.zeros((3, 4))
+  plsr = lambda x: np.full(len(x), np.log1p(2.0))
+  chosen = final_model.FinalModel(choice, "log1p", {"PLSR": plsr}, None)
+  assert chosen.networks == ["no_distill_pred", final_model.TEACHER]
+  networks = {"no_distill_pred": np.full(3, 8.0),
+              final_model.TEACHER: np.full(3, 1.0)}
+  np.testing.assert_allclose(chosen.predict(x, networks), np.expm1(
+      0.5 * np.log1p(8.0) + 0.3 * np.log1p(2.0) + 0.2 * np.log1p(1.0)))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ def mir_example(tmp_path_factory) -> pathlib.Path:
 MIR_LIBRARY = "library/mir.csv"
 
 
+# The default student and the candidates every run trains beside it.
+STUDENTS = ("student", *own_data.DEFAULT_CANDIDATES.split("+"))
+
+
 def _config(project, data_dir, arg="tiny"):
   config = own_data.get_config(arg)
   config.data.update(project=str(project), data_dir=str(data_dir))
@@ -252,7 +256,7 @@ def test_label_curve_trains_on_drawn_points_and_restores_its_runs(
   assert len(curve_runs) == label_curve.DRAWS * 2 * 3  # Sizes 4, 8; 3 folds.
   for workdir, stage, restored in calls:
     if workdir.parent.name == "curve":  # Only the students train there.
-      assert stage == "student" and not restored
+      assert stage in STUDENTS and not restored
     elif stage == "teacher" and restored:  # A curve run's teacher.
       assert workdir.parent.name == "cv"
       assert re.fullmatch(r"fold\d+", workdir.name)  # The outer run's.
@@ -293,7 +297,7 @@ def test_the_three_commands_on_the_example_project(example, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   cv = json.loads((workdir / "cv.json").read_text())
   assert cv["ec_method"] == "ECe" and cv["unit"] == "ECe, dS/m"
-  assert set(cv["methods"]) == {"student", "teacher (pixels)", "PLSR",
+  assert set(cv["methods"]) == {*STUDENTS, "teacher (pixels)", "PLSR",
                                 "random forest", "pooled MLP"}
   for method in cv["methods"].values():
     assert method["overall"]["n"] == 24
@@ -347,7 +351,7 @@ def test_the_commands_on_the_mir_example(mir_example, tmp_path):
                    f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr[-3000:]
   cv = json.loads((workdir / "cv.json").read_text())
-  assert set(cv["methods"]) == {"student", "PLSR", "random forest"}
+  assert set(cv["methods"]) == {*STUDENTS, "PLSR", "random forest"}
   assert cv["methods"]["student"]["overall"]["n"] == 24
   text = (workdir / "cv.md").read_text()
   assert "| student |" in text and "teacher (pixels)" not in text

@@ -18,8 +18,9 @@ dS/m, never below zero) and the probability that EC exceeds
 `exceedance_threshold` (default the FAO saline limit, 4 dS/m). An interval
 scaled by the MC-dropout spread needs
 `mc_samples` passes of the head alone by default (`mc_mode='head'`: the
-encoder runs once; 'full': ~`mc_samples` x the cost); a constant one needs
-none. Each pixel's dropout masks come from a key folded with its index in
+encoder runs once; 'full': ~`mc_samples` x the cost); one scaled by
+quantile heads reads the student's features (one pass); a constant one
+needs none. Each pixel's dropout masks come from a key folded with its index in
 the scene, so the map depends neither on the tiling, the batching nor the
 process that made it. Files: `files`
 (COGs, written atomically: a scene whose report is there is skipped on a
@@ -246,7 +247,7 @@ class _Mapper:
                         "dropout_rate": self.dropout,
                         "calibration": self.calibration and {
                             k: v for k, v in self.calibration.items()
-                            if k != "scores"},
+                            if k not in ("scores", "quantile_heads")},
                         "exceedance_threshold":
                             self.options.exceedance_threshold,
                         "band_descriptions": self.descriptions()},

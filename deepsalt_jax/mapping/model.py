@@ -4,7 +4,7 @@ A distill run with candidate students maps with what validation chose
 (`selection.choose`): their ensemble or one of them. An own-data
 cross-validation saves the final model validation chose
 (`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
-network, or a stack of them). `--mapping.model=selected` (the
+network (a student or the teacher on the pixels), or a stack of them). `--mapping.model=selected` (the
 default) maps with the choice; `ensemble` with the mean of a distill run's
 candidate students; `student`, a run without candidates or a
 saved choice (an own-data run from before it was saved) or a choice of the
@@ -29,6 +29,7 @@ from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import final_model
 from deepsalt_jax import predict
+from deepsalt_jax import quantile_heads
 from deepsalt_jax import run_config
 from deepsalt_jax import selection
 from deepsalt_jax import stages
@@ -38,9 +39,6 @@ from deepsalt_spectral import errors
 # Spectra a CPU device computes at a time (predict.py): in cache. Other
 # backends take their whole share of a batch at once.
 _CPU_CHUNK = 64
-# What makes each network member's prediction from the pixels.
-_NETWORK_STAGE = {final_model.STUDENT: lambda plan: plan.students[0],
-                  final_model.TEACHER: lambda plan: plan.teacher}
 
 
 @dataclasses.dataclass
@@ -96,6 +94,16 @@ def _network(stage: stages.Stage, params: Any, sensor: str,
   return lambda x, **kw: run(stage.pixel_inputs(sensor, x), **kw)
 
 
+def _with_heads(run: Callable[..., tuple[Any, Any]],
+                heads: dict[str, Any]) -> Callable[..., tuple[Any, Any]]:
+  """`run` giving the width of the quantile heads on its features in place
+  of the spread."""
+  def with_heads(x, **kwargs):
+    ec, features = run(x, features=True, **kwargs)
+    return ec, quantile_heads.width(heads, features)
+  return with_heads
+
+
 def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
   """A student with its calibration."""
   params, step = _restore(student, config, workdir, mesh)
@@ -106,10 +114,12 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
         options.mc_samples if dropout > 0 else 0, options.mc_mode)
   else:
     fitted, why = None, "--mapping.mc_samples=0"
+  difficulty = fitted["difficulty"] if fitted else "constant"
   # Passes only for an interval scaled by the spread.
-  mc_samples = options.mc_samples if fitted and (
-      fitted["difficulty"] != "constant") else 0
+  mc_samples = options.mc_samples if difficulty == "head_mc" else 0
   run = _network(student, params, sensor, config, mesh, options, mc_samples)
+  if difficulty == "quantile_heads":
+    run = _with_heads(run, fitted["quantile_heads"])
   if student.name == "student":
     name, made_by = final_model.STUDENT, "the DeepSalt student"
   else:
@@ -157,8 +167,10 @@ def _combined(name: str, made_by: str, members, combine, fitted,
 def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
             options, sensor) -> MapModel:
   """Validation's final model: its members' predictions combined."""
-  members = {m: (_NETWORK_STAGE[m](plan), m == final_model.TEACHER)
-             for m in chosen.networks}
+  # A network member is the teacher on the pixels or a student by name.
+  stage = {s.name: s for s in plan.students}
+  members = {m: (plan.teacher, True) if m == final_model.TEACHER else
+             (stage[m], False) for m in chosen.networks}
   return _combined(
       chosen.name, f"{chosen.name}, validation's choice of model", members,
       chosen.predict, chosen.calibration,
@@ -202,7 +214,8 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
     return _ensemble(plan, config, workdir, mesh, options, sensor)
   if options.model == "student":
     return _student(student, config, workdir, mesh, options, sensor)
-  if plan.candidates:  # A distill run: the ensemble or one candidate.
+  if plan.candidates and config.job == "distill":
+    # The ensemble or one candidate (own data's choice is the final model).
     choice = selection.load_choice(workdir)
     if choice is None:
       raise errors.UserError(

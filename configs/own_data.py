@@ -31,19 +31,19 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
       --config.data.library=library/mir.csv --workdir=runs/example_mir
   (113 s wall, 119 s CPU on 2 CPU cores shared with a benchmark run;
   pooled R² / RMSE student 0.738 / 3.17, PLSR 0.884 / 2.10).
-Run time (example project, 2 CPU cores at a load average of about 1,
-measured 2026-12-05): 85 s wall, 120 s CPU (an earlier run at a load of
-about 5: 261 s wall, 2.2x the 119 s without the nested validation). The
-label curve at 8,16,32 adds 2.0x the rest (245 s vs 81 s wall, 358 s vs
-118 s CPU, back to back at a load of 0-4).
+Run time (example project, 2 CPU cores at a load of about 1, measured
+2026-12-05): 122 s wall, 165 s CPU with the candidate student (85 s and
+120 s without it). The label curve at 8,16,32 adds about 2x the rest
+(measured without the candidate: 245 s vs 81 s wall).
 Re-running restores every fold, pair of folds and curve run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
 of 64 points, ECe in dS/m), R² / RMSE / class kappa: selected (validation:
-the student in folds 2 and 4, PLSR in the others) 0.892 / 2.03 / 0.671,
-student 0.773 / 2.95 / 0.676, teacher on resampled pixels 0.574 / 4.03 /
-0.395, PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453,
-pooled MLP 0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still
-wins); validation prefers PLSR for the final model, which makes the maps.
+PLSR in folds 1, 3 and 5, no_distill_pred in fold 2, the student in fold
+4) 0.877 / 2.17 / 0.645, student 0.773 / 2.95 / 0.676, no_distill_pred
+0.926 / 1.69 / 0.564, teacher on resampled pixels 0.574 / 4.03 / 0.395,
+PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP
+0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still wins);
+validation prefers PLSR for the final model, which makes the maps.
 Label curve (8,16,32), R² / R² of log EC / kappa (mean of 3 draws): at 8
 points per fold student 0.60 / 0.82 / 0.58, PLSR -0.05 / 0.15 / 0.17,
 pooled MLP 0.59 / 0.76 / 0.44; from 16 points PLSR leads in R² and R² of

@@ -20,3 +20,5 @@ SAU_MODES = ("auto", "physics", "latent")
 ALIGNMENTS = ("mmd", "coral", "adversarial")
 # What distillation matches (losses.py).
 DISTILLATIONS = ("final", "layers")
+# Where a teacher starts (models/from_config.plsr_start).
+TEACHER_STARTS = ("auto", "network", "plsr")

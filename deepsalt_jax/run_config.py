@@ -104,11 +104,14 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
 
 def _with_predated_defaults(saved: dict[str, Any]) -> dict[str, Any]:
   """Fields whose default changed, set as a run that predates them trained:
-  without the linear path (model.linear_path)."""
+  without the linear path (model.linear_path), its teacher started as a
+  network (model.teacher_start)."""
   model = saved.get("model")
-  if isinstance(model, dict) and "linear_path" not in model:
-    saved = dict(saved, model=dict(model, linear_path=False))
-  return saved
+  if not isinstance(model, dict):
+    return saved
+  predated = {"linear_path": False, "teacher_start": "network"}
+  return dict(saved, model={**{k: v for k, v in predated.items()
+                               if k not in model}, **model})
 
 
 def _fill(saved: Any, defaults: Any) -> Any:

@@ -7,7 +7,11 @@ blocks held out of training) are scored by the RMSE of the transformed
 target. The best step's parameters are saved in <stage>/best with the score
 in <stage>/best.json, so a resumed run keeps selecting where it stopped, and
 evaluation and mapping restore that step (`stages.Stage.params_directories`).
-Without validation samples the last step is kept.
+Without validation samples the last step is kept. A stage that starts as
+PLSR (`stages.Stage.starts_as_plsr`) is scored at step 0 too, and a later
+step replaces that start only if it beats it by more than one standard
+error (`pick`; the start's errors in <stage>/start.json): the network must
+learn what PLSR misses beyond validation's noise.
 
 `choose` then picks the run's model among the candidates' ensemble (the
 mean of the candidate students, `Plan.candidates`, in the transformed
@@ -41,6 +45,7 @@ from deepsalt_jax import stages
 from deepsalt_jax import targets
 
 BEST_FILE = "best.json"
+START_FILE = "start.json"  # A PLSR start's validation errors.
 CHOICE_FILE = "choice.json"
 # The row of the candidate validation chose (as the own-data CV names its).
 SELECTED = "selected (validation)"
@@ -78,6 +83,14 @@ class Selector:
       return
     self._x, self._y = inputs[0], _transformed(stage, inputs[1])
     self._covariates = stage.covariates(data, data.validation)
+    # The units of the standard error: blocks, or samples in a single one.
+    blocks = data.blocks[data.validation]
+    self._units = (blocks if np.unique(blocks).size > 1
+                   else np.arange(blocks.size))
+    self.scores_start = stage.starts_as_plsr()
+    start = self._directory / START_FILE
+    self._start = (np.asarray(json.loads(start.read_text())["squared_errors"])
+                   if start.exists() else None)
     self._model = stage.model(data.sensor)
     self._params = None
     path = self._directory / BEST_FILE
@@ -90,11 +103,20 @@ class Selector:
         step, self._every, self._stage.config.train.steps)
 
   def update(self, step: int, params: Any) -> float:
-    """Scores `params` (the state after `step`); keeps them if best."""
-    score = float(np.sqrt(np.mean((_transformed_predictions(
+    """Scores `params` (the state after `step`); keeps them if best (and,
+    after a PLSR start, beyond one standard error of it)."""
+    errors = (_transformed_predictions(
         self._stage, self._model, params, self._x, self._covariates,
-        self._mesh) - self._y)**2)))
-    if score < self.best_score:
+        self._mesh) - self._y)**2
+    score = float(np.sqrt(np.mean(errors)))
+    if step == 0 and self.scores_start:
+      self._start = errors
+      if sharding.is_main_process():
+        (self._directory / START_FILE).write_text(json.dumps(
+            {"squared_errors": errors.tolist()}))
+    beats_start = (self._start is None or step == 0 or pick(
+        {"start": self._start, "step": errors}, self._units)[0] == "step")
+    if beats_start and score < self.best_score:
       self.best_score, self.best_step = score, step
       self._params = jax.tree.map(jnp.copy, params)
       ckpt = checkpoint.Checkpointer(self._directory / "best")

@@ -28,11 +28,13 @@ import ml_collections
 import numpy as np
 
 from data_prep import covariate_columns
+from deepsalt_jax import baselines
 from deepsalt_jax import choices
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import objectives
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
+from deepsalt_jax import targets
 from deepsalt_jax.models import covariate_branch
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import from_config
@@ -60,6 +62,11 @@ class Stage:
 
   def input_size(self, sensor: str) -> int:
     raise NotImplementedError
+
+  def starts_as_plsr(self) -> bool:
+    """Whether the network starts as PLSR, a start its later steps must
+    beat on validation (selection.Selector)."""
+    return False
 
   @property
   def covariate_names(self) -> tuple[str, ...]:
@@ -136,6 +143,18 @@ def _with_input_statistics(params: Any, x: np.ndarray) -> Any:
           for name, tree in params.items()}
 
 
+def _with_plsr_path(params: Any, pls: baselines.Linear) -> Any:
+  """`params` whose linear path w·(x - m)/s + b predicts as `pls` does:
+  w = coef·s, b = intercept + (m - centre)·coef."""
+  statistics = params["linear"]["standardize"]
+  mean = np.asarray(statistics["mean"], np.float64)
+  scale = np.asarray(statistics["scale"], np.float64)
+  out = {"kernel": jnp.asarray((pls.coef * scale)[:, None], jnp.float32),
+         "bias": jnp.asarray([pls.intercept + (mean - pls.centre) @ pls.coef],
+                             jnp.float32)}
+  return dict(params, linear=dict(params["linear"], out=out))
+
+
 class TeacherStage(Stage):
   """Encoder + head on lab spectra (in the teacher's input space)."""
   input = "lab"
@@ -159,15 +178,25 @@ class TeacherStage(Stage):
                                            self.lab_grid)
     return None if matrix is None else satellite @ matrix.T.astype(np.float32)
 
+  def starts_as_plsr(self) -> bool:
+    return from_config.plsr_start(self.config.model, self.lab_grid)
+
   def with_input_statistics(self, params, data):
-    """The training lab spectra, in the teacher's input space."""
+    """The training lab spectra, in the teacher's input space; a teacher
+    that starts as PLSR gets it in its linear path."""
     model = self.model(data.sensor)
     rows = data.train & data.has_lab
     prepared = model.apply({"params": params}, data.lab[rows],
                            method=model.prepare)
+    params = _with_input_statistics(params, prepared)
+    if self.starts_as_plsr():
+      forward, _ = targets.on_numpy(self.config.data.target_transform)
+      params = _with_plsr_path(params, baselines.plsr(
+          np.asarray(prepared, np.float64),
+          forward(data.target[rows].astype(np.float64)),
+          seed=self.config.seed))
     return covariate_branch.with_statistics(
-        _with_input_statistics(params, prepared), self.covariates(data, rows),
-        self.covariate_names, self.name)
+        params, self.covariates(data, rows), self.covariate_names, self.name)
 
   def streams(self, data):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,

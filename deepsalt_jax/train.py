@@ -228,6 +228,9 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   key = jax.device_put(jax.random.key_data(
       jax.random.key(stage.config.seed)), replicated)
   writer = reporting.MetricWriter(directory)
+  if start == 0 and selector.enabled and selector.scores_start:
+    writer.write(0, {"validation_rmse": selector.update(0, state.params)},
+                 name="validation.jsonl")
   progress = reporting.Progress(name, start, tcfg.steps)
   pending, window = [], []  # Device terms; fetched terms since last log.
   sync_each_block = jax.default_backend() == "cpu"  # STEPS_PER_DISPATCH.

@@ -130,7 +130,7 @@ def test_a_run_saved_before_todays_settings_still_evaluates(tmp_path):
   old.update(stage="student", mapping={"mc_samples": 10},
              teacher=dict(full_teacher, stage="teacher"))
   for section, field in (("model", "sau"), ("model", "head"),
-                         ("model", "linear_path"),
+                         ("model", "linear_path"), ("model", "teacher_start"),
                          ("loss", "distill"), ("loss", "w_contrastive"),
                          ("data", "covariates")):
     del old[section][field]
@@ -141,8 +141,10 @@ def test_a_run_saved_before_todays_settings_still_evaluates(tmp_path):
   assert loaded.teacher.to_dict() == config.teacher.to_dict()
   assert loaded.model.sau == "auto" and loaded.data.covariates == ""
   assert loaded.loss.distill == "final" and loaded.model.head == "linear"
-  # Today's default has a linear path; the run was trained without one.
+  # Today's default has a linear path; the run was trained without one,
+  # and its teacher started as a network.
   assert config.model.linear_path and not loaded.model.linear_path
+  assert loaded.model.teacher_start == "network"
   with pytest.raises(ValueError, match="model.linear_path"):
     run_config.save(config, tmp_path, lab_grid.visnir())  # A re-run.
   run = loaded.to_dict()

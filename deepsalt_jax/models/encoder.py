@@ -180,11 +180,14 @@ class RegressionHead(nn.Module):
       the model regresses, so a prediction in target units stays within the
       bounds whatever the transform.
     transform: that target transform's name (targets.TRANSFORMS).
+    zero_output: the output layer starts at zero (a teacher that starts as
+      PLSR, its linear path: models/from_config.plsr_start).
   """
   hidden: int = 64
   dropout: float = 0.1
   bounds: tuple[float, ...] = ()
   transform: str = 'identity'
+  zero_output: bool = False
 
   @nn.compact
   def __call__(self, features: jax.Array, *, train: bool,
@@ -196,7 +199,9 @@ class RegressionHead(nn.Module):
       y = nn.Dropout(self.dropout, deterministic=not train)(y)
     else:
       y = y * keep / (1.0 - self.dropout)
-    z = nn.Dense(1, name='out')(y)[..., 0]
+    z = nn.Dense(1, name='out', kernel_init=(
+        nn.initializers.zeros if self.zero_output else
+        nn.initializers.lecun_normal()))(y)[..., 0]
     if not self.bounds:
       return z
     low, high = self.bounds

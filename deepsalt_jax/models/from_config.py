@@ -71,6 +71,30 @@ def sau_mode(config: ml_collections.ConfigDict, sensor: str,
   return config.sau
 
 
+def plsr_start(config: ml_collections.ConfigDict,
+               grid: lab_grid_lib.LabGrid) -> bool:
+  """Whether the teacher starts as PLSR (`config.teacher_start`; 'auto':
+  for a MIR lab grid, in cm-1).
+
+  Raises:
+    UserError: an unknown start, or 'plsr' without the linear path.
+  """
+  # Runs saved before model.teacher_start existed started as a network
+  # (run_config.load).
+  start = config.get("teacher_start", "network")
+  if start not in choices.TEACHER_STARTS:
+    raise errors.UserError(f"model.teacher_start={start!r}: use one of "
+                           f"{', '.join(choices.TEACHER_STARTS)}.")
+  if start == "auto":
+    start = "plsr" if grid.unit == "cm-1" else "network"
+  if start == "plsr" and not config.get("linear_path", False):
+    raise errors.UserError(
+        "model.teacher_start='plsr' starts the teacher's linear path at "
+        "PLSR, but model.linear_path is off: turn it on (head=linear), or "
+        "use model.teacher_start=network.")
+  return start == "plsr"
+
+
 def forward_matrix(sensor: str, grid: lab_grid_lib.LabGrid) -> np.ndarray:
   """[n_good, n_lab] SRF resampling of the lab grid to the nominal bands."""
   problem = _physics_problem(sensor, grid)
@@ -114,9 +138,11 @@ def _head_bounds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
 
 
 def encoder_and_head(config: ml_collections.ConfigDict,
-                     target_transform: str) -> dict[str, Any]:
+                     target_transform: str,
+                     zero_output: bool = False) -> dict[str, Any]:
   """The encoder (`config.encoder.kind`) and regression head (`config.head`,
-  regressing the target through `target_transform`)."""
+  regressing the target through `target_transform`; its output layer at
+  zero with `zero_output`)."""
   settings = dict(config.encoder)
   kind = settings.pop("kind")
   if kind not in encoder.ENCODERS:
@@ -137,7 +163,7 @@ def encoder_and_head(config: ml_collections.ConfigDict,
                              if k in accepted}),
               head=encoder.RegressionHead(
                   settings["head_hidden"], settings["dropout"], bounds,
-                  target_transform),
+                  target_transform, zero_output),
               linear=encoder.LinearPath() if linear else None)
 
 
@@ -154,7 +180,8 @@ def build_teacher(config: ml_collections.ConfigDict, sensor: str,
               if _space(config, sensor, grid) == "sensor" else None)
   return deepsalt.Teacher(resample=resample,
                           covariates=_covariate_branch(with_covariates),
-                          **encoder_and_head(config, target_transform))
+                          **encoder_and_head(config, target_transform,
+                                             plsr_start(config, grid)))
 
 
 def build_student(config: ml_collections.ConfigDict, sensor: str,

@@ -1,0 +1,100 @@
+"""A teacher that starts as PLSR: its start is PLSR, and a later step
+replaces it on validation only beyond one standard error."""
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from benchmarks import mir_teacher
+from data_prep import sources
+from deepsalt_jax import baselines
+from deepsalt_jax import selection
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
+from deepsalt_jax.models import from_config
+from deepsalt_spectral import errors
+from deepsalt_spectral import lab_grid
+
+
+@pytest.fixture(scope="module")
+def mir_fold():
+  """(config, data) of a tiny MIR teacher on fold 1 of LimeSoDa O.32."""
+  config = mir_teacher.make_config("mlp", 1.0, tiny=True)
+  mir = sources.limesoda_mir("O.32")
+  return config, mir_teacher.fold_data(mir, "SOC", 1, config)
+
+
+def test_auto_starts_a_mir_teacher_as_plsr_and_a_visnir_one_as_a_network():
+  model = ml_collections.ConfigDict(dict(teacher_start="auto",
+                                         linear_path=True))
+  mir = lab_grid.LabGrid(np.linspace(600.0, 4000.0, 50), "cm-1",
+                         "absorbance")
+  assert from_config.plsr_start(model, mir)
+  assert not from_config.plsr_start(model, lab_grid.visnir())
+  model.teacher_start = "plsr"
+  assert from_config.plsr_start(model, lab_grid.visnir())
+  model.linear_path = False
+  with pytest.raises(errors.UserError, match="linear_path is off"):
+    from_config.plsr_start(model, mir)
+  model.teacher_start = "ridge"
+  with pytest.raises(errors.UserError, match="teacher_start='ridge'"):
+    from_config.plsr_start(model, mir)
+
+
+def test_the_start_predicts_as_plsr_of_the_training_rows(mir_fold):
+  """Before any step the teacher's prediction is PLSR's, fitted on its
+  training rows (not the validation or test rows), to float32."""
+  config, data = mir_fold
+  teacher = stages.plan(config, data.lab_grid).teacher
+  assert teacher.starts_as_plsr()
+  params = teacher.with_input_statistics(
+      teacher.init_params(data.sensor), data)
+  model = teacher.model(data.sensor)
+  pred = model.apply({"params": params}, data.lab, train=False)["pred"]
+  pls = baselines.plsr(data.lab[data.train].astype(np.float64),
+                       data.target[data.train].astype(np.float64),
+                       seed=config.seed)
+  np.testing.assert_allclose(pred, pls(data.lab), rtol=1e-4, atol=1e-4)
+
+
+def test_a_later_step_replaces_the_start_only_beyond_the_noise(
+    mir_fold, tmp_path, monkeypatch):
+  """Scored at step 0 (its errors in start.json, read back by a resumed
+  run): a step whose validation MSE is lower within one standard error of
+  the paired differences is not kept; one lower beyond it is."""
+  config, data = mir_fold
+  teacher = stages.plan(config, data.lab_grid).teacher
+  params = teacher.with_input_statistics(teacher.init_params(data.sensor),
+                                         data)
+  y = selection._transformed(teacher, data.target[data.validation])
+  e = np.random.default_rng(0).normal(0.0, 1.0, y.size)
+  # Step 1: other errors, 1 % smaller in MSE; step 2: a tenth of the start's.
+  made = {0: y + e, 1: y + 0.99 * e[::-1], 2: y + 0.1 * e}
+  at = [0]
+  monkeypatch.setattr(selection, "_transformed_predictions",
+                      lambda *args: made[at[0]])
+  mesh = sharding.make_mesh()
+  selector = selection.Selector(teacher, data, tmp_path, mesh)
+  assert selector.enabled and selector.scores_start
+  selector.update(0, params)
+  saved = json.loads((tmp_path / selection.START_FILE).read_text())
+  np.testing.assert_allclose(saved["squared_errors"], e**2, rtol=1e-6)
+  resumed = selection.Selector(teacher, data, tmp_path, mesh)
+  for step, kept in ((1, 0), (2, 2)):
+    at[0] = step
+    diff = e**2 - (made[step] - y)**2  # Per sample: the units here.
+    beyond = diff.mean() > diff.std(ddof=1) / np.sqrt(diff.size)
+    assert beyond == (step == 2) and diff.mean() > 0
+    resumed.update(step, params)
+    assert resumed.best_step == kept
+
+
+def test_a_network_start_is_not_scored(mir_fold, tmp_path):
+  config, data = mir_fold
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.teacher_start = "network"
+  teacher = stages.plan(config, data.lab_grid).teacher
+  assert not teacher.starts_as_plsr()
+  assert not selection.Selector(teacher, data, tmp_path,
+                                sharding.make_mesh()).scores_start

@@ -2,7 +2,8 @@ r"""A MIR teacher on real MIR spectra: LimeSoDa's MIR sets, teacher vs PLSR.
 
   python -m benchmarks.mir_teacher --out=runs/benchmark_mir \
       [--sets=H.138,NRW.115,NRW.62,NRW.42,O.32] [--targets=SOC,clay,pH] \
-      [--folds=1,...,10] [--encoders=mlp] [--steps_scale=1.0] [--tiny]
+      [--folds=1,...,10] [--encoders=mlp] [--steps_scale=1.0] \
+      [--teacher_start=network|plsr] [--tiny]
 
 Protocol (issue 14): within each LimeSoDa MIR set (data_prep.sources.
 limesoda_mir: the instrument's wavenumber grid, increasing, reflectance as
@@ -13,7 +14,10 @@ rows are the set's other folds; the fold's rows are only ever predicted.
   teacher  configs/teacher.py's network with model.space='lab' on the set's
            grid (stages.TeacherStage, trained by train.train_plan): its step
            is chosen on validation samples drawn from the training rows
-           (data.validation_fraction of them, samples.held_out).
+           (data.validation_fraction of them, samples.held_out). With
+           --teacher_start=plsr it starts as PLSR of its training rows
+           and keeps that start unless a step beats it on validation by
+           more than one standard error (model.teacher_start).
 Both see the same spectra and targets (no transform: SOC and clay in %, pH).
 Scores per set x target: metrics of the pooled out-of-fold predictions, and
 mean ± sd of the per-fold metrics (folds hold 3-14 samples: per-fold R² is
@@ -62,11 +66,13 @@ HEADERS = {"r2": "R²", "rmse": "RMSE", "rpiq": "RPIQ"}
 UNITS = {"SOC": "%", "clay": "%", "pH": "pH"}
 
 def make_config(encoder: str, steps_scale: float, tiny: bool,
-                seed: int = 0) -> ml_collections.ConfigDict:
+                seed: int = 0,
+                teacher_start: str = "network") -> ml_collections.ConfigDict:
   """configs/teacher.py on the lab grid; targets untransformed."""
   config = teacher_config.get_config(
       f"dataset=soc,space=lab,encoder={encoder}" + (",tiny" if tiny else ""))
   config.seed = seed
+  config.model.teacher_start = teacher_start
   config.data.target_transform = "identity"
   common.scale_steps(config, steps_scale)
   return config
@@ -158,7 +164,9 @@ def run_set(mir: sources.MirSet, target: str, folds: Sequence[int],
     seconds["plsr"] += time.perf_counter() - start
   for encoder in encoders:
     name = f"teacher ({encoder})"
-    config = make_config(encoder, settings["steps_scale"], settings["tiny"])
+    config = make_config(encoder, settings["steps_scale"], settings["tiny"],
+                         teacher_start=settings.get("teacher_start",
+                                                    "network"))
     preds[name], seconds[name] = np.full(len(y), np.nan), 0.0
     for k in folds:
       workdir = out / "runs" / mir.name / target / encoder / f"fold{k}"
@@ -219,6 +227,7 @@ def run_benchmark(out: str | pathlib.Path, *,
                   folds: Sequence[int] = range(1, 11),
                   encoders: Sequence[str] = ("mlp",),
                   steps_scale: float = 1.0, tiny: bool = False,
+                  teacher_start: str = "network",
                   command: str = "") -> dict[str, Any]:
   """Runs the benchmark; writes and returns the report (module doc)."""
   unknown = sorted(set(targets) - set(sources.LIMESODA_TARGETS))
@@ -229,7 +238,10 @@ def run_benchmark(out: str | pathlib.Path, *,
   if not folds or not all(1 <= k <= 10 for k in folds):
     raise ValueError(f"--folds must be LimeSoDa folds 1..10, got {folds}.")
   out = pathlib.Path(out)
-  settings = dict(steps_scale=steps_scale, tiny=tiny)
+  settings = dict(steps_scale=steps_scale, tiny=tiny,
+                  # Saved only when not the default: older outputs read on.
+                  **({"teacher_start": teacher_start}
+                     if teacher_start != "network" else {}))
   report.check_settings(out, settings)
   mesh = sharding.make_mesh()
   start = time.perf_counter()
@@ -239,7 +251,8 @@ def run_benchmark(out: str | pathlib.Path, *,
     mir = sources.limesoda_mir(name)
     results += [run_set(mir, target, folds, encoders, settings, out, mesh)
                 for target in targets]
-  config = make_config(encoders[0] if encoders else "mlp", steps_scale, tiny)
+  config = make_config(encoders[0] if encoders else "mlp", steps_scale, tiny,
+                       teacher_start=teacher_start)
   result = dict(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
@@ -256,6 +269,8 @@ def run_benchmark(out: str | pathlib.Path, *,
       teacher=(f"{', '.join(encoders)} encoder(s) of configs/teacher.py, "
                f"{config.train.steps} steps of {config.train.batch_size}, "
                f"validation every {config.train.eval_every} steps"
+               + (", starting as PLSR (model.teacher_start=plsr)"
+                  if teacher_start == "plsr" else "")
                + (", tiny" if tiny else "")),
       results=results)
   (out / "results.json").write_text(json.dumps(result, indent=2))
@@ -278,7 +293,10 @@ def _define_flags() -> dict[str, Any]:
                                  "(model.encoder.kind)."),
       steps_scale=flags.DEFINE_float("steps_scale", 1.0, "Multiplies the "
                                      "teacher's train.steps."),
-      tiny=flags.DEFINE_bool("tiny", False, "Tiny models and steps."))
+      tiny=flags.DEFINE_bool("tiny", False, "Tiny models and steps."),
+      teacher_start=flags.DEFINE_enum(
+          "teacher_start", "network", ["network", "plsr"],
+          "Where the teacher starts (model.teacher_start)."))
 
 
 def main(argv: Sequence[str], options: dict[str, Any]) -> None:
@@ -292,7 +310,8 @@ def main(argv: Sequence[str], options: dict[str, Any]) -> None:
       value["out"], sets=value["sets"], targets=value["targets"],
       folds=[int(k) for k in value["folds"]] or range(1, 11),
       encoders=value["encoders"], steps_scale=value["steps_scale"],
-      tiny=value["tiny"], command=command)
+      tiny=value["tiny"], teacher_start=value["teacher_start"],
+      command=command)
   print((pathlib.Path(value["out"]) / "results.md").read_text())
   logging.info("Done in %d s; outputs in %s", result["wall_seconds"],
                value["out"])

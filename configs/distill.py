@@ -20,7 +20,7 @@ with the default one; default latent+library+latent_library),
 target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
-Run time: 56 s wall, 76 s CPU on 2 CPU cores with the data built and the
+Run time: 62 s wall, 79 s CPU on 2 CPU cores with the data built and the
 compilation cache warm, at a load of about 1 (measured 2026-12-05).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an

@@ -29,8 +29,9 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
   python launch.py --config=configs/own_data.py \\
       --config.data.project=example_mir \\
       --config.data.library=library/mir.csv --workdir=runs/example_mir
-  (113 s wall, 119 s CPU on 2 CPU cores shared with a benchmark run;
-  pooled R² / RMSE student 0.738 / 3.17, PLSR 0.884 / 2.10).
+  (115 s wall, 151 s CPU on 2 CPU cores at a load of about 1; pooled R² /
+  RMSE student 0.738 / 3.17, no_distill_pred 0.953 / 1.34, PLSR 0.884 /
+  2.10, selected 0.882 / 2.12).
 Run time (example project, 2 CPU cores at a load of about 1, measured
 2026-12-05): 122 s wall, 165 s CPU with the candidate student (85 s and
 120 s without it). The label curve at 8,16,32 adds about 2x the rest

@@ -21,4 +21,4 @@ ALIGNMENTS = ("mmd", "coral", "adversarial")
 # What distillation matches (losses.py).
 DISTILLATIONS = ("final", "layers")
 # Where a teacher starts (models/from_config.plsr_start).
-TEACHER_STARTS = ("auto", "network", "plsr")
+TEACHER_STARTS = ("network", "plsr")

@@ -11,7 +11,9 @@ Without validation samples the last step is kept. A stage that starts as
 PLSR (`stages.Stage.starts_as_plsr`) is scored at step 0 too, and a later
 step replaces that start only if it beats it by more than one standard
 error (`pick`; the start's errors in <stage>/start.json): the network must
-learn what PLSR misses beyond validation's noise.
+learn what PLSR misses beyond validation's noise. A start that is kept is
+the PLSR refitted with the validation samples too (`Stage.kept_start`),
+as a model chosen on held-out data is refitted on all of it.
 
 `choose` then picks the run's model among the candidates' ensemble (the
 mean of the candidate students, `Plan.candidates`, in the transformed
@@ -102,9 +104,10 @@ class Selector:
     return self.enabled and schedule.is_time(
         step, self._every, self._stage.config.train.steps)
 
-  def update(self, step: int, params: Any) -> float:
-    """Scores `params` (the state after `step`); keeps them if best (and,
-    after a PLSR start, beyond one standard error of it)."""
+  def update(self, step: int, params: Any, kept: Any = None) -> float:
+    """Scores `params` (the state after `step`); keeps them (or `kept`, what
+    stands for them once chosen) if best and, after a PLSR start, beyond
+    one standard error of it."""
     errors = (_transformed_predictions(
         self._stage, self._model, params, self._x, self._covariates,
         self._mesh) - self._y)**2
@@ -118,7 +121,8 @@ class Selector:
         {"start": self._start, "step": errors}, self._units)[0] == "step")
     if beats_start and score < self.best_score:
       self.best_score, self.best_step = score, step
-      self._params = jax.tree.map(jnp.copy, params)
+      self._params = jax.tree.map(jnp.copy,
+                                  params if kept is None else kept)
       ckpt = checkpoint.Checkpointer(self._directory / "best")
       ckpt.save_params(step, self._params)
       ckpt.close()

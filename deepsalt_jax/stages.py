@@ -68,6 +68,10 @@ class Stage:
     beat on validation (selection.Selector)."""
     return False
 
+  def kept_start(self, params: Any, data: samples.Data) -> Any:
+    """The start `params` stands for once validation keeps it."""
+    return params
+
   @property
   def covariate_names(self) -> tuple[str, ...]:
     """The covariates the network reads (config data.covariates)."""
@@ -179,7 +183,7 @@ class TeacherStage(Stage):
     return None if matrix is None else satellite @ matrix.T.astype(np.float32)
 
   def starts_as_plsr(self) -> bool:
-    return from_config.plsr_start(self.config.model, self.lab_grid)
+    return from_config.plsr_start(self.config.model)
 
   def with_input_statistics(self, params, data):
     """The training lab spectra, in the teacher's input space; a teacher
@@ -190,13 +194,25 @@ class TeacherStage(Stage):
                            method=model.prepare)
     params = _with_input_statistics(params, prepared)
     if self.starts_as_plsr():
-      forward, _ = targets.on_numpy(self.config.data.target_transform)
-      params = _with_plsr_path(params, baselines.plsr(
-          np.asarray(prepared, np.float64),
-          forward(data.target[rows].astype(np.float64)),
-          seed=self.config.seed))
+      params = self._with_plsr(params, data, rows)
     return covariate_branch.with_statistics(
         params, self.covariates(data, rows), self.covariate_names, self.name)
+
+  def kept_start(self, params, data):
+    """The PLSR start refitted on the training and validation spectra."""
+    return self._with_plsr(params, data,
+                           (data.train | data.validation) & data.has_lab)
+
+  def _with_plsr(self, params, data, rows):
+    """`params` with the linear path at PLSR's fit to `rows`."""
+    model = self.model(data.sensor)
+    prepared = model.apply({"params": params}, data.lab[rows],
+                           method=model.prepare)
+    forward, _ = targets.on_numpy(self.config.data.target_transform)
+    return _with_plsr_path(params, baselines.plsr(
+        np.asarray(prepared, np.float64),
+        forward(data.target[rows].astype(np.float64)),
+        seed=self.config.seed))
 
   def streams(self, data):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,

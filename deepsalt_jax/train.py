@@ -14,8 +14,9 @@ preemption check.
 """
 from __future__ import annotations
 
+import functools
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 from etils import epath
@@ -195,12 +196,14 @@ def _block_end(step: int, tcfg: ml_collections.ConfigDict,
 
 def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         streams: dict, teacher_params: Any, directory: epath.Path,
-        mesh: jax.sharding.Mesh, selector: selection.Selector) -> Any:
+        mesh: jax.sharding.Mesh, selector: selection.Selector,
+        kept_start: Callable[[], Any] = lambda: None) -> Any:
   """Trains `params` for the stage's steps, resuming from checkpoints.
 
   Loss terms are fetched and checked for NaN/Inf at every log and checkpoint
   step, for every step since the last check. Returns the parameters of the
-  step `selector` picks (the last one without validation samples).
+  step `selector` picks (the last one without validation samples;
+  `kept_start()` for a PLSR start it keeps).
   The steps run in blocks (make_train_block) that end where the host acts.
   """
   tcfg = stage.config.train
@@ -229,8 +232,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
       jax.random.key(stage.config.seed)), replicated)
   writer = reporting.MetricWriter(directory)
   if start == 0 and selector.enabled and selector.scores_start:
-    writer.write(0, {"validation_rmse": selector.update(0, state.params)},
-                 name="validation.jsonl")
+    writer.write(0, {"validation_rmse": selector.update(
+        0, state.params, kept_start())}, name="validation.jsonl")
   progress = reporting.Progress(name, start, tcfg.steps)
   pending, window = [], []  # Device terms; fetched terms since last log.
   sync_each_block = jax.default_backend() == "cpu"  # STEPS_PER_DISPATCH.
@@ -292,7 +295,8 @@ def train_stage(stage: stages.Stage, data: samples.Data,
     directory = workdir / stage.name
     params = fit(stage, params, stage.loss_fn(data.sensor, teacher),
                  stage.streams(data), teacher_params, directory, mesh,
-                 selection.Selector(stage, data, directory, mesh))
+                 selection.Selector(stage, data, directory, mesh),
+                 functools.partial(stage.kept_start, params, data))
   logging.info("[%s] %s", stage.name, clock.summary())
   return params
 

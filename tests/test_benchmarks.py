@@ -376,10 +376,11 @@ def test_seed_ensembles_average_each_networks_seeds_per_split():
   assert report.seed_ensembles(runs[:1], ["student"]) == ([], [])
 
 
+@pytest.mark.slow
 def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):
-  """One MIR set, two folds, a tiny teacher: PLSR (components by its inner
-  CV) and the teacher (which starts as a PLSR of its training rows) see
-  only the other folds; every output is written."""
+  """One MIR set, two folds, a tiny teacher started as PLSR: the
+  benchmark's PLSR (components by its inner CV), the teacher and its PLSR
+  start see only the other folds; every output is written."""
   from benchmarks import mir_teacher
   from data_prep import sources
   from deepsalt_jax import baselines
@@ -392,17 +393,18 @@ def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):
       teacher_data.append(data), train_plan(plan, data, *args))[1])
   result = mir_teacher.run_benchmark(tmp_path, sets=["O.32"],
                                      targets=["SOC"], folds=[1, 2],
-                                     tiny=True)
+                                     tiny=True, teacher_start="plsr")
   mir = sources.limesoda_mir("O.32")
-  # Per fold the benchmark's PLSR and the teacher's PLSR start.
-  assert len(plsr_inputs) == 2 * len(teacher_data) == 4
+  # Per fold the benchmark's PLSR, the teacher's PLSR start and that start
+  # refitted with the validation rows (what a kept start stands for).
+  assert len(plsr_inputs) == 3 * len(teacher_data) == 6
   same = lambda x, y: x.shape == y.shape and np.allclose(x, y)
   for k, data in zip((1, 2), teacher_data):
     held_out = mir.spectra[mir.fold == k]
     fitted = [x for x in plsr_inputs
               if same(x, mir.spectra[mir.fold != k])
               or same(x, data.lab[data.train])]
-    assert len(fitted) == 2
+    assert len(fitted) == 3
     for x in fitted:
       assert not (x[:, None, :] == held_out[None]).all(-1).any()
     np.testing.assert_array_equal(data.test, mir.fold == k)

@@ -14,32 +14,29 @@ from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
-from deepsalt_spectral import lab_grid
 
 
 @pytest.fixture(scope="module")
 def mir_fold():
   """(config, data) of a tiny MIR teacher on fold 1 of LimeSoDa O.32."""
-  config = mir_teacher.make_config("mlp", 1.0, tiny=True)
+  config = mir_teacher.make_config("mlp", 1.0, tiny=True,
+                                   teacher_start="plsr")
   mir = sources.limesoda_mir("O.32")
   return config, mir_teacher.fold_data(mir, "SOC", 1, config)
 
 
-def test_auto_starts_a_mir_teacher_as_plsr_and_a_visnir_one_as_a_network():
-  model = ml_collections.ConfigDict(dict(teacher_start="auto",
+def test_the_start_is_checked():
+  model = ml_collections.ConfigDict(dict(teacher_start="plsr",
                                          linear_path=True))
-  mir = lab_grid.LabGrid(np.linspace(600.0, 4000.0, 50), "cm-1",
-                         "absorbance")
-  assert from_config.plsr_start(model, mir)
-  assert not from_config.plsr_start(model, lab_grid.visnir())
-  model.teacher_start = "plsr"
-  assert from_config.plsr_start(model, lab_grid.visnir())
-  model.linear_path = False
+  assert from_config.plsr_start(model)
+  model.teacher_start = "network"
+  assert not from_config.plsr_start(model)
+  model.update(teacher_start="plsr", linear_path=False)
   with pytest.raises(errors.UserError, match="linear_path is off"):
-    from_config.plsr_start(model, mir)
+    from_config.plsr_start(model)
   model.teacher_start = "ridge"
   with pytest.raises(errors.UserError, match="teacher_start='ridge'"):
-    from_config.plsr_start(model, mir)
+    from_config.plsr_start(model)
 
 
 def test_the_start_predicts_as_plsr_of_the_training_rows(mir_fold):
@@ -55,6 +52,15 @@ def test_the_start_predicts_as_plsr_of_the_training_rows(mir_fold):
   pls = baselines.plsr(data.lab[data.train].astype(np.float64),
                        data.target[data.train].astype(np.float64),
                        seed=config.seed)
+  np.testing.assert_allclose(pred, pls(data.lab), rtol=1e-4, atol=1e-4)
+  # Kept by validation, it is the PLSR of the validation rows too.
+  kept = teacher.kept_start(params, data)
+  rows = data.train | data.validation
+  assert data.validation.any() and not (rows & data.test).any()
+  pls = baselines.plsr(data.lab[rows].astype(np.float64),
+                       data.target[rows].astype(np.float64),
+                       seed=config.seed)
+  pred = model.apply({"params": kept}, data.lab, train=False)["pred"]
   np.testing.assert_allclose(pred, pls(data.lab), rtol=1e-4, atol=1e-4)
 
 
@@ -77,17 +83,23 @@ def test_a_later_step_replaces_the_start_only_beyond_the_noise(
   mesh = sharding.make_mesh()
   selector = selection.Selector(teacher, data, tmp_path, mesh)
   assert selector.enabled and selector.scores_start
-  selector.update(0, params)
+  kept = teacher.kept_start(params, data)
+  selector.update(0, params, kept)
   saved = json.loads((tmp_path / selection.START_FILE).read_text())
   np.testing.assert_allclose(saved["squared_errors"], e**2, rtol=1e-6)
   resumed = selection.Selector(teacher, data, tmp_path, mesh)
-  for step, kept in ((1, 0), (2, 2)):
+  bias = lambda tree: np.asarray(tree["linear"]["out"]["bias"])
+  for step, best in ((1, 0), (2, 2)):
     at[0] = step
     diff = e**2 - (made[step] - y)**2  # Per sample: the units here.
     beyond = diff.mean() > diff.std(ddof=1) / np.sqrt(diff.size)
     assert beyond == (step == 2) and diff.mean() > 0
     resumed.update(step, params)
-    assert resumed.best_step == kept
+    assert resumed.best_step == best
+    if best == 0:  # The start stands for what it is kept as.
+      np.testing.assert_array_equal(bias(resumed.selected(params)),
+                                    bias(kept))
+      assert not np.array_equal(bias(kept), bias(params))
 
 
 def test_a_network_start_is_not_scored(mir_fold, tmp_path):

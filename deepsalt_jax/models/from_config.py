@@ -71,10 +71,8 @@ def sau_mode(config: ml_collections.ConfigDict, sensor: str,
   return config.sau
 
 
-def plsr_start(config: ml_collections.ConfigDict,
-               grid: lab_grid_lib.LabGrid) -> bool:
-  """Whether the teacher starts as PLSR (`config.teacher_start`; 'auto':
-  for a MIR lab grid, in cm-1).
+def plsr_start(config: ml_collections.ConfigDict) -> bool:
+  """Whether the teacher starts as PLSR (`config.teacher_start`).
 
   Raises:
     UserError: an unknown start, or 'plsr' without the linear path.
@@ -85,8 +83,6 @@ def plsr_start(config: ml_collections.ConfigDict,
   if start not in choices.TEACHER_STARTS:
     raise errors.UserError(f"model.teacher_start={start!r}: use one of "
                            f"{', '.join(choices.TEACHER_STARTS)}.")
-  if start == "auto":
-    start = "plsr" if grid.unit == "cm-1" else "network"
   if start == "plsr" and not config.get("linear_path", False):
     raise errors.UserError(
         "model.teacher_start='plsr' starts the teacher's linear path at "
@@ -181,7 +177,7 @@ def build_teacher(config: ml_collections.ConfigDict, sensor: str,
   return deepsalt.Teacher(resample=resample,
                           covariates=_covariate_branch(with_covariates),
                           **encoder_and_head(config, target_transform,
-                                             plsr_start(config, grid)))
+                                             plsr_start(config)))
 
 
 def build_student(config: ml_collections.ConfigDict, sensor: str,

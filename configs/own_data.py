@@ -31,7 +31,7 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
       --config.data.library=library/mir.csv --workdir=runs/example_mir
   (115 s wall, 151 s CPU on 2 CPU cores at a load of about 1; pooled R² /
   RMSE student 0.738 / 3.17, no_distill_pred 0.953 / 1.34, PLSR 0.884 /
-  2.10, selected 0.882 / 2.12).
+  2.10, selected PLSR in every fold).
 Run time (example project, 2 CPU cores at a load of about 1, measured
 2026-12-05): 122 s wall, 165 s CPU with the candidate student (85 s and
 120 s without it). The label curve at 8,16,32 adds about 2x the rest
@@ -39,8 +39,8 @@ Run time (example project, 2 CPU cores at a load of about 1, measured
 Re-running restores every fold, pair of folds and curve run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
 of 64 points, ECe in dS/m), R² / RMSE / class kappa: selected (validation:
-PLSR in folds 1, 3 and 5, no_distill_pred in fold 2, the student in fold
-4) 0.877 / 2.17 / 0.645, student 0.773 / 2.95 / 0.676, no_distill_pred
+PLSR in folds 1, 3, 4 and 5, no_distill_pred in fold 2) 0.877 / 2.17 /
+0.645, student 0.773 / 2.95 / 0.676, no_distill_pred
 0.926 / 1.69 / 0.564, teacher on resampled pixels 0.574 / 4.03 / 0.395,
 PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP
 0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still wins);

@@ -233,7 +233,9 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
       _fold_table(per_fold, "rmse", folds),
       "",
       f"Validation's choice ({model_choice.CRITERION}, "
-      f"{config.data.target_transform} EC; the lowest, in bold, wins): "
+      f"{config.data.target_transform} EC; the winner, in bold, is the "
+      "first of PLSR, the networks, the other local models and the stack "
+      "within one standard error over the inner folds of the lowest MSE): "
       "within outer fold k the inner folds are the other folds, each "
       "predicted by a run that held it out with k; the final model's choice "
       "uses the outer folds' out-of-fold predictions"
@@ -342,8 +344,10 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
       for name, value in fold_scores.items():
         scores.setdefault(name, np.full(len(mean), np.nan))[
             rows[labelled]] = value
+  # The linear model first: within validation's noise it wins.
   selected, choices, final = model_choice.select(
-      runs, data.fold[labelled], target, config.data.target_transform)
+      runs, data.fold[labelled], target, config.data.target_transform,
+      first=("PLSR",))
   oof = {} if selected is None else {model_choice.SELECTED: selected}
   oof.update(model_choice.validation_predictions(runs, data.fold[labelled],
                                                 None))

@@ -17,16 +17,22 @@ dS/m, so neither the saline tail nor the bulk decides alone. A stacked
 candidate competes with the others: non-negative weights on their
 transformed predictions, fitted on the inner out-of-fold predictions (its
 own score cross-fitted: each inner fold by the weights fitted on the
-others).
+others). The winner is the first candidate within one standard error of
+the lowest (selection.pick over the inner folds: a few folds of ten
+points do not rank near-equal scores), in the order `first` (own data:
+PLSR, the linear model), then the networks (the default student first),
+the other local models, the stack.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Sequence
 
 import numpy as np
 from scipy import optimize
 
+from deepsalt_jax import selection
 from deepsalt_jax import targets
 
 SELECTED = "selected (validation)"
@@ -116,9 +122,12 @@ def _cross_fitted_stack(z: np.ndarray, y: np.ndarray,
 
 
 def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
-           group: np.ndarray, transform: str) -> Choice:
+           group: np.ndarray, transform: str,
+           first: Sequence[str] = ()) -> Choice:
   """Scores the candidates (predictions of the same points, each made
-  without the point's `group`) and the stack of them; the lowest wins.
+  without the point's `group`) and the stack of them; the winner is the
+  first, in the order `first`, the others, the stack, within one standard
+  error (over the groups) of the lowest MSE.
 
   A candidate with a missing prediction (not fitted in some run) is left
   out.
@@ -126,19 +135,22 @@ def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
   forward, _ = targets.on_numpy(transform)
   y = forward(target)
   names = [n for n, p in predictions.items() if np.isfinite(p).all()]
+  names = ([n for n in first if n in names]
+           + [n for n in names if n not in first])
   z = np.stack([forward(predictions[n]) for n in names], axis=1)
-  rmse = lambda pred: float(np.sqrt(np.mean((pred - y) ** 2)))
-  scores = {name: rmse(z[:, i]) for i, name in enumerate(names)}
-  scores[STACKED] = rmse(_cross_fitted_stack(z, y, group))
+  errors = {name: (z[:, i] - y)**2 for i, name in enumerate(names)}
+  errors[STACKED] = (_cross_fitted_stack(z, y, group) - y)**2
+  scores = {name: float(np.sqrt(np.mean(e))) for name, e in errors.items()}
   weights = dict(zip(names, stack_weights(z, y).tolist()))
-  return Choice(scores, min(scores, key=scores.get), weights)
+  return Choice(scores, selection.pick(errors, group)[0], weights)
 
 
 def select(runs: Runs, fold: np.ndarray, target: np.ndarray,
-           transform: str) -> tuple[np.ndarray | None, dict[int, Choice],
-                                    Choice]:
+           transform: str, first: Sequence[str] = ()
+           ) -> tuple[np.ndarray | None, dict[int, Choice], Choice]:
   """(the selected out-of-fold predictions, or None with fewer than 3
-  folds; each outer fold's choice; the final model's choice).
+  folds; each outer fold's choice; the final model's choice), `choose`
+  preferring the candidates `first` in that order.
 
   Outer fold k's selected prediction is its winner's prediction by the run
   that held out k alone.
@@ -146,7 +158,7 @@ def select(runs: Runs, fold: np.ndarray, target: np.ndarray,
   folds = sorted(set(fold.tolist()))
   outer_runs = {(k,): runs[(k,)] for k in folds}
   oof = validation_predictions(outer_runs, fold, None)
-  final = choose(oof, target, fold, transform)
+  final = choose(oof, target, fold, transform, first)
   if len(folds) < 3:
     return None, {}, final
   selected = np.full(len(fold), np.nan)
@@ -155,7 +167,7 @@ def select(runs: Runs, fold: np.ndarray, target: np.ndarray,
     inner = fold != k
     candidates = validation_predictions(runs, fold, k)
     choices[k] = choose({n: p[inner] for n, p in candidates.items()},
-                        target[inner], fold[inner], transform)
+                        target[inner], fold[inner], transform, first)
     selected[~inner] = choices[k].predict(
         {n: p[~inner] for n, p in oof.items()}, transform)
   return selected, choices, final

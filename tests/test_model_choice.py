@@ -96,6 +96,33 @@ def test_two_folds_give_no_nested_choice_but_a_final_one():
   assert final.winner in ("a", model_choice.STACKED)
 
 
+def test_the_simplest_candidate_within_one_standard_error_wins():
+  """PLSR, named first, wins over a student whose lower MSE is within the
+  noise of the groups, and loses to one below it beyond the noise; the
+  scores are the RMSEs either way."""
+  rng = np.random.default_rng(1)
+  group = np.repeat([1, 2, 3, 4], 10)
+  target = np.expm1(rng.uniform(0.5, 3.0, group.size))
+  y = np.log1p(target)
+  # A shared error (which no stack removes) and small ones of their own.
+  noise = rng.normal(0.0, 0.1, group.size)
+  close = {"student": np.expm1(y + noise + rng.normal(0.0, 0.02, y.size)),
+           "PLSR": np.expm1(y + noise + rng.normal(0.0, 0.03, y.size))}
+  choice = model_choice.choose(close, target, group, "log1p",
+                               first=("PLSR",))
+  assert min(choice.scores, key=choice.scores.get) == "student"
+  assert choice.winner == "PLSR"
+  # Without an order the first given, the student, is within the noise.
+  assert model_choice.choose(close, target, group, "log1p").winner == (
+      "student")
+  far = dict(close, student=np.expm1(y + 0.2 * noise))
+  assert model_choice.choose(far, target, group, "log1p",
+                             first=("PLSR",)).winner == "student"
+  np.testing.assert_allclose(
+      model_choice.choose(far, target, group, "log1p").scores["student"],
+      np.sqrt(np.mean((0.2 * noise)**2)), rtol=1e-5)
+
+
 def test_a_stack_with_a_candidate_student_reads_it_as_a_network():
   """A candidate student (by its name) and the teacher on the pixels are
   the run's networks; the scikit-learn members are fitted; the stack

@@ -233,9 +233,8 @@ def _write(workdir: epath.Path, config: ml_collections.ConfigDict,
       _fold_table(per_fold, "rmse", folds),
       "",
       f"Validation's choice ({model_choice.CRITERION}, "
-      f"{config.data.target_transform} EC; the winner, in bold, is the "
-      "first of PLSR, the networks, the other local models and the stack "
-      "within one standard error over the inner folds of the lowest MSE): "
+      f"{config.data.target_transform} EC; in bold the winner: the first, "
+      "PLSR first, within one standard error of the lowest): "
       "within outer fold k the inner folds are the other folds, each "
       "predicted by a run that held it out with k; the final model's choice "
       "uses the outer folds' out-of-fold predictions"
@@ -317,8 +316,7 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
   runs, sizes = {}, {}
   student = plan.students[0]
   with_spread = student.config.model.encoder.dropout > 0
-  mean = np.full(labelled.sum(), np.nan)  # The student's, and
-  scores = {}  # its difficulties.
+  mean, scores = np.full(labelled.sum(), np.nan), {}  # The student's.
   start = time.perf_counter()
   for done, held in enumerate(held_out_sets):
     # ETA of the runs left and the final models.
@@ -344,8 +342,7 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
       for name, value in fold_scores.items():
         scores.setdefault(name, np.full(len(mean), np.nan))[
             rows[labelled]] = value
-  # The linear model first: within validation's noise it wins.
-  selected, choices, final = model_choice.select(
+  selected, choices, final = model_choice.select(  # PLSR first.
       runs, data.fold[labelled], target, config.data.target_transform,
       first=("PLSR",))
   oof = {} if selected is None else {model_choice.SELECTED: selected}

@@ -17,12 +17,15 @@ multiplicative interval everywhere), 'head_mc' (the spread of the head's
 MC-dropout outputs in the transformed space) and 'quantile_heads' (the
 width of quantile heads on the student's features, quantile_heads.py);
 each score plus its median over the calibration samples, so a score near
-zero cannot shrink an interval to nothing. The one with the lowest
-cross-fitted interval score (Winkler,
-each calibration block's samples judged by the calibration of the other
-blocks) is kept; every candidate's score and the rank correlation of its
-difficulty with |error| are saved beside it, with the cross-fitted
-coverage: what a block the calibration did not see gets.
+zero cannot shrink an interval to nothing. They are compared by the
+cross-fitted interval score (Winkler, each calibration block's samples
+judged by the calibration of the other blocks), and the first in that
+order within one standard error (over the blocks) of the lowest is kept
+(selection.pick): a difficulty the training regions' blocks favour by a
+little narrowed the interval where a new region's bias needed it wide
+(docs/uncertainty.md). Every candidate's score and the rank correlation
+of its difficulty with |error| are saved beside it, with the
+cross-fitted coverage: what a block the calibration did not see gets.
 
 The calibration is saved with the run (<student>/calibration.json, `kind`
 `KIND`); mapping writes the bounds and the exceedance probability.

@@ -151,9 +151,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
   mean, target = (np.asarray(v, np.float64) for v in (mean, target))
   if mean.size == 0:
     raise ValueError("No validation samples to calibrate on.")
-  groups = np.asarray(groups)
-  if np.unique(groups).size < 2:
-    groups = np.arange(mean.size)
+  groups = selection.units(groups)
   forward, _ = targets.on_numpy(transform, np.float32)
   error = np.abs(forward(target) - forward(mean))
   difficulties = {"constant": None, **(difficulties or {})}

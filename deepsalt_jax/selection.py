@@ -85,10 +85,7 @@ class Selector:
       return
     self._x, self._y = inputs[0], _transformed(stage, inputs[1])
     self._covariates = stage.covariates(data, data.validation)
-    # The units of the standard error: blocks, or samples in a single one.
-    blocks = data.blocks[data.validation]
-    self._units = (blocks if np.unique(blocks).size > 1
-                   else np.arange(blocks.size))
+    self._units = units(data.blocks[data.validation])  # Of the SE.
     self.scores_start = stage.starts_as_plsr()
     start = self._directory / START_FILE
     self._start = (np.asarray(json.loads(start.read_text())["squared_errors"])
@@ -145,6 +142,13 @@ class Selector:
                  "transformed target)", self._stage.name, self.best_step,
                  self.best_score)
     return self._params
+
+
+def units(blocks: np.ndarray) -> np.ndarray:
+  """The units errors are grouped by: the blocks, or each sample when
+  there is a single block."""
+  blocks = np.asarray(blocks)
+  return blocks if np.unique(blocks).size > 1 else np.arange(blocks.size)
 
 
 def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray

@@ -194,25 +194,25 @@ class TeacherStage(Stage):
                            method=model.prepare)
     params = _with_input_statistics(params, prepared)
     if self.starts_as_plsr():
-      params = self._with_plsr(params, data, rows)
+      params = self._with_plsr(params, prepared, data.target[rows])
     return covariate_branch.with_statistics(
         params, self.covariates(data, rows), self.covariate_names, self.name)
 
   def kept_start(self, params, data):
     """The PLSR start refitted on the training and validation spectra."""
-    return self._with_plsr(params, data,
-                           (data.train | data.validation) & data.has_lab)
-
-  def _with_plsr(self, params, data, rows):
-    """`params` with the linear path at PLSR's fit to `rows`."""
     model = self.model(data.sensor)
+    rows = (data.train | data.validation) & data.has_lab
     prepared = model.apply({"params": params}, data.lab[rows],
                            method=model.prepare)
+    return self._with_plsr(params, prepared, data.target[rows])
+
+  def _with_plsr(self, params, prepared, target):
+    """`params` with the linear path at PLSR's fit to the `prepared`
+    spectra's `target`."""
     forward, _ = targets.on_numpy(self.config.data.target_transform)
     return _with_plsr_path(params, baselines.plsr(
         np.asarray(prepared, np.float64),
-        forward(data.target[rows].astype(np.float64)),
-        seed=self.config.seed))
+        forward(np.asarray(target, np.float64)), seed=self.config.seed))
 
   def streams(self, data):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,

@@ -218,19 +218,46 @@ def seed_ensembles(runs: Sequence[Run], methods: Sequence[str]
   return out, names
 
 
+def _pooled_reliability(units: Sequence[dict[str, Any]]
+                        ) -> list[dict[str, Any]]:
+  """The exceedance reliability bins of `units` pooled (by samples)."""
+  bins = {}
+  for u in units:
+    for b in u["reliability"]:
+      n, p, exceeded = bins.get(tuple(b["p"]), (0, 0.0, 0.0))
+      bins[tuple(b["p"])] = (n + b["n"], p + b["n"] * b["mean_p"],
+                             exceeded + b["n"] * b["exceeded"])
+  return [{"p": list(k), "n": n, "mean_p": p / n, "exceeded": e / n}
+          for k, (n, p, e) in sorted(bins.items())]
+
+
 def intervals(runs: Sequence[Run]) -> dict[str, Any]:
   """Per method, per held-out split and seed, what its calibrated interval
-  achieved; pooled coverage (weighted by samples) and the mean over splits
-  of the interval score."""
+  achieved; pooled coverage (weighted by samples), per split (its seeds
+  pooled), the mean over units of the interval score and the exceedance
+  reliability pooled over units."""
   out = {}
   for method in dict.fromkeys(m for r in runs for m in r.intervals):
     units = {f"{r.split} seed {r.seed}": r.intervals[method]["overall"]
              for r in runs if method in r.intervals}
     n = sum(u["n"] for u in units.values())
+    by_split = {}
+    for r in runs:
+      if method in r.intervals:
+        u = r.intervals[method]["overall"]
+        hits, total = by_split.get(r.split, (0.0, 0))
+        by_split[r.split] = (hits + u["coverage"] * u["n"], total + u["n"])
+    reliability = _pooled_reliability(units.values())
     out[method] = {
         "per_split": units,
         "pooled_coverage": sum(u["coverage"] * u["n"]
                                for u in units.values()) / n,
+        "coverage_by_split": {k: h / t for k, (h, t) in by_split.items()},
+        "pooled_reliability": reliability,
+        # As calibration.judge's: the largest gap of a bin of 30 or more.
+        "pooled_reliability_gap": max(
+            (abs(b["mean_p"] - b["exceeded"]) for b in reliability
+             if b["n"] >= 30), default=None),
         "mean_interval_score": float(np.mean(
             [u["interval_score"] for u in units.values()])),
         "coverage_range": [min(u["coverage"] for u in units.values()),
@@ -374,6 +401,16 @@ def markdown(result: dict[str, Any]) -> str:
           f"{u['median_width']:.3f} | {u['median_relative_width']:.3f} | "
           f"{u['interval_score']:.3f} | "
           f"{'–' if gap is None else f'{gap:.3f}'} |")
+    lines += ["", "Coverage per held-out split, seeds pooled: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in judged["coverage_by_split"].items())
+              + ".", "", "Exceedance reliability pooled over units (bin: "
+              "samples, mean P, share exceeding): " + "; ".join(
+                  f"{b['p'][0]:.1f}-{b['p'][1]:.1f}: {b['n']}, "
+                  f"{b['mean_p']:.2f}, {b['exceeded']:.2f}"
+                  for b in judged["pooled_reliability"])
+              + ". Largest gap of a bin of 30 or more: " + (
+                  "–" if judged["pooled_reliability_gap"] is None
+                  else f"{judged['pooled_reliability_gap']:.3f}") + "."]
   lines += ["", "## Verdict", ""] + [f"- {v}" for v in result["verdicts"]]
   for method, where in result["not_fitted"].items():
     lines.append(f"- {method} was not fitted (fewer than 5 training samples) "

@@ -14,16 +14,20 @@ forward(t): the conformal predictive distribution.
 
 Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
 multiplicative interval everywhere), 'head_mc' (the spread of the head's
-MC-dropout outputs in the transformed space) and 'quantile_heads' (the
-width of quantile heads on the student's features, quantile_heads.py);
-each score plus its median over the calibration samples, so a score near
-zero cannot shrink an interval to nothing. They are compared by the
-cross-fitted interval score (Winkler, each calibration block's samples
-judged by the calibration of the other blocks), and the first in that
-order within one standard error (over the blocks) of the lowest is kept
-(selection.pick): a difficulty the training regions' blocks favour by a
-little narrowed the interval where a new region's bias needed it wide
-(docs/uncertainty.md). Every candidate's score and the rank correlation
+MC-dropout outputs in the transformed space), 'quantile_heads' (the
+width of quantile heads on the student's features, quantile_heads.py) and,
+for an ensemble, 'members' (the standard deviation of its members'
+predictions in the transformed space, selection.spread); each score plus
+its median over the calibration samples, so a score near zero cannot
+shrink an interval to nothing. They are compared by the cross-fitted
+interval score (Winkler, each calibration block's samples judged by the
+calibration of the other blocks), and the first in their order within one
+standard error (over the blocks) of the lowest is kept (selection.pick).
+A student's order starts with 'constant': a difficulty the training
+regions' blocks favour by a little narrowed the interval where a new
+region's bias needed it wide. An ensemble's starts with 'members': its
+members disagree more in a region none of them trained on, which blocks of
+the training regions cannot show (docs/uncertainty.md). Every candidate's score and the rank correlation
 of its difficulty with |error| are saved beside it, with the
 cross-fitted coverage: what a block the calibration did not see gets.
 
@@ -49,7 +53,7 @@ KIND = "conformal, transformed space"
 NOMINAL = 0.9  # Coverage of the interval.
 # Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
-DIFFICULTIES = ("constant", "head_mc", "quantile_heads")
+DIFFICULTIES = ("constant", "head_mc", "quantile_heads", "members")
 # FAO: a soil is saline from ECe 4 dS/m.
 EXCEEDANCE_THRESHOLD = 4.0
 # Reliability bins of the exceedance probability.
@@ -141,11 +145,13 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
       compared by the interval score cross-fitted over them (leave one
       sample out with fewer than 2 groups).
     transform: the target transform (targets.TRANSFORMS).
-    difficulties: {difficulty: [n] its score} of the candidates beside
-      'constant': 'head_mc', the MC spread in the transformed space over
+    difficulties: {difficulty: [n] its score, None for 'constant'} of the
+      candidates, in the order of preference ('constant' first unless
+      named): 'head_mc', the MC spread in the transformed space over
       `mc_samples` passes of kind `mc_mode` (predict.predict), which holds
       for that spread alone; 'quantile_heads', the width of `heads`
-      (quantile_heads.py), saved with the calibration when it is kept.
+      (quantile_heads.py), saved with the calibration when it is kept;
+      'members', an ensemble's spread (selection.spread).
     nominal: the interval's coverage.
   """
   mean, target = (np.asarray(v, np.float64) for v in (mean, target))
@@ -154,7 +160,9 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
   groups = selection.units(groups)
   forward, _ = targets.on_numpy(transform, np.float32)
   error = np.abs(forward(target) - forward(mean))
-  difficulties = {"constant": None, **(difficulties or {})}
+  difficulties = dict(difficulties or {})
+  if "constant" not in difficulties:
+    difficulties = {"constant": None, **difficulties}
   unknown = set(difficulties) - set(DIFFICULTIES)
   if unknown:
     raise ValueError(f"Difficulties {sorted(unknown)}: use {DIFFICULTIES}.")
@@ -166,7 +174,8 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     candidates[difficulty] = {
         "interval_score": float(scores[difficulty].mean()),
         "coverage": float(np.mean((target >= lower) & (target <= upper))),
-        "spearman": (None if difficulty == "constant" else
+        # None where undefined: no spread, or one that does not vary.
+        "spearman": (None if spread is None or np.ptp(spread) == 0 else
                      float(stats.spearmanr(spread, error)[0]))}
   # The simplest within one standard error of the best, over the groups.
   best, _ = selection.pick(scores, groups)
@@ -264,12 +273,13 @@ def describe(calibration: dict[str, Any]) -> str:
   model = calibration.get("model")
   what = {"constant": "the same multiplicative interval everywhere",
           "quantile_heads": "scaled by the width of quantile heads on the "
-                            "student's features"}.get(
+                            "student's features",
+          "members": "scaled by the spread of its members' predictions"}.get(
                                 calibration["difficulty"],
                                 f"scaled by the spread of "
                                 f"{calibration['mc_samples']} MC-dropout "
                                 f"passes ({calibration['mc_mode']})")
-  if model:
+  if model and calibration["difficulty"] == "constant":
     what += (f": constant width in {calibration['transform']} space, "
              f"{model} has no MC spread")
   return (f"calibrated {calibration['nominal']:.0%} interval (split conformal "

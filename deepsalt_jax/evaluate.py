@@ -154,27 +154,23 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
   return fitted
 
 
-def calibrate_ensemble(plan: stages.Plan, params: dict[str, Any],
-                       data: samples.Data, mesh: jax.sharding.Mesh,
-                       workdir: epath.PathLike) -> dict[str, Any] | None:
+def calibrate_ensemble(plan: stages.Plan, preds: dict[str, np.ndarray],
+                       data: samples.Data, workdir: epath.PathLike
+                       ) -> dict[str, Any] | None:
   """Fits and saves (<workdir>/ensemble/) the interval of the candidates'
-  mean on the validation samples: constant in the transformed space (no
-  spread). None without candidates or validation samples."""
-  students = [s for s in plan.students if s.name in plan.candidates]
-  if not students or not data.validation.any():
+  mean from their validation predictions `preds` (transformed target,
+  selection.validation_predictions), its difficulty preferably their spread
+  (calibration.fit). None without candidates or validation samples."""
+  if not plan.candidates or len(preds) < len(plan.candidates):
     return None
-  config = plan.students[0].config
-  _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  preds = [predict.predict(s.model(data.sensor), params[s.name],
-                           s.validation_inputs(data)[0], mesh,
-                           config.train.eval_batch_size, inverse,
-                           covariates=s.covariates(data, data.validation))[0]
-           for s in students]
-  transform = config.data.target_transform
+  transform = plan.students[0].config.data.target_transform
+  _, inverse = targets.on_numpy(transform, np.float64)
+  members = [inverse(preds[n]) for n in plan.candidates]
   fitted = dict(calibration.fit(
-      selection.ensemble(preds, transform), data.target[data.validation],
-      data.blocks[data.validation], transform),
-                model=f"the {selection.ENSEMBLE} of {len(students)} students")
+      selection.ensemble(members, transform), data.target[data.validation],
+      data.blocks[data.validation], transform,
+      {"members": selection.spread(members, transform), "constant": None}),
+                model=f"the {selection.ENSEMBLE} of {len(members)} students")
   if sharding.is_main_process():
     directory = epath.Path(workdir) / selection.ENSEMBLE
     directory.mkdir(parents=True, exist_ok=True)
@@ -383,9 +379,11 @@ def report(entries_: list[Entry], data: samples.Data,
     results[entry.name] = result(entry.input, pred, fitted, difficulty)
   members, fitted = ensemble
   if members:  # Listed after the selected row, before the students.
-    row = result(results[members[0]]["input"], selection.ensemble(
-        [results[m]["pred"] for m in members], config.data.target_transform),
-                 fitted)
+    preds = [results[m]["pred"] for m in members]
+    transform = config.data.target_transform
+    row = result(results[members[0]]["input"],
+                 selection.ensemble(preds, transform), fitted,
+                 selection.spread(preds, transform))
     choice = (extra or {}).get("choice") or {}
     rows = [(name, row) for name in (selection.SELECTED, selection.ENSEMBLE)
             if name == selection.ENSEMBLE or

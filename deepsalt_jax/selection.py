@@ -183,18 +183,13 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
   return winner, {"lowest": lowest, "margins": details}
 
 
-def choose(plan: stages.Plan, workdir: epath.PathLike, params: dict[str, Any],
-           data: samples.Data, mesh: jax.sharding.Mesh
-           ) -> dict[str, Any] | None:
-  """Validation's pick (`pick`) among the candidates' ensemble and the
-  candidate students, each at its best step (`params`); None without
-  candidates. Saved in <workdir>/choice.json."""
-  if not plan.candidates:
-    return None
-  workdir = epath.Path(workdir)
+def validation_predictions(plan: stages.Plan, params: dict[str, Any],
+                           data: samples.Data, mesh: jax.sharding.Mesh
+                           ) -> dict[str, np.ndarray]:
+  """{candidate: its predictions of the validation samples in the
+  transformed target}, each at its best step (`params`); none without
+  validation samples."""
   by_name = {s.name: s for s in plan.students}
-  # Every candidate has the same validation samples (the run's).
-  y = _transformed(plan.students[0], data.target[data.validation])
   preds = {}
   for name in plan.candidates:
     stage = by_name[name]
@@ -203,6 +198,21 @@ def choose(plan: stages.Plan, workdir: epath.PathLike, params: dict[str, Any],
       preds[name] = _transformed_predictions(
           stage, stage.model(data.sensor), params[name], inputs[0],
           stage.covariates(data, data.validation), mesh)
+  return preds
+
+
+def choose(plan: stages.Plan, workdir: epath.PathLike,
+           preds: dict[str, np.ndarray], data: samples.Data
+           ) -> dict[str, Any] | None:
+  """Validation's pick (`pick`) among the candidates' ensemble and the
+  candidate students from their validation predictions `preds`
+  (`validation_predictions`); None without candidates. Saved in
+  <workdir>/choice.json."""
+  if not plan.candidates:
+    return None
+  workdir = epath.Path(workdir)
+  # Every candidate has the same validation samples (the run's).
+  y = _transformed(plan.students[0], data.target[data.validation])
   # The ensemble averages in the transformed space (`ensemble`).
   errors = {n: None if n not in preds else (preds[n] - y)**2
             for n in plan.candidates}
@@ -240,3 +250,11 @@ def ensemble(preds: list[np.ndarray], transform: str) -> np.ndarray:
   forward, inverse = targets.on_numpy(transform, np.float64)
   return np.maximum(inverse(np.mean([forward(np.asarray(p, np.float64))
                                      for p in preds], axis=0)), 0.0)
+
+
+def spread(preds: list[np.ndarray], transform: str) -> np.ndarray:
+  """The standard deviation of the candidates' predictions (target units)
+  in the target transform's space: the ensemble's difficulty (calibration
+  'members')."""
+  forward, _ = targets.on_numpy(transform, np.float64)
+  return np.std([forward(np.asarray(p, np.float64)) for p in preds], axis=0)

@@ -361,8 +361,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     calibrations = {student.name: evaluate.calibrate(
         student, params[student.name], data, mesh, workdir)
                     for student in plan.students}
-    choice = selection.choose(plan, workdir, params, data, mesh)
-    ensemble = evaluate.calibrate_ensemble(plan, params, data, mesh, workdir)
+    preds = selection.validation_predictions(plan, params, data, mesh)
+    choice = selection.choose(plan, workdir, preds, data)
+    ensemble = evaluate.calibrate_ensemble(plan, preds, data, workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
                                                calibrations, choice),
                               data, config, workdir, mesh,

@@ -376,6 +376,32 @@ def test_seed_ensembles_average_each_networks_seeds_per_split():
   assert report.seed_ensembles(runs[:1], ["student"]) == ([], [])
 
 
+def test_intervals_pool_coverage_per_split_and_reliability_over_units():
+  from benchmarks import report
+  target, region = np.zeros(2), np.zeros(2, int)
+
+  def unit(n, coverage, bins):
+    return {"overall": {"n": n, "coverage": coverage, "interval_score": 1.0,
+                        "reliability": [{"p": [0.8, 0.9], "n": b[0],
+                                         "mean_p": b[1], "exceeded": b[2]}
+                                        for b in bins]}}
+
+  runs = [report.Run("a", 0, 0.05, target, region, {}, 1.0,
+                     {"student": unit(10, 0.5, [(20, 0.85, 0.5)])}),
+          report.Run("a", 1, 0.05, target, region, {}, 1.0,
+                     {"student": unit(30, 1.0, [(20, 0.85, 1.0)])}),
+          report.Run("b", 0, 0.05, target, region, {}, 1.0,
+                     {"student": unit(40, 0.9, [])})]
+  judged = report.intervals(runs)["student"]
+  assert judged["coverage_by_split"] == pytest.approx({"a": 0.875, "b": 0.9})
+  assert judged["pooled_coverage"] == pytest.approx(0.875 * 0.5 + 0.9 * 0.5)
+  # Two bins of 20 (neither counts alone) pool into one of 40.
+  [pooled] = judged["pooled_reliability"]
+  assert pooled.pop("p") == [0.8, 0.9]
+  assert pooled == pytest.approx({"n": 40, "mean_p": 0.85, "exceeded": 0.75})
+  assert judged["pooled_reliability_gap"] == pytest.approx(0.1)
+
+
 @pytest.mark.slow
 def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):
   """One MIR set, two folds, a tiny teacher started as PLSR: the

@@ -99,6 +99,26 @@ def test_the_quantile_heads_width_is_kept_and_saved_where_it_ranks():
                     {"feature_distance": width})
 
 
+def test_an_ensembles_spread_goes_first_and_yields_only_beyond_the_noise():
+  """Named first, 'members' is kept where it does as well as a constant
+  interval (a spread that does not vary), and not where it ranks the
+  errors backwards."""
+  rng = np.random.default_rng(5)
+  groups = np.arange(300) % 6
+  mean, target, spread = _draw(rng, 300)
+  flat = np.full(300, 0.3)
+  for order, kept in (({"constant": None, "members": flat}, "constant"),
+                      ({"members": flat, "constant": None}, "members")):
+    fitted = calibration.fit(mean, target, groups, "log1p", order)
+    assert fitted["difficulty"] == kept
+    assert list(fitted["candidates"]) == list(order)
+  assert "members' predictions" in calibration.describe(fitted)
+  backwards = calibration.fit(mean, target, groups, "log1p",
+                              {"members": 0.3 - spread, "constant": None})
+  assert backwards["difficulty"] == "constant"
+  assert backwards["candidates"]["members"]["spearman"] < -0.3
+
+
 def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():
   fitted = {"kind": calibration.KIND, "transform": "log1p",
             "difficulty": "constant", "difficulty_scale": 1.0,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from deepsalt_jax import calibration
 from deepsalt_jax import evaluate
 from deepsalt_jax import mapping
 from deepsalt_jax import selection
@@ -101,9 +102,19 @@ def test_the_selected_row_is_validations_pick(candidate_run):
       results[selection.ENSEMBLE]["pred"],
       selection.ensemble([results[n]["pred"] for n in ("student", "library")],
                          "log1p"), rtol=1e-6)
-  assert results[selection.ENSEMBLE]["interval"]["calibration"][
-      "difficulty"] == "constant"
-  assert (workdir / selection.ENSEMBLE / "calibration.json").exists()
+  # Its interval: the saved calibration, its spread preferred (first), on
+  # the members' spread.
+  fitted = calibration.load(workdir / selection.ENSEMBLE)
+  assert list(fitted["candidates"]) == ["members", "constant"]
+  members = [results[n]["pred"] for n in ("student", "library")]
+  pred = results[selection.ENSEMBLE]["pred"]
+  judged = calibration.judge(pred, results["student"]["target"],
+                             calibration.predictive(
+                                 fitted, pred,
+                                 selection.spread(members, "log1p")))
+  overall = results[selection.ENSEMBLE]["interval"]["overall"]
+  assert overall["interval_score"] == pytest.approx(judged["interval_score"])
+  assert overall["coverage"] == judged["coverage"]
   # Evaluation restores the same choice and ensemble.
   evaluated = evaluate.evaluate_checkpoints(config, workdir)
   for name in (selection.SELECTED, selection.ENSEMBLE):
@@ -130,6 +141,10 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
   options.model = "student"
   mapping.map_scene(config, run, tile, tmp_path / "student", options)
   options.model = "ensemble"
+  # An interval scaled by the members' spread (whichever the run kept).
+  calibration.save(dict(calibration.load(run / selection.ENSEMBLE),
+                        difficulty="members", difficulty_scale=0.05),
+                   run / selection.ENSEMBLE)
   ensemble = mapping.map_scene(config, run, tile, tmp_path / "ensemble",
                                options)
   assert ensemble["model"]["name"] == "the ensemble of 2 candidate students"
@@ -137,15 +152,24 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
   for name in ("selected", "student", "ensemble"):
     with rasterio.open(tmp_path / name / f"{tile.stem}_ec.tif") as ds:
       ec[name], described[name] = ds.read(1), ds.descriptions[0]
+      if name == "ensemble":
+        bounds = ds.read(2), ds.read(3)
+        assert "spread of its members' predictions" in ds.descriptions[1]
   assert "student 'library', validation's choice" in described["selected"]
   assert described["ensemble"].endswith(
       "the ensemble of 2 candidate students")
   valid = ec["ensemble"] != files.EC_NODATA
   assert not np.array_equal(ec["selected"], ec["student"])
-  np.testing.assert_allclose(
-      ec["ensemble"][valid], selection.ensemble(
-          [ec["selected"][valid], ec["student"][valid]], "log1p"),
-      rtol=1e-5, atol=1e-6)
+  members = [ec["selected"][valid], ec["student"][valid]]
+  np.testing.assert_allclose(ec["ensemble"][valid],
+                             selection.ensemble(members, "log1p"),
+                             rtol=1e-5, atol=1e-6)
+  # Its bounds: the calibration on the members' spread per pixel.
+  fitted = calibration.load(run / selection.ENSEMBLE)
+  expected = calibration.interval(fitted, ec["ensemble"][valid],
+                                  selection.spread(members, "log1p"))
+  for band, want in zip(bounds, expected):
+    np.testing.assert_allclose(band[valid], want, rtol=1e-4, atol=1e-4)
   # Validation's choice of the ensemble maps the ensemble, named so.
   (run / selection.CHOICE_FILE).write_text(json.dumps(
       dict(choice, winner=selection.ENSEMBLE)))

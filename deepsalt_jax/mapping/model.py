@@ -47,8 +47,8 @@ class MapModel:
 
   Attributes:
     name: the model in words (band descriptions, reports, quicklook).
-    predict: (x, index, covariates) -> (EC, MC spread in the transformed
-      space or NaN), for the spectra x at the sensor's good bands.
+    predict: (x, index, covariates) -> (EC, the difficulty its calibration
+      reads or NaN), for the spectra x at the sensor's good bands.
     steps: {network: checkpoint step} of the networks it restores.
     covariate_names: the covariates its networks read.
     calibration: its interval, or None (`why`).
@@ -146,16 +146,17 @@ def _networks(members: dict[str, tuple[stages.Stage, bool]], config,
 def _combined(name: str, made_by: str, members, combine, fitted,
               missing: str, config, workdir, mesh, options,
               sensor) -> MapModel:
-  """A map model of several networks' EC, `combine(x, {key: EC})`, with a
-  constant interval `fitted` (`missing`: why there is none)."""
+  """A map model of several networks' EC, `combine(x, {key: EC})` ->
+  (EC, its difficulty or None), with the interval `fitted` (`missing`: why
+  there is none)."""
   networks, steps, names = _networks(members, config, workdir, mesh, options,
                                      sensor)
 
   def run(x, index, covariates=None):
-    ec = combine(x, {n: np.asarray(f(x, index=index,
-                                     covariates=covariates)[0], np.float64)
-                     for n, f in networks.items()})
-    return ec, np.full_like(ec, np.nan)
+    ec, difficulty = combine(x, {
+        n: np.asarray(f(x, index=index, covariates=covariates)[0],
+                      np.float64) for n, f in networks.items()})
+    return ec, np.full_like(ec, np.nan) if difficulty is None else difficulty
 
   if not options.mc_samples:
     fitted, why = None, "--mapping.mc_samples=0"
@@ -173,7 +174,7 @@ def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
              (stage[m], False) for m in chosen.networks}
   return _combined(
       chosen.name, f"{chosen.name}, validation's choice of model", members,
-      chosen.predict, chosen.calibration,
+      lambda x, ec: (chosen.predict(x, ec), None), chosen.calibration,
       f"{chosen.name} has no calibration in {final_model.FOLDER}/", config,
       workdir, mesh, options, sensor)
 
@@ -181,7 +182,8 @@ def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
 def _ensemble(plan, config, workdir, mesh, options, sensor,
               chosen: bool = False) -> MapModel:
   """The mean of the candidate students (selection.ensemble), with its
-  constant interval; `chosen`: validation chose it."""
+  interval (scaled by their spread, or constant); `chosen`: validation
+  chose it."""
   if not plan.candidates:
     raise errors.UserError(
         f"--mapping.model=ensemble: {workdir} trained no candidate "
@@ -190,9 +192,11 @@ def _ensemble(plan, config, workdir, mesh, options, sensor,
              if s.name in plan.candidates}
   name = f"the {selection.ENSEMBLE} of {len(members)} candidate students"
   made_by = f"{name}, validation's choice of model" if chosen else name
+  transform = config.data.target_transform
   return _combined(
-      name, made_by, members, lambda x, ec: selection.ensemble(
-          list(ec.values()), config.data.target_transform),
+      name, made_by, members,
+      lambda x, ec: (selection.ensemble(list(ec.values()), transform),
+                     selection.spread(list(ec.values()), transform)),
       calibration.load(workdir / selection.ENSEMBLE),
       f"no {selection.ENSEMBLE}/ calibration in {workdir}", config, workdir,
       mesh, options, sensor)

@@ -20,7 +20,7 @@ with `mapping.map_scene` twice, side by side in one run:
          per pixel, no MC passes (a constant interval);
   ensemble  the mean of the default student and its three candidates
          (configs/distill.py; --mapping.model=ensemble): four student
-         passes per pixel, a constant interval.
+         passes per pixel, an interval scaled by their spread.
 `new` and `today` map with --mapping.model=student.
 Spectra are real pixels of the EnMAP Potsdam tiles (../shared/data/
 enmap_potsdam) with 1 % multiplicative noise: pixels that pass the default
@@ -165,28 +165,33 @@ def save_student(config, workdir: pathlib.Path):
   run_config.save(config, workdir, lab_grid.visnir())
   # The slower kind of calibration: an interval scaled by the head's MC
   # spread (MC passes, bounds and exceedance per pixel).
-  fitted = _made_up_calibration(config.data.target_transform, spread=True)
-  calibration.save(dict(fitted, difficulty="head_mc",
-                        mc_samples=predict.MC_SAMPLES,
-                        mc_mode=predict.MC_MODE),
-                   workdir / student.name)
+  calibration.save(_made_up_calibration(config.data.target_transform,
+                                        "head_mc"), workdir / student.name)
   return student.model(config.data.sensor), params[student.name]
 
 
-def _made_up_calibration(transform: str, spread: bool = False):
-  """A calibration fitted on made-up predictions (speed does not depend on
-  its numbers); `spread`: with an MC spread, else constant."""
+def _made_up_calibration(transform: str, difficulty: str = "constant"):
+  """A calibration scaled by `difficulty`, fitted on made-up predictions
+  (speed does not depend on its numbers)."""
   rng = np.random.default_rng(0)
-  return calibration.fit(
+  spread = None if difficulty == "constant" else rng.uniform(0.01, 0.1, 50)
+  fitted = calibration.fit(
       np.full(50, 3.0), rng.uniform(1.0, 6.0, 50), np.arange(50) % 5,
-      transform, rng.uniform(0.01, 0.1, 50) if spread else None,
-      predict.MC_SAMPLES if spread else 0, predict.MC_MODE if spread else "")
+      transform, {difficulty: spread}, predict.MC_SAMPLES, predict.MC_MODE)
+  # Kept whatever the made-up numbers prefer.
+  mc = difficulty == "head_mc"
+  return dict(fitted, difficulty=difficulty,
+              difficulty_scale=1.0 if spread is None else float(
+                  np.median(spread)),
+              mc_samples=predict.MC_SAMPLES if mc else 0,
+              mc_mode=predict.MC_MODE if mc else "")
 
 
 def save_ensemble_calibration(workdir: pathlib.Path) -> None:
-  """A constant interval for the candidates' mean."""
+  """An interval scaled by the spread of the candidates (as it usually is:
+  docs/uncertainty.md) for their mean."""
   (workdir / selection.ENSEMBLE).mkdir()
-  calibration.save(_made_up_calibration("log1p"),
+  calibration.save(_made_up_calibration("log1p", "members"),
                    workdir / selection.ENSEMBLE)
 
 

@@ -376,6 +376,23 @@ def test_seed_ensembles_average_each_networks_seeds_per_split():
   assert report.seed_ensembles(runs[:1], ["student"]) == ([], [])
 
 
+def test_mapping_speeds_calibrations_are_of_the_difficulty_it_times():
+  from benchmarks import mapping_speed
+  from deepsalt_jax import calibration
+  from deepsalt_jax import predict
+  pred, spread = np.array([1.0, 5.0]), np.array([0.05, 0.5])
+  for difficulty in ("constant", "head_mc", "members"):
+    fitted = mapping_speed._made_up_calibration("log1p", difficulty)
+    assert fitted["difficulty"] == difficulty
+    assert calibration.for_spread(fitted, predict.MC_SAMPLES,
+                                  predict.MC_MODE)[0] is fitted
+    lower, upper = calibration.interval(fitted, pred, spread)
+    assert (lower < pred).all() and (upper > pred).all()
+    # A scaled interval is wider in log space where the spread is larger.
+    widths = np.log1p(upper) - np.log1p(lower)
+    assert (widths[1] > widths[0] + 1e-3) == (difficulty != "constant")
+
+
 def test_intervals_pool_coverage_per_split_and_reliability_over_units():
   from benchmarks import report
   target, region = np.zeros(2), np.zeros(2, int)

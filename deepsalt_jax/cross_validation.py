@@ -43,6 +43,7 @@ from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import final_model
+from deepsalt_jax import intervals
 from deepsalt_jax import label_curve
 from deepsalt_jax import metrics
 from deepsalt_jax import model_choice
@@ -307,7 +308,7 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
   """(out-of-fold predictions of the labelled pixels per method, the
   selected one first; metrics per method and fold; fold sizes; the
   student's out-of-fold prediction and difficulty scores
-  (evaluate.difficulties); validation's choices per fold and for the final
+  (intervals.difficulties); validation's choices per fold and for the final
   model)."""
   labelled = data.role == roles.LABELLED
   target = data.target[labelled].astype(np.float64)
@@ -334,9 +335,9 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
     sizes[held[0]] = {"points": int(rows.sum()),
                       "library": int((fold.test & fold.has_lab).sum())}
     if with_spread:
-      heads = evaluate.fit_quantile_heads(student, params[student.name], fold,
+      heads = intervals.fit_quantile_heads(student, params[student.name], fold,
                                           mesh)
-      mean[rows[labelled]], fold_scores = evaluate.difficulties(
+      mean[rows[labelled]], fold_scores = intervals.difficulties(
           student, params[student.name], fold.satellite[rows], mesh,
           student.covariates(fold, rows), heads)
       for name, value in fold_scores.items():
@@ -470,20 +471,20 @@ def train_and_validate(config: ml_collections.ConfigDict,
   labelled = data.role == roles.LABELLED
   # The FAO limit is one of ECe.
   threshold = calibration.EXCEEDANCE_THRESHOLD if classes else None
-  intervals = {}
+  judged = {}
   if student_oof is not None:
     student = plan.students[0]
-    fitted, intervals["student"] = evaluate.cross_fitted_interval(
+    fitted, judged["student"] = evaluate.cross_fitted_interval(
         *student_oof, data.target[labelled].astype(np.float64),
         data.fold[labelled], config.data.target_transform, threshold,
-        heads=evaluate.fit_quantile_heads(student, params[student.name],
+        heads=intervals.fit_quantile_heads(student, params[student.name],
                                           data, mesh))
     if sharding.is_main_process():
       calibration.save(fitted, workdir / plan.students[0].name)
   final = choices[FINAL]
   chosen = _save_final_model(workdir, data, config, final, oof, threshold)
   if chosen:
-    intervals[f"{final_model.describe(final)} (maps)"] = chosen
+    judged[f"{final_model.describe(final)} (maps)"] = chosen
   target = data.target[data.role == roles.LABELLED].astype(np.float64)
   results = {}
   for name, pred in oof.items():
@@ -494,6 +495,6 @@ def train_and_validate(config: ml_collections.ConfigDict,
                        "overall": metrics.finite_metrics(target, pred,
                                                          classes)}
   text = _write(workdir, config, data, results, oof, per_fold, sizes,
-                classes, intervals, choices, curve)
+                classes, judged, choices, curve)
   logging.info("Cross-validation (%s):\n%s", workdir / "cv.md", text)
   return results

@@ -20,9 +20,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from data_prep import roles
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
+from deepsalt_jax import intervals
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
 from deepsalt_jax import quantile_heads
@@ -54,60 +54,6 @@ class Entry:
   covariates: np.ndarray | None = None  # Of the held-out samples, if read.
 
 
-def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
-           config: ml_collections.ConfigDict,
-           covariates: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """(mean in target units, std in the transformed space) over the
-  MC-dropout passes mapping uses."""
-  _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  return predict.predict(model, params, x, mesh,
-                         config.train.eval_batch_size, inverse,
-                         mc_samples=predict.MC_SAMPLES,
-                         mc_mode=predict.MC_MODE, covariates=covariates)
-
-
-def _features(model: Any, params: Any, x: np.ndarray,
-              mesh: jax.sharding.Mesh, config: ml_collections.ConfigDict,
-              covariates: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-  """(prediction in target units, the network's features)."""
-  _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  return predict.predict(model, params, x, mesh,
-                         config.train.eval_batch_size, inverse,
-                         covariates=covariates, features=True)
-
-
-def fit_quantile_heads(stage: stages.Stage, params: Any, data: samples.Data,
-                       mesh: jax.sharding.Mesh) -> dict[str, Any] | None:
-  """The student's quantile heads (quantile_heads.py) on its labelled
-  training pixels; None with too few."""
-  rows = data.train & (data.role == roles.LABELLED)
-  config = stage.config
-  _, features = _features(stage.model(config.data.sensor), params,
-                          getattr(data, stage.input)[rows], mesh, config,
-                          stage.covariates(data, rows))
-  forward, _ = targets.on_numpy(config.data.target_transform)
-  return quantile_heads.fit(features, forward(data.target[rows]),
-                            calibration.NOMINAL)
-
-
-def difficulties(stage: stages.Stage, params: Any, x: np.ndarray,
-                 mesh: jax.sharding.Mesh,
-                 covariates: np.ndarray | None,
-                 heads: dict[str, Any] | None
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """(the student's prediction of `x`, {difficulty: its score}): the MC
-  spread mapping uses and, given `heads`, their width."""
-  model = stage.model(stage.config.data.sensor)
-  mean, std = spread(model, params, x, mesh, stage.config, covariates)
-  out = {"head_mc": std}
-  if heads is not None:
-    out["quantile_heads"] = quantile_heads.width(heads, _features(
-        model, params, x, mesh, stage.config, covariates)[1])
-  return mean, out
-
-
 def with_difficulty(entry: Entry, fitted: dict[str, Any] | None,
                     mesh: jax.sharding.Mesh,
                     config: ml_collections.ConfigDict
@@ -116,11 +62,11 @@ def with_difficulty(entry: Entry, fitted: dict[str, Any] | None,
   reads, or None)."""
   difficulty = fitted["difficulty"] if fitted else "constant"
   if difficulty == "head_mc":
-    return spread(entry.model, entry.params, entry.x, mesh, config,
-                  entry.covariates)
+    return intervals.spread(entry.model, entry.params, entry.x, mesh,
+                            config, entry.covariates)
   if difficulty == "quantile_heads":
-    pred, features = _features(entry.model, entry.params, entry.x, mesh,
-                               config, entry.covariates)
+    pred, features = intervals.predict_features(
+        entry.model, entry.params, entry.x, mesh, config, entry.covariates)
     return pred, quantile_heads.width(fitted["quantile_heads"], features)
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
   return predict.predict(entry.model, entry.params, entry.x, mesh,
@@ -129,63 +75,11 @@ def with_difficulty(entry: Entry, fitted: dict[str, Any] | None,
                          covariates=entry.covariates)[0], None
 
 
-def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
-              mesh: jax.sharding.Mesh,
-              workdir: epath.PathLike) -> dict[str, Any] | None:
-  """Fits and saves the stage's interval on its validation samples (None
-  without validation samples, or without dropout: then the run's point
-  predictions do not come from the MC passes)."""
-  inputs = stage.validation_inputs(data)
-  if inputs is None or not stage.config.model.encoder.dropout:
-    return None
-  config = stage.config
-  heads = fit_quantile_heads(stage, params, data, mesh)
-  mean, scores = difficulties(stage, params, inputs[0], mesh,
-                              stage.covariates(data, data.validation), heads)
-  fitted = calibration.fit(mean, inputs[1], data.blocks[data.validation],
-                           config.data.target_transform, scores,
-                           predict.MC_SAMPLES, predict.MC_MODE, heads)
-  if sharding.is_main_process():
-    calibration.save(fitted, epath.Path(workdir) / stage.name)
-  logging.info("[%s] %s; cross-fitted interval score by difficulty: %s",
-               stage.name, calibration.describe(fitted), ", ".join(
-                   f"{k} {v['interval_score']:.3g}"
-                   for k, v in fitted["candidates"].items()))
-  return fitted
-
-
-def calibrate_ensemble(plan: stages.Plan, preds: dict[str, np.ndarray],
-                       data: samples.Data, workdir: epath.PathLike
-                       ) -> dict[str, Any] | None:
-  """Fits and saves (<workdir>/ensemble/) the interval of the candidates'
-  mean from their validation predictions `preds` (transformed target,
-  selection.validation_predictions), its difficulty preferably their spread
-  (calibration.fit). None without candidates or validation samples."""
-  if not plan.candidates or len(preds) < len(plan.candidates):
-    return None
-  transform = plan.students[0].config.data.target_transform
-  _, inverse = targets.on_numpy(transform, np.float64)
-  members = [inverse(preds[n]) for n in plan.candidates]
-  fitted = dict(calibration.fit(
-      selection.ensemble(members, transform), data.target[data.validation],
-      data.blocks[data.validation], transform,
-      {"members": selection.spread(members, transform), "constant": None}),
-                model=f"the {selection.ENSEMBLE} of {len(members)} students")
-  if sharding.is_main_process():
-    directory = epath.Path(workdir) / selection.ENSEMBLE
-    directory.mkdir(parents=True, exist_ok=True)
-    calibration.save(fitted, directory)
-  return fitted
-
-
 def entries(plan: stages.Plan, data: samples.Data,
             params: dict[str, Any],
-            calibrations: dict[str, Any] | None = None,
-            choice: dict[str, Any] | None = None) -> list[Entry]:
-  """Every trained model of `plan`, plus the classic transfer baseline and,
-  given validation's `choice` of the candidates (selection.choose), the
-  chosen student again as the first student row (a chosen ensemble is
-  `report`'s)."""
+            calibrations: dict[str, Any] | None = None) -> list[Entry]:
+  """Every trained model of `plan`, plus the classic transfer baseline
+  (what ships and the candidates' ensemble are `report`'s rows)."""
   teacher = plan.teacher
   test = data.subset(data.test)
   model = teacher.model(data.sensor)
@@ -204,10 +98,6 @@ def entries(plan: stages.Plan, data: samples.Data,
                     calibration=(calibrations or {}).get(student.name),
                     covariates=student.covariates(data, data.test))
               for student in plan.students]
-  # A chosen ensemble is not an entry: `report` adds its row.
-  if choice and choice["winner"] != selection.ENSEMBLE:
-    winner = next(e for e in students if e.name == choice["winner"])
-    out.append(dataclasses.replace(winner, name=selection.SELECTED))
   return out + students
 
 
@@ -339,12 +229,11 @@ def report(entries_: list[Entry], data: samples.Data,
            config: ml_collections.ConfigDict, workdir: epath.PathLike,
            mesh: jax.sharding.Mesh, name: str = "results",
            extra: dict[str, Any] | None = None,
-           ensemble: tuple[tuple[str, ...], dict[str, Any] | None] = ((),
-                                                                  None)
+           shipped: tuple[tuple[str, ...], dict[str, Any]] = ((), {})
            ) -> dict[str, Any]:
-  """Scores each entry on the held-out samples, and `ensemble` (the names
-  of the entries it averages and its calibration; none: no ensemble row),
-  also as the selected row when validation chose it (`extra['choice']`).
+  """Scores each entry on the held-out samples and, given `shipped` (the
+  candidates' names and the calibrations of `calibrate_shipped`), what
+  validation ships (`extra['choice']`) and the candidates' ensemble.
 
   Writes <name>.json, <name>.md and the parity plot (<name>.png, or
   parity.png for the training run's results) into `workdir` and logs the
@@ -377,17 +266,19 @@ def report(entries_: list[Entry], data: samples.Data,
         logging.warning("[%s] no interval coverage: %s.", entry.name, why)
     pred, difficulty = with_difficulty(entry, fitted, mesh, config)
     results[entry.name] = result(entry.input, pred, fitted, difficulty)
-  members, fitted = ensemble
-  if members:  # Listed after the selected row, before the students.
-    preds = [results[m]["pred"] for m in members]
+  members, fitted = shipped
+  if members:  # Listed before the students.
+    preds = {m: results[m]["pred"] for m in members}
     transform = config.data.target_transform
-    row = result(results[members[0]]["input"],
-                 selection.ensemble(preds, transform), fitted,
-                 selection.spread(preds, transform))
-    choice = (extra or {}).get("choice") or {}
-    rows = [(name, row) for name in (selection.SELECTED, selection.ENSEMBLE)
-            if name == selection.ENSEMBLE or
-            choice.get("winner") == selection.ENSEMBLE]
+    spread_ = selection.spread(list(preds.values()), transform)
+    winner = ((extra or {}).get("choice") or {}).get("winner")
+    rows = [(name, result(results[members[0]]["input"],
+                          selection.shipped(preds, chosen, transform),
+                          fitted.get(folder), spread_))
+            for name, folder, chosen in (
+                (selection.SELECTED, selection.SHIPPED, winner),
+                (selection.ENSEMBLE, selection.ENSEMBLE, selection.ENSEMBLE))
+            if chosen]
     items = list(results.items())
     first = list(results).index(members[0])
     results = dict(items[:first] + rows + items[first:])
@@ -452,11 +343,12 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   calibrations = {s.name: calibration.load(workdir / s.name)
                   for s in plan.students}
   choice = selection.load_choice(workdir) if plan.candidates else None
-  results = report(entries(plan, data, params, calibrations, choice), data,
-                   config, workdir, mesh, name=name,
+  results = report(entries(plan, data, params, calibrations), data, config,
+                   workdir, mesh, name=name,
                    extra={"checkpoint_steps": steps, "choice": choice},
-                   ensemble=(plan.candidates, calibration.load(
-                       workdir / selection.ENSEMBLE)))
+                   shipped=(plan.candidates, {
+                       f: calibration.load(workdir / f)
+                       for f in (selection.ENSEMBLE, selection.SHIPPED)}))
   logging.info("Evaluation written to %s", workdir / f"{name}.md")
   return results
 

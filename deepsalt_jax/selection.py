@@ -53,6 +53,8 @@ CHOICE_FILE = "choice.json"
 SELECTED = "selected (validation)"
 # The row (and folder of the calibration) of the candidates' mean.
 ENSEMBLE = "ensemble"
+# The folder of the calibration of what ships (validation's choice).
+SHIPPED = "selected"
 
 
 def _transformed(stage: stages.Stage, target: np.ndarray) -> np.ndarray:
@@ -258,3 +260,12 @@ def spread(preds: list[np.ndarray], transform: str) -> np.ndarray:
   'members')."""
   forward, _ = targets.on_numpy(transform, np.float64)
   return np.std([forward(np.asarray(p, np.float64)) for p in preds], axis=0)
+
+
+def shipped(preds: dict[str, np.ndarray], winner: str,
+            transform: str) -> np.ndarray:
+  """What ships, from the candidates' predictions (target units): their
+  ensemble or the `winner` alone."""
+  if winner == ENSEMBLE:
+    return ensemble(list(preds.values()), transform)
+  return preds[winner]

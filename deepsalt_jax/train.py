@@ -34,6 +34,7 @@ from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
+from deepsalt_jax import intervals
 from deepsalt_jax import objectives
 from deepsalt_jax import paths
 from deepsalt_jax import reporting
@@ -358,17 +359,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   with compilation.CompileClock() as clock:
     params = train_plan(plan, data, workdir, mesh)
-    calibrations = {student.name: evaluate.calibrate(
+    calibrations = {student.name: intervals.calibrate(
         student, params[student.name], data, mesh, workdir)
                     for student in plan.students}
     preds = selection.validation_predictions(plan, params, data, mesh)
     choice = selection.choose(plan, workdir, preds, data)
-    ensemble = evaluate.calibrate_ensemble(plan, preds, data, workdir)
+    shipped = intervals.calibrate_shipped(plan, preds, choice, data, workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
-                                               calibrations, choice),
+                                               calibrations),
                               data, config, workdir, mesh,
                               extra={"choice": choice},
-                              ensemble=(plan.candidates, ensemble))
+                              shipped=(plan.candidates, shipped))
   logging.info("Compilation, every stage and the evaluation: %s",
                clock.summary())
   return results

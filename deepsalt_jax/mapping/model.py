@@ -1,14 +1,15 @@
 """The model a map comes from: validation's choice, or the student.
 
 A distill run with candidate students maps with what validation chose
-(`selection.choose`): their ensemble or one of them. An own-data
+(`selection.choose`): their ensemble or one of them, every candidate run
+per pixel for the spread that scales its interval. An own-data
 cross-validation saves the final model validation chose
 (`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
 network (a student or the teacher on the pixels), or a stack of them). `--mapping.model=selected` (the
 default) maps with the choice; `ensemble` with the mean of a distill run's
 candidate students; `student`, a run without candidates or a
-saved choice (an own-data run from before it was saved) or a choice of the
-student alone map with the default student. A student maps with its own
+saved choice (an own-data run from before it was saved) or an own-data
+choice of the student alone map with the default student, with its own
 calibration. A chosen model of own data has no MC spread: its interval is
 the constant one in the target transform's space calibrated on its
 out-of-fold predictions.
@@ -105,7 +106,7 @@ def _with_heads(run: Callable[..., tuple[Any, Any]],
 
 
 def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
-  """A student with its calibration."""
+  """The default student with its calibration."""
   params, step = _restore(student, config, workdir, mesh)
   dropout = student.config.model.encoder.dropout
   if options.mc_samples:
@@ -120,13 +121,9 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
   run = _network(student, params, sensor, config, mesh, options, mc_samples)
   if difficulty == "quantile_heads":
     run = _with_heads(run, fitted["quantile_heads"])
-  if student.name == "student":
-    name, made_by = final_model.STUDENT, "the DeepSalt student"
-  else:
-    name = f"student {student.name!r}"
-    made_by = f"{name}, validation's choice of model"
-  return MapModel(name, run, {student.name: step},
-                  student.covariate_names, fitted, why, mc_samples, made_by)
+  return MapModel(final_model.STUDENT, run, {student.name: step},
+                  student.covariate_names, fitted, why, mc_samples,
+                  "the DeepSalt student")
 
 
 def _networks(members: dict[str, tuple[stages.Stage, bool]], config,
@@ -179,27 +176,32 @@ def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,
       workdir, mesh, options, sensor)
 
 
-def _ensemble(plan, config, workdir, mesh, options, sensor,
-              chosen: bool = False) -> MapModel:
-  """The mean of the candidate students (selection.ensemble), with its
-  interval (scaled by their spread, or constant); `chosen`: validation
-  chose it."""
+def _candidates(plan, config, workdir, mesh, options, sensor,
+                winner: str | None = None) -> MapModel:
+  """The candidate students' ensemble (`winner` None), or what validation
+  chose among it and them (`winner`), with its interval (scaled by the
+  candidates' spread, or constant)."""
   if not plan.candidates:
     raise errors.UserError(
         f"--mapping.model=ensemble: {workdir} trained no candidate "
         "students (config.candidates); use selected or student.")
   members = {s.name: (s, False) for s in plan.students
              if s.name in plan.candidates}
-  name = f"the {selection.ENSEMBLE} of {len(members)} candidate students"
-  made_by = f"{name}, validation's choice of model" if chosen else name
+  chosen = winner or selection.ENSEMBLE
+  name = (f"the {selection.ENSEMBLE} of {len(members)} candidate students"
+          if chosen == selection.ENSEMBLE else final_model.STUDENT
+          if chosen == plan.students[0].name else f"student {chosen!r}")
+  made_by = f"{name}, validation's choice of model" if winner else name
+  folder = selection.SHIPPED if winner else selection.ENSEMBLE
   transform = config.data.target_transform
   return _combined(
       name, made_by, members,
-      lambda x, ec: (selection.ensemble(list(ec.values()), transform),
+      lambda x, ec: (selection.shipped(ec, chosen, transform),
                      selection.spread(list(ec.values()), transform)),
-      calibration.load(workdir / selection.ENSEMBLE),
-      f"no {selection.ENSEMBLE}/ calibration in {workdir}", config, workdir,
-      mesh, options, sensor)
+      calibration.load(workdir / folder),
+      f"no {folder}/ calibration in {workdir} (re-run its training "
+      "command, which restores the trained students and calibrates them)",
+      config, workdir, mesh, options, sensor)
 
 
 def load(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -215,7 +217,7 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
         f"dataset={config.data.name!r}.")
   student = plan.students[0]
   if options.model == "ensemble":
-    return _ensemble(plan, config, workdir, mesh, options, sensor)
+    return _candidates(plan, config, workdir, mesh, options, sensor)
   if options.model == "student":
     return _student(student, config, workdir, mesh, options, sensor)
   if plan.candidates and config.job == "distill":
@@ -227,14 +229,10 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
           f"{selection.CHOICE_FILE}: re-run its training command (it "
           "restores the trained students and chooses), or map with "
           "--mapping.model=student.")
-    if choice["winner"] == selection.ENSEMBLE:
-      logging.info("[map] mapping with validation's choice: the ensemble")
-      return _ensemble(plan, config, workdir, mesh, options, sensor,
-                       chosen=True)
-    winner = next(s for s in plan.students if s.name == choice["winner"])
-    logging.info("[map] mapping with validation's choice: student %s",
-                 winner.name)
-    return _student(winner, config, workdir, mesh, options, sensor)
+    logging.info("[map] mapping with validation's choice: %s",
+                 choice["winner"])
+    return _candidates(plan, config, workdir, mesh, options, sensor,
+                       choice["winner"])
   chosen = final_model.load(workdir)
   if chosen is None:
     logging.warning("[map] %s has no validation choice saved (a run "

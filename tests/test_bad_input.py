@@ -46,6 +46,7 @@ def test_unknown_dataset_and_sensor():
     datasets.builder("salinity", "landsat")
 
 
+@pytest.mark.slow
 def test_unknown_test_region_leaves_no_workdir(prepared_data_dir, tmp_path):
   config = tiny_config("teacher", prepared_data_dir)
   config.data.test_regions = "Atlantis"

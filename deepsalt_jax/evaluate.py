@@ -25,7 +25,6 @@ from deepsalt_jax import checkpoint
 from deepsalt_jax import intervals
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
-from deepsalt_jax import quantile_heads
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import selection
@@ -60,19 +59,11 @@ def with_difficulty(entry: Entry, fitted: dict[str, Any] | None,
                     ) -> tuple[np.ndarray, np.ndarray | None]:
   """(the entry's prediction, the difficulty score its calibration `fitted`
   reads, or None)."""
-  difficulty = fitted["difficulty"] if fitted else "constant"
-  if difficulty == "head_mc":
-    return intervals.spread(entry.model, entry.params, entry.x, mesh,
-                            config, entry.covariates)
-  if difficulty == "quantile_heads":
-    pred, features = intervals.predict_features(
-        entry.model, entry.params, entry.x, mesh, config, entry.covariates)
-    return pred, quantile_heads.width(fitted["quantile_heads"], features)
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  return predict.predict(entry.model, entry.params, entry.x, mesh,
-                         config.train.eval_batch_size, inverse,
-                         method=entry.method,
-                         covariates=entry.covariates)[0], None
+  return intervals.with_difficulty(functools.partial(
+      predict.predict, entry.model, entry.params, mesh=mesh,
+      batch_size=config.train.eval_batch_size, inverse=inverse,
+      method=entry.method, covariates=entry.covariates), fitted)(entry.x)
 
 
 def entries(plan: stages.Plan, data: samples.Data,

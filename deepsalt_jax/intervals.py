@@ -9,7 +9,8 @@ apply what is fitted here.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 from absl import logging
 from etils import epath
@@ -51,6 +52,24 @@ def predict_features(model: Any, params: Any, x: np.ndarray,
   return predict.predict(model, params, x, mesh,
                          config.train.eval_batch_size, inverse,
                          covariates=covariates, features=True)
+
+
+def with_difficulty(run: Callable[..., tuple[np.ndarray, np.ndarray]],
+                    fitted: dict[str, Any] | None
+                    ) -> Callable[..., tuple[np.ndarray, Any]]:
+  """`run` (predict.predict with a network and its options bound) made to
+  give (prediction in target units, the difficulty score the calibration
+  `fitted` reads: the MC spread, the quantile heads' width, or None)."""
+  difficulty = fitted["difficulty"] if fitted else "constant"
+  if difficulty == "head_mc":
+    return functools.partial(run, mc_samples=fitted["mc_samples"],
+                             mc_mode=fitted["mc_mode"])
+  if difficulty == "quantile_heads":
+    def with_heads(x, **kwargs):
+      pred, features = run(x, features=True, **kwargs)
+      return pred, quantile_heads.width(fitted["quantile_heads"], features)
+    return with_heads
+  return lambda x, **kwargs: (run(x, **kwargs)[0], None)
 
 
 def fit_quantile_heads(stage: stages.Stage, params: Any, data: samples.Data,

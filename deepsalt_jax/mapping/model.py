@@ -29,8 +29,8 @@ import numpy as np
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import final_model
+from deepsalt_jax import intervals
 from deepsalt_jax import predict
-from deepsalt_jax import quantile_heads
 from deepsalt_jax import run_config
 from deepsalt_jax import selection
 from deepsalt_jax import stages
@@ -49,7 +49,7 @@ class MapModel:
   Attributes:
     name: the model in words (band descriptions, reports, quicklook).
     predict: (x, index, covariates) -> (EC, the difficulty its calibration
-      reads or NaN), for the spectra x at the sensor's good bands.
+      reads or None), for the spectra x at the sensor's good bands.
     steps: {network: checkpoint step} of the networks it restores.
     covariate_names: the covariates its networks read.
     calibration: its interval, or None (`why`).
@@ -78,31 +78,21 @@ def _restore(stage: stages.Stage, config: ml_collections.ConfigDict,
 
 def _network(stage: stages.Stage, params: Any, sensor: str,
              config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-             options: ml_collections.ConfigDict, mc_samples: int,
+             options: ml_collections.ConfigDict,
              teacher: bool = False) -> Callable[..., tuple[Any, Any]]:
-  """(x, index, covariates) -> (EC, spread) of a restored network."""
+  """(x, index, covariates, ...) -> predict.predict of a restored network
+  with the mapping options."""
   chunk = options.chunk_size or (
       _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
   run = functools.partial(
       predict.predict, stage.model(sensor), params, mesh=mesh,
-      batch_size=options.batch_size, inverse=inverse, mc_samples=mc_samples,
-      seed=options.seed, mc_mode=options.mc_mode, chunk=chunk,
+      batch_size=options.batch_size, inverse=inverse, seed=options.seed, mc_mode=options.mc_mode, chunk=chunk,
       method="from_prepared" if teacher else None)
   if not teacher:
     return run
   # The teacher reads the pixels through the SAU's fixed start, as in CV.
   return lambda x, **kw: run(stage.pixel_inputs(sensor, x), **kw)
-
-
-def _with_heads(run: Callable[..., tuple[Any, Any]],
-                heads: dict[str, Any]) -> Callable[..., tuple[Any, Any]]:
-  """`run` giving the width of the quantile heads on its features in place
-  of the spread."""
-  def with_heads(x, **kwargs):
-    ec, features = run(x, features=True, **kwargs)
-    return ec, quantile_heads.width(heads, features)
-  return with_heads
 
 
 def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
@@ -115,12 +105,11 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
         options.mc_samples if dropout > 0 else 0, options.mc_mode)
   else:
     fitted, why = None, "--mapping.mc_samples=0"
-  difficulty = fitted["difficulty"] if fitted else "constant"
-  # Passes only for an interval scaled by the spread.
-  mc_samples = options.mc_samples if difficulty == "head_mc" else 0
-  run = _network(student, params, sensor, config, mesh, options, mc_samples)
-  if difficulty == "quantile_heads":
-    run = _with_heads(run, fitted["quantile_heads"])
+  # MC passes only for an interval scaled by their spread.
+  mc_samples = (fitted["mc_samples"] if fitted and
+                fitted["difficulty"] == "head_mc" else 0)
+  run = intervals.with_difficulty(
+      _network(student, params, sensor, config, mesh, options), fitted)
   return MapModel(final_model.STUDENT, run, {student.name: step},
                   student.covariate_names, fitted, why, mc_samples,
                   "the DeepSalt student")
@@ -135,7 +124,7 @@ def _networks(members: dict[str, tuple[stages.Stage, bool]], config,
   for key, (stage, teacher) in members.items():
     params, steps[stage.name] = _restore(stage, config, workdir, mesh)
     networks[key] = _network(stage, params, sensor, config, mesh, options,
-                             0, teacher=teacher)
+                             teacher=teacher)
     names += [n for n in stage.covariate_names if n not in names]
   return networks, steps, tuple(names)
 
@@ -150,10 +139,9 @@ def _combined(name: str, made_by: str, members, combine, fitted,
                                      sensor)
 
   def run(x, index, covariates=None):
-    ec, difficulty = combine(x, {
+    return combine(x, {
         n: np.asarray(f(x, index=index, covariates=covariates)[0],
                       np.float64) for n, f in networks.items()})
-    return ec, np.full_like(ec, np.nan) if difficulty is None else difficulty
 
   if not options.mc_samples:
     fitted, why = None, "--mapping.mc_samples=0"

@@ -30,7 +30,6 @@ from deepsalt_jax import samples
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
-from deepsalt_jax import targets
 from deepsalt_spectral import errors
 
 # Table columns: metric key -> header ({unit} filled in).
@@ -59,11 +58,9 @@ def with_difficulty(entry: Entry, fitted: dict[str, Any] | None,
                     ) -> tuple[np.ndarray, np.ndarray | None]:
   """(the entry's prediction, the difficulty score its calibration `fitted`
   reads, or None)."""
-  _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  return intervals.with_difficulty(functools.partial(
-      predict.predict, entry.model, entry.params, mesh=mesh,
-      batch_size=config.train.eval_batch_size, inverse=inverse,
-      method=entry.method, covariates=entry.covariates), fitted)(entry.x)
+  return intervals.with_difficulty(intervals.runner(
+      entry.model, entry.params, mesh, config, entry.covariates,
+      entry.method), fitted)(entry.x)
 
 
 def entries(plan: stages.Plan, data: samples.Data,

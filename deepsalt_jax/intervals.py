@@ -29,29 +29,17 @@ from deepsalt_jax import stages
 from deepsalt_jax import targets
 
 
-def spread(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
+def runner(model: Any, params: Any, mesh: jax.sharding.Mesh,
            config: ml_collections.ConfigDict,
-           covariates: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """(mean in target units, std in the transformed space) over the
-  MC-dropout passes mapping uses."""
+           covariates: np.ndarray | None = None, method: str | None = None
+           ) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+  """x, **options -> predict.predict of `model` on x in target units, at
+  the evaluation batch size."""
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  return predict.predict(model, params, x, mesh,
-                         config.train.eval_batch_size, inverse,
-                         mc_samples=predict.MC_SAMPLES,
-                         mc_mode=predict.MC_MODE, covariates=covariates)
-
-
-def predict_features(model: Any, params: Any, x: np.ndarray,
-                     mesh: jax.sharding.Mesh,
-                     config: ml_collections.ConfigDict,
-                     covariates: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-  """(prediction in target units, the network's features)."""
-  _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  return predict.predict(model, params, x, mesh,
-                         config.train.eval_batch_size, inverse,
-                         covariates=covariates, features=True)
+  return functools.partial(predict.predict, model, params, mesh=mesh,
+                           batch_size=config.train.eval_batch_size,
+                           inverse=inverse, method=method,
+                           covariates=covariates)
 
 
 def with_difficulty(run: Callable[..., tuple[np.ndarray, np.ndarray]],
@@ -78,9 +66,9 @@ def fit_quantile_heads(stage: stages.Stage, params: Any, data: samples.Data,
   training pixels; None with too few."""
   rows = data.train & (data.role == roles.LABELLED)
   config = stage.config
-  _, features = predict_features(stage.model(config.data.sensor), params,
-                                 getattr(data, stage.input)[rows], mesh,
-                                 config, stage.covariates(data, rows))
+  _, features = runner(stage.model(config.data.sensor), params, mesh,
+                       config, stage.covariates(data, rows))(
+                           getattr(data, stage.input)[rows], features=True)
   forward, _ = targets.on_numpy(config.data.target_transform)
   return quantile_heads.fit(features, forward(data.target[rows]),
                             calibration.NOMINAL)
@@ -93,12 +81,13 @@ def difficulties(stage: stages.Stage, params: Any, x: np.ndarray,
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """(the student's prediction of `x`, {difficulty: its score}): the MC
   spread mapping uses and, given `heads`, their width."""
-  model = stage.model(stage.config.data.sensor)
-  mean, std = spread(model, params, x, mesh, stage.config, covariates)
+  run = runner(stage.model(stage.config.data.sensor), params, mesh,
+               stage.config, covariates)
+  mean, std = run(x, mc_samples=predict.MC_SAMPLES, mc_mode=predict.MC_MODE)
   out = {"head_mc": std}
   if heads is not None:
-    out["quantile_heads"] = quantile_heads.width(heads, predict_features(
-        model, params, x, mesh, stage.config, covariates)[1])
+    out["quantile_heads"] = quantile_heads.width(
+        heads, run(x, features=True)[1])
   return mean, out
 
 

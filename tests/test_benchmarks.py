@@ -393,6 +393,26 @@ def test_mapping_speeds_calibrations_are_of_the_difficulty_it_times():
     assert (widths[1] > widths[0] + 1e-3) == (difficulty != "constant")
 
 
+def test_the_soc_ceiling_refits_without_each_fold():
+  from benchmarks import soc_ceiling
+  from deepsalt_jax import baselines
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(60, 8))
+  y = x @ rng.normal(size=8)
+  folds = np.arange(60) % 5
+  seen = []
+
+  def fit(x_train, y_train):
+    seen.append(len(x_train))
+    return baselines.plsr(x_train, y_train)
+
+  assert soc_ceiling.cross_validated_r2(x, y, folds, fit) > 0.99
+  assert seen == [48] * 5  # Each fit without its fold's 12 rows.
+  # A target the spectra do not hold: no skill out of fold.
+  assert soc_ceiling.cross_validated_r2(
+      x, rng.normal(size=60), folds, baselines.plsr) < 0.1
+
+
 def test_intervals_pool_coverage_per_split_and_reliability_over_units():
   from benchmarks import report
   target, region = np.zeros(2), np.zeros(2, int)

@@ -41,6 +41,7 @@ def _inputs(stage, n=6, seed=0):
   return x, c
 
 
+@pytest.mark.slow
 def test_zero_initialised_branch_leaves_predictions_unchanged():
   plan = _plan(teacher_reads=True)
   for stage in plan.stages:
@@ -60,6 +61,7 @@ def test_zero_initialised_branch_leaves_predictions_unchanged():
     np.testing.assert_array_equal(ours["features"], theirs["features"])
 
 
+@pytest.mark.slow
 def test_a_student_from_a_teacher_with_the_same_covariates_takes_them():
   plan = _plan(teacher_reads=True)
   teacher = plan.teacher.init_params(SENSOR)

@@ -16,8 +16,9 @@ Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
 multiplicative interval everywhere), 'head_mc' (the spread of the head's
 MC-dropout outputs in the transformed space), 'quantile_heads' (the
 width of quantile heads on the student's features, quantile_heads.py) and,
-for an ensemble, 'members' (the standard deviation of its members'
-predictions in the transformed space, selection.spread); each score plus
+for what a run with candidates ships, 'members' (the standard deviation of
+the candidates' predictions in the transformed space, selection.spread;
+intervals.calibrate_shipped); each score plus
 its median over the calibration samples, so a score near zero cannot
 shrink an interval to nothing. They are compared by the cross-fitted
 interval score (Winkler, each calibration block's samples judged by the
@@ -25,14 +26,16 @@ calibration of the other blocks), and the first in their order within one
 standard error (over the blocks) of the lowest is kept (selection.pick).
 A student's order starts with 'constant': a difficulty the training
 regions' blocks favour by a little narrowed the interval where a new
-region's bias needed it wide. An ensemble's starts with 'members': its
-members disagree more in a region none of them trained on, which blocks of
-the training regions cannot show (docs/uncertainty.md). Every candidate's score and the rank correlation
-of its difficulty with |error| are saved beside it, with the
-cross-fitted coverage: what a block the calibration did not see gets.
+region's bias needed it wide. What ships and the ensemble start with
+'members': the candidates disagree more in a region none of them trained
+on, which blocks of the training regions cannot show
+(docs/uncertainty.md). Every candidate's score and the rank correlation of
+its difficulty with |error| are saved beside it, with the cross-fitted
+coverage: what a block the calibration did not see gets.
 
-The calibration is saved with the run (<student>/calibration.json, `kind`
-`KIND`); mapping writes the bounds and the exceedance probability.
+The calibration is saved with the run (<student>/, selected/ or
+ensemble/calibration.json, `kind` `KIND`); mapping writes the bounds and
+the exceedance probability.
 """
 from __future__ import annotations
 

@@ -87,7 +87,8 @@ def _network(stage: stages.Stage, params: Any, sensor: str,
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
   run = functools.partial(
       predict.predict, stage.model(sensor), params, mesh=mesh,
-      batch_size=options.batch_size, inverse=inverse, seed=options.seed, mc_mode=options.mc_mode, chunk=chunk,
+      batch_size=options.batch_size, inverse=inverse, seed=options.seed,
+      mc_mode=options.mc_mode, chunk=chunk,
       method="from_prepared" if teacher else None)
   if not teacher:
     return run
@@ -176,9 +177,12 @@ def _candidates(plan, config, workdir, mesh, options, sensor,
   members = {s.name: (s, False) for s in plan.students
              if s.name in plan.candidates}
   chosen = winner or selection.ENSEMBLE
-  name = (f"the {selection.ENSEMBLE} of {len(members)} candidate students"
-          if chosen == selection.ENSEMBLE else final_model.STUDENT
-          if chosen == plan.students[0].name else f"student {chosen!r}")
+  if chosen == selection.ENSEMBLE:
+    name = f"the {selection.ENSEMBLE} of {len(members)} candidate students"
+  elif chosen == plan.students[0].name:
+    name = final_model.STUDENT
+  else:
+    name = f"student {chosen!r}"
   made_by = f"{name}, validation's choice of model" if winner else name
   folder = selection.SHIPPED if winner else selection.ENSEMBLE
   transform = config.data.target_transform

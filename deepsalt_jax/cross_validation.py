@@ -335,8 +335,8 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
     sizes[held[0]] = {"points": int(rows.sum()),
                       "library": int((fold.test & fold.has_lab).sum())}
     if with_spread:
-      heads = intervals.fit_quantile_heads(student, params[student.name], fold,
-                                          mesh)
+      heads = intervals.fit_quantile_heads(student, params[student.name],
+                                           fold, mesh)
       mean[rows[labelled]], fold_scores = intervals.difficulties(
           student, params[student.name], fold.satellite[rows], mesh,
           student.covariates(fold, rows), heads)
@@ -478,7 +478,7 @@ def train_and_validate(config: ml_collections.ConfigDict,
         *student_oof, data.target[labelled].astype(np.float64),
         data.fold[labelled], config.data.target_transform, threshold,
         heads=intervals.fit_quantile_heads(student, params[student.name],
-                                          data, mesh))
+                                           data, mesh))
     if sharding.is_main_process():
       calibration.save(fitted, workdir / plan.students[0].name)
   final = choices[FINAL]

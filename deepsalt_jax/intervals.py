@@ -132,21 +132,19 @@ def calibrate_shipped(plan: stages.Plan, preds: dict[str, np.ndarray],
   _, inverse = targets.on_numpy(transform, np.float64)
   members = {n: inverse(preds[n]) for n in plan.candidates}
   spread = selection.spread(list(members.values()), transform)
-  out = {}
+  fits, out = {}, {}
   for folder, winner in ((selection.ENSEMBLE, selection.ENSEMBLE),
                          (selection.SHIPPED, choice["winner"])):
-    out[folder] = dict(calibration.fit(
-        selection.shipped(members, winner, transform),
-        data.target[data.validation], data.blocks[data.validation],
-        transform, {"members": spread, "constant": None}),
-                       model=_shipped_name(winner, len(members)))
+    if winner not in fits:  # What ships is often the ensemble.
+      fits[winner] = dict(calibration.fit(
+          selection.shipped(members, winner, transform),
+          data.target[data.validation], data.blocks[data.validation],
+          transform, {"members": spread, "constant": None}),
+                          model=selection.shipped_name(winner,
+                                                       plan.candidates))
+    out[folder] = fits[winner]
     if sharding.is_main_process():
       directory = epath.Path(workdir) / folder
       directory.mkdir(parents=True, exist_ok=True)
       calibration.save(out[folder], directory)
   return out
-
-
-def _shipped_name(winner: str, members: int) -> str:
-  return (f"the {selection.ENSEMBLE} of {members} students"
-          if winner == selection.ENSEMBLE else f"student {winner!r}")

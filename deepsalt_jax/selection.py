@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 from etils import epath
@@ -269,3 +269,11 @@ def shipped(preds: dict[str, np.ndarray], winner: str,
   if winner == ENSEMBLE:
     return ensemble(list(preds.values()), transform)
   return preds[winner]
+
+
+def shipped_name(winner: str, candidates: Sequence[str]) -> str:
+  """What ships, in words (calibrations, maps): the candidates' ensemble,
+  the default student (the first candidate) or a candidate by name."""
+  if winner == ENSEMBLE:
+    return f"the {ENSEMBLE} of {len(candidates)} candidate students"
+  return winner if winner == candidates[0] else f"student {winner!r}"

@@ -177,12 +177,7 @@ def _candidates(plan, config, workdir, mesh, options, sensor,
   members = {s.name: (s, False) for s in plan.students
              if s.name in plan.candidates}
   chosen = winner or selection.ENSEMBLE
-  if chosen == selection.ENSEMBLE:
-    name = f"the {selection.ENSEMBLE} of {len(members)} candidate students"
-  elif chosen == plan.students[0].name:
-    name = final_model.STUDENT
-  else:
-    name = f"student {chosen!r}"
+  name = selection.shipped_name(chosen, plan.candidates)
   made_by = f"{name}, validation's choice of model" if winner else name
   folder = selection.SHIPPED if winner else selection.ENSEMBLE
   transform = config.data.target_transform

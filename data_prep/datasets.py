@@ -6,6 +6,8 @@
 
 A user's project folder (configs/own_data.py) is read with `load_project`.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -58,28 +60,58 @@ def build(name: str = "salinity", sensor: str = "enmap",
   return _prepare(builder(name, sensor, data_dir))
 
 
+@contextlib.contextmanager
+def _building(dataset: tfds.core.DatasetBuilder):
+  """Holds the dataset's build lock (a file beside its version folder).
+
+  Processes sharing a data_dir (the hosts of a job, test workers) build a
+  dataset once: the others wait here, then find it prepared. A build that
+  fails leaves no lock or folder behind (a refused project leaves nothing).
+  """
+  version_dir = pathlib.Path(dataset.data_dir)
+  made = [p for p in version_dir.parents if not p.exists()]  # Deepest first.
+  version_dir.parent.mkdir(parents=True, exist_ok=True)
+  lock = version_dir.with_name(f".{version_dir.name}.lock")
+  try:
+    with open(lock, "w") as f:
+      fcntl.flock(f, fcntl.LOCK_EX)  # Released when the file closes.
+      yield
+  except BaseException:
+    if not dataset.is_prepared():
+      lock.unlink(missing_ok=True)
+      for folder in made:
+        with contextlib.suppress(OSError):  # Not empty: another's build.
+          folder.rmdir()
+    raise
+
+
 def _prepare(dataset: tfds.core.DatasetBuilder,
              manual_dir: str | os.PathLike | None = None
              ) -> tfds.core.DatasetBuilder:
-  if not dataset.is_prepared():
-    print(f"Building {dataset.name}/{dataset.builder_config.name} "
-          f"{dataset.version} in {dataset.data_dir} ...", flush=True)
-    start = time.perf_counter()
-    tfds.disable_progress_bar()  # One line per build says enough.
-    try:
+  if dataset.is_prepared():
+    return dataset
+  try:
+    with _building(dataset):
+      if dataset.is_prepared():  # Built by another process while this waited.
+        dataset.info.read_from_directory(dataset.data_dir)
+        return dataset
+      print(f"Building {dataset.name}/{dataset.builder_config.name} "
+            f"{dataset.version} in {dataset.data_dir} ...", flush=True)
+      start = time.perf_counter()
+      tfds.disable_progress_bar()  # One line per build says enough.
       dataset.download_and_prepare(
           download_config=tfds.download.DownloadConfig(
               manual_dir=str(manual_dir) if manual_dir else None,
               compute_stats=tfds.download.ComputeStatsMode.SKIP))
-    except OSError as e:
-      raise errors.UserError(
-          f"Cannot write the prepared dataset into {dataset.data_dir} "
-          f"({type(e).__name__}: {e.strerror or e}). Point "
-          "$DEEPSALT_DATA_DIR (or --config.data.data_dir) at a writable "
-          "folder.") from e
-    n = dataset.info.splits["train"].num_examples
-    print(f"Built {dataset.name}/{dataset.builder_config.name}: {n} records "
-          f"in {time.perf_counter() - start:.1f} s.", flush=True)
+  except OSError as e:
+    raise errors.UserError(
+        f"Cannot write the prepared dataset into {dataset.data_dir} "
+        f"({type(e).__name__}: {e.strerror or e}). Point "
+        "$DEEPSALT_DATA_DIR (or --config.data.data_dir) at a writable "
+        "folder.") from e
+  n = dataset.info.splits["train"].num_examples
+  print(f"Built {dataset.name}/{dataset.builder_config.name}: {n} records "
+        f"in {time.perf_counter() - start:.1f} s.", flush=True)
   return dataset
 
 

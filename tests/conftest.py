@@ -12,10 +12,13 @@ quarter less CPU time; what the tests compare (sharded against one device,
 a block against single steps, a restored run against the saved one) is
 compiled alike on both sides. The product keeps XLA's defaults.
 
-The README runs the suite on 2 workers (pytest-xdist): each builds its own
-prepared datasets and tiny run; the compilation cache is shared.
+The README runs the suite on 2 workers (pytest-xdist): they share the
+compilation cache, the prepared datasets (data_prep.datasets builds each
+once under a lock) and the tiny run (the first worker to need it trains
+it).
 """
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -56,10 +59,20 @@ def reference_data() -> pathlib.Path:
   return path
 
 
+def _shared(tmp_path_factory, name: str) -> pathlib.Path:
+  """A folder of this session shared by its xdist workers."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # Each worker's base temp is a child of the run's.
+  path = root / name
+  path.mkdir(exist_ok=True)
+  return path
+
+
 @pytest.fixture(scope="session")
 def prepared_data_dir(tmp_path_factory) -> pathlib.Path:
   """One TFDS data_dir per test session: each dataset is built once, lazily."""
-  return tmp_path_factory.mktemp("tfds")
+  return _shared(tmp_path_factory, "tfds")
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +82,12 @@ def tiny_run(prepared_data_dir, tmp_path_factory):
   from deepsalt_jax import train
   config = tiny_config("distill", prepared_data_dir,
                        "compare=none,candidates=none")
-  workdir = tmp_path_factory.mktemp("tiny_run")
-  train.train_and_evaluate(config, workdir)
+  workdir = _shared(tmp_path_factory, "tiny_run")
+  with open(workdir.with_suffix(".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not workdir.with_suffix(".trained").exists():
+      train.train_and_evaluate(config, workdir)
+      workdir.with_suffix(".trained").touch()
   return config, workdir
 
 

@@ -147,6 +147,7 @@ def test_baselines_fit_labelled_pixels_per_region():
   assert np.isnan(sparse[in_b]).all() and np.isfinite(sparse[~in_b]).all()
 
 
+@pytest.mark.slow
 def test_pooled_mlp_learns_from_the_library_and_the_pixels_together():
   """The library (lab spectra that resample to the pixels) holds the law over
   the whole range; the few labelled pixels cover its lower half. Pooled,
@@ -345,6 +346,7 @@ def test_plsr_path_errors_match_refitted_plsr():
     assert errors[k - 1] == pytest.approx(refit, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_realism_statistics_known_answers():
   from benchmarks import realism
   wavelength = np.array([500.0, 600.0, 700.0, 860.0, 900.0, 1000.0])

@@ -1,11 +1,15 @@
 """The prepared TFDS datasets: sources, schema, counts, roles, determinism."""
+import concurrent.futures
 import pathlib
+import time
 
 import LimeSoDa
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import common
+from data_prep import array_record_builder
 from data_prep import datasets
 from data_prep import roles
 from data_prep import sources
@@ -191,3 +195,34 @@ def test_load_rejects_unknown_names(tmp_path):
     datasets.load("ph", "enmap", tmp_path)
   with pytest.raises(ValueError, match="enmap, prisma, emit"):
     datasets.load("salinity", "landsat", tmp_path)
+
+
+class _Counted(array_record_builder.ArrayRecordBuilder):
+  """A three-record dataset that counts its builds and takes its time."""
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="enmap")]
+  builds = 0
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=tfds.features.FeaturesDict({"x": np.int64}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    type(self).builds += 1
+    time.sleep(0.5)  # The other thread reaches the lock meanwhile.
+    for i in range(3):
+      yield i, {"x": i}
+
+
+def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
+  """Two builders of one dataset at once (the hosts of a job): one builds,
+  the other waits for it and reads what it built."""
+  builders = [_Counted(data_dir=str(tmp_path)) for _ in range(2)]
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    prepared = list(pool.map(datasets._prepare, builders))
+  assert _Counted.builds == 1
+  assert [b.info.splits["train"].num_examples for b in prepared] == [3, 3]

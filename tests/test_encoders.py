@@ -67,6 +67,7 @@ def test_transformer_dropout_off_is_deterministic():
   assert not np.allclose(run(key1, True), run(key2, True))
 
 
+@pytest.mark.slow
 def test_transformer_reads_where_bands_are():
   # Swapping two band groups (whole tokens) changes the embedding: the
   # position embedding tells tokens apart; without it, attention and mean
@@ -86,6 +87,7 @@ def test_transformer_reads_where_bands_are():
                              rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_student_from_teacher_equals_teacher_with_transformer():
   band = sensors.builtin('enmap')
   p = resampling.inverse_matrix(resampling.lab_wavelengths(),

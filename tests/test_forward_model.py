@@ -114,7 +114,7 @@ def test_region_draws_depend_only_on_seed_and_name():
 
 
 def test_simulation_is_deterministic_from_the_seed(soils, endmembers):
-  soil, region = soils.reflectance[::20], soils.region[::20]
+  soil, region = soils.reflectance[::60], soils.region[::60]
   sensor = sensors.builtin("enmap")
   first = fm.simulate_salinity(soil, region, sources.REGIONS, seed=3)
   second = fm.simulate_salinity(soil, region, sources.REGIONS, seed=3)

@@ -113,6 +113,7 @@ def _mir_data(n: int = 480, seed: int = 0) -> samples.Data:
       sensor="enmap", lab_grid=MIR)
 
 
+@pytest.mark.slow
 def test_latent_student_learns_the_pairing_on_a_mir_grid(tmp_path):
   """On a MIR lab grid the plan picks the latent SAU, the contrastive term
   falls from chance and the teacher gets no physics transfer entry."""

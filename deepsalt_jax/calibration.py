@@ -277,7 +277,8 @@ def describe(calibration: dict[str, Any]) -> str:
   what = {"constant": "the same multiplicative interval everywhere",
           "quantile_heads": "scaled by the width of quantile heads on the "
                             "student's features",
-          "members": "scaled by the spread of its members' predictions"}.get(
+          "members": "scaled by the spread of the candidate students' "
+                     "predictions"}.get(
                                 calibration["difficulty"],
                                 f"scaled by the spread of "
                                 f"{calibration['mc_samples']} MC-dropout "

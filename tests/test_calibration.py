@@ -112,7 +112,7 @@ def test_an_ensembles_spread_goes_first_and_yields_only_beyond_the_noise():
     fitted = calibration.fit(mean, target, groups, "log1p", order)
     assert fitted["difficulty"] == kept
     assert list(fitted["candidates"]) == list(order)
-  assert "members' predictions" in calibration.describe(fitted)
+  assert "candidate students' predictions" in calibration.describe(fitted)
   backwards = calibration.fit(mean, target, groups, "log1p",
                               {"members": 0.3 - spread, "constant": None})
   assert backwards["difficulty"] == "constant"

@@ -157,7 +157,8 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
       ec[name], described[name] = ds.read(1), ds.descriptions[0]
       if name == "ensemble":
         bounds = ds.read(2), ds.read(3)
-        assert "spread of its members' predictions" in ds.descriptions[1]
+        assert "spread of the candidate students' predictions" in (
+            ds.descriptions[1])
   assert "student 'library', validation's choice" in described["selected"]
   assert described["ensemble"].endswith(
       "the ensemble of 2 candidate students")

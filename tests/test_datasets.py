@@ -221,6 +221,7 @@ class _Counted(array_record_builder.ArrayRecordBuilder):
 def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
   """Two builders of one dataset at once (the hosts of a job): one builds,
   the other waits for it and reads what it built."""
+  _Counted.builds = 0
   builders = [_Counted(data_dir=str(tmp_path)) for _ in range(2)]
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     prepared = list(pool.map(datasets._prepare, builders))

@@ -17,7 +17,8 @@ rows are the set's other folds; the fold's rows are only ever predicted.
            (data.validation_fraction of them, samples.held_out). With
            --teacher_start=plsr it starts as PLSR of its training rows
            and keeps that start unless a step beats it on validation by
-           more than one standard error (model.teacher_start).
+           more than one standard error, then keeps the mean of that step
+           and the start (model.teacher_start).
 Both see the same spectra and targets (no transform: SOC and clay in %, pH).
 Scores per set x target: metrics of the pooled out-of-fold predictions, and
 mean ± sd of the per-fold metrics (folds hold 3-14 samples: per-fold R² is

@@ -169,7 +169,8 @@ def model_config(space: str = "auto", encoder: str = "mlp",
       # 'plsr' (the path at PLSR's coefficients on its training spectra, the
       # head's output at zero, and a later step must beat that start on
       # validation beyond the noise; a start that is kept is refitted with
-      # the validation spectra). 'plsr' holds a MIR teacher near PLSR where
+      # the validation spectra, a step that beats it is kept as the mean of
+      # the two). 'plsr' holds a MIR teacher near PLSR where
       # a network alone fails (benchmarks/mir_teacher), but its students
       # scored lower on the MIR example and on SOC, and the salinity
       # teacher lower (docs/results.md): not the default.

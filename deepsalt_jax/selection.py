@@ -13,7 +13,9 @@ step replaces that start only if it beats it by more than one standard
 error (`pick`; the start's errors in <stage>/start.json): the network must
 learn what PLSR misses beyond validation's noise. A start that is kept is
 the PLSR refitted with the validation samples too (`Stage.kept_start`),
-as a model chosen on held-out data is refitted on all of it.
+as a model chosen on held-out data is refitted on all of it; a step kept
+over it is saved as the mean of the two (`Stage.kept_step`), since a few
+validation samples let some steps through by chance.
 
 `choose` then picks the run's model among the candidates' ensemble (the
 mean of the candidate students, `Plan.candidates`, in the transformed

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 from etils import epath
 import flax.linen as nn
@@ -70,6 +70,12 @@ class Stage:
 
   def kept_start(self, params: Any, data: samples.Data) -> Any:
     """The start `params` stands for once validation keeps it."""
+    return params
+
+  def kept_step(self, params: Any, start: Callable[[], Any]) -> Any:
+    """What a later step `params` stands for once validation keeps it over
+    the start (`start()`: the kept start's parameters)."""
+    del start
     return params
 
   @property
@@ -205,6 +211,21 @@ class TeacherStage(Stage):
     prepared = model.apply({"params": params}, data.lab[rows],
                            method=model.prepare)
     return self._with_plsr(params, prepared, data.target[rows])
+
+  def kept_step(self, params, start):
+    """After a PLSR start: the mean of the step's prediction and the kept
+    start's. Validation on a few samples lets steps through that beat the
+    start by chance; the mean hedges them. One set of parameters holds it:
+    the prediction is the head's output plus the linear path's, each linear
+    in its output layer, so the head's is halved and the paths averaged."""
+    if not self.starts_as_plsr():
+      return params
+    half = lambda tree: jax.tree.map(lambda a: 0.5 * a, tree)
+    path = jax.tree.map(lambda a, b: 0.5 * (a + b), params["linear"]["out"],
+                        start()["linear"]["out"])
+    return dict(params,
+                head=dict(params["head"], out=half(params["head"]["out"])),
+                linear=dict(params["linear"], out=path))
 
   def _with_plsr(self, params, prepared, target):
     """`params` with the linear path at PLSR's fit to the `prepared`

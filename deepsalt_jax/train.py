@@ -204,7 +204,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   Loss terms are fetched and checked for NaN/Inf at every log and checkpoint
   step, for every step since the last check. Returns the parameters of the
   step `selector` picks (the last one without validation samples;
-  `kept_start()` for a PLSR start it keeps).
+  `kept_start()` for a PLSR start it keeps, `stage.kept_step` of a step it
+  keeps over that start).
   The steps run in blocks (make_train_block) that end where the host acts.
   """
   tcfg = stage.config.train
@@ -273,7 +274,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         progress.log(step, scalars)
       if selector.due(step):
         writer.write(step, {"validation_rmse": selector.update(
-            step, state.params)}, name="validation.jsonl")
+            step, state.params, stage.kept_step(state.params, kept_start))},
+                     name="validation.jsonl")
       if save or stop:
         ckpt.save(step, state, force=True)
       if stop:
@@ -297,7 +299,9 @@ def train_stage(stage: stages.Stage, data: samples.Data,
     params = fit(stage, params, stage.loss_fn(data.sensor, teacher),
                  stage.streams(data), teacher_params, directory, mesh,
                  selection.Selector(stage, data, directory, mesh),
-                 functools.partial(stage.kept_start, params, data))
+                 # Refitted once, if at all (PLSR with inner CV).
+                 functools.cache(functools.partial(stage.kept_start, params,
+                                                   data)))
   logging.info("[%s] %s", stage.name, clock.summary())
   return params
 

@@ -2,6 +2,7 @@
 replaces it on validation only beyond one standard error."""
 import json
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -62,6 +63,31 @@ def test_the_start_predicts_as_plsr_of_the_training_rows(mir_fold):
                        seed=config.seed)
   pred = model.apply({"params": kept}, data.lab, train=False)["pred"]
   np.testing.assert_allclose(pred, pls(data.lab), rtol=1e-4, atol=1e-4)
+
+
+def test_a_step_kept_over_the_start_predicts_the_mean_of_the_two(mir_fold):
+  """A trained step (its head's output and linear path moved from the
+  start) kept over the PLSR start predicts the mean of its prediction and
+  the kept start's, with one set of parameters."""
+  config, data = mir_fold
+  teacher = stages.plan(config, data.lab_grid).teacher
+  params = teacher.with_input_statistics(teacher.init_params(data.sensor),
+                                         data)
+  rng = np.random.default_rng(0)
+  moved = lambda a: a + rng.normal(0.0, 0.05, a.shape).astype(a.dtype)
+  step = dict(params,
+              head=dict(params["head"], out=jax.tree.map(
+                  moved, params["head"]["out"])),
+              linear=dict(params["linear"], out=jax.tree.map(
+                  moved, params["linear"]["out"])))
+  start = teacher.kept_start(params, data)
+  model = teacher.model(data.sensor)
+  pred = lambda p: np.asarray(model.apply({"params": p}, data.lab,
+                                          train=False)["pred"])
+  assert np.abs(pred(step) - pred(start)).mean() > 0.1
+  np.testing.assert_allclose(pred(teacher.kept_step(step, lambda: start)),
+                             (pred(step) + pred(start)) / 2,
+                             rtol=1e-4, atol=1e-4)
 
 
 def test_a_later_step_replaces_the_start_only_beyond_the_noise(

@@ -302,7 +302,7 @@ def _save_final_model(workdir: epath.Path, data: samples.Data,
   labelled = data.role == roles.LABELLED
   transform = config.data.target_transform
   judged = fitted = None
-  if choice.winner != final_model.STUDENT:
+  if final_model.members(choice) != [final_model.STUDENT]:
     target = data.target[labelled].astype(np.float64)
     mean = choice.out_of_group(oof, target, data.fold[labelled], transform)
     fitted, judged = evaluate.cross_fitted_interval(

@@ -102,7 +102,8 @@ def write(workdir: epath.Path, config: ml_collections.ConfigDict,
       "",
       f"Validation's choice ({model_choice.CRITERION}, "
       f"{config.data.target_transform} EC; in bold the winner: the first, "
-      "PLSR first, within one standard error of the lowest): "
+      "PLSR first, within one standard error of the lowest; a winner other "
+      "than PLSR is hedged with it, the mean of the two): "
       "within outer fold k the inner folds are the other folds, each "
       "predicted by a run that held it out with k; the final model's choice "
       "uses the outer folds' out-of-fold predictions"

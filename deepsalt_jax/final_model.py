@@ -5,7 +5,8 @@ Own data's cross-validation chooses a final model on every point
 the target transform's space. `save` keeps what a map needs in
 <workdir>/final_model/, with no pickle:
 - model.json: the winner, the stack's weights (1 for a lone winner), the
-  target transform, the seed and the scikit-learn version;
+  candidate it is hedged with (`model_choice.Choice.hedge`), the target
+  transform, the seed and the scikit-learn version;
 - arrays.npz: PLSR as its numbers (linear: centre, coefficients and
   intercept on the sensor's good bands, in the transform's space); for the
   random forest and the pooled MLP their training arrays, re-fitted with
@@ -84,19 +85,21 @@ class FinalModel:
 
 
 def members(choice: model_choice.Choice) -> list[str]:
-  """The candidates the winner's prediction reads."""
-  if choice.winner != model_choice.STACKED:
-    return [choice.winner]
-  return [n for n, w in choice.weights.items() if w > 0]
+  """The candidates the winner's prediction reads (with its hedge)."""
+  read = ([choice.winner] if choice.winner != model_choice.STACKED else
+          [n for n, w in choice.weights.items() if w > 0])
+  return read + ([choice.hedge] if choice.hedge not in ("", *read) else [])
 
 
 def describe(choice: model_choice.Choice) -> str:
-  """The winner in words: 'PLSR', or 'a stack of PLSR (0.71), student
-  (0.29)'."""
+  """The winner in words: 'PLSR', 'a stack of PLSR (0.71), student
+  (0.29)', or either 'and PLSR, their mean' when hedged with PLSR."""
   if choice.winner != model_choice.STACKED:
-    return choice.winner
-  return "a stack of " + ", ".join(f"{n} ({choice.weights[n]:.2f})"
-                                   for n in members(choice))
+    name = choice.winner
+  else:
+    name = "a stack of " + ", ".join(
+        f"{n} ({w:.2f})" for n, w in choice.weights.items() if w > 0)
+  return f"{name} and {choice.hedge}, their mean" if choice.hedge else name
 
 
 def save(directory: epath.PathLike, choice: model_choice.Choice,

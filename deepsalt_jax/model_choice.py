@@ -21,7 +21,10 @@ others). The winner is the first candidate within one standard error of
 the lowest (selection.pick over the inner folds: a few folds of ten
 points do not rank near-equal scores), in the order `first` (own data:
 PLSR, the linear model), then the networks (the default student first),
-the other local models, the stack.
+the other local models, the stack. A winner other than the first
+candidate is hedged with it: the prediction is the mean of the two in the
+transformed space (`Choice.hedge`), as a few folds let some wins through
+by chance (docs/results.md measures it).
 """
 from __future__ import annotations
 
@@ -78,20 +81,24 @@ def stack_weights(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-  """Candidates' inner-validation scores, the winner and the stack's
-  weights (fitted on every inner fold)."""
+  """Candidates' inner-validation scores, the winner, the stack's weights
+  (fitted on every inner fold) and the candidate the winner is hedged with
+  ('': none)."""
   scores: dict[str, float]
   winner: str
   weights: dict[str, float]
+  hedge: str = ""
 
   def predict(self, predictions: dict[str, np.ndarray],
               transform: str) -> np.ndarray:
     """The winner's prediction from the candidates' `predictions`."""
     if self.winner != STACKED:
-      return predictions[self.winner]
+      return self._hedged(predictions[self.winner], predictions, transform)
     forward, inverse = targets.on_numpy(transform)
-    return inverse(sum(w * forward(predictions[name])
-                       for name, w in self.weights.items() if w > 0))
+    return self._hedged(inverse(sum(
+        w * forward(predictions[name])
+        for name, w in self.weights.items() if w > 0)), predictions,
+                        transform)
 
   def out_of_group(self, predictions: dict[str, np.ndarray],
                    target: np.ndarray, group: np.ndarray,
@@ -100,11 +107,22 @@ class Choice:
     group: a stack's weights refitted on the other groups (what the
     winner's interval is calibrated on)."""
     if self.winner != STACKED:
-      return predictions[self.winner]
+      return self._hedged(predictions[self.winner], predictions, transform)
     forward, inverse = targets.on_numpy(transform)
     names = [n for n in self.weights if n in predictions]
     z = np.stack([forward(predictions[n]) for n in names], axis=1)
-    return inverse(_cross_fitted_stack(z, forward(target), group))
+    return self._hedged(inverse(_cross_fitted_stack(z, forward(target),
+                                                    group)),
+                        predictions, transform)
+
+  def _hedged(self, pred: np.ndarray, predictions: dict[str, np.ndarray],
+              transform: str) -> np.ndarray:
+    """`pred` averaged with the hedge's prediction in the transformed
+    space (`pred` itself without a hedge)."""
+    if not self.hedge:
+      return pred
+    forward, inverse = targets.on_numpy(transform)
+    return inverse((forward(pred) + forward(predictions[self.hedge])) / 2)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -127,7 +145,8 @@ def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
   """Scores the candidates (predictions of the same points, each made
   without the point's `group`) and the stack of them; the winner is the
   first, in the order `first`, the others, the stack, within one standard
-  error (over the groups) of the lowest MSE.
+  error (over the groups) of the lowest MSE; a winner other than `first`'s
+  first is hedged with it.
 
   A candidate with a missing prediction (not fitted in some run) is left
   out.
@@ -142,7 +161,10 @@ def choose(predictions: dict[str, np.ndarray], target: np.ndarray,
   errors[STACKED] = (_cross_fitted_stack(z, y, group) - y)**2
   scores = {name: float(np.sqrt(np.mean(e))) for name, e in errors.items()}
   weights = dict(zip(names, stack_weights(z, y).tolist()))
-  return Choice(scores, selection.pick(errors, group)[0], weights)
+  winner = selection.pick(errors, group)[0]
+  preferred = next((n for n in first if n in names), "")
+  return Choice(scores, winner, weights,
+                preferred if winner != preferred else "")
 
 
 def select(runs: Runs, fold: np.ndarray, target: np.ndarray,
@@ -185,7 +207,8 @@ def markdown(choices: dict[str, Choice]) -> str:
               f"{c.scores[name]:.3f}") for c in choices.values()]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   lines.append("| winner | " + " | ".join(
-      c.winner for c in choices.values()) + " |")
+      c.winner + (f" (mean with {c.hedge})" if c.hedge else "")
+      for c in choices.values()) + " |")
   lines.append("| stack weights | " + " | ".join(
       ", ".join(f"{n} {w:.2f}" for n, w in c.weights.items() if w > 0.005)
       or "none" for c in choices.values()) + " |")

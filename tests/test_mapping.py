@@ -646,3 +646,30 @@ def test_a_stack_maps_its_members_weighted_in_log_space(tiny_run, tile,
   np.testing.assert_allclose(ec[block.rows, block.cols],
                              np.maximum(np.expm1(log_ec), 0), rtol=1e-5,
                              atol=1e-5)
+
+
+def test_a_student_hedged_with_plsr_maps_the_mean_in_log_space(
+    tiny_run, tile, mapped, tmp_path):
+  """Validation chose the student over PLSR, hedged with it: the map is the
+  mean of their log1p EC, and the files name both."""
+  config, workdir = tiny_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  fitted, plsr = _plsr_choice(run, tile)
+  x = (plsr.centre + np.random.default_rng(2).normal(
+      0, 0.01, (40, plsr.centre.size))).astype(np.float32)
+  y = np.random.default_rng(3).uniform(0.2, 2.5, 40)
+  choice = model_choice.Choice({}, "student", {"student": 1.0}, "PLSR")
+  final_model.save(run / final_model.FOLDER, choice, "log1p", 0,
+                   {"PLSR": (x, y)},
+                   dict(fitted, model=final_model.describe(choice)))
+  report = mapping.map_scene(config, run, tile, tmp_path / "maps")
+  assert report["model"]["name"] == "student and PLSR, their mean"
+  block = _block(tile)
+  _, student_maps = mapped
+  student = _read(student_maps / "tile_ec.tif")[0][block.rows, block.cols]
+  log_ec = (np.log1p(student) + baselines.plsr(x, y)(block.x)) / 2
+  ec = _read(tmp_path / "maps" / "tile_ec.tif")[0]
+  np.testing.assert_allclose(ec[block.rows, block.cols],
+                             np.maximum(np.expm1(log_ec), 0), rtol=1e-5,
+                             atol=1e-5)

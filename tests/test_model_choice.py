@@ -115,9 +115,21 @@ def test_the_simplest_candidate_within_one_standard_error_wins():
   # Without an order the first given, the student, is within the noise.
   assert model_choice.choose(close, target, group, "log1p").winner == (
       "student")
+  assert choice.hedge == ""  # The first candidate needs no hedge.
   far = dict(close, student=np.expm1(y + 0.2 * noise))
-  assert model_choice.choose(far, target, group, "log1p",
-                             first=("PLSR",)).winner == "student"
+  won = model_choice.choose(far, target, group, "log1p", first=("PLSR",))
+  assert won.winner == "student"
+  # Its win over PLSR is hedged: the mean of the two in log1p EC.
+  assert won.hedge == "PLSR"
+  np.testing.assert_allclose(
+      won.predict(far, "log1p"),
+      np.expm1((np.log1p(far["student"]) + np.log1p(far["PLSR"])) / 2),
+      rtol=1e-6)
+  np.testing.assert_allclose(
+      won.out_of_group(far, target, group, "log1p"),
+      won.predict(far, "log1p"), rtol=1e-6)
+  assert "student (mean with PLSR)" in model_choice.markdown({"all": won})
+  assert model_choice.choose(far, target, group, "log1p").hedge == ""
   np.testing.assert_allclose(
       model_choice.choose(far, target, group, "log1p").scores["student"],
       np.sqrt(np.mean((0.2 * noise)**2)), rtol=1e-5)

@@ -616,18 +616,24 @@ def test_the_student_maps_when_forced_or_when_no_choice_was_saved(
     mapping.options.check(_options(model="plsr"))
 
 
+def _run_with_training_arrays(workdir, tile, tmp_path):
+  """(a copy of the run `workdir`, a PLSR final model's calibration, 40
+  spectra near the tile's pixels' mean and their made-up log1p EC) for a
+  final model fitted on those arrays."""
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  fitted, plsr = _plsr_choice(run, tile)
+  x = (plsr.centre + np.random.default_rng(2).normal(
+      0, 0.01, (40, plsr.centre.size))).astype(np.float32)
+  return run, fitted, x, np.random.default_rng(3).uniform(0.2, 2.5, 40)
+
+
 def test_a_stack_maps_its_members_weighted_in_log_space(tiny_run, tile,
                                                         mapped, tmp_path):
   """A stack of PLSR, the student and a random forest (re-fitted from its
   saved training arrays) maps the weighted sum of their log1p EC."""
   config, workdir = tiny_run
-  run = tmp_path / "run"
-  shutil.copytree(workdir, run)
-  fitted, plsr = _plsr_choice(run, tile)
-  # Spectra near the pixels' mean, with made-up EC.
-  x = (plsr.centre + np.random.default_rng(2).normal(
-      0, 0.01, (40, plsr.centre.size))).astype(np.float32)
-  y = np.random.default_rng(3).uniform(0.2, 2.5, 40)
+  run, fitted, x, y = _run_with_training_arrays(workdir, tile, tmp_path)
   weights = {"PLSR": 0.5, "student": 0.3, "random forest": 0.2}
   choice = model_choice.Choice({}, model_choice.STACKED, weights)
   final_model.save(run / final_model.FOLDER, choice, "log1p", 0,
@@ -653,12 +659,7 @@ def test_a_student_hedged_with_plsr_maps_the_mean_in_log_space(
   """Validation chose the student over PLSR, hedged with it: the map is the
   mean of their log1p EC, and the files name both."""
   config, workdir = tiny_run
-  run = tmp_path / "run"
-  shutil.copytree(workdir, run)
-  fitted, plsr = _plsr_choice(run, tile)
-  x = (plsr.centre + np.random.default_rng(2).normal(
-      0, 0.01, (40, plsr.centre.size))).astype(np.float32)
-  y = np.random.default_rng(3).uniform(0.2, 2.5, 40)
+  run, fitted, x, y = _run_with_training_arrays(workdir, tile, tmp_path)
   choice = model_choice.Choice({}, "student", {"student": 1.0}, "PLSR")
   final_model.save(run / final_model.FOLDER, choice, "log1p", 0,
                    {"PLSR": (x, y)},

@@ -121,8 +121,7 @@ class Choice:
     space (`pred` itself without a hedge)."""
     if not self.hedge:
       return pred
-    forward, inverse = targets.on_numpy(transform)
-    return inverse((forward(pred) + forward(predictions[self.hedge])) / 2)
+    return selection.ensemble([pred, predictions[self.hedge]], transform)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)

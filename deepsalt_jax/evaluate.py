@@ -205,8 +205,10 @@ def _choice_text(choice: dict[str, Any]) -> str:
             f"best step) of {scores}.\n")
   margins = ", ".join(f"{k} {m['mse_excess']:.4f} ± {m['standard_error']:.4f}"
                       for k, m in choice["margins"].items())
-  return (f"\n\n{selection.SELECTED} = {choice['winner']}: the first "
-          "(the candidates' ensemble, then the default student) whose "
+  hedged = ("" if choice["winner"] == selection.ENSEMBLE else
+            ", shipped as its mean with the ensemble")
+  return (f"\n\n{selection.SELECTED} = {choice['winner']}{hedged}: the "
+          "first (the candidates' ensemble, then the default student) whose "
           "validation MSE is within one standard error of the lowest "
           f"({choice['lowest']}). Validation RMSE (transformed target, each "
           f"candidate at its best step): {scores}; MSE above the lowest ± its "

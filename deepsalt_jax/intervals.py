@@ -121,8 +121,8 @@ def calibrate_shipped(plan: stages.Plan, preds: dict[str, np.ndarray],
                       workdir: epath.PathLike) -> dict[str, Any]:
   """Fits and saves the intervals of the candidates' ensemble
   (<workdir>/ensemble/) and of what validation ships (<workdir>/selected/:
-  the ensemble, or the one candidate it chose) from the candidates'
-  validation predictions `preds` (transformed target,
+  the ensemble, or the candidate it chose hedged with it) from the
+  candidates' validation predictions `preds` (transformed target,
   selection.validation_predictions); their difficulty preferably the
   candidates' spread (calibration.fit). {folder: calibration}; {} without
   a choice or validation samples."""

@@ -25,8 +25,12 @@ student first), the first whose validation MSE exceeds the lowest by no more
 than one standard error of their difference over the validation blocks. A
 single student must beat the ensemble by more than validation's own noise:
 with a few blocks inside the training regions, near-equal scores do not rank
-transfer to a new region (docs/results.md measures both rules). The pick is
-reported as SELECTED, mapped by default and saved in <workdir>/choice.json.
+transfer to a new region (docs/results.md measures both rules). Even then
+it ships hedged, as the mean of it and the ensemble (`shipped`), as a MIR
+teacher's step keeps half its PLSR start and own data's winner half of
+PLSR's prediction (model_choice.py): a win on 50 samples of the training
+regions may be chance in a new one. The pick is reported as SELECTED,
+mapped by default and saved in <workdir>/choice.json.
 """
 from __future__ import annotations
 
@@ -228,7 +232,8 @@ def choose(plan: stages.Plan, workdir: epath.PathLike,
                          "candidate at its best step; the first (the "
                          "ensemble, then the default student) within one "
                          "standard error (over the validation blocks) of "
-                         "the lowest",
+                         "the lowest; a winner other than the ensemble "
+                         "ships as its mean with the ensemble",
             "scores": {n: None if e is None else float(np.sqrt(np.mean(e)))
                        for n, e in errors.items()},
             "winner": winner, **details}
@@ -267,15 +272,19 @@ def spread(preds: list[np.ndarray], transform: str) -> np.ndarray:
 def shipped(preds: dict[str, np.ndarray], winner: str,
             transform: str) -> np.ndarray:
   """What ships, from the candidates' predictions (target units): their
-  ensemble or the `winner` alone."""
-  if winner == ENSEMBLE:
-    return ensemble(list(preds.values()), transform)
-  return preds[winner]
+  ensemble, or the `winner` hedged with it (the mean of the two in the
+  transform's space)."""
+  mean = ensemble(list(preds.values()), transform)
+  return mean if winner == ENSEMBLE else ensemble([preds[winner], mean],
+                                                  transform)
 
 
 def shipped_name(winner: str, candidates: Sequence[str]) -> str:
   """What ships, in words (calibrations, maps): the candidates' ensemble,
-  the default student (the first candidate) or a candidate by name."""
+  or the default student (the first candidate) or a candidate by name
+  hedged with it."""
+  name = f"the {ENSEMBLE} of {len(candidates)} candidate students"
   if winner == ENSEMBLE:
-    return f"the {ENSEMBLE} of {len(candidates)} candidate students"
-  return winner if winner == candidates[0] else f"student {winner!r}"
+    return name
+  student = winner if winner == candidates[0] else f"student {winner!r}"
+  return f"{student} and {name}, their mean"

@@ -60,6 +60,27 @@ def test_the_ensemble_averages_in_the_transformed_space():
       [3.0])
 
 
+def test_a_student_that_beats_the_ensemble_ships_hedged_with_it():
+  preds = {"student": np.array([1.0, 0.0]), "latent": np.array([7.0, 2.0])}
+  # Ensemble: mean of 1, 7 and of 0, 2 (identity); latent hedged: mean of
+  # latent and that.
+  np.testing.assert_allclose(
+      selection.shipped(preds, selection.ENSEMBLE, "identity"), [4.0, 1.0])
+  np.testing.assert_allclose(
+      selection.shipped(preds, "latent", "identity"), [5.5, 1.5])
+  # log1p: the ensemble of 3 and 15 is 7 (geometric mean of 4 and 16,
+  # less 1); latent hedged, that of 16 and 8.
+  np.testing.assert_allclose(
+      selection.shipped({"student": np.array([3.0]),
+                         "latent": np.array([15.0])}, "latent", "log1p"),
+      [np.sqrt(16 * 8) - 1])
+  assert selection.shipped_name("latent", ["student", "latent"]) == (
+      "student 'latent' and the ensemble of 2 candidate students, their "
+      "mean")
+  assert selection.shipped_name(selection.ENSEMBLE, ["student", "latent"]) == (
+      "the ensemble of 2 candidate students")
+
+
 @pytest.fixture(scope="module")
 def candidate_run(prepared_data_dir, tmp_path_factory):
   config = tiny_config("distill", prepared_data_dir,
@@ -86,20 +107,26 @@ def test_the_selected_row_is_validations_pick(candidate_run):
   assert saved["choice"]["winner"] == winner
   scores = saved["choice"]["scores"]
   assert saved["choice"]["lowest"] == min(scores, key=scores.get)
-  np.testing.assert_array_equal(results[selection.SELECTED]["pred"],
-                                results[winner]["pred"])
-  # Listed first among the students.
-  table = (workdir / "results.md").read_text()
-  assert table.index(selection.SELECTED) < table.index("| student |")
-  # With the candidates' validation scores and the winner.
-  assert (f"\n\n{selection.SELECTED} = {winner}: the first (the "
-          "candidates' ensemble" in table and
-          f"library {scores['library']:.4f}" in table)
   # The ensemble row: the candidates' mean, with its own calibration.
   np.testing.assert_allclose(
       results[selection.ENSEMBLE]["pred"],
       selection.ensemble([results[n]["pred"] for n in ("student", "library")],
                          "log1p"), rtol=1e-6)
+  # What ships: the ensemble, or a student that beat it hedged with it.
+  hedged = winner != selection.ENSEMBLE
+  np.testing.assert_allclose(
+      results[selection.SELECTED]["pred"],
+      selection.ensemble([results[winner]["pred"],
+                          results[selection.ENSEMBLE]["pred"]], "log1p")
+      if hedged else results[winner]["pred"], rtol=1e-6)
+  # Listed first among the students.
+  table = (workdir / "results.md").read_text()
+  assert table.index(selection.SELECTED) < table.index("| student |")
+  # With the candidates' validation scores and the winner.
+  assert (f"\n\n{selection.SELECTED} = {winner}"
+          f"{', shipped as its mean with the ensemble' if hedged else ''}: "
+          "the first (the candidates' ensemble" in table and
+          f"library {scores['library']:.4f}" in table)
   # The intervals of what ships and of the ensemble: their saved
   # calibrations (the spread preferred: first) on the members' spread.
   spread = selection.spread([results[n]["pred"] for n in ("student",
@@ -126,8 +153,9 @@ def test_the_selected_row_is_validations_pick(candidate_run):
 @pytest.mark.slow
 def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
                                                tmp_path):
-  """With 'library' chosen the map is library's, named so; the student's
-  map is another; the ensemble's is their mean in log1p."""
+  """With 'library' chosen the map is library's hedged with the
+  ensemble, named so; the student's map is another; the ensemble's is
+  their mean in log1p."""
   config, workdir, _ = candidate_run
   run = tmp_path / "run"
   shutil.copytree(workdir, run)
@@ -136,7 +164,9 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
       dict(choice, winner="library")))
   tile = reference_data / TILE
   report = mapping.map_scene(config, run, tile, tmp_path / "selected")
-  assert report["model"]["name"] == "student 'library'"
+  assert report["model"]["name"] == (
+      "student 'library' and the ensemble of 2 candidate students, their "
+      "mean")
   # Every candidate runs, for the spread that scales the interval.
   assert report["model"]["checkpoint_steps"].keys() == {"student",
                                                         "library"}
@@ -159,15 +189,18 @@ def test_the_map_comes_from_the_chosen_student(candidate_run, reference_data,
         bounds = ds.read(2), ds.read(3)
         assert "spread of the candidate students' predictions" in (
             ds.descriptions[1])
-  assert "student 'library', validation's choice" in described["selected"]
+  assert "students, their mean, validation's choice" in described["selected"]
   assert described["ensemble"].endswith(
       "the ensemble of 2 candidate students")
   valid = ec["ensemble"] != files.EC_NODATA
   assert not np.array_equal(ec["selected"], ec["student"])
-  members = [ec["selected"][valid], ec["student"][valid]]
-  np.testing.assert_allclose(ec["ensemble"][valid],
-                             selection.ensemble(members, "log1p"),
-                             rtol=1e-5, atol=1e-6)
+  # In log1p, ensemble = (library + student) / 2 and selected = (library +
+  # ensemble) / 2: library's own map is 2 ensemble - student.
+  log = {k: np.log1p(v[valid].astype(np.float64)) for k, v in ec.items()}
+  library = np.expm1(2 * log["ensemble"] - log["student"])
+  members = [library, ec["student"][valid]]
+  np.testing.assert_allclose(
+      log["selected"], (np.log1p(library) + log["ensemble"]) / 2, atol=1e-5)
   # Its bounds: the calibration on the members' spread per pixel.
   fitted = calibration.load(run / selection.ENSEMBLE)
   expected = calibration.interval(fitted, ec["ensemble"][valid],

@@ -1,16 +1,16 @@
 """The model a map comes from: validation's choice, or the student.
 
 A distill run with candidate students maps with what validation chose
-(`selection.choose`): their ensemble or one of them, every candidate run
-per pixel for the spread that scales its interval. An own-data
-cross-validation saves the final model validation chose
+(`selection.choose`): their ensemble or one of them hedged with it, every
+candidate run per pixel for the spread that scales its interval. An
+own-data cross-validation saves the final model validation chose
 (`deepsalt_jax.final_model`: PLSR, the random forest, the pooled MLP, a
-network (a student or the teacher on the pixels), or a stack of them). `--mapping.model=selected` (the
-default) maps with the choice; `ensemble` with the mean of a distill run's
-candidate students; `student`, a run without candidates or a
-saved choice (an own-data run from before it was saved) or an own-data
-choice of the student alone map with the default student, with its own
-calibration. A chosen model of own data has no MC spread: its interval is
+network (a student or the teacher on the pixels), or a stack of them).
+`--mapping.model=selected` (the default) maps with the choice; `ensemble`
+with the mean of a distill run's candidate students; `student`, a run
+without candidates or a saved choice (an own-data run from before it was
+saved) or an own-data choice of the student alone map with the default
+student, with its own calibration. A chosen model of own data has no MC spread: its interval is
 the constant one in the target transform's space calibrated on its
 out-of-fold predictions.
 """
@@ -208,7 +208,8 @@ def load(config: ml_collections.ConfigDict, workdir: epath.Path,
   if options.model == "student":
     return _student(student, config, workdir, mesh, options, sensor)
   if plan.candidates and config.job == "distill":
-    # The ensemble or one candidate (own data's choice is the final model).
+    # The ensemble or one candidate hedged with it (own data's choice is
+    # the final model).
     choice = selection.load_choice(workdir)
     if choice is None:
       raise errors.UserError(

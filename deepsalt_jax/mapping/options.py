@@ -26,8 +26,9 @@ def defaults() -> ml_collections.ConfigDict:
   builtin = indices.MaskThresholds()
   return ml_collections.ConfigDict(dict(
       # 'selected': the model validation chose (a distill run's candidates'
-      # ensemble or one of them, selection.py; the final model of an
-      # own-data CV, final_model.py; the student where none was saved);
+      # ensemble or one of them hedged with it, selection.py; the final
+      # model of an own-data CV, final_model.py; the student where none was
+      # saved);
       # 'ensemble': the mean of a distill run's candidate students;
       # 'student'.
       model="selected",

@@ -441,6 +441,41 @@ def test_intervals_pool_coverage_per_split_and_reliability_over_units():
   assert judged["pooled_reliability_gap"] == pytest.approx(0.1)
 
 
+
+def test_the_calibration_bound_pools_other_regions_and_splits_by_class():
+  from benchmarks import calibration_bound
+  # Other regions' held-out samples: predicted 1 dS/m (FAO class 0) exactly
+  # right, predicted 5 dS/m (class 2) off by ±0.5 in log1p, half each way.
+  n = 40
+  pred = np.r_[np.full(n, 1.0), np.full(n, 5.0)]
+  target = np.expm1(np.log1p(pred) + np.r_[np.zeros(n),
+                                           np.tile([-0.5, 0.5], n // 2)])
+
+  def unit(region, seed):
+    test = {"pred": pred, "target": target, "spread": np.ones(2 * n),
+            "blocks": np.zeros(2 * n), "region": np.full(2 * n, region)}
+    return {"test": test, "validation": test}
+
+  units = {(r, s): unit(r, s) for r in ("a", "b", "c") for s in ("seed0",
+                                                                 "seed1")}
+  pool = calibration_bound._pool(units, ("a", "seed0"), per_region=30)
+  assert sorted(set(pool["region"])) == ["b", "c"] and pool["pred"].size == 60
+  pool = calibration_bound._pool(units, ("a", "seed0"), per_region=1000)
+  held = {"test": {"pred": np.array([1.0, 5.0])}}
+  split = calibration_bound.predictive("other regions, per class", held,
+                                       pool, threshold=4.0)
+  # Class 0 learns its own errors (none); class 2 its ±0.5; P(EC > 4) of
+  # a 5 dS/m prediction: half its errors reach below log1p(4).
+  np.testing.assert_allclose(split["lower"], [1.0, np.expm1(np.log1p(5) -
+                                                            0.5)], rtol=1e-5)
+  np.testing.assert_allclose(split["upper"], [1.0, np.expm1(np.log1p(5) +
+                                                            0.5)], rtol=1e-5)
+  np.testing.assert_allclose(split["p"], [0.0, 0.5])
+  # Pooled, both predictions get the same interval in log1p.
+  pooled = calibration_bound.predictive("other regions", held, pool, 4.0)
+  np.testing.assert_allclose(np.log1p(pooled["upper"]) - np.log1p(held[
+      "test"]["pred"]), 0.5, rtol=1e-5)
+
 @pytest.mark.slow
 def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):
   """One MIR set, two folds, a tiny teacher started as PLSR: the

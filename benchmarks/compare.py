@@ -106,9 +106,10 @@ DESCRIPTIONS = {
                "distillation, MMD alignment, SAU reconstruction",
     "selected": "DeepSalt as it ships: the ensemble of the default "
                 "student and the candidates (configs/distill.py "
-                "DEFAULT_CANDIDATES), unless one of them beats it by more "
+                "DEFAULT_CANDIDATES); where one of them beats it by more "
                 "than one standard error of the RMSE on the labelled "
-                "validation blocks (selection.pick)",
+                "validation blocks (selection.pick), that one hedged with "
+                "it (their mean in log1p EC)",
     "ensemble": "the mean (in log1p EC) of the default student and the "
                 "candidates",
     "plain": "the network on the labelled pixels alone, from scratch",
@@ -134,6 +135,8 @@ DESCRIPTIONS = {
                "spectra resampled to the bands beside the labelled pixels "
                "(w_source=1)",
     "latent_library": "the latent SAU and the library in the regression",
+    "pair_labels": "DeepSalt regressing the paired pixels on their lab "
+                   "samples' measured EC too (w_pair_regression=1)",
     "coral": "DeepSalt with CORAL alignment instead of MMD",
     "adversarial": "DeepSalt with adversarial alignment instead of MMD",
     "teacher_lab": "REFERENCE, not a competitor: the teacher on the held-out "

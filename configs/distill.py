@@ -3,9 +3,9 @@
 Command (the main job): python launch.py --config=configs/distill.py
 Trains the teacher first (into <workdir>/teacher) when no teacher checkpoint
 exists, then the student (<workdir>/student) with the combined loss, the
-candidate students of `candidates` (the run ships their ensemble unless
-validation shows one of them clearly better: `selection.choose`,
-`choice.json`), then the peers named in `compare` (default: plain, finetune
+candidate students of `candidates` (the run ships their ensemble; where
+validation shows one of them clearly better, that one hedged with it:
+`selection.choose`, `choice.json`), then the peers named in `compare` (default: plain, finetune
 and dann_labels, the strongest things a user would train instead, same
 network and steps), and prints metrics on the held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
@@ -13,7 +13,7 @@ sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
 no_distill_pred, no_align, sau_prior, layers, latent, latent_pretrain,
-plain, finetune, dann, dann_labels, library, latent_library,
+plain, finetune, dann, dann_labels, library, latent_library, pair_labels,
 compare=<variant>[+<variant>...]|none (peers scored beside the student),
 candidates=<variant>[+<variant>...]|none (students validation chooses among
 with the default one; default latent+library+latent_library),
@@ -65,6 +65,9 @@ VARIANTS = {
     # student's regression beside the labelled pixels.
     "library": {"loss": {"w_source": 1.0}},
     "latent_library": {"model": {"sau": "latent"}, "loss": {"w_source": 1.0}},
+    # The paired pixels regressed on their lab samples' measured EC too
+    # (a neighbour's in the field), beside the teacher's distillation.
+    "pair_labels": {"loss": {"w_pair_regression": 1.0}},
     # What a user would pick instead. The network on the labelled pixels
     # alone, from scratch:
     "plain": {"model": {"use_sau": False, "init_from_teacher": False},
@@ -157,6 +160,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       w_distill_feature=1.0,
       w_distill_pred=1.0,
       w_reconstruction=1.0,  # Physics SAU: its output vs the lab spectrum.
+      # Paired pixels vs their lab samples' measured target.
+      w_pair_regression=0.0,
       w_sau_prior=0.0,  # Physics SAU: its distance from its start.
       # Latent SAU: InfoNCE of the student's features on paired pixels vs
       # the teacher's on their lab spectra (the authors' temperature).

@@ -79,7 +79,8 @@ def student_streams(data: samples.Data, batch_size: int, seed: int,
   """The streams the student's loss terms draw on.
 
   labelled: the few labelled pixels (regression); paired: pixels with their
-  lab spectrum (distillation, SAU reconstruction); unlabelled: pixels without
+  lab spectrum and its measured target (distillation, SAU reconstruction,
+  pair regression); unlabelled: pixels without
   labels, held-out regions' pixels included when `transductive`, or the real
   scene pixels of `data.target_pixels` when there are some (alignment);
   library: lab spectra and targets of the training regions (the teacher's
@@ -97,7 +98,8 @@ def student_streams(data: samples.Data, batch_size: int, seed: int,
            "library": train & data.has_lab & data.has_target}
   # Stream -> {batch key: Data attribute}.
   fields = {"labelled": {"satellite": "satellite", "target": "target"},
-            "paired": {"satellite": "pair_satellite", "lab": "lab"},
+            "paired": {"satellite": "pair_satellite", "lab": "lab",
+                       "target": "target"},
             "unlabelled": {"satellite": "satellite"},
             "library": {"lab": "lab", "target": "target"}}
   streams = {}

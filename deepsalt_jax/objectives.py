@@ -42,6 +42,7 @@ def _weights(loss_config: ml_collections.ConfigDict) -> dict[str, float]:
           "distillation": (loss_config.w_distill_feature or
                            loss_config.w_distill_pred),
           "reconstruction": loss_config.w_reconstruction,
+          "pair_regression": loss_config.w_pair_regression,
           "contrastive": loss_config.w_contrastive,
           "autoencoder": loss_config.w_autoencoder,
           "alignment": loss_config.w_alignment,
@@ -65,7 +66,8 @@ def student_terms(loss_config: ml_collections.ConfigDict,
 def streams_for(terms: set[str]) -> set[str]:
   """The input streams the loss terms draw on."""
   need = {"labelled"}
-  if terms & {"distillation", "reconstruction", "contrastive"}:
+  if terms & {"distillation", "reconstruction", "contrastive",
+               "pair_regression"}:
     need.add("paired")
   if "alignment" in terms:
     need |= {"unlabelled", "library"}
@@ -129,10 +131,17 @@ def _distillation(cfg: ml_collections.ConfigDict, student: dict,
 
 
 def _pair_terms(nets: _Networks, key: jax.Array, terms: set[str],
-                cfg: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Paired pixels against the teacher on their lab spectra."""
+                cfg: ml_collections.ConfigDict,
+                forward: Callable[[jax.Array], jax.Array]
+                ) -> dict[str, jax.Array]:
+  """Paired pixels against the teacher on their lab spectra, or against
+  their lab samples' measured target (`forward`: its transform)."""
   out = {}
   paired = nets.student("paired", nets.batch["paired"]["satellite"], key)
+  if "pair_regression" in terms:
+    out["pair_regression"] = losses.regression_loss(
+        paired["pred"], forward(nets.batch["paired"]["target"]),
+        kind=cfg.regression)
   lab = nets.batch["paired"]["lab"]
   if terms & {"distillation", "contrastive"}:  # One teacher pass for both.
     taught = nets.taught("paired", lab)
@@ -192,6 +201,8 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
   to the nominal bands (`source_matrix`), as a DANN learns its source
   domain. distillation and reconstruction (physics SAU) or contrastive
   (latent SAU): paired pixels against the teacher on their lab spectra.
+  pair_regression: paired pixels against their lab samples' measured
+  target (a neighbour's in the field: noisier than a labelled pixel's).
   autoencoder (latent SAU): unlabelled pixels decoded from their latent;
   alone during the first `sau_pretrain_steps` steps (the SAU's pretraining).
   alignment: the student's features on unlabelled pixels against the
@@ -221,7 +232,7 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
         on_source["pred"], forward(batch["library"]["target"]),
         kind=cfg.regression)
   if "paired" in batch:
-    out.update(_pair_terms(nets, keys[1], terms, cfg))
+    out.update(_pair_terms(nets, keys[1], terms, cfg, forward))
   out.update(_unlabelled_terms(nets, keys[2], terms, cfg, on_source))
   if "sau_prior" in terms:
     out["sau_prior"] = model.apply({"params": params}, method=model.sau_prior)

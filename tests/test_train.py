@@ -124,6 +124,36 @@ def test_held_out_labels_and_lab_spectra_never_enter_any_stream(
   assert len(unlabelled.arrays["satellite"]) == expected
 
 
+def test_pair_regression_fits_the_paired_pixels_to_their_measured_target(
+    prepared_data_dir):
+  """The paired stream carries its lab samples' targets; the term is the
+  regression loss on them: with the paired batch a copy of the labelled
+  one (no dropout), it equals the labelled pixels' regression."""
+  config = tiny_config("distill", prepared_data_dir, "pair_labels")
+  config.loss.w_alignment = 0.0  # Batch statistics need the device mesh.
+  config.model.encoder.dropout = 0.0
+  data = samples.load_data(config.data)
+  plan = stages.plan(config, lab_grid.visnir())
+  student = plan.students[0]
+  streams = student.streams(data)
+  paired = data.train & (data.role == roles.PAIRED)
+  np.testing.assert_array_equal(streams["paired"].arrays["target"],
+                                data.target[paired])
+  batch = {name: stream[0] for name, stream in streams.items()}
+  batch["paired"] = {**batch["paired"],
+                     "satellite": batch["labelled"]["satellite"],
+                     "target": batch["labelled"]["target"]}
+  teacher_params = plan.teacher.init_params(data.sensor)
+  params = student.init_params(data.sensor, teacher_params)
+  _, terms = student.loss_fn(data.sensor, plan.teacher)(
+      params, batch, jax.random.key(0), teacher_params, 0)
+  assert terms["pair_regression"] == pytest.approx(float(terms["regression"]),
+                                                   rel=1e-6)
+  batch["paired"]["target"] = batch["paired"]["target"] + 5.0
+  _, moved = student.loss_fn(data.sensor, plan.teacher)(
+      params, batch, jax.random.key(0), teacher_params, 0)
+  assert moved["pair_regression"] > terms["pair_regression"]
+
 def test_validation_is_whole_spatial_blocks_of_labelled_samples():
   region = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
   lat = np.array([1.0, 1.0, 7.0, np.nan, np.nan, np.nan, np.nan, 40, 41, 47])

@@ -135,6 +135,9 @@ DESCRIPTIONS = {
                "spectra resampled to the bands beside the labelled pixels "
                "(w_source=1)",
     "latent_library": "the latent SAU and the library in the regression",
+    "pooled": "the teacher fine-tuned on the library's resampled lab "
+              "spectra and the labelled pixels pooled, each sample one vote "
+              "(spiking; no SAU, distillation or alignment)",
     "pair_labels": "DeepSalt regressing the paired pixels on their lab "
                    "samples' measured EC too (w_pair_regression=1)",
     "coral": "DeepSalt with CORAL alignment instead of MMD",

@@ -18,9 +18,10 @@ with `mapping.map_scene` twice, side by side in one run:
          with made-up EC): a matrix product per block, a constant interval;
   stack  a stack of that PLSR (0.8) and the student (0.2): one student pass
          per pixel, no MC passes (a constant interval);
-  ensemble  the mean of the default student and its three candidates
-         (configs/distill.py; --mapping.model=ensemble): four student
-         passes per pixel, an interval scaled by their spread.
+  ensemble  the mean of the default student and its candidates
+         (configs/distill.py DEFAULT_CANDIDATES; --mapping.model=ensemble):
+         a network pass per member and pixel, an interval scaled by their
+         spread.
 `new` and `today` map with --mapping.model=student.
 Spectra are real pixels of the EnMAP Potsdam tiles (../shared/data/
 enmap_potsdam) with 1 % multiplicative noise: pixels that pass the default

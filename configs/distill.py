@@ -13,7 +13,8 @@ sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
 no_distill_pred, no_align, sau_prior, layers, latent, latent_pretrain,
-plain, finetune, dann, dann_labels, library, latent_library, pair_labels,
+plain, finetune, dann, dann_labels, library, latent_library, pooled,
+pair_labels,
 compare=<variant>[+<variant>...]|none (peers scored beside the student),
 candidates=<variant>[+<variant>...]|none (students validation chooses among
 with the default one; default latent+library+latent_library),
@@ -65,6 +66,13 @@ VARIANTS = {
     # student's regression beside the labelled pixels.
     "library": {"loss": {"w_source": 1.0}},
     "latent_library": {"model": {"sau": "latent"}, "loss": {"w_source": 1.0}},
+    # The teacher kept on the library while it learns the labelled pixels:
+    # both pooled, each sample one vote, as the pooled MLP peer does
+    # (spiking); no SAU, distillation or alignment. It holds where the
+    # library fits a new region better than the pixels of other regions do.
+    "pooled": {"model": {"use_sau": False},
+               "loss": {**_NO_TEACHER_TERMS, "w_alignment": 0.0,
+                        "w_source": 1.0, "source_per_sample": True}},
     # The paired pixels regressed on their lab samples' measured EC too
     # (a neighbour's in the field), beside the teacher's distillation.
     "pair_labels": {"loss": {"w_pair_regression": 1.0}},
@@ -98,7 +106,7 @@ DEFAULT_COMPARE = "plain+finetune+dann_labels"
 # Students trained beside the default one; validation picks among their
 # ensemble and them all (selection.choose: the "selected (validation)" row,
 # and what maps come from).
-DEFAULT_CANDIDATES = "latent+library+latent_library"
+DEFAULT_CANDIDATES = "latent+library+latent_library+pooled"
 
 
 def _variants(args: dict[str, str | bool], key: str,
@@ -152,6 +160,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       align_to="teacher",
       w_regression=1.0,  # Labelled pixels.
       w_source=0.0,  # The library's lab spectra resampled to the bands.
+      # w_source per labelled pixel: times the library's samples per
+      # labelled pixel, so each sample weighs as much as each pixel.
+      source_per_sample=False,
       w_alignment=0.5,
       # What distillation matches: 'final' (the features: MSE) or 'layers'
       # (each encoder block's embedding: SmoothL1, weighted by

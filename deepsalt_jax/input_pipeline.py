@@ -41,6 +41,10 @@ class Stream:
     self._size, self._batch, self._seed = sizes.pop(), batch_size, seed
     self._permutations = {}  # Epoch -> permutation; the last few kept.
 
+  def __len__(self) -> int:
+    """The stream's samples (an epoch)."""
+    return self._size
+
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch not in self._permutations:
       if len(self._permutations) > 4:

@@ -182,9 +182,14 @@ def _unlabelled_terms(nets: _Networks, key: jax.Array, terms: set[str],
 
 
 def _term_weights(cfg: ml_collections.ConfigDict, terms: set[str],
-                  step: jax.Array) -> dict[str, Any]:
+                  step: jax.Array,
+                  stream_sizes: dict[str, int] | None) -> dict[str, Any]:
   """Each term's weight at `step` (distillation weighs its parts itself)."""
   weights = dict(_weights(cfg), distillation=1.0)
+  if cfg.source_per_sample and "source" in terms:
+    if not stream_sizes:
+      raise ValueError("loss.source_per_sample needs the streams' sizes.")
+    weights["source"] *= stream_sizes["library"] / stream_sizes["labelled"]
   if "autoencoder" in terms and cfg.sau_pretrain_steps:
     # Pretraining: the autoencoder alone, then everything.
     on = (step >= cfg.sau_pretrain_steps).astype(jnp.float32)
@@ -194,7 +199,7 @@ def _term_weights(cfg: ml_collections.ConfigDict, terms: set[str],
 
 
 def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
-                 source_matrix, config):
+                 source_matrix, config, stream_sizes=None):
   """The combined loss; each active term is also returned on its own.
 
   regression: labelled pixels. source: the library's lab spectra resampled
@@ -209,7 +214,8 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
   teacher's on the library (align_to 'teacher') or its own on the source
   spectra ('self', DANN). sau_prior: the SAU's distance from its physics
   start. Each stream's covariates (when the data has them) go with its
-  spectra, to networks that read them.
+  spectra, to networks that read them. `stream_sizes` ({stream: samples})
+  weighs the source term per sample (`loss.source_per_sample`).
   """
   cfg = config.loss
   terms = student_terms(cfg, model.latent)
@@ -236,6 +242,6 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
   out.update(_unlabelled_terms(nets, keys[2], terms, cfg, on_source))
   if "sau_prior" in terms:
     out["sau_prior"] = model.apply({"params": params}, method=model.sau_prior)
-  weights = _term_weights(cfg, terms, step)
+  weights = _term_weights(cfg, terms, step, stream_sizes)
   total = sum(weights[k] * v for k, v in out.items())
   return total, {"loss": total, **out}

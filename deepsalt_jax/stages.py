@@ -135,7 +135,11 @@ class Stage:
     last = epath.Path(workdir) / self.name / "checkpoints"
     return [best, last] if best.exists() else [last]
 
-  def loss_fn(self, sensor: str, teacher: Stage | None) -> objectives.LossFn:
+  def loss_fn(self, sensor: str, teacher: Stage | None,
+              stream_sizes: dict[str, int] | None = None
+              ) -> objectives.LossFn:
+    """The stage's loss; `stream_sizes` ({stream: samples}, `streams`)
+    for the terms weighed per sample."""
     raise NotImplementedError
 
 
@@ -239,8 +243,8 @@ class TeacherStage(Stage):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,
                                           self.config.seed)
 
-  def loss_fn(self, sensor, teacher):
-    del teacher
+  def loss_fn(self, sensor, teacher, stream_sizes=None):
+    del teacher, stream_sizes
     return functools.partial(objectives.teacher_loss,
                              model=self.model(sensor), config=self.config)
 
@@ -291,7 +295,7 @@ class StudentStage(Stage):
         data, self.config.train.batch_size, self.config.seed,
         self.config.data.transductive, objectives.streams_for(terms))
 
-  def loss_fn(self, sensor, teacher):
+  def loss_fn(self, sensor, teacher, stream_sizes=None):
     cfg = self.config.loss
     model = self.model(sensor)
     # The source spectra exist only where the lab grid resamples to the
@@ -302,7 +306,7 @@ class StudentStage(Stage):
         objectives.student_loss, model=model, teacher=teacher.model(sensor),
         source_matrix=(from_config.forward_matrix(sensor, self.lab_grid)
                        if needs_source else None),
-        config=self.config)
+        config=self.config, stream_sizes=stream_sizes)
 
 
 @dataclasses.dataclass(frozen=True)

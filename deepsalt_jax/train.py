@@ -296,8 +296,10 @@ def train_stage(stage: stages.Stage, data: samples.Data,
     params = stage.with_input_statistics(
         stage.init_params(data.sensor, teacher_params), data)
     directory = workdir / stage.name
-    params = fit(stage, params, stage.loss_fn(data.sensor, teacher),
-                 stage.streams(data), teacher_params, directory, mesh,
+    streams = stage.streams(data)
+    params = fit(stage, params, stage.loss_fn(
+        data.sensor, teacher, {n: len(s) for n, s in streams.items()}),
+                 streams, teacher_params, directory, mesh,
                  selection.Selector(stage, data, directory, mesh),
                  # Refitted once, if at all (PLSR with inner CV).
                  functools.cache(functools.partial(stage.kept_start, params,

@@ -154,6 +154,31 @@ def test_pair_regression_fits_the_paired_pixels_to_their_measured_target(
       params, batch, jax.random.key(0), teacher_params, 0)
   assert moved["pair_regression"] > terms["pair_regression"]
 
+def test_pooled_weighs_each_library_sample_as_each_labelled_pixel(
+    prepared_data_dir):
+  """`pooled`: the loss is regression + (library samples per labelled
+  pixel) x the library's regression, the two pooled sample by sample."""
+  config = tiny_config("distill", prepared_data_dir, "pooled")
+  data = samples.load_data(config.data)
+  plan = stages.plan(config, lab_grid.visnir())
+  student = plan.students[0]
+  streams = student.streams(data)
+  sizes = {name: len(stream) for name, stream in streams.items()}
+  assert sizes["library"] == (data.train & data.has_lab &
+                              data.has_target).sum() > sizes["labelled"]
+  batch = {name: stream[0] for name, stream in streams.items()}
+  teacher_params = plan.teacher.init_params(data.sensor)
+  params = student.init_params(data.sensor, teacher_params)
+  total, terms = student.loss_fn(data.sensor, plan.teacher, sizes)(
+      params, batch, jax.random.key(0), teacher_params, 0)
+  assert set(terms) == {"loss", "regression", "source"}
+  assert float(total) == pytest.approx(
+      float(terms["regression"]) + sizes["library"] / sizes["labelled"] *
+      float(terms["source"]), rel=1e-5)
+  with pytest.raises(ValueError, match="sizes"):
+    student.loss_fn(data.sensor, plan.teacher)(
+        params, batch, jax.random.key(0), teacher_params, 0)
+
 def test_validation_is_whole_spatial_blocks_of_labelled_samples():
   region = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
   lat = np.array([1.0, 1.0, 7.0, np.nan, np.nan, np.nan, np.nan, 40, 41, 47])

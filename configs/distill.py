@@ -14,20 +14,19 @@ space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
 no_distill_pred, no_align, sau_prior, layers, latent, latent_pretrain,
 plain, finetune, dann, dann_labels, library, latent_library, pooled,
-pair_labels,
-compare=<variant>[+<variant>...]|none (peers scored beside the student),
-candidates=<variant>[+<variant>...]|none (students validation chooses among
-with the default one; default latent+library+latent_library),
-target=potsdam (real EnMAP L2A soil
+pair_labels, compare=<variant>[+<variant>...]|none (peers scored beside the
+student), candidates=<variant>[+<variant>...]|none (students validation
+chooses among with the default one; default
+latent+library+latent_library+pooled), target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
-Run time: 62 s wall, 79 s CPU on 2 CPU cores with the data built and the
-compilation cache warm, at a load of about 1 (measured 2026-12-05).
+Run time: 72 s wall, 92 s CPU on 2 CPU cores with the data built and the
+compilation cache warm, at a load of about 1 (measured 2026-12-06).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
 AMD EPYC (the figures depend on the processor; README): teacher on lab
 0.856 / 2.10, teacher on pixels 0.488 / 3.96, selected (validation: the
-ensemble) 0.706 / 3.00, student 0.720 / 2.93, finetune 0.724 / 2.91,
+ensemble) 0.698 / 3.04, student 0.720 / 2.93, finetune 0.724 / 2.91,
 plain 0.542 / 3.75, dann_labels 0.516 / 3.85.
 """
 from __future__ import annotations

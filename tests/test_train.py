@@ -130,7 +130,9 @@ def test_pair_regression_fits_the_paired_pixels_to_their_measured_target(
   regression loss on them: with the paired batch a copy of the labelled
   one (no dropout), it equals the labelled pixels' regression."""
   config = tiny_config("distill", prepared_data_dir, "pair_labels")
-  config.loss.w_alignment = 0.0  # Batch statistics need the device mesh.
+  # The two regressions alone (batch statistics would need the mesh).
+  config.loss.update(w_alignment=0.0, w_distill_feature=0.0,
+                     w_distill_pred=0.0, w_reconstruction=0.0)
   config.model.encoder.dropout = 0.0
   data = samples.load_data(config.data)
   plan = stages.plan(config, lab_grid.visnir())

@@ -124,6 +124,7 @@ def test_held_out_labels_and_lab_spectra_never_enter_any_stream(
   assert len(unlabelled.arrays["satellite"]) == expected
 
 
+@pytest.mark.slow
 def test_pair_regression_fits_the_paired_pixels_to_their_measured_target(
     prepared_data_dir):
   """The paired stream carries its lab samples' targets; the term is the

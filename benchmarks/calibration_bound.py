@@ -92,10 +92,12 @@ def _classes(pred: np.ndarray) -> np.ndarray:
   return np.digitize(pred, metrics.SALINITY_CLASS_EDGES)
 
 
-def predictive(way: str, unit: dict[str, Any], pool: dict[str, np.ndarray],
+def predictive(way: str, unit: dict[str, Any],
+               pool: dict[str, np.ndarray] | None,
                threshold: float) -> dict[str, np.ndarray]:
   """The held-out samples' bounds and P(EC > threshold), calibrated `way`
-  (`pool`: the other regions' held-out samples)."""
+  (`pool`: the other regions' held-out samples; unused on the validation
+  blocks)."""
   test = unit["test"]
   if way == "validation blocks":
     val = unit["validation"]
@@ -145,7 +147,9 @@ def summary(units: dict[tuple[str, str], dict[str, Any]], way: str,
   hits, scores, p, exceeded = collections.defaultdict(list), [], [], []
   for key, unit in sorted(units.items()):
     test = unit["test"]
-    out = predictive(way, unit, _pool(units, key, per_region), threshold)
+    pool = (None if way == "validation blocks" else
+            _pool(units, key, per_region))
+    out = predictive(way, unit, pool, threshold)
     hits[key[0]].append((test["target"] >= out["lower"]) &
                         (test["target"] <= out["upper"]))
     scores.append(calibration.interval_score(

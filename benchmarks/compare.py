@@ -120,6 +120,11 @@ DESCRIPTIONS = {
     "dann_labels": "DANN with the labelled pixels' regression too",
     "no_sau": "DeepSalt with the SAU fixed at its start",
     "no_distill": "DeepSalt without distillation",
+    "no_distill_pred": "DeepSalt distilling the teacher's features, not "
+                       "its predictions",
+    "fade_distill_pred": "DeepSalt with the teacher's predictions "
+                         "distilled over the first half of the steps, "
+                         "fading linearly to none",
     "no_align": "DeepSalt without domain alignment",
     "sau_prior": "DeepSalt with the SAU held near its start (w_sau_prior=1)",
     "layers": "DeepSalt distilling layer by layer (SmoothL1 per encoder "

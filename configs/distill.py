@@ -12,10 +12,11 @@ Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,
 distill=final|layers, sau=auto|physics|latent, no_sau, no_distill,
-no_distill_pred, no_align, sau_prior, layers, latent, latent_pretrain,
-plain, finetune, dann, dann_labels, library, latent_library, pooled,
-pair_labels, compare=<variant>[+<variant>...]|none (peers scored beside the
-student), candidates=<variant>[+<variant>...]|none (students validation
+no_distill_pred, fade_distill_pred, no_align, sau_prior, layers, latent,
+latent_pretrain, plain, finetune, dann, dann_labels, library,
+latent_library, pooled, pair_labels,
+compare=<variant>[+<variant>...]|none (peers scored beside the student),
+candidates=<variant>[+<variant>...]|none (students validation
 chooses among with the default one; default
 latent+library+latent_library+pooled), target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
@@ -51,6 +52,9 @@ VARIANTS = {
     # teacher's predictions of the pairs are compressed (a saline tail it
     # never saw), the student's head is free to follow the labelled pixels.
     "no_distill_pred": {"loss": {"w_distill_pred": 0.0}},
+    # Between the two: the teacher's predictions guide the first half of
+    # training and fade out, so the labelled pixels set the tail.
+    "fade_distill_pred": {"loss": {"distill_pred_fade": 0.5}},
     "no_align": {"loss": {"w_alignment": 0.0}},
     "sau_prior": {"loss": {"w_sau_prior": 1.0}},
     # Distillation layer by layer, as the DeepSalt authors do.
@@ -169,6 +173,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       distill=args.get("distill", "final"),
       w_distill_feature=1.0,
       w_distill_pred=1.0,
+      # The fraction of the training steps over which the prediction term
+      # fades linearly to 0 (0: it stays): the teacher guides first, the
+      # labelled pixels finish.
+      distill_pred_fade=0.0,
       w_reconstruction=1.0,  # Physics SAU: its output vs the lab spectrum.
       # Paired pixels vs their lab samples' measured target.
       w_pair_regression=0.0,

@@ -116,26 +116,41 @@ class _Networks:
                             method=self.model.discriminate)
 
 
-def _distillation(cfg: ml_collections.ConfigDict, student: dict,
-                  teacher: dict) -> jax.Array:
+def distill_pred_weight(config: ml_collections.ConfigDict,
+                        step: jax.Array) -> jax.Array:
+  """The prediction distillation's weight at `step`: loss.w_distill_pred
+  throughout, or fading linearly to 0 over the first `distill_pred_fade`
+  of the training steps."""
+  weight = jnp.asarray(config.loss.w_distill_pred, jnp.float32)
+  if not config.loss.distill_pred_fade:
+    return weight
+  end = config.loss.distill_pred_fade * config.train.steps
+  return weight * jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / end,
+                           0.0, 1.0)
+
+
+def _distillation(config: ml_collections.ConfigDict, student: dict,
+                  teacher: dict, step: jax.Array) -> jax.Array:
   """The final features ('final') or every block's ('layers')."""
+  cfg = config.loss
+  weights = dict(feature_weight=cfg.w_distill_feature,
+                 pred_weight=distill_pred_weight(config, step))
   if cfg.distill == "layers":
     return losses.layer_distillation_loss(
         student["layers"], teacher["layers"], student["pred"],
-        teacher["pred"], tuple(cfg.distill_layer_weights),
-        feature_weight=cfg.w_distill_feature, pred_weight=cfg.w_distill_pred)
+        teacher["pred"], tuple(cfg.distill_layer_weights), **weights)
   return losses.distillation_loss(
       student["features"], teacher["features"], student["pred"],
-      teacher["pred"], feature_weight=cfg.w_distill_feature,
-      pred_weight=cfg.w_distill_pred)
+      teacher["pred"], **weights)
 
 
 def _pair_terms(nets: _Networks, key: jax.Array, terms: set[str],
-                cfg: ml_collections.ConfigDict,
-                forward: Callable[[jax.Array], jax.Array]
+                config: ml_collections.ConfigDict,
+                forward: Callable[[jax.Array], jax.Array], step: jax.Array
                 ) -> dict[str, jax.Array]:
   """Paired pixels against the teacher on their lab spectra, or against
   their lab samples' measured target (`forward`: its transform)."""
+  cfg = config.loss
   out = {}
   paired = nets.student("paired", nets.batch["paired"]["satellite"], key)
   if "pair_regression" in terms:
@@ -146,7 +161,7 @@ def _pair_terms(nets: _Networks, key: jax.Array, terms: set[str],
   if terms & {"distillation", "contrastive"}:  # One teacher pass for both.
     taught = nets.taught("paired", lab)
   if "distillation" in terms:
-    out["distillation"] = _distillation(cfg, paired, taught)
+    out["distillation"] = _distillation(config, paired, taught, step)
   if "reconstruction" in terms:
     out["reconstruction"] = losses.reconstruction_loss(
         paired["adapted"], nets.teacher_input(lab))
@@ -238,7 +253,7 @@ def student_loss(params, batch, key, teacher_params, step, *, model, teacher,
         on_source["pred"], forward(batch["library"]["target"]),
         kind=cfg.regression)
   if "paired" in batch:
-    out.update(_pair_terms(nets, keys[1], terms, cfg, forward))
+    out.update(_pair_terms(nets, keys[1], terms, config, forward, step))
   out.update(_unlabelled_terms(nets, keys[2], terms, cfg, on_source))
   if "sau_prior" in terms:
     out["sau_prior"] = model.apply({"params": params}, method=model.sau_prior)

@@ -219,7 +219,10 @@ def test_variants_switch_what_they_name():
   assert built["adversarial"].loss.alignment == "adversarial"
   assert not built["no_sau"].model.use_sau
   assert built["no_align"].loss.w_alignment == 0
+  assert built["fade_distill_pred"].loss.distill_pred_fade == 0.5
   assert built["student"].data.test_folds == "1"
+  # Every method the report can name is described.
+  assert set(compare.METHODS) <= set(compare.DESCRIPTIONS)
   with pytest.raises(ValueError, match="unknown regions"):
     compare.make_splits("regions", ["Atlantis"], [], ("SC.93",))
   with pytest.raises(ValueError, match="folds 1..10"):

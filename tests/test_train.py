@@ -182,6 +182,39 @@ def test_pooled_weighs_each_library_sample_as_each_labelled_pixel(
     student.loss_fn(data.sensor, plan.teacher)(
         params, batch, jax.random.key(0), teacher_params, 0)
 
+
+def test_faded_prediction_distillation_goes_from_full_weight_to_none(
+    prepared_data_dir):
+  """`fade_distill_pred`: the distillation term at step 0 is the full
+  method's, after half the steps the features' alone, and linear between."""
+  config = tiny_config("distill", prepared_data_dir, "fade_distill_pred")
+  config.loss.w_alignment = 0.0  # Batch statistics would need the mesh.
+  config.train.steps = 40
+  data = samples.load_data(config.data)
+  plan = stages.plan(config, lab_grid.visnir())
+  student = plan.students[0]
+  streams = student.streams(data)
+  batch = {name: stream[0] for name, stream in streams.items()}
+  teacher_params = plan.teacher.init_params(data.sensor)
+  params = student.init_params(data.sensor, teacher_params)
+
+  def distillation(step, **loss):
+    config.loss.update(loss)
+    loss_fn = stages.plan(config, lab_grid.visnir()).students[0].loss_fn(
+        data.sensor, plan.teacher)
+    return float(loss_fn(params, batch, jax.random.key(0), teacher_params,
+                         step)[1]["distillation"])
+
+  full = distillation(0, distill_pred_fade=0.0)
+  features = distillation(0, distill_pred_fade=0.0, w_distill_pred=0.0)
+  config.loss.w_distill_pred = 1.0
+  assert full > features > 0
+  assert distillation(0, distill_pred_fade=0.5) == pytest.approx(full)
+  assert distillation(10) == pytest.approx((full + features) / 2, rel=1e-5)
+  for step in (20, 39):
+    assert distillation(step) == pytest.approx(features, rel=1e-6)
+
+
 def test_validation_is_whole_spatial_blocks_of_labelled_samples():
   region = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
   lat = np.array([1.0, 1.0, 7.0, np.nan, np.nan, np.nan, np.nan, 40, 41, 47])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import compare
+from benchmarks import descriptions
 from benchmarks import speed
 from configs import distill
 from data_prep import roles
@@ -222,7 +223,7 @@ def test_variants_switch_what_they_name():
   assert built["fade_distill_pred"].loss.distill_pred_fade == 0.5
   assert built["student"].data.test_folds == "1"
   # Every method the report can name is described.
-  assert set(compare.METHODS) <= set(compare.DESCRIPTIONS)
+  assert set(compare.METHODS) <= set(descriptions.DESCRIPTIONS)
   with pytest.raises(ValueError, match="unknown regions"):
     compare.make_splits("regions", ["Atlantis"], [], ("SC.93",))
   with pytest.raises(ValueError, match="folds 1..10"):

@@ -36,6 +36,10 @@ _DATA = {
     "paired_fraction": (lambda v: 0 <= v <= 1, "a share in [0, 1]"),
     "validation_fraction": (lambda v: 0 <= v < 1, "a share in [0, 1)"),
 }
+_LOSS = {
+    "distill_pred_fade": (lambda v: 0 <= v <= 1,
+                          "a share of the steps in [0, 1]"),
+}
 
 
 def _check(group: ml_collections.ConfigDict, prefix: str,
@@ -56,5 +60,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   """Raises a UserError naming the first number out of range."""
   _check(config.train, "train", _TRAIN)
   _check(config.data, "data", _DATA)
+  if "loss" in config:
+    _check(config.loss, "loss", _LOSS)
   if "teacher" in config:  # A student's teacher: its steps and batch size.
     _check(config.teacher, "teacher", _TRAIN)

@@ -34,8 +34,8 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
   2.10, selected PLSR in every fold).
 Run time (example project, 2 CPU cores at a load of about 1, measured
 2026-12-06): 138 s wall, 184 s CPU with the candidate student (85 s and
-120 s without it, 2026-12-05). The label curve at 8,16,32 adds 330 s wall, 457 s CPU
-(2.7x the rest; 194 s without the candidate).
+120 s without it, 2026-12-05). The label curve at 8,16,32 adds 389 s
+wall, 513 s CPU (2.8x the rest; 194 s without the candidate).
 Re-running restores every fold, pair of folds and curve run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
 of 64 points, ECe in dS/m), R² / RMSE / class kappa: selected (validation:
@@ -172,7 +172,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.job = "cross_validation"
   config.data = data_config(sensor)
   # How many field points: the label-efficiency curve, opt-in (on the
-  # example it costs 2.7x the rest of the command). Comma-separated numbers
+  # example it costs 2.8x the rest of the command). Comma-separated numbers
   # of field points, e.g. '8,16,32'; '' = no curve. Each outer fold's
   # training points are subsampled to each size (3 seeded, nested draws; a
   # size not below every fold's training points is skipped) and the

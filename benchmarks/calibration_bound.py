@@ -25,7 +25,7 @@ threshold) three ways:
 Prints a markdown table: pooled coverage, the lowest coverage of a region
 (its seeds pooled), the regions below 80 %, the mean interval score and
 the largest |mean P - share exceeding| of a reliability bin of 30 or more
-held-out samples, pooled over the units. About 2 min for 22 units on 2 CPU
+held-out samples, pooled over the units. 56-72 s for 22 units on 2 CPU
 cores.
 """
 from __future__ import annotations

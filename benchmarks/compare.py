@@ -23,7 +23,8 @@ tables give mean ± sd over units x seeds, and per unit.
 Methods (--methods, default all): see benchmarks/descriptions.py. Baselines
 see exactly the pixels the student is given: satellite spectra of the
 LABELLED role in the training part; targets through the config's transform
-(log1p for EC), then inverted. The deep variants of one unit and seed share one teacher.
+(log1p for EC), then inverted. The deep variants of one unit and seed
+share one teacher.
 
 Label efficiency: R² as data.labelled_fraction falls, on --label_splits.
 Roles come from each sample's fixed u (data_prep.roles): u < lf labelled,

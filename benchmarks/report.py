@@ -32,8 +32,7 @@ REFERENCE = "teacher_lab"  # Sees lab spectra of the test samples: no rival.
 def shipped(methods: Sequence[str]) -> str:
   """The student as the method ships it, measured against the peers:
   validation's choice (the candidates' ensemble or one of them hedged with
-  it) where it
-  ran, else the default student."""
+  it) where it ran, else the default student."""
   return "selected" if "selected" in methods else "student"
 
 

@@ -5,9 +5,10 @@ Trains the teacher first (into <workdir>/teacher) when no teacher checkpoint
 exists, then the student (<workdir>/student) with the combined loss, the
 candidate students of `candidates` (the run ships their ensemble; where
 validation shows one of them clearly better, that one hedged with it:
-`selection.choose`, `choice.json`), then the peers named in `compare` (default: plain, finetune
-and dann_labels, the strongest things a user would train instead, same
-network and steps), and prints metrics on the held-out regions.
+`selection.choose`, `choice.json`), then the peers named in `compare`
+(default: plain, finetune and dann_labels, the strongest things a user
+would train instead, same network and steps), and prints metrics on the
+held-out regions.
 Variants (`:arg`, comma-separated): dataset=salinity|soc,
 sensor=enmap|prisma|emit, alignment=mmd|coral|adversarial,
 space=auto|sensor|lab, encoder=mlp|conv|transformer, head=linear|bounded,

@@ -297,10 +297,10 @@ def train_stage(stage: stages.Stage, data: samples.Data,
         stage.init_params(data.sensor, teacher_params), data)
     directory = workdir / stage.name
     streams = stage.streams(data)
-    params = fit(stage, params, stage.loss_fn(
-        data.sensor, teacher, {n: len(s) for n, s in streams.items()}),
-                 streams, teacher_params, directory, mesh,
-                 selection.Selector(stage, data, directory, mesh),
+    loss_fn = stage.loss_fn(data.sensor, teacher,
+                            {n: len(s) for n, s in streams.items()})
+    params = fit(stage, params, loss_fn, streams, teacher_params, directory,
+                 mesh, selection.Selector(stage, data, directory, mesh),
                  # Refitted once, if at all (PLSR with inner CV).
                  functools.cache(functools.partial(stage.kept_start, params,
                                                    data)))

@@ -445,7 +445,6 @@ def test_intervals_pool_coverage_per_split_and_reliability_over_units():
   assert judged["pooled_reliability_gap"] == pytest.approx(0.1)
 
 
-
 def test_the_calibration_bound_pools_other_regions_and_splits_by_class():
   from benchmarks import calibration_bound
   # Other regions' held-out samples: predicted 1 dS/m (FAO class 0) exactly
@@ -479,6 +478,7 @@ def test_the_calibration_bound_pools_other_regions_and_splits_by_class():
   pooled = calibration_bound.predictive("other regions", held, pool, 4.0)
   np.testing.assert_allclose(np.log1p(pooled["upper"]) - np.log1p(held[
       "test"]["pred"]), 0.5, rtol=1e-5)
+
 
 @pytest.mark.slow
 def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import jax
 import numpy as np
@@ -124,6 +125,29 @@ def test_held_out_labels_and_lab_spectra_never_enter_any_stream(
   assert len(unlabelled.arrays["satellite"]) == expected
 
 
+@dataclasses.dataclass
+class _StudentAtStart:
+  """The default student of a config at its start and the first batch of
+  each of its streams, for loss terms with known answers."""
+  config: Any
+
+  def __post_init__(self):
+    self.data = samples.load_data(self.config.data)
+    self.plan = stages.plan(self.config, lab_grid.visnir())
+    self.streams = self.plan.students[0].streams(self.data)
+    self.batch = {name: stream[0] for name, stream in self.streams.items()}
+    self.teacher_params = self.plan.teacher.init_params(self.data.sensor)
+    self.params = self.plan.students[0].init_params(self.data.sensor,
+                                                    self.teacher_params)
+
+  def loss(self, batch=None, step=0, sizes=None):
+    """(total, terms) of the student as `config` now plans it."""
+    student = stages.plan(self.config, lab_grid.visnir()).students[0]
+    return student.loss_fn(self.data.sensor, self.plan.teacher, sizes)(
+        self.params, self.batch if batch is None else batch,
+        jax.random.key(0), self.teacher_params, step)
+
+
 @pytest.mark.slow
 def test_pair_regression_fits_the_paired_pixels_to_their_measured_target(
     prepared_data_dir):
@@ -135,52 +159,39 @@ def test_pair_regression_fits_the_paired_pixels_to_their_measured_target(
   config.loss.update(w_alignment=0.0, w_distill_feature=0.0,
                      w_distill_pred=0.0, w_reconstruction=0.0)
   config.model.encoder.dropout = 0.0
-  data = samples.load_data(config.data)
-  plan = stages.plan(config, lab_grid.visnir())
-  student = plan.students[0]
-  streams = student.streams(data)
-  paired = data.train & (data.role == roles.PAIRED)
-  np.testing.assert_array_equal(streams["paired"].arrays["target"],
-                                data.target[paired])
-  batch = {name: stream[0] for name, stream in streams.items()}
+  start = _StudentAtStart(config)
+  paired = start.data.train & (start.data.role == roles.PAIRED)
+  np.testing.assert_array_equal(start.streams["paired"].arrays["target"],
+                                start.data.target[paired])
+  batch = dict(start.batch)
   batch["paired"] = {**batch["paired"],
                      "satellite": batch["labelled"]["satellite"],
                      "target": batch["labelled"]["target"]}
-  teacher_params = plan.teacher.init_params(data.sensor)
-  params = student.init_params(data.sensor, teacher_params)
-  _, terms = student.loss_fn(data.sensor, plan.teacher)(
-      params, batch, jax.random.key(0), teacher_params, 0)
+  _, terms = start.loss(batch)
   assert terms["pair_regression"] == pytest.approx(float(terms["regression"]),
                                                    rel=1e-6)
   batch["paired"]["target"] = batch["paired"]["target"] + 5.0
-  _, moved = student.loss_fn(data.sensor, plan.teacher)(
-      params, batch, jax.random.key(0), teacher_params, 0)
+  _, moved = start.loss(batch)
   assert moved["pair_regression"] > terms["pair_regression"]
+
 
 def test_pooled_weighs_each_library_sample_as_each_labelled_pixel(
     prepared_data_dir):
   """`pooled`: the loss is regression + (library samples per labelled
   pixel) x the library's regression, the two pooled sample by sample."""
-  config = tiny_config("distill", prepared_data_dir, "pooled")
-  data = samples.load_data(config.data)
-  plan = stages.plan(config, lab_grid.visnir())
-  student = plan.students[0]
-  streams = student.streams(data)
-  sizes = {name: len(stream) for name, stream in streams.items()}
+  start = _StudentAtStart(tiny_config("distill", prepared_data_dir,
+                                      "pooled"))
+  data = start.data
+  sizes = {name: len(stream) for name, stream in start.streams.items()}
   assert sizes["library"] == (data.train & data.has_lab &
                               data.has_target).sum() > sizes["labelled"]
-  batch = {name: stream[0] for name, stream in streams.items()}
-  teacher_params = plan.teacher.init_params(data.sensor)
-  params = student.init_params(data.sensor, teacher_params)
-  total, terms = student.loss_fn(data.sensor, plan.teacher, sizes)(
-      params, batch, jax.random.key(0), teacher_params, 0)
+  total, terms = start.loss(sizes=sizes)
   assert set(terms) == {"loss", "regression", "source"}
   assert float(total) == pytest.approx(
       float(terms["regression"]) + sizes["library"] / sizes["labelled"] *
       float(terms["source"]), rel=1e-5)
   with pytest.raises(ValueError, match="sizes"):
-    student.loss_fn(data.sensor, plan.teacher)(
-        params, batch, jax.random.key(0), teacher_params, 0)
+    start.loss()
 
 
 def test_faded_prediction_distillation_goes_from_full_weight_to_none(
@@ -190,20 +201,11 @@ def test_faded_prediction_distillation_goes_from_full_weight_to_none(
   config = tiny_config("distill", prepared_data_dir, "fade_distill_pred")
   config.loss.w_alignment = 0.0  # Batch statistics would need the mesh.
   config.train.steps = 40
-  data = samples.load_data(config.data)
-  plan = stages.plan(config, lab_grid.visnir())
-  student = plan.students[0]
-  streams = student.streams(data)
-  batch = {name: stream[0] for name, stream in streams.items()}
-  teacher_params = plan.teacher.init_params(data.sensor)
-  params = student.init_params(data.sensor, teacher_params)
+  start = _StudentAtStart(config)
 
   def distillation(step, **loss):
     config.loss.update(loss)
-    loss_fn = stages.plan(config, lab_grid.visnir()).students[0].loss_fn(
-        data.sensor, plan.teacher)
-    return float(loss_fn(params, batch, jax.random.key(0), teacher_params,
-                         step)[1]["distillation"])
+    return float(start.loss(step=step)[1]["distillation"])
 
   full = distillation(0, distill_pred_fade=0.0)
   features = distillation(0, distill_pred_fade=0.0, w_distill_pred=0.0)

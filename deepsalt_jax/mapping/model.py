@@ -10,9 +10,9 @@ network (a student or the teacher on the pixels), or a stack of them).
 with the mean of a distill run's candidate students; `student`, a run
 without candidates or a saved choice (an own-data run from before it was
 saved) or an own-data choice of the student alone map with the default
-student, with its own calibration. A chosen model of own data has no MC spread: its interval is
-the constant one in the target transform's space calibrated on its
-out-of-fold predictions.
+student, with its own calibration. A chosen model of own data has no MC
+spread: its interval is the constant one in the target transform's space
+calibrated on its out-of-fold predictions.
 """
 from __future__ import annotations
 

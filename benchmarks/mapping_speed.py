@@ -11,8 +11,9 @@ with `mapping.map_scene` twice, side by side in one run:
   new    the default options: encoder once, MC dropout x10 of the head,
          64-spectrum chunks per device, batches of 1024, reading and writing
          overlapped with compute;
-  today  the method before: MC dropout x10 of the whole network, whole
-         batches of 512 per call (chunk_size=512), the rest as `new`;
+  today  the method before: MC dropout x10 of the whole network (an
+         interval calibrated on that spread, 'full_mc'), whole batches of
+         512 per call (chunk_size=512), the rest as `new`;
   plsr   validation's choice of PLSR, as an own-data CV saves it
          (deepsalt_jax/final_model.py; fitted on the scene's soil spectra
          with made-up EC): a matrix product per block, a constant interval;
@@ -89,7 +90,7 @@ _WRITE_ROWS = 16
 # FP32 FLOPs per cycle and core: two 256-bit FMA pipes (AVX2, or AVX-512
 # double-pumped as on AMD Zen 4), 8 lanes x 2 FLOPs each.
 _FLOPS_PER_CYCLE = 32
-TODAY = {"mc_mode": "full", "batch_size": 512, "chunk_size": 512}
+TODAY = {"batch_size": 512, "chunk_size": 512}
 # Validation's choices timed: the final model's stack weights.
 CHOSEN = {"plsr": {"PLSR": 1.0}, "stack": {"PLSR": 0.8, "student": 0.2}}
 
@@ -149,9 +150,10 @@ def write_scene(path: pathlib.Path, rows: int, cols: int,
   return np.concatenate(good)
 
 
-def save_student(config, workdir: pathlib.Path):
+def save_student(config, workdir: pathlib.Path, difficulty: str = "head_mc"):
   """An untrained run of the students of `config`, saved the way train.fit
-  saves them; the first student's model and parameters."""
+  saves them, its interval scaled by `difficulty`; the first student's
+  model and parameters."""
   plan = stages.plan(config, lab_grid.visnir())
   teacher = plan.teacher.init_params(config.data.sensor)
   params = {s.name: s.init_params(config.data.sensor, teacher)
@@ -164,10 +166,10 @@ def save_student(config, workdir: pathlib.Path):
     ckpt.close()
   student = plan.students[0]
   run_config.save(config, workdir, lab_grid.visnir())
-  # The slower kind of calibration: an interval scaled by the head's MC
-  # spread (MC passes, bounds and exceedance per pixel).
+  # By default the slower of the usual kinds: an interval scaled by the
+  # head's MC spread (MC passes, bounds and exceedance per pixel).
   calibration.save(_made_up_calibration(config.data.target_transform,
-                                        "head_mc"), workdir / student.name)
+                                        difficulty), workdir / student.name)
   return student.model(config.data.sensor), params[student.name]
 
 
@@ -178,14 +180,14 @@ def _made_up_calibration(transform: str, difficulty: str = "constant"):
   spread = None if difficulty == "constant" else rng.uniform(0.01, 0.1, 50)
   fitted = calibration.fit(
       np.full(50, 3.0), rng.uniform(1.0, 6.0, 50), np.arange(50) % 5,
-      transform, {difficulty: spread}, predict.MC_SAMPLES, predict.MC_MODE)
+      transform, {difficulty: spread}, predict.MC_SAMPLES)
   # Kept whatever the made-up numbers prefer.
-  mc = difficulty == "head_mc"
+  mc = difficulty in calibration.MC_MODES
   return dict(fitted, difficulty=difficulty,
               difficulty_scale=1.0 if spread is None else float(
                   np.median(spread)),
               mc_samples=predict.MC_SAMPLES if mc else 0,
-              mc_mode=predict.MC_MODE if mc else "")
+              mc_mode=calibration.MC_MODES.get(difficulty, ""))
 
 
 def save_ensemble_calibration(workdir: pathlib.Path) -> None:
@@ -293,6 +295,8 @@ def main(argv):
     written = time.perf_counter() - start
     model, params = save_student(config, tmp / "run")
     with_candidates = distill.get_config("compare=none")
+    if "today" in _METHODS.value:
+      save_student(config, tmp / "today_run", "full_mc")
     if "ensemble" in _METHODS.value:
       save_student(with_candidates, tmp / "ensemble_run")
       save_ensemble_calibration(tmp / "ensemble_run")
@@ -308,9 +312,11 @@ def main(argv):
       elif name == "ensemble":
         options.model = "ensemble"
         run, run_config_ = tmp / "ensemble_run", with_candidates
+      elif name == "today":
+        options.update(TODAY, model="student")
+        run = tmp / "today_run"
       else:
-        options.update(dict(TODAY if name == "today" else {},
-                            model="student"))
+        options.model = "student"
       cpu = _cpu_seconds()
       report = mapping.map_scene(run_config_, run, scene,
                                  tmp / f"maps_{name}", options)

@@ -15,12 +15,16 @@ forward(t): the conformal predictive distribution.
 Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
 multiplicative interval everywhere), 'head_mc' (the spread of the head's
 MC-dropout outputs in the transformed space), 'quantile_heads' (the
-width of quantile heads on the student's features, quantile_heads.py) and,
-for what a run with candidates ships, 'members' (the standard deviation of
-the candidates' predictions in the transformed space, selection.spread;
-intervals.calibrate_shipped); each score plus
-its median over the calibration samples, so a score near zero cannot
-shrink an interval to nothing. They are compared by the cross-fitted
+width of quantile heads on the student's features, quantile_heads.py),
+'feature_distance' (the Mahalanobis distance of the student's features to
+its labelled and paired training pixels', feature_distance.py), 'full_mc'
+(the spread of MC dropout through the whole network: about 10 network
+passes per pixel on a map, hence last) and, for what a run with
+candidates ships, 'members' (the standard deviation of the candidates'
+predictions in the transformed space, selection.spread;
+intervals.calibrate_shipped); each score plus its median over the
+calibration samples, so a score near zero cannot shrink an interval to
+nothing. They are compared by the cross-fitted
 interval score (Winkler, each calibration block's samples judged by the
 calibration of the other blocks), and the first in their order within one
 standard error (over the blocks) of the lowest is kept (selection.pick).
@@ -56,7 +60,15 @@ KIND = "conformal, transformed space"
 NOMINAL = 0.9  # Coverage of the interval.
 # Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
-DIFFICULTIES = ("constant", "head_mc", "quantile_heads", "members")
+DIFFICULTIES = ("constant", "head_mc", "quantile_heads", "feature_distance",
+                "full_mc", "members")
+# The MC-dropout difficulties and the passes they take (predict.MC_MODES).
+MC_MODES = {"head_mc": "head", "full_mc": "full"}
+# The difficulties read from the student's features by what is fitted on
+# its training pixels (quantile_heads.py, feature_distance.py), saved with
+# the calibration under the difficulty's name when it is kept.
+FEATURE_READERS = ("quantile_heads", "feature_distance")
+_PASSES = {"head": "head", "full": "whole network"}  # MC_MODES in words.
 # FAO: a soil is saline from ECe 4 dS/m.
 EXCEEDANCE_THRESHOLD = 4.0
 # Reliability bins of the exceedance probability.
@@ -110,8 +122,8 @@ def interval(calibration: dict[str, Any], pred: np.ndarray,
   """(lower, upper) bounds of the calibrated interval, target units, >= 0.
 
   `spread`: the calibration's difficulty score of each prediction (the MC
-  spread in the transformed space for 'head_mc', the heads' width for
-  'quantile_heads'; none for 'constant').
+  spread in the transformed space, the heads' width, the features'
+  distance; none for 'constant').
   """
   forward, inverse = targets.on_numpy(calibration["transform"],
                                       np.float32)
@@ -136,8 +148,7 @@ def exceedance(calibration: dict[str, Any], pred: np.ndarray,
 
 def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
         transform: str, difficulties: dict[str, np.ndarray] | None = None,
-        mc_samples: int = 0, mc_mode: str = "",
-        heads: dict[str, Any] | None = None,
+        mc_samples: int = 0, readers: dict[str, Any] | None = None,
         nominal: float = NOMINAL) -> dict[str, Any]:
   """The calibration of the best difficulty on these calibration samples.
 
@@ -150,11 +161,13 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     transform: the target transform (targets.TRANSFORMS).
     difficulties: {difficulty: [n] its score, None for 'constant'} of the
       candidates, in the order of preference ('constant' first unless
-      named): 'head_mc', the MC spread in the transformed space over
-      `mc_samples` passes of kind `mc_mode` (predict.predict), which holds
-      for that spread alone; 'quantile_heads', the width of `heads`
-      (quantile_heads.py), saved with the calibration when it is kept;
-      'members', an ensemble's spread (selection.spread).
+      named): 'head_mc' and 'full_mc', the MC spread in the transformed
+      space over `mc_samples` passes of their kind (MC_MODES), which holds
+      for that spread alone; 'quantile_heads' and 'feature_distance', read
+      from the features by `readers`; 'members', an ensemble's spread
+      (selection.spread).
+    readers: {FEATURE_READERS name: what reads the features}, saved with
+      the calibration when its difficulty is kept.
     nominal: the interval's coverage.
   """
   mean, target = (np.asarray(v, np.float64) for v in (mean, target))
@@ -183,9 +196,9 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
   # The simplest within one standard error of the best, over the groups.
   best, _ = selection.pick(scores, groups)
   out = _fit_one(mean, difficulties[best], target, best, transform, nominal)
-  return {**out, "mc_samples": mc_samples if best == "head_mc" else 0,
-          "mc_mode": mc_mode if best == "head_mc" else "",
-          **({"quantile_heads": heads} if best == "quantile_heads" else {}),
+  return {**out, "mc_samples": mc_samples if best in MC_MODES else 0,
+          "mc_mode": MC_MODES.get(best, ""),
+          **({best: readers[best]} if best in FEATURE_READERS else {}),
           "groups": int(np.unique(groups).size),
           "candidates": candidates}
 
@@ -274,16 +287,20 @@ def describe(calibration: dict[str, Any]) -> str:
   # A model other than the student (final_model.py) is named in its
   # calibration and has no MC spread.
   model = calibration.get("model")
-  what = {"constant": "the same multiplicative interval everywhere",
-          "quantile_heads": "scaled by the width of quantile heads on the "
-                            "student's features",
-          "members": "scaled by the spread of the candidate students' "
-                     "predictions"}.get(
-                                calibration["difficulty"],
-                                f"scaled by the spread of "
-                                f"{calibration['mc_samples']} MC-dropout "
-                                f"passes ({calibration['mc_mode']})")
-  if model and calibration["difficulty"] == "constant":
+  difficulty = calibration["difficulty"]
+  if difficulty in MC_MODES:
+    what = (f"scaled by the spread of {calibration['mc_samples']} "
+            f"MC-dropout passes of the {_PASSES[calibration['mc_mode']]}")
+  else:
+    what = {"constant": "the same multiplicative interval everywhere",
+            "quantile_heads": "scaled by the width of quantile heads on the "
+                              "student's features",
+            "feature_distance": "scaled by the distance of the pixel's "
+                                "features to the student's training "
+                                "pixels'",
+            "members": "scaled by the spread of the candidate students' "
+                       "predictions"}[difficulty]
+  if model and difficulty == "constant":
     what += (f": constant width in {calibration['transform']} space, "
              f"{model} has no MC spread")
   return (f"calibrated {calibration['nominal']:.0%} interval (split conformal "
@@ -311,17 +328,16 @@ def load(directory: epath.PathLike) -> dict[str, Any] | None:
   return calibration
 
 
-def for_spread(calibration: dict[str, Any] | None, mc_samples: int,
-               mc_mode: str) -> tuple[dict[str, Any] | None, str]:
-  """(`calibration` if it holds for this spread else None, why not)."""
+def for_spread(calibration: dict[str, Any] | None, mc_samples: int
+               ) -> tuple[dict[str, Any] | None, str]:
+  """(`calibration` if it holds for `mc_samples` MC passes else None, why
+  not). The passes' kind (head or whole network) is the calibration's."""
   if calibration is None:
     return None, ("the run has no calibration (no validation samples, or "
                   "a student without dropout)")
-  if calibration["difficulty"] != "head_mc":  # No MC passes needed.
+  if calibration["difficulty"] not in MC_MODES:  # No MC passes needed.
     return calibration, ""
-  fitted_on = (calibration["mc_samples"], calibration["mc_mode"])
-  if fitted_on != (mc_samples, mc_mode):
-    return None, (f"the run was calibrated for mc_samples={fitted_on[0]}, "
-                  f"mc_mode={fitted_on[1]!r}, not mc_samples={mc_samples}, "
-                  f"mc_mode={mc_mode!r}")
+  if calibration["mc_samples"] != mc_samples:
+    return None, (f"the run was calibrated for mc_samples="
+                  f"{calibration['mc_samples']}, not {mc_samples}")
   return calibration, ""

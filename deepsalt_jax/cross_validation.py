@@ -205,11 +205,11 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
     sizes[held[0]] = {"points": int(rows.sum()),
                       "library": int((fold.test & fold.has_lab).sum())}
     if with_spread:
-      heads = intervals.fit_quantile_heads(student, params[student.name],
-                                           fold, mesh)
+      readers = intervals.fit_readers(student, params[student.name], fold,
+                                      mesh)
       mean[rows[labelled]], fold_scores = intervals.difficulties(
           student, params[student.name], fold.satellite[rows], mesh,
-          student.covariates(fold, rows), heads)
+          student.covariates(fold, rows), readers)
       for name, value in fold_scores.items():
         scores.setdefault(name, np.full(len(mean), np.nan))[
             rows[labelled]] = value
@@ -228,7 +228,8 @@ def _cross_validate(plan: stages.Plan, data: samples.Data,
         f"{name} {m[k]['r2']:.2f} / {m[k]['rmse']:.2f}"
         for name, m in per_fold.items() if m.get(k)),
         f"; validation chose {choices[k].winner}" if k in choices else "")
-  # Quantile heads in some folds only (too few pixels in others): none.
+  # Read from the features in some folds only (too few pixels in others):
+  # none.
   scores = {k: v for k, v in scores.items() if np.isfinite(v).all()}
   return (oof, per_fold, sizes, (mean, scores) if with_spread else None,
           {**{f"fold {k}": c for k, c in choices.items()},
@@ -348,8 +349,8 @@ def train_and_validate(config: ml_collections.ConfigDict,
     fitted, judged["student"] = evaluate.cross_fitted_interval(
         *student_oof, data.target[labelled].astype(np.float64),
         data.fold[labelled], config.data.target_transform, threshold,
-        heads=intervals.fit_quantile_heads(student, params[student.name],
-                                           data, mesh))
+        readers=intervals.fit_readers(student, params[student.name], data,
+                                      mesh))
     if sharding.is_main_process():
       calibration.save(fitted, workdir / plan.students[0].name)
   final = choices[cv_report.FINAL]

@@ -134,9 +134,9 @@ def parity_plot(path: epath.PathLike, results: dict[str, dict],
 
 
 def _summary(fitted: dict[str, Any]) -> dict[str, Any]:
-  """A calibration for reports: less its scores and quantile heads."""
+  """A calibration for reports: less its scores and feature readers."""
   return {k: v for k, v in fitted.items()
-          if k not in ("scores", "quantile_heads")}
+          if k not in ("scores", *calibration.FEATURE_READERS)}
 
 
 def interval_report(pred: np.ndarray, target: np.ndarray,
@@ -250,8 +250,8 @@ def report(entries_: list[Entry], data: samples.Data,
   for entry in entries_:
     fitted = None
     if entry.calibration:  # Students only.
-      fitted, why = calibration.for_spread(
-          entry.calibration, predict.MC_SAMPLES, predict.MC_MODE)
+      fitted, why = calibration.for_spread(entry.calibration,
+                                           predict.MC_SAMPLES)
       if not fitted:
         logging.warning("[%s] no interval coverage: %s.", entry.name, why)
     pred, difficulty = with_difficulty(entry, fitted, mesh, config)
@@ -348,14 +348,14 @@ def cross_fitted_interval(mean: np.ndarray,
                           target: np.ndarray, fold: np.ndarray,
                           transform: str, threshold: float | None,
                           model: str | None = None,
-                          heads: dict[str, Any] | None = None
+                          readers: dict[str, Any] | None = None
                           ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(the calibration from every fold, what the cross-fitted intervals
   achieved overall and per fold) of out-of-fold predictions `mean`
   (`scores`: their difficulties, `difficulties`, or None: a constant
   interval) by `model` (None: the student; named in the calibration,
-  calibration.describe); `heads`: the final student's quantile heads, saved
-  if their width is kept.
+  calibration.describe); `readers`: the final student's
+  (intervals.fit_readers), saved if what one reads is kept.
 
   Cross-fitted: each fold's points judged by the interval calibrated on the
   other folds' out-of-fold errors (their folds are the calibration's
@@ -363,8 +363,7 @@ def cross_fitted_interval(mean: np.ndarray,
   """
   part = lambda rows: {k: v[rows] for k, v in (scores or {}).items()}
   fit = functools.partial(calibration.fit, transform=transform,
-                          mc_samples=predict.MC_SAMPLES,
-                          mc_mode=predict.MC_MODE, heads=heads)
+                          mc_samples=predict.MC_SAMPLES, readers=readers)
   bounds = {}
   for k in np.unique(fold):
     other = fold != k

@@ -1,8 +1,9 @@
 """The intervals a trained run fits, and the difficulty scores they read.
 
 Each student's interval on its validation samples (`calibrate`: its
-candidate difficulties the head's MC spread and the width of its quantile
-heads), and those of what a run with candidates ships and of their
+candidate difficulties the head's and the whole network's MC spread, the
+width of its quantile heads and its features' distance to its training
+pixels'), and those of what a run with candidates ships and of their
 ensemble (`calibrate_shipped`: scaled by the candidates' spread). The
 conformal calibration itself is calibration.py; evaluate.py and the maps
 apply what is fitted here.
@@ -20,6 +21,7 @@ import numpy as np
 
 from data_prep import roles
 from deepsalt_jax import calibration
+from deepsalt_jax import feature_distance
 from deepsalt_jax import predict
 from deepsalt_jax import quantile_heads
 from deepsalt_jax import samples
@@ -42,53 +44,68 @@ def runner(model: Any, params: Any, mesh: jax.sharding.Mesh,
                            covariates=covariates)
 
 
+def _read(readers: dict[str, Any], features: np.ndarray
+          ) -> dict[str, np.ndarray]:
+  """{difficulty: its score} of the `readers` (calibration.FEATURE_READERS
+  -> what was fitted, or None) from the student's `features`."""
+  read = {"quantile_heads": quantile_heads.width,
+          "feature_distance": feature_distance.distance}
+  return {name: read[name](fitted, features)
+          for name, fitted in readers.items() if fitted is not None}
+
+
 def with_difficulty(run: Callable[..., tuple[np.ndarray, np.ndarray]],
                     fitted: dict[str, Any] | None
                     ) -> Callable[..., tuple[np.ndarray, Any]]:
   """`run` (predict.predict with a network and its options bound) made to
   give (prediction in target units, the difficulty score the calibration
-  `fitted` reads: the MC spread, the quantile heads' width, or None)."""
+  `fitted` reads: an MC spread, one read from the features, or None)."""
   difficulty = fitted["difficulty"] if fitted else "constant"
-  if difficulty == "head_mc":
+  if difficulty in calibration.MC_MODES:
     return functools.partial(run, mc_samples=fitted["mc_samples"],
                              mc_mode=fitted["mc_mode"])
-  if difficulty == "quantile_heads":
-    def with_heads(x, **kwargs):
+  if difficulty in calibration.FEATURE_READERS:
+    def from_features(x, **kwargs):
       pred, features = run(x, features=True, **kwargs)
-      return pred, quantile_heads.width(fitted["quantile_heads"], features)
-    return with_heads
+      return pred, _read({difficulty: fitted[difficulty]},
+                         features)[difficulty]
+    return from_features
   return lambda x, **kwargs: (run(x, **kwargs)[0], None)
 
 
-def fit_quantile_heads(stage: stages.Stage, params: Any, data: samples.Data,
-                       mesh: jax.sharding.Mesh) -> dict[str, Any] | None:
-  """The student's quantile heads (quantile_heads.py) on its labelled
-  training pixels; None with too few."""
-  rows = data.train & (data.role == roles.LABELLED)
+def fit_readers(stage: stages.Stage, params: Any, data: samples.Data,
+                mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """{calibration.FEATURE_READERS name: fitted, or None with too few
+  pixels}: the student's quantile heads on its labelled training pixels,
+  the distance to its labelled and paired ones."""
   config = stage.config
+  rows = data.train & np.isin(data.role, (roles.LABELLED, roles.PAIRED))
   _, features = runner(stage.model(config.data.sensor), params, mesh,
                        config, stage.covariates(data, rows))(
                            getattr(data, stage.input)[rows], features=True)
+  labelled = data.role[rows] == roles.LABELLED
   forward, _ = targets.on_numpy(config.data.target_transform)
-  return quantile_heads.fit(features, forward(data.target[rows]),
-                            calibration.NOMINAL)
+  return {"quantile_heads": quantile_heads.fit(
+              features[labelled], forward(data.target[rows][labelled]),
+              calibration.NOMINAL),
+          "feature_distance": feature_distance.fit(features)}
 
 
 def difficulties(stage: stages.Stage, params: Any, x: np.ndarray,
                  mesh: jax.sharding.Mesh,
                  covariates: np.ndarray | None,
-                 heads: dict[str, Any] | None
+                 readers: dict[str, Any]
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """(the student's prediction of `x`, {difficulty: its score}): the MC
-  spread mapping uses and, given `heads`, their width."""
+  """(the student's prediction of `x`, {difficulty: its score} in
+  calibration.DIFFICULTIES' order, its preference): the MC spreads mapping
+  uses and what the fitted `readers` read."""
   run = runner(stage.model(stage.config.data.sensor), params, mesh,
                stage.config, covariates)
-  mean, std = run(x, mc_samples=predict.MC_SAMPLES, mc_mode=predict.MC_MODE)
-  out = {"head_mc": std}
-  if heads is not None:
-    out["quantile_heads"] = quantile_heads.width(
-        heads, run(x, features=True)[1])
-  return mean, out
+  mean, features = run(x, features=True)
+  out = _read(readers, features)
+  for difficulty, mode in calibration.MC_MODES.items():
+    out[difficulty] = run(x, mc_samples=predict.MC_SAMPLES, mc_mode=mode)[1]
+  return mean, {d: out[d] for d in calibration.DIFFICULTIES if d in out}
 
 
 def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
@@ -101,12 +118,13 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
   if inputs is None or not stage.config.model.encoder.dropout:
     return None
   config = stage.config
-  heads = fit_quantile_heads(stage, params, data, mesh)
+  readers = fit_readers(stage, params, data, mesh)
   mean, scores = difficulties(stage, params, inputs[0], mesh,
-                              stage.covariates(data, data.validation), heads)
+                              stage.covariates(data, data.validation),
+                              readers)
   fitted = calibration.fit(mean, inputs[1], data.blocks[data.validation],
                            config.data.target_transform, scores,
-                           predict.MC_SAMPLES, predict.MC_MODE, heads)
+                           predict.MC_SAMPLES, readers)
   if sharding.is_main_process():
     calibration.save(fitted, epath.Path(workdir) / stage.name)
   logging.info("[%s] %s; cross-fitted interval score by difficulty: %s",

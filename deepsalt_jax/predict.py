@@ -29,11 +29,10 @@ import numpy as np
 from deepsalt_jax import sharding
 
 MC_MODES = ("full", "head")
-# The MC-dropout passes a student's interval is calibrated for (evaluate,
-# cross_validation) and a map takes unless told otherwise (mapping/options):
-# a map with other passes gets the raw spread (calibration.for_spread).
+# The MC-dropout passes a student's interval is calibrated for (intervals,
+# evaluate) and a map takes unless told otherwise (mapping/options): a map
+# with other passes gets none (calibration.for_spread).
 MC_SAMPLES = 10
-MC_MODE = "head"
 
 
 def _chunk_fn(params, x, index, covariates, *, model, inverse, mc_samples,

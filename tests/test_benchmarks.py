@@ -387,11 +387,12 @@ def test_mapping_speeds_calibrations_are_of_the_difficulty_it_times():
   from deepsalt_jax import calibration
   from deepsalt_jax import predict
   pred, spread = np.array([1.0, 5.0]), np.array([0.05, 0.5])
-  for difficulty in ("constant", "head_mc", "members"):
+  for difficulty in ("constant", "head_mc", "full_mc", "members"):
     fitted = mapping_speed._made_up_calibration("log1p", difficulty)
     assert fitted["difficulty"] == difficulty
-    assert calibration.for_spread(fitted, predict.MC_SAMPLES,
-                                  predict.MC_MODE)[0] is fitted
+    assert fitted["mc_mode"] == {"head_mc": "head", "full_mc": "full"}.get(
+        difficulty, "")
+    assert calibration.for_spread(fitted, predict.MC_SAMPLES)[0] is fitted
     lower, upper = calibration.interval(fitted, pred, spread)
     assert (lower < pred).all() and (upper > pred).all()
     # A scaled interval is wider in log space where the spread is larger.

@@ -65,7 +65,7 @@ def test_the_spread_is_kept_where_it_ranks_the_errors_only():
   groups = np.arange(300) % 6
   mean, target, spread = _draw(rng, 300)
   kept = calibration.fit(mean, target, groups, "log1p", {"head_mc": spread},
-                         10, "head")
+                         10)
   assert kept["difficulty"] == "head_mc"
   assert kept["candidates"]["head_mc"]["spearman"] > 0.3
   assert (kept["candidates"]["head_mc"]["interval_score"]
@@ -73,30 +73,40 @@ def test_the_spread_is_kept_where_it_ranks_the_errors_only():
   assert (kept["mc_samples"], kept["mc_mode"]) == (10, "head")
   mean, target, _ = _draw(rng, 300)
   noise = calibration.fit(mean, target, groups, "log1p",
-                          {"head_mc": rng.uniform(0.0, 1.0, 300)}, 10, "head")
+                          {"head_mc": rng.uniform(0.0, 1.0, 300)}, 10)
   assert noise["difficulty"] == "constant"
 
 
-def test_the_quantile_heads_width_is_kept_and_saved_where_it_ranks():
-  """Among an uninformative MC spread and the width of (made-up) quantile
-  heads that follows the errors' scale, the width is kept, with the heads
-  and without MC passes."""
+@pytest.mark.parametrize("informative,words", [
+    ("quantile_heads", "quantile heads"),
+    ("feature_distance", "distance of the pixel's features"),
+    ("full_mc", "passes of the whole network")])
+def test_the_difficulty_that_ranks_the_errors_is_kept_with_what_it_reads(
+    informative, words):
+  """Among uninformative scores and one that follows the errors' scale, the
+  latter is kept: a score read from the features with what reads it and
+  no MC passes, the whole network's MC spread with its passes."""
   rng = np.random.default_rng(4)
-  mean, target, width = _draw(rng, 300)
-  heads = {"centre": [0.0], "scale": [1.0], "kernel": [[0.0, 1.0]],
-           "bias": [0.0, 0.0]}
+  mean, target, scale = _draw(rng, 300)
+  readers = {"quantile_heads": {"kernel": [[0.0, 1.0]]},
+             "feature_distance": {"precision": [[1.0]]}}
+  scores = {d: rng.uniform(0.0, 1.0, 300) for d in (
+      "head_mc", "quantile_heads", "feature_distance", "full_mc")}
   kept = calibration.fit(mean, target, np.arange(300) % 6, "log1p",
-                         {"head_mc": rng.uniform(0.0, 1.0, 300),
-                          "quantile_heads": width}, 10, "head", heads)
-  assert kept["difficulty"] == "quantile_heads"
-  assert kept["quantile_heads"] == heads
-  assert (kept["mc_samples"], kept["mc_mode"]) == (0, "")
-  assert set(kept["candidates"]) == {"constant", "head_mc", "quantile_heads"}
-  assert calibration.for_spread(kept, 0, "head") == (kept, "")
-  assert "quantile heads" in calibration.describe(kept)
+                         dict(scores, **{informative: scale}), 10, readers)
+  assert kept["difficulty"] == informative
+  assert set(kept["candidates"]) == {"constant", *scores}
+  for reader in calibration.FEATURE_READERS:
+    assert (kept.get(reader) == readers[reader]) == (reader == informative)
+  mc = informative == "full_mc"
+  assert (kept["mc_samples"], kept["mc_mode"]) == ((10, "full") if mc
+                                                   else (0, ""))
+  assert calibration.for_spread(kept, 10) == (kept, "")
+  assert (calibration.for_spread(kept, 5)[0] is None) == mc
+  assert words in calibration.describe(kept)
   with pytest.raises(ValueError, match="Difficulties"):
     calibration.fit(mean, target, np.arange(300) % 6, "log1p",
-                    {"feature_distance": width})
+                    {"distance": scale})
 
 
 def test_an_ensembles_spread_goes_first_and_yields_only_beyond_the_noise():
@@ -132,7 +142,7 @@ def test_round_trip_and_an_older_calibration_is_refused_in_one_line(tmp_path):
   rng = np.random.default_rng(2)
   mean, target, spread = _draw(rng, 30)
   fitted = calibration.fit(mean, target, np.arange(30) % 3, "log1p",
-                           {"head_mc": spread}, 10, "head")
+                           {"head_mc": spread}, 10)
   calibration.save(fitted, tmp_path)
   assert calibration.load(tmp_path) == json.loads(json.dumps(fitted))
   assert calibration.load(tmp_path / "none") is None
@@ -149,16 +159,15 @@ def test_a_spread_calibration_holds_for_the_spread_it_was_fitted_on_only():
   rng = np.random.default_rng(3)
   mean, target, spread = _draw(rng, 300)
   fitted = dict(calibration.fit(mean, target, np.arange(300) % 6, "log1p",
-                                {"head_mc": spread}, 10, "head"),
+                                {"head_mc": spread}, 10),
                 difficulty="head_mc",
                 mc_samples=10, mc_mode="head")
-  assert calibration.for_spread(fitted, 10, "head") == (fitted, "")
-  for other in ((10, "full"), (5, "head")):
-    kept, why = calibration.for_spread(fitted, *other)
-    assert kept is None and "calibrated for mc_samples=10" in why
-  assert calibration.for_spread(None, 10, "head")[0] is None
+  assert calibration.for_spread(fitted, 10) == (fitted, "")
+  kept, why = calibration.for_spread(fitted, 5)
+  assert kept is None and "calibrated for mc_samples=10, not 5" in why
+  assert calibration.for_spread(None, 10)[0] is None
   constant = dict(fitted, difficulty="constant")
-  assert calibration.for_spread(constant, 0, "head") == (constant, "")
+  assert calibration.for_spread(constant, 0) == (constant, "")
 
 
 def test_interval_score_penalises_misses_by_their_distance():

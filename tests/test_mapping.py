@@ -1,4 +1,5 @@
 """Salinity maps of a real EnMAP tile with a tiny trained student."""
+import functools
 import json
 import shutil
 import subprocess
@@ -14,13 +15,16 @@ from data_prep.scenes import geotiff
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
+from deepsalt_jax import feature_distance
 from deepsalt_jax import final_model
 from deepsalt_jax import mapping
 from deepsalt_jax import model_choice
+from deepsalt_jax import predict
 from deepsalt_jax import quantile_heads
 from deepsalt_jax import run_config
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_jax.mapping import blocks
 from deepsalt_jax.mapping import files
@@ -104,8 +108,6 @@ def test_mapping_options_are_checked():
   assert check(_options(ndvi_max=0.5)).ndvi_max == 0.5
   with pytest.raises(ValueError, match="--mapping.mc_samples=1"):
     check(_options(mc_samples=1))
-  with pytest.raises(ValueError, match="mc_mode='half': use full or head"):
-    check(_options(mc_mode="half"))
   options = check(_options(masks="water, cloud_haze"))
   assert mapping.options.thresholds(options) == indices.MaskThresholds(
       ndvi_max=None, ncai_max=None, reflectance_min=None,
@@ -313,38 +315,52 @@ def test_tiling_and_batching_do_not_change_the_map(tiny_run, tile, mapped,
 def test_the_interval_bands_are_the_calibration_of_the_run(
     tiny_run, tile, mapped, tmp_path):
   """Bands 2-4 are the run's calibrated interval and exceedance, and say
-  so; without a calibration (or for another spread than it was fitted on)
-  they are not computed; an older calibration is refused in one line."""
+  so; without a calibration (or for other MC passes than it was fitted
+  on) they are not computed; an older calibration is refused in one
+  line."""
   config, workdir = tiny_run
   student = "student"  # The student's folder (stages.plan).
   fitted = calibration.load(workdir / student)
   assert fitted["kind"] == calibration.KIND
+  # Every difficulty of a student was a candidate, in order of preference.
+  assert list(fitted["candidates"]) == [
+      d for d in calibration.DIFFICULTIES if d != "members"]
   report, whole = mapped
   assert report["uncertainty"]["calibration"] == {
       k: v for k, v in fitted.items()
-      if k not in ("scores", "quantile_heads")}
+      if k not in ("scores", *calibration.FEATURE_READERS)}
   ec, lower, upper, p = (_read(whole / "tile_ec.tif", b)[0]
                          for b in (1, 2, 3, 4))
   valid = ec != files.EC_NODATA
-  # The interval of each pixel from its EC and, for the quantile heads,
-  # their width on the student's features of the pixel.
-  assert fitted["difficulty"] in ("constant", "quantile_heads")
+  # The interval of each pixel from its EC and its difficulty: what is read
+  # from the student's features of the pixel, or the MC spread of the
+  # pixel's own dropout masks (keyed by its index in the scene).
+  difficulty = fitted["difficulty"]
   width = None
-  if fitted["difficulty"] == "quantile_heads":
+  if difficulty != "constant":
     block = _block(tile)
     assert valid.sum() == block.rows.size
     stage = stages.plan(config, run_config.lab_grid(workdir)).students[0]
+    mesh = sharding.make_mesh()
     params, _ = checkpoint.restore_params(
         stage.params_directories(workdir),
-        stage.abstract_params("enmap", sharding.make_mesh()))
-    features = stage.model("enmap").apply({"params": params}, block.x,
-                                          train=False)["features"]
+        stage.abstract_params("enmap", mesh))
+    run = functools.partial(
+        predict.predict, stage.model("enmap"), params, block.x, mesh, 256,
+        targets.TRANSFORMS[config.data.target_transform][1],
+        index=(block.rows * ec.shape[1] + block.cols).astype(np.int32))
     width = np.zeros(ec.shape)
-    width[block.rows, block.cols] = quantile_heads.width(
-        fitted["quantile_heads"], np.asarray(features))
+    if difficulty in calibration.MC_MODES:
+      score = run(mc_samples=fitted["mc_samples"],
+                  mc_mode=fitted["mc_mode"])[1]
+    else:
+      read = {"quantile_heads": quantile_heads.width,
+              "feature_distance": feature_distance.distance}[difficulty]
+      score = read(fitted[difficulty], run(features=True)[1])
+    width[block.rows, block.cols] = score
     width = width[valid]
   bounds = calibration.predictive(fitted, ec[valid], width, 4.0)
-  # Features computed here in one call, there in chunks: float32 apart,
+  # Computed here in one call, there in chunks: float32 apart,
   # so P (a step of 1 / calibration samples) may sit one step away.
   np.testing.assert_allclose(lower[valid], bounds["lower"], rtol=5e-3,
                              atol=1e-5)
@@ -361,13 +377,13 @@ def test_the_interval_bands_are_the_calibration_of_the_run(
   with rasterio.open(tmp_path / "raw" / "tile_ec.tif") as ds:
     assert "not computed: the run has no calibration" in ds.descriptions[1]
     assert (ds.read(3) == files.EC_NODATA).all()
-  # Full MC dropout is another spread: an interval scaled by the head's
-  # is not used.
+  # Five MC passes spread less than ten: an interval calibrated on ten is
+  # not used.
   head = dict(fitted, difficulty="head_mc", mc_samples=10, mc_mode="head")
   calibration.save(head, uncalibrated / student)
-  full = mapping.map_scene(config, uncalibrated, tile, tmp_path / "full",
-                           _options(mc_mode="full"))
-  assert full["uncertainty"]["calibration"] is None
+  five = mapping.map_scene(config, uncalibrated, tile, tmp_path / "five",
+                           _options(mc_samples=5))
+  assert five["uncertainty"]["calibration"] is None
   (uncalibrated / student / calibration.CALIBRATION_FILE).write_text(
       json.dumps({"nominal": 0.9, "multiplier": 13.6, "mc_samples": 10,
                   "mc_mode": "head"}))

@@ -16,15 +16,14 @@ one jitted function). With the model's calibration
 calibrated 90 % interval (in the target transform's space: asymmetric in
 dS/m, never below zero) and the probability that EC exceeds
 `exceedance_threshold` (default the FAO saline limit, 4 dS/m). An interval
-scaled by the MC-dropout spread needs
-`mc_samples` passes of the head alone by default (`mc_mode='head'`: the
-encoder runs once; 'full': ~`mc_samples` x the cost); one scaled by
-quantile heads reads the student's features (one pass); a constant one
-needs none. Each pixel's dropout masks come from a key folded with its index in
-the scene, so the map depends neither on the tiling, the batching nor the
-process that made it. Files: `files`
-(COGs, written atomically: a scene whose report is there is skipped on a
-re-run); when all processes are done, process 0 writes the mosaic and the
+scaled by the MC-dropout spread needs `mc_samples` passes, of the head
+alone (the encoder runs once) or of the whole network (~`mc_samples` x
+the cost) as the calibration says; one scaled by quantile heads or the
+features' distance reads the student's features (one pass); a constant
+one needs none. Each pixel's dropout masks come from a key folded with its
+index in the scene, so the map depends neither on the tiling, the
+batching nor the process that made it. Files: `files` (COGs, written
+atomically: a scene whose report is there is skipped on a re-run); when all processes are done, process 0 writes the mosaic and the
 region report (`mosaic`). A student that reads covariates gets them per
 pixel from the rasters of the `covariate_rasters` option, warped to each
 scene's grid (`covariate_rasters`); a raster missing is refused before any
@@ -241,13 +240,14 @@ class _Mapper:
                   "tolerance_nm": self.options.band_tolerance_nm},
         "uncertainty": {"method": (calibration.KIND if self.calibration
                                    else None),
-                        "mode": self.options.mc_mode if self.mc_samples
-                        else None,
+                        "mode": self.calibration["mc_mode"]
+                        if self.mc_samples else None,
                         "samples": self.mc_samples,
                         "dropout_rate": self.dropout,
                         "calibration": self.calibration and {
                             k: v for k, v in self.calibration.items()
-                            if k not in ("scores", "quantile_heads")},
+                            if k not in ("scores",
+                                         *calibration.FEATURE_READERS)},
                         "exceedance_threshold":
                             self.options.exceedance_threshold,
                         "band_descriptions": self.descriptions()},

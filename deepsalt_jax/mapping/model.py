@@ -88,7 +88,7 @@ def _network(stage: stages.Stage, params: Any, sensor: str,
   run = functools.partial(
       predict.predict, stage.model(sensor), params, mesh=mesh,
       batch_size=options.batch_size, inverse=inverse, seed=options.seed,
-      mc_mode=options.mc_mode, chunk=chunk,
+      chunk=chunk,
       method="from_prepared" if teacher else None)
   if not teacher:
     return run
@@ -103,12 +103,12 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
   if options.mc_samples:
     fitted, why = calibration.for_spread(
         calibration.load(workdir / student.name),
-        options.mc_samples if dropout > 0 else 0, options.mc_mode)
+        options.mc_samples if dropout > 0 else 0)
   else:
     fitted, why = None, "--mapping.mc_samples=0"
   # MC passes only for an interval scaled by their spread.
   mc_samples = (fitted["mc_samples"] if fitted and
-                fitted["difficulty"] == "head_mc" else 0)
+                fitted["difficulty"] in calibration.MC_MODES else 0)
   run = intervals.with_difficulty(
       _network(student, params, sensor, config, mesh, options), fitted)
   return MapModel(final_model.STUDENT, run, {student.name: step},

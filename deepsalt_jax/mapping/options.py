@@ -40,11 +40,9 @@ def defaults() -> ml_collections.ConfigDict:
       chunk_size=0,
       # MC-dropout passes for the uncertainty; 0 = none (no interval nor
       # exceedance). An interval scaled by the spread is calibrated for the
-      # default passes (calibration.py); a constant one needs none.
+      # default passes, of the head or of the whole network (calibration.py
+      # says which); other intervals need none.
       mc_samples=predict.MC_SAMPLES,
-      # 'head': the encoder runs once, the head's dropout is sampled (fast);
-      # 'full': every dropout layer, mc_samples network passes (slow).
-      mc_mode=predict.MC_MODE,
       seed=0,  # Of the dropout masks.
       # The EC file's band 4: P(EC > this), in the EC method's units
       # (dS/m); default the FAO saline limit of ECe.
@@ -81,8 +79,6 @@ def check(options: ml_collections.ConfigDict | None
        "0 (auto) or a positive number of spectra"),
       ("mc_samples", options.mc_samples == 0 or options.mc_samples >= 2,
        "0 (no uncertainty) or at least 2 passes"),
-      ("mc_mode", options.mc_mode in predict.MC_MODES,
-       " or ".join(predict.MC_MODES)),
       ("min_coverage", 0 < options.min_coverage <= 1, "in (0, 1]"),
       ("exceedance_threshold", options.exceedance_threshold > 0,
        "a positive EC (dS/m)"),

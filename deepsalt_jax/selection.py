@@ -170,7 +170,11 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
 
   The standard error of a candidate's excess over the lowest MSE is that of
   the mean of their per-block MSE differences (blocks, not samples: errors
-  within a block are correlated). Without scores the first candidate stays.
+  within a block are correlated). The winner is the first candidate within
+  one standard error of the lowest whose MSE is no higher than that of any
+  candidate before it: a candidate whose differences are noisy would
+  otherwise pass where a preferred one with a lower MSE did not. Without
+  scores the first candidate stays.
   """
   names = list(errors)
   scored = [n for n in names if errors[n] is not None]
@@ -186,8 +190,11 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
     se = (float(per_block.std(ddof=1) / np.sqrt(per_block.size))
           if per_block.size > 1 else 0.0)
     details[n] = {"mse_excess": mse[n] - mse[lowest], "standard_error": se}
-  winner = next(n for n in scored
-                if details[n]["mse_excess"] <= details[n]["standard_error"])
+  # The lowest MSE before each candidate (inf before the first).
+  before = np.minimum.accumulate([np.inf] + [mse[n] for n in scored])[:-1]
+  winner = next(n for n, floor in zip(scored, before)
+                if details[n]["mse_excess"] <= details[n]["standard_error"]
+                and mse[n] <= floor)
   return winner, {"lowest": lowest, "margins": details}
 
 

@@ -45,6 +45,12 @@ def test_pick_keeps_the_default_within_one_standard_error():
   noisy = {"student": np.array([1.3, 0.9]), "latent": np.array([1.0, 1.0])}
   # Differences 0.3 and -0.1: excess 0.1 within its standard error 0.2.
   assert selection.pick(noisy, np.array(["a", "b"]))[0] == "student"
+  # 'latent' (differences -0.6 and 1.4 from 'library': excess 0.4 within
+  # its standard error 1.0) has a higher MSE than 'student' before it,
+  # which is beyond the noise: the lowest wins.
+  errors = {"student": np.array([1.2, 1.4]), "latent": np.array([0.5, 2.5]),
+            "library": np.array([1.1, 1.1])}
+  assert selection.pick(errors, np.array(["a", "b"]))[0] == "library"
   tie = {"latent": np.ones(4), "student": np.ones(4)}
   assert selection.pick(tie, BLOCKS[::5])[0] == "latent"  # The first.
   assert selection.pick({"student": None, "latent": None},

@@ -109,6 +109,11 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
   # MC passes only for an interval scaled by their spread.
   mc_samples = (fitted["mc_samples"] if fitted and
                 fitted["difficulty"] in calibration.MC_MODES else 0)
+  if mc_samples and fitted["mc_mode"] == "full":
+    logging.warning("The interval is scaled by the spread of %d MC passes "
+                    "of the whole network: each pixel costs that many "
+                    "network passes (--mapping.mc_samples=0 maps EC "
+                    "alone).", mc_samples)
   run = intervals.with_difficulty(
       _network(student, params, sensor, config, mesh, options), fitted)
   return MapModel(final_model.STUDENT, run, {student.name: step},

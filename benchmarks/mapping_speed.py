@@ -38,8 +38,8 @@ profile: FLOPs per spectrum of one network pass (XLA's cost analysis)
 against the CPU's peak, the GFLOP/s each run reached while predicting,
 where its time went, and the student in bfloat16 (speed and EC difference
 on the scene's soil spectra). `--method=new` times the new one alone.
-Prints figures; it is not a test. Run time: about 4 min on 2 idle CPU cores
-(today's method takes most of it).
+Prints figures; it is not a test. Run time: about 45 s on 2 CPU cores
+(today's method takes half of it).
 """
 import functools
 import os

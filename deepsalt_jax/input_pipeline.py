@@ -28,16 +28,19 @@ class Stream:
   permutation, and cut into batches: batch `step` is a pure function of
   (seed, step), computed in numpy (random access through grain's
   MapDataset cost ~5 ms a stream per step, more than a CPU training step).
+  `capacity`: the most samples the stream holds in any split of its data
+  (what `device_streams` pads to).
   """
 
   def __init__(self, arrays: dict[str, np.ndarray], batch_size: int,
-               seed: int):
+               seed: int, capacity: int = 0):
     sizes = {len(v) for v in arrays.values()}
     if len(sizes) != 1 or 0 in sizes:
       raise errors.UserError(
           f"A stream needs non-empty arrays of one length, got "
           f"{ {k: len(v) for k, v in arrays.items()} }.")
     self.arrays = arrays
+    self.capacity = max(capacity, *sizes)
     self._size, self._batch, self._seed = sizes.pop(), batch_size, seed
     self._permutations = {}  # Epoch -> permutation; the last few kept.
 
@@ -71,11 +74,12 @@ def teacher_streams(data: samples.Data, batch_size: int, seed: int
                     ) -> dict[str, Stream]:
   """Lab spectra and labels (and covariates) of every training sample that
   has both."""
-  train = data.train & data.has_lab & data.has_target
+  labelled = data.has_lab & data.has_target
+  train = data.train & labelled
   arrays = dict(lab=data.lab[train], target=data.target[train])
   if data.covariates is not None:
     arrays["covariates"] = data.covariates[train]
-  return {"lab": Stream(arrays, batch_size, seed)}
+  return {"lab": Stream(arrays, batch_size, seed, int(labelled.sum()))}
 
 
 def student_streams(data: samples.Data, batch_size: int, seed: int,
@@ -100,6 +104,13 @@ def student_streams(data: samples.Data, batch_size: int, seed: int,
            "paired": train & (data.role == roles.PAIRED),
            "unlabelled": unlabelled,
            "library": train & data.has_lab & data.has_target}
+  # The rows each stream may take in any split of `data` (a CV fold, the
+  # final run, a benchmark unit).
+  capacity = {"labelled": data.role == roles.LABELLED,
+              "paired": data.role == roles.PAIRED,
+              "unlabelled": (data.has_pixel if transductive
+                             else data.role == roles.UNLABELLED),
+              "library": data.has_lab & data.has_target}
   # Stream -> {batch key: Data attribute}.
   fields = {"labelled": {"satellite": "satellite", "target": "target"},
             "paired": {"satellite": "pair_satellite", "lab": "lab",
@@ -126,7 +137,8 @@ def student_streams(data: samples.Data, batch_size: int, seed: int,
         arrays["covariates"] = np.full(
             (len(data.target_pixels), data.covariates.shape[1]), np.nan,
             np.float32)
-    streams[name] = Stream(arrays, batch_size, seed + offset)
+    streams[name] = Stream(arrays, batch_size, seed + offset,
+                           int(capacity[name].sum()))
   return streams
 
 
@@ -135,16 +147,19 @@ def device_streams(streams: dict[str, Stream], mesh: jax.sharding.Mesh
   """Every stream's arrays, replicated on the mesh's devices (once per
   stage).
 
-  Each is padded with zero rows (never indexed) to the next power of two:
-  the compiled steps depend on these shapes, and so every CV fold, whose
-  streams differ by a few samples, reuses the first fold's programs.
+  Each is padded with zero rows (never indexed) to the power of two at or
+  above its capacity (`Stream`): the compiled steps depend on these
+  shapes, and so every CV fold, the final run and every benchmark unit of
+  the same data reuse the first one's programs (a fold's own size crossed a
+  power of two between folds and compiled anew).
   """
-  def padded(x: np.ndarray) -> np.ndarray:
-    rows = 1 << (len(x) - 1).bit_length()
+  def padded(x: np.ndarray, capacity: int) -> np.ndarray:
+    rows = 1 << (capacity - 1).bit_length()
     return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:],
                                        x.dtype)])
 
-  return jax.device_put({name: {k: padded(v) for k, v in s.arrays.items()}
+  return jax.device_put({name: {k: padded(v, s.capacity)
+                                for k, v in s.arrays.items()}
                          for name, s in streams.items()},
                         sharding.replicated(mesh))
 

@@ -74,12 +74,12 @@ def teacher_streams(data: samples.Data, batch_size: int, seed: int
                     ) -> dict[str, Stream]:
   """Lab spectra and labels (and covariates) of every training sample that
   has both."""
-  labelled = data.has_lab & data.has_target
-  train = data.train & labelled
+  both = data.has_lab & data.has_target
+  train = data.train & both
   arrays = dict(lab=data.lab[train], target=data.target[train])
   if data.covariates is not None:
     arrays["covariates"] = data.covariates[train]
-  return {"lab": Stream(arrays, batch_size, seed, int(labelled.sum()))}
+  return {"lab": Stream(arrays, batch_size, seed, int(both.sum()))}
 
 
 def student_streams(data: samples.Data, batch_size: int, seed: int,

@@ -44,13 +44,16 @@ def runner(model: Any, params: Any, mesh: jax.sharding.Mesh,
                            covariates=covariates)
 
 
+# calibration.FEATURE_READERS: (what was fitted, features) -> the score.
+_READ = {"quantile_heads": quantile_heads.width,
+         "feature_distance": feature_distance.distance}
+
+
 def _read(readers: dict[str, Any], features: np.ndarray
           ) -> dict[str, np.ndarray]:
   """{difficulty: its score} of the `readers` (calibration.FEATURE_READERS
   -> what was fitted, or None) from the student's `features`."""
-  read = {"quantile_heads": quantile_heads.width,
-          "feature_distance": feature_distance.distance}
-  return {name: read[name](fitted, features)
+  return {name: _READ[name](fitted, features)
           for name, fitted in readers.items() if fitted is not None}
 
 
@@ -67,8 +70,7 @@ def with_difficulty(run: Callable[..., tuple[np.ndarray, np.ndarray]],
   if difficulty in calibration.FEATURE_READERS:
     def from_features(x, **kwargs):
       pred, features = run(x, features=True, **kwargs)
-      return pred, _read({difficulty: fitted[difficulty]},
-                         features)[difficulty]
+      return pred, _READ[difficulty](fitted[difficulty], features)
     return from_features
   return lambda x, **kwargs: (run(x, **kwargs)[0], None)
 

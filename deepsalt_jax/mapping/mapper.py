@@ -23,7 +23,8 @@ features' distance reads the student's features (one pass); a constant
 one needs none. Each pixel's dropout masks come from a key folded with its
 index in the scene, so the map depends neither on the tiling, the
 batching nor the process that made it. Files: `files` (COGs, written
-atomically: a scene whose report is there is skipped on a re-run); when all processes are done, process 0 writes the mosaic and the
+atomically: a scene whose report is there is skipped on a re-run); when
+all processes are done, process 0 writes the mosaic and the
 region report (`mosaic`). A student that reads covariates gets them per
 pixel from the rasters of the `covariate_rasters` option, warped to each
 scene's grid (`covariate_rasters`); a raster missing is refused before any

@@ -83,8 +83,19 @@ def _srf_and_support(src_wavelength, dst_center, dst_fwhm):
   grid = np.arange(np.floor(np.min(center - reach)),
                    np.ceil(np.max(center + reach)) + 1.0)
   sigma = fwhm / _FWHM_PER_SIGMA
-  srf = np.exp(-0.5 * ((grid[None, :] - center[:, None]) / sigma[:, None])**2)
-  srf[np.abs(grid[None, :] - center[:, None]) > reach[:, None]] = 0.0
+  # Each SRF is evaluated on a window of the grid around its reach only (a
+  # dataset build makes hundreds of these matrices); zero beyond the reach.
+  start = np.maximum(np.searchsorted(grid, center - reach) - 1, 0)
+  stop = np.minimum(np.searchsorted(grid, center + reach, side="right") + 1,
+                    grid.size)
+  band, offset = np.nonzero(np.arange(np.max(stop - start))[None, :]
+                            < (stop - start)[:, None])
+  column = start[band] + offset
+  distance = grid[column] - center[band]
+  srf = np.zeros((center.size, grid.size))
+  srf[band, column] = np.where(
+      np.abs(distance) > reach[band], 0.0,
+      np.exp(-0.5 * (distance / sigma[band])**2))
 
   # Linear interpolation weights between the bracketing source samples.
   left = np.clip(np.searchsorted(src, grid, side="right") - 1, 0, src.size - 2)

@@ -72,6 +72,24 @@ def test_linear_spectrum_gives_band_centre():
                              rtol=1e-9)
 
 
+def test_each_srf_is_the_gaussian_to_three_fwhm_on_the_whole_grid():
+  # The SRFs are evaluated on a window around each band; the result is the
+  # definition on the whole 1 nm grid to the bit (a dataset's satellite view
+  # is built from these matrices).
+  rng = np.random.default_rng(0)
+  src = resampling.lab_wavelengths()
+  centre = np.sort(rng.uniform(380.0, 2500.0, 60))
+  fwhm = rng.uniform(3.0, 25.0, 60)
+  srf, _, _ = resampling._srf_and_support(src, centre, fwhm)
+  grid = np.arange(np.floor(np.min(centre - 3 * fwhm)),
+                   np.ceil(np.max(centre + 3 * fwhm)) + 1.0)
+  distance = grid[None, :] - centre[:, None]
+  sigma = fwhm[:, None] / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+  expected = np.where(np.abs(distance) > 3 * fwhm[:, None], 0.0,
+                      np.exp(-0.5 * (distance / sigma)**2))
+  np.testing.assert_array_equal(srf, expected)
+
+
 def test_band_in_gap_has_no_coverage():
   src = np.concatenate([np.arange(400.0, 1001.0, 10.0),
                         np.arange(1200.0, 1501.0, 10.0)])

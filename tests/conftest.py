@@ -4,9 +4,13 @@ Multi-device tests run in a subprocess with 8 fake CPU devices (the device
 count must be fixed before JAX initialises; see tests/multidevice.py).
 
 The tests train the same tiny networks many times, in this process and in
-subprocesses: one persistent XLA cache per session (inherited through the
-environment) compiles each step once, which is about two thirds of a tiny
-run's CPU time. Set JAX_COMPILATION_CACHE_DIR to keep one between sessions.
+subprocesses: one persistent XLA cache (inherited through the environment)
+compiles each step once, which is about two thirds of a tiny run's CPU
+time. It is kept between sessions (~/.cache/deepsalt_jax/test_xla_cache,
+a few MB; JAX keys each entry by the program, options and versions), so
+the edit-test loop loads what the last run compiled: the "not slow" subset
+takes about 30 s less than with an empty cache. JAX_COMPILATION_CACHE_DIR
+chooses another folder.
 LLVM's cheapest optimisation level compiles those programs with about a
 quarter less CPU time; what the tests compare (sharded against one device,
 a block against single steps, a restored run against the saved one) is
@@ -17,18 +21,12 @@ compilation cache, the prepared datasets (data_prep.datasets builds each
 once under a lock) and the tiny run (the first worker to need it trains
 it).
 """
-import atexit
 import fcntl
 import os
-import shutil
-import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
-      prefix="deepsalt_xla_cache_")
-  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"],
-                  ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.expanduser("~"), ".cache", "deepsalt_jax", "test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks import interval_summary
 from deepsalt_jax import evaluate
 from deepsalt_jax import metrics
 
@@ -27,6 +28,9 @@ BASELINES = ("plsr", "rf", "plsr_lab", "coral_ridge", "pooled_mlp", "epo",
 PEERS = BASELINES + ("source_only", "plain", "finetune", "dann",
                      "dann_labels")
 REFERENCE = "teacher_lab"  # Sees lab spectra of the test samples: no rival.
+# From this share of a region's sum of squares in its largest target, the
+# verdict says that one sample mostly decides the region's R².
+ONE_SAMPLE_SHARE = 0.5
 
 
 def shipped(methods: Sequence[str]) -> str:
@@ -128,22 +132,44 @@ def label_efficiency(label_runs: Sequence[Run], methods: Sequence[str],
   return rows
 
 
+def largest_shares(runs: Sequence[Run],
+                   region_names: Sequence[str]) -> dict[str, float]:
+  """Per region, the share of its held-out targets' sum of squares about
+  their mean that its largest target holds: near 1, R² in target units
+  is the prediction of that one sample (the seeds share the targets)."""
+  out = {}
+  for r in runs:
+    for index in np.unique(r.region):
+      y = np.asarray(r.target[r.region == index], np.float64)
+      squares = (y - y.mean())**2
+      out[region_names[index]] = float(squares.max() / squares.sum())
+  return out
+
+
 def margins(per_region_r2: dict[str, dict[str, float]],
-            methods: Sequence[str]) -> dict[str, Any] | None:
+            methods: Sequence[str],
+            shares: dict[str, float]) -> dict[str, Any] | None:
   """The shipped student against the best peer: per region (mean over
-  seeds), its R² minus the best peer's there, and which peer that was."""
+  seeds), its R² minus the best peer's there and which peer that was, the
+  same in R² of log EC (which one saline sample cannot decide), and the
+  region's `largest_shares`."""
   peers = [m for m in PEERS if m in methods and per_region_r2.get(m)]
   if shipped(methods) not in methods or not peers:
     return None
   student = per_region_r2[shipped(methods)]
   out = {}
   for region, own in student.items():
-    rivals = {m: per_region_r2[m][region]["r2"] for m in peers
+    rivals = {m: per_region_r2[m][region] for m in peers
               if region in per_region_r2[m]}
     if rivals:
-      best = max(rivals, key=rivals.get)
-      out[region] = {"peer": best, "peer_r2": rivals[best],
-                     "margin": own["r2"] - rivals[best]}
+      best = max(rivals, key=lambda m: rivals[m]["r2"])
+      out[region] = {"peer": best, "peer_r2": rivals[best]["r2"],
+                     "margin": own["r2"] - rivals[best]["r2"],
+                     "largest_share": shares.get(region)}
+      if "r2_log" in own:
+        best_log = max(rivals, key=lambda m: rivals[m]["r2_log"])
+        out[region].update(peer_log=best_log, margin_log=(
+            own["r2_log"] - rivals[best_log]["r2_log"]))
   return out
 
 
@@ -186,6 +212,22 @@ def verdicts(scores: dict[str, dict], methods: Sequence[str],
         f"{sum(v > 0 for v in values)} of {len(values)} regions; it falls "
         f"more than 0.05 below on {sum(v < -0.05 for v in values)} "
         f"(worst {min(values):+.3f}).")
+    logs = [m["margin_log"] for m in region_margins.values()
+            if "margin_log" in m]
+    if logs:
+      lines.append(
+          f"in R² of log EC against the best peer of each region: wins "
+          f"{sum(v > 0 for v in logs)} of {len(logs)}; more than 0.05 below "
+          f"on {sum(v < -0.05 for v in logs)} (worst {min(logs):+.3f}).")
+    decided = [f"{r} ({m['largest_share']:.0%})"
+               for r, m in region_margins.items()
+               if (m["largest_share"] or 0) >= ONE_SAMPLE_SHARE]
+    if decided:
+      lines.append(
+          "one sample holds most of the sum of squares in "
+          + ", ".join(decided) + " (the region's largest EC): there the R² "
+          "margin is mostly that sample's prediction, the R² log margin "
+          "is not.")
   return lines
 
 
@@ -218,53 +260,6 @@ def seed_ensembles(runs: Sequence[Run], methods: Sequence[str]
   return out, names
 
 
-def _pooled_reliability(units: Sequence[dict[str, Any]]
-                        ) -> list[dict[str, Any]]:
-  """The exceedance reliability bins of `units` pooled (by samples)."""
-  bins = {}
-  for u in units:
-    for b in u["reliability"]:
-      n, p, exceeded = bins.get(tuple(b["p"]), (0, 0.0, 0.0))
-      bins[tuple(b["p"])] = (n + b["n"], p + b["n"] * b["mean_p"],
-                             exceeded + b["n"] * b["exceeded"])
-  return [{"p": list(k), "n": n, "mean_p": p / n, "exceeded": e / n}
-          for k, (n, p, e) in sorted(bins.items())]
-
-
-def intervals(runs: Sequence[Run]) -> dict[str, Any]:
-  """Per method, per held-out split and seed, what its calibrated interval
-  achieved; pooled coverage (weighted by samples), per split (its seeds
-  pooled), the mean over units of the interval score and the exceedance
-  reliability pooled over units."""
-  out = {}
-  for method in dict.fromkeys(m for r in runs for m in r.intervals):
-    units = {f"{r.split} seed {r.seed}": r.intervals[method]["overall"]
-             for r in runs if method in r.intervals}
-    n = sum(u["n"] for u in units.values())
-    by_split = {}
-    for r in runs:
-      if method in r.intervals:
-        u = r.intervals[method]["overall"]
-        hits, total = by_split.get(r.split, (0.0, 0))
-        by_split[r.split] = (hits + u["coverage"] * u["n"], total + u["n"])
-    reliability = _pooled_reliability(units.values())
-    out[method] = {
-        "per_split": units,
-        "pooled_coverage": sum(u["coverage"] * u["n"]
-                               for u in units.values()) / n,
-        "coverage_by_split": {k: h / t for k, (h, t) in by_split.items()},
-        "pooled_reliability": reliability,
-        # As calibration.judge's: the largest gap of a bin of 30 or more.
-        "pooled_reliability_gap": max(
-            (abs(b["mean_p"] - b["exceeded"]) for b in reliability
-             if b["n"] >= 30), default=None),
-        "mean_interval_score": float(np.mean(
-            [u["interval_score"] for u in units.values()])),
-        "coverage_range": [min(u["coverage"] for u in units.values()),
-                           max(u["coverage"] for u in units.values())]}
-  return out
-
-
 def build(runs: Sequence[Run], label_runs: Sequence[Run],
           methods: Sequence[str], region_names: Sequence[str], unit: str,
           header: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +270,8 @@ def build(runs: Sequence[Run], label_runs: Sequence[Run],
   scores.update({m: unit_scores(ensemble_runs, m, region_names, classes)
                  for m in ensembles})
   regions = {m: per_region(scores[m]) for m in scores}
-  region_margins = margins(regions, methods)
+  region_margins = margins(regions, methods,
+                           largest_shares(runs, region_names))
   label_methods = list(dict.fromkeys(m for r in label_runs for m in r.preds))
   missing = {m: sorted({(r.split, r.seed) for r in runs
                         if m in r.preds and not np.isfinite(r.preds[m]).all()})
@@ -287,7 +283,7 @@ def build(runs: Sequence[Run], label_runs: Sequence[Run],
       "margins": region_margins,
       "verdicts": verdicts(scores, methods, regions, region_margins),
       "not_fitted": {m: v for m, v in missing.items() if v},
-      "intervals": intervals(runs),
+      "intervals": interval_summary.per_method(runs),
       "label_efficiency": label_efficiency(label_runs, label_methods,
                                            region_names, classes),
       "runs": [{"split": r.split, "seed": r.seed,
@@ -364,12 +360,21 @@ def markdown(result: dict[str, Any]) -> str:
   if result["margins"]:
     student = shipped(result["per_region"])
     lines += ["", f"## {_name(student)} against the best peer of each region",
-              "", f"| region | {_name(student)} R² | best peer | its R² | "
-              "margin |", "|---|---|---|---|---|"]
+              "", "Largest share: the share of the region's sum of squares "
+              "(about its mean EC) that its largest EC holds; R² log margin: "
+              "against the best peer in R² of log EC.", "",
+              f"| region | {_name(student)} R² | best peer | its R² | "
+              "margin | R² log margin (peer) | largest share |",
+              "|---|---|---|---|---|---|---|"]
     for region, m in result["margins"].items():
+      log = (f"{m['margin_log']:+.3f} ({m['peer_log']})"
+             if "margin_log" in m else "–")
+      share = ("–" if m["largest_share"] is None
+               else f"{m['largest_share']:.2f}")
       lines.append(
           f"| {region} | {result['per_region'][student][region]['r2']:.3f}"
-          f" | {m['peer']} | {m['peer_r2']:.3f} | {m['margin']:+.3f} |")
+          f" | {m['peer']} | {m['peer_r2']:.3f} | {m['margin']:+.3f} | "
+          f"{log} | {share} |")
   if result["label_efficiency"]:
     methods = list(result["label_efficiency"][0]["r2"])
     lines += ["", f"## Label efficiency: R² (mean ± sd) on "

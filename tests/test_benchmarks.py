@@ -421,6 +421,7 @@ def test_the_soc_ceiling_refits_without_each_fold():
 
 
 def test_intervals_pool_coverage_per_split_and_reliability_over_units():
+  from benchmarks import interval_summary
   from benchmarks import report
   target, region = np.zeros(2), np.zeros(2, int)
 
@@ -436,7 +437,7 @@ def test_intervals_pool_coverage_per_split_and_reliability_over_units():
                      {"student": unit(30, 1.0, [(20, 0.85, 1.0)])}),
           report.Run("b", 0, 0.05, target, region, {}, 1.0,
                      {"student": unit(40, 0.9, [])})]
-  judged = report.intervals(runs)["student"]
+  judged = interval_summary.per_method(runs)["student"]
   assert judged["coverage_by_split"] == pytest.approx({"a": 0.875, "b": 0.9})
   assert judged["pooled_coverage"] == pytest.approx(0.875 * 0.5 + 0.9 * 0.5)
   # Two bins of 20 (neither counts alone) pool into one of 40.
@@ -444,6 +445,33 @@ def test_intervals_pool_coverage_per_split_and_reliability_over_units():
   assert pooled.pop("p") == [0.8, 0.9]
   assert pooled == pytest.approx({"n": 40, "mean_p": 0.85, "exceeded": 0.75})
   assert judged["pooled_reliability_gap"] == pytest.approx(0.1)
+
+
+def test_margins_say_where_one_sample_decides_a_regions_r2():
+  from benchmarks import report
+  # Region 0: one saline sample among low ones; region 1: spread evenly.
+  target = np.array([1.0, 1.0, 1.0, 1.0, 21.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+  region = np.array([0] * 5 + [1] * 5)
+  runs = [report.Run("both", 0, 0.05, target, region, {}, 1.0)]
+  shares = report.largest_shares(runs, ["salt", "even"])
+  assert shares == pytest.approx({"salt": 0.8, "even": 0.4})
+  scores = {"selected": {"salt": {"r2": 0.6, "r2_log": 0.7},
+                         "even": {"r2": 0.8, "r2_log": 0.5}},
+            "plsr_lab": {"salt": {"r2": 0.9, "r2_log": 0.3},
+                         "even": {"r2": 0.5, "r2_log": 0.4}},
+            "pooled_mlp": {"salt": {"r2": 0.2, "r2_log": 0.6},
+                           "even": {"r2": 0.6, "r2_log": 0.6}}}
+  margins = report.margins(scores, ["selected", "plsr_lab", "pooled_mlp"],
+                           shares)
+  assert margins["salt"] == pytest.approx(
+      {"peer": "plsr_lab", "peer_r2": 0.9, "margin": -0.3,
+       "largest_share": 0.8, "peer_log": "pooled_mlp", "margin_log": 0.1})
+  assert margins["even"]["margin_log"] == pytest.approx(-0.1)
+  lines = report.verdicts({}, ["selected"], scores, margins)
+  assert any(line.startswith("one sample holds most of the sum of squares "
+                             "in salt (80%)")
+             for line in lines)
+  assert not any("even (" in line for line in lines)
 
 
 def test_the_calibration_bound_pools_other_regions_and_splits_by_class():

@@ -142,7 +142,9 @@ def largest_shares(runs: Sequence[Run],
     for index in np.unique(r.region):
       y = np.asarray(r.target[r.region == index], np.float64)
       squares = (y - y.mean())**2
-      out[region_names[index]] = float(squares.max() / squares.sum())
+      total = squares.sum()
+      out[region_names[index]] = (float(squares.max() / total) if total
+                                  else 0.0)
   return out
 
 
@@ -151,8 +153,8 @@ def margins(per_region_r2: dict[str, dict[str, float]],
             shares: dict[str, float]) -> dict[str, Any] | None:
   """The shipped student against the best peer: per region (mean over
   seeds), its R² minus the best peer's there and which peer that was, the
-  same in R² of log EC (which one saline sample cannot decide), and the
-  region's `largest_shares`."""
+  same in R² of log1p(target) (which one extreme sample cannot decide),
+  and the region's `largest_shares`."""
   peers = [m for m in PEERS if m in methods and per_region_r2.get(m)]
   if shipped(methods) not in methods or not peers:
     return None
@@ -216,17 +218,18 @@ def verdicts(scores: dict[str, dict], methods: Sequence[str],
             if "margin_log" in m]
     if logs:
       lines.append(
-          f"in R² of log EC against the best peer of each region: wins "
-          f"{sum(v > 0 for v in logs)} of {len(logs)}; more than 0.05 below "
-          f"on {sum(v < -0.05 for v in logs)} (worst {min(logs):+.3f}).")
+          f"in R² log (of log1p of the target) against the best peer of "
+          f"each region: wins {sum(v > 0 for v in logs)} of {len(logs)}; "
+          f"more than 0.05 below on {sum(v < -0.05 for v in logs)} (worst "
+          f"{min(logs):+.3f}).")
     decided = [f"{r} ({m['largest_share']:.0%})"
                for r, m in region_margins.items()
                if (m["largest_share"] or 0) >= ONE_SAMPLE_SHARE]
     if decided:
       lines.append(
           "one sample holds most of the sum of squares in "
-          + ", ".join(decided) + " (the region's largest EC): there the R² "
-          "margin is mostly that sample's prediction, the R² log margin "
+          + ", ".join(decided) + " (the region's largest target): there the "
+          "R² margin is mostly that sample's prediction, the R² log margin "
           "is not.")
   return lines
 
@@ -361,8 +364,8 @@ def markdown(result: dict[str, Any]) -> str:
     student = shipped(result["per_region"])
     lines += ["", f"## {_name(student)} against the best peer of each region",
               "", "Largest share: the share of the region's sum of squares "
-              "(about its mean EC) that its largest EC holds; R² log margin: "
-              "against the best peer in R² of log EC.", "",
+              "(about its mean) that its largest target holds; R² log "
+              "margin: against the best peer in R² log.", "",
               f"| region | {_name(student)} R² | best peer | its R² | "
               "margin | R² log margin (peer) | largest share |",
               "|---|---|---|---|---|---|---|"]

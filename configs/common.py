@@ -189,6 +189,10 @@ def train_config(steps: int, batch_size: int) -> ml_collections.ConfigDict:
       warmup_steps=min(100, steps // 10),
       weight_decay=1e-4,
       grad_clip=1.0,
+      # What training makes is the exponential moving average of the
+      # parameters with this decay (0: the last step's): validation
+      # scores it and runs restore it (train.average_params).
+      average_decay=0.99,
       log_every=50,
       eval_every=50,  # Score on the validation samples, keep the best step.
       checkpoint_every=500,

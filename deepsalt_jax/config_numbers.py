@@ -24,6 +24,8 @@ _TRAIN = {
     "keep_checkpoints": (lambda v: v >= 1, "at least 1"),
     "grad_clip": (lambda v: v > 0, "a gradient norm above 0"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "average_decay": (lambda v: 0 <= v < 1, "0 (no average) or a decay in "
+                      "(0, 1)"),
 }
 _DATA = {
     "folds": (lambda v: v >= 2, "at least 2 folds"),

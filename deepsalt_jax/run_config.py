@@ -102,16 +102,24 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
   return _with_predated_defaults(_todays_layout(json.loads(path.read_text())))
 
 
+# Fields whose default changed, by group: the value a run that predates
+# them trained with.
+_PREDATED = {
+    "model": {"linear_path": False,  # Without the linear path.
+              "teacher_start": "network"},  # The teacher began a network.
+    "train": {"average_decay": 0.0},  # The last step's parameters.
+}
+
+
 def _with_predated_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-  """Fields whose default changed, set as a run that predates them trained:
-  without the linear path (model.linear_path), its teacher started as a
-  network (model.teacher_start)."""
-  model = saved.get("model")
-  if not isinstance(model, dict):
-    return saved
-  predated = {"linear_path": False, "teacher_start": "network"}
-  return dict(saved, model={**{k: v for k, v in predated.items()
-                               if k not in model}, **model})
+  """Fields whose default changed (`_PREDATED`), set as a run that predates
+  them trained."""
+  out = dict(saved)
+  for group, predated in _PREDATED.items():
+    if isinstance(saved.get(group), dict):
+      out[group] = {**{k: v for k, v in predated.items()
+                       if k not in saved[group]}, **saved[group]}
+  return out
 
 
 def _fill(saved: Any, defaults: Any) -> Any:

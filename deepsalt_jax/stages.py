@@ -129,7 +129,8 @@ class Stage:
 
   def params_directories(self, workdir: epath.PathLike) -> list[epath.Path]:
     """Where the trained parameters are, to try in order: the selected
-    step's checkpoint when validation picked one (selection.py), then the
+    step's checkpoint when validation picked one (selection.py), or the
+    running average of a stage without validation (train.py), then the
     last step's (`checkpoint.restore_params`)."""
     best = epath.Path(workdir) / self.name / "best"
     last = epath.Path(workdir) / self.name / "checkpoints"

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import signal
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from absl import logging
 from etils import epath
 from flax.training import train_state
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 import ml_collections
@@ -123,13 +124,53 @@ def _trainable(params: Any) -> Any:
       params)
 
 
+class AveragedParams(NamedTuple):
+  """The optimizer state's running average of the parameters."""
+  count: jax.Array
+  params: Any
+
+
+def average_params(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the parameters after each update
+  (Polyak averaging), leaving the updates as they are. Last in a chain: the
+  parameters after the step are `params + updates`. The decay at update t
+  is min(decay, (1 + t) / (10 + t)), so the average forgets the start
+  early and a short run averages over a window in proportion."""
+
+  def init(params):
+    return AveragedParams(jnp.zeros([], jnp.int32),
+                          jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params):
+    new = optax.apply_updates(params, updates)
+    t = state.count.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return updates, AveragedParams(state.count + 1, jax.tree.map(
+        lambda a, p: d * a + (1.0 - d) * p, state.params, new))
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(config: ml_collections.ConfigDict):
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, config.learning_rate, max(config.warmup_steps, 1), config.steps)
   adamw = optax.chain(optax.clip_by_global_norm(config.grad_clip),
                       optax.adamw(schedule, weight_decay=config.weight_decay))
-  return optax.multi_transform(
+  tx = optax.multi_transform(
       {"train": adamw, "frozen": optax.set_to_zero()}, _trainable)
+  if not config.get("average_decay"):
+    return tx
+  return optax.chain(tx, average_params(config.average_decay))
+
+
+def trained_params(state: train_state.TrainState) -> Any:
+  """What the state's training has made: the running average of the
+  parameters when the optimizer keeps one (`train.average_decay`), else
+  the parameters themselves."""
+  averaged = [s for s in jax.tree.leaves(
+      state.opt_state, is_leaf=lambda x: isinstance(x, AveragedParams))
+              if isinstance(s, AveragedParams)]
+  return averaged[0].params if averaged else state.params
 
 
 def create_train_state(params: Any, config: ml_collections.ConfigDict,
@@ -202,8 +243,9 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   """Trains `params` for the stage's steps, resuming from checkpoints.
 
   Loss terms are fetched and checked for NaN/Inf at every log and checkpoint
-  step, for every step since the last check. Returns the parameters of the
-  step `selector` picks (the last one without validation samples;
+  step, for every step since the last check. Returns what training made
+  (`trained_params`: the running average with `train.average_decay`) at
+  the step `selector` picks (the last one without validation samples;
   `kept_start()` for a PLSR start it keeps, `stage.kept_step` of a step it
   keeps over that start).
   The steps run in blocks (make_train_block) that end where the host acts.
@@ -235,7 +277,7 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   writer = reporting.MetricWriter(directory)
   if start == 0 and selector.enabled and selector.scores_start:
     writer.write(0, {"validation_rmse": selector.update(
-        0, state.params, kept_start())}, name="validation.jsonl")
+        0, trained_params(state), kept_start())}, name="validation.jsonl")
   progress = reporting.Progress(name, start, tcfg.steps)
   pending, window = [], []  # Device terms; fetched terms since last log.
   sync_each_block = jax.default_backend() == "cpu"  # STEPS_PER_DISPATCH.
@@ -274,7 +316,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         progress.log(step, scalars)
       if selector.due(step):
         writer.write(step, {"validation_rmse": selector.update(
-            step, state.params, stage.kept_step(state.params, kept_start))},
+            step, trained_params(state),
+            stage.kept_step(trained_params(state), kept_start))},
                      name="validation.jsonl")
       if save or stop:
         ckpt.save(step, state, force=True)
@@ -285,7 +328,21 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
                         "same command to resume.")
   ckpt.close()
   writer.close()
-  return selector.selected(state.params)
+  params = trained_params(state)
+  if not selector.enabled and params is not state.params:
+    _keep_average(directory / "best", step, params)
+  return selector.selected(params)
+
+
+def _keep_average(directory: epath.Path, step: int, params: Any) -> None:
+  """Saves the running average of a stage without validation where a
+  restore looks first (`Stage.params_directories`): the last checkpoint
+  holds the iterate, which resuming needs."""
+  if directory.exists():
+    return
+  ckpt = checkpoint.Checkpointer(directory)
+  ckpt.save_params(step, params)
+  ckpt.close()
 
 
 def train_stage(stage: stages.Stage, data: samples.Data,

@@ -106,6 +106,8 @@ def test_eval_and_map_refuse_a_config_that_differs_from_the_run(tiny_run):
      "--config.train.batch_size=0: use at least 1 sample"),
     ("teacher.batch_size", 0,
      "--config.teacher.batch_size=0: use at least 1 sample"),
+    ("train.average_decay", 1.0, r"--config.train.average_decay=1.0: use 0 "
+     r"\(no average\) or a decay in \(0, 1\)"),
     ("loss.distill_pred_fade", 2.0, r"--config.loss.distill_pred_fade=2.0: "
      r"use a share of the steps in \[0, 1\]"),
 ])

@@ -120,8 +120,8 @@ def test_a_run_saved_before_todays_settings_still_evaluates(tmp_path):
   """A config.json without the SAU mode, covariates, head or distillation
   kind (runs of dataset 2.0.0), with a full teacher config, `stage` and
   `mapping` (runs before config.job), reads back with the defaults that
-  trained as it did (no linear path, which today's default has), and
-  evaluation accepts it; re-training it with today's config is refused."""
+  trained as it did (no linear path or parameter average, which today's
+  defaults have), and evaluation accepts it; re-training it with today's config is refused."""
   config = distill.get_config("tiny")
   old = json.loads(config.to_json())
   del old["job"]
@@ -131,7 +131,7 @@ def test_a_run_saved_before_todays_settings_still_evaluates(tmp_path):
              teacher=dict(full_teacher, stage="teacher"))
   for section, field in (("model", "sau"), ("model", "head"),
                          ("model", "linear_path"), ("model", "teacher_start"),
-                         ("loss", "distill"), ("loss", "w_contrastive"),
+                         ("train", "average_decay"), ("loss", "distill"), ("loss", "w_contrastive"),
                          ("data", "covariates")):
     del old[section][field]
     old["teacher"][section].pop(field, None)
@@ -141,10 +141,11 @@ def test_a_run_saved_before_todays_settings_still_evaluates(tmp_path):
   assert loaded.teacher.to_dict() == config.teacher.to_dict()
   assert loaded.model.sau == "auto" and loaded.data.covariates == ""
   assert loaded.loss.distill == "final" and loaded.model.head == "linear"
-  # Today's default has a linear path; the run was trained without one,
-  # and its teacher started as a network.
+  # Today's default has a linear path and averages the parameters; the run
+  # was trained without either, and its teacher started as a network.
   assert config.model.linear_path and not loaded.model.linear_path
   assert loaded.model.teacher_start == "network"
+  assert config.train.average_decay and not loaded.train.average_decay
   with pytest.raises(ValueError, match="model.linear_path"):
     run_config.save(config, tmp_path, lab_grid.visnir())  # A re-run.
   run = loaded.to_dict()

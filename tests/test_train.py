@@ -7,12 +7,15 @@ import subprocess
 import sys
 from typing import Any
 
+from flax.training import train_state
 import jax
 import numpy as np
+import optax
 import pytest
 
 from conftest import REPO, cpu_devices_env, delete_checkpoint_data, tiny_config
 from data_prep import roles
+from deepsalt_jax import checkpoint
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import losses
@@ -61,6 +64,31 @@ def test_transformer_with_layer_distillation_and_bounded_head_trains(
   terms = json.loads((tmp_path / "student" / "metrics.jsonl")
                      .read_text().splitlines()[-1])
   assert np.isfinite(terms["distillation"]) and terms["distillation"] > 0
+
+
+def test_averaged_params_follow_the_decay_from_a_forgotten_start():
+  """The running average after each SGD step, by hand: the decay at update
+  t is min(decay, (1 + t) / (10 + t)), so the first update weighs the new
+  parameters 0.9 and the start 0.1."""
+  decay = 0.5
+  tx = optax.chain(optax.sgd(1.0), train.average_params(decay))
+  params = {"w": np.zeros(2, np.float32)}
+  state = tx.init(params)
+  grads = {"w": -np.ones(2, np.float32)}  # Each step adds 1.
+  expected = 0.0
+  for t in range(4):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    d = min(decay, (1 + t) / (10 + t))
+    expected = d * expected + (1 - d) * (t + 1)
+    averaged = train.trained_params(train_state.TrainState(
+        step=t + 1, apply_fn=None, params=params, tx=tx, opt_state=state))
+    np.testing.assert_allclose(averaged["w"], [expected] * 2, rtol=1e-6)
+    np.testing.assert_array_equal(params["w"], [t + 1.0] * 2)  # Untouched.
+  # Without averaging, what training made is the parameters themselves.
+  plain = train_state.TrainState.create(apply_fn=None, params=params,
+                                        tx=optax.sgd(1.0))
+  assert train.trained_params(plain) is plain.params
 
 
 @pytest.mark.slow
@@ -350,6 +378,20 @@ def test_block_scanned_loop_equals_one_step_per_dispatch(
     for a, b in zip(jax.tree.leaves(scanned[name]),
                     jax.tree.leaves(stepped[name])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Without validation a restore (eval, maps) gets what training returned,
+  # the running average, not the last checkpoint's iterate.
+  assert config.train.average_decay
+  for stage in (plan.teacher, *plan.students):
+    restored, _ = checkpoint.restore_params(
+        stage.params_directories(tmp_path / "scanned"),
+        stage.abstract_params(data.sensor, mesh))
+    iterate, _ = checkpoint.restore_params(
+        [tmp_path / "scanned" / stage.name / "checkpoints"],
+        stage.abstract_params(data.sensor, mesh))
+    kernel = lambda p: np.asarray(p["head"]["out"]["kernel"])
+    np.testing.assert_array_equal(kernel(restored),
+                                  kernel(scanned[stage.name]))
+    assert not np.array_equal(kernel(iterate), kernel(restored))
 
 
 @pytest.mark.slow

@@ -38,11 +38,12 @@ Run time (example project, 2 CPU cores at a load of about 1, measured
 wall, 513 s CPU (2.8x the rest; 194 s without the candidate).
 Re-running restores every fold, pair of folds and curve run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
-of 64 points, ECe in dS/m), R² / RMSE / class kappa: selected (validation:
-PLSR in folds 1, 3, 4 and 5, fade_distill_pred hedged with PLSR in fold
-2) 0.886 / 2.09 / 0.614, student 0.773 / 2.95 / 0.676, fade_distill_pred
-0.908 / 1.88 / 0.649, teacher on resampled pixels 0.574 / 4.03 / 0.395,
-PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP
+of 64 points, ECe in dS/m; AMD EPYC, with every network's parameters
+averaged), R² / RMSE / class kappa: selected (validation: PLSR in folds
+1, 3, 4 and 5, fade_distill_pred hedged with PLSR in fold 2) 0.885 /
+2.09 / 0.614, student 0.578 / 4.02 / 0.568, fade_distill_pred 0.893 /
+2.02 / 0.621, teacher on resampled pixels 0.563 / 4.09 / 0.424, PLSR
+0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP
 0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still wins);
 validation prefers PLSR for the final model, which makes the maps.
 Label curve (8,16,32), R² / R² of log EC / kappa (mean of 3 draws): at 8

@@ -315,9 +315,9 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
         writer.write(step, scalars)
         progress.log(step, scalars)
       if selector.due(step):
+        made = trained_params(state)
         writer.write(step, {"validation_rmse": selector.update(
-            step, trained_params(state),
-            stage.kept_step(trained_params(state), kept_start))},
+            step, made, stage.kept_step(made, kept_start))},
                      name="validation.jsonl")
       if save or stop:
         ckpt.save(step, state, force=True)

@@ -128,20 +128,31 @@ class Selector:
       self.best_score, self.best_step = score, step
       self._params = jax.tree.map(jnp.copy,
                                   params if kept is None else kept)
-      ckpt = checkpoint.Checkpointer(self._directory / "best")
-      ckpt.save_params(step, self._params)
-      ckpt.close()
+      self._save(step, self._params)
       if sharding.is_main_process():
         (self._directory / BEST_FILE).write_text(json.dumps(
             {"step": step, "validation_rmse": score}))
     return score
+
+  def _save(self, step: int, params: Any) -> None:
+    ckpt = checkpoint.Checkpointer(self._directory / stages.BEST_DIR)
+    ckpt.save_params(step, params)
+    ckpt.close()
+
+  def keep_last(self, step: int, params: Any) -> None:
+    """Without validation: saves what training made at its last `step`
+    where a restore looks first (`Stage.params_directories`), for when it
+    differs from the last checkpoint's parameters (a running average; the
+    checkpoint holds the iterate, which resuming needs). Once."""
+    if not (self._directory / stages.BEST_DIR).exists():
+      self._save(step, params)
 
   def selected(self, params: Any) -> Any:
     """The best step's parameters (`params`, the last, when disabled)."""
     if not self.enabled or self.best_step is None:
       return params
     if self._params is None:  # Chosen before this run resumed: on disk.
-      ckpt = checkpoint.Checkpointer(self._directory / "best")
+      ckpt = checkpoint.Checkpointer(self._directory / stages.BEST_DIR)
       self._params, _ = ckpt.restore_params(jax.tree.map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                          sharding=x.sharding), params))

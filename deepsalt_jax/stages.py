@@ -42,6 +42,11 @@ from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
 from deepsalt_spectral import sensors
 
+# A stage's folder of the parameters a restore takes first (what validation
+# kept, or the running average of a stage without validation).
+BEST_DIR = "best"
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One network of a run, trained into <workdir>/<name>.
@@ -132,7 +137,7 @@ class Stage:
     step's checkpoint when validation picked one (selection.py), or the
     running average of a stage without validation (train.py), then the
     last step's (`checkpoint.restore_params`)."""
-    best = epath.Path(workdir) / self.name / "best"
+    best = epath.Path(workdir) / self.name / BEST_DIR
     last = epath.Path(workdir) / self.name / "checkpoints"
     return [best, last] if best.exists() else [last]
 

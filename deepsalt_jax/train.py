@@ -330,19 +330,8 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
   writer.close()
   params = trained_params(state)
   if not selector.enabled and params is not state.params:
-    _keep_average(directory / "best", step, params)
+    selector.keep_last(step, params)
   return selector.selected(params)
-
-
-def _keep_average(directory: epath.Path, step: int, params: Any) -> None:
-  """Saves the running average of a stage without validation where a
-  restore looks first (`Stage.params_directories`): the last checkpoint
-  holds the iterate, which resuming needs."""
-  if directory.exists():
-    return
-  ckpt = checkpoint.Checkpointer(directory)
-  ckpt.save_params(step, params)
-  ckpt.close()
 
 
 def train_stage(stage: stages.Stage, data: samples.Data,

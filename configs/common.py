@@ -240,7 +240,7 @@ def model_args() -> dict[str, tuple[str, ...]]:
 def tiny(config: ml_collections.ConfigDict) -> None:
   """Shrinks a config in place to a seconds-long run for tests."""
   config.model.encoder.update(features=16, num_blocks=1, head_hidden=16)
-  config.train.update(steps=6, batch_size=16, log_every=2, eval_every=3,
+  config.train.update(steps=6, batch_size=16, log_every=3, eval_every=3,
                       checkpoint_every=3, warmup_steps=1)
   if "teacher" in config:
     config.teacher.update(steps=6, batch_size=16)

@@ -179,9 +179,14 @@ def create_train_state(params: Any, config: ml_collections.ConfigDict,
                        ) -> train_state.TrainState:
   """Step 0 of training `params` with `config.train`'s optimizer (or `tx`),
   replicated on `mesh`."""
-  state = train_state.TrainState.create(
-      apply_fn=None, params=params, tx=tx or make_optimizer(config.train))
-  return jax.device_put(state, sharding.replicated(mesh))
+  tx = tx or make_optimizer(config.train)
+  replicated = sharding.replicated(mesh)
+  # One compiled program: the optimizer's zeros and the average's copy made
+  # eagerly would compile one small program per parameter shape. Fresh
+  # buffers, too, which the train step may donate.
+  create = jax.jit(lambda p: train_state.TrainState.create(
+      apply_fn=None, params=p, tx=tx), out_shardings=replicated)
+  return create(jax.device_put(params, replicated))
 
 
 # --- Loop -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+from tensorflow_datasets.proto import tf_example_pb2
 
 from data_prep import covariate_columns
 from data_prep import datasets
@@ -93,11 +94,33 @@ class Data:
                 target=self.target[mask], region=self.region[mask])
 
 
-def _read(source) -> tuple[list[dict], Callable[[str, Any], np.ndarray]]:
-  """Every record of a data source, and a column stacker."""
-  records = [source[i] for i in range(len(source))]
-  stack = lambda key, dtype: np.stack([r[key] for r in records]).astype(dtype)
-  return records, stack
+def _columns(source, info) -> Callable[[str, Any], np.ndarray]:
+  """`column(key, dtype)`: a feature of every record of a data source, in
+  record order (a Text feature as bytes objects with dtype=object).
+
+  The stored records are TFDS's serialized examples, parsed here and read
+  a whole column at a time: 2-4 times faster than TFDS's decoding record
+  by record (tensorflow-datasets 4.9.10, pinned), which took 1-2 s of
+  every run's start on the 4,616 samples of the default benchmark.
+  tests/test_datasets.py checks the two agree on every feature.
+  """
+  raw = source.data_source.__getitems__(list(range(len(source))))
+  examples = [tf_example_pb2.Example.FromString(r).features.feature
+              for r in raw]
+
+  def column(key: str, dtype: Any) -> np.ndarray:
+    shape = (len(examples),) + tuple(info.features[key].shape)
+    if not examples:
+      return np.zeros(shape, dtype)
+    kind = examples[0][key].WhichOneof("kind")
+    values = [getattr(e[key], kind).value for e in examples]
+    if kind == "bytes_list":  # Text: one bytes object per record.
+      out = np.empty(len(values), object)
+      out[:] = [v[0] for v in values]
+      return out
+    return np.array(values, dtype).reshape(shape)
+
+  return column
 
 
 def _lab_grid(info) -> lab_grid_lib.LabGrid:
@@ -173,7 +196,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     multihost_utils.sync_global_devices("deepsalt_jax: dataset prepared")
   source, info = datasets.load(config.name, config.sensor,
                                config.data_dir or None)
-  _, stack = _read(source)
+  stack = _columns(source, info)
   region_names = tuple(info.features["region"].names)
   region = stack("region", np.int32)
   test_names = [n.strip() for n in config.test_regions.split(",") if n.strip()]
@@ -260,9 +283,9 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
       datasets.load_project(settings, config.data_dir or None)
     multihost_utils.sync_global_devices("deepsalt_jax: project prepared")
   source, info = datasets.load_project(settings, config.data_dir or None)
-  records, stack = _read(source)
+  stack = _columns(source, info)
   role = stack("role", np.int64)
-  scene = [r["scene"].decode() for r in records]
+  scene = [s.decode() for s in stack("scene", object)]
   names = tuple(sorted(set(scene) - {""})) + ("no pixel",)
   fold = project.spatial_folds(stack("x", np.float64), stack("y", np.float64),
                                role == roles.LABELLED, config.folds)
@@ -277,7 +300,7 @@ def _load_project(config: ml_collections.ConfigDict) -> Data:
       # The spatial folds are the blocks: validation is another fold's area.
       blocks=fold.astype(str), sensor=config.sensor,
       report=dict(info.metadata["report"]),
-      sample_id=np.array([r["sample_id"].decode() for r in records]),
+      sample_id=np.array([s.decode() for s in stack("sample_id", object)]),
       lab_grid=_lab_grid(info),
       **_covariates(config, covariate_columns.names(config.covariates),
                     lambda: stack("covariates", np.float32),

@@ -190,6 +190,23 @@ def test_two_builds_give_identical_records(salinity, tmp_path):
       np.testing.assert_array_equal(value, second[key][field], err_msg=key)
 
 
+@pytest.mark.parametrize("name", ["salinity", "soc"])
+def test_column_reader_equals_tfds_decoding(name, prepared_data_dir):
+  """samples' column reader parses the stored examples itself: every
+  feature, record by record, as TFDS decodes it."""
+  source, info = datasets.load(name, "enmap", prepared_data_dir)
+  column = samples._columns(source, info)
+  records = [source[i] for i in range(len(source))]
+  for key, feature in info.features.items():
+    if feature.np_dtype == object:  # Text.
+      assert list(column(key, object)) == [r[key] for r in records], key
+    else:
+      expected = np.stack([r[key] for r in records])
+      got = column(key, expected.dtype)
+      assert got.dtype == expected.dtype, key
+      np.testing.assert_array_equal(got, expected, err_msg=key)
+
+
 def test_load_rejects_unknown_names(tmp_path):
   with pytest.raises(ValueError, match="salinity, soc"):
     datasets.load("ph", "enmap", tmp_path)

@@ -22,9 +22,10 @@ chooses among with the default one; default
 latent+library+latent_library+pooled), target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
-Run time: 125 s wall, 162 s CPU on 2 CPU cores with the data built
-(measured 2026-12-06; 110 s without the parameter averaging,
---config.train.average_decay=0, on the same machine).
+Run time: 111 s wall, 150 s CPU on 2 CPU cores with the data built
+(measured 2026-12-06, after the compile and read cuts of docs/scale.md;
+125 s and 162 s before them; 110 s without the parameter averaging,
+--config.train.average_decay=0, before them, on the same machine).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
 AMD EPYC (the figures depend on the processor; README): teacher on lab

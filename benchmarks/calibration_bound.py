@@ -54,37 +54,59 @@ from deepsalt_jax import targets
 WAYS = ("validation blocks", "other regions", "other regions, per class")
 
 
-def unit_predictions(workdir: epath.Path,
-                     mesh: Any) -> dict[str, dict[str, np.ndarray]]:
+def unit_predictions(workdir: epath.Path, mesh: Any,
+                     candidates: Sequence[str] | None = None,
+                     also: Sequence[str] = ()) -> dict[str, Any]:
   """{'validation', 'test': {pred (what ships), spread, target, blocks,
-  region}} of one trained unit, targets units."""
+  region, and each restored student's prediction under its name},
+  'winner': validation's pick} of one trained unit, target units.
+
+  `candidates`: the students to ship from (any the unit trained, a peer of
+  `--methods` too), validation's choice among them replayed as
+  `selection.choose` makes it; None: the run's own, and its saved choice.
+  `also`: students restored and predicted beside them, not shipped from.
+  """
   config = run_config.with_defaults(run_config.load(workdir),
                                     lambda job: distill.get_config())
   plan = stages.plan(config, run_config.lab_grid(workdir))
   data = samples.load_data(config.data)
   transform = config.data.target_transform
   _, inverse = targets.TRANSFORMS[transform]
-  winner = selection.load_choice(workdir)["winner"]
+  names = tuple(candidates or plan.candidates)
+  trained = {stage.name: stage for stage in plan.students}
+  missing = sorted((set(names) | set(also)) - set(trained))
+  if missing:
+    raise SystemExit(f"{workdir} trained no {missing}; it has "
+                     f"{', '.join(trained)}.")
   preds = collections.defaultdict(dict)
-  for stage in plan.students:
-    if stage.name not in plan.candidates:
-      continue
+  for name in dict.fromkeys(names + tuple(also)):
+    stage = trained[name]
     params, _ = checkpoint.restore_params(
         stage.params_directories(workdir),
         stage.abstract_params(data.sensor, mesh))
     for part, rows in (("validation", data.validation), ("test", data.test)):
-      preds[part][stage.name] = np.asarray(predict.predict(
+      preds[part][name] = np.asarray(predict.predict(
           stage.model(data.sensor), params, getattr(data, stage.input)[rows],
           mesh, stage.config.train.eval_batch_size, inverse=inverse,
           covariates=stage.covariates(data, rows))[0], np.float64)
-  out = {}
+  if candidates is None:
+    winner = selection.load_choice(workdir)["winner"]
+  else:
+    forward, _ = targets.on_numpy(transform)
+    winner, _ = selection.pick(selection.candidate_errors(
+        {n: forward(preds["validation"][n]) for n in names},
+        forward(data.target[data.validation]), names),
+                               data.blocks[data.validation])
+  out = {"winner": winner}
   for part, rows in (("validation", data.validation), ("test", data.test)):
-    members = [preds[part][n] for n in plan.candidates]
-    out[part] = {"pred": selection.shipped(preds[part], winner, transform),
-                 "spread": selection.spread(members, transform),
+    members = {n: preds[part][n] for n in names}
+    out[part] = {"pred": selection.shipped(members, winner, transform),
+                 "spread": selection.spread(list(members.values()),
+                                            transform),
                  "target": data.target[rows].astype(np.float64),
                  "blocks": data.blocks[rows],
-                 "region": np.asarray(data.region_names)[data.region[rows]]}
+                 "region": np.asarray(data.region_names)[data.region[rows]],
+                 **preds[part]}
   return out
 
 

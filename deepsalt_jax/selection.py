@@ -227,6 +227,19 @@ def validation_predictions(plan: stages.Plan, params: dict[str, Any],
   return preds
 
 
+def candidate_errors(preds: dict[str, np.ndarray], y: np.ndarray,
+                     candidates: Sequence[str]
+                     ) -> dict[str, np.ndarray | None]:
+  """What `pick` chooses among, in its order: the squared validation errors
+  of the candidates' ensemble (averaged in the transformed space,
+  `ensemble`; None unless every candidate is scored), then of each
+  candidate (None: not scored). `preds` and `y` in the transformed target."""
+  errors = {n: None if n not in preds else (preds[n] - y)**2
+            for n in candidates}
+  return {ENSEMBLE: (np.mean(list(preds.values()), axis=0) - y)**2
+                    if len(preds) == len(candidates) else None, **errors}
+
+
 def choose(plan: stages.Plan, workdir: epath.PathLike,
            preds: dict[str, np.ndarray], data: samples.Data
            ) -> dict[str, Any] | None:
@@ -239,12 +252,7 @@ def choose(plan: stages.Plan, workdir: epath.PathLike,
   workdir = epath.Path(workdir)
   # Every candidate has the same validation samples (the run's).
   y = _transformed(plan.students[0], data.target[data.validation])
-  # The ensemble averages in the transformed space (`ensemble`).
-  errors = {n: None if n not in preds else (preds[n] - y)**2
-            for n in plan.candidates}
-  errors = {ENSEMBLE: (np.mean(list(preds.values()), axis=0) - y)**2
-                      if len(preds) == len(plan.candidates) else None,
-            **errors}
+  errors = candidate_errors(preds, y, plan.candidates)
   winner, details = pick(errors, data.blocks[data.validation])
   choice = {"criterion": "validation RMSE of the transformed target, each "
                          "candidate at its best step; the first (the "

@@ -474,6 +474,26 @@ def test_margins_say_where_one_sample_decides_a_regions_r2():
   assert not any("even (" in line for line in lines)
 
 
+def test_candidate_replay_scores_regions_over_their_seeds():
+  from benchmarks import candidate_replay
+  target = np.linspace(1.0, 10.0, 20)
+
+  def unit(pred, peer):
+    return {"test": {"target": target, "pred": pred, "finetune": peer}}
+
+  # Region a: what ships exact in seed 0 (R² 1) and the targets' mean in
+  # seed 1 (R² 0), so 0.5; the peer the mean in both (0). Region b the
+  # other way round.
+  mean = np.full(20, target.mean())
+  units = {("a", "seed0"): unit(target, mean),
+           ("a", "seed1"): unit(mean, mean),
+           ("b", "seed0"): unit(mean, target)}
+  scores = candidate_replay.region_scores(units, "finetune")
+  assert list(scores) == ["a", "b"]
+  np.testing.assert_allclose(scores["a"], (0.5, 0.0), atol=1e-12)
+  np.testing.assert_allclose(scores["b"], (0.0, 1.0), atol=1e-12)
+
+
 def test_the_calibration_bound_pools_other_regions_and_splits_by_class():
   from benchmarks import calibration_bound
   # Other regions' held-out samples: predicted 1 dS/m (FAO class 0) exactly

@@ -11,6 +11,7 @@ from deepsalt_jax import calibration
 from deepsalt_jax import evaluate
 from deepsalt_jax import mapping
 from deepsalt_jax import selection
+from deepsalt_jax import sharding
 from deepsalt_jax import train
 from deepsalt_jax.mapping import files
 from tests.conftest import tiny_config
@@ -154,6 +155,32 @@ def test_the_selected_row_is_validations_pick(candidate_run):
   for name in (selection.SELECTED, selection.ENSEMBLE):
     np.testing.assert_allclose(evaluated[name]["pred"],
                                results[name]["pred"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_replayed_choice_is_the_runs(candidate_run):
+  """benchmarks.candidate_replay's restore: validation's choice replayed
+  among the run's candidates is the run's, and ships what it shipped."""
+  from benchmarks import calibration_bound
+  _, workdir, results = candidate_run
+  mesh = sharding.make_mesh()
+  saved = calibration_bound.unit_predictions(workdir, mesh)
+  replayed = calibration_bound.unit_predictions(workdir, mesh,
+                                                ("student", "library"))
+  assert replayed["winner"] == saved["winner"] == json.loads(
+      (workdir / "results.json").read_text())["choice"]["winner"]
+  np.testing.assert_allclose(replayed["test"]["pred"],
+                             results[selection.SELECTED]["pred"], rtol=1e-5)
+  # One candidate ships as itself; a student named in `also` is only
+  # predicted.
+  alone = calibration_bound.unit_predictions(workdir, mesh, ("library",),
+                                             also=("student",))
+  np.testing.assert_allclose(alone["test"]["pred"],
+                             results["library"]["pred"], rtol=1e-5)
+  np.testing.assert_allclose(alone["test"]["student"],
+                             results["student"]["pred"], rtol=1e-5)
+  with pytest.raises(SystemExit, match="trained no \\['finetune'\\]"):
+    calibration_bound.unit_predictions(workdir, mesh, ("finetune",))
 
 
 @pytest.mark.slow

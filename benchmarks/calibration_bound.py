@@ -54,59 +54,73 @@ from deepsalt_jax import targets
 WAYS = ("validation blocks", "other regions", "other regions, per class")
 
 
-def unit_predictions(workdir: epath.Path, mesh: Any,
-                     candidates: Sequence[str] | None = None,
-                     also: Sequence[str] = ()) -> dict[str, Any]:
-  """{'validation', 'test': {pred (what ships), spread, target, blocks,
-  region, and each restored student's prediction under its name},
-  'winner': validation's pick} of one trained unit, target units.
-
-  `candidates`: the students to ship from (any the unit trained, a peer of
-  `--methods` too), validation's choice among them replayed as
-  `selection.choose` makes it; None: the run's own, and its saved choice.
-  `also`: students restored and predicted beside them, not shipped from.
-  """
+def restore(workdir: epath.Path, mesh: Any,
+            extra: Sequence[str] = ()) -> dict[str, Any]:
+  """The predictions of one trained unit's candidate students and of the
+  students `extra` (any the unit trained, a peer of `--methods` too):
+  {'validation', 'test': {each student's prediction under its name,
+  target, blocks, region}, 'candidates': the run's, 'winner': its saved
+  choice, 'transform'}, target units."""
   config = run_config.with_defaults(run_config.load(workdir),
                                     lambda job: distill.get_config())
   plan = stages.plan(config, run_config.lab_grid(workdir))
   data = samples.load_data(config.data)
   transform = config.data.target_transform
   _, inverse = targets.TRANSFORMS[transform]
-  names = tuple(candidates or plan.candidates)
   trained = {stage.name: stage for stage in plan.students}
-  missing = sorted((set(names) | set(also)) - set(trained))
+  names = tuple(dict.fromkeys(tuple(plan.candidates) + tuple(extra)))
+  missing = sorted(set(names) - set(trained))
   if missing:
     raise SystemExit(f"{workdir} trained no {missing}; it has "
                      f"{', '.join(trained)}.")
-  preds = collections.defaultdict(dict)
-  for name in dict.fromkeys(names + tuple(also)):
+  out = {"candidates": tuple(plan.candidates), "transform": transform,
+         "winner": selection.load_choice(workdir)["winner"]}
+  for part, rows in (("validation", data.validation), ("test", data.test)):
+    out[part] = {"target": data.target[rows].astype(np.float64),
+                 "blocks": data.blocks[rows],
+                 "region": np.asarray(data.region_names)[data.region[rows]]}
+  for name in names:
     stage = trained[name]
     params, _ = checkpoint.restore_params(
         stage.params_directories(workdir),
         stage.abstract_params(data.sensor, mesh))
     for part, rows in (("validation", data.validation), ("test", data.test)):
-      preds[part][name] = np.asarray(predict.predict(
+      out[part][name] = np.asarray(predict.predict(
           stage.model(data.sensor), params, getattr(data, stage.input)[rows],
           mesh, stage.config.train.eval_batch_size, inverse=inverse,
           covariates=stage.covariates(data, rows))[0], np.float64)
+  return out
+
+
+def ship(restored: dict[str, Any], candidates: Sequence[str] | None = None
+         ) -> dict[str, Any]:
+  """What ships from a `restore`d unit: {'validation', 'test': {pred,
+  spread (the candidates'), and `restored`'s}, 'winner'}, target units.
+
+  `candidates`: restored students to ship from, validation's choice among
+  them replayed as `selection.choose` makes it; None: the run's own, and
+  its saved choice.
+  """
+  transform = restored["transform"]
   if candidates is None:
-    winner = selection.load_choice(workdir)["winner"]
+    names, winner = restored["candidates"], restored["winner"]
   else:
+    names = tuple(candidates)
+    missing = sorted(set(names) - set(restored["validation"]))
+    if missing:
+      raise SystemExit(f"{missing} were not restored.")
     forward, _ = targets.on_numpy(transform)
+    val = restored["validation"]
     winner, _ = selection.pick(selection.candidate_errors(
-        {n: forward(preds["validation"][n]) for n in names},
-        forward(data.target[data.validation]), names),
-                               data.blocks[data.validation])
+        {n: forward(val[n]) for n in names}, forward(val["target"]), names),
+                               val["blocks"])
   out = {"winner": winner}
-  for part, rows in (("validation", data.validation), ("test", data.test)):
-    members = {n: preds[part][n] for n in names}
-    out[part] = {"pred": selection.shipped(members, winner, transform),
+  for part in ("validation", "test"):
+    members = {n: restored[part][n] for n in names}
+    out[part] = {**restored[part],
+                 "pred": selection.shipped(members, winner, transform),
                  "spread": selection.spread(list(members.values()),
-                                            transform),
-                 "target": data.target[rows].astype(np.float64),
-                 "blocks": data.blocks[rows],
-                 "region": np.asarray(data.region_names)[data.region[rows]],
-                 **preds[part]}
+                                            transform)}
   return out
 
 
@@ -209,7 +223,7 @@ def main(argv: Sequence[str], options: dict[str, Any]) -> None:
   units = {}
   for workdir in sorted(epath.Path(value["out"]).glob("runs/*/seed*/lf*")):
     if (workdir / selection.CHOICE_FILE).exists():
-      unit = unit_predictions(workdir, mesh)
+      unit = ship(restore(workdir, mesh))
       units[(str(unit["test"]["region"][0]), workdir.parent.name)] = unit
   if not units:
     raise SystemExit(f"No unit with {selection.CHOICE_FILE} under "

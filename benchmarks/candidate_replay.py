@@ -6,9 +6,9 @@ r"""What ships from another set of candidate students, replayed (issue 20).
 Reads the trained units of a leave-one-region-out run of
 `benchmarks.compare --dataset=salinity` with `selected` among its methods
 and the added students among its methods too (a peer such as finetune);
-trains nothing. Per unit it restores the run's candidate students plus
-`--add`, replays validation's choice among them as `selection.choose`
-makes it, forms what ships (`selection.shipped`) and calibrates its
+trains nothing. Per unit it restores the run's candidate students,
+`--add` and `--peer` once, replays validation's choice among the
+candidates plus `--add` as `selection.choose` makes it, forms what ships (`selection.shipped`) and calibrates its
 interval as a run does (calibration_bound's "validation blocks"). Prints
 the mean R² of what ships per held-out region (seeds averaged) with and
 without the added students, beside `--peer`, how many regions each is
@@ -28,12 +28,10 @@ from etils import epath
 import numpy as np
 
 from benchmarks import calibration_bound
-from configs import distill
+from deepsalt_jax import calibration
 from deepsalt_jax import metrics
-from deepsalt_jax import run_config
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
-from deepsalt_jax import stages
 
 
 def region_scores(units: dict[tuple[str, str], dict[str, Any]], peer: str
@@ -62,7 +60,8 @@ def _define_flags() -> dict[str, Any]:
       seeds=flags.DEFINE_list("seeds", None, "Only these seeds' units "
                               "(e.g. 0,1); default all."),
       threshold=flags.DEFINE_float(
-          "threshold", 4.0, "P(EC > threshold) of the interval summary."))
+          "threshold", calibration.EXCEEDANCE_THRESHOLD,
+          "P(EC > threshold) of the interval summary."))
 
 
 def main(argv: Sequence[str], options: dict[str, Any]) -> None:
@@ -77,19 +76,15 @@ def main(argv: Sequence[str], options: dict[str, Any]) -> None:
     raise SystemExit(f"No unit with {selection.CHOICE_FILE} under "
                      f"{value['out']}/runs: run benchmarks.compare with "
                      "--methods=selected,... first.")
-  sets = {}
-  for label, extra in (("the run's", ()), ("with " + "+".join(value["add"]),
-                                          tuple(value["add"]))):
-    units = {}
-    for workdir in workdirs:
-      config = run_config.with_defaults(run_config.load(workdir),
-                                        lambda job: distill.get_config())
-      own = stages.plan(config, run_config.lab_grid(workdir)).candidates
-      names = tuple(own) + tuple(n for n in extra if n not in own)
-      unit = calibration_bound.unit_predictions(
-          workdir, mesh, names, also=(value["peer"],))
-      units[(str(unit["test"]["region"][0]), workdir.parent.name)] = unit
-    sets[label] = units
+  added = "with " + "+".join(value["add"])
+  sets = {"the run's": {}, added: {}}
+  for workdir in workdirs:  # Each unit restored once, shipped both ways.
+    restored = calibration_bound.restore(
+        workdir, mesh, tuple(value["add"]) + (value["peer"],))
+    key = (str(restored["test"]["region"][0]), workdir.parent.name)
+    sets["the run's"][key] = calibration_bound.ship(restored)
+    sets[added][key] = calibration_bound.ship(restored, tuple(
+        dict.fromkeys(restored["candidates"] + tuple(value["add"]))))
   print(f"{len(workdirs)} units; what ships, R² per held-out region (seeds "
         f"averaged), against {value['peer']}\n")
   scores = {label: region_scores(units, value["peer"])

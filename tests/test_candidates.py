@@ -164,23 +164,21 @@ def test_a_replayed_choice_is_the_runs(candidate_run):
   from benchmarks import calibration_bound
   _, workdir, results = candidate_run
   mesh = sharding.make_mesh()
-  saved = calibration_bound.unit_predictions(workdir, mesh)
-  replayed = calibration_bound.unit_predictions(workdir, mesh,
-                                                ("student", "library"))
+  restored = calibration_bound.restore(workdir, mesh)
+  saved = calibration_bound.ship(restored)
+  replayed = calibration_bound.ship(restored, ("student", "library"))
   assert replayed["winner"] == saved["winner"] == json.loads(
       (workdir / "results.json").read_text())["choice"]["winner"]
   np.testing.assert_allclose(replayed["test"]["pred"],
                              results[selection.SELECTED]["pred"], rtol=1e-5)
-  # One candidate ships as itself; a student named in `also` is only
-  # predicted.
-  alone = calibration_bound.unit_predictions(workdir, mesh, ("library",),
-                                             also=("student",))
+  # One candidate ships as itself; the other is only predicted beside it.
+  alone = calibration_bound.ship(restored, ("library",))
   np.testing.assert_allclose(alone["test"]["pred"],
                              results["library"]["pred"], rtol=1e-5)
   np.testing.assert_allclose(alone["test"]["student"],
                              results["student"]["pred"], rtol=1e-5)
   with pytest.raises(SystemExit, match="trained no \\['finetune'\\]"):
-    calibration_bound.unit_predictions(workdir, mesh, ("finetune",))
+    calibration_bound.restore(workdir, mesh, ("finetune",))
 
 
 @pytest.mark.slow

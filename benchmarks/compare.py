@@ -119,6 +119,10 @@ _LINEAR_PATH = flags.DEFINE_bool(
 _PAIR_VIEW = flags.DEFINE_enum("pair_view", "same",
                                ("same", "neighbour", "date"),
                                "What a pair's pixel is (data.pair_view).")
+_CALIBRATION_REGIONS = flags.DEFINE_integer(
+    "calibration_regions", 0, "calibration_regions of each run: what ships "
+    "calibrated on groups of its training regions trained without "
+    "(region_calibration.py); 0: on the validation blocks.")
 _METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
 _FRACTIONS = flags.DEFINE_list(
     "label_fractions", ["1", "0.5", "0.2", "0.1", "0.05", "0.02"],
@@ -185,6 +189,7 @@ def make_config(settings: dict[str, Any], split: Split, seed: int,
                      pair_view=settings["pair_view"])
   common.scale_steps(config, settings["steps_scale"])
   config.data.covariates = settings["covariates"]
+  config.calibration_regions = settings.get("calibration_regions", 0)
   # Outputs made before the setting existed have no linear path.
   config.model.linear_path = settings.get("linear_path", False)
   if config.data.paired_fraction == 0:  # Nothing to distil or reconstruct.
@@ -287,6 +292,8 @@ def train_deep(config: ml_collections.ConfigDict, methods: Sequence[str],
       {m: VARIANTS[m] for m in deep if m in VARIANTS})
   if {"selected", "ensemble"} & set(deep):
     config.candidates = distill.get_config().candidates
+  else:  # Nothing ships but the student: its own interval.
+    config.calibration_regions = 0
   results = train.train_and_evaluate(config, workdir)
   return ({m: np.asarray(results[TRAINER_NAMES[m]]["pred"], np.float64)
            for m in deep},
@@ -338,6 +345,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   label_methods: Sequence[str] = ("student", "plsr", "rf",
                                                   "plsr_lab"),
                   tiny: bool = False, data_dir: str = "",
+                  calibration_regions: int = 0,
                   command: str = "") -> dict[str, Any]:
   """Runs the benchmark; writes and returns the report (see module doc)."""
   unknown = sorted((set(methods) | set(label_methods)) - set(METHODS))
@@ -357,8 +365,11 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                   space=space, encoder=encoder, covariates=covariates,
                   transductive=transductive,
                   paired_fraction=paired_fraction, pair_view=pair_view,
-                  # Absent in outputs made before it existed, which had none.
-                  **({"linear_path": True} if linear_path else {}))
+                  # Absent in outputs made before they existed, which had
+                  # none.
+                  **({"linear_path": True} if linear_path else {}),
+                  **({"calibration_regions": calibration_regions}
+                     if calibration_regions else {}))
   report.check_settings(out, settings)
   info = datasets.build(dataset, sensor, data_dir or None).info
   region_names = tuple(info.features["region"].names)
@@ -391,6 +402,7 @@ def run_benchmark(dataset: str, out: str | pathlib.Path, *,
                  "student": base.train.steps},
           steps_scale=steps_scale, tiny=tiny, space=space, encoder=encoder,
           linear_path=linear_path, model_size=_model_size(base),
+          calibration_regions=calibration_regions,
           setting="transductive" if transductive else "inductive",
           pair_view=pair_view, labelled_fraction=lf,
           paired_fraction=paired_for(lf, paired_fraction),
@@ -420,12 +432,14 @@ def main(argv: Sequence[str]) -> None:
       protocol=_PROTOCOL.value, regions=_REGIONS.value, folds=_FOLDS.value,
       seeds=_SEEDS.value, steps_scale=_STEPS_SCALE.value,
       space=_SPACE.value, encoder=_ENCODER.value,
-      covariates=_COVARIATES.value, transductive=_TRANSDUCTIVE.value, paired_fraction=_PAIRED.value,
+      covariates=_COVARIATES.value, transductive=_TRANSDUCTIVE.value,
+      paired_fraction=_PAIRED.value,
       pair_view=_PAIR_VIEW.value, linear_path=_LINEAR_PATH.value,
       methods=_METHODS.value,
       label_fractions=[float(f) for f in _FRACTIONS.value],
       label_splits=_LABEL_SPLITS.value, label_methods=_LABEL_METHODS.value,
-      tiny=_TINY.value, data_dir=_DATA_DIR.value, command=command)
+      tiny=_TINY.value, data_dir=_DATA_DIR.value,
+      calibration_regions=_CALIBRATION_REGIONS.value, command=command)
   print((pathlib.Path(_OUT.value) / "results.md").read_text())
   logging.info("Done in %d s; outputs in %s", result["wall_seconds"],
                _OUT.value)

@@ -198,6 +198,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.update(overrides)
   config.compare = _variants(args, "compare", DEFAULT_COMPARE)
   config.candidates = _variants(args, "candidates", DEFAULT_CANDIDATES)
+  # What ships is calibrated on its validation blocks (0), or on the
+  # labelled pixels of this many groups of training regions, each predicted
+  # by the candidates trained again without it (region_calibration.py;
+  # that many more trainings).
+  config.calibration_regions = 0
   if args.get("tiny"):
     common.tiny(config)
   # One weight per encoder block, first block first: the DeepSalt authors'

@@ -22,7 +22,10 @@ its labelled and paired training pixels', feature_distance.py), 'full_mc'
 passes per pixel on a map, hence last) and, for what a run with
 candidates ships, 'members' (the standard deviation of the candidates'
 predictions in the transformed space, selection.spread;
-intervals.calibrate_shipped); each score plus its median over the
+intervals.calibrate_shipped) and, on samples of regions no network saw
+(region_calibration.py), 'prediction' (the prediction itself in the
+transformed space: a new region's errors grow with it); each score plus
+its median over the
 calibration samples, so a score near zero cannot shrink an interval to
 nothing. They are compared by the cross-fitted
 interval score (Winkler, each calibration block's samples judged by the
@@ -61,7 +64,7 @@ NOMINAL = 0.9  # Coverage of the interval.
 # Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
 DIFFICULTIES = ("constant", "head_mc", "quantile_heads", "feature_distance",
-                "full_mc", "members")
+                "full_mc", "members", "prediction")
 # The MC-dropout difficulties and the passes they take (predict.MC_MODES).
 MC_MODES = {"head_mc": "head", "full_mc": "full"}
 # The difficulties read from the student's features by what is fitted on
@@ -87,19 +90,30 @@ def _quantiles(scores: np.ndarray, nominal: float) -> tuple[float, float]:
   return float(s[low - 1]), float(s[high - 1])
 
 
+def _score(difficulty: str, spread: np.ndarray | None,
+           mean_t: np.ndarray) -> np.ndarray | None:
+  """A difficulty's score: the `spread` given, or for 'prediction' the
+  prediction itself in the transformed space (at least 0)."""
+  if difficulty == "prediction":
+    return np.maximum(np.asarray(mean_t, np.float64), 0.0)
+  return spread
+
+
 def _fit_scores(mean_t, spread, target_t, difficulty):
   """(normalised signed errors, the difficulty's added scale)."""
   if difficulty == "constant":
     return target_t - mean_t, 1.0
+  spread = _score(difficulty, spread, mean_t)
   scale = float(np.median(spread))
   return (target_t - mean_t) / (spread + scale), scale
 
 
 def _difficulty(calibration: dict[str, Any], spread: np.ndarray | None,
-                n: int) -> np.ndarray:
+                mean_t: np.ndarray) -> np.ndarray:
   if calibration["difficulty"] == "constant":
-    return np.ones(n)
-  return np.asarray(spread, np.float64) + calibration["difficulty_scale"]
+    return np.ones(mean_t.size)
+  return (np.asarray(_score(calibration["difficulty"], spread, mean_t),
+                     np.float64) + calibration["difficulty_scale"])
 
 
 def _fit_one(mean, spread, target, difficulty, transform, nominal):
@@ -128,7 +142,7 @@ def interval(calibration: dict[str, Any], pred: np.ndarray,
   forward, inverse = targets.on_numpy(calibration["transform"],
                                       np.float32)
   m = forward(pred)
-  d = _difficulty(calibration, spread, m.size)
+  d = _difficulty(calibration, spread, m)
   return (np.maximum(inverse(m + calibration["lower"] * d), 0.0),
           np.maximum(inverse(m + calibration["upper"] * d), 0.0))
 
@@ -140,7 +154,7 @@ def exceedance(calibration: dict[str, Any], pred: np.ndarray,
   forward(pred) + r·d > forward(threshold)."""
   forward, _ = targets.on_numpy(calibration["transform"], np.float32)
   m = forward(pred)
-  d = _difficulty(calibration, spread, m.size)
+  d = _difficulty(calibration, spread, m)
   scores = np.asarray(calibration["scores"])
   need = (forward(threshold) - m) / d
   return 1.0 - np.searchsorted(scores, need, side="right") / scores.size
@@ -165,7 +179,8 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
       space over `mc_samples` passes of their kind (MC_MODES), which holds
       for that spread alone; 'quantile_heads' and 'feature_distance', read
       from the features by `readers`; 'members', an ensemble's spread
-      (selection.spread).
+      (selection.spread); 'prediction' (None: the prediction itself in the
+      transformed space).
     readers: {FEATURE_READERS name: what reads the features}, saved with
       the calibration when its difficulty is kept.
     nominal: the interval's coverage.
@@ -184,6 +199,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     raise ValueError(f"Difficulties {sorted(unknown)}: use {DIFFICULTIES}.")
   candidates, scores = {}, {}
   for difficulty, spread in difficulties.items():
+    score = _score(difficulty, spread, forward(mean))
     lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
                                  transform, nominal)
     scores[difficulty] = interval_score(target, lower, upper, nominal)
@@ -191,8 +207,8 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
         "interval_score": float(scores[difficulty].mean()),
         "coverage": float(np.mean((target >= lower) & (target <= upper))),
         # None where undefined: no spread, or one that does not vary.
-        "spearman": (None if spread is None or np.ptp(spread) == 0 else
-                     float(stats.spearmanr(spread, error)[0]))}
+        "spearman": (None if score is None or np.ptp(score) == 0 else
+                     float(stats.spearmanr(score, error)[0]))}
   # The simplest within one standard error of the best, over the groups.
   best, _ = selection.pick(scores, groups)
   out = _fit_one(mean, difficulties[best], target, best, transform, nominal)
@@ -298,15 +314,19 @@ def describe(calibration: dict[str, Any]) -> str:
             "feature_distance": "scaled by the distance of the pixel's "
                                 "features to the student's training "
                                 "pixels'",
+            "prediction": "growing with the prediction in "
+                          f"{calibration['transform']} space",
             "members": "scaled by the spread of the candidate students' "
                        "predictions"}[difficulty]
   if model and difficulty == "constant":
     what += (f": constant width in {calibration['transform']} space, "
              f"{model} has no MC spread")
+  # What the samples were, where not the validation blocks (intervals.py).
+  on = calibration.get("samples") or (
+      f"samples {model or 'the student'} did not train on")
   return (f"calibrated {calibration['nominal']:.0%} interval (split conformal "
           f"in {calibration['transform']} space on "
-          f"{calibration['validation_samples']} samples "
-          f"{model or 'the student'} did not train on; {what})")
+          f"{calibration['validation_samples']} {on}; {what})")
 
 
 def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:

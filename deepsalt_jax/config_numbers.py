@@ -38,6 +38,11 @@ _DATA = {
     "paired_fraction": (lambda v: 0 <= v <= 1, "a share in [0, 1]"),
     "validation_fraction": (lambda v: 0 <= v < 1, "a share in [0, 1)"),
 }
+_RUN = {
+    "calibration_regions": (lambda v: v >= 0,
+                            "0 (the validation blocks) or a number of "
+                            "groups of training regions"),
+}
 _LOSS = {
     "distill_pred_fade": (lambda v: 0 <= v <= 1,
                           "a share of the steps in [0, 1]"),
@@ -50,16 +55,18 @@ def _check(group: ml_collections.ConfigDict, prefix: str,
     value = group.get(field)
     if value is None:
       continue
+    name = f"{prefix}.{field}" if prefix else field
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise errors.UserError(f"--config.{prefix}.{field}={value!r}: use a "
+      raise errors.UserError(f"--config.{name}={value!r}: use a "
                              f"number ({wanted}).")
     if not ok(value):
-      raise errors.UserError(f"--config.{prefix}.{field}={value!r}: use "
+      raise errors.UserError(f"--config.{name}={value!r}: use "
                              f"{wanted}.")
 
 
 def check(config: ml_collections.ConfigDict) -> None:
   """Raises a UserError naming the first number out of range."""
+  _check(config, "", _RUN)
   _check(config.train, "train", _TRAIN)
   _check(config.data, "data", _DATA)
   if "loss" in config:

@@ -10,6 +10,7 @@ apply what is fitted here.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -136,32 +137,69 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
   return fitted
 
 
-def calibrate_shipped(plan: stages.Plan, preds: dict[str, np.ndarray],
-                      choice: dict[str, Any] | None, data: samples.Data,
+@dataclasses.dataclass(frozen=True)
+class Samples:
+  """Calibration samples of what a run with candidates ships: each
+  candidate's predictions (target units), the measured values and each
+  sample's group (spatial block or region)."""
+  members: dict[str, np.ndarray]
+  target: np.ndarray
+  groups: np.ndarray
+  # What they are, in words, where not the validation blocks' samples:
+  # regions no network saw, whose errors grow with the prediction, which
+  # is then a candidate difficulty too (the blocks' errors do not;
+  # docs/uncertainty.md).
+  about: str = ""
+
+  @classmethod
+  def concatenate(cls, parts: list[Samples], about: str) -> Samples:
+    return cls({n: np.concatenate([p.members[n] for p in parts])
+                for n in parts[0].members},
+               np.concatenate([p.target for p in parts]),
+               np.concatenate([p.groups for p in parts]), about)
+
+
+def validation_samples(plan: stages.Plan, preds: dict[str, np.ndarray],
+                       data: samples.Data) -> Samples | None:
+  """The validation samples, from the candidates' predictions `preds`
+  (transformed target, selection.validation_predictions); None without
+  candidates or validation samples."""
+  if not plan.candidates or len(preds) < len(plan.candidates):
+    return None
+  _, inverse = targets.on_numpy(
+      plan.students[0].config.data.target_transform, np.float64)
+  return Samples({n: inverse(preds[n]) for n in plan.candidates},
+                 data.target[data.validation].astype(np.float64),
+                 data.blocks[data.validation])
+
+
+def calibrate_shipped(plan: stages.Plan, choice: dict[str, Any] | None,
+                      on: Samples | None,
                       workdir: epath.PathLike) -> dict[str, Any]:
   """Fits and saves the intervals of the candidates' ensemble
   (<workdir>/ensemble/) and of what validation ships (<workdir>/selected/:
-  the ensemble, or the candidate it chose hedged with it) from the
-  candidates' validation predictions `preds` (transformed target,
-  selection.validation_predictions); their difficulty preferably the
+  the ensemble, or the candidate it chose hedged with it) on the
+  calibration samples `on` (`validation_samples`, or regions no network
+  saw, region_calibration.py); their difficulty preferably the
   candidates' spread (calibration.fit). {folder: calibration}; {} without
-  a choice or validation samples."""
-  if not choice or len(preds) < len(plan.candidates):
+  a choice or samples."""
+  if not choice or on is None:
     return {}
   transform = plan.students[0].config.data.target_transform
-  _, inverse = targets.on_numpy(transform, np.float64)
-  members = {n: inverse(preds[n]) for n in plan.candidates}
-  spread = selection.spread(list(members.values()), transform)
+  difficulties = {"members": selection.spread(list(on.members.values()),
+                                              transform),
+                  **({"prediction": None} if on.about else {}),
+                  "constant": None}
   fits, out = {}, {}
   for folder, winner in ((selection.ENSEMBLE, selection.ENSEMBLE),
                          (selection.SHIPPED, choice["winner"])):
     if winner not in fits:  # What ships is often the ensemble.
       fits[winner] = dict(calibration.fit(
-          selection.shipped(members, winner, transform),
-          data.target[data.validation], data.blocks[data.validation],
-          transform, {"members": spread, "constant": None}),
+          selection.shipped(on.members, winner, transform), on.target,
+          on.groups, transform, difficulties),
                           model=selection.shipped_name(winner,
-                                                       plan.candidates))
+                                                       plan.candidates),
+                          **({"samples": on.about} if on.about else {}))
     out[folder] = fits[winner]
     if sharding.is_main_process():
       directory = epath.Path(workdir) / folder

@@ -27,9 +27,10 @@ LAB_GRID_FILE = "lab_grid.json"
 RUN_OPTIONS = ("data.data_dir", "train.eval_batch_size",
                "train.log_every", "train.checkpoint_every",
                "train.keep_checkpoints",
-               # Variants, candidates and the label curve's runs train in
-               # folders of their own: a re-run may add some.
-               "compare", "candidates", "label_curve")
+               # Variants, candidates, the label curve's runs and the
+               # region calibration's train in folders of their own: a
+               # re-run may add some.
+               "compare", "candidates", "label_curve", "calibration_regions")
 # What evaluation and mapping may change: RUN_OPTIONS less those that only
 # matter while training.
 EVAL_OPTIONS = ("data.data_dir", "train.eval_batch_size")

@@ -209,22 +209,27 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
   return winner, {"lowest": lowest, "margins": details}
 
 
+def predictions(plan: stages.Plan, params: dict[str, Any],
+                data: samples.Data, rows: np.ndarray,
+                mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """{candidate: its predictions of `data`'s `rows` in the transformed
+  target}, each at its best step (`params`)."""
+  by_name = {s.name: s for s in plan.students}
+  return {name: _transformed_predictions(
+      by_name[name], by_name[name].model(data.sensor), params[name],
+      getattr(data, by_name[name].input)[rows],
+      by_name[name].covariates(data, rows), mesh)
+          for name in plan.candidates}
+
+
 def validation_predictions(plan: stages.Plan, params: dict[str, Any],
                            data: samples.Data, mesh: jax.sharding.Mesh
                            ) -> dict[str, np.ndarray]:
-  """{candidate: its predictions of the validation samples in the
-  transformed target}, each at its best step (`params`); none without
-  validation samples."""
-  by_name = {s.name: s for s in plan.students}
-  preds = {}
-  for name in plan.candidates:
-    stage = by_name[name]
-    inputs = stage.validation_inputs(data)
-    if inputs is not None:
-      preds[name] = _transformed_predictions(
-          stage, stage.model(data.sensor), params[name], inputs[0],
-          stage.covariates(data, data.validation), mesh)
-  return preds
+  """The candidates' `predictions` of the validation samples; none
+  without validation samples."""
+  if not data.validation.any():
+    return {}
+  return predictions(plan, params, data, data.validation, mesh)
 
 
 def candidate_errors(preds: dict[str, np.ndarray], y: np.ndarray,

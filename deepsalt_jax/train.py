@@ -38,6 +38,7 @@ from deepsalt_jax import input_pipeline
 from deepsalt_jax import intervals
 from deepsalt_jax import objectives
 from deepsalt_jax import paths
+from deepsalt_jax import region_calibration
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -411,6 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                jax.default_backend(), jax.process_count())
   data = samples.load_data(config.data)  # Validates before any write.
   plan = stages.plan(config, data.lab_grid)
+  held_out = region_calibration.groups(config, plan, data)
   run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)
 
@@ -421,7 +423,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     for student in plan.students}
     preds = selection.validation_predictions(plan, params, data, mesh)
     choice = selection.choose(plan, workdir, preds, data)
-    shipped = intervals.calibrate_shipped(plan, preds, choice, data, workdir)
+    shipped = intervals.calibrate_shipped(
+        plan, choice, region_calibration.calibration_samples(
+            held_out, plan, data, workdir, mesh, train_plan)
+        or intervals.validation_samples(plan, preds, data), workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
                                                calibrations),
                               data, config, workdir, mesh,

@@ -110,6 +110,8 @@ def test_eval_and_map_refuse_a_config_that_differs_from_the_run(tiny_run):
      r"\(no average\) or a decay in \(0, 1\)"),
     ("loss.distill_pred_fade", 2.0, r"--config.loss.distill_pred_fade=2.0: "
      r"use a share of the steps in \[0, 1\]"),
+    ("calibration_regions", -1, r"--config.calibration_regions=-1: use 0 "
+     r"\(the validation blocks\) or a number of groups"),
 ])
 def test_config_numbers_are_checked_before_any_work(field, value, message,
                                                      tmp_path):

@@ -129,6 +129,37 @@ def test_an_ensembles_spread_goes_first_and_yields_only_beyond_the_noise():
   assert backwards["candidates"]["members"]["spearman"] < -0.3
 
 
+def test_errors_that_grow_with_the_prediction_keep_the_prediction():
+  """Where the log1p error grows with the prediction (a new region's,
+  docs/uncertainty.md) 'prediction' is kept, needing no score from the
+  caller: its interval widens with the prediction in log1p, and its
+  exceedance reads the same scale; where errors do not grow it is not."""
+  rng = np.random.default_rng(6)
+  groups = np.arange(400) % 8
+  mean_t = rng.uniform(0.0, 3.0, 400)
+  target = np.expm1(mean_t + rng.normal(0.0, 0.1 + 0.2 * mean_t))
+  fitted = calibration.fit(np.expm1(mean_t), target, groups, "log1p",
+                           {"prediction": None})
+  assert fitted["difficulty"] == "prediction"
+  assert fitted["candidates"]["prediction"]["spearman"] > 0.3
+  assert "growing with the prediction in log1p" in calibration.describe(
+      fitted)
+  pred = np.expm1(np.array([0.5, 2.5]))
+  lower, upper = calibration.interval(fitted, pred)
+  width = np.log1p(upper) - np.log1p(lower)
+  scale = fitted["difficulty_scale"]
+  # d = prediction + its median: the log1p widths in that ratio.
+  np.testing.assert_allclose(width[1] / width[0],
+                             (2.5 + scale) / (0.5 + scale), rtol=1e-4)
+  need = (np.log1p(4.0) - 2.5) / (2.5 + scale)
+  np.testing.assert_allclose(
+      calibration.exceedance(fitted, pred[1:], 4.0),
+      np.mean(np.asarray(fitted["scores"]) > need), atol=1e-6)
+  flat = np.expm1(mean_t + rng.normal(0.0, 0.3, 400))
+  assert calibration.fit(np.expm1(mean_t), flat, groups, "log1p",
+                         {"prediction": None})["difficulty"] == "constant"
+
+
 def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():
   fitted = {"kind": calibration.KIND, "transform": "log1p",
             "difficulty": "constant", "difficulty_scale": 1.0,

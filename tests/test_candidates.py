@@ -9,9 +9,13 @@ import rasterio
 
 from deepsalt_jax import calibration
 from deepsalt_jax import evaluate
+from deepsalt_jax import intervals
 from deepsalt_jax import mapping
+from deepsalt_jax import region_calibration
+from deepsalt_jax import samples
 from deepsalt_jax import selection
 from deepsalt_jax import sharding
+from deepsalt_jax import stages
 from deepsalt_jax import train
 from deepsalt_jax.mapping import files
 from tests.conftest import tiny_config
@@ -179,6 +183,57 @@ def test_a_replayed_choice_is_the_runs(candidate_run):
                              results["student"]["pred"], rtol=1e-5)
   with pytest.raises(SystemExit, match="trained no \\['finetune'\\]"):
     calibration_bound.restore(workdir, mesh, ("finetune",))
+
+
+@pytest.mark.slow
+def test_regions_held_out_calibrate_what_ships(candidate_run, tmp_path,
+                                               caplog):
+  """calibration_regions=2 on a finished run: the run's networks are
+  restored (nothing of them retrains, the points are the same), the
+  candidates train again without each group of regions, and what ships
+  is calibrated on those groups' labelled pixels; a re-run restores
+  them."""
+  config, workdir, results = candidate_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  config = config.copy_and_resolve_references()
+  config.calibration_regions = 2
+  regional = train.train_and_evaluate(config, run)
+  for name in (selection.SELECTED, "student", "library"):
+    np.testing.assert_array_equal(regional[name]["pred"],
+                                  results[name]["pred"])
+  data = samples.load_data(config.data)
+  plan = stages.plan(config, data.lab_grid)
+  groups = region_calibration.groups(config, plan, data)
+  rows = [region_calibration.calibration_rows(data, g) for g in groups]
+  for folder in (selection.SHIPPED, selection.ENSEMBLE):
+    fitted = calibration.load(run / folder)
+    assert fitted["validation_samples"] == sum(r.sum() for r in rows)
+    assert fitted["groups"] == len(np.concatenate(groups))  # Regions.
+    assert "(2 groups)" in calibration.describe(fitted)
+    # A new region's errors grow with the prediction: a candidate here.
+    assert list(fitted["candidates"]) == ["members", "prediction",
+                                          "constant"]
+  # Each group's candidates are its own networks, trained without it.
+  for k in range(2):
+    assert (run / region_calibration.DIR / "2_groups" / f"group{k}" /
+            "library" / selection.BEST_FILE).exists()
+  # The calibration samples, rebuilt from the restored groups, calibrate
+  # what ships as the run did.
+  with caplog.at_level("INFO"):
+    again = region_calibration.calibration_samples(
+        groups, plan, data, run, sharding.make_mesh(), train.train_plan)
+  assert "training for" not in caplog.text
+  np.testing.assert_array_equal(
+      again.target, np.concatenate([data.target[r] for r in rows]))
+  refit = intervals.calibrate_shipped(
+      plan, json.loads((run / selection.CHOICE_FILE).read_text()), again,
+      tmp_path / "refit")
+  assert refit[selection.SHIPPED]["scores"] == calibration.load(
+      run / selection.SHIPPED)["scores"]
+  # The interval differs from the validation blocks' one.
+  assert (regional[selection.SELECTED]["interval"] !=
+          results[selection.SELECTED]["interval"])
 
 
 @pytest.mark.slow

@@ -322,9 +322,11 @@ def test_the_interval_bands_are_the_calibration_of_the_run(
   student = "student"  # The student's folder (stages.plan).
   fitted = calibration.load(workdir / student)
   assert fitted["kind"] == calibration.KIND
-  # Every difficulty of a student was a candidate, in order of preference.
+  # Every difficulty of a student was a candidate, in order of preference
+  # (an ensemble's spread and a new region's 'prediction' are not).
   assert list(fitted["candidates"]) == [
-      d for d in calibration.DIFFICULTIES if d != "members"]
+      d for d in calibration.DIFFICULTIES
+      if d not in ("members", "prediction")]
   report, whole = mapped
   assert report["uncertainty"]["calibration"] == {
       k: v for k, v in fitted.items()

@@ -190,7 +190,8 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     raise ValueError("No validation samples to calibrate on.")
   groups = selection.units(groups)
   forward, _ = targets.on_numpy(transform, np.float32)
-  error = np.abs(forward(target) - forward(mean))
+  mean_t = forward(mean)
+  error = np.abs(forward(target) - mean_t)
   difficulties = dict(difficulties or {})
   if "constant" not in difficulties:
     difficulties = {"constant": None, **difficulties}
@@ -199,7 +200,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     raise ValueError(f"Difficulties {sorted(unknown)}: use {DIFFICULTIES}.")
   candidates, scores = {}, {}
   for difficulty, spread in difficulties.items():
-    score = _score(difficulty, spread, forward(mean))
+    score = _score(difficulty, spread, mean_t)
     lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
                                  transform, nominal)
     scores[difficulty] = interval_score(target, lower, upper, nominal)

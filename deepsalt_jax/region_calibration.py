@@ -48,8 +48,7 @@ def groups(config: ml_collections.ConfigDict, plan: stages.Plan,
     raise errors.UserError(
         f"--config.calibration_regions={k} calibrates what a run with "
         "candidate students ships; this run has none (candidates=none).")
-  labelled = ~data.test & (data.role == roles.LABELLED) & data.has_target
-  regions = np.unique(data.region[labelled])
+  regions = np.unique(data.region[_labelled(data)])
   if k > regions.size:
     raise errors.UserError(
         f"--config.calibration_regions={k}: the training part has "
@@ -68,12 +67,17 @@ def without(data: samples.Data, regions: np.ndarray) -> samples.Data:
                              validation=data.validation & ~out)
 
 
-def calibration_rows(data: samples.Data, regions: np.ndarray) -> np.ndarray:
-  """[n] bool: the labelled pixels of `regions` (the run's training and
-  validation ones), the samples a group's errors are measured on."""
-  return (np.isin(data.region, regions) & ~data.test
-          & (data.role == roles.LABELLED) & data.has_target
+def _labelled(data: samples.Data) -> np.ndarray:
+  """[n] bool: the training part's labelled pixels (training and
+  validation ones)."""
+  return (~data.test & (data.role == roles.LABELLED) & data.has_target
           & data.has_pixel)
+
+
+def calibration_rows(data: samples.Data, regions: np.ndarray) -> np.ndarray:
+  """[n] bool: the labelled pixels of `regions`, the samples a group's
+  errors are measured on."""
+  return np.isin(data.region, regions) & _labelled(data)
 
 
 def candidates_only(plan: stages.Plan) -> stages.Plan:

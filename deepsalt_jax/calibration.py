@@ -10,7 +10,10 @@ sample, the interval is inverse(m + [r_lo, r_hi]·d), r_lo and r_hi the
 equal-tailed finite-sample conformal quantiles (the k-th smallest of n,
 k = floor((n + 1) α/2) and ceil((n + 1)(1 - α/2))), and the probability
 that y exceeds a threshold t is the share of the r with m + r·d >
-forward(t): the conformal predictive distribution.
+forward(t): the conformal predictive distribution. On samples of regions
+no network saw, m is first moved by a line in m fitted to their errors
+(`location`): a new region's bias changes with the prediction, and the
+interval and probability follow it while the prediction stays.
 
 Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
 multiplicative interval everywhere), 'head_mc' (the spread of the head's
@@ -99,6 +102,26 @@ def _score(difficulty: str, spread: np.ndarray | None,
   return spread
 
 
+def _line(mean_t: np.ndarray, target_t: np.ndarray) -> list[float]:
+  """[slope, shift] of the least-squares line of the error (target -
+  prediction, transformed space) on the prediction; zeros with fewer than
+  MIN_SAMPLES samples, and no slope where the predictions do not vary."""
+  if mean_t.size < MIN_SAMPLES:
+    return [0.0, 0.0]
+  error = target_t - mean_t
+  if np.ptp(mean_t) == 0:
+    return [0.0, float(error.mean())]
+  slope, shift = np.polyfit(mean_t, error, 1)
+  return [float(slope), float(shift)]
+
+
+def _centre(calibration: dict[str, Any], mean_t: np.ndarray) -> np.ndarray:
+  """The interval's centre: the prediction moved by the calibration's
+  line (none in calibrations saved before it was fitted)."""
+  slope, shift = calibration.get("location", (0.0, 0.0))
+  return mean_t + shift + slope * mean_t
+
+
 def _fit_scores(mean_t, spread, target_t, difficulty):
   """(normalised signed errors, the difficulty's added scale)."""
   if difficulty == "constant":
@@ -116,14 +139,17 @@ def _difficulty(calibration: dict[str, Any], spread: np.ndarray | None,
                      np.float64) + calibration["difficulty_scale"])
 
 
-def _fit_one(mean, spread, target, difficulty, transform, nominal):
+def _fit_one(mean, spread, target, difficulty, transform, nominal,
+             location):
   forward, _ = targets.on_numpy(transform, np.float32)
-  scores, scale = _fit_scores(forward(mean), spread, forward(target),
-                              difficulty)
+  mean_t, target_t = forward(mean), forward(target)
+  line = _line(mean_t, target_t) if location else [0.0, 0.0]
+  scores, scale = _fit_scores(_centre({"location": line}, mean_t), spread,
+                              target_t, difficulty)
   low, high = _quantiles(scores, nominal)
   return {"kind": KIND, "transform": transform, "nominal": nominal,
           "difficulty": difficulty, "difficulty_scale": scale,
-          "lower": low, "upper": high,
+          "location": line, "lower": low, "upper": high,
           # Sorted: the conformal predictive distribution (exceedance).
           "scores": np.sort(scores).round(6).tolist(),
           "validation_samples": int(scores.size),
@@ -141,7 +167,7 @@ def interval(calibration: dict[str, Any], pred: np.ndarray,
   """
   forward, inverse = targets.on_numpy(calibration["transform"],
                                       np.float32)
-  m = forward(pred)
+  m = _centre(calibration, forward(pred))
   d = _difficulty(calibration, spread, m)
   return (np.maximum(inverse(m + calibration["lower"] * d), 0.0),
           np.maximum(inverse(m + calibration["upper"] * d), 0.0))
@@ -153,7 +179,7 @@ def exceedance(calibration: dict[str, Any], pred: np.ndarray,
   """P(y > threshold) per sample: the share of calibration errors r with
   forward(pred) + r·d > forward(threshold)."""
   forward, _ = targets.on_numpy(calibration["transform"], np.float32)
-  m = forward(pred)
+  m = _centre(calibration, forward(pred))
   d = _difficulty(calibration, spread, m)
   scores = np.asarray(calibration["scores"])
   need = (forward(threshold) - m) / d
@@ -163,7 +189,8 @@ def exceedance(calibration: dict[str, Any], pred: np.ndarray,
 def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
         transform: str, difficulties: dict[str, np.ndarray] | None = None,
         mc_samples: int = 0, readers: dict[str, Any] | None = None,
-        nominal: float = NOMINAL) -> dict[str, Any]:
+        nominal: float = NOMINAL, location: bool = False
+        ) -> dict[str, Any]:
   """The calibration of the best difficulty on these calibration samples.
 
   Args:
@@ -184,6 +211,9 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     readers: {FEATURE_READERS name: what reads the features}, saved with
       the calibration when its difficulty is kept.
     nominal: the interval's coverage.
+    location: centre the interval on a line in the prediction fitted to
+      the samples' errors (`_line`), not on the prediction: for samples of
+      regions no network saw, whose bias changes with the prediction.
   """
   mean, target = (np.asarray(v, np.float64) for v in (mean, target))
   if mean.size == 0:
@@ -202,7 +232,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
   for difficulty, spread in difficulties.items():
     score = _score(difficulty, spread, mean_t)
     lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
-                                 transform, nominal)
+                                 transform, nominal, location)
     scores[difficulty] = interval_score(target, lower, upper, nominal)
     candidates[difficulty] = {
         "interval_score": float(scores[difficulty].mean()),
@@ -212,7 +242,8 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
                      float(stats.spearmanr(score, error)[0]))}
   # The simplest within one standard error of the best, over the groups.
   best, _ = selection.pick(scores, groups)
-  out = _fit_one(mean, difficulties[best], target, best, transform, nominal)
+  out = _fit_one(mean, difficulties[best], target, best, transform, nominal,
+                 location)
   return {**out, "mc_samples": mc_samples if best in MC_MODES else 0,
           "mc_mode": MC_MODES.get(best, ""),
           **({best: readers[best]} if best in FEATURE_READERS else {}),
@@ -221,7 +252,7 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
 
 
 def _cross_fitted(mean, spread, target, groups, difficulty, transform,
-                  nominal):
+                  nominal, location):
   """(lower, upper) of each sample from the calibration of the other
   groups."""
   lower, upper = np.zeros(mean.size), np.zeros(mean.size)
@@ -230,7 +261,8 @@ def _cross_fitted(mean, spread, target, groups, difficulty, transform,
     if out.all():  # A single sample: nothing to calibrate on.
       continue
     fitted = _fit_one(mean[~out], None if spread is None else spread[~out],
-                      target[~out], difficulty, transform, nominal)
+                      target[~out], difficulty, transform, nominal,
+                      location)
     lower[out], upper[out] = interval(
         fitted, mean[out], None if spread is None else spread[out])
   return lower, upper
@@ -322,6 +354,10 @@ def describe(calibration: dict[str, Any]) -> str:
   if model and difficulty == "constant":
     what += (f": constant width in {calibration['transform']} space, "
              f"{model} has no MC spread")
+  slope, shift = calibration.get("location", (0.0, 0.0))
+  if slope or shift:
+    what += (", centred on the prediction corrected by the line of the "
+             f"samples' errors ({shift:+.3f} {slope:+.3f} x the prediction)")
   # What the samples were, where not the validation blocks (intervals.py).
   on = calibration.get("samples") or (
       f"samples {model or 'the student'} did not train on")

@@ -147,8 +147,9 @@ class Samples:
   groups: np.ndarray
   # What they are, in words, where not the validation blocks' samples:
   # regions no network saw, whose errors grow with the prediction, which
-  # is then a candidate difficulty too (the blocks' errors do not;
-  # docs/uncertainty.md).
+  # is then a candidate difficulty too, and whose bias changes with it,
+  # which the interval's centre follows (calibration.fit's `location`; the
+  # blocks' errors do neither: docs/uncertainty.md).
   about: str = ""
 
   @classmethod
@@ -196,7 +197,7 @@ def calibrate_shipped(plan: stages.Plan, choice: dict[str, Any] | None,
     if winner not in fits:  # What ships is often the ensemble.
       fits[winner] = dict(calibration.fit(
           selection.shipped(on.members, winner, transform), on.target,
-          on.groups, transform, difficulties),
+          on.groups, transform, difficulties, location=bool(on.about)),
                           model=selection.shipped_name(winner,
                                                        plan.candidates),
                           **({"samples": on.about} if on.about else {}))

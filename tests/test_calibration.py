@@ -160,6 +160,41 @@ def test_errors_that_grow_with_the_prediction_keep_the_prediction():
                          {"prediction": None})["difficulty"] == "constant"
 
 
+def test_a_bias_that_changes_with_the_prediction_moves_the_centre():
+  """With `location` the interval is centred on the line of the errors on
+  the prediction (a new region's regression to the mean), so it covers
+  the low and the high predictions alike; without it, the pooled errors
+  cover neither end at the nominal rate."""
+  rng = np.random.default_rng(7)
+
+  def draw(n):
+    mean_t = rng.uniform(0.0, 3.0, n)
+    return mean_t, 0.3 + 0.7 * mean_t + rng.normal(0.0, 0.15, n)
+
+  mean_t, target_t = draw(400)
+  groups = np.arange(400) % 8
+  moved = calibration.fit(np.expm1(mean_t), np.expm1(target_t), groups,
+                          "log1p", location=True)
+  np.testing.assert_allclose(moved["location"], [-0.3, 0.3], atol=0.04)
+  assert ("corrected by the line of the samples' errors (+0.2"
+          in calibration.describe(moved))
+  fixed = calibration.fit(np.expm1(mean_t), np.expm1(target_t), groups,
+                          "log1p")
+  assert fixed["location"] == [0.0, 0.0]
+  new_t, new_target = draw(4000)
+  ends = (new_t < 0.75, new_t > 2.25)
+  for fitted, held in ((moved, True), (fixed, False)):
+    lower, upper = calibration.interval(fitted, np.expm1(new_t))
+    inside = (np.expm1(new_target) >= lower) & (np.expm1(new_target) <= upper)
+    assert all(0.85 <= inside[end].mean() <= 0.95 for end in ends) == held
+  # The probability reads the same centre.
+  slope, shift = moved["location"]
+  need = np.log1p(4.0) - (new_t[:3] + shift + slope * new_t[:3])
+  np.testing.assert_allclose(
+      calibration.exceedance(moved, np.expm1(new_t[:3]), 4.0),
+      [np.mean(np.asarray(moved["scores"]) > n) for n in need], atol=1e-6)
+
+
 def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():
   fitted = {"kind": calibration.KIND, "transform": "log1p",
             "difficulty": "constant", "difficulty_scale": 1.0,

@@ -214,6 +214,12 @@ def test_regions_held_out_calibrate_what_ships(candidate_run, tmp_path,
     # A new region's errors grow with the prediction: a candidate here.
     assert list(fitted["candidates"]) == ["members", "prediction",
                                           "constant"]
+    # And its bias changes with it: the interval's centre follows a line
+    # fitted here, not on the blocks.
+    assert fitted["location"] != [0.0, 0.0]
+    assert ("corrected by the line of the samples' errors"
+            in calibration.describe(fitted))
+    assert calibration.load(workdir / folder)["location"] == [0.0, 0.0]
   # Each group's candidates are its own networks, trained without it.
   for k in range(2):
     assert (run / region_calibration.DIR / "2_groups" / f"group{k}" /

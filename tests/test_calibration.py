@@ -187,6 +187,15 @@ def test_a_bias_that_changes_with_the_prediction_moves_the_centre():
     lower, upper = calibration.interval(fitted, np.expm1(new_t))
     inside = (np.expm1(new_target) >= lower) & (np.expm1(new_target) <= upper)
     assert all(0.85 <= inside[end].mean() <= 0.95 for end in ends) == held
+  # Predictions that do not vary get a shift only, and too few samples
+  # (calibration.MIN_SAMPLES) no line at all.
+  flat = calibration.fit(np.full(400, np.expm1(1.0)), np.expm1(target_t),
+                         groups, "log1p", location=True)
+  np.testing.assert_allclose(flat["location"],
+                             [0.0, np.mean(target_t) - 1.0], atol=1e-5)
+  assert calibration.fit(np.expm1(mean_t[:19]), np.expm1(target_t[:19]),
+                         groups[:19], "log1p",
+                         location=True)["location"] == [0.0, 0.0]
   # The probability reads the same centre.
   slope, shift = moved["location"]
   need = np.log1p(4.0) - (new_t[:3] + shift + slope * new_t[:3])

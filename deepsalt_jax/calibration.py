@@ -11,8 +11,8 @@ equal-tailed finite-sample conformal quantiles (the k-th smallest of n,
 k = floor((n + 1) α/2) and ceil((n + 1)(1 - α/2))), and the probability
 that y exceeds a threshold t is the share of the r with m + r·d >
 forward(t): the conformal predictive distribution. On samples of regions
-no network saw, m is first moved by a line in m fitted to their errors
-(`location`): a new region's bias changes with the prediction, and the
+no network saw, m is first moved by a robust line in m fitted to their
+errors (`location`): a new region's bias changes with the prediction, and the
 interval and probability follow it while the prediction stays.
 
 Difficulty scores (`DIFFICULTIES`): 'constant' (d = 1: the same
@@ -103,16 +103,18 @@ def _score(difficulty: str, spread: np.ndarray | None,
 
 
 def _line(mean_t: np.ndarray, target_t: np.ndarray) -> list[float]:
-  """[slope, shift] of the least-squares line of the error (target -
-  prediction, transformed space) on the prediction; zeros with fewer than
-  MIN_SAMPLES samples, and no slope where the predictions do not vary."""
+  """[slope, shift] of the Theil-Sen line of the error (target - prediction,
+  transformed space) on the prediction: the median of the pairwise slopes,
+  so a few far-off samples of one region do not tilt it (least squares
+  did: docs/uncertainty.md). Zeros with fewer than MIN_SAMPLES samples,
+  and the median error alone where the predictions do not vary."""
   if mean_t.size < MIN_SAMPLES:
     return [0.0, 0.0]
   error = target_t - mean_t
   if np.ptp(mean_t) == 0:
-    return [0.0, float(error.mean())]
-  slope, shift = np.polyfit(mean_t, error, 1)
-  return [float(slope), float(shift)]
+    return [0.0, float(np.median(error))]
+  fitted = stats.theilslopes(error, mean_t, method="joint")
+  return [float(fitted.slope), float(fitted.intercept)]
 
 
 def _centre(calibration: dict[str, Any], mean_t: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ pixels: errors of regions the networks never saw, on samples a user has
 labels for. What the run ships (its choice, formed from these
 candidates) is calibrated on them (intervals.calibrate_shipped) instead of
 on its validation blocks, with the prediction's level a candidate
-difficulty and the interval centred on the line of these errors on the
+difficulty and the interval centred on the robust line of these errors on the
 prediction (calibration.fit's `location`). It costs K more trainings of
 the teacher and the candidates.
 """

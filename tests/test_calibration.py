@@ -192,7 +192,7 @@ def test_a_bias_that_changes_with_the_prediction_moves_the_centre():
   flat = calibration.fit(np.full(400, np.expm1(1.0)), np.expm1(target_t),
                          groups, "log1p", location=True)
   np.testing.assert_allclose(flat["location"],
-                             [0.0, np.mean(target_t) - 1.0], atol=1e-5)
+                             [0.0, np.median(target_t) - 1.0], atol=1e-5)
   assert calibration.fit(np.expm1(mean_t[:19]), np.expm1(target_t[:19]),
                          groups[:19], "log1p",
                          location=True)["location"] == [0.0, 0.0]
@@ -202,6 +202,22 @@ def test_a_bias_that_changes_with_the_prediction_moves_the_centre():
   np.testing.assert_allclose(
       calibration.exceedance(moved, np.expm1(new_t[:3]), 4.0),
       [np.mean(np.asarray(moved["scores"]) > n) for n in need], atol=1e-6)
+
+
+def test_a_few_far_off_samples_do_not_tilt_the_centring_line():
+  """One region's far-off samples (a tenth of them, all at high
+  predictions) tilt a least-squares line; the line the calibration fits
+  stays on the others' bias."""
+  rng = np.random.default_rng(3)
+  mean_t = rng.uniform(0.0, 3.0, 300)
+  target_t = 0.3 + 0.7 * mean_t + rng.normal(0.0, 0.1, 300)
+  far = np.argsort(mean_t)[-30:]
+  target_t[far] -= 1.5
+  fitted = calibration.fit(np.expm1(mean_t), np.expm1(target_t),
+                           np.arange(300) % 6, "log1p", location=True)
+  np.testing.assert_allclose(fitted["location"], [-0.3, 0.3], atol=0.08)
+  least_squares = np.polyfit(mean_t, target_t - mean_t, 1)
+  np.testing.assert_array_less(0.25, np.abs(least_squares - [-0.3, 0.3]))
 
 
 def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():

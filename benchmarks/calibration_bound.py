@@ -43,7 +43,6 @@ from configs import distill
 from deepsalt_jax import calibration
 from deepsalt_jax import checkpoint
 from deepsalt_jax import metrics
-from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
 from deepsalt_jax import selection
@@ -66,7 +65,7 @@ def restore(workdir: epath.Path, mesh: Any,
   plan = stages.plan(config, run_config.lab_grid(workdir))
   data = samples.load_data(config.data)
   transform = config.data.target_transform
-  _, inverse = targets.TRANSFORMS[transform]
+  _, inverse = targets.on_numpy(transform, np.float64)
   trained = {stage.name: stage for stage in plan.students}
   names = tuple(dict.fromkeys(tuple(plan.candidates) + tuple(extra)))
   missing = sorted(set(names) - set(trained))
@@ -79,16 +78,12 @@ def restore(workdir: epath.Path, mesh: Any,
     out[part] = {"target": data.target[rows].astype(np.float64),
                  "blocks": data.blocks[rows],
                  "region": np.asarray(data.region_names)[data.region[rows]]}
-  for name in names:
-    stage = trained[name]
-    params, _ = checkpoint.restore_params(
-        stage.params_directories(workdir),
-        stage.abstract_params(data.sensor, mesh))
-    for part, rows in (("validation", data.validation), ("test", data.test)):
-      out[part][name] = np.asarray(predict.predict(
-          stage.model(data.sensor), params, getattr(data, stage.input)[rows],
-          mesh, stage.config.train.eval_batch_size, inverse=inverse,
-          covariates=stage.covariates(data, rows))[0], np.float64)
+  params = {name: checkpoint.restore_params(
+      trained[name].params_directories(workdir),
+      trained[name].abstract_params(data.sensor, mesh))[0] for name in names}
+  for part, rows in (("validation", data.validation), ("test", data.test)):
+    out[part].update({n: inverse(p) for n, p in selection.predictions(
+        plan, params, data, rows, mesh, names).items()})
   return out
 
 

@@ -211,15 +211,18 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
 
 def predictions(plan: stages.Plan, params: dict[str, Any],
                 data: samples.Data, rows: np.ndarray,
-                mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
-  """{candidate: its predictions of `data`'s `rows` in the transformed
-  target}, each at its best step (`params`)."""
+                mesh: jax.sharding.Mesh,
+                names: Sequence[str] | None = None
+                ) -> dict[str, np.ndarray]:
+  """{student: its predictions of `data`'s `rows` in the transformed
+  target}, each at its best step (`params`): the candidates', or those of
+  the students `names`."""
   by_name = {s.name: s for s in plan.students}
   return {name: _transformed_predictions(
       by_name[name], by_name[name].model(data.sensor), params[name],
       getattr(data, by_name[name].input)[rows],
       by_name[name].covariates(data, rows), mesh)
-          for name in plan.candidates}
+          for name in (plan.candidates if names is None else names)}
 
 
 def validation_predictions(plan: stages.Plan, params: dict[str, Any],

@@ -41,7 +41,6 @@ import numpy as np
 
 from configs import distill
 from deepsalt_jax import calibration
-from deepsalt_jax import checkpoint
 from deepsalt_jax import metrics
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -78,9 +77,8 @@ def restore(workdir: epath.Path, mesh: Any,
     out[part] = {"target": data.target[rows].astype(np.float64),
                  "blocks": data.blocks[rows],
                  "region": np.asarray(data.region_names)[data.region[rows]]}
-  params = {name: checkpoint.restore_params(
-      trained[name].params_directories(workdir),
-      trained[name].abstract_params(data.sensor, mesh))[0] for name in names}
+  params = {name: trained[name].restore(workdir, data.sensor, mesh)[0]
+            for name in names}
   for part, rows in (("validation", data.validation), ("test", data.test)):
     out[part].update({n: inverse(p) for n, p in selection.predictions(
         plan, params, data, rows, mesh, names).items()})

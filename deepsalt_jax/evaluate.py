@@ -21,7 +21,6 @@ import ml_collections
 import numpy as np
 
 from deepsalt_jax import calibration
-from deepsalt_jax import checkpoint
 from deepsalt_jax import intervals
 from deepsalt_jax import metrics
 from deepsalt_jax import predict
@@ -323,9 +322,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   data = samples.load_data(config.data)
   params, steps = {}, {}
   for stage in plan.stages:
-    params[stage.name], steps[stage.name] = checkpoint.restore_params(
-        stage.params_directories(workdir),
-        stage.abstract_params(data.sensor, mesh))
+    params[stage.name], steps[stage.name] = stage.restore(
+        workdir, data.sensor, mesh)
     logging.info("[%s] restored the checkpoint of step %d (of %d trained)",
                  stage.name, steps[stage.name], stage.config.train.steps)
   # Named for the run's model: the student (not a peer), else the teacher.

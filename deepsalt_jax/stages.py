@@ -29,6 +29,7 @@ import numpy as np
 
 from data_prep import covariate_columns
 from deepsalt_jax import baselines
+from deepsalt_jax import checkpoint
 from deepsalt_jax import choices
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import objectives
@@ -140,6 +141,13 @@ class Stage:
     best = epath.Path(workdir) / self.name / BEST_DIR
     last = epath.Path(workdir) / self.name / "checkpoints"
     return [best, last] if best.exists() else [last]
+
+  def restore(self, workdir: epath.PathLike, sensor: str,
+              mesh: jax.sharding.Mesh) -> tuple[Any, int]:
+    """(parameters, step) of the trained stage in `workdir`
+    (`params_directories`), for evaluation and mapping."""
+    return checkpoint.restore_params(self.params_directories(workdir),
+                                     self.abstract_params(sensor, mesh))
 
   def loss_fn(self, sensor: str, teacher: Stage | None,
               stream_sizes: dict[str, int] | None = None

@@ -11,7 +11,6 @@ import rasterio.transform
 import projects
 from configs import distill
 from configs import own_data
-from deepsalt_jax import checkpoint
 from deepsalt_jax import mapping
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
@@ -178,8 +177,7 @@ def test_statistics_travel_with_the_checkpoint(run):
               np.nanstd(data.covariates[rows], axis=0))
   mesh = sharding.make_mesh()
   for stage in plan.stages:  # The student took the teacher's.
-    params, _ = checkpoint.restore_params(
-        stage.params_directories(workdir), stage.abstract_params(SENSOR, mesh))
+    params, _ = stage.restore(workdir, SENSOR, mesh)
     saved = params["covariates"]["standardize"]
     np.testing.assert_allclose(saved["mean"], expected[0], rtol=1e-5)
     np.testing.assert_allclose(saved["scale"], expected[1], rtol=1e-5)

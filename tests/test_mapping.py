@@ -14,7 +14,6 @@ from data_prep import scenes
 from data_prep.scenes import geotiff
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
-from deepsalt_jax import checkpoint
 from deepsalt_jax import feature_distance
 from deepsalt_jax import final_model
 from deepsalt_jax import mapping
@@ -344,9 +343,7 @@ def test_the_interval_bands_are_the_calibration_of_the_run(
     assert valid.sum() == block.rows.size
     stage = stages.plan(config, run_config.lab_grid(workdir)).students[0]
     mesh = sharding.make_mesh()
-    params, _ = checkpoint.restore_params(
-        stage.params_directories(workdir),
-        stage.abstract_params("enmap", mesh))
+    params, _ = stage.restore(workdir, "enmap", mesh)
     run = functools.partial(
         predict.predict, stage.model("enmap"), params, block.x, mesh, 256,
         targets.TRANSFORMS[config.data.target_transform][1],

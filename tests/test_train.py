@@ -385,9 +385,7 @@ def test_block_scanned_loop_equals_one_step_per_dispatch(
   # the running average, not the last checkpoint's iterate.
   assert config.train.average_decay
   for stage in (plan.teacher, *plan.students):
-    restored, _ = checkpoint.restore_params(
-        stage.params_directories(tmp_path / "scanned"),
-        stage.abstract_params(data.sensor, mesh))
+    restored, _ = stage.restore(tmp_path / "scanned", data.sensor, mesh)
     iterate, _ = checkpoint.restore_params(
         [tmp_path / "scanned" / stage.name / "checkpoints"],
         stage.abstract_params(data.sensor, mesh))

@@ -27,7 +27,6 @@ import ml_collections
 import numpy as np
 
 from deepsalt_jax import calibration
-from deepsalt_jax import checkpoint
 from deepsalt_jax import final_model
 from deepsalt_jax import intervals
 from deepsalt_jax import predict
@@ -68,9 +67,7 @@ class MapModel:
 
 def _restore(stage: stages.Stage, config: ml_collections.ConfigDict,
              workdir: epath.Path, mesh: jax.sharding.Mesh) -> tuple[Any, int]:
-  params, step = checkpoint.restore_params(
-      stage.params_directories(workdir),
-      stage.abstract_params(config.data.sensor, mesh))
+  params, step = stage.restore(workdir, config.data.sensor, mesh)
   logging.info("[map] restored the %s checkpoint of step %d", stage.name,
                step)
   return params, step

@@ -66,6 +66,9 @@ KIND = "conformal, transformed space"
 NOMINAL = 0.9  # Coverage of the interval.
 # Below this many calibration samples the quantiles mean little: said.
 MIN_SAMPLES = 20
+# The centring line compares every pair of samples (n² time and memory):
+# past this many, a seeded subset of them fits it.
+LINE_SAMPLES = 1000
 DIFFICULTIES = ("constant", "head_mc", "quantile_heads", "feature_distance",
                 "full_mc", "members", "prediction")
 # The MC-dropout difficulties and the passes they take (predict.MC_MODES).
@@ -107,12 +110,17 @@ def _line(mean_t: np.ndarray, target_t: np.ndarray) -> list[float]:
   transformed space) on the prediction: the median of the pairwise slopes,
   so a few far-off samples of one region do not tilt it (least squares
   did: docs/uncertainty.md). Zeros with fewer than MIN_SAMPLES samples,
-  and the median error alone where the predictions do not vary."""
+  and the median error alone where the predictions do not vary; fitted
+  on LINE_SAMPLES of them at most."""
   if mean_t.size < MIN_SAMPLES:
     return [0.0, 0.0]
   error = target_t - mean_t
   if np.ptp(mean_t) == 0:
     return [0.0, float(np.median(error))]
+  if mean_t.size > LINE_SAMPLES:
+    keep = np.random.default_rng(0).choice(mean_t.size, LINE_SAMPLES,
+                                           replace=False)
+    mean_t, error = mean_t[keep], error[keep]
   fitted = stats.theilslopes(error, mean_t, method="joint")
   return [float(fitted.slope), float(fitted.intercept)]
 

@@ -220,6 +220,28 @@ def test_a_few_far_off_samples_do_not_tilt_the_centring_line():
   np.testing.assert_array_less(0.25, np.abs(least_squares - [-0.3, 0.3]))
 
 
+def test_the_centring_line_of_many_samples_is_fitted_on_a_subset(
+    monkeypatch):
+  """Theil-Sen compares every pair: 20,000 samples would take 200 million
+  pairs, so at most calibration.LINE_SAMPLES of them fit the line, which
+  still recovers it."""
+  rng = np.random.default_rng(5)
+  mean_t = rng.uniform(0.0, 3.0, 20_000)
+  target_t = 0.3 + 0.7 * mean_t + rng.normal(0.0, 0.1, mean_t.size)
+  sizes = []
+  theilslopes = calibration.stats.theilslopes
+
+  def counted(y, x, **kwargs):
+    sizes.append(x.size)
+    return theilslopes(y, x, **kwargs)
+
+  monkeypatch.setattr(calibration.stats, "theilslopes", counted)
+  line = calibration._line(mean_t, target_t)
+  assert sizes == [calibration.LINE_SAMPLES]
+  np.testing.assert_allclose(line, [-0.3, 0.3], atol=0.02)
+  assert calibration._line(mean_t, target_t) == line  # Seeded.
+
+
 def test_exceedance_is_the_share_of_calibration_errors_above_the_threshold():
   fitted = {"kind": calibration.KIND, "transform": "log1p",
             "difficulty": "constant", "difficulty_scale": 1.0,

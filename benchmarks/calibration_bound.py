@@ -91,7 +91,8 @@ def ship(restored: dict[str, Any], candidates: Sequence[str] | None = None
   spread (the candidates'), and `restored`'s}, 'winner'}, target units.
 
   `candidates`: restored students to ship from, validation's choice among
-  them replayed as `selection.choose` makes it; None: the run's own, and
+  them replayed as `selection.choose` makes it on the validation blocks
+  (a run's region calibration is not replayed); None: the run's own, and
   its saved choice.
   """
   transform = restored["transform"]
@@ -102,11 +103,10 @@ def ship(restored: dict[str, Any], candidates: Sequence[str] | None = None
     missing = sorted(set(names) - set(restored["validation"]))
     if missing:
       raise SystemExit(f"{missing} were not restored.")
-    forward, _ = targets.on_numpy(transform)
     val = restored["validation"]
-    winner, _ = selection.pick(selection.candidate_errors(
-        {n: forward(val[n]) for n in names}, forward(val["target"]), names),
-                               val["blocks"])
+    _, winner, _ = selection.winner_of({n: val[n] for n in names},
+                                       val["target"], val["blocks"],
+                                       transform, names)
   out = {"winner": winner}
   for part in ("validation", "test"):
     members = {n: restored[part][n] for n in names}

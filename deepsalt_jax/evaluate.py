@@ -206,12 +206,15 @@ def _choice_text(choice: dict[str, Any]) -> str:
                       for k, m in choice["margins"].items())
   hedged = ("" if choice["winner"] == selection.ENSEMBLE else
             ", shipped as its mean with the ensemble")
+  on = choice.get("on", selection.VALIDATION_BLOCKS)
+  units = ("validation blocks" if on == selection.VALIDATION_BLOCKS
+           else "regions")
   return (f"\n\n{selection.SELECTED} = {choice['winner']}{hedged}: the "
           "first (the candidates' ensemble, then the default student) whose "
-          "validation MSE is within one standard error of the lowest "
-          f"({choice['lowest']}). Validation RMSE (transformed target, each "
+          f"MSE on {on} is within one standard error of the lowest "
+          f"({choice['lowest']}). RMSE there (transformed target, each "
           f"candidate at its best step): {scores}; MSE above the lowest ± its "
-          f"standard error over the validation blocks: {margins}.\n")
+          f"standard error over the {units}: {margins}.\n")
 
 
 def report(entries_: list[Entry], data: samples.Data,

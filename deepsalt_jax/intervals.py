@@ -139,9 +139,10 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
 
 @dataclasses.dataclass(frozen=True)
 class Samples:
-  """Calibration samples of what a run with candidates ships: each
-  candidate's predictions (target units), the measured values and each
-  sample's group (spatial block or region)."""
+  """Samples no candidate trained on, which choose (selection.choose) and
+  calibrate what a run with candidates ships: each candidate's predictions
+  (target units), the measured values and each sample's group (spatial
+  block or region)."""
   members: dict[str, np.ndarray]
   target: np.ndarray
   groups: np.ndarray

@@ -9,9 +9,10 @@ teacher and candidate students again with the group held out
 (<workdir>/region_calibration/<K>_groups/group<k>/; each at the best step
 on the remaining validation blocks) and predicts the group's labelled
 pixels: errors of regions the networks never saw, on samples a user has
-labels for. What the run ships (its choice, formed from these
-candidates) is calibrated on them (intervals.calibrate_shipped) instead of
-on its validation blocks, with the prediction's level a candidate
+labels for. What the run ships is chosen on them (selection.choose: the
+groups' candidates' errors stand for the run's) and calibrated on them
+(intervals.calibrate_shipped) instead of on its validation blocks, with
+the prediction's level a candidate
 difficulty and the interval centred on the robust line of these errors on the
 prediction (calibration.fit's `location`). It costs K more trainings of
 the teacher and the candidates.

@@ -29,14 +29,19 @@ transfer to a new region (docs/results.md measures both rules). Even then
 it ships hedged, as the mean of it and the ensemble (`shipped`), as a MIR
 teacher's step keeps half its PLSR start and own data's winner half of
 PLSR's prediction (model_choice.py): a win on 50 samples of the training
-regions may be chance in a new one. The pick is reported as SELECTED,
-mapped by default and saved in <workdir>/choice.json.
+regions may be chance in a new one. Where the run holds groups of its
+training regions out of extra trainings (`calibration_regions`,
+region_calibration.py), the rule is applied to those regions' labelled
+pixels instead, with the region as the unit: errors in a region no network
+saw rank transfer to a new one, where the blocks' do not (docs/results.md).
+The pick is reported as SELECTED, mapped by default and saved in
+<workdir>/choice.json.
 """
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, TYPE_CHECKING
 
 from absl import logging
 from etils import epath
@@ -52,6 +57,9 @@ from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
 
+if TYPE_CHECKING:  # intervals imports this module.
+  from deepsalt_jax import intervals
+
 BEST_FILE = "best.json"
 START_FILE = "start.json"  # A PLSR start's validation errors.
 CHOICE_FILE = "choice.json"
@@ -61,6 +69,9 @@ SELECTED = "selected (validation)"
 ENSEMBLE = "ensemble"
 # The folder of the calibration of what ships (validation's choice).
 SHIPPED = "selected"
+# What a choice was made on, unless on regions no network saw (and in
+# choices saved before they could be).
+VALIDATION_BLOCKS = "the validation blocks"
 
 
 def _transformed(stage: stages.Stage, target: np.ndarray) -> np.ndarray:
@@ -248,30 +259,51 @@ def candidate_errors(preds: dict[str, np.ndarray], y: np.ndarray,
                     if len(preds) == len(candidates) else None, **errors}
 
 
+def winner_of(members: dict[str, np.ndarray], target: np.ndarray,
+              groups: np.ndarray, transform: str, candidates: Sequence[str]
+              ) -> tuple[dict[str, np.ndarray | None], str, dict[str, Any]]:
+  """(squared errors, winner, details): `pick` among the ensemble of
+  `candidates` and each of them from their predictions `members` (target
+  units) of samples with measured `target`, grouped by `groups` (spatial
+  blocks or regions) for the standard error."""
+  forward, _ = targets.on_numpy(transform, np.float64)
+  errors = candidate_errors({n: forward(p) for n, p in members.items()},
+                            forward(np.asarray(target, np.float64)),
+                            candidates)
+  return (errors, *pick(errors, units(groups)))
+
+
 def choose(plan: stages.Plan, workdir: epath.PathLike,
-           preds: dict[str, np.ndarray], data: samples.Data
-           ) -> dict[str, Any] | None:
+           on: intervals.Samples | None) -> dict[str, Any] | None:
   """Validation's pick (`pick`) among the candidates' ensemble and the
-  candidate students from their validation predictions `preds`
-  (`validation_predictions`); None without candidates. Saved in
+  candidate students from their predictions of samples none of them trained
+  on (`on`: the validation blocks', intervals.validation_samples, or those
+  of the regions a run held out of its region calibration,
+  region_calibration.py, grouped by region); None without candidates.
+  Without such samples the ensemble ships. Saved in
   <workdir>/choice.json."""
   if not plan.candidates:
     return None
   workdir = epath.Path(workdir)
-  # Every candidate has the same validation samples (the run's).
-  y = _transformed(plan.students[0], data.target[data.validation])
-  errors = candidate_errors(preds, y, plan.candidates)
-  winner, details = pick(errors, data.blocks[data.validation])
-  choice = {"criterion": "validation RMSE of the transformed target, each "
-                         "candidate at its best step; the first (the "
-                         "ensemble, then the default student) within one "
-                         "standard error (over the validation blocks) of "
-                         "the lowest; a winner other than the ensemble "
-                         "ships as its mean with the ensemble",
+  if on is None:
+    errors, winner, details = dict.fromkeys(
+        [ENSEMBLE, *plan.candidates]), ENSEMBLE, {}
+  else:
+    errors, winner, details = winner_of(
+        on.members, on.target, on.groups,
+        plan.students[0].config.data.target_transform, plan.candidates)
+  regions = on is not None and bool(on.about)
+  choice = {"criterion": "RMSE of the transformed target, each candidate at "
+                         "its best step; the first (the ensemble, then the "
+                         "default student) within one standard error (over "
+                         f"the {'regions' if regions else 'blocks'}) of the "
+                         "lowest; a winner other than the ensemble ships as "
+                         "its mean with the ensemble",
+            "on": on.about if regions else VALIDATION_BLOCKS,
             "scores": {n: None if e is None else float(np.sqrt(np.mean(e)))
                        for n, e in errors.items()},
             "winner": winner, **details}
-  logging.info("[selection] %s (validation RMSE: %s; lowest %s)", winner,
+  logging.info("[selection] %s (RMSE: %s; lowest %s)", winner,
                ", ".join(f"{n} {v:.4f}" for n, v in choice["scores"].items()
                          if v is not None), details.get("lowest"))
   if sharding.is_main_process():

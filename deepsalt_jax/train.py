@@ -421,12 +421,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     calibrations = {student.name: intervals.calibrate(
         student, params[student.name], data, mesh, workdir)
                     for student in plan.students}
-    preds = selection.validation_predictions(plan, params, data, mesh)
-    choice = selection.choose(plan, workdir, preds, data)
-    shipped = intervals.calibrate_shipped(
-        plan, choice, region_calibration.calibration_samples(
-            held_out, plan, data, workdir, mesh, train_plan)
-        or intervals.validation_samples(plan, preds, data), workdir)
+    # Regions no network saw, where the run has them, measure transfer to
+    # a new one, which the blocks inside the training regions do not: they
+    # choose what ships and calibrate it.
+    on = (region_calibration.calibration_samples(held_out, plan, data,
+                                                 workdir, mesh, train_plan)
+          or intervals.validation_samples(
+              plan, selection.validation_predictions(plan, params, data,
+                                                     mesh), data))
+    choice = selection.choose(plan, workdir, on)
+    shipped = intervals.calibrate_shipped(plan, choice, on, workdir)
     results = evaluate.report(evaluate.entries(plan, data, params,
                                                calibrations),
                               data, config, workdir, mesh,

@@ -62,6 +62,30 @@ def test_pick_keeps_the_default_within_one_standard_error():
                         BLOCKS) == ("student", {})
 
 
+def test_the_winner_is_scored_in_the_transformed_space_by_region():
+  """`winner_of`: squared errors of log1p EC, the ensemble first, and the
+  regions (or blocks) as the units of the standard error."""
+  y = np.tile([0.5, 2.0, 8.0, 30.0], 6)
+  regions = np.repeat(["r1", "r2", "r3"], 8)
+  rng = np.random.default_rng(0)
+  members = {"student": y * 2.0 + 1.0,  # Far off in every region.
+             "library": y * np.exp(0.05 * rng.standard_normal(y.size))}
+  errors, winner, details = selection.winner_of(members, y, regions,
+                                                "log1p", ["student",
+                                                          "library"])
+  assert list(errors) == [selection.ENSEMBLE, "student", "library"]
+  np.testing.assert_allclose(errors["student"],
+                             (np.log1p(members["student"]) - np.log1p(y))**2)
+  assert winner == "library" and details["lowest"] == "library"
+  # Three regions: the standard error of the ensemble's excess is that of
+  # its three per-region mean differences.
+  per_region = [np.mean(errors[selection.ENSEMBLE][regions == r]
+                        - errors["library"][regions == r])
+                for r in ("r1", "r2", "r3")]
+  assert details["margins"][selection.ENSEMBLE]["standard_error"] == (
+      pytest.approx(np.std(per_region, ddof=1) / np.sqrt(3)))
+
+
 def test_the_ensemble_averages_in_the_transformed_space():
   np.testing.assert_allclose(
       selection.ensemble([np.array([0.0, 1.0]), np.array([3.0, 1.0])],
@@ -106,6 +130,8 @@ def test_the_selected_row_is_validations_pick(candidate_run):
   scores = {n: json.loads((workdir / n / selection.BEST_FILE).read_text())[
       "validation_rmse"] for n in ("student", "library")}
   saved = json.loads((workdir / "results.json").read_text())
+  # Chosen on the validation blocks: this run holds no regions out.
+  assert saved["choice"]["on"] == selection.VALIDATION_BLOCKS
   # Each candidate re-scored at its best step gives the score it was
   # selected with.
   for name, score in scores.items():
@@ -199,7 +225,7 @@ def test_regions_held_out_calibrate_what_ships(candidate_run, tmp_path,
   config = config.copy_and_resolve_references()
   config.calibration_regions = 2
   regional = train.train_and_evaluate(config, run)
-  for name in (selection.SELECTED, "student", "library"):
+  for name in (selection.ENSEMBLE, "student", "library"):
     np.testing.assert_array_equal(regional[name]["pred"],
                                   results[name]["pred"])
   data = samples.load_data(config.data)
@@ -232,9 +258,20 @@ def test_regions_held_out_calibrate_what_ships(candidate_run, tmp_path,
   assert "training for" not in caplog.text
   np.testing.assert_array_equal(
       again.target, np.concatenate([data.target[r] for r in rows]))
-  refit = intervals.calibrate_shipped(
-      plan, json.loads((run / selection.CHOICE_FILE).read_text()), again,
-      tmp_path / "refit")
+  # What ships is chosen on these samples, region by region, not on the
+  # blocks.
+  choice = json.loads((run / selection.CHOICE_FILE).read_text())
+  _, winner, details = selection.winner_of(
+      again.members, again.target, again.groups, "log1p", plan.candidates)
+  assert (choice["winner"], choice["lowest"]) == (winner, details["lowest"])
+  assert "(2 groups)" in choice["on"] and "regions" in choice["criterion"]
+  np.testing.assert_allclose(regional[selection.SELECTED]["pred"],
+                             selection.shipped(
+                                 {n: results[n]["pred"]
+                                  for n in plan.candidates}, winner,
+                                 "log1p"), rtol=1e-5)
+  refit = intervals.calibrate_shipped(plan, choice, again,
+                                      tmp_path / "refit")
   assert refit[selection.SHIPPED]["scores"] == calibration.load(
       run / selection.SHIPPED)["scores"]
   # The interval differs from the validation blocks' one.

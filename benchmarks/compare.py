@@ -120,7 +120,8 @@ _PAIR_VIEW = flags.DEFINE_enum("pair_view", "same",
                                ("same", "neighbour", "date"),
                                "What a pair's pixel is (data.pair_view).")
 _CALIBRATION_REGIONS = flags.DEFINE_integer(
-    "calibration_regions", 0, "calibration_regions of each run: what ships "
+    "calibration_regions", 0, "calibration_regions of each run (0 here, 3 in "
+    "the main command: K more trainings per unit): what ships chosen and "
     "calibrated on groups of its training regions trained without "
     "(region_calibration.py); 0: on the validation blocks.")
 _METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to run.")

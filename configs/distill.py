@@ -22,16 +22,19 @@ chooses among with the default one; default
 latent+library+latent_library+pooled), target=potsdam (real EnMAP L2A soil
 pixels over Potsdam from $DEEPSALT_REFERENCE_DATA/enmap_potsdam as the
 unlabelled domain; EnMAP only), tiny.
-Run time: 111 s wall, 150 s CPU on 2 CPU cores with the data built
-(measured 2026-12-06, after the compile and read cuts of docs/scale.md;
-125 s and 162 s before them; 110 s without the parameter averaging,
---config.train.average_decay=0, before them, on the same machine).
+Run time: 316 s wall, 439 s CPU on 2 CPU cores with the data built
+(measured 2026-12-06: the teacher and candidates train again without each
+of three groups of training regions, `calibration_regions=3`, which
+choose and calibrate what ships; 111 s and 150 s with
+--config.calibration_regions=0, which chooses and calibrates on the
+validation blocks).
 Expected result on the held-out regions SC.93 + ICRAF South America (703
 samples, 5 % of the training pixels labelled), R^2 / RMSE in dS/m, on an
 AMD EPYC (the figures depend on the processor; README): teacher on lab
-0.858 / 2.09, teacher on pixels 0.515 / 3.85, selected (validation:
-latent hedged with the ensemble) 0.806 / 2.44, student 0.767 / 2.67,
-finetune 0.578 / 3.60, plain 0.512 / 3.87, dann_labels 0.525 / 3.82.
+0.858 / 2.09, teacher on pixels 0.515 / 3.85, selected (the regions held
+out choose the candidates' ensemble) 0.783 / 2.58 (the blocks choose
+latent hedged with it: 0.806 / 2.44), student 0.767 / 2.67, finetune
+0.578 / 3.60, plain 0.512 / 3.87, dann_labels 0.525 / 3.82.
 """
 from __future__ import annotations
 
@@ -198,13 +201,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.update(overrides)
   config.compare = _variants(args, "compare", DEFAULT_COMPARE)
   config.candidates = _variants(args, "candidates", DEFAULT_CANDIDATES)
-  # What ships is calibrated on its validation blocks (0), or on the
-  # labelled pixels of this many groups of training regions, each predicted
-  # by the candidates trained again without it (region_calibration.py;
-  # that many more trainings).
-  config.calibration_regions = 0
+  # What ships is chosen and calibrated on the labelled pixels of this many
+  # groups of training regions, each predicted by the candidates trained
+  # again without it (region_calibration.py; that many more trainings of
+  # the teacher and candidates: the main command takes 2.7 times as long),
+  # or on the validation blocks (0). Regions no network saw rank and
+  # calibrate transfer to a new one; the blocks inside the training
+  # regions do not (docs/uncertainty.md, docs/results.md).
+  config.calibration_regions = 3 if config.candidates else 0
   if args.get("tiny"):
     common.tiny(config)
+    config.calibration_regions = 0  # Seconds: no extra trainings.
   # One weight per encoder block, first block first: the DeepSalt authors'
   # for their 3 blocks, cut to fewer (mlp: 2, tiny: 1).
   config.loss.distill_layer_weights = list(DISTILL_LAYER_WEIGHTS[

@@ -172,6 +172,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       + (["tiny"] if args.get("tiny") else [])))
   config.job = "cross_validation"
   config.data = data_config(sensor)
+  # The spatial folds choose and calibrate (model_choice.py), not regions.
+  config.calibration_regions = 0
   # How many field points: the label-efficiency curve, opt-in (on the
   # example it costs 2.8x the rest of the command). Comma-separated numbers
   # of field points, e.g. '8,16,32'; '' = no curve. Each outer fold's

@@ -84,6 +84,14 @@ def test_distill_variants(arg):
     value = arg[len(key) + 1:] if arg.startswith(f"{key}=") else default
     names = [] if value == "none" else value.split("+")
     assert set(config[key]) == set(names)
+  # Regions held out choose and calibrate what the candidates ship; a run
+  # without candidates ships no choice, a tiny one trains nothing extra.
+  assert config.calibration_regions == (
+      0 if arg in ("tiny", "candidates=none") else 3)
+
+
+def test_own_data_holds_no_regions_out():
+  assert own_data.get_config().calibration_regions == 0
 
 
 @pytest.mark.parametrize("arg,message", [

@@ -146,19 +146,22 @@ class Samples:
   members: dict[str, np.ndarray]
   target: np.ndarray
   groups: np.ndarray
-  # What they are, in words, where not the validation blocks' samples:
-  # regions no network saw, whose errors grow with the prediction, which
-  # is then a candidate difficulty too, and whose bias changes with it,
-  # which the interval's centre follows (calibration.fit's `location`; the
-  # blocks' errors do neither: docs/uncertainty.md).
-  about: str = ""
+  # What they are, in words.
+  about: str = selection.VALIDATION_BLOCKS
+  # Regions no network saw (region_calibration.py; groups are regions),
+  # not the validation blocks: their errors grow with the prediction,
+  # which is then a candidate difficulty too, and their bias changes with
+  # it, which the interval's centre follows (calibration.fit's `location`;
+  # the blocks' errors do neither: docs/uncertainty.md).
+  regions: bool = False
 
   @classmethod
   def concatenate(cls, parts: list[Samples], about: str) -> Samples:
     return cls({n: np.concatenate([p.members[n] for p in parts])
                 for n in parts[0].members},
                np.concatenate([p.target for p in parts]),
-               np.concatenate([p.groups for p in parts]), about)
+               np.concatenate([p.groups for p in parts]), about,
+               all(p.regions for p in parts))
 
 
 def validation_samples(plan: stages.Plan, preds: dict[str, np.ndarray],
@@ -190,7 +193,7 @@ def calibrate_shipped(plan: stages.Plan, choice: dict[str, Any] | None,
   transform = plan.students[0].config.data.target_transform
   difficulties = {"members": selection.spread(list(on.members.values()),
                                               transform),
-                  **({"prediction": None} if on.about else {}),
+                  **({"prediction": None} if on.regions else {}),
                   "constant": None}
   fits, out = {}, {}
   for folder, winner in ((selection.ENSEMBLE, selection.ENSEMBLE),
@@ -198,10 +201,10 @@ def calibrate_shipped(plan: stages.Plan, choice: dict[str, Any] | None,
     if winner not in fits:  # What ships is often the ensemble.
       fits[winner] = dict(calibration.fit(
           selection.shipped(on.members, winner, transform), on.target,
-          on.groups, transform, difficulties, location=bool(on.about)),
+          on.groups, transform, difficulties, location=on.regions),
                           model=selection.shipped_name(winner,
                                                        plan.candidates),
-                          **({"samples": on.about} if on.about else {}))
+                          **({"samples": on.about} if on.regions else {}))
     out[folder] = fits[winner]
     if sharding.is_main_process():
       directory = epath.Path(workdir) / folder

@@ -115,7 +115,7 @@ def calibration_samples(
     parts.append(intervals.Samples(
         {n: inverse(p) for n, p in preds.items()},
         data.target[rows].astype(np.float64),
-        np.asarray(data.region_names)[data.region[rows]]))
+        np.asarray(data.region_names)[data.region[rows]], regions=True))
   return intervals.Samples.concatenate(parts, (
       f"labelled pixels of {len(np.concatenate(held_out))} training "
       f"regions, each predicted by the candidates trained without its "

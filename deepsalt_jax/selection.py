@@ -69,8 +69,8 @@ SELECTED = "selected (validation)"
 ENSEMBLE = "ensemble"
 # The folder of the calibration of what ships (validation's choice).
 SHIPPED = "selected"
-# What a choice was made on, unless on regions no network saw (and in
-# choices saved before they could be).
+# What a choice was made on by default (intervals.Samples.about), and in
+# choices saved before they said.
 VALIDATION_BLOCKS = "the validation blocks"
 
 
@@ -292,14 +292,14 @@ def choose(plan: stages.Plan, workdir: epath.PathLike,
     errors, winner, details = winner_of(
         on.members, on.target, on.groups,
         plan.students[0].config.data.target_transform, plan.candidates)
-  regions = on is not None and bool(on.about)
+  regions = on is not None and on.regions
   choice = {"criterion": "RMSE of the transformed target, each candidate at "
                          "its best step; the first (the ensemble, then the "
                          "default student) within one standard error (over "
                          f"the {'regions' if regions else 'blocks'}) of the "
                          "lowest; a winner other than the ensemble ships as "
                          "its mean with the ensemble",
-            "on": on.about if regions else VALIDATION_BLOCKS,
+            "on": VALIDATION_BLOCKS if on is None else on.about,
             "scores": {n: None if e is None else float(np.sqrt(np.mean(e)))
                        for n, e in errors.items()},
             "winner": winner, **details}

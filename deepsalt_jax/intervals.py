@@ -133,6 +133,7 @@ def calibrate(stage: stages.Stage, params: Any, data: samples.Data,
   logging.info("[%s] %s; cross-fitted interval score by difficulty: %s",
                stage.name, calibration.describe(fitted), ", ".join(
                    f"{k} {v['interval_score']:.3g}"
+                   if v["interval_score"] is not None else f"{k} none"
                    for k, v in fitted["candidates"].items()))
   return fitted
 

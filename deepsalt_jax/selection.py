@@ -187,7 +187,8 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
 
   Args:
     errors: per candidate, in order (the default first), its squared errors
-      on the validation samples, or None (not scored: never picked).
+      on the validation samples, or None (not scored: never picked; nor is
+      a candidate with an error that is not finite).
     blocks: the validation samples' spatial blocks.
 
   The standard error of a candidate's excess over the lowest MSE is that of
@@ -199,7 +200,8 @@ def pick(errors: dict[str, np.ndarray | None], blocks: np.ndarray
   scores the first candidate stays.
   """
   names = list(errors)
-  scored = [n for n in names if errors[n] is not None]
+  scored = [n for n in names
+            if errors[n] is not None and np.isfinite(errors[n]).all()]
   if not scored:
     return names[0], {}
   mse = {n: float(np.mean(errors[n])) for n in scored}

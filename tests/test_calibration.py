@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from deepsalt_jax import calibration
+from deepsalt_jax import selection
 from deepsalt_spectral import errors
 
 
@@ -127,6 +128,26 @@ def test_an_ensembles_spread_goes_first_and_yields_only_beyond_the_noise():
                               {"members": 0.3 - spread, "constant": None})
   assert backwards["difficulty"] == "constant"
   assert backwards["candidates"]["members"]["spearman"] < -0.3
+
+
+def test_a_spread_of_zero_on_most_samples_is_passed_over():
+  """A spread that is zero on most samples (its median: no added scale)
+  divides those samples' errors by zero: that difficulty is not scored
+  and not kept, and the calibration is the constant one."""
+  rng = np.random.default_rng(6)
+  groups = np.arange(300) % 6
+  mean, target, spread = _draw(rng, 300)
+  mostly_zero = np.where(np.arange(300) % 3 == 0, spread, 0.0)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    fitted = calibration.fit(mean, target, groups, "log1p",
+                             {"members": mostly_zero, "constant": None})
+  assert fitted["difficulty"] == "constant"
+  assert fitted["candidates"]["members"]["interval_score"] is None
+  alone = calibration.fit(mean, target, groups, "log1p", {"constant": None})
+  assert fitted == alone | {"candidates": fitted["candidates"]}
+  # pick passes over a candidate whose errors are not all finite.
+  squared = {"first": np.array([np.inf, 0.0]), "second": np.ones(2)}
+  assert selection.pick(squared, np.array(["a", "b"]))[0] == "second"
 
 
 def test_errors_that_grow_with_the_prediction_keep_the_prediction():

@@ -58,7 +58,7 @@ def restore(workdir: epath.Path, mesh: Any,
   students `extra` (any the unit trained, a peer of `--methods` too):
   {'validation', 'test': {each student's prediction under its name,
   target, blocks, region}, 'candidates': the run's, 'winner': its saved
-  choice, 'transform'}, target units."""
+  choice, 'on': what chose it, 'transform'}, target units."""
   config = run_config.with_defaults(run_config.load(workdir),
                                     lambda job: distill.get_config())
   plan = stages.plan(config, run_config.lab_grid(workdir))
@@ -71,8 +71,10 @@ def restore(workdir: epath.Path, mesh: Any,
   if missing:
     raise SystemExit(f"{workdir} trained no {missing}; it has "
                      f"{', '.join(trained)}.")
+  choice = selection.load_choice(workdir)
   out = {"candidates": tuple(plan.candidates), "transform": transform,
-         "winner": selection.load_choice(workdir)["winner"]}
+         "winner": choice["winner"],
+         "on": choice.get("on", selection.VALIDATION_BLOCKS)}
   for part, rows in (("validation", data.validation), ("test", data.test)):
     out[part] = {"target": data.target[rows].astype(np.float64),
                  "blocks": data.blocks[rows],
@@ -92,12 +94,18 @@ def ship(restored: dict[str, Any], candidates: Sequence[str] | None = None
 
   `candidates`: restored students to ship from, validation's choice among
   them replayed as `selection.choose` makes it on the validation blocks
-  (a run's region calibration is not replayed); None: the run's own, and
-  its saved choice.
+  (refused for a run that chose on regions it held out: their networks
+  know only the run's candidates); None: the run's own, and its saved
+  choice.
   """
   transform = restored["transform"]
   if candidates is None:
     names, winner = restored["candidates"], restored["winner"]
+  elif restored["on"] != selection.VALIDATION_BLOCKS:
+    raise SystemExit(
+        f"The run chose what ships on {restored['on']}; a replay on the "
+        "validation blocks would not be its choice. Replay a benchmark run "
+        "with --calibration_regions=0.")
   else:
     names = tuple(candidates)
     missing = sorted(set(names) - set(restored["validation"]))

@@ -8,7 +8,9 @@ Reads the trained units of a leave-one-region-out run of
 and the added students among its methods too (a peer such as finetune);
 trains nothing. Per unit it restores the run's candidate students,
 `--add` and `--peer` once, replays validation's choice among the
-candidates plus `--add` as `selection.choose` makes it, forms what ships (`selection.shipped`) and calibrates its
+candidates plus `--add` as `selection.choose` makes it on the validation
+blocks (a run with `--calibration_regions` is refused), forms what ships
+(`selection.shipped`) and calibrates its
 interval as a run does (calibration_bound's "validation blocks"). Prints
 the mean R² of what ships per held-out region (seeds averaged) with and
 without the added students, beside `--peer`, how many regions each is

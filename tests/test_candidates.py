@@ -277,6 +277,14 @@ def test_regions_held_out_calibrate_what_ships(candidate_run, tmp_path,
   # The interval differs from the validation blocks' one.
   assert (regional[selection.SELECTED]["interval"] !=
           results[selection.SELECTED]["interval"])
+  # The benchmarks read the run's own choice back; a replay on the blocks
+  # would not be it, and is refused.
+  from benchmarks import calibration_bound
+  restored = calibration_bound.restore(run, sharding.make_mesh())
+  np.testing.assert_allclose(calibration_bound.ship(restored)["test"]["pred"],
+                             regional[selection.SELECTED]["pred"], rtol=1e-5)
+  with pytest.raises(SystemExit, match="chose what ships on labelled"):
+    calibration_bound.ship(restored, plan.candidates)
 
 
 @pytest.mark.slow

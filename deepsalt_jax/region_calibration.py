@@ -49,14 +49,15 @@ def groups(config: ml_collections.ConfigDict, plan: stages.Plan,
     return []
   if not plan.candidates:
     raise errors.UserError(
-        f"--config.calibration_regions={k} calibrates what a run with "
-        "candidate students ships; this run has none (candidates=none).")
+        f"--config.calibration_regions={k} chooses and calibrates what a "
+        "run with candidate students ships; this run has none "
+        "(candidates=none).")
   regions = np.unique(data.region[_labelled(data)])
   if k > regions.size:
     raise errors.UserError(
         f"--config.calibration_regions={k}: the training part has "
         f"{regions.size} regions with labelled pixels; use at most that "
-        "(or 0: calibrate on the validation blocks).")
+        "(or 0: choose and calibrate on the validation blocks).")
   order = np.random.default_rng(config.seed).permutation(regions)
   return [np.sort(g) for g in np.array_split(order, k)]
 

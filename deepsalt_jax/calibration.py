@@ -244,8 +244,9 @@ def fit(mean: np.ndarray, target: np.ndarray, groups: np.ndarray,
     lower, upper = _cross_fitted(mean, spread, target, groups, difficulty,
                                  transform, nominal, location)
     scores[difficulty] = interval_score(target, lower, upper, nominal)
-    # A spread of zero where most samples have none divides by zero: that
-    # difficulty is not scored (selection.pick passes over it).
+    # A difficulty of zero on most samples (so no added scale) divides
+    # their errors by zero: it is not scored (selection.pick passes over
+    # it).
     finite = bool(np.isfinite(scores[difficulty]).all())
     candidates[difficulty] = {
         "interval_score": (float(scores[difficulty].mean()) if finite

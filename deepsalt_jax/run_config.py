@@ -16,6 +16,7 @@ from typing import Any, Callable
 from etils import epath
 import ml_collections
 
+from deepsalt_jax import paths
 from deepsalt_jax import sharding
 from deepsalt_spectral import errors
 from deepsalt_spectral import lab_grid as lab_grid_lib
@@ -159,8 +160,9 @@ def with_defaults(saved: dict[str, Any],
 
 def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
          grid: lab_grid_lib.LabGrid) -> None:
-  """Writes config.json and lab_grid.json (process 0); a workdir of another
-  run is refused."""
+  """Writes config.json and lab_grid.json (process 0; the other processes
+  may be reading them, so whole files only); a workdir of another run is
+  refused."""
   path = epath.Path(workdir) / CONFIG_FILE
   if path.exists():
     diff = differences(config, load(workdir), RUN_OPTIONS)
@@ -176,8 +178,9 @@ def save(config: ml_collections.ConfigDict, workdir: epath.PathLike,
           f"the data now: {grid.describe()}). Use a new --workdir.")
   if sharding.is_main_process():
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.to_json(indent=2))
-    (path.parent / LAB_GRID_FILE).write_text(json.dumps(grid.to_json()))
+    paths.write_atomically(path, config.to_json(indent=2))
+    paths.write_atomically(path.parent / LAB_GRID_FILE,
+                           json.dumps(grid.to_json()))
 
 
 def lab_grid(workdir: epath.PathLike) -> lab_grid_lib.LabGrid:

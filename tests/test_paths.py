@@ -7,6 +7,7 @@ Orbax checkpoints to gs:// go through tensorstore and are not covered.
 """
 import importlib
 import json
+import threading
 
 from etils import epath
 from fsspec.implementations import memory
@@ -85,3 +86,28 @@ def test_a_cloud_workdir_keeps_its_scheme():
   assert str(root / "teacher" / "checkpoints") == (
       "gs://bucket/run/teacher/checkpoints")
   assert not paths.is_local(root) and paths.is_local("runs/x")
+
+
+def test_a_resuming_process_reads_the_saved_config_whole(tmp_path):
+  """Process 0 writes config.json and lab_grid.json again on every resume
+  while the other processes read them (run_config.save): each read sees a
+  whole file (a cluster test's resume once read an empty one)."""
+  config, grid = distill.get_config("tiny"), lab_grid.visnir()
+  run_config.save(config, tmp_path, grid)
+  stop = threading.Event()
+
+  def resume_again_and_again():
+    while not stop.is_set():
+      run_config.save(config, tmp_path, grid)
+
+  writer = threading.Thread(target=resume_again_and_again)
+  writer.start()
+  try:
+    for _ in range(500):
+      assert run_config.load(tmp_path)["job"] == "distill"
+      assert run_config.lab_grid(tmp_path) == grid
+  finally:
+    stop.set()
+    writer.join()
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      run_config.CONFIG_FILE, run_config.LAB_GRID_FILE]

@@ -35,6 +35,7 @@ if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
 
 import pathlib  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -117,9 +118,10 @@ def run_processes(commands: list[list[str]], envs: list[dict],
   """Runs the commands in parallel from the repo root; their logs.
 
   Logs go to files: pipes read one process at a time fill up and block the
-  other process inside a collective, a deadlock. A process still running
-  after `timeout` seconds is killed (a hung pair must not outlive the
-  test), and any non-zero exit status fails with the logs' tails.
+  other process inside a collective, a deadlock. Once a process fails, the
+  others (waiting for it in a collective) are killed, as are all still
+  running after `timeout` seconds (a hung pair must not outlive the test);
+  any exit status but 0 (-9: killed) fails with the logs' tails.
   """
   log_dir.mkdir(parents=True, exist_ok=True)
   paths = [log_dir / f"process{i}.log" for i in range(len(commands))]
@@ -128,14 +130,19 @@ def run_processes(commands: list[list[str]], envs: list[dict],
     with path.open("w") as log:
       procs.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
                                     stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + timeout
   try:
-    for p in procs:
-      p.wait(timeout=timeout)
+    while (any(p.poll() is None for p in procs)
+           and not any(p.returncode for p in procs)
+           and time.monotonic() < deadline):
+      time.sleep(0.1)
   finally:
     for p in procs:
       p.kill()
+      p.wait()
   logs = [path.read_text() for path in paths]
-  assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(
+  codes = [p.returncode for p in procs]
+  assert codes == [0] * len(procs), f"exit statuses {codes}:\n" + "\n".join(
       log[-3000:] for log in logs)
   return logs
 

@@ -57,6 +57,7 @@ from etils import epath
 import numpy as np
 from scipy import stats
 
+from deepsalt_jax import paths
 from deepsalt_jax import selection
 from deepsalt_jax import targets
 from deepsalt_spectral import errors
@@ -382,8 +383,8 @@ def describe(calibration: dict[str, Any]) -> str:
 
 
 def save(calibration: dict[str, Any], directory: epath.PathLike) -> None:
-  (epath.Path(directory) / CALIBRATION_FILE).write_text(
-      json.dumps(calibration, indent=2))
+  paths.write_atomically(epath.Path(directory) / CALIBRATION_FILE,
+                         json.dumps(calibration, indent=2))
 
 
 def load(directory: epath.PathLike) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ import sklearn
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import model_choice
+from deepsalt_jax import paths
 from deepsalt_jax import targets
 
 FOLDER = "final_model"
@@ -130,7 +131,7 @@ def save(directory: epath.PathLike, choice: model_choice.Choice,
   if fitted_calibration is not None:
     calibration.save(fitted_calibration, directory)
   # Written last: a folder with model.json is complete.
-  (directory / "model.json").write_text(json.dumps({
+  paths.write_atomically(directory / "model.json", json.dumps({
       "kind": KIND, "choice": choice.to_json(), "name": describe(choice),
       "transform": transform, "seed": seed,
       "scikit-learn": sklearn.__version__}, indent=2) + "\n")

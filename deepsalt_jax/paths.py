@@ -43,9 +43,10 @@ def check_writable(path: epath.PathLike, flag: str) -> None:
 
 def write_atomically(path: epath.PathLike, text: str) -> None:
   """Writes `text` to `path` under a temporary name, then renames it over
-  `path`: a reader (another process of the job) sees the old file or the
-  new one, never a part of it, which write_text's truncation showed a
-  resuming process (a JSONDecodeError, and its peer waiting forever)."""
+  `path`: a reader (another process of the job, or a resume after a kill)
+  sees the old file or the new one, never a part of it. For the files a
+  run reads back; write_text's truncation once showed a resuming process
+  an empty config.json (a JSONDecodeError, and its peer waiting forever)."""
   path = epath.Path(path)
   temp = path.parent / f".{path.name}.{os.getpid()}.tmp"
   temp.write_text(text)

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepsalt_jax import checkpoint
+from deepsalt_jax import paths
 from deepsalt_jax import predict
 from deepsalt_jax import samples
 from deepsalt_jax import schedule
@@ -131,7 +132,7 @@ class Selector:
     if step == 0 and self.scores_start:
       self._start = errors
       if sharding.is_main_process():
-        (self._directory / START_FILE).write_text(json.dumps(
+        paths.write_atomically(self._directory / START_FILE, json.dumps(
             {"squared_errors": errors.tolist()}))
     beats_start = (self._start is None or step == 0 or pick(
         {"start": self._start, "step": errors}, self._units)[0] == "step")
@@ -141,7 +142,7 @@ class Selector:
                                   params if kept is None else kept)
       self._save(step, self._params)
       if sharding.is_main_process():
-        (self._directory / BEST_FILE).write_text(json.dumps(
+        paths.write_atomically(self._directory / BEST_FILE, json.dumps(
             {"step": step, "validation_rmse": score}))
     return score
 
@@ -309,7 +310,8 @@ def choose(plan: stages.Plan, workdir: epath.PathLike,
                ", ".join(f"{n} {v:.4f}" for n, v in choice["scores"].items()
                          if v is not None), details.get("lowest"))
   if sharding.is_main_process():
-    (workdir / CHOICE_FILE).write_text(json.dumps(choice, indent=2))
+    paths.write_atomically(workdir / CHOICE_FILE,
+                           json.dumps(choice, indent=2))
   return choice
 
 

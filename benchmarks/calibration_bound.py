@@ -101,7 +101,7 @@ def ship(restored: dict[str, Any], candidates: Sequence[str] | None = None
   transform = restored["transform"]
   if candidates is None:
     names, winner = restored["candidates"], restored["winner"]
-  elif restored["on"] != selection.VALIDATION_BLOCKS:
+  elif selection.chose_on_regions(restored):
     raise SystemExit(
         f"The run chose what ships on {restored['on']}; a replay on the "
         "validation blocks would not be its choice. Replay a benchmark run "

@@ -207,8 +207,8 @@ def _choice_text(choice: dict[str, Any]) -> str:
   hedged = ("" if choice["winner"] == selection.ENSEMBLE else
             ", shipped as its mean with the ensemble")
   on = choice.get("on", selection.VALIDATION_BLOCKS)
-  units = ("validation blocks" if on == selection.VALIDATION_BLOCKS
-           else "regions")
+  units = ("regions" if selection.chose_on_regions(choice)
+           else "validation blocks")
   return (f"\n\n{selection.SELECTED} = {choice['winner']}{hedged}: the "
           "first (the candidates' ensemble, then the default student) whose "
           f"MSE on {on} is within one standard error of the lowest "

@@ -315,6 +315,13 @@ def choose(plan: stages.Plan, workdir: epath.PathLike,
   return choice
 
 
+def chose_on_regions(choice: dict[str, Any]) -> bool:
+  """Whether a saved choice (or what holds its 'on') was made on regions
+  held out of extra trainings, not on the validation blocks (as every
+  choice saved before it said what it was made on)."""
+  return choice.get("on", VALIDATION_BLOCKS) != VALIDATION_BLOCKS
+
+
 def load_choice(workdir: epath.PathLike) -> dict[str, Any] | None:
   """The run's saved choice (`choose`), or None (no candidates, or a run
   from before they existed)."""

@@ -175,6 +175,13 @@ def model_config(space: str = "auto", encoder: str = "mlp",
       # scored lower on the MIR example and on SOC, and the salinity
       # teacher lower (docs/results.md): not the default.
       teacher_start="network",
+      # The student's linear path: 'trained' (the teacher's path, trained
+      # on with the network) or 'plsr' (PLSR's fit to the labelled training
+      # pixels, fixed; the network learns a correction of it, held after
+      # training to the range it takes on the pixels it trained on, so the
+      # prediction follows PLSR's trend in log EC beyond them:
+      # encoder.PlsrPath; docs/results.md). Own data's default.
+      student_path="trained",
       # Curvature penalty of the SAU's physics start
       # (deepsalt_spectral.resampling.inverse_matrix).
       sau_ridge=1e-2,

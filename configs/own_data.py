@@ -185,6 +185,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the curve's runs.
   config.label_curve = ""
   config.teacher.covariates = True
+  # Within one area PLSR on the labelled pixels extrapolates in log EC where
+  # the teacher's predictions, distilled, saturate (the example's salt
+  # pan): the students correct PLSR (docs/results.md, "The students correct
+  # PLSR"). A bounded head (head=bounded) bounds the network alone.
+  config.model.student_path = ("plsr" if config.model.head == "linear"
+                               else "trained")
   if args.get("tiny"):
     config.data.update(unlabelled_pixels=200, folds=2)
   else:

@@ -22,3 +22,5 @@ ALIGNMENTS = ("mmd", "coral", "adversarial")
 DISTILLATIONS = ("final", "layers")
 # Where a teacher starts (models/from_config.plsr_start).
 TEACHER_STARTS = ("network", "plsr")
+# A student's linear path (models/from_config.student_path).
+STUDENT_PATHS = ("trained", "plsr")

@@ -108,7 +108,8 @@ def load(workdir: epath.PathLike) -> dict[str, Any]:
 # them trained with.
 _PREDATED = {
     "model": {"linear_path": False,  # Without the linear path.
-              "teacher_start": "network"},  # The teacher began a network.
+              "teacher_start": "network",  # The teacher began a network.
+              "student_path": "trained"},  # The student trained its path.
     "train": {"average_decay": 0.0},  # The last step's parameters.
 }
 

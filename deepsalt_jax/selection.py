@@ -39,6 +39,7 @@ The pick is reported as SELECTED, mapped by default and saved in
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any, Sequence, TYPE_CHECKING
@@ -97,6 +98,7 @@ class Selector:
   def __init__(self, stage: stages.Stage, data: samples.Data,
                directory: epath.Path, mesh: jax.sharding.Mesh):
     self._stage, self._mesh = stage, mesh
+    self._finish = functools.partial(stage.finish, data=data, mesh=mesh)
     self._directory = epath.Path(directory)
     self._every = stage.config.train.eval_every
     inputs = stage.validation_inputs(data)
@@ -138,8 +140,8 @@ class Selector:
         {"start": self._start, "step": errors}, self._units)[0] == "step")
     if beats_start and score < self.best_score:
       self.best_score, self.best_step = score, step
-      self._params = jax.tree.map(jnp.copy,
-                                  params if kept is None else kept)
+      self._params = self._finish(jax.tree.map(
+          jnp.copy, params if kept is None else kept))
       self._save(step, self._params)
       if sharding.is_main_process():
         paths.write_atomically(self._directory / BEST_FILE, json.dumps(
@@ -151,18 +153,23 @@ class Selector:
     ckpt.save_params(step, params)
     ckpt.close()
 
-  def keep_last(self, step: int, params: Any) -> None:
-    """Without validation: saves what training made at its last `step`
-    where a restore looks first (`Stage.params_directories`), for when it
-    differs from the last checkpoint's parameters (a running average; the
+  def keep_last(self, step: int, params: Any, iterate: Any) -> Any:
+    """Without validation: what training made at its last `step`
+    (`params`), finished (`Stage.finish`), saved where a restore looks
+    first (`Stage.params_directories`) unless it is the last checkpoint's
+    `iterate` itself (a running average or finished numbers differ; the
     checkpoint holds the iterate, which resuming needs). Once."""
-    if not (self._directory / stages.BEST_DIR).exists():
+    params = self._finish(params)
+    if (params is not iterate
+        and not (self._directory / stages.BEST_DIR).exists()):
       self._save(step, params)
+    return params
 
   def selected(self, params: Any) -> Any:
-    """The best step's parameters (`params`, the last, when disabled)."""
+    """The best step's parameters (`params` finished when no step was
+    scored)."""
     if not self.enabled or self.best_step is None:
-      return params
+      return self._finish(params)
     if self._params is None:  # Chosen before this run resumed: on disk.
       ckpt = checkpoint.Checkpointer(self._directory / stages.BEST_DIR)
       self._params, _ = ckpt.restore_params(jax.tree.map(

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+from absl import logging
 from etils import epath
 import flax.linen as nn
 import jax
@@ -28,11 +29,13 @@ import ml_collections
 import numpy as np
 
 from data_prep import covariate_columns
+from data_prep import roles
 from deepsalt_jax import baselines
 from deepsalt_jax import checkpoint
 from deepsalt_jax import choices
 from deepsalt_jax import input_pipeline
 from deepsalt_jax import objectives
+from deepsalt_jax import predict
 from deepsalt_jax import samples
 from deepsalt_jax import sharding
 from deepsalt_jax import targets
@@ -82,6 +85,13 @@ class Stage:
     """What a later step `params` stands for once validation keeps it over
     the start (`start()`: the kept start's parameters)."""
     del start
+    return params
+
+  def finish(self, params: Any, data: samples.Data,
+             mesh: jax.sharding.Mesh) -> Any:
+    """What trained `params` stand for once kept (the numbers set from the
+    data they trained on, `StudentStage.finish`)."""
+    del data, mesh
     return params
 
   @property
@@ -157,30 +167,42 @@ class Stage:
     raise NotImplementedError
 
 
+def _statistics(x: np.ndarray) -> dict[str, jax.Array]:
+  """A standardisation's parameters (encoder.Standardize) for inputs `x`,
+  in fresh arrays (a train step donates its state's buffers)."""
+  x = np.asarray(x)
+  return {"mean": jnp.asarray(x.mean(axis=0), jnp.float32),
+          "scale": jnp.asarray(np.maximum(x.std(axis=0), 1e-6), jnp.float32)}
+
+
 def _with_input_statistics(params: Any, x: np.ndarray) -> Any:
   """`params` with the standardisation of the encoder and of the linear
   path (where they have one) set to the statistics of the inputs `x`."""
-  x = np.asarray(x)
-  mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-  # Fresh arrays per scope: a train step donates its state's buffers.
-  statistics = lambda: {"mean": jnp.asarray(mean, jnp.float32),
-                        "scale": jnp.asarray(scale, jnp.float32)}
-  return {name: (dict(tree, standardize=statistics())
+  return {name: (dict(tree, standardize=_statistics(x))
                  if name in ("encoder", "linear") and "standardize" in tree
                  else tree)
           for name, tree in params.items()}
 
 
-def _with_plsr_path(params: Any, pls: baselines.Linear) -> Any:
-  """`params` whose linear path w·(x - m)/s + b predicts as `pls` does:
-  w = coef·s, b = intercept + (m - centre)·coef."""
-  statistics = params["linear"]["standardize"]
-  mean = np.asarray(statistics["mean"], np.float64)
-  scale = np.asarray(statistics["scale"], np.float64)
+def _as_plsr(path: Any, pls: baselines.Linear) -> Any:
+  """A linear path's parameters (encoder.LinearPath) with its output layer
+  set so that w·(x - m)/s + b predicts as `pls` does: w = coef·s,
+  b = intercept + (m - centre)·coef."""
+  mean = np.asarray(path["standardize"]["mean"], np.float64)
+  scale = np.asarray(path["standardize"]["scale"], np.float64)
   out = {"kernel": jnp.asarray((pls.coef * scale)[:, None], jnp.float32),
          "bias": jnp.asarray([pls.intercept + (mean - pls.centre) @ pls.coef],
                              jnp.float32)}
-  return dict(params, linear=dict(params["linear"], out=out))
+  return dict(path, out=out)
+
+
+def _fit_plsr(x: np.ndarray, target: np.ndarray, config: ml_collections.ConfigDict
+              ) -> baselines.Linear:
+  """PLSR on `x`, regressing `target` through the target transform."""
+  forward, _ = targets.on_numpy(config.data.target_transform)
+  return baselines.plsr(np.asarray(x, np.float64),
+                        forward(np.asarray(target, np.float64)),
+                        seed=config.seed)
 
 
 class TeacherStage(Stage):
@@ -248,10 +270,8 @@ class TeacherStage(Stage):
   def _with_plsr(self, params, prepared, target):
     """`params` with the linear path at PLSR's fit to the `prepared`
     spectra's `target`."""
-    forward, _ = targets.on_numpy(self.config.data.target_transform)
-    return _with_plsr_path(params, baselines.plsr(
-        np.asarray(prepared, np.float64),
-        forward(np.asarray(target, np.float64)), seed=self.config.seed))
+    return dict(params, linear=_as_plsr(
+        params["linear"], _fit_plsr(prepared, target, self.config)))
 
   def streams(self, data):
     return input_pipeline.teacher_streams(data, self.config.train.batch_size,
@@ -291,16 +311,62 @@ class StudentStage(Stage):
   def with_input_statistics(self, params, data):
     """The teacher's when its encoder starts from the teacher's (its
     covariates' too, when it reads the same), else the training regions'
-    pixels (no labels involved)."""
+    pixels (no labels involved); a PLSR path at PLSR's fit to the labelled
+    training pixels."""
     rows = ~data.test & data.has_pixel
     from_teacher = self.config.model.init_from_teacher
     if not (from_teacher and "encoder" in self.model(data.sensor).shared):
       params = _with_input_statistics(params, data.satellite[rows])
+    if "plsr" in params:
+      params = self._with_plsr(params, data, rows)
     teachers = self.covariate_names if self.config.teacher.covariates else ()
     if from_teacher and teachers == self.covariate_names:
       return params
     return covariate_branch.with_statistics(
         params, self.covariates(data, rows), self.covariate_names, self.name)
+
+  def _with_plsr(self, params, data, rows):
+    """`params` with the PLSR path's standardisation on the pixels `rows`
+    and its output at PLSR's fit to the labelled training pixels (at zero,
+    the network alone, with too few to fit)."""
+    path = dict(params["plsr"]["path"],
+                standardize=_statistics(data.satellite[rows]))
+    labelled = data.train & (data.role == roles.LABELLED) & data.has_target
+    if labelled.sum() < baselines.MIN_SAMPLES:
+      logging.warning("[%s] %d labelled training pixels: too few to fit its "
+                      "PLSR path, which stays at zero.", self.name,
+                      labelled.sum())
+    else:
+      path = _as_plsr(path, _fit_plsr(data.satellite[labelled],
+                                      data.target[labelled], self.config))
+    return dict(params, plsr=dict(params["plsr"], path=path))
+
+  def finish(self, params, data, mesh):
+    """A PLSR path's bounds on the head's correction: the range the head's
+    output takes on the pixels it trained on (the labelled and paired
+    training ones). Other students as they are."""
+    if "plsr" not in params:
+      return params
+    model = self.model(data.sensor)
+    _, inverse = targets.TRANSFORMS[self.config.data.target_transform]
+    outputs = []
+    for role, pixels in ((roles.LABELLED, data.satellite),
+                         (roles.PAIRED, data.pair_satellite)):
+      rows = data.train & (data.role == role) & data.has_pixel
+      if rows.any():
+        _, features = predict.predict(
+            model, params, pixels[rows], mesh,
+            self.config.train.eval_batch_size, inverse,
+            covariates=self.covariates(data, rows), features=True)
+        outputs.append(np.asarray(model.apply(
+            {"params": params}, jnp.asarray(features), train=False,
+            method=lambda m, f, train: m.head(f, train=train))))
+    if not outputs:  # Nothing trained it: no bounds to read.
+      return params
+    head = np.concatenate(outputs)
+    return dict(params, plsr=dict(
+        params["plsr"], low=jnp.asarray(head.min(), jnp.float32),
+        high=jnp.asarray(head.max(), jnp.float32)))
 
   def streams(self, data):
     terms = objectives.student_terms(self.config.loss,

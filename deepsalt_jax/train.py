@@ -113,15 +113,16 @@ def make_train_block(loss_fn: objectives.LossFn, mesh: jax.sharding.Mesh):
                         (P(), P(), P(sharding.AXIS), P(), P()))
 
 
-# Parameters under a scope of this name are data statistics, not weights:
-# the optimizer leaves them as they are (models.encoder.Standardize).
-FROZEN_SCOPE = "standardize"
+# Parameters under a scope of these names are set from data, not trained:
+# the optimizer leaves them as they are (models.encoder.Standardize, a
+# student's models.encoder.PlsrPath).
+FROZEN_SCOPES = ("standardize", "plsr")
 
 
 def _trainable(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(
       lambda path, _: "frozen" if any(
-          getattr(k, "key", None) == FROZEN_SCOPE for k in path) else "train",
+          getattr(k, "key", None) in FROZEN_SCOPES for k in path) else "train",
       params)
 
 
@@ -334,10 +335,9 @@ def fit(stage: stages.Stage, params: Any, loss_fn: objectives.LossFn,
                         "same command to resume.")
   ckpt.close()
   writer.close()
-  params = trained_params(state)
-  if not selector.enabled and params is not state.params:
-    selector.keep_last(step, params)
-  return selector.selected(params)
+  if not selector.enabled:
+    return selector.keep_last(step, trained_params(state), state.params)
+  return selector.selected(trained_params(state))
 
 
 def train_stage(stage: stages.Stage, data: samples.Data,

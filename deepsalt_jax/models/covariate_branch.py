@@ -13,7 +13,7 @@ Parameters (the 'covariates' subtree of a Teacher or Student):
   {'standardize': {'mean', 'scale'} [k], 'project': {'kernel' [k, D],
   'bias' [D]}}
 The statistics are parameters so that every checkpoint carries them;
-training never changes them (train.FROZEN_SCOPE), `with_statistics` sets
+training never changes them (train.FROZEN_SCOPES), `with_statistics` sets
 them from the training samples before training.
 """
 from __future__ import annotations

@@ -135,6 +135,9 @@ class Student(nn.Module):
     covariates: a `covariate_branch.CovariateBranch`, or None (no covariates).
     linear: as the teacher's, on the encoder's input (the SAU's output, or
       the pixel itself for a latent student), or None.
+    plsr: an `encoder.PlsrPath` on the pixel instead of `linear`: PLSR's
+      prediction plus the head's output as a bounded correction of it
+      (model.student_path='plsr'), or None.
   """
   encoder: nn.Module
   head: nn.Module
@@ -145,8 +148,11 @@ class Student(nn.Module):
   discriminator_hidden: int = 64
   covariates: nn.Module | None = None
   linear: nn.Module | None = None
+  plsr: nn.Module | None = None
 
   def __post_init__(self):
+    if self.linear is not None and self.plsr is not None:
+      raise ValueError('Student takes a linear path or a PLSR path, not both.')
     if self.latent:
       object.__setattr__(self, 'learn_sau', False)
     elif self.init_matrix is None:
@@ -192,7 +198,9 @@ class Student(nn.Module):
     features = covariate_branch.add(self.covariates, features, covariates)
     if self.is_initializing():  # Create the discriminator's params too.
       self.discriminator(features)
-    pred = _with_linear(self.linear, self.head(features, train=train), inputs)
+    head = self.head(features, train=train)
+    pred = (_with_linear(self.linear, head, inputs) if self.plsr is None
+            else self.plsr(satellite, head))
     return {'pred': pred, 'features': features, 'layers': layers, **out}
 
   def discriminate(self, features: jax.Array) -> jax.Array:

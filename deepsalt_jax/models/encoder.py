@@ -243,6 +243,28 @@ class LinearPath(nn.Module):
     return nn.Dense(1, kernel_init=nn.initializers.zeros, name='out')(y)[..., 0]
 
 
+class PlsrPath(nn.Module):
+  """(pixel [B, n_bands], the network's output [B]) -> [B]: PLSR's
+  prediction of the pixel plus the network's output held to [low, high].
+
+  A student's fixed path (model.student_path='plsr'): its numbers are set
+  from data, never trained (train.FROZEN_SCOPES). The path is PLSR's fit to
+  the labelled training pixels (a `LinearPath` at its coefficients), set
+  before training; the network learns a correction of it, and once trained
+  that correction is held to the range it takes on the pixels it trained on
+  (`stages.StudentStage.finish`; unbounded before), so beyond them the
+  prediction follows PLSR's log-linear trend instead of a correction
+  extrapolated from elsewhere.
+  """
+
+  @nn.compact
+  def __call__(self, pixel: jax.Array, correction: jax.Array) -> jax.Array:
+    unbounded = float(jnp.finfo(jnp.float32).max)
+    low = self.param('low', nn.initializers.constant(-unbounded), ())
+    high = self.param('high', nn.initializers.constant(unbounded), ())
+    return LinearPath(name='path')(pixel) + jnp.clip(correction, low, high)
+
+
 class MLPEncoder(nn.Module):
   """Spectrum [B, n_bands] -> embedding [B, features], a plain MLP.
 

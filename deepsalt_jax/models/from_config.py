@@ -91,6 +91,27 @@ def plsr_start(config: ml_collections.ConfigDict) -> bool:
   return start == "plsr"
 
 
+def student_path(config: ml_collections.ConfigDict) -> str:
+  """`config.student_path`: 'trained' (the teacher's linear path, or none,
+  trained on) or 'plsr' (encoder.PlsrPath).
+
+  Raises:
+    UserError: an unknown path, or 'plsr' with a bounded head.
+  """
+  # Runs saved before model.student_path existed trained theirs
+  # (run_config.load).
+  path = config.get("student_path", "trained")
+  if path not in choices.STUDENT_PATHS:
+    raise errors.UserError(f"model.student_path={path!r}: use one of "
+                           f"{', '.join(choices.STUDENT_PATHS)}.")
+  if path == "plsr" and _head_bounds(config):
+    raise errors.UserError(
+        "model.student_path='plsr' adds PLSR's trend to the head's output, "
+        "which a bounded head would no longer bound: use model.head=linear, "
+        "or model.student_path=trained.")
+  return path
+
+
 def forward_matrix(sensor: str, grid: lab_grid_lib.LabGrid) -> np.ndarray:
   """[n_good, n_lab] SRF resampling of the lab grid to the nominal bands."""
   problem = _physics_problem(sensor, grid)
@@ -188,6 +209,8 @@ def build_student(config: ml_collections.ConfigDict, sensor: str,
   _space(config, sensor, grid)
   networks = dict(encoder_and_head(config, target_transform),
                   covariates=_covariate_branch(with_covariates))
+  if student_path(config) == "plsr":
+    networks.update(linear=None, plsr=encoder.PlsrPath())
   if sau_mode(config, sensor, grid) == "latent":
     return deepsalt.Student(latent=True, **networks)
   return deepsalt.Student(

@@ -178,8 +178,8 @@ def model_config(space: str = "auto", encoder: str = "mlp",
       # The student's linear path: 'trained' (the teacher's path, trained
       # on with the network) or 'plsr' (PLSR's fit to the labelled training
       # pixels, fixed; the network learns a correction of it, held after
-      # training to the range it takes on the pixels it trained on, so the
-      # prediction follows PLSR's trend in log EC beyond them:
+      # training to the range it takes on those pixels, so the prediction
+      # follows PLSR's trend in log EC beyond them:
       # encoder.PlsrPath; docs/results.md). Own data's default.
       student_path="trained",
       # Curvature penalty of the SAU's physics start

@@ -1,7 +1,6 @@
 """A student's PLSR path (model.student_path='plsr'): PLSR's fit to the
 labelled training pixels, fixed through training, plus the network's
-correction, held once trained to the range it takes on the pixels it
-trained on."""
+correction, held once trained to the range it takes on those pixels."""
 import json
 
 import jax
@@ -21,7 +20,6 @@ from deepsalt_jax import train
 from deepsalt_jax.models import encoder
 from deepsalt_jax.models import from_config
 from deepsalt_spectral import errors
-from deepsalt_spectral import lab_grid
 
 
 def test_the_path_adds_a_correction_held_to_its_bounds():
@@ -107,7 +105,7 @@ def test_the_path_is_plsr_of_the_labelled_training_pixels(trained):
 @pytest.mark.slow
 def test_training_leaves_the_path_and_bounds_the_correction(trained):
   """The path's numbers are the start's after training; the correction's
-  bounds are the head's range on the labelled and paired training pixels;
+  bounds are the head's range on the labelled training pixels;
   the prediction is the path plus the correction held to them, as saved."""
   student, data, start, params, mesh, workdir = trained
   # The running average of a constant moves it by float32 rounding only.
@@ -121,9 +119,8 @@ def test_training_leaves_the_path_and_bounds_the_correction(trained):
       {"params": params}, model.apply({"params": params}, x, train=False)[
           "features"], train=False,
       method=lambda m, f, train: m.head(f, train=train)))
-  trained_on = np.concatenate([
-      head(data.satellite[data.train & (data.role == roles.LABELLED)]),
-      head(data.pair_satellite[data.train & (data.role == roles.PAIRED)])])
+  trained_on = head(data.satellite[data.train &
+                                   (data.role == roles.LABELLED)])
   low, high = float(params["plsr"]["low"]), float(params["plsr"]["high"])
   np.testing.assert_allclose([low, high],
                              [trained_on.min(), trained_on.max()], rtol=1e-5)

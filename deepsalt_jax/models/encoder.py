@@ -251,10 +251,10 @@ class PlsrPath(nn.Module):
   from data, never trained (train.FROZEN_SCOPES). The path is PLSR's fit to
   the labelled training pixels (a `LinearPath` at its coefficients), set
   before training; the network learns a correction of it, and once trained
-  that correction is held to the range it takes on the pixels it trained on
-  (`stages.StudentStage.finish`; unbounded before), so beyond them the
-  prediction follows PLSR's log-linear trend instead of a correction
-  extrapolated from elsewhere.
+  that correction is held to the range it takes on the labelled training
+  pixels (`stages.StudentStage.finish`; unbounded before), so beyond them
+  the prediction follows PLSR's log-linear trend instead of a correction
+  extrapolated from elsewhere (the teacher's, learnt on the pairs).
   """
 
   @nn.compact

@@ -71,18 +71,24 @@ def sau_mode(config: ml_collections.ConfigDict, sensor: str,
   return config.sau
 
 
+def _chosen(config: ml_collections.ConfigDict, field: str,
+            allowed: tuple[str, ...], before: str) -> str:
+  """`config.<field>`, one of `allowed`; `before` where the config predates
+  the field (a saved run's, run_config.load)."""
+  value = config.get(field, before)
+  if value not in allowed:
+    raise errors.UserError(f"model.{field}={value!r}: use one of "
+                           f"{', '.join(allowed)}.")
+  return value
+
+
 def plsr_start(config: ml_collections.ConfigDict) -> bool:
   """Whether the teacher starts as PLSR (`config.teacher_start`).
 
   Raises:
     UserError: an unknown start, or 'plsr' without the linear path.
   """
-  # Runs saved before model.teacher_start existed started as a network
-  # (run_config.load).
-  start = config.get("teacher_start", "network")
-  if start not in choices.TEACHER_STARTS:
-    raise errors.UserError(f"model.teacher_start={start!r}: use one of "
-                           f"{', '.join(choices.TEACHER_STARTS)}.")
+  start = _chosen(config, "teacher_start", choices.TEACHER_STARTS, "network")
   if start == "plsr" and not config.get("linear_path", False):
     raise errors.UserError(
         "model.teacher_start='plsr' starts the teacher's linear path at "
@@ -98,12 +104,7 @@ def student_path(config: ml_collections.ConfigDict) -> str:
   Raises:
     UserError: an unknown path, or 'plsr' with a bounded head.
   """
-  # Runs saved before model.student_path existed trained theirs
-  # (run_config.load).
-  path = config.get("student_path", "trained")
-  if path not in choices.STUDENT_PATHS:
-    raise errors.UserError(f"model.student_path={path!r}: use one of "
-                           f"{', '.join(choices.STUDENT_PATHS)}.")
+  path = _chosen(config, "student_path", choices.STUDENT_PATHS, "trained")
   if path == "plsr" and _head_bounds(config):
     raise errors.UserError(
         "model.student_path='plsr' adds PLSR's trend to the head's output, "

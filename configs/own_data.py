@@ -29,27 +29,26 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
   python launch.py --config=configs/own_data.py \\
       --config.data.project=example_mir \\
       --config.data.library=library/mir.csv --workdir=runs/example_mir
-  (152 s wall, 202 s CPU on 2 CPU cores at a load of about 1-2; pooled R² /
-  RMSE student 0.738 / 3.17, fade_distill_pred 0.947 / 1.43, PLSR 0.884 /
-  2.10, selected PLSR in every fold).
-Run time (example project, 2 CPU cores at a load of about 1, measured
-2026-12-06): 138 s wall, 184 s CPU with the candidate student (85 s and
-120 s without it, 2026-12-05). The label curve at 8,16,32 adds 389 s
-wall, 513 s CPU (2.8x the rest; 194 s without the candidate).
-Re-running restores every fold, pair of folds and curve run.
+  (211 s wall on 2 CPU cores, 2026-12-07; pooled R² / RMSE student 0.932
+  / 1.61, fade_distill_pred 0.909 / 1.86, PLSR 0.884 / 2.10, selected PLSR
+  in every fold).
+Run time (example project, 2 CPU cores, measured 2026-12-07): 260 s wall
+with the candidate student. The label curve at 8,16,32 adds 576 s wall
+(2.2x the rest). Re-running restores every fold, pair of folds and curve
+run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
-of 64 points, ECe in dS/m; AMD EPYC, with every network's parameters
-averaged), R² / RMSE / class kappa: selected (validation: PLSR in folds
-1, 3, 4 and 5, fade_distill_pred hedged with PLSR in fold 2) 0.885 /
-2.09 / 0.614, student 0.578 / 4.02 / 0.568, fade_distill_pred 0.893 /
-2.02 / 0.621, teacher on resampled pixels 0.563 / 4.09 / 0.424, PLSR
-0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled MLP
-0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still wins);
-validation prefers PLSR for the final model, which makes the maps.
+of 64 points, ECe in dS/m; AMD EPYC, the students correcting PLSR),
+R² / RMSE / class kappa: selected (validation: PLSR in every fold)
+0.884 / 2.10 / 0.614, student 0.949 / 1.40 / 0.648, fade_distill_pred
+0.915 / 1.80 / 0.669, teacher on resampled pixels 0.563 / 4.09 / 0.424,
+PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled
+MLP 0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still wins:
+R² of log EC, 0.927 against the student's 0.920); validation prefers
+PLSR for the final model, which makes the maps.
 Label curve (8,16,32), R² / R² of log EC / kappa (mean of 3 draws): at 8
-points per fold student 0.60 / 0.82 / 0.58, PLSR -0.05 / 0.15 / 0.17,
-pooled MLP 0.59 / 0.76 / 0.44; from 16 points PLSR leads in R² and R² of
-log EC.
+points per fold student 0.15 / 0.45 / 0.34, PLSR -0.05 / 0.15 / 0.17,
+pooled MLP 0.59 / 0.76 / 0.44; from 16 points the student leads every
+column.
 """
 from __future__ import annotations
 
@@ -175,7 +174,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The spatial folds choose and calibrate (model_choice.py), not regions.
   config.calibration_regions = 0
   # How many field points: the label-efficiency curve, opt-in (on the
-  # example it costs 2.8x the rest of the command). Comma-separated numbers
+  # example it costs 2.2x the rest of the command). Comma-separated numbers
   # of field points, e.g. '8,16,32'; '' = no curve. Each outer fold's
   # training points are subsampled to each size (3 seeded, nested draws; a
   # size not below every fold's training points is skipped) and the

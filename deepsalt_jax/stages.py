@@ -196,8 +196,8 @@ def _as_plsr(path: Any, pls: baselines.Linear) -> Any:
   return dict(path, out=out)
 
 
-def _fit_plsr(x: np.ndarray, target: np.ndarray, config: ml_collections.ConfigDict
-              ) -> baselines.Linear:
+def _fit_plsr(x: np.ndarray, target: np.ndarray,
+              config: ml_collections.ConfigDict) -> baselines.Linear:
   """PLSR on `x`, regressing `target` through the target transform."""
   forward, _ = targets.on_numpy(config.data.target_transform)
   return baselines.plsr(np.asarray(x, np.float64),

@@ -205,6 +205,13 @@ def _fit_plsr(x: np.ndarray, target: np.ndarray,
                         seed=config.seed)
 
 
+def _labelled_training(data: samples.Data) -> np.ndarray:
+  """[n] bool: the labelled pixels training may use, which a PLSR path is
+  fitted on and whose correction bounds it."""
+  return (data.train & (data.role == roles.LABELLED) & data.has_pixel
+          & data.has_target)
+
+
 class TeacherStage(Stage):
   """Encoder + head on lab spectra (in the teacher's input space)."""
   input = "lab"
@@ -331,7 +338,7 @@ class StudentStage(Stage):
     the network alone, with too few to fit)."""
     path = dict(params["plsr"]["path"],
                 standardize=_statistics(data.satellite[rows]))
-    labelled = data.train & (data.role == roles.LABELLED) & data.has_target
+    labelled = _labelled_training(data)
     if labelled.sum() < baselines.MIN_SAMPLES:
       logging.warning("[%s] %d labelled training pixels: too few to fit its "
                       "PLSR path, which stays at zero.", self.name,
@@ -346,7 +353,7 @@ class StudentStage(Stage):
     output takes on the labelled training pixels, where measured EC
     checked it (on the pairs it follows the teacher alone). Other students
     as they are."""
-    rows = data.train & (data.role == roles.LABELLED) & data.has_pixel
+    rows = _labelled_training(data)
     if "plsr" not in params or not rows.any():
       return params
     model = self.model(data.sensor)

@@ -113,7 +113,9 @@ def data_config(sensor: str) -> ml_collections.ConfigDict:
       ec_method="ECe",
       max_ec=200.0,  # EC (dS/m) above this is refused as wrong units.
       scenes="scenes",  # A folder of scenes of one sensor (or one file).
-      window=3,  # A point's pixel: mean of the soil pixels in window x window.
+      # A point's pixel, and every pixel a map predicts: the mean of the
+      # soil pixels in window x window around it.
+      window=3,
       # A library sample pairs with the nearest soil pixel centre within
       # this distance; unset = half a pixel's diagonal (the pixel it is in).
       pair_max_distance_m=_unset(),

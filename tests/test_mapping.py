@@ -159,6 +159,33 @@ def test_geotiff_rows_equal_the_whole_scene(reference_data):
     assert block.transform.f == scene.transform.f - 10 * 30.0
 
 
+def test_window_means_are_the_points_spectra(tile):
+  """A mapped pixel's spectrum is what a point placed on it gets
+  (placement: the mean of the window's soil pixels), whatever the blocks."""
+  scene = geotiff.read_geotiff(tile)
+  soil = indices.soil_masks(scene, indices.MaskThresholds())["soil"]
+  with geotiff.GeoTiffRows(tile) as rows:
+    match = bands.match_bands(rows.wavelength[~rows.bad],
+                              sensors.builtin("enmap"), 2.0, 0.9)
+    split = [blocks.prepare(rows, a, b, match, indices.MaskThresholds(),
+                            window=3) for a, b in ((0, 7), (7, 20),
+                                                   (20, rows.shape[0]))]
+    single = blocks.prepare(rows, 0, rows.shape[0], match,
+                            indices.MaskThresholds())
+  r = np.concatenate([b.rows + b.start for b in split])
+  c = np.concatenate([b.cols for b in split])
+  x = np.concatenate([b.x for b in split])
+  np.testing.assert_array_equal(np.nonzero(soil), (r, c))
+  placed = scenes.extract_pixels(scene, c + 0.5, r + 0.5, coords="pixel",
+                                 window=3, mask=soil)
+  np.testing.assert_allclose(x, match(placed[:, scene.good]), rtol=1e-5,
+                             atol=1e-6)
+  # Window 1 is each pixel alone, and the means do smooth.
+  np.testing.assert_array_equal(single.x, match(
+      scene.reflectance[:, r, c].T[:, scene.good]))
+  assert np.abs(x - single.x).max() > 0.01
+
+
 def test_map_keeps_georeference_nodata_and_classes(mapped, tile):
   report, out = mapped
   names = files.output_names("tile")

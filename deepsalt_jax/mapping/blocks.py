@@ -5,6 +5,12 @@ and reads, masks and band-matches the next block in a thread while the
 devices predict the current one, and writes the last one in another thread,
 so reading and writing overlap with compute. The two threads (`Threads`)
 serve every scene of a run.
+
+A pixel's spectrum is the mean of the soil pixels in the window around it
+that the run's points were placed with (`data.window`,
+`data_prep.project.placement`): the models learnt EC from window means, and
+one pixel's noise, which the mean smooths, is not what they were fitted or
+calibrated on (docs/mapping.md, "Window means").
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from typing import Callable
 
 from absl import logging
 import numpy as np
+from scipy import ndimage
 
 from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.mapping import stats
@@ -61,51 +68,74 @@ class Threads:
 
 def prepare(rows, start: int, stop: int, match: bands.BandMatch,
             thresholds: indices.MaskThresholds,
-            covariates: Callable[[int, int], np.ndarray] | None = None
-            ) -> Block:
+            covariates: Callable[[int, int], np.ndarray] | None = None,
+            window: int = 1) -> Block:
   """Reads and masks rows [start, stop); the soil spectra band-matched.
 
+  Each soil pixel's spectrum is the mean of the soil pixels in the
+  `window` x `window` square around it (rows beyond the block are read for
+  it), as `data_prep.scenes.extract_pixels` with the soil mask gives it.
   A direct band match is a column selection, not a matrix product.
   `covariates(start, stop)` ([rows, cols, k], NaN: no data) gives the soil
   pixels' covariates; a soil pixel without them is not mapped (mask
   `covariate_rasters.MASK`).
   """
-  tile = rows.read(start, stop)
+  half = window // 2
+  low, high = max(start - half, 0), min(stop + half, rows.shape[0])
+  tile = rows.read(low, high)
   shape = (stop - start, rows.shape[1])
   if tile is None:
     masks = {name: np.zeros(shape, bool) for name in indices.MASK_NAMES}
     masks["nodata"][:] = True
   else:
-    masks = indices.soil_masks(tile, thresholds)
+    around = indices.soil_masks(tile, thresholds)
+    masks = {k: v[start - low:stop - low] for k, v in around.items()}
   values = None
   if covariates is not None:
     values = covariates(start, stop)
     masks[covariate_rasters.MASK] = masks["soil"] & np.isnan(values).any(-1)
-    masks["soil"] &= ~masks[covariate_rasters.MASK]
+    masks["soil"] = masks["soil"] & ~masks[covariate_rasters.MASK]
   r, c = np.nonzero(masks["soil"])
   x = np.zeros((0, match.matrix.shape[0]), np.float32)
   if r.size:
-    good = tile.reflectance[:, r, c][tile.good].T
+    good = _window_means(tile.reflectance[tile.good], around["soil"],
+                         r + start - low, c, window)
     x = (good[:, match.matrix.argmax(axis=1)] if match.method == "direct"
          else match(good))
   return Block(start, stop, masks, r, c, np.ascontiguousarray(x, np.float32),
                None if values is None else values[r, c])
 
 
+def _window_means(cube: np.ndarray, soil: np.ndarray, r: np.ndarray,
+                  c: np.ndarray, window: int) -> np.ndarray:
+  """[n, bands]: the mean of `cube` ([bands, rows, cols]) over the `soil`
+  pixels of the window around each (r, c), itself soil."""
+  if window == 1:
+    return cube[:, r, c].T
+  size = (1, window, window)
+  # Box means of the soil pixels and of the soil mask: their ratio is the
+  # mean over the window's soil pixels (the window clipped at the edges).
+  sums = ndimage.uniform_filter(np.where(soil, cube, 0.0), size,
+                                mode="constant")
+  counts = ndimage.uniform_filter(soil.astype(cube.dtype), size[1:],
+                                  mode="constant")
+  return (sums[:, r, c] / counts[r, c]).T
+
+
 def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
            predict_fn: Callable[..., tuple[np.ndarray, ...]],
            write_fn: Callable[..., None] | None, tile_rows: int,
            tally: stats.Tally, log_prefix: str, threads: Threads,
-           covariates: Callable[[int, int], np.ndarray] | None = None
-           ) -> dict[str, float]:
+           covariates: Callable[[int, int], np.ndarray] | None = None,
+           window: int = 1) -> dict[str, float]:
   """Maps the scene block by block on `threads`; returns seconds spent per
   stage.
 
   `predict_fn(x, index, covariates)` gives the EC file's bands
-  (`stats.BANDS`: EC, lower, upper, exceedance) of spectra keyed by their
-  pixel index in the scene (covariates: None, or of `covariates`, see
-  `prepare`); `write_fn(start, values, masks)` stores a block, `values`
-  [bands, rows, cols] (NaN: not mapped).
+  (`stats.BANDS`: EC, lower, upper, exceedance) of spectra (window means,
+  see `prepare`) keyed by their pixel index in the scene (covariates: None,
+  or of `covariates`, see `prepare`); `write_fn(start, values, masks)`
+  stores a block, `values` [bands, rows, cols] (NaN: not mapped).
   """
   n_rows, n_cols = rows.shape
   starts = list(range(0, n_rows, tile_rows))
@@ -120,7 +150,7 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
   def read(start):
     return timed("read_and_mask", prepare, rows, start,
                  min(start + tile_rows, n_rows), match, thresholds,
-                 covariates)
+                 covariates, window)
 
   begin, mapped = time.perf_counter(), 0
   ahead, writes = threads.reader.submit(read, starts[0]), []

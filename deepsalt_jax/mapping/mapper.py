@@ -9,8 +9,10 @@ process maps its share of the scenes (every n-th, by process index) on a
 mesh of its own devices, which split each batch. Per scene it streams the
 rows in blocks (`blocks`), keeps the plausible soil pixels
 (`deepsalt_spectral.indices.soil_masks`: NaN, out-of-range, cloud/haze,
-water by NDRBI, green vegetation by NDVI, dry vegetation by nCAI), brings
-the scene's bands to the model's sensor and predicts EC (a network with
+water by NDRBI, green vegetation by NDVI, dry vegetation by nCAI), takes
+each one's spectrum as the mean of the soil pixels in the window its
+points were placed with (`data.window`), brings the scene's bands to the
+model's sensor and predicts EC (a network with
 one jitted function). With the model's calibration
 (`deepsalt_jax.calibration`) each pixel also gets the bounds of the
 calibrated 90 % interval (in the target transform's space: asymmetric in
@@ -99,6 +101,8 @@ class _Mapper:
       logging.warning("--mapping.mc_samples=0: no uncertainty; bands 2-4 of "
                       "each <scene>_ec.tif are nodata.")
     self.mc_samples = model.mc_samples
+    # A pixel's spectrum: the window mean its points were placed with.
+    self.window = config.data.get("window", 1)
     self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
     if self.ec_method != ec_methods.CLASS_METHOD:
       logging.warning("The class raster uses the FAO classes of %s; this "
@@ -120,7 +124,7 @@ class _Mapper:
             if k not in _SPEED_OPTIONS}
     self.signature = hashlib.sha256(json.dumps(
         [str(workdir), model.name, model.steps, same, self.ec_method,
-         self.calibration],
+         self.calibration, self.window],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     self.prefix = (f"[map {jax.process_index()}/{jax.process_count()}] "
                    if jax.process_count() > 1 else "[map] ")
@@ -192,7 +196,7 @@ class _Mapper:
               rows, match, options_lib.thresholds(self.options),
               self.predict, writer.write,
               self.options.tile_rows, tally, self.prefix, self.threads,
-              covariates)
+              covariates, self.window)
         stream_end = time.perf_counter()
         if tally.masks["nodata"] == rows.shape[0] * rows.shape[1]:
           raise errors.UserError(f"{scene}: every pixel is nodata; nothing "
@@ -234,6 +238,7 @@ class _Mapper:
                   "target": ec_methods.label(self.ec_method)},
         "ec_method": self.ec_method,
         "bands": {"method": match.method,
+                  "window": self.window,
                   "scene_good_bands": int(match.matrix.shape[1]),
                   "student_bands": int(match.matrix.shape[0]),
                   "resampled": resampled,

@@ -80,8 +80,11 @@ class ProjectConfig(tfds.core.BuilderConfig):
 class DeepsaltProject(array_record_builder.ArrayRecordBuilder):
   """A user's own data: library, field points and scenes of one sensor."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Library, points and scenes with stored roles."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Library, points and scenes with stored roles.",
+      "1.1.0": "Unlabelled pixels are window means, as the mapper reads "
+               "them."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "The project folder: a lab library, field points and a folder of "
       "scenes, named by the data settings (configs/own_data.py).")
@@ -233,7 +236,8 @@ def _place(settings: dict[str, Any], sensor: sensors.Sensor, points,
                          settings["window"])
     context.pair(placed.pairs, library.lon[located], library.lat[located],
                  *placed.pairs_xy, placed.radius_m, settings["window"])
-    placed.unlabelled.append(context.sample_soil(quota, seed))
+    placed.unlabelled.append(context.sample_soil(quota, seed,
+                                                 settings["window"]))
     placed.scenes.append(scene.name)
     logging.info("Placed in scene %d of %d (%s): %d of %d points, %d of "
                  "%d located library samples, %d unlabelled pixels so far.",

@@ -163,14 +163,15 @@ class SceneContext:
       self._set(placement, [i], r[best:best + 1], c[best:best + 1], window)
       placement.distance[i] = distance[best]
 
-  def sample_soil(self, n: int, seed: int) -> Placement:
-    """Up to n single bare-soil pixels (seeded), as the mapper sees them."""
+  def sample_soil(self, n: int, seed: int, window: int) -> Placement:
+    """Up to n bare-soil pixels (seeded), as the mapper sees them: each the
+    mean of the soil pixels in its window, as the points."""
     rows, cols = np.nonzero(self.soil)
     if rows.size > n:
       keep = np.sort(np.random.default_rng(seed).choice(rows.size, n,
                                                         replace=False))
       rows, cols = rows[keep], cols[keep]
     placement = Placement.empty(rows.size, self.match.matrix.shape[0])
-    self._set(placement, slice(None), rows, cols, window=1)
+    self._set(placement, slice(None), rows, cols, window)
     placement.distance[:] = 0.0
     return placement

@@ -84,6 +84,9 @@ _METHODS = flags.DEFINE_multi_enum("method", ["new", "today"],
                                    ["new", "today", "plsr", "stack",
                                     "ensemble"],
                                    "Methods to time.")
+_WINDOW = flags.DEFINE_integer(
+    "window", 1, "Each pixel read as the mean of the soil pixels in this "
+    "window (own data's data.window, 3 by default; 1: the pixel alone).")
 _TILES = common.reference_data_dir() / "enmap_potsdam"
 _FRAME = 20  # Nodata pixels around the scene.
 _WRITE_ROWS = 16
@@ -286,6 +289,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   reporting.quiet_library_logs()
   config = distill.get_config("compare=none,candidates=none")
+  config.data.window = _WINDOW.value
   load = os.getloadavg()
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
@@ -295,6 +299,7 @@ def main(argv):
     written = time.perf_counter() - start
     model, params = save_student(config, tmp / "run")
     with_candidates = distill.get_config("compare=none")
+    with_candidates.data.window = _WINDOW.value
     if "today" in _METHODS.value:
       save_student(config, tmp / "today_run", "full_mc")
     if "ensemble" in _METHODS.value:

@@ -579,3 +579,26 @@ def test_mir_teacher_folds_never_leak(tmp_path, monkeypatch):
   saved = tmp_path / "runs" / "O.32" / "SOC" / "mlp" / "fold1"
   assert (saved / "predictions.json").exists()
   assert not (saved / "teacher").exists()  # Checkpoints deleted.
+
+
+def test_example_maps_judge_the_mapped_pixels_against_the_truth(tmp_path):
+  import rasterio
+  from benchmarks import example_maps
+  from deepsalt_jax.mapping import files
+  # Four pixels, the last not mapped; the second's interval misses.
+  ec = np.array([[1.0, 2.0], [3.0, files.EC_NODATA]], np.float32)
+  bands = np.stack([ec, ec / 2, ec * 2,
+                    np.array([[0.0, 0.0], [1.0, files.EC_NODATA]])])
+  bands[1:, 1, 1] = files.EC_NODATA
+  truth = np.array([[1.0, 5.0], [3.0, 100.0]])
+  path = tmp_path / "a_ec.tif"
+  with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=4,
+                     dtype="float32", nodata=files.EC_NODATA) as ds:
+    ds.write(bands.astype(np.float32))
+  row = example_maps.judge(str(path), truth)
+  assert row["pixels"] == 3 and row["max EC"] == 3.0
+  assert row["coverage"] == pytest.approx(2 / 3)
+  assert row["RMSE"] == pytest.approx(np.sqrt(9 / 3))
+  assert row["bias (log1p)"] == pytest.approx(np.log(3 / 6) / 3)
+  # Widths 1.5, 3, 4.5 plus 2 / 0.1 x (5 - 4) for the miss.
+  assert row["interval score"] == pytest.approx((1.5 + 3 + 4.5 + 20) / 3)

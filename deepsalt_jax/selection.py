@@ -124,11 +124,13 @@ class Selector:
         step, self._every, self._stage.config.train.steps)
 
   def update(self, step: int, params: Any, kept: Any = None) -> float:
-    """Scores `params` (the state after `step`); keeps them (or `kept`, what
-    stands for them once chosen) if best and, after a PLSR start, beyond
-    one standard error of it."""
+    """Scores `params` (the state after `step`) as they would be kept,
+    finished (`Stage.finish`); keeps them (or `kept`, what stands for them
+    once chosen) if best and, after a PLSR start, beyond one standard error
+    of it."""
+    finished = self._finish(params)
     errors = (_transformed_predictions(
-        self._stage, self._model, params, self._x, self._covariates,
+        self._stage, self._model, finished, self._x, self._covariates,
         self._mesh) - self._y)**2
     score = float(np.sqrt(np.mean(errors)))
     if step == 0 and self.scores_start:
@@ -140,8 +142,8 @@ class Selector:
         {"start": self._start, "step": errors}, self._units)[0] == "step")
     if beats_start and score < self.best_score:
       self.best_score, self.best_step = score, step
-      self._params = self._finish(jax.tree.map(
-          jnp.copy, params if kept is None else kept))
+      self._params = jax.tree.map(
+          jnp.copy, finished if kept is None else self._finish(kept))
       self._save(step, self._params)
       if sharding.is_main_process():
         paths.write_atomically(self._directory / BEST_FILE, json.dumps(

@@ -1,6 +1,7 @@
 """A student's PLSR path (model.student_path='plsr'): PLSR's fit to the
 labelled training pixels, fixed through training, plus the network's
 correction, held once trained to the range it takes on those pixels."""
+import dataclasses
 import json
 
 import jax
@@ -12,10 +13,13 @@ from conftest import tiny_config
 from configs import own_data
 from data_prep import roles
 from deepsalt_jax import baselines
+from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import samples
+from deepsalt_jax import selection
 from deepsalt_jax import sharding
 from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax import train
 from deepsalt_jax.models import encoder
 from deepsalt_jax.models import from_config
@@ -131,6 +135,32 @@ def test_training_leaves_the_path_and_bounds_the_correction(trained):
   restored, _ = student.restore(workdir, data.sensor, mesh)
   jax.tree.map(np.testing.assert_array_equal, restored["plsr"],
                params["plsr"])
+
+
+@pytest.mark.slow
+def test_validation_scores_a_step_as_it_is_kept(trained, tmp_path):
+  """Its correction bounded: on validation pixels far from the training
+  ones (here scaled), where the bounds bind."""
+  student, data, _, params, mesh, _ = trained
+  far = data.satellite.copy()
+  far[data.validation] *= 3.0
+  data = dataclasses.replace(data, satellite=far)
+  big = np.finfo(np.float32).max
+  unbounded = dict(params, plsr=dict(params["plsr"], low=np.float32(-big),
+                                     high=np.float32(big)))
+
+  def rmse(p):
+    ec, _ = predict.predict(student.model(data.sensor), p,
+                            far[data.validation], mesh, 256,
+                            targets.TRANSFORMS["log1p"][1])
+    return np.sqrt(np.mean((np.log1p(ec) - np.log1p(
+        data.target[data.validation]))**2))
+
+  score = selection.Selector(student, data, tmp_path, mesh).update(
+      1, unbounded)
+  np.testing.assert_allclose(score, rmse(student.finish(unbounded, data,
+                                                        mesh)), rtol=1e-4)
+  assert abs(score - rmse(unbounded)) > 0.01
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ import numpy as np
 
 from data_prep import ec_methods
 from data_prep import roles
+from deepsalt_jax import applicability
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import compilation
@@ -355,6 +356,10 @@ def train_and_validate(config: ml_collections.ConfigDict,
       calibration.save(fitted, workdir / plan.students[0].name)
   final = choices[cv_report.FINAL]
   chosen = _save_final_model(workdir, data, config, final, oof, threshold)
+  # Where the points speak for a map: read by the mapper.
+  domain = applicability.fit(data.satellite[labelled], data.fold[labelled])
+  if domain is not None and sharding.is_main_process():
+    applicability.save(domain, workdir)
   if chosen:
     judged[f"{final_model.describe(final)} (maps)"] = chosen
   target = data.target[data.role == roles.LABELLED].astype(np.float64)

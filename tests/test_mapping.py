@@ -12,6 +12,7 @@ import rasterio
 from conftest import REPO, cpu_devices_env, tiny_config
 from data_prep import scenes
 from data_prep.scenes import geotiff
+from deepsalt_jax import applicability
 from deepsalt_jax import baselines
 from deepsalt_jax import calibration
 from deepsalt_jax import feature_distance
@@ -633,6 +634,41 @@ def test_a_plsr_choice_maps_the_plsr_and_names_it(tiny_run, tile, tmp_path):
   assert report["uncertainty"]["samples"] == 0
   region = (tmp_path / "maps" / "region_report.md").read_text()
   assert "Maps made by PLSR, validation's choice of model" in region
+
+
+def test_pixels_outside_the_area_of_applicability_are_flagged(
+    tiny_run, tile, mapped, tmp_path):
+  """As the saved area of applicability says: in the masks file's band and
+  the reports' counts and hectares; still mapped, the EC unchanged."""
+  config, workdir = tiny_run
+  run, out = tmp_path / "run", tmp_path / "maps"
+  shutil.copytree(workdir, run)
+  block = _block(tile)
+  # Fitted on the darker half of the soil pixels: brighter ones lie outside.
+  darker = block.x[np.argsort(block.x.mean(1))[:block.rows.size // 2]]
+  domain = applicability.fit(darker, np.arange(len(darker)) % 3)
+  applicability.save(domain, run)
+  mapping.map_scenes(config, run, tile, out)
+  outside = np.zeros(_read(tile)[0].shape, bool)
+  outside[block.rows, block.cols] = domain.outside(block.x)
+  assert 0 < outside.sum() < block.rows.size
+  with rasterio.open(out / "tile_masks.tif") as ds:
+    band = ds.descriptions.index(applicability.MASK) + 1
+    np.testing.assert_array_equal(ds.read(band).astype(bool), outside)
+  np.testing.assert_array_equal(_read(out / "tile_ec.tif")[0],
+                                _read(mapped[1] / "tile_ec.tif")[0])
+  report = json.loads((out / "tile_report.json").read_text())
+  assert report["pixels"][applicability.MASK] == outside.sum()
+  assert report["applicability"]["threshold"] == domain.threshold
+  _, crs, transform, _ = _read(tile)
+  area = stats.pixel_area_m2(crs, transform, 0, *outside.shape)
+  assert report["outside_applicability_ha"] == pytest.approx(
+      area[outside].sum() / 1e4, rel=1e-4)
+  region = json.loads((out / "region_report.json").read_text())
+  assert region["outside_applicability_ha"] == report[
+      "outside_applicability_ha"]
+  assert "outside applicability (ha)" in (out / "region_report.md"
+                                          ).read_text()
 
 
 def test_the_student_maps_when_forced_or_when_no_choice_was_saved(

@@ -20,7 +20,7 @@ from deepsalt_jax import paths
 from deepsalt_jax import reporting
 from deepsalt_jax import run_config
 from deepsalt_jax.mapping import files
-from deepsalt_spectral import indices
+from deepsalt_jax.mapping import stats
 from deepsalt_spectral import lab_grid
 
 
@@ -57,7 +57,7 @@ def _write_outputs(root: epath.Path) -> None:
                          dict.fromkeys(("lower", "upper", "exceedance"), "–"),
                          4.0)
   ec = np.full((4, 5), 3.0, np.float32)
-  masks = {name: np.zeros((4, 5), bool) for name in indices.MASK_NAMES}
+  masks = {name: np.zeros((4, 5), bool) for name in stats.MASKS}
   masks["soil"][:] = True
   maps.write(0, np.stack([ec, ec / 2, ec * 2, ec / 10]), masks)
   maps.commit(lambda: {"scene": "test"}, "title")

@@ -96,7 +96,7 @@ def _write_map(folder, name, transform, crs, value):
                                 exceedance="P(EC > 4)"), 4.0)
   ec = np.full((600, 500), value, np.float32)
   ec[0] = np.nan
-  masks = {n: np.zeros(ec.shape, bool) for n in indices.MASK_NAMES}
+  masks = {n: np.zeros(ec.shape, bool) for n in stats.MASKS}
   masks["soil"][1:] = True
   masks["nodata"][0] = True
   writer.write(0, np.stack([ec, ec / 2, ec * 2, ec / 10]), masks)

@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 from scipy import ndimage
 
+from deepsalt_jax import applicability
 from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_jax.mapping import stats
 from deepsalt_spectral import bands
@@ -34,7 +35,7 @@ class Block:
   """Rows [start, stop) of a scene, ready to predict.
 
   Attributes:
-    masks: `indices.MASK_NAMES` -> bool [rows, cols].
+    masks: `stats.MASKS` -> bool [rows, cols].
     rows, cols: positions of the soil pixels in the block.
     x: [n_soil, n_sensor] their spectra at the model's bands.
     covariates: [n_soil, k] their covariates, or None (the model reads none).
@@ -69,7 +70,8 @@ class Threads:
 def prepare(rows, start: int, stop: int, match: bands.BandMatch,
             thresholds: indices.MaskThresholds,
             covariates: Callable[[int, int], np.ndarray] | None = None,
-            window: int = 1) -> Block:
+            window: int = 1,
+            domain: applicability.Applicability | None = None) -> Block:
   """Reads and masks rows [start, stop); the soil spectra band-matched.
 
   Each soil pixel's spectrum is the mean of the soil pixels in the
@@ -78,18 +80,19 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
   A direct band match is a column selection, not a matrix product.
   `covariates(start, stop)` ([rows, cols, k], NaN: no data) gives the soil
   pixels' covariates; a soil pixel without them is not mapped (mask
-  `covariate_rasters.MASK`).
+  `covariate_rasters.MASK`). A soil pixel outside the area of applicability
+  `domain` is mapped and flagged (mask `applicability.MASK`).
   """
   half = window // 2
   low, high = max(start - half, 0), min(stop + half, rows.shape[0])
   tile = rows.read(low, high)
   shape = (stop - start, rows.shape[1])
+  masks = {name: np.zeros(shape, bool) for name in stats.MASKS}
   if tile is None:
-    masks = {name: np.zeros(shape, bool) for name in indices.MASK_NAMES}
     masks["nodata"][:] = True
   else:
     around = indices.soil_masks(tile, thresholds)
-    masks = {k: v[start - low:stop - low] for k, v in around.items()}
+    masks.update({k: v[start - low:stop - low] for k, v in around.items()})
   values = None
   if covariates is not None:
     values = covariates(start, stop)
@@ -102,6 +105,8 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
                          r + start - low, c, window)
     x = (good[:, match.matrix.argmax(axis=1)] if match.method == "direct"
          else match(good))
+    if domain is not None:
+      masks[applicability.MASK][r, c] = domain.outside(x)
   return Block(start, stop, masks, r, c, np.ascontiguousarray(x, np.float32),
                None if values is None else values[r, c])
 
@@ -127,15 +132,18 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
            write_fn: Callable[..., None] | None, tile_rows: int,
            tally: stats.Tally, log_prefix: str, threads: Threads,
            covariates: Callable[[int, int], np.ndarray] | None = None,
-           window: int = 1) -> dict[str, float]:
+           window: int = 1,
+           domain: applicability.Applicability | None = None
+           ) -> dict[str, float]:
   """Maps the scene block by block on `threads`; returns seconds spent per
   stage.
 
   `predict_fn(x, index, covariates)` gives the EC file's bands
   (`stats.BANDS`: EC, lower, upper, exceedance) of spectra (window means,
   see `prepare`) keyed by their pixel index in the scene (covariates: None,
-  or of `covariates`, see `prepare`); `write_fn(start, values, masks)`
-  stores a block, `values` [bands, rows, cols] (NaN: not mapped).
+  or of `covariates`; `domain` flags pixels, see `prepare`);
+  `write_fn(start, values, masks)` stores a block, `values` [bands, rows,
+  cols] (NaN: not mapped).
   """
   n_rows, n_cols = rows.shape
   starts = list(range(0, n_rows, tile_rows))
@@ -150,7 +158,7 @@ def stream(rows, match: bands.BandMatch, thresholds: indices.MaskThresholds,
   def read(start):
     return timed("read_and_mask", prepare, rows, start,
                  min(start + tile_rows, n_rows), match, thresholds,
-                 covariates, window)
+                 covariates, window, domain)
 
   begin, mapped = time.perf_counter(), 0
   ahead, writes = threads.reader.submit(read, starts[0]), []

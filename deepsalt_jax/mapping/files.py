@@ -26,7 +26,6 @@ from deepsalt_jax import metrics
 from deepsalt_jax import paths
 from deepsalt_jax.mapping import quicklook
 from deepsalt_jax.mapping import stats
-from deepsalt_spectral import indices
 
 EC_NODATA = -9999.0
 CLASS_NODATA = 255
@@ -116,9 +115,9 @@ class MapWriter:
                                 enumerate(metrics.SALINITY_CLASS_NAMES)})
       classes.write_colormap(1, {i: c + (255,) for i, c in
                                  enumerate(quicklook.CLASS_COLOURS)})
-      masks = self._open("masks", base, count=len(indices.MASK_NAMES),
+      masks = self._open("masks", base, count=len(stats.MASKS),
                          dtype="uint8")
-      for i, name in enumerate(indices.MASK_NAMES, start=1):
+      for i, name in enumerate(stats.MASKS, start=1):
         masks.set_band_description(i, name)
     except BaseException:
       self.abort()
@@ -140,7 +139,7 @@ class MapWriter:
     self._files["class"].write(
         stats.salinity_class(values[0], CLASS_NODATA)[None], window=window)
     self._files["masks"].write(
-        np.stack([masks[n] for n in indices.MASK_NAMES]).astype(np.uint8),
+        np.stack([masks[n] for n in stats.MASKS]).astype(np.uint8),
         window=window)
 
   def commit(self, report: Callable[[], dict[str, Any]], title: str) -> None:

@@ -54,6 +54,7 @@ import rasterio
 
 from data_prep import ec_methods
 from data_prep import scenes as scene_readers
+from deepsalt_jax import applicability
 from deepsalt_jax import calibration
 from deepsalt_jax import final_model
 from deepsalt_jax import metrics
@@ -103,6 +104,11 @@ class _Mapper:
     self.mc_samples = model.mc_samples
     # A pixel's spectrum: the window mean its points were placed with.
     self.window = config.data.get("window", 1)
+    self.domain = applicability.load(workdir)
+    if self.domain is None:
+      logging.info("[map] %s holds no area of applicability (%s, saved by "
+                   "own-data runs): no pixel is flagged outside it.",
+                   workdir, applicability.FILE)
     self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
     if self.ec_method != ec_methods.CLASS_METHOD:
       logging.warning("The class raster uses the FAO classes of %s; this "
@@ -124,7 +130,8 @@ class _Mapper:
             if k not in _SPEED_OPTIONS}
     self.signature = hashlib.sha256(json.dumps(
         [str(workdir), model.name, model.steps, same, self.ec_method,
-         self.calibration, self.window],
+         self.calibration, self.window,
+         self.domain and self.domain.threshold],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     self.prefix = (f"[map {jax.process_index()}/{jax.process_count()}] "
                    if jax.process_count() > 1 else "[map] ")
@@ -196,7 +203,7 @@ class _Mapper:
               rows, match, options_lib.thresholds(self.options),
               self.predict, writer.write,
               self.options.tile_rows, tally, self.prefix, self.threads,
-              covariates, self.window)
+              covariates, self.window, self.domain)
         stream_end = time.perf_counter()
         if tally.masks["nodata"] == rows.shape[0] * rows.shape[1]:
           raise errors.UserError(f"{scene}: every pixel is nodata; nothing "
@@ -260,6 +267,9 @@ class _Mapper:
         "thresholds": dataclasses.asdict(
             options_lib.thresholds(self.options)),
         "covariates": {n: str(p) for n, p in self.covariates.items()},
+        "applicability": self.domain and {
+            "threshold": self.domain.threshold,
+            "training_pixels": len(self.domain.points)},
         **tally.summary(),
         "devices": len(self.mesh.devices.flat),
         "backend": jax.default_backend(),

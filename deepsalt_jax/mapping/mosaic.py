@@ -155,6 +155,7 @@ def _row(scene: dict[str, Any]) -> str:
           f"{fmt(interval.get('median_width_dS_per_m'))} | "
           f"{fmt(interval.get('median_relative_width'))} | "
           f"{fmt(likely.get('area_ha'), '{:.1f}')} | "
+          f"{fmt(scene.get('outside_applicability_ha'), '{:.1f}')} | "
           f"{scene['seconds']:.1f} |")
 
 
@@ -191,22 +192,25 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
       "class_area_ha": classes,
       # Hectares where P(EC > threshold) > 0.5 and > 0.8.
       "likely_exceeding_area_ha": _likely_area(scenes, with_area),
+      "outside_applicability_ha": (
+          sum(s.get("outside_applicability_ha") or 0.0 for s in scenes)
+          if with_area else None),
       "ec_mean_dS_per_m": (sum(s["ec_dS_per_m"]["mean"] * s["pixels"]["soil"]
                                for s in scenes if s["ec_dS_per_m"]) / soil
                            if soil else None),
       "seconds": {"wall": wall_seconds,
                   "scenes": sum(s["seconds"] for s in scenes)},
-      "per_scene": {s["name"]: {k: s[k] for k in (
+      "per_scene": {s["name"]: {k: s.get(k) for k in (
           "scene", "process", "seconds", "soil_fraction_of_valid",
           "soil_area_ha", "ec_dS_per_m", "classes", "pixels",
-          "interval")}
+          "interval", "outside_applicability_ha")}
                     for s in scenes},
   }
   head = ("| scene | soil fraction | soil (ha) | EC mean | p5 | median | "
           "p95 | " + " | ".join(f"{n} (ha)"
                                 for n in metrics.SALINITY_CLASS_NAMES)
           + " | interval width (median) | relative width (median) | "
-          "P(saline) > 0.8 (ha) | time (s) |")
+          "P(saline) > 0.8 (ha) | outside applicability (ha) | time (s) |")
   threshold = scenes[0]["uncertainty"].get("exceedance_threshold")
   made_by = sorted({s["model"]["made_by"] for s in scenes})
   report["made_by"] = made_by
@@ -217,7 +221,9 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
            "over soil pixels; soil fraction of the pixels with data. "
            "Interval: the calibrated 90 % interval (upper - lower, dS/m; "
            "relative: / EC); P(saline) > 0.8: the area where the probability "
-           f"that EC exceeds {threshold:g} dS/m is above 0.8.", "",
+           f"that EC exceeds {threshold:g} dS/m is above 0.8; outside "
+           "applicability: mapped soil farther from every field point than "
+           "cross-validation reached (docs/mapping.md).", "",
            head, "|" + "---|" * (head.count("|") - 1)]
   lines += [_row(s) for s in scenes]
   if not_mapped:

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import rasterio.crs
 
+from deepsalt_jax import applicability
 from deepsalt_jax import metrics
+from deepsalt_jax.mapping import covariate_rasters
 from deepsalt_spectral import indices
 
 # EC histogram: geometric bins from HIST_MIN_EC to HIST_MAX_EC dS/m (below
@@ -23,6 +25,10 @@ HIST_MIN_EC, HIST_MAX_EC, HIST_BINS = 0.01, 1000.0, 1000
 HIST_EDGES = np.geomspace(HIST_MIN_EC, HIST_MAX_EC, HIST_BINS + 1)
 HIST_RATIO = HIST_EDGES[1] / HIST_EDGES[0]
 PERCENTILES = (5, 25, 50, 75, 95)
+# The masks file's bands and the report's pixel counts: the soil tests, the
+# soil pixels without covariates (not mapped) and the mapped pixels outside
+# the area of applicability (flagged).
+MASKS = indices.MASK_NAMES + (covariate_rasters.MASK, applicability.MASK)
 # The EC file's bands: EC, the calibrated interval's bounds, P(EC > t).
 BANDS = ("ec", "lower", "upper", "exceedance")
 # Areas where P(EC > t) exceeds these are reported.
@@ -68,13 +74,14 @@ class Tally:
 
   def __init__(self, class_nodata: int):
     self._class_nodata = class_nodata
-    self.masks = dict.fromkeys(indices.MASK_NAMES, 0)
+    self.masks = dict.fromkeys(MASKS, 0)
     self.total = 0
     n = len(metrics.SALINITY_CLASS_NAMES)
     self.classes = np.zeros(n, np.int64)
     self.class_m2 = np.zeros(n)
     self.has_area = True
     self.soil_m2 = 0.0
+    self.outside_m2 = 0.0  # Of the area of applicability.
     self.hist = np.zeros(HIST_BINS + 2, np.int64)
     self.ec = [0.0, np.inf, -np.inf]  # Sum, min, max.
     # Interval widths and width / EC (geometric bins; none without one).
@@ -86,8 +93,8 @@ class Tally:
           area: np.ndarray | None) -> None:
     """Adds a block: `values` [BANDS, rows, cols] (NaN: not mapped)."""
     ec = values[0]
-    for name, mask in masks.items():  # Beyond MASK_NAMES: no_covariates.
-      self.masks[name] = self.masks.get(name, 0) + int(mask.sum())
+    for name in MASKS:
+      self.masks[name] += int(masks[name].sum())
     self.total += ec.size
     soil = masks["soil"]
     soil_ec = ec[soil]
@@ -99,6 +106,7 @@ class Tally:
       self.class_m2 += np.bincount(classes, weights=area[soil],
                                    minlength=self.classes.size)
       self.soil_m2 += float(area[soil].sum())
+      self.outside_m2 += float(area[masks[applicability.MASK]].sum())
     if soil_ec.size:
       self.hist += _bins(soil_ec)
       self.ec = [self.ec[0] + float(soil_ec.sum()),
@@ -144,6 +152,7 @@ class Tally:
         "pixels": self.masks,
         "soil_fraction_of_valid": n / valid if valid else None,
         "soil_area_ha": ha(self.soil_m2),
+        "outside_applicability_ha": ha(self.outside_m2),
         "classes": {name: {"pixels": int(c), "fraction": int(c) / max(n, 1),
                            "area_ha": ha(m2)}
                     for name, c, m2 in zip(metrics.SALINITY_CLASS_NAMES,

@@ -595,8 +595,13 @@ def test_example_maps_judge_the_mapped_pixels_against_the_truth(tmp_path):
   with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=4,
                      dtype="float32", nodata=files.EC_NODATA) as ds:
     ds.write(bands.astype(np.float32))
-  row = example_maps.judge(str(path), truth)
+  row = example_maps.judge(str(path), truth,
+                          np.array([[False, True], [False, True]]))
   assert row["pixels"] == 3 and row["max EC"] == 3.0
+  assert row["outside"] == pytest.approx(1 / 3)
+  assert (row["coverage inside"], row["coverage outside"]) == (1.0, 0.0)
+  assert row["RMSE log1p inside"] == pytest.approx(0.0, abs=1e-6)
+  assert row["RMSE log1p outside"] == pytest.approx(np.log(2))
   assert row["coverage"] == pytest.approx(2 / 3)
   assert row["RMSE"] == pytest.approx(np.sqrt(9 / 3))
   assert row["bias (log1p)"] == pytest.approx(np.log(3 / 6) / 3)

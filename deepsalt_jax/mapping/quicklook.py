@@ -4,7 +4,8 @@ Four panels of the same size on map coordinates (from the scene's CRS, with
 a scale bar): EC on a perceptual colour map (viridis) labelled with its
 method and units, the width of the calibrated interval, the probability
 that EC exceeds the threshold (0 to 1), and the salinity classes with the
-FAO legend. Drawn from the COGs' overviews, so a full scene reads fast.
+FAO legend; the pixels outside the area of applicability outlined in
+black on each. Drawn from the COGs' overviews, so a full scene reads fast.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import rasterio
 import rasterio.crs
 import rasterio.enums
 
+from deepsalt_jax import applicability
 from deepsalt_jax import metrics
-from deepsalt_spectral import indices
+from deepsalt_jax.mapping import stats
 
 CLASS_COLOURS = ((26, 152, 80), (166, 217, 106), (254, 224, 139),
                  (244, 109, 67), (165, 0, 38))
@@ -77,6 +79,13 @@ def _scale_bar(ax, extent, metres_per_unit: float) -> None:
       fontproperties={"size": 8}))
 
 
+def _outline(ax, outside: np.ndarray, extent) -> None:
+  """Black lines around the pixels outside the area of applicability."""
+  if outside.any():
+    ax.contour(outside.astype(np.float32), levels=[0.5], colors="black",
+               linewidths=0.6, extent=extent, origin="upper")
+
+
 def draw(path: pathlib.Path, ec_path: pathlib.Path,
          class_path: pathlib.Path, masks_path: pathlib.Path, title: str,
          crs: Any, transform: Any, threshold: float,
@@ -93,8 +102,8 @@ def draw(path: pathlib.Path, ec_path: pathlib.Path,
   ec, lower, upper, p = (np.where(v == ec_nodata, np.nan, v)
                          for v in (ec, lower, upper, p))
   (classes,), _, class_nodata = _overview(class_path, [1])
-  nodata_band = indices.MASK_NAMES.index("nodata") + 1
-  nodata = _overview(masks_path, [nodata_band])[0][0] == 1
+  nodata, outside = _overview(masks_path, [
+      stats.MASKS.index(n) + 1 for n in ("nodata", applicability.MASK)])[0] == 1
   extent, x_label, y_label, metres, aspect = _frame(crs, transform, shape)
 
   fig = plt.figure(figsize=(19, 6.4))
@@ -117,6 +126,7 @@ def draw(path: pathlib.Path, ec_path: pathlib.Path,
     ax.imshow(np.ma.masked_where(~nodata, nodata), extent=extent,
               cmap=colors.ListedColormap(["white"]), aspect=aspect,
               interpolation="nearest")
+    _outline(ax, outside, extent)
     bar = fig.add_axes((box[0], 0.17, box[2], 0.025))
     fig.colorbar(image, cax=bar, orientation="horizontal", extend="both",
                  label=f"{name} ({unit})")
@@ -126,11 +136,15 @@ def draw(path: pathlib.Path, ec_path: pathlib.Path,
   index = np.where(nodata, len(CLASS_COLOURS) + 1, index)
   axes[3].imshow(rgb[index], extent=extent, interpolation="nearest",
                  aspect=aspect)
+  _outline(axes[3], outside, extent)
   axes[3].set_title(f"FAO salinity class of {ec_method}", fontsize=10)
   handles = [patches.Patch(facecolor=colors.to_hex(c / 255), edgecolor="0.5",
                            label=name)
              for c, name in zip(rgb, metrics.SALINITY_CLASS_NAMES + (
                  "not soil (masked)", "no data"))]
+  if outside.any():
+    handles.append(patches.Patch(facecolor="none", edgecolor="black",
+                                 label="outside the area of applicability"))
   axes[3].legend(handles=handles, loc="upper center", ncol=2, fontsize=8,
                  frameon=False, bbox_to_anchor=(0.5, -0.12))
   for i, ax in enumerate(axes):

@@ -100,8 +100,7 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
   r, c = np.nonzero(masks["soil"])
   x = np.zeros((0, match.matrix.shape[0]), np.float32)
   if r.size:
-    good = _window_means(tile.reflectance[tile.good], around["soil"],
-                         r + start - low, c, window)
+    good = _window_means(tile, around["soil"], r + start - low, c, window)
     x = (good[:, match.matrix.argmax(axis=1)] if match.method == "direct"
          else match(good))
     if domain is not None:
@@ -110,12 +109,14 @@ def prepare(rows, start: int, stop: int, match: bands.BandMatch,
                None if values is None else values[r, c])
 
 
-def _window_means(cube: np.ndarray, soil: np.ndarray, r: np.ndarray,
-                  c: np.ndarray, window: int) -> np.ndarray:
-  """[n, bands]: the mean of `cube` ([bands, rows, cols]) over the `soil`
-  pixels of the window around each (r, c), itself soil."""
+def _window_means(tile, soil: np.ndarray, r: np.ndarray, c: np.ndarray,
+                  window: int) -> np.ndarray:
+  """[n, good bands]: the mean of the `tile`'s reflectance over the `soil`
+  pixels of the window around each (r, c), itself soil. Bands are
+  selected last: a selection first would copy the whole block."""
+  cube = tile.reflectance
   if window == 1:
-    return cube[:, r, c].T
+    return cube[:, r, c][tile.good].T
   half = window // 2
   padded = np.zeros((cube.shape[0], soil.shape[0] + 2 * half,
                      soil.shape[1] + 2 * half), cube.dtype)
@@ -123,7 +124,7 @@ def _window_means(cube: np.ndarray, soil: np.ndarray, r: np.ndarray,
   # Sums of the soil pixels and their count: their ratio is the mean over
   # the window's soil pixels (the window clipped at the edges).
   counts = _box_sums(np.pad(soil.astype(cube.dtype), half), window)
-  return (_box_sums(padded, window)[:, r, c] / counts[r, c]).T
+  return (_box_sums(padded, window)[:, r, c][tile.good] / counts[r, c]).T
 
 
 def _box_sums(padded: np.ndarray, window: int) -> np.ndarray:

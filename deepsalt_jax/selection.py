@@ -142,8 +142,10 @@ class Selector:
         {"start": self._start, "step": errors}, self._units)[0] == "step")
     if beats_start and score < self.best_score:
       self.best_score, self.best_step = score, step
+      # `kept` is `params` itself but after a PLSR start: finished once.
+      same = kept is None or kept is params
       self._params = jax.tree.map(
-          jnp.copy, finished if kept is None else self._finish(kept))
+          jnp.copy, finished if same else self._finish(kept))
       self._save(step, self._params)
       if sharding.is_main_process():
         paths.write_atomically(self._directory / BEST_FILE, json.dumps(

@@ -29,24 +29,24 @@ space=auto the lab grid, and sau=physics is refused. The MIR example:
   python launch.py --config=configs/own_data.py \\
       --config.data.project=example_mir \\
       --config.data.library=library/mir.csv --workdir=runs/example_mir
-  (211 s wall on 2 CPU cores, 2026-12-07; pooled R² / RMSE student 0.932
-  / 1.61, fade_distill_pred 0.909 / 1.86, PLSR 0.884 / 2.10, selected PLSR
+  (210 s wall on 2 CPU cores, 2026-12-07; pooled R² / RMSE student 0.937
+  / 1.56, fade_distill_pred 0.893 / 2.02, PLSR 0.884 / 2.10, selected PLSR
   in every fold).
-Run time (example project, 2 CPU cores, measured 2026-12-07): 260 s wall
-with the candidate student. The label curve at 8,16,32 adds 576 s wall
-(2.2x the rest). Re-running restores every fold, pair of folds and curve
+Run time (example project, 2 CPU cores, measured 2026-12-07): 218 s wall
+with the candidate student. The label curve at 8,16,32 adds about 576 s
+wall (2.2x the rest). Re-running restores every fold, pair of folds and curve
 run.
 Expected result (example project, pooled out-of-fold, 56 labelled pixels
 of 64 points, ECe in dS/m; AMD EPYC, the students correcting PLSR),
 R² / RMSE / class kappa: selected (validation: PLSR in every fold)
 0.884 / 2.10 / 0.614, student 0.949 / 1.40 / 0.648, fade_distill_pred
-0.915 / 1.80 / 0.669, teacher on resampled pixels 0.563 / 4.09 / 0.424,
+0.940 / 1.51 / 0.641, teacher on resampled pixels 0.563 / 4.09 / 0.424,
 PLSR 0.884 / 2.10 / 0.614, random forest 0.082 / 5.92 / 0.453, pooled
 MLP 0.672 / 3.54 / 0.591 (docs/results.md says where PLSR still wins:
-R² of log EC, 0.927 against the student's 0.920); validation prefers
+R² of log EC, 0.927 against the student's 0.922); validation prefers
 PLSR for the final model, which makes the maps.
 Label curve (8,16,32), R² / R² of log EC / kappa (mean of 3 draws): at 8
-points per fold student 0.15 / 0.45 / 0.34, PLSR -0.05 / 0.15 / 0.17,
+points per fold student 0.14 / 0.44 / 0.35, PLSR -0.05 / 0.15 / 0.17,
 pooled MLP 0.59 / 0.76 / 0.44; from 16 points the student leads every
 column.
 """

@@ -9,8 +9,10 @@ threshold is their largest DI once outliers (above the upper quartile plus
 1.5 interquartile ranges) are left out. A pixel above it lies farther from
 every point than cross-validation ever had to reach, so its error and
 interval were never checked there (docs/mapping.md, "Area of
-applicability"). Own data's runs fit it on their labelled pixels
-(`cross_validation`); maps flag the pixels outside it.
+applicability"). Every run fits it on its labelled pixels and saves it
+(`fit_and_save`): own data's over their spatial folds (`cross_validation`),
+the built-in datasets' over their regions (`train`); maps flag the pixels
+outside it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import dataclasses
 
 from etils import epath
 import numpy as np
+
+from deepsalt_jax import sharding
 
 FILE = "applicability.npz"
 MASK = "outside_applicability"  # The masks file's band, the reports' count.
@@ -84,6 +88,16 @@ def fit(x: np.ndarray, groups: np.ndarray) -> Applicability | None:
   q1, q3 = np.percentile(own, [25, 75])
   threshold = float(own[own <= q3 + 1.5 * (q3 - q1)].max())
   return Applicability(centre, scale, points, mean_distance, threshold)
+
+
+def fit_and_save(x: np.ndarray, groups: np.ndarray,
+                 directory: epath.PathLike) -> Applicability | None:
+  """`fit`, saved in `directory` (the run's workdir, where the mapper reads
+  it) by the main process."""
+  domain = fit(x, groups)
+  if domain is not None and sharding.is_main_process():
+    save(domain, directory)
+  return domain
 
 
 def save(applicability: Applicability, directory: epath.PathLike) -> None:

@@ -357,9 +357,8 @@ def train_and_validate(config: ml_collections.ConfigDict,
   final = choices[cv_report.FINAL]
   chosen = _save_final_model(workdir, data, config, final, oof, threshold)
   # Where the points speak for a map: read by the mapper.
-  domain = applicability.fit(data.satellite[labelled], data.fold[labelled])
-  if domain is not None and sharding.is_main_process():
-    applicability.save(domain, workdir)
+  applicability.fit_and_save(data.satellite[labelled], data.fold[labelled],
+                             workdir)
   if chosen:
     judged[f"{final_model.describe(final)} (maps)"] = chosen
   target = data.target[data.role == roles.LABELLED].astype(np.float64)

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from data_prep import roles
+from deepsalt_jax import applicability
 from deepsalt_jax import checkpoint
 from deepsalt_jax import compilation
 from deepsalt_jax import config_numbers
@@ -415,6 +416,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   held_out = region_calibration.groups(config, plan, data)
   run_config.save(config, workdir, data.lab_grid)
   _log_data(config, data)
+  # Where the labelled pixels speak for a map, each region a fold: a mapped
+  # scene is a region of its own.
+  labelled = (data.role == roles.LABELLED) & ~data.test & data.has_pixel
+  applicability.fit_and_save(data.satellite[labelled], data.region[labelled],
+                             workdir)
 
   with compilation.CompileClock() as clock:
     params = train_plan(plan, data, workdir, mesh)

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, cpu_devices_env, delete_checkpoint_data, tiny_config
 from data_prep import roles
+from deepsalt_jax import applicability
 from deepsalt_jax import checkpoint
 from deepsalt_jax import evaluate
 from deepsalt_jax import input_pipeline
@@ -48,6 +49,16 @@ def test_teacher_runs_and_writes_logs(prepared_data_dir, tmp_path):
   assert saved["models"]["teacher"]["overall"]["n"] == len(
       results["teacher"]["target"])
   assert saved["setting"].startswith("transductive")
+  # The area of applicability of the labelled training pixels, each region
+  # a fold, for the mapper.
+  data = samples.load_data(config.data)
+  labelled = (data.role == roles.LABELLED) & ~data.test
+  domain = applicability.load(tmp_path)
+  expected = applicability.fit(data.satellite[labelled], data.region[labelled])
+  np.testing.assert_array_equal(domain.points, expected.points)
+  assert domain.threshold == expected.threshold
+  assert domain.threshold != applicability.fit(
+      data.satellite[labelled], np.zeros(labelled.sum())).threshold
 
 
 @pytest.mark.slow

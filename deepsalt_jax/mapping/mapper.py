@@ -107,7 +107,8 @@ class _Mapper:
     self.domain = applicability.load(workdir)
     if self.domain is None:
       logging.info("[map] %s holds no area of applicability (%s, saved by "
-                   "own-data runs): no pixel is flagged outside it.",
+                   "runs since 2026-12-07; re-run the training command to "
+                   "write it): no pixel is flagged outside it.",
                    workdir, applicability.FILE)
     self.ec_method = config.data.get("ec_method") or metrics.EC_METHOD
     if self.ec_method != ec_methods.CLASS_METHOD:

@@ -222,8 +222,9 @@ def region_report(directory: epath.PathLike, scenes: list[dict[str, Any]],
            "Interval: the calibrated 90 % interval (upper - lower, dS/m; "
            "relative: / EC); P(saline) > 0.8: the area where the probability "
            f"that EC exceeds {threshold:g} dS/m is above 0.8; outside "
-           "applicability: mapped soil farther from every field point than "
-           "cross-validation reached (docs/mapping.md).", "",
+           "applicability: mapped soil farther from every labelled pixel "
+           "than they lie from those of other folds or regions "
+           "(docs/mapping.md).", "",
            head, "|" + "---|" * (head.count("|") - 1)]
   lines += [_row(s) for s in scenes]
   if not_mapped:

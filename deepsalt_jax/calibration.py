@@ -30,7 +30,8 @@ intervals.calibrate_shipped) and, on samples of regions no network saw
 transformed space: a new region's errors grow with it); each score plus
 its median over the
 calibration samples, so a score near zero cannot shrink an interval to
-nothing. They are compared by the cross-fitted
+nothing, and at most the largest of the samples', so a pixel far out
+cannot stretch it past what calibration checked. They are compared by the cross-fitted
 interval score (Winkler, each calibration block's samples judged by the
 calibration of the other blocks), and the first in their order within one
 standard error (over the blocks) of the lowest is kept (selection.pick).
@@ -134,20 +135,27 @@ def _centre(calibration: dict[str, Any], mean_t: np.ndarray) -> np.ndarray:
 
 
 def _fit_scores(mean_t, spread, target_t, difficulty):
-  """(normalised signed errors, the difficulty's added scale)."""
+  """(normalised signed errors, the difficulty's added scale, the largest
+  difficulty of the samples)."""
   if difficulty == "constant":
-    return target_t - mean_t, 1.0
+    return target_t - mean_t, 1.0, 1.0
   spread = _score(difficulty, spread, mean_t)
   scale = float(np.median(spread))
-  return (target_t - mean_t) / (spread + scale), scale
+  d = spread + scale
+  return (target_t - mean_t) / d, scale, float(d.max())
 
 
 def _difficulty(calibration: dict[str, Any], spread: np.ndarray | None,
                 mean_t: np.ndarray) -> np.ndarray:
+  """Each prediction's difficulty, at most the calibration samples'
+  largest: beyond it the interval would extrapolate what calibration never
+  checked (a features' distance far out gave bounds of 1e17 dS/m), so a
+  harder pixel gets the widest interval checked (docs/uncertainty.md)."""
   if calibration["difficulty"] == "constant":
     return np.ones(mean_t.size)
-  return (np.asarray(_score(calibration["difficulty"], spread, mean_t),
-                     np.float64) + calibration["difficulty_scale"])
+  d = (np.asarray(_score(calibration["difficulty"], spread, mean_t),
+                  np.float64) + calibration["difficulty_scale"])
+  return np.minimum(d, calibration.get("difficulty_max", np.inf))
 
 
 def _fit_one(mean, spread, target, difficulty, transform, nominal,
@@ -155,11 +163,12 @@ def _fit_one(mean, spread, target, difficulty, transform, nominal,
   forward, _ = targets.on_numpy(transform, np.float32)
   mean_t, target_t = forward(mean), forward(target)
   line = _line(mean_t, target_t) if location else [0.0, 0.0]
-  scores, scale = _fit_scores(_centre({"location": line}, mean_t), spread,
-                              target_t, difficulty)
+  scores, scale, largest = _fit_scores(_centre({"location": line}, mean_t),
+                                       spread, target_t, difficulty)
   low, high = _quantiles(scores, nominal)
   return {"kind": KIND, "transform": transform, "nominal": nominal,
           "difficulty": difficulty, "difficulty_scale": scale,
+          "difficulty_max": largest,
           "location": line, "lower": low, "upper": high,
           # Sorted: the conformal predictive distribution (exceedance).
           "scores": np.sort(scores).round(6).tolist(),

@@ -78,6 +78,32 @@ def test_the_spread_is_kept_where_it_ranks_the_errors_only():
   assert noise["difficulty"] == "constant"
 
 
+def test_a_pixel_harder_than_every_sample_gets_the_widest_interval_checked():
+  """Beyond the calibration samples' largest difficulty the interval and
+  the probability stop growing (a features' distance far out would give
+  any bound); within it they follow the difficulty."""
+  rng = np.random.default_rng(1)
+  mean, target, spread = _draw(rng, 300)
+  kept = calibration.fit(mean, target, np.arange(300) % 6, "log1p",
+                         {"feature_distance": spread}, readers={
+                             "feature_distance": {"precision": [[1.0]]}})
+  assert kept["difficulty"] == "feature_distance"
+  largest = spread.max()
+  assert kept["difficulty_max"] == pytest.approx(
+      largest + kept["difficulty_scale"])
+  pred = np.full(4, 3.0)
+  far = np.array([largest / 2, largest, 10 * largest, 1e12])
+  lower, upper = calibration.interval(kept, pred, far)
+  np.testing.assert_array_equal(upper[1:], upper[1])
+  np.testing.assert_array_equal(lower[1:], lower[1])
+  assert upper[0] < upper[1] and lower[0] > lower[1]
+  p = calibration.exceedance(kept, pred, 4.0, far)
+  np.testing.assert_array_equal(p[1:], p[1])
+  # A calibration saved before the cap extrapolates, as it did.
+  old = {k: v for k, v in kept.items() if k != "difficulty_max"}
+  assert calibration.interval(old, pred, far)[1][3] > 1e6 * upper[1]
+
+
 @pytest.mark.parametrize("informative,words", [
     ("quantile_heads", "quantile heads"),
     ("feature_distance", "distance of the pixel's features"),

@@ -53,12 +53,10 @@ class Applicability:
     f32 = lambda v: np.asarray(v, np.float32)
     z = (f32(x) - f32(self.centre)) / f32(self.scale)
     points = f32(self.points)
-    squared = (points**2).sum(1)
     nearest = np.empty(len(z))
     for start in range(0, len(z), _CHUNK):
-      part = z[start:start + _CHUNK]
-      d2 = (part**2).sum(1)[:, None] + squared - 2 * part @ points.T
-      nearest[start:start + _CHUNK] = np.sqrt(np.maximum(d2.min(1), 0.0))
+      nearest[start:start + _CHUNK] = np.sqrt(_squared_distances(
+          z[start:start + _CHUNK], points).min(1))
     return nearest / self.mean_distance
 
   def outside(self, x: np.ndarray) -> np.ndarray:
@@ -77,9 +75,7 @@ def fit(x: np.ndarray, groups: np.ndarray) -> Applicability | None:
   centre, scale = x.mean(0), x.std(0)
   scale = np.where(scale > 0, scale, 1.0)  # A constant band adds nothing.
   points = (x - centre) / scale
-  distance = np.sqrt(np.maximum(
-      (points**2).sum(1)[:, None] + (points**2).sum(1)[None]
-      - 2 * points @ points.T, 0.0))
+  distance = np.sqrt(_squared_distances(points, points))
   off_diagonal = ~np.eye(len(x), dtype=bool)
   mean_distance = float(distance[off_diagonal].mean())
   other = (groups[:, None] != groups[None] if len(np.unique(groups)) > 1
@@ -88,6 +84,13 @@ def fit(x: np.ndarray, groups: np.ndarray) -> Applicability | None:
   q1, q3 = np.percentile(own, [25, 75])
   threshold = float(own[own <= q3 + 1.5 * (q3 - q1)].max())
   return Applicability(centre, scale, points, mean_distance, threshold)
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """[len(a), len(b)] squared Euclidean distances of the rows (rounding
+  below zero clipped)."""
+  return np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1) - 2 * a @ b.T,
+                    0.0)
 
 
 def fit_and_save(x: np.ndarray, groups: np.ndarray,

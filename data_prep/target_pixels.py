@@ -69,12 +69,8 @@ class DeepsaltTargetPixels(array_record_builder.ArrayRecordBuilder):
       scene = scenes.read_scene(path)
       match = bands.match_bands(scene.wavelength[scene.good], sensor,
                                       tolerance_nm=2.0, min_coverage=0.9)
-      soil = scenes.soil_pixels(scene, SOIL)
-      rows, cols = np.nonzero(soil)
-      if rows.size > MAX_PIXELS_PER_SCENE:
-        keep = np.sort(np.random.default_rng(seed).choice(
-            rows.size, MAX_PIXELS_PER_SCENE, replace=False))
-        rows, cols = rows[keep], cols[keep]
+      rows, cols = scenes.seeded_subset(scenes.soil_pixels(scene, SOIL),
+                                        MAX_PIXELS_PER_SCENE, seed)
       pixels = scene.reflectance[scene.good][:, rows, cols].T
       for r, c, x in zip(rows, cols, match(pixels)):
         yield f"{path.name}/{r}/{c}", {

@@ -463,7 +463,7 @@ def _mixed_scene():
                       bad=sensors.in_bad_window(wavelength), nodata=nodata)
 
 
-def test_soil_pixels_and_bare_soil_spectra():
+def test_soil_pixels_and_their_seeded_subset():
   scene = _mixed_scene()
   assert indices.ndvi(scene)[1, 0] > 0.7
   mask = scenes.soil_pixels(scene, indices.NDVI_ONLY)
@@ -473,22 +473,24 @@ def test_soil_pixels_and_bare_soil_spectra():
   mask = scenes.soil_pixels(scene, water)
   assert not mask[2].any() and mask.sum() == 7
   np.testing.assert_array_equal(scenes.soil_pixels(scene), mask)  # Default.
-  spectra = scenes.bare_soil_spectra(scene, thresholds=water)
-  assert spectra.shape == (7, scene.good.size)
-  np.testing.assert_array_equal(spectra[0], scene.reflectance[scene.good, 0, 0])
-  a = scenes.bare_soil_spectra(scene, max_pixels=3, seed=5, thresholds=water)
-  b = scenes.bare_soil_spectra(scene, max_pixels=3, seed=5, thresholds=water)
-  assert a.shape == (3, scene.good.size) and np.array_equal(a, b)
-  assert scenes.bare_soil_spectra(
-      scene, thresholds=indices.MaskThresholds(ndvi_max=-1.0)).shape == (
-      0, scene.good.size)
+  every = np.nonzero(mask)
+  for n in (None, 7, 100):
+    np.testing.assert_array_equal(scenes.seeded_subset(mask, n, 5), every)
+  rows, cols = scenes.seeded_subset(mask, 3, seed=5)
+  flat = rows * mask.shape[1] + cols
+  assert flat.size == 3 and np.all(np.diff(flat) > 0)  # Raster order.
+  assert mask[rows, cols].all()
+  np.testing.assert_array_equal(scenes.seeded_subset(mask, 3, 5), (rows, cols))
+  draws = {tuple(scenes.seeded_subset(mask, 3, seed)[1]) for seed in range(20)}
+  assert len(draws) > 1  # The seed draws.
+  assert scenes.seeded_subset(np.zeros_like(mask), 3, 5)[0].size == 0
 
 
-def test_enmap_bare_soil_spectra(reference_data):
+def test_enmap_soil_pixels(reference_data):
   scene = scenes.read_scene(reference_data / ENMAP_TILE)
-  spectra = scenes.bare_soil_spectra(scene)
   mask = scenes.soil_pixels(scene)
-  assert spectra.shape == (mask.sum(), 215) and 0 < mask.sum() < mask.size
+  assert mask.shape == scene.reflectance.shape[1:]
+  assert 0 < mask.sum() < mask.size
   assert np.all(indices.ndvi(scene)[mask] <= 0.3)
 
 

@@ -166,11 +166,7 @@ class SceneContext:
   def sample_soil(self, n: int, seed: int, window: int) -> Placement:
     """Up to n bare-soil pixels (seeded), as the mapper sees them: each the
     mean of the soil pixels in its window, as the points."""
-    rows, cols = np.nonzero(self.soil)
-    if rows.size > n:
-      keep = np.sort(np.random.default_rng(seed).choice(rows.size, n,
-                                                        replace=False))
-      rows, cols = rows[keep], cols[keep]
+    rows, cols = scenes.seeded_subset(self.soil, n, seed)
     placement = Placement.empty(rows.size, self.match.matrix.shape[0])
     self._set(placement, slice(None), rows, cols, window)
     placement.distance[:] = 0.0

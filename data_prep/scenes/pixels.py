@@ -1,7 +1,6 @@
 """Pixels out of a Scene: spectra at points, and bare-soil pixels."""
 from typing import Optional, Sequence
 
-from absl import logging
 import numpy as np
 import rasterio.warp
 
@@ -17,30 +16,19 @@ def soil_pixels(scene: scene_lib.Scene,
   return indices.soil_masks(scene, thresholds)["soil"]
 
 
-def bare_soil_spectra(scene: scene_lib.Scene, max_pixels: Optional[int] = None,
-                      seed: int = 0,
-                      thresholds: indices.MaskThresholds = (
-                          indices.MaskThresholds())) -> np.ndarray:
-  """Reflectance [n, n_good] of bare-soil pixels at the scene's good bands.
+def seeded_subset(mask: np.ndarray, n: Optional[int],
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Rows and columns of the True pixels of a [rows, cols] mask.
 
-  The unlabelled target-domain pixels for domain alignment. With
-  `max_pixels`, a seeded random subset (kept in raster order). A scene without
-  bare soil gives an empty [0, n_good] array and a warning.
-
-  Args:
-    scene: the scene.
-    max_pixels: keep at most this many pixels.
-    seed: seed of the subset.
-    thresholds: the soil mask's index thresholds.
+  All of them, or past n a random n of them drawn with the seed; either way
+  in raster order.
   """
-  rows, cols = np.nonzero(soil_pixels(scene, thresholds))
-  if rows.size == 0:
-    logging.warning("%s: no bare-soil pixels (%s).", scene.name, thresholds)
-  if max_pixels is not None and rows.size > max_pixels:
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(rows.size, size=max_pixels, replace=False))
-    rows, cols = rows[pick], cols[pick]
-  return scene.reflectance[scene.good][:, rows, cols].T.copy()
+  rows, cols = np.nonzero(mask)
+  if n is not None and rows.size > n:
+    keep = np.sort(np.random.default_rng(seed).choice(rows.size, n,
+                                                      replace=False))
+    rows, cols = rows[keep], cols[keep]
+  return rows, cols
 
 
 def _to_pixels(scene, xs, ys, coords: str):

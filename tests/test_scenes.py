@@ -111,7 +111,7 @@ def test_enmap_tiles_match_band_table_and_file_values(reference_data):
     assert np.array_equal(scene.bad, scene.sensor.bad)
     assert scene.transform == transform and scene.crs == crs
     assert not scene.nodata.any()
-    good = scene.valid_values()
+    good = scene.reflectance[scene.good][:, ~scene.nodata]
     assert good.min() >= 0.0 and good.max() <= 1.5
     np.testing.assert_allclose(
         scene.reflectance[scene.good], raw[scene.good] * 1e-4, rtol=1e-6)
@@ -195,7 +195,7 @@ def test_gamsberg_envi_cube(reference_data, caplog):
   np.testing.assert_allclose(scene.reflectance, raw * 1e-4, rtol=1e-6)
   assert np.array_equal(scene.bad, sensors.in_bad_window(scene.wavelength))
   assert scene.crs is None and scene.transform is None
-  good = scene.valid_values()
+  good = scene.reflectance[scene.good][:, ~scene.nodata]
   assert 0.0 <= good.min() and good.max() <= 1.0
   # The data path finds its header too; scale overrides the detection.
   halved = scenes.read_scene(path, scale=0.5e-4)

@@ -124,10 +124,6 @@ class Scene:
                                  bbl=(~self.bad).astype(int), units="nm",
                                  name=self.name)
 
-  def valid_values(self) -> np.ndarray:
-    """Reflectance of the good bands at valid pixels, [n_good, n_valid]."""
-    return self.reflectance[self.good][:, ~self.nodata]
-
 
 def check_wavelengths(wavelength: np.ndarray, name: str) -> None:
   """Raises ValueError unless wavelengths are finite and strictly increasing."""

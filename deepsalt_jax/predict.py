@@ -102,7 +102,8 @@ def _predict(params, x, index, covariates, *, model, inverse, mc_samples,
         lambda a: fn(params, *a),
         (x.reshape(n, chunk, x.shape[1]), index.reshape(n, chunk),
          covariates.reshape(n, chunk, covariates.shape[1])))
-    return mean.reshape(-1), second.reshape((-1,) + second.shape[2:])
+    return (mean.reshape((-1,) + mean.shape[2:]),
+            second.reshape((-1,) + second.shape[2:]))
 
   return jax.shard_map(per_device, mesh=mesh,
                        in_specs=(P(), P(sharding.AXIS), P(sharding.AXIS),
@@ -122,8 +123,9 @@ def predict(model: Any, params: Any, x: np.ndarray, mesh: jax.sharding.Mesh,
   or the features) of every row of `x`.
 
   Args:
-    model: a Linen module returning {'pred': ..., 'features': ...}, with a
-      `head` submodule for mc_mode='head'.
+    model: a Linen module returning {'pred': [B] (or [B, k] for several
+      networks, models.members.Members), 'features': ...}, with a `head`
+      submodule for mc_mode='head'.
     params: its parameters (replicated on `mesh`).
     x: [n, bands] inputs; every process of the mesh passes all rows.
     mesh: the device mesh.

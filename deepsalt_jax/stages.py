@@ -225,15 +225,22 @@ class TeacherStage(Stage):
   def input_size(self, sensor: str) -> int:
     return self.lab_grid.size
 
-  def pixel_inputs(self, sensor: str,
-                   satellite: np.ndarray) -> np.ndarray | None:
-    """Pixels in the teacher's input space through the SAU's fixed start
-    (the physics inverse to the lab grid, or nothing for a sensor-space
-    teacher): the classic transfer, applied with method='from_prepared'.
-    None when the lab grid has no physics route (MIR)."""
+  def pixel_matrix(self, sensor: str) -> np.ndarray | None:
+    """[teacher inputs, pixel bands]: the SAU's fixed start (the physics
+    inverse to the lab grid, or nothing for a sensor-space teacher) that
+    takes pixels to the teacher's input space, the classic transfer,
+    applied with method='from_prepared'. None when the lab grid has no
+    physics route (MIR)."""
     matrix = from_config.adaptation_matrix(sensor, self.config.model,
                                            self.lab_grid)
-    return None if matrix is None else satellite @ matrix.T.astype(np.float32)
+    return None if matrix is None else matrix.astype(np.float32)
+
+  def pixel_inputs(self, sensor: str,
+                   satellite: np.ndarray) -> np.ndarray | None:
+    """Pixels in the teacher's input space (`pixel_matrix`); None without
+    a physics route."""
+    matrix = self.pixel_matrix(sensor)
+    return None if matrix is None else satellite @ matrix.T
 
   def starts_as_plsr(self) -> bool:
     return from_config.plsr_start(self.config.model)

@@ -6,8 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import distill
+from deepsalt_jax import predict
+from deepsalt_jax import sharding
+from deepsalt_jax import stages
+from deepsalt_jax import targets
 from deepsalt_jax.models import deepsalt
 from deepsalt_jax.models import encoder
+from deepsalt_jax.models import members
 from deepsalt_jax.models import sau
 from deepsalt_spectral import lab_grid
 from deepsalt_spectral import resampling
@@ -373,3 +379,37 @@ def test_student_takes_the_teachers_linear_path_and_a_latent_one_its_own(
   assert latent.shared == ('head',)
   l_params = latent.init(jax.random.key(2), satellite, train=False)['params']
   assert l_params['linear']['out']['kernel'].shape == (band.good.size, 1)
+
+
+def test_members_predict_each_network_as_it_predicts_alone():
+  """One program for several networks (a map's ensemble or stack) gives each
+  its own predictions, the teacher's through the SAU's fixed start."""
+  config = distill.get_config('tiny,compare=none')
+  plan = stages.plan(config, lab_grid.visnir())
+  sensor = config.data.sensor
+  rng = np.random.default_rng(0)
+  # Untrained networks predict about 0 (EC clipped there): move them off it.
+  moved = lambda p: jax.tree.map(
+      lambda a: a + 0.1 * rng.standard_normal(a.shape).astype(a.dtype), p)
+  teacher = moved(plan.teacher.init_params(sensor))
+  students = plan.students[:2]
+  params = [moved(s.init_params(sensor, teacher)) for s in students]
+  x = rng.uniform(0.05, 0.5, (100, sensors.builtin(sensor).good.size))
+  x = x.astype(np.float32)
+  mesh = sharding.make_mesh()
+  _, inverse = targets.TRANSFORMS['log1p']
+  run = functools.partial(predict.predict, mesh=mesh, batch_size=32,
+                          inverse=inverse, chunk=16)
+  matrix = plan.teacher.pixel_matrix(sensor)
+  together = members.Members(
+      tuple(s.model(sensor) for s in students) + (plan.teacher.model(sensor),),
+      (0, 0, len(matrix)))
+  both, _ = run(together, {'networks_0': params[0], 'networks_1': params[1],
+                           'networks_2': teacher, 'inputs_2': matrix}, x)
+  alone = [run(s.model(sensor), p, x)[0] for s, p in zip(students, params)]
+  alone.append(run(plan.teacher.model(sensor), teacher,
+                   plan.teacher.pixel_inputs(sensor, x),
+                   method='from_prepared')[0])
+  alone = np.stack(alone, axis=1)
+  assert both.shape == (100, 3) and np.all(np.ptp(alone, axis=0) > 0.1)
+  np.testing.assert_allclose(both, alone, rtol=1e-5, atol=1e-5)

@@ -32,8 +32,10 @@ from deepsalt_jax import intervals
 from deepsalt_jax import predict
 from deepsalt_jax import run_config
 from deepsalt_jax import selection
+from deepsalt_jax import sharding
 from deepsalt_jax import stages
 from deepsalt_jax import targets
+from deepsalt_jax.models import members as members_lib
 from deepsalt_spectral import errors
 
 # Spectra a CPU device computes at a time (predict.py): in cache. Other
@@ -73,24 +75,18 @@ def _restore(stage: stages.Stage, config: ml_collections.ConfigDict,
   return params, step
 
 
-def _network(stage: stages.Stage, params: Any, sensor: str,
-             config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-             options: ml_collections.ConfigDict,
-             teacher: bool = False) -> Callable[..., tuple[Any, Any]]:
-  """(x, index, covariates, ...) -> predict.predict of a restored network
+def _predictor(model: Any, params: Any, config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh, options: ml_collections.ConfigDict
+               ) -> Callable[..., tuple[Any, Any]]:
+  """(x, index, covariates, ...) -> predict.predict of restored parameters
   with the mapping options."""
   chunk = options.chunk_size or (
       _CPU_CHUNK if jax.default_backend() == "cpu" else 0)
   _, inverse = targets.TRANSFORMS[config.data.target_transform]
-  run = functools.partial(
-      predict.predict, stage.model(sensor), params, mesh=mesh,
+  return functools.partial(
+      predict.predict, model, params, mesh=mesh,
       batch_size=options.batch_size, inverse=inverse, seed=options.seed,
-      chunk=chunk,
-      method="from_prepared" if teacher else None)
-  if not teacher:
-    return run
-  # The teacher reads the pixels through the SAU's fixed start, as in CV.
-  return lambda x, **kw: run(stage.pixel_inputs(sensor, x), **kw)
+      chunk=chunk)
 
 
 def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
@@ -112,24 +108,11 @@ def _student(student, config, workdir, mesh, options, sensor) -> MapModel:
                     "network passes (--mapping.mc_samples=0 maps EC "
                     "alone).", mc_samples)
   run = intervals.with_difficulty(
-      _network(student, params, sensor, config, mesh, options), fitted)
+      _predictor(student.model(sensor), params, config, mesh, options),
+      fitted)
   return MapModel(final_model.STUDENT, run, {student.name: step},
                   student.covariate_names, fitted, why, mc_samples,
                   "the DeepSalt student")
-
-
-def _networks(members: dict[str, tuple[stages.Stage, bool]], config,
-              workdir, mesh, options, sensor):
-  """The restored networks of `members` (key -> (stage, whether it is the
-  teacher reading pixels)): {key: predict}, their checkpoint steps and
-  the covariates they read."""
-  networks, steps, names = {}, {}, []
-  for key, (stage, teacher) in members.items():
-    params, steps[stage.name] = _restore(stage, config, workdir, mesh)
-    networks[key] = _network(stage, params, sensor, config, mesh, options,
-                             teacher=teacher)
-    names += [n for n in stage.covariate_names if n not in names]
-  return networks, steps, tuple(names)
 
 
 def _combined(name: str, made_by: str, members, combine, fitted,
@@ -137,20 +120,36 @@ def _combined(name: str, made_by: str, members, combine, fitted,
               sensor) -> MapModel:
   """A map model of several networks' EC, `combine(x, {key: EC})` ->
   (EC, its difficulty or None), with the interval `fitted` (`missing`: why
-  there is none)."""
-  networks, steps, names = _networks(members, config, workdir, mesh, options,
-                                     sensor)
+  there is none). `members`: key -> (stage, whether it is the teacher
+  reading pixels); one program predicts them all (models.members)."""
+  networks, prepared, params, steps, names = [], [], {}, {}, []
+  for i, (stage, teacher) in enumerate(members.values()):
+    params[f"networks_{i}"], steps[stage.name] = _restore(
+        stage, config, workdir, mesh)
+    networks.append(stage.model(sensor))
+    prepared.append(0)
+    if teacher:  # Through the SAU's fixed start, as in CV.
+      matrix = stage.pixel_matrix(sensor)
+      params[f"inputs_{i}"] = jax.device_put(matrix,
+                                             sharding.replicated(mesh))
+      prepared[-1] = len(matrix)
+    names += [n for n in stage.covariate_names if n not in names]
+  predictor = _predictor(members_lib.Members(tuple(networks),
+                                             tuple(prepared)),
+                         params, config, mesh, options)
 
   def run(x, index, covariates=None):
-    return combine(x, {
-        n: np.asarray(f(x, index=index, covariates=covariates)[0],
-                      np.float64) for n, f in networks.items()})
+    if not members:  # A fit (PLSR, the forest) alone: no network runs.
+      return combine(x, {})
+    ec = np.asarray(predictor(x, index=index, covariates=covariates)[0],
+                    np.float64)
+    return combine(x, {key: ec[:, i] for i, key in enumerate(members)})
 
   if not options.mc_samples:
     fitted, why = None, "--mapping.mc_samples=0"
   else:
     why = "" if fitted else missing
-  return MapModel(name, run, steps, names, fitted, why, 0, made_by)
+  return MapModel(name, run, steps, tuple(names), fitted, why, 0, made_by)
 
 
 def _chosen(chosen: final_model.FinalModel, plan, config, workdir, mesh,

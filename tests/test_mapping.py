@@ -732,6 +732,36 @@ def test_a_stack_maps_its_members_weighted_in_log_space(tiny_run, tile,
                              atol=1e-5)
 
 
+def test_a_stack_with_the_teacher_reads_the_pixels_through_the_sau_start(
+    tiny_run, tile, mapped, tmp_path):
+  """The teacher in a stack maps as CV predicts it: the pixels through the
+  SAU's fixed start, `from_prepared`, in one program with the student."""
+  config, workdir = tiny_run
+  run, fitted, x, y = _run_with_training_arrays(workdir, tile, tmp_path)
+  weights = {"student": 0.6, final_model.TEACHER: 0.4}
+  choice = model_choice.Choice({}, model_choice.STACKED, weights)
+  final_model.save(run / final_model.FOLDER, choice, "log1p", 0, {},
+                   dict(fitted, model=final_model.describe(choice)))
+  report = mapping.map_scene(config, run, tile, tmp_path / "maps")
+  assert set(report["model"]["checkpoint_steps"]) == {"student", "teacher"}
+  block = _block(tile)
+  teacher = stages.plan(config, run_config.lab_grid(workdir)).teacher
+  mesh = sharding.make_mesh()
+  params, _ = teacher.restore(workdir, "enmap", mesh)
+  inverse = targets.TRANSFORMS[config.data.target_transform][1]
+  teacher_ec = predict.predict(
+      teacher.model("enmap"), params, teacher.pixel_inputs("enmap", block.x),
+      mesh, 256, inverse, method="from_prepared")[0]
+  _, student_maps = mapped
+  student = _read(student_maps / "tile_ec.tif")[0][block.rows, block.cols]
+  log_ec = 0.6 * np.log1p(student) + 0.4 * np.log1p(teacher_ec)
+  assert np.ptp(np.log1p(teacher_ec) - np.log1p(student)) > 0.01
+  ec = _read(tmp_path / "maps" / "tile_ec.tif")[0]
+  np.testing.assert_allclose(ec[block.rows, block.cols],
+                             np.maximum(np.expm1(log_ec), 0), rtol=1e-5,
+                             atol=1e-5)
+
+
 def test_a_student_hedged_with_plsr_maps_the_mean_in_log_space(
     tiny_run, tile, mapped, tmp_path):
   """Validation chose the student over PLSR, hedged with it: the map is the

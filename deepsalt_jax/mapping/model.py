@@ -127,12 +127,13 @@ def _combined(name: str, made_by: str, members, combine, fitted,
     params[f"networks_{i}"], steps[stage.name] = _restore(
         stage, config, workdir, mesh)
     networks.append(stage.model(sensor))
-    prepared.append(0)
+    size = 0
     if teacher:  # Through the SAU's fixed start, as in CV.
       matrix = stage.pixel_matrix(sensor)
       params[f"inputs_{i}"] = jax.device_put(matrix,
                                              sharding.replicated(mesh))
-      prepared[-1] = len(matrix)
+      size = len(matrix)
+    prepared.append(size)
     names += [n for n in stage.covariate_names if n not in names]
   predictor = _predictor(members_lib.Members(tuple(networks),
                                              tuple(prepared)),

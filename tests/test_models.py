@@ -400,12 +400,10 @@ def test_members_predict_each_network_as_it_predicts_alone():
   _, inverse = targets.TRANSFORMS['log1p']
   run = functools.partial(predict.predict, mesh=mesh, batch_size=32,
                           inverse=inverse, chunk=16)
-  matrix = plan.teacher.pixel_matrix(sensor)
-  together = members.Members(
-      tuple(s.model(sensor) for s in students) + (plan.teacher.model(sensor),),
-      (0, 0, len(matrix)))
-  both, _ = run(together, {'networks_0': params[0], 'networks_1': params[1],
-                           'networks_2': teacher, 'inputs_2': matrix}, x)
+  together, variables = members.members(
+      [s.model(sensor) for s in students] + [plan.teacher.model(sensor)],
+      params + [teacher], [None, None, plan.teacher.pixel_matrix(sensor)])
+  both, _ = run(together, variables, x)
   alone = [run(s.model(sensor), p, x)[0] for s, p in zip(students, params)]
   alone.append(run(plan.teacher.model(sensor), teacher,
                    plan.teacher.pixel_inputs(sensor, x),

@@ -122,22 +122,18 @@ def _combined(name: str, made_by: str, members, combine, fitted,
   (EC, its difficulty or None), with the interval `fitted` (`missing`: why
   there is none). `members`: key -> (stage, whether it is the teacher
   reading pixels); one program predicts them all (models.members)."""
-  networks, prepared, params, steps, names = [], [], {}, {}, []
-  for i, (stage, teacher) in enumerate(members.values()):
-    params[f"networks_{i}"], steps[stage.name] = _restore(
-        stage, config, workdir, mesh)
+  networks, params, matrices, steps, names = [], [], [], {}, []
+  for stage, teacher in members.values():
+    restored, steps[stage.name] = _restore(stage, config, workdir, mesh)
     networks.append(stage.model(sensor))
-    size = 0
-    if teacher:  # Through the SAU's fixed start, as in CV.
-      matrix = stage.pixel_matrix(sensor)
-      params[f"inputs_{i}"] = jax.device_put(matrix,
-                                             sharding.replicated(mesh))
-      size = len(matrix)
-    prepared.append(size)
+    params.append(restored)
+    # The teacher reads the pixels through the SAU's fixed start, as in CV.
+    matrices.append(jax.device_put(stage.pixel_matrix(sensor),
+                                   sharding.replicated(mesh))
+                    if teacher else None)
     names += [n for n in stage.covariate_names if n not in names]
-  predictor = _predictor(members_lib.Members(tuple(networks),
-                                             tuple(prepared)),
-                         params, config, mesh, options)
+  predictor = _predictor(*members_lib.members(networks, params, matrices),
+                         config, mesh, options)
 
   def run(x, index, covariates=None):
     if not members:  # A fit (PLSR, the forest) alone: no network runs.

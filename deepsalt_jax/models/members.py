@@ -1,6 +1,8 @@
 """Several trained networks as one: a map's ensemble or stack in one pass."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -39,3 +41,14 @@ class Members(nn.Module):
         out = network(x, train=train, covariates=covariates)
       preds.append(out["pred"])
     return {"pred": jnp.stack(preds, axis=-1)}
+
+
+def members(networks: Sequence[nn.Module], params: Sequence[Any],
+            matrices: Sequence[Any | None]) -> tuple[Members, dict[str, Any]]:
+  """`Members` of the networks and its parameters, from each network's
+  parameters and fixed matrix (None: it reads the pixels as they come)."""
+  variables = {f"networks_{i}": p for i, p in enumerate(params)}
+  variables.update({f"inputs_{i}": m for i, m in enumerate(matrices)
+                    if m is not None})
+  sizes = tuple(0 if m is None else len(m) for m in matrices)
+  return Members(tuple(networks), sizes), variables
